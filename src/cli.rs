@@ -1,0 +1,615 @@
+//! The `flaredock` command line: `crd`, `plan`, `apply`, `delete`, `emulator` and
+//! `image copy`. Exit codes: 0 done, 1 could not converge, 2 invalid input.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::cloudflare::{ClientConfig, CloudflareClient, DEFAULT_BASE_URL, RateLimit, Secret};
+use crate::emulator::{self, EmulatorConfig, ExternalRegistry, RunningEmulator};
+use crate::manifest;
+use crate::oci::copy::{CopyOptions, copy_image};
+use crate::oci::{Credentials, Reference, RegistryClient};
+use crate::reconcile::images::{ImageResolver, SourceCredentials};
+use crate::reconcile::status::condition;
+use crate::reconcile::view::AccountView;
+use crate::reconcile::{ConvergeOptions, DeleteOutcome, Reconciler, converge};
+use crate::spec::CloudflareContainer;
+use crate::telemetry::{self, LogFormat};
+
+/// Exit code: converged / done.
+pub const EXIT_OK: i32 = 0;
+/// Exit code: could not converge.
+pub const EXIT_FAILED: i32 = 1;
+/// Exit code: invalid input (nothing was sent to Cloudflare).
+pub const EXIT_INVALID: i32 = 2;
+
+#[derive(Parser, Debug)]
+#[command(name = "flaredock", version, about = "Runs Docker images on Cloudflare Containers, declaratively")]
+pub struct Cli {
+    /// Log format.
+    #[arg(long, global = true, value_enum, env = "FLAREDOCK_LOG_FORMAT", default_value = "pretty")]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Print the CloudflareContainer CustomResourceDefinition (YAML).
+    Crd,
+    /// Show what apply would change, object by object; changes nothing.
+    Plan(PlanArgs),
+    /// Make Cloudflare match the manifests and wait until each object is Ready.
+    Apply(ApplyArgs),
+    /// Delete what the manifests' objects own at Cloudflare (as deletionPolicy says).
+    Delete(PlanArgs),
+    /// Run the Cloudflare API emulator (with an embedded registry) on loopback.
+    Emulator(EmulatorArgs),
+    /// Image operations.
+    Image {
+        #[command(subcommand)]
+        command: ImageCommand,
+    },
+}
+
+/// Where Cloudflare is and how to talk to it.
+#[derive(Args, Debug, Clone)]
+pub struct Connection {
+    /// Cloudflare API token.
+    #[arg(long, env = "CLOUDFLARE_API_TOKEN", hide_env_values = true)]
+    pub api_token: Option<String>,
+    /// Cloudflare account id.
+    #[arg(long, env = "CLOUDFLARE_ACCOUNT_ID")]
+    pub account_id: Option<String>,
+    /// Cloudflare API base URL.
+    #[arg(long, env = "CLOUDFLARE_API_BASE_URL", default_value = DEFAULT_BASE_URL)]
+    pub api_base_url: String,
+    /// Client-side rate limit per token, REQUESTS/SECONDS.
+    #[arg(long, env = "FLAREDOCK_RATE_LIMIT", default_value = "1200/300", value_parser = RateLimit::parse)]
+    pub rate_limit: RateLimit,
+    /// Run against an in-process Cloudflare API emulator (nothing else needed).
+    #[arg(long)]
+    pub emulator: bool,
+    /// Registry host reached over plain HTTP (loopback hosts always are). Repeatable.
+    #[arg(long = "insecure-registry", env = "FLAREDOCK_INSECURE_REGISTRIES", value_delimiter = ',')]
+    pub insecure_registries: Vec<String>,
+    /// Docker config file with credentials for source registries.
+    #[arg(long, env = "FLAREDOCK_DOCKER_CONFIG")]
+    pub docker_config: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct PlanArgs {
+    /// Manifest files or directories (multi-document YAML).
+    #[arg(short = 'f', long = "filename", required = true, num_args = 1..)]
+    pub files: Vec<PathBuf>,
+    #[command(flatten)]
+    pub connection: Connection,
+}
+
+/// Output format of apply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Text,
+    Yaml,
+    Json,
+}
+
+#[derive(Args, Debug)]
+pub struct ApplyArgs {
+    /// Manifest files or directories (multi-document YAML).
+    #[arg(short = 'f', long = "filename", required = true, num_args = 1..)]
+    pub files: Vec<PathBuf>,
+    /// Do not wait for Ready: one reconcile per object.
+    #[arg(long)]
+    pub no_wait: bool,
+    /// How long to wait for Ready (e.g. 90s, 5m).
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// Objects reconciled at once.
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: usize,
+    /// Output format of the final statuses.
+    #[arg(short = 'o', long, value_enum, default_value = "text")]
+    pub output: Output,
+    #[command(flatten)]
+    pub connection: Connection,
+}
+
+#[derive(Args, Debug)]
+pub struct EmulatorArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8787")]
+    pub listen: SocketAddr,
+    #[arg(long, default_value = emulator::DEFAULT_ACCOUNT_ID)]
+    pub account_id: String,
+    /// The API token the emulator accepts.
+    #[arg(long, default_value = emulator::DEFAULT_API_TOKEN, hide_default_value = true)]
+    pub api_token: String,
+    /// Rate limit per token, REQUESTS/SECONDS; over it: 429 and a block of SECONDS.
+    #[arg(long, default_value = "1200/300", value_parser = RateLimit::parse)]
+    pub rate_limit: RateLimit,
+    /// External registry standing in for Cloudflare's (host:port); default: embedded.
+    #[arg(long, requires_all = ["registry_username", "registry_password"])]
+    pub registry_host: Option<String>,
+    #[arg(long)]
+    pub registry_username: Option<String>,
+    #[arg(long, hide_env_values = true)]
+    pub registry_password: Option<String>,
+    /// Share of API requests that fail with a 5xx or a dropped connection (0..1).
+    #[arg(long, default_value_t = 0.0, value_parser = parse_fraction)]
+    pub fault_rate: f64,
+    /// Delay added to every API answer, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    pub latency_ms: u64,
+    /// Duration of one rollout step, in milliseconds.
+    #[arg(long, default_value_t = 20)]
+    pub rollout_step_ms: u64,
+    /// Keep the account's state in this file across restarts.
+    #[arg(long)]
+    pub state: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ImageCommand {
+    /// Copy an image between registries (prints the destination digest reference).
+    Copy(CopyArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct CopyArgs {
+    /// Source image reference (with registry host).
+    pub source: String,
+    /// Destination image reference (with registry host).
+    pub destination: String,
+    /// Source credentials USER:PASSWORD.
+    #[arg(long, env = "FLAREDOCK_SRC_CREDS", hide_env_values = true)]
+    pub src_creds: Option<String>,
+    /// Destination credentials USER:PASSWORD.
+    #[arg(long, env = "FLAREDOCK_DEST_CREDS", hide_env_values = true)]
+    pub dest_creds: Option<String>,
+    /// Platform picked from an index.
+    #[arg(long, default_value = "linux/amd64")]
+    pub platform: String,
+    /// Copy every platform of an index.
+    #[arg(long)]
+    pub all: bool,
+    /// Blobs copied at once.
+    #[arg(long, default_value_t = 6)]
+    pub jobs: usize,
+    /// Registry host reached over plain HTTP. Repeatable.
+    #[arg(long = "insecure-registry", value_delimiter = ',')]
+    pub insecure_registries: Vec<String>,
+}
+
+fn parse_fraction(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
+    if (0.0..=1.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("{v} must be between 0 and 1"))
+    }
+}
+
+/// `90s`, `5m`, `1h`, `250ms`, or plain seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num.parse().map_err(|_| format!("{s:?} is not a duration (e.g. 90s, 5m)"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "ms" => n / 1000.0,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (ms, s, m, h)")),
+    };
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(format!("{s:?} is not a duration"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn parse_creds(text: &str, what: &str) -> Result<Credentials, String> {
+    let (u, p) = text
+        .split_once(':')
+        .ok_or_else(|| format!("{what} must be USER:PASSWORD"))?;
+    Ok(Credentials {
+        username: u.to_string(),
+        password: Secret::new(p),
+    })
+}
+
+/// Credentials for source registries from a Docker config file (`auths.HOST.auth`).
+pub fn docker_config_credentials(path: &std::path::Path) -> Result<SourceCredentials, String> {
+    use base64::Engine;
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let doc: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut out = SourceCredentials::new();
+    for (host, entry) in doc.get("auths").and_then(|a| a.as_object()).into_iter().flatten() {
+        let host = host
+            .trim_start_matches("https://")
+            .trim_start_matches("http://")
+            .trim_end_matches("/v1/")
+            .trim_end_matches('/');
+        let host = if host == "index.docker.io" { "docker.io" } else { host };
+        let (user, pass) = match (entry.get("username"), entry.get("password"), entry.get("auth")) {
+            (Some(u), Some(p), _) => (u.as_str().unwrap_or("").to_string(), p.as_str().unwrap_or("").to_string()),
+            (_, _, Some(a)) => {
+                let decoded = base64::engine::general_purpose::STANDARD
+                    .decode(a.as_str().unwrap_or(""))
+                    .map_err(|_| format!("{}: auths.{host}.auth is not base64", path.display()))?;
+                let text = String::from_utf8_lossy(&decoded).to_string();
+                match text.split_once(':') {
+                    Some((u, p)) => (u.to_string(), p.to_string()),
+                    None => continue,
+                }
+            }
+            _ => continue,
+        };
+        out.insert(
+            host.to_string(),
+            Credentials {
+                username: user,
+                password: Secret::new(pass),
+            },
+        );
+    }
+    Ok(out)
+}
+
+/// Parses arguments, sets up logging and runs; returns the exit code.
+pub async fn main_with(cli: Cli) -> i32 {
+    let default_filter = match cli.command {
+        Command::Emulator(_) => "info",
+        _ => "warn",
+    };
+    telemetry::init(cli.log_format, default_filter);
+    match cli.command {
+        Command::Crd => {
+            print!("{}", crate::spec::crd_yaml());
+            EXIT_OK
+        }
+        Command::Plan(args) => plan(args).await,
+        Command::Apply(args) => apply(args).await,
+        Command::Delete(args) => delete(args).await,
+        Command::Emulator(args) => run_emulator(args).await,
+        Command::Image {
+            command: ImageCommand::Copy(args),
+        } => image_copy(args).await,
+    }
+}
+
+/// Loads manifests or prints every problem; `None` means exit 2.
+fn load_or_report(files: &[PathBuf]) -> Option<Vec<CloudflareContainer>> {
+    let loaded = manifest::load(files);
+    for note in &loaded.notes {
+        eprintln!("note: {note}");
+    }
+    if !loaded.errors.is_empty() {
+        for e in &loaded.errors {
+            eprintln!("error: {e}");
+        }
+        eprintln!("{} invalid manifest problem(s); nothing was sent to Cloudflare", loaded.errors.len());
+        return None;
+    }
+    Some(loaded.objects.into_iter().map(|l| l.object).collect())
+}
+
+/// A reconciler for the connection, plus the emulator when `--emulator` started one.
+pub struct Session {
+    pub reconciler: Reconciler,
+    pub client: CloudflareClient,
+    pub emulator: Option<RunningEmulator>,
+}
+
+pub async fn connect(conn: &Connection) -> Result<Session, String> {
+    let mut emulator = None;
+    let (base_url, account_id, token) = if conn.emulator {
+        let em = emulator::start(EmulatorConfig::default())
+            .await
+            .map_err(|e| format!("cannot start the emulator: {e}"))?;
+        let out = (em.base_url(), em.account_id().to_string(), em.api_token().to_string());
+        emulator = Some(em);
+        out
+    } else {
+        let token = conn
+            .api_token
+            .clone()
+            .filter(|t| !t.is_empty())
+            .ok_or("no API token: set CLOUDFLARE_API_TOKEN or --api-token (or use --emulator)")?;
+        let account = conn
+            .account_id
+            .clone()
+            .filter(|t| !t.is_empty())
+            .ok_or("no account id: set CLOUDFLARE_ACCOUNT_ID or --account-id (or use --emulator)")?;
+        (conn.api_base_url.clone(), account, token)
+    };
+    let mut config = ClientConfig::new(base_url, account_id, Secret::new(token));
+    config.rate_limit = conn.rate_limit;
+    let client = CloudflareClient::new(config).map_err(|e| e.to_string())?;
+    let registry = RegistryClient::new(conn.insecure_registries.clone()).map_err(|e| e.to_string())?;
+    let docker_config = conn.docker_config.clone().or_else(|| {
+        std::env::var_os("HOME")
+            .map(|h| PathBuf::from(h).join(".docker/config.json"))
+            .filter(|p| p.exists())
+    });
+    let sources = match docker_config {
+        Some(p) => docker_config_credentials(&p)?,
+        None => SourceCredentials::new(),
+    };
+    let images = Arc::new(ImageResolver::new(client.clone(), registry, sources, CopyOptions::default()));
+    let view = Arc::new(AccountView::new(client.clone()));
+    Ok(Session {
+        reconciler: Reconciler::new(view, images),
+        client,
+        emulator,
+    })
+}
+
+async fn plan(args: PlanArgs) -> i32 {
+    let Some(objects) = load_or_report(&args.files) else {
+        return EXIT_INVALID;
+    };
+    let session = match connect(&args.connection).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_INVALID;
+        }
+    };
+    let peers: HashMap<String, String> = HashMap::new();
+    let mut code = EXIT_OK;
+    let mut out = std::io::stdout().lock();
+    for obj in &objects {
+        match session.reconciler.preview(obj, &peers).await {
+            Ok((plan, _)) => {
+                let _ = writeln!(out, "{}:", obj.key());
+                if plan.is_noop() {
+                    let _ = writeln!(out, "  no changes");
+                }
+                for c in &plan.changes {
+                    let _ = writeln!(out, "  ~ {c}");
+                }
+                for (i, a) in plan.actions.iter().enumerate() {
+                    let _ = writeln!(out, "  {}. {a}", i + 1);
+                }
+                if let Some(b) = &plan.blocked {
+                    let _ = writeln!(out, "  ! {}: {}", b.reason(), b.message());
+                }
+            }
+            Err(e) => {
+                let _ = writeln!(out, "{}:\n  ! {e}", obj.key());
+                code = EXIT_FAILED;
+            }
+        }
+    }
+    code
+}
+
+async fn apply(args: ApplyArgs) -> i32 {
+    let Some(objects) = load_or_report(&args.files) else {
+        return EXIT_INVALID;
+    };
+    let session = match connect(&args.connection).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_INVALID;
+        }
+    };
+    if let Some(em) = &session.emulator {
+        eprintln!("using the in-process Cloudflare API emulator at {}", em.base_url());
+    }
+    let options = ConvergeOptions {
+        wait: !args.no_wait,
+        timeout: args.timeout,
+        concurrency: args.concurrency,
+        ..Default::default()
+    };
+    let text = args.output == Output::Text;
+    let outcomes = converge(&session.reconciler, &objects, &options, |_, outcomes| {
+        if text {
+            let mut keys: Vec<&String> = outcomes.keys().collect();
+            keys.sort();
+            for key in keys {
+                for e in &outcomes[key].events {
+                    eprintln!("{key}: {e}");
+                }
+            }
+        }
+    })
+    .await;
+    let mut code = EXIT_OK;
+    let mut statuses = serde_json::Map::new();
+    for obj in &objects {
+        let key = obj.key();
+        let Some(outcome) = outcomes.get(&key) else { continue };
+        let converged = if args.no_wait {
+            outcome.error.is_none() && !outcome.stalled()
+        } else {
+            outcome.ready()
+        };
+        if !converged {
+            code = EXIT_FAILED;
+        }
+        match args.output {
+            Output::Text => {
+                let ready = condition(&outcome.status, "Ready");
+                let (state, reason, message) = ready
+                    .map(|c| (c.status.as_str(), c.reason.as_str(), c.message.as_str()))
+                    .unwrap_or(("Unknown", "", ""));
+                println!("{key}: Ready={state} {reason}: {message}");
+                if let Some(image) = &outcome.status.image {
+                    println!("  image: {image}");
+                }
+                if let Some(id) = &outcome.status.application_id {
+                    println!(
+                        "  application: {} ({id})",
+                        outcome.status.application_name.as_deref().unwrap_or("")
+                    );
+                }
+            }
+            _ => {
+                statuses.insert(key, serde_json::to_value(&outcome.status).unwrap_or_default());
+            }
+        }
+    }
+    match args.output {
+        Output::Yaml => print!("{}", serde_yaml_ng::to_string(&statuses).unwrap_or_default()),
+        Output::Json => println!("{}", serde_json::to_string_pretty(&statuses).unwrap_or_default()),
+        Output::Text => {}
+    }
+    if let Some(em) = session.emulator {
+        em.stop().await;
+    }
+    code
+}
+
+async fn delete(args: PlanArgs) -> i32 {
+    let Some(objects) = load_or_report(&args.files) else {
+        return EXIT_INVALID;
+    };
+    let session = match connect(&args.connection).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_INVALID;
+        }
+    };
+    let mut code = EXIT_OK;
+    for obj in &objects {
+        match session.reconciler.delete(obj).await {
+            Ok(DeleteOutcome::Deleted(names)) if names.is_empty() => println!("{}: nothing to delete", obj.key()),
+            Ok(DeleteOutcome::Deleted(names)) => println!("{}: deleted application(s) {}", obj.key(), names.join(", ")),
+            Ok(DeleteOutcome::Orphaned(names)) => println!(
+                "{}: deletionPolicy Orphan: left application(s) {} running",
+                obj.key(),
+                if names.is_empty() { "(none)".into() } else { names.join(", ") }
+            ),
+            Err(e) => {
+                eprintln!("{}: {e}", obj.key());
+                code = EXIT_FAILED;
+            }
+        }
+    }
+    code
+}
+
+async fn run_emulator(args: EmulatorArgs) -> i32 {
+    let registry = match (args.registry_host, args.registry_username, args.registry_password) {
+        (Some(host), Some(username), Some(password)) => Some(ExternalRegistry { host, username, password }),
+        _ => None,
+    };
+    let config = EmulatorConfig {
+        listen: args.listen,
+        account_id: args.account_id,
+        api_token: args.api_token,
+        rate_limit: args.rate_limit,
+        registry,
+        fault_rate: args.fault_rate,
+        latency: Duration::from_millis(args.latency_ms),
+        rollout_step: Duration::from_millis(args.rollout_step_ms),
+        state_file: args.state,
+        seed_demo: true,
+    };
+    let default_token = config.api_token == emulator::DEFAULT_API_TOKEN;
+    let em = match emulator::start(config).await {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_FAILED;
+        }
+    };
+    println!("flaredock emulator: Cloudflare API at {}", em.base_url());
+    println!("  export CLOUDFLARE_API_BASE_URL={}", em.base_url());
+    println!("  export CLOUDFLARE_ACCOUNT_ID={}", em.account_id());
+    if default_token {
+        println!("  export CLOUDFLARE_API_TOKEN={}", em.api_token());
+    }
+    println!("  registry: {}", em.registry_host());
+    tracing::info!(address = %em.addr, "emulator listening");
+    let _ = tokio::signal::ctrl_c().await;
+    em.stop().await;
+    EXIT_OK
+}
+
+async fn image_copy(args: CopyArgs) -> i32 {
+    let parse = |text: &str, what: &str| -> Result<Reference, String> {
+        let r = Reference::parse(text).map_err(|e| e.to_string())?;
+        if r.registry.is_none() {
+            return Err(format!("{what} {text:?} needs a registry host (e.g. registry.example.com/{text})"));
+        }
+        Ok(r)
+    };
+    let inputs = (|| -> Result<_, String> {
+        let src = parse(&args.source, "source")?;
+        let dst = parse(&args.destination, "destination")?;
+        let src_creds = args.src_creds.as_deref().map(|c| parse_creds(c, "--src-creds")).transpose()?;
+        let dst_creds = args.dest_creds.as_deref().map(|c| parse_creds(c, "--dest-creds")).transpose()?;
+        if !args.platform.contains('/') {
+            return Err(format!("--platform {:?} must be OS/ARCH", args.platform));
+        }
+        Ok((src, dst, src_creds, dst_creds))
+    })();
+    let (src, dst, src_creds, dst_creds) = match inputs {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_INVALID;
+        }
+    };
+    let client = match RegistryClient::new(args.insecure_registries) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_FAILED;
+        }
+    };
+    let opts = CopyOptions {
+        jobs: args.jobs.max(1),
+        platform: args.platform,
+        all: args.all,
+        ..Default::default()
+    };
+    match copy_image(&client, &src, src_creds.as_ref(), &dst, dst_creds.as_ref(), &opts).await {
+        Ok(report) => {
+            eprintln!(
+                "copied: {} blob(s) uploaded ({} bytes), {} mounted, {} already present ({} bytes)",
+                report.blobs_uploaded, report.bytes_uploaded, report.blobs_mounted, report.blobs_skipped, report.bytes_skipped
+            );
+            println!("{}", dst.with_digest(&report.digest));
+            EXIT_OK
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            EXIT_FAILED
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("2").unwrap(), Duration::from_secs(2));
+        assert!(parse_duration("5 parsecs").is_err());
+    }
+
+    #[test]
+    fn cli_parses() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

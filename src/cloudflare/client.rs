@@ -1,0 +1,626 @@
+//! The typed Cloudflare API client: one method per operation flaredock uses, the
+//! envelope unwrapped into typed results or an [`ApiError`], retries for requests that
+//! are safe to repeat, and every call paced by the per-token [`RateLimiter`].
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use reqwest::header::{AUTHORIZATION, HeaderValue, RETRY_AFTER};
+use reqwest::{Method, StatusCode};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use super::error::{ApiError, excerpt};
+use super::limiter::{RateLimit, RateLimiter};
+use super::token::ApiToken;
+use super::types::*;
+
+pub const DEFAULT_BASE_URL: &str = "https://api.cloudflare.com/client/v4";
+/// The registry domain credentials are minted for.
+pub const CLOUDFLARE_REGISTRY: &str = "registry.cloudflare.com";
+
+/// How to reach and pace the API.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    pub base_url: String,
+    pub account_id: String,
+    pub token: ApiToken,
+    pub timeout: Duration,
+    pub rate_limit: RateLimit,
+    /// Attempts for a request that is safe to repeat (5xx, timeouts, dropped connections).
+    pub max_attempts: u32,
+    /// First backoff delay; doubles each attempt, with jitter.
+    pub backoff: Duration,
+}
+
+impl ClientConfig {
+    pub fn new(base_url: impl Into<String>, account_id: impl Into<String>, token: ApiToken) -> Self {
+        ClientConfig {
+            base_url: base_url.into(),
+            account_id: account_id.into(),
+            token,
+            timeout: Duration::from_secs(30),
+            rate_limit: RateLimit::CLOUDFLARE,
+            max_attempts: 5,
+            backoff: Duration::from_millis(200),
+        }
+    }
+}
+
+/// Counts of API calls by operation and outcome, for benchmarks, tests and metrics.
+#[derive(Default)]
+pub struct CallStats {
+    calls: Mutex<BTreeMap<(&'static str, String), u64>>,
+}
+
+impl CallStats {
+    fn record(&self, operation: &'static str, outcome: String) {
+        let mut calls = match self.calls.lock() {
+            Ok(c) => c,
+            Err(p) => p.into_inner(),
+        };
+        *calls.entry((operation, outcome)).or_default() += 1;
+    }
+
+    /// `(operation, outcome) → count`; outcome is the HTTP status or `error`.
+    pub fn snapshot(&self) -> BTreeMap<(&'static str, String), u64> {
+        match self.calls.lock() {
+            Ok(c) => c.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    pub fn total(&self) -> u64 {
+        self.snapshot().values().sum()
+    }
+
+    /// Calls of operations that change something.
+    pub fn writes(&self) -> u64 {
+        self.snapshot()
+            .iter()
+            .filter(|((op, _), _)| is_write(op))
+            .map(|(_, n)| n)
+            .sum()
+    }
+
+    pub fn count(&self, operation: &str) -> u64 {
+        self.snapshot()
+            .iter()
+            .filter(|((op, _), _)| *op == operation)
+            .map(|(_, n)| n)
+            .sum()
+    }
+}
+
+fn is_write(operation: &str) -> bool {
+    matches!(
+        operation,
+        "createApplication"
+            | "modifyApplication"
+            | "deleteApplication"
+            | "createApplicationRollout"
+            | "patchScriptSettings"
+    )
+}
+
+/// Whether a failed request may be sent again as is.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Repeat {
+    /// Reads, PATCH of the same body, DELETE, credential minting.
+    Safe,
+    /// Creates: a lost response may mean it was applied; the caller checks by name.
+    Never,
+}
+
+enum Body {
+    Empty,
+    Json(Value),
+    /// `multipart/form-data` with one part named `settings` holding this JSON.
+    SettingsPart(String),
+}
+
+/// A Cloudflare API client for one account and token. Clones share the connection pool,
+/// the limiter and the stats.
+#[derive(Clone)]
+pub struct CloudflareClient {
+    http: reqwest::Client,
+    config: Arc<ClientConfig>,
+    limiter: Arc<RateLimiter>,
+    stats: Arc<CallStats>,
+}
+
+impl std::fmt::Debug for CloudflareClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CloudflareClient")
+            .field("base_url", &self.config.base_url)
+            .field("account_id", &self.config.account_id)
+            .field("token", &self.config.token)
+            .finish()
+    }
+}
+
+impl CloudflareClient {
+    pub fn new(config: ClientConfig) -> Result<Self, ApiError> {
+        let http = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .connect_timeout(config.timeout.min(Duration::from_secs(10)))
+            .user_agent(concat!("flaredock/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| ApiError::Transport {
+                operation: "client",
+                reason: e.to_string(),
+                maybe_applied: false,
+            })?;
+        let limiter = RateLimiter::for_token(&config.token, config.rate_limit);
+        Ok(CloudflareClient {
+            http,
+            config: Arc::new(config),
+            limiter,
+            stats: Arc::new(CallStats::default()),
+        })
+    }
+
+    pub fn account_id(&self) -> &str {
+        &self.config.account_id
+    }
+
+    pub fn stats(&self) -> &CallStats {
+        &self.stats
+    }
+
+    pub fn limiter(&self) -> &RateLimiter {
+        &self.limiter
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!(
+            "{}/accounts/{}{}",
+            self.config.base_url.trim_end_matches('/'),
+            self.config.account_id,
+            path
+        )
+    }
+
+    // ---- containers -------------------------------------------------------------
+
+    /// `GET /containers/applications` — every application of the account in one call.
+    pub async fn list_applications(&self) -> Result<Vec<Application>, ApiError> {
+        self.call(
+            "listApplications",
+            Method::GET,
+            "/containers/applications".into(),
+            Body::Empty,
+            Repeat::Safe,
+        )
+        .await
+    }
+
+    pub async fn get_application(&self, id: &str) -> Result<Application, ApiError> {
+        self.call(
+            "getApplication",
+            Method::GET,
+            format!("/containers/applications/{id}"),
+            Body::Empty,
+            Repeat::Safe,
+        )
+        .await
+    }
+
+    /// `POST /containers/applications`. Never repeated blindly: after a lost response
+    /// the caller looks the name up before creating again.
+    pub async fn create_application(
+        &self,
+        request: &CreateApplicationRequest,
+    ) -> Result<Application, ApiError> {
+        self.call(
+            "createApplication",
+            Method::POST,
+            "/containers/applications".into(),
+            Body::Json(to_json(request)),
+            Repeat::Never,
+        )
+        .await
+    }
+
+    pub async fn modify_application(
+        &self,
+        id: &str,
+        request: &ModifyApplicationRequest,
+    ) -> Result<Application, ApiError> {
+        self.call(
+            "modifyApplication",
+            Method::PATCH,
+            format!("/containers/applications/{id}"),
+            Body::Json(to_json(request)),
+            Repeat::Safe,
+        )
+        .await
+    }
+
+    /// `DELETE /containers/applications/{id}`; `Ok(false)` when it was already gone.
+    pub async fn delete_application(&self, id: &str) -> Result<bool, ApiError> {
+        let result: Result<DeleteApplicationResponse, ApiError> = self
+            .call(
+                "deleteApplication",
+                Method::DELETE,
+                format!("/containers/applications/{id}"),
+                Body::Empty,
+                Repeat::Safe,
+            )
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(ApiError::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `POST /containers/applications/{id}/rollouts`. Never repeated blindly.
+    pub async fn create_rollout(
+        &self,
+        id: &str,
+        request: &CreateRolloutRequest,
+    ) -> Result<ApplicationRollout, ApiError> {
+        self.call(
+            "createApplicationRollout",
+            Method::POST,
+            format!("/containers/applications/{id}/rollouts"),
+            Body::Json(to_json(request)),
+            Repeat::Never,
+        )
+        .await
+    }
+
+    pub async fn list_versions(&self, id: &str) -> Result<Vec<ApplicationVersion>, ApiError> {
+        self.call(
+            "listApplicationVersions",
+            Method::GET,
+            format!("/containers/applications/{id}/versions"),
+            Body::Empty,
+            Repeat::Safe,
+        )
+        .await
+    }
+
+    /// Mints short-lived registry credentials.
+    pub async fn registry_credentials(
+        &self,
+        domain: &str,
+        permissions: &[RegistryPermission],
+        expiration_minutes: i64,
+    ) -> Result<RegistryCredentials, ApiError> {
+        let request = RegistryCredentialsRequest {
+            permissions: permissions.to_vec(),
+            expiration_minutes,
+        };
+        self.call(
+            "generateImageRegistryCredentials",
+            Method::POST,
+            format!("/containers/registries/{domain}/credentials"),
+            Body::Json(to_json(&request)),
+            Repeat::Safe,
+        )
+        .await
+    }
+
+    // ---- workers ----------------------------------------------------------------
+
+    /// Every Durable Object namespace of the account (pages of 1,000).
+    pub async fn list_namespaces(&self) -> Result<Vec<DurableObjectNamespace>, ApiError> {
+        let mut all = Vec::new();
+        let mut page = 1u32;
+        loop {
+            let (items, info): (Vec<DurableObjectNamespace>, Option<ResultInfo>) = self
+                .call_with_info(
+                    "listNamespaces",
+                    Method::GET,
+                    format!("/workers/durable_objects/namespaces?page={page}&per_page=1000"),
+                    Body::Empty,
+                    Repeat::Safe,
+                )
+                .await?;
+            let got = items.len();
+            all.extend(items);
+            let total_pages = info.as_ref().and_then(|i| i.total_pages).unwrap_or(0.0);
+            if got < 1000 || f64::from(page) >= total_pages {
+                return Ok(all);
+            }
+            page += 1;
+        }
+    }
+
+    pub async fn get_script_settings(&self, script: &str) -> Result<ScriptSettings, ApiError> {
+        self.call(
+            "getScriptSettings",
+            Method::GET,
+            format!("/workers/scripts/{script}/settings"),
+            Body::Empty,
+            Repeat::Safe,
+        )
+        .await
+    }
+
+    /// `PATCH …/settings`: multipart with one `settings` part of JSON.
+    pub async fn patch_script_settings(
+        &self,
+        script: &str,
+        settings: &ScriptSettings,
+    ) -> Result<ScriptSettings, ApiError> {
+        self.call(
+            "patchScriptSettings",
+            Method::PATCH,
+            format!("/workers/scripts/{script}/settings"),
+            Body::SettingsPart(to_json(settings).to_string()),
+            Repeat::Safe,
+        )
+        .await
+    }
+
+    // ---- transport --------------------------------------------------------------
+
+    async fn call<T: DeserializeOwned>(
+        &self,
+        operation: &'static str,
+        method: Method,
+        path: String,
+        body: Body,
+        repeat: Repeat,
+    ) -> Result<T, ApiError> {
+        self.call_with_info(operation, method, path, body, repeat)
+            .await
+            .map(|(t, _)| t)
+    }
+
+    async fn call_with_info<T: DeserializeOwned>(
+        &self,
+        operation: &'static str,
+        method: Method,
+        path: String,
+        body: Body,
+        repeat: Repeat,
+    ) -> Result<(T, Option<ResultInfo>), ApiError> {
+        let url = self.url(&path);
+        let mut attempt = 0u32;
+        let mut rate_limited = 0u32;
+        loop {
+            attempt += 1;
+            let result = self.send_once(operation, &method, &url, &body).await;
+            let err = match result {
+                Ok(v) => return Ok(v),
+                Err(e) => e,
+            };
+            let retry = match &err {
+                // A 429 was not processed: always safe to send again, after the wait.
+                ApiError::RateLimited { retry_after, .. } => {
+                    self.limiter.block_for(*retry_after);
+                    rate_limited += 1;
+                    rate_limited <= 8
+                }
+                ApiError::Transport { maybe_applied, .. } => {
+                    repeat == Repeat::Safe || !maybe_applied
+                }
+                ApiError::Server { .. } | ApiError::InvalidResponse { .. } => {
+                    repeat == Repeat::Safe && err.is_retryable()
+                }
+                ApiError::VersionNotVisible { .. } => true,
+                _ => false,
+            };
+            let exhausted = !matches!(err, ApiError::RateLimited { .. })
+                && attempt >= self.config.max_attempts;
+            if !retry || exhausted {
+                return Err(err);
+            }
+            if !matches!(err, ApiError::RateLimited { .. }) {
+                let delay = backoff(self.config.backoff, attempt);
+                tracing::debug!(operation, attempt, delay_ms = delay.as_millis() as u64, error = %err, "retrying Cloudflare call");
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
+
+    async fn send_once<T: DeserializeOwned>(
+        &self,
+        operation: &'static str,
+        method: &Method,
+        url: &str,
+        body: &Body,
+    ) -> Result<(T, Option<ResultInfo>), ApiError> {
+        self.limiter.acquire().await;
+        let mut auth = HeaderValue::from_str(&format!("Bearer {}", self.config.token.expose()))
+            .map_err(|_| ApiError::Transport {
+                operation,
+                reason: "the API token contains characters not allowed in a header".into(),
+                maybe_applied: false,
+            })?;
+        auth.set_sensitive(true);
+        let mut request = self
+            .http
+            .request(method.clone(), url)
+            .header(AUTHORIZATION, auth);
+        request = match body {
+            Body::Empty => request,
+            Body::Json(v) => request.json(v),
+            Body::SettingsPart(json) => {
+                let part = reqwest::multipart::Part::text(json.clone())
+                    .mime_str("application/json")
+                    .map_err(|e| ApiError::Transport {
+                        operation,
+                        reason: e.to_string(),
+                        maybe_applied: false,
+                    })?;
+                request.multipart(reqwest::multipart::Form::new().part("settings", part))
+            }
+        };
+        let response = match request.send().await {
+            Ok(r) => r,
+            Err(e) => {
+                self.stats.record(operation, "error".into());
+                tracing::debug!(operation, %method, error = %describe_transport(&e), "Cloudflare call failed");
+                return Err(ApiError::Transport {
+                    operation,
+                    // Without the connect phase failing, the server may have applied it.
+                    maybe_applied: !e.is_connect(),
+                    reason: describe_transport(&e),
+                });
+            }
+        };
+        let status = response.status();
+        self.stats.record(operation, status.as_u16().to_string());
+        tracing::debug!(operation, %method, status = status.as_u16(), "Cloudflare call");
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .filter(|s| s.is_finite() && *s >= 0.0)
+            .map(|s| Duration::from_secs_f64(s.min(3600.0)));
+        let bytes = match response.bytes().await {
+            Ok(b) => b,
+            Err(e) => {
+                return Err(ApiError::Transport {
+                    operation,
+                    reason: format!("response body cut off: {}", describe_transport(&e)),
+                    maybe_applied: true,
+                });
+            }
+        };
+        parse_response(operation, status, retry_after, &bytes)
+    }
+}
+
+/// Decodes a response body (the envelope) into the result, or the typed error.
+pub fn parse_response<T: DeserializeOwned>(
+    operation: &'static str,
+    status: StatusCode,
+    retry_after: Option<Duration>,
+    bytes: &[u8],
+) -> Result<(T, Option<ResultInfo>), ApiError> {
+    let code = status.as_u16();
+    let envelope: Envelope<Value> = match serde_json::from_slice(bytes) {
+        Ok(e) => e,
+        Err(e) => {
+            if code == 429 {
+                return Err(ApiError::from_failure(operation, code, vec![], retry_after));
+            }
+            return Err(ApiError::InvalidResponse {
+                operation,
+                status: code,
+                reason: format!("not a Cloudflare JSON envelope ({e})"),
+                excerpt: excerpt(bytes),
+            });
+        }
+    };
+    if !status.is_success() || !envelope.success {
+        let code = if status.is_success() { 400 } else { code };
+        return Err(ApiError::from_failure(
+            operation,
+            code,
+            envelope.errors,
+            retry_after,
+        ));
+    }
+    let result = envelope.result.unwrap_or(Value::Null);
+    match serde_json::from_value::<T>(result) {
+        Ok(t) => Ok((t, envelope.result_info)),
+        Err(e) => Err(ApiError::InvalidResponse {
+            operation,
+            status: code,
+            reason: format!("result has an unexpected shape ({e})"),
+            excerpt: excerpt(bytes),
+        }),
+    }
+}
+
+fn to_json<T: Serialize>(value: &T) -> Value {
+    serde_json::to_value(value).unwrap_or(Value::Null)
+}
+
+fn describe_transport(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "could not connect"
+    } else if e.is_body() || e.is_decode() {
+        "connection dropped while reading"
+    } else {
+        "connection failed"
+    };
+    let mut detail = String::new();
+    let mut source: Option<&dyn std::error::Error> = std::error::Error::source(e);
+    while let Some(s) = source {
+        detail = s.to_string();
+        source = s.source();
+    }
+    if detail.is_empty() {
+        kind.to_string()
+    } else {
+        format!("{kind} ({detail})")
+    }
+}
+
+/// Exponential backoff with full jitter: a random delay in [base·2ⁿ⁻¹/2, base·2ⁿ⁻¹], capped at 10 s.
+pub fn backoff(base: Duration, attempt: u32) -> Duration {
+    let exp = base.saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
+    let cap = exp.min(Duration::from_secs(10));
+    let half = cap / 2;
+    half + cap.saturating_sub(half).mul_f64(fastrand::f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let b = Duration::from_millis(100);
+        for attempt in 1..30 {
+            let d = backoff(b, attempt);
+            assert!(d <= Duration::from_secs(10));
+        }
+        assert!(backoff(b, 1) <= Duration::from_millis(100));
+        assert!(backoff(b, 4) >= Duration::from_millis(400));
+    }
+
+    #[test]
+    fn html_body_is_a_typed_error() {
+        let r: Result<(Application, _), _> = parse_response(
+            "getApplication",
+            StatusCode::BAD_GATEWAY,
+            None,
+            b"<html><body>502 Bad Gateway</body></html>",
+        );
+        match r {
+            Err(ApiError::InvalidResponse {
+                status, excerpt, ..
+            }) => {
+                assert_eq!(status, 502);
+                assert!(excerpt.contains("502 Bad Gateway"));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn truncated_body_is_a_typed_error() {
+        let r: Result<(Application, _), _> = parse_response(
+            "getApplication",
+            StatusCode::OK,
+            None,
+            br#"{"success":true,"errors":[],"messages":[],"result":{"id":"a","na"#,
+        );
+        assert!(matches!(r, Err(ApiError::InvalidResponse { status: 200, .. })));
+    }
+
+    #[test]
+    fn failure_envelope_maps_to_variant() {
+        let r: Result<(Application, _), _> = parse_response(
+            "getApplication",
+            StatusCode::NOT_FOUND,
+            None,
+            br#"{"success":false,"errors":[{"code":1404,"message":"application not found"}],"messages":[],"result":null}"#,
+        );
+        assert!(matches!(r, Err(ApiError::NotFound { .. })));
+    }
+}

@@ -1,0 +1,354 @@
+//! Typed errors of the Cloudflare API: every failure the client can meet becomes one
+//! [`ApiError`] variant carrying the HTTP status and every `{code, message}`.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::types::Message;
+
+/// Error code: the Durable Object namespace already has an application.
+pub const CODE_NAMESPACE_HAS_APPLICATION: i64 = 1608;
+/// Error code: a just-uploaded Worker version is not visible yet.
+pub const CODE_VERSION_NOT_VISIBLE: i64 = 100146;
+
+/// The `{code, message}` list of a failed call, printed `[code] message; …`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Messages(pub Vec<Message>);
+
+impl fmt::Display for Messages {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            return f.write_str("no error detail");
+        }
+        for (i, m) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{m}")?;
+        }
+        Ok(())
+    }
+}
+
+impl Messages {
+    pub fn has_code(&self, code: i64) -> bool {
+        self.0.iter().any(|m| m.code == code)
+    }
+}
+
+/// An error of one Cloudflare API operation.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ApiError {
+    #[error("{operation}: not found (HTTP {status}): {errors}")]
+    NotFound {
+        operation: &'static str,
+        status: u16,
+        errors: Messages,
+    },
+    #[error("{operation}: the name is already taken (HTTP {status}): {errors}")]
+    NameTaken {
+        operation: &'static str,
+        status: u16,
+        errors: Messages,
+    },
+    #[error(
+        "{operation}: the Durable Object namespace already has application {application_name:?} ({application_id}) (HTTP {status})"
+    )]
+    NamespaceHasApplication {
+        operation: &'static str,
+        status: u16,
+        application_name: String,
+        application_id: String,
+        errors: Messages,
+    },
+    #[error("{operation}: the Worker version is not visible yet, retry shortly (HTTP {status}): {errors}")]
+    VersionNotVisible {
+        operation: &'static str,
+        status: u16,
+        errors: Messages,
+    },
+    #[error("{operation}: rate limited by Cloudflare, retry after {}s", retry_after.as_secs())]
+    RateLimited {
+        operation: &'static str,
+        retry_after: Duration,
+        errors: Messages,
+    },
+    #[error("{operation}: unauthorized: check the API token (HTTP {status}): {errors}")]
+    Unauthorized {
+        operation: &'static str,
+        status: u16,
+        errors: Messages,
+    },
+    #[error("{operation}: forbidden: the API token lacks a permission or the account id is wrong (HTTP {status}): {errors}")]
+    Forbidden {
+        operation: &'static str,
+        status: u16,
+        errors: Messages,
+    },
+    #[error("{operation}: rejected as invalid (HTTP {status}): {errors}")]
+    Validation {
+        operation: &'static str,
+        status: u16,
+        errors: Messages,
+    },
+    #[error("{operation}: Cloudflare server error (HTTP {status}): {errors}")]
+    Server {
+        operation: &'static str,
+        status: u16,
+        errors: Messages,
+    },
+    #[error("{operation}: request failed (HTTP {status}): {errors}")]
+    Other {
+        operation: &'static str,
+        status: u16,
+        errors: Messages,
+    },
+    #[error("{operation}: unreadable response (HTTP {status}): {reason}; body starts with {excerpt:?}")]
+    InvalidResponse {
+        operation: &'static str,
+        status: u16,
+        reason: String,
+        excerpt: String,
+    },
+    #[error("{operation}: no response from Cloudflare: {reason}")]
+    Transport {
+        operation: &'static str,
+        reason: String,
+        /// Whether the request may have reached the server (the response was lost).
+        maybe_applied: bool,
+    },
+}
+
+/// The JSON carried inside the `message` of error 1608.
+#[derive(Deserialize)]
+struct NamespaceConflict {
+    #[serde(default)]
+    details: NamespaceConflictDetails,
+}
+
+#[derive(Deserialize, Default)]
+struct NamespaceConflictDetails {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    id: String,
+}
+
+const EXCERPT_CHARS: usize = 160;
+
+/// A short, printable beginning of a body, for error messages.
+pub fn excerpt(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let mut out: String = text
+        .chars()
+        .take(EXCERPT_CHARS)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if text.chars().count() > EXCERPT_CHARS {
+        out.push('…');
+    }
+    out
+}
+
+impl ApiError {
+    /// Maps a failed envelope (or a non-2xx status) to its variant.
+    pub fn from_failure(
+        operation: &'static str,
+        status: u16,
+        errors: Vec<Message>,
+        retry_after: Option<Duration>,
+    ) -> ApiError {
+        let errors = Messages(errors);
+        if status == 429 {
+            return ApiError::RateLimited {
+                operation,
+                retry_after: retry_after.unwrap_or(Duration::from_secs(60)),
+                errors,
+            };
+        }
+        if let Some(m) = errors
+            .0
+            .iter()
+            .find(|m| m.code == CODE_NAMESPACE_HAS_APPLICATION)
+        {
+            let details = serde_json::from_str::<NamespaceConflict>(&m.message)
+                .map(|c| c.details)
+                .unwrap_or_default();
+            return ApiError::NamespaceHasApplication {
+                operation,
+                status,
+                application_name: details.name,
+                application_id: details.id,
+                errors,
+            };
+        }
+        if errors.has_code(CODE_VERSION_NOT_VISIBLE) {
+            return ApiError::VersionNotVisible {
+                operation,
+                status,
+                errors,
+            };
+        }
+        match status {
+            401 => ApiError::Unauthorized {
+                operation,
+                status,
+                errors,
+            },
+            403 => ApiError::Forbidden {
+                operation,
+                status,
+                errors,
+            },
+            404 => ApiError::NotFound {
+                operation,
+                status,
+                errors,
+            },
+            400 | 409 | 422
+                if errors
+                    .0
+                    .iter()
+                    .any(|m| m.message.contains("already exists")) =>
+            {
+                ApiError::NameTaken {
+                    operation,
+                    status,
+                    errors,
+                }
+            }
+            400 | 422 => ApiError::Validation {
+                operation,
+                status,
+                errors,
+            },
+            500..=599 => ApiError::Server {
+                operation,
+                status,
+                errors,
+            },
+            _ => ApiError::Other {
+                operation,
+                status,
+                errors,
+            },
+        }
+    }
+
+    /// HTTP status of the answer, when there was one.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ApiError::RateLimited { .. } => Some(429),
+            ApiError::Transport { .. } => None,
+            ApiError::NotFound { status, .. }
+            | ApiError::NameTaken { status, .. }
+            | ApiError::NamespaceHasApplication { status, .. }
+            | ApiError::VersionNotVisible { status, .. }
+            | ApiError::Unauthorized { status, .. }
+            | ApiError::Forbidden { status, .. }
+            | ApiError::Validation { status, .. }
+            | ApiError::Server { status, .. }
+            | ApiError::Other { status, .. }
+            | ApiError::InvalidResponse { status, .. } => Some(*status),
+        }
+    }
+
+    /// Worth trying again later (the same request may succeed).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ApiError::Server { .. }
+            | ApiError::Transport { .. }
+            | ApiError::RateLimited { .. }
+            | ApiError::VersionNotVisible { .. } => true,
+            ApiError::InvalidResponse { status, .. } => *status >= 500 || *status < 200,
+            _ => false,
+        }
+    }
+
+    /// Will not succeed until a person changes the input or the credentials.
+    pub fn is_terminal(&self) -> bool {
+        matches!(
+            self,
+            ApiError::Unauthorized { .. } | ApiError::Forbidden { .. } | ApiError::Validation { .. }
+        )
+    }
+
+    /// A short machine-readable reason, for status conditions and metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ApiError::NotFound { .. } => "NotFound",
+            ApiError::NameTaken { .. } => "NameTaken",
+            ApiError::NamespaceHasApplication { .. } => "NamespaceHasApplication",
+            ApiError::VersionNotVisible { .. } => "VersionNotVisible",
+            ApiError::RateLimited { .. } => "RateLimited",
+            ApiError::Unauthorized { .. } => "Unauthorized",
+            ApiError::Forbidden { .. } => "Forbidden",
+            ApiError::Validation { .. } => "ValidationFailed",
+            ApiError::Server { .. } => "CloudflareServerError",
+            ApiError::Other { .. } => "CloudflareError",
+            ApiError::InvalidResponse { .. } => "InvalidResponse",
+            ApiError::Transport { .. } => "CloudflareUnreachable",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(code: i64, message: &str) -> Message {
+        Message {
+            code,
+            message: message.into(),
+            documentation_url: None,
+        }
+    }
+
+    #[test]
+    fn maps_1608_and_parses_the_json_inside_the_message() {
+        let m = r#"{"error":"DURABLE_OBJECT_ALREADY_HAS_APPLICATION","details":{"name":"other","id":"app-9"}}"#;
+        let e = ApiError::from_failure("create", 400, vec![msg(1608, m)], None);
+        match e {
+            ApiError::NamespaceHasApplication {
+                application_name,
+                application_id,
+                ..
+            } => {
+                assert_eq!(application_name, "other");
+                assert_eq!(application_id, "app-9");
+            }
+            other => panic!("wrong variant {other:?}"),
+        }
+    }
+
+    #[test]
+    fn maps_statuses_and_codes() {
+        let e = ApiError::from_failure("x", 400, vec![msg(1000, "An application with the name a already exists")], None);
+        assert!(matches!(e, ApiError::NameTaken { .. }));
+        let e = ApiError::from_failure("x", 400, vec![msg(100146, "not visible")], None);
+        assert!(matches!(e, ApiError::VersionNotVisible { .. }) && e.is_retryable());
+        let e = ApiError::from_failure("x", 429, vec![], Some(Duration::from_secs(7)));
+        assert!(matches!(e, ApiError::RateLimited { retry_after, .. } if retry_after == Duration::from_secs(7)));
+        let e = ApiError::from_failure("x", 401, vec![msg(10000, "Authentication error")], None);
+        assert!(e.is_terminal() && matches!(e, ApiError::Unauthorized { .. }));
+        let e = ApiError::from_failure("x", 403, vec![], None);
+        assert!(e.is_terminal() && matches!(e, ApiError::Forbidden { .. }));
+        let e = ApiError::from_failure("x", 404, vec![], None);
+        assert!(matches!(e, ApiError::NotFound { .. }));
+        let e = ApiError::from_failure("x", 400, vec![msg(1001, "bad")], None);
+        assert!(e.is_terminal() && matches!(e, ApiError::Validation { .. }));
+        let e = ApiError::from_failure("x", 503, vec![], None);
+        assert!(e.is_retryable() && matches!(e, ApiError::Server { .. }));
+        assert_eq!(e.status(), Some(503));
+    }
+
+    #[test]
+    fn excerpt_is_short_and_printable() {
+        let body = format!("<html>\n{}</html>", "x".repeat(1000));
+        let e = excerpt(body.as_bytes());
+        assert!(e.chars().count() <= EXCERPT_CHARS + 1);
+        assert!(!e.contains('\n'));
+    }
+}

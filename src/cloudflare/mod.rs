@@ -1,0 +1,14 @@
+//! The Cloudflare API boundary: wire types ([`types`]), typed errors ([`error`]), the
+//! per-token rate limiter ([`limiter`]), secrets that never print ([`token`]) and the
+//! client itself ([`client`]).
+
+pub mod client;
+pub mod error;
+pub mod limiter;
+pub mod token;
+pub mod types;
+
+pub use client::{CLOUDFLARE_REGISTRY, CallStats, ClientConfig, CloudflareClient, DEFAULT_BASE_URL};
+pub use error::ApiError;
+pub use limiter::{RateLimit, RateLimiter};
+pub use token::{ApiToken, Secret};

@@ -1,0 +1,568 @@
+//! Wire types of the Cloudflare API, named after the official schemas in
+//! `shared/cloudflare-api/` (`cc_*` for containers, `workers_*` for Workers).
+//!
+//! Responses tolerate unknown fields and unknown enum values (`Unknown`); requests
+//! serialize only fields the schema defines and skip the ones that are unset.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::token::Secret;
+
+/// One `{code, message}` item of the envelope's `errors` / `messages` (`cc_Messages`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Message {
+    pub code: i64,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub documentation_url: Option<String>,
+}
+
+impl fmt::Display for Message {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "[{}] {}", self.code, self.message)
+    }
+}
+
+/// Page-number pagination info of Workers collections (`result_info`).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+pub struct ResultInfo {
+    #[serde(default)]
+    pub page: Option<f64>,
+    #[serde(default)]
+    pub per_page: Option<f64>,
+    #[serde(default)]
+    pub count: Option<f64>,
+    #[serde(default)]
+    pub total_count: Option<f64>,
+    #[serde(default)]
+    pub total_pages: Option<f64>,
+}
+
+/// The v4 envelope every response is wrapped in.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct Envelope<T> {
+    pub success: bool,
+    #[serde(default)]
+    pub errors: Vec<Message>,
+    #[serde(default)]
+    pub messages: Vec<Message>,
+    #[serde(default = "none")]
+    pub result: Option<T>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result_info: Option<ResultInfo>,
+}
+
+fn none<T>() -> Option<T> {
+    None
+}
+
+/// `cc_InstanceType`.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum InstanceType {
+    #[serde(rename = "lite")]
+    Lite,
+    #[serde(rename = "basic")]
+    Basic,
+    #[serde(rename = "standard-1")]
+    Standard1,
+    #[serde(rename = "standard-2")]
+    Standard2,
+    #[serde(rename = "standard-3")]
+    Standard3,
+    #[serde(rename = "standard-4")]
+    Standard4,
+    /// A value this version of flaredock does not know (responses only).
+    #[serde(other, rename = "unknown")]
+    Unknown,
+}
+
+impl InstanceType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InstanceType::Lite => "lite",
+            InstanceType::Basic => "basic",
+            InstanceType::Standard1 => "standard-1",
+            InstanceType::Standard2 => "standard-2",
+            InstanceType::Standard3 => "standard-3",
+            InstanceType::Standard4 => "standard-4",
+            InstanceType::Unknown => "unknown",
+        }
+    }
+}
+
+/// `cc_SchedulingPolicy` (the official schema knows only `default`).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum SchedulingPolicy {
+    #[default]
+    Default,
+    #[serde(other)]
+    Unknown,
+}
+
+/// `cc_EnvironmentVariable`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct EnvironmentVariable {
+    pub name: String,
+    pub value: String,
+}
+
+/// `cc_Label`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Label {
+    pub name: String,
+    pub value: String,
+}
+
+/// `cc_Disk`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+pub struct Disk {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size_mb: Option<i64>,
+}
+
+/// `cc_ObservabilityLogs`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+pub struct ObservabilityLogs {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+}
+
+/// `cc_DeploymentObservability` / `cc_ApplicationObservability` (the fields flaredock uses).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+pub struct Observability {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logs: Option<ObservabilityLogs>,
+}
+
+impl Observability {
+    pub fn logs_enabled(&self) -> bool {
+        self.logs.as_ref().and_then(|l| l.enabled).unwrap_or(false)
+    }
+}
+
+/// `cc_UserDeploymentConfiguration` / `cc_ModifyUserDeploymentConfiguration`: the fields
+/// flaredock manages.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+pub struct DeploymentConfiguration {
+    #[serde(default)]
+    pub image: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_type: Option<InstanceType>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vcpu: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mib: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk: Option<Disk>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment_variables: Option<Vec<EnvironmentVariable>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<Vec<Label>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observability: Option<Observability>,
+}
+
+impl DeploymentConfiguration {
+    pub fn label(&self, name: &str) -> Option<&str> {
+        self.labels
+            .as_ref()?
+            .iter()
+            .find(|l| l.name == name)
+            .map(|l| l.value.as_str())
+    }
+}
+
+/// `cc_ApplicationConstraints`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+pub struct ApplicationConstraints {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regions: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jurisdiction: Option<String>,
+}
+
+/// `cc_DurableObjectsConfiguration`: by namespace id, or by script and class.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum DurableObjectsConfiguration {
+    NamespaceId {
+        namespace_id: String,
+    },
+    ScriptAndClass {
+        script_name: String,
+        class_name: String,
+    },
+}
+
+/// `cc_ApplicationDurableObjectsConfiguration` (what an application reports).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct ApplicationDurableObjects {
+    pub namespace_id: String,
+}
+
+/// `cc_ApplicationHealthInstances`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+pub struct HealthInstances {
+    #[serde(default)]
+    pub active: i64,
+    #[serde(default)]
+    pub assigned: i64,
+}
+
+/// `cc_ApplicationHealth`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+pub struct ApplicationHealth {
+    #[serde(default)]
+    pub instances: HealthInstances,
+    #[serde(default)]
+    pub errors: Vec<Value>,
+}
+
+/// `cc_Application`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+pub struct Application {
+    pub id: String,
+    #[serde(default)]
+    pub account_id: String,
+    pub name: String,
+    #[serde(default)]
+    pub version: i64,
+    #[serde(default)]
+    pub created_at: String,
+    #[serde(default)]
+    pub updated_at: String,
+    #[serde(default)]
+    pub scheduling_policy: SchedulingPolicy,
+    #[serde(default)]
+    pub instances: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_instances: Option<i64>,
+    #[serde(default)]
+    pub configuration: DeploymentConfiguration,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub constraints: Option<ApplicationConstraints>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub durable_objects: Option<ApplicationDurableObjects>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<ApplicationHealth>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_rollout_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observability: Option<Observability>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout_active_grace_period: Option<i64>,
+}
+
+impl Application {
+    pub fn namespace_id(&self) -> Option<&str> {
+        self.durable_objects.as_ref().map(|d| d.namespace_id.as_str())
+    }
+}
+
+/// `cc_CreateApplicationRequest`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct CreateApplicationRequest {
+    pub name: String,
+    pub scheduling_policy: SchedulingPolicy,
+    pub instances: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_instances: Option<i64>,
+    pub configuration: DeploymentConfiguration,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub constraints: Option<ApplicationConstraints>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub durable_objects: Option<DurableObjectsConfiguration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observability: Option<Observability>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout_active_grace_period: Option<i64>,
+}
+
+/// `cc_ContainersModifyApplicationRequestBody` (only what can change without a rollout).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+pub struct ModifyApplicationRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instances: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_instances: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub constraints: Option<ApplicationConstraints>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observability: Option<Observability>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout_active_grace_period: Option<i64>,
+}
+
+impl ModifyApplicationRequest {
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// Rollout `strategy` of `cc_CreateApplicationRolloutRequest`.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RolloutStrategy {
+    Rolling,
+    NewInstances,
+    #[serde(other)]
+    Unknown,
+}
+
+/// Rollout `kind`.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RolloutKind {
+    FullAuto,
+    FullManual,
+    DurableObjectsAuto,
+    #[serde(other)]
+    Unknown,
+}
+
+/// Rollout `status` of `cc_ApplicationRollout`.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RolloutStatus {
+    Pending,
+    Progressing,
+    Completed,
+    Reverted,
+    Replaced,
+    #[serde(other)]
+    Unknown,
+}
+
+impl RolloutStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RolloutStatus::Pending => "pending",
+            RolloutStatus::Progressing => "progressing",
+            RolloutStatus::Completed => "completed",
+            RolloutStatus::Reverted => "reverted",
+            RolloutStatus::Replaced => "replaced",
+            RolloutStatus::Unknown => "unknown",
+        }
+    }
+}
+
+/// The step sizes Cloudflare accepts for rolling rollouts.
+pub const STEP_PERCENTAGES: [i64; 6] = [5, 10, 20, 25, 50, 100];
+
+/// `cc_CreateApplicationRolloutRequest`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct CreateRolloutRequest {
+    pub description: String,
+    pub strategy: RolloutStrategy,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<RolloutKind>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_percentage: Option<i64>,
+    /// Explicit steps, used when `step_percentage` is absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steps: Option<Vec<RolloutStepRequest>>,
+    pub target_configuration: DeploymentConfiguration,
+}
+
+/// `cc_RolloutStepRequest`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct RolloutStepRequest {
+    pub description: String,
+    pub step_size: StepSize,
+}
+
+/// `cc_ApplicationRolloutProgress`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+pub struct RolloutProgress {
+    #[serde(default)]
+    pub total_steps: i64,
+    #[serde(default)]
+    pub current_step: i64,
+    #[serde(default)]
+    pub updated_instances: i64,
+    #[serde(default)]
+    pub total_instances: i64,
+}
+
+/// `cc_RolloutStep` step size.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+pub struct StepSize {
+    pub percentage: i64,
+}
+
+/// `cc_RolloutStep`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+pub struct RolloutStep {
+    pub id: i64,
+    pub step_size: StepSize,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub status: String,
+}
+
+/// `cc_ApplicationRollout`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct ApplicationRollout {
+    pub id: String,
+    #[serde(default)]
+    pub created_at: String,
+    #[serde(default)]
+    pub last_updated_at: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default = "unknown_kind")]
+    pub kind: RolloutKind,
+    #[serde(default = "unknown_strategy")]
+    pub strategy: RolloutStrategy,
+    #[serde(default)]
+    pub current_version: i64,
+    #[serde(default)]
+    pub target_version: i64,
+    #[serde(default)]
+    pub current_configuration: DeploymentConfiguration,
+    #[serde(default)]
+    pub target_configuration: DeploymentConfiguration,
+    #[serde(default = "unknown_status")]
+    pub status: RolloutStatus,
+    #[serde(default)]
+    pub health: ApplicationHealth,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<RolloutProgress>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steps: Option<Vec<RolloutStep>>,
+}
+
+fn unknown_kind() -> RolloutKind {
+    RolloutKind::Unknown
+}
+fn unknown_strategy() -> RolloutStrategy {
+    RolloutStrategy::Unknown
+}
+fn unknown_status() -> RolloutStatus {
+    RolloutStatus::Unknown
+}
+
+/// `cc_ApplicationVersion`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct ApplicationVersion {
+    pub version: i64,
+    pub percentage: i64,
+    #[serde(default)]
+    pub configuration: DeploymentConfiguration,
+}
+
+/// `cc_ContainersDeleteApplicationResponseBody`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+pub struct DeleteApplicationResponse {
+    #[serde(default)]
+    pub message: String,
+}
+
+/// `cc_ImageRegistryPermissions`.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RegistryPermission {
+    Pull,
+    Push,
+    List,
+    #[serde(other)]
+    Unknown,
+}
+
+/// `cc_ImageRegistryCredentialsConfiguration`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct RegistryCredentialsRequest {
+    pub permissions: Vec<RegistryPermission>,
+    pub expiration_minutes: i64,
+}
+
+/// `cc_ContainersAccountRegistryToken`. The password is a [`Secret`].
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct RegistryCredentials {
+    pub account_id: String,
+    pub registry_host: String,
+    pub username: String,
+    pub password: Secret,
+}
+
+/// `workers_namespace`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+pub struct DurableObjectNamespace {
+    #[serde(default)]
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub script: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub use_sqlite: Option<bool>,
+}
+
+/// `workers_binding_item`: the `type` and `name` every kind has, the rest kept as is.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct Binding {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub name: String,
+    #[serde(flatten)]
+    pub rest: Map<String, Value>,
+}
+
+impl Binding {
+    /// `workers_binding_kind_durable_object_namespace` bound to a class of the script itself.
+    pub fn durable_object(name: &str, class_name: &str) -> Self {
+        let mut rest = Map::new();
+        rest.insert("class_name".into(), Value::String(class_name.into()));
+        Binding {
+            kind: "durable_object_namespace".into(),
+            name: name.into(),
+            rest,
+        }
+    }
+
+    /// `workers_binding_kind_inherit`: keep the binding as the latest version has it.
+    pub fn inherit(name: &str) -> Self {
+        Binding {
+            kind: "inherit".into(),
+            name: name.into(),
+            rest: Map::new(),
+        }
+    }
+
+    pub fn str_field(&self, key: &str) -> Option<&str> {
+        self.rest.get(key).and_then(Value::as_str)
+    }
+}
+
+/// `workers_single_step_migrations` (the step fields flaredock writes).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+pub struct Migrations {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub old_tag: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_tag: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub new_classes: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub new_sqlite_classes: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deleted_classes: Vec<String>,
+}
+
+/// `workers_script-and-version-settings-item` (the fields flaredock reads and writes).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+pub struct ScriptSettings {
+    #[serde(default)]
+    pub bindings: Vec<Binding>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migrations: Option<Migrations>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compatibility_date: Option<String>,
+}

@@ -1,0 +1,323 @@
+//! A Cloudflare API emulator: a real HTTP server on loopback that answers the
+//! operations flaredock uses with Cloudflare's paths, envelope, status codes, error
+//! codes, validation, bearer-token check and sliding-window rate limit, plus fault
+//! injection, latency, a request log and (without `--registry-host`) an embedded OCI
+//! registry standing in for Cloudflare's.
+//!
+//! State lives in [`state`]; the embedded registry in [`registry`]; HTTP in [`api`].
+//!
+//! Deviations from Cloudflare, where the official schema and wrangler's client disagree
+//! the official schema is followed:
+//! - `scheduling_policy` accepts only `default`, rollout `strategy` `rolling` and
+//!   `new_instances`, registry permissions `pull`, `push`, `list` (official enums).
+//! - Validation errors use code 1000 (`VALIDATE_INPUT`), a missing application 1404,
+//!   rate limiting 1015; Cloudflare's exact numbers for these are not documented.
+//! - A finished rollout clears `active_rollout_id`; code upload is not emulated (scripts
+//!   are seeded with `PUT /__emulator/scripts/{name}`); migration tags are not checked.
+//! - `--state FILE` persists the account (applications, rollouts, namespaces, scripts),
+//!   not the embedded registry's content.
+
+pub mod api;
+pub mod registry;
+pub mod state;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::oneshot;
+
+use crate::cloudflare::RateLimit;
+use registry::Registry;
+use state::AccountState;
+
+/// The account id the emulator uses unless told otherwise.
+pub const DEFAULT_ACCOUNT_ID: &str = "023e105f4ecef8ad9ca31a8372d0c353";
+/// The API token the emulator accepts unless told otherwise.
+pub const DEFAULT_API_TOKEN: &str = "flaredock-emulator-token";
+/// The demo image the embedded registry is seeded with (`<account>/hello:v1`).
+pub const DEMO_REPOSITORY: &str = "hello";
+pub const DEMO_TAG: &str = "v1";
+/// The demo Worker script and the Durable Object class it exports.
+pub const DEMO_SCRIPT: &str = "hello-worker";
+pub const DEMO_CLASS: &str = "HelloContainer";
+
+/// An external registry standing in for Cloudflare's (e.g. a `docker-registry` process).
+#[derive(Clone, Debug)]
+pub struct ExternalRegistry {
+    pub host: String,
+    pub username: String,
+    pub password: String,
+}
+
+/// How the emulator behaves.
+#[derive(Clone, Debug)]
+pub struct EmulatorConfig {
+    pub listen: SocketAddr,
+    pub account_id: String,
+    pub api_token: String,
+    pub rate_limit: RateLimit,
+    /// `None`: serve the embedded registry on the same listener.
+    pub registry: Option<ExternalRegistry>,
+    /// Share of API requests that fail (5xx or dropped connection).
+    pub fault_rate: f64,
+    pub latency: Duration,
+    pub rollout_step: Duration,
+    pub state_file: Option<PathBuf>,
+    /// Seed the demo image (embedded registry) and the demo Worker script.
+    pub seed_demo: bool,
+}
+
+impl Default for EmulatorConfig {
+    fn default() -> Self {
+        EmulatorConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            account_id: DEFAULT_ACCOUNT_ID.into(),
+            api_token: DEFAULT_API_TOKEN.into(),
+            rate_limit: RateLimit::CLOUDFLARE,
+            registry: None,
+            fault_rate: 0.0,
+            latency: Duration::ZERO,
+            rollout_step: Duration::from_millis(20),
+            state_file: None,
+            seed_demo: true,
+        }
+    }
+}
+
+/// One request as the test hooks report it (`status` 0: the connection was dropped).
+#[derive(Serialize, Clone, Debug, PartialEq, Eq)]
+pub struct RequestRecord {
+    pub method: String,
+    pub path: String,
+    pub status: u16,
+}
+
+/// Registry credentials minted by the emulator.
+struct Minted {
+    username: String,
+    password: String,
+    expires: std::time::Instant,
+}
+
+/// Everything the handlers share.
+pub struct Shared {
+    pub config: EmulatorConfig,
+    pub registry_host: String,
+    account: Mutex<AccountState>,
+    registry: Mutex<Registry>,
+    log: Mutex<Vec<RequestRecord>>,
+    limiter: Mutex<api::ServerLimiter>,
+    minted: Mutex<Vec<Minted>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
+impl Shared {
+    pub fn account(&self) -> MutexGuard<'_, AccountState> {
+        lock(&self.account)
+    }
+
+    pub fn registry(&self) -> MutexGuard<'_, Registry> {
+        lock(&self.registry)
+    }
+
+    pub fn requests(&self) -> Vec<RequestRecord> {
+        lock(&self.log).clone()
+    }
+
+    pub fn clear_requests(&self) {
+        lock(&self.log).clear();
+    }
+
+    fn record(&self, r: RequestRecord) {
+        lock(&self.log).push(r);
+    }
+
+    fn mint(&self, minutes: i64) -> (String, String) {
+        let username = "v1".to_string();
+        let password = format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
+        let mut minted = lock(&self.minted);
+        let now = std::time::Instant::now();
+        minted.retain(|m| m.expires > now);
+        minted.push(Minted {
+            username: username.clone(),
+            password: password.clone(),
+            expires: now + Duration::from_secs(minutes.max(1) as u64 * 60),
+        });
+        (username, password)
+    }
+
+    fn registry_login_ok(&self, username: &str, password: &str) -> bool {
+        let now = std::time::Instant::now();
+        lock(&self.minted)
+            .iter()
+            .any(|m| m.expires > now && m.username == username && m.password == password)
+    }
+
+    /// Persists the account to `--state FILE`, when set.
+    fn persist(&self) {
+        let Some(path) = &self.config.state_file else {
+            return;
+        };
+        let json = match serde_json::to_vec_pretty(&*self.account()) {
+            Ok(j) => j,
+            Err(e) => {
+                tracing::warn!(error = %e, "emulator: could not serialize state");
+                return;
+            }
+        };
+        let tmp = path.with_extension("tmp");
+        if let Err(e) = std::fs::write(&tmp, json).and_then(|_| std::fs::rename(&tmp, path)) {
+            tracing::warn!(error = %e, path = %path.display(), "emulator: could not save state");
+        }
+    }
+}
+
+/// A running emulator. Dropping it stops the server.
+pub struct RunningEmulator {
+    pub addr: SocketAddr,
+    pub shared: Arc<Shared>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl RunningEmulator {
+    /// `http://ADDR/client/v4`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}/client/v4", self.addr)
+    }
+
+    pub fn account_id(&self) -> &str {
+        &self.shared.config.account_id
+    }
+
+    pub fn api_token(&self) -> &str {
+        &self.shared.config.api_token
+    }
+
+    /// `host:port` of the registry standing in for Cloudflare's.
+    pub fn registry_host(&self) -> &str {
+        &self.shared.registry_host
+    }
+
+    /// Seeds a Worker script that exports these classes.
+    pub fn put_script(&self, name: &str, classes: &[&str]) {
+        self.shared
+            .account()
+            .put_script(name, classes.iter().map(|c| c.to_string()).collect(), None);
+    }
+
+    /// Stops the server and waits for it.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for RunningEmulator {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Error starting the emulator.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot read emulator state {path}: {reason}")]
+    State { path: PathBuf, reason: String },
+    #[error("cannot seed the demo image: {0}")]
+    Seed(String),
+}
+
+/// Starts the emulator on `config.listen` and serves until stopped.
+pub async fn start(config: EmulatorConfig) -> Result<RunningEmulator, StartError> {
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| StartError::Listen {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Listen {
+        addr: config.listen,
+        source,
+    })?;
+    let registry_host = match &config.registry {
+        Some(r) => r.host.clone(),
+        None => addr.to_string(),
+    };
+    let rollout_step_ms = config.rollout_step.as_millis() as u64;
+    let mut account = match &config.state_file {
+        Some(path) if path.exists() => {
+            let text = std::fs::read(path).map_err(|e| StartError::State {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+            serde_json::from_slice::<AccountState>(&text).map_err(|e| StartError::State {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?
+        }
+        _ => AccountState::new(&config.account_id, rollout_step_ms),
+    };
+    account.rollout_step_ms = rollout_step_ms;
+    let mut registry = Registry::default();
+    if config.seed_demo {
+        if !account.scripts.contains_key(DEMO_SCRIPT) {
+            account.put_script(DEMO_SCRIPT, vec![DEMO_CLASS.to_string()], None);
+        }
+        if config.registry.is_none() {
+            registry
+                .seed_demo_image(
+                    &format!("{}/{}", config.account_id, DEMO_REPOSITORY),
+                    DEMO_TAG,
+                    "flaredock quickstart",
+                )
+                .map_err(|e| StartError::Seed(e.message))?;
+        }
+    }
+    let limiter = api::ServerLimiter::new(config.rate_limit);
+    let shared = Arc::new(Shared {
+        config,
+        registry_host,
+        account: Mutex::new(account),
+        registry: Mutex::new(registry),
+        log: Mutex::new(Vec::new()),
+        limiter: Mutex::new(limiter),
+        minted: Mutex::new(Vec::new()),
+    });
+    let app = api::router(shared.clone());
+    let (tx, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+            let _ = rx.await;
+        });
+        if let Err(e) = serve.await {
+            tracing::error!(error = %e, "emulator server stopped");
+        }
+    });
+    Ok(RunningEmulator {
+        addr,
+        shared,
+        shutdown: Some(tx),
+        task: Some(task),
+    })
+}

@@ -1,0 +1,736 @@
+//! The emulator's in-memory Cloudflare account: applications, rollouts, Durable Object
+//! namespaces and Worker scripts, with the validation and error codes of the real API.
+//! No HTTP here: [`super::api`] maps requests onto these methods.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::cloudflare::error::CODE_NAMESPACE_HAS_APPLICATION;
+use crate::cloudflare::types::*;
+
+/// Error codes the emulator answers with (Cloudflare's own where they are documented).
+pub mod codes {
+    /// Input failed validation (`VALIDATE_INPUT`).
+    pub const VALIDATE_INPUT: i64 = 1000;
+    /// Application or rollout does not exist.
+    pub const NOT_FOUND: i64 = 1404;
+    /// Unknown Worker script.
+    pub const SCRIPT_NOT_FOUND: i64 = 10007;
+    /// A Durable Object binding names a class the script does not export / has no namespace.
+    pub const INVALID_DURABLE_OBJECT: i64 = 10061;
+    /// Authentication failed.
+    pub const AUTHENTICATION: i64 = 10000;
+    /// The token may not act on this account.
+    pub const FORBIDDEN: i64 = 9109;
+    /// No such route.
+    pub const NO_ROUTE: i64 = 7003;
+    /// Rate limited.
+    pub const RATE_LIMITED: i64 = 1015;
+    /// Internal error (fault injection).
+    pub const INTERNAL: i64 = 10002;
+}
+
+/// An API failure: HTTP status plus Cloudflare error.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Failure {
+    pub status: u16,
+    pub code: i64,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn new(status: u16, code: i64, message: impl Into<String>) -> Self {
+        Failure {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Failure::new(400, codes::VALIDATE_INPUT, message)
+    }
+
+    fn not_found(what: &str) -> Self {
+        Failure::new(404, codes::NOT_FOUND, format!("{what} not found"))
+    }
+}
+
+pub type Outcome<T> = Result<T, Failure>;
+
+/// The regions Cloudflare accepts in `constraints.regions`.
+pub const REGIONS: [&str; 9] = [
+    "AFR", "APAC", "EEUR", "ENAM", "WNAM", "ME", "OC", "SAM", "WEUR",
+];
+/// The jurisdictions Cloudflare accepts.
+pub const JURISDICTIONS: [&str; 2] = ["eu", "fedramp"];
+
+#[derive(Serialize, Deserialize, Clone, Debug)]
+struct RolloutRecord {
+    application_id: String,
+    rollout: ApplicationRollout,
+    started_ms: u64,
+}
+
+/// A Worker script: the classes its code exports and its settings.
+#[derive(Serialize, Deserialize, Clone, Debug, Default)]
+pub struct ScriptRecord {
+    pub exported_classes: BTreeSet<String>,
+    pub bindings: Vec<Binding>,
+    pub migrated_classes: BTreeSet<String>,
+}
+
+/// Everything the emulated account holds. Serializable for `--state FILE`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default)]
+pub struct AccountState {
+    pub account_id: String,
+    applications: BTreeMap<String, Application>,
+    rollouts: BTreeMap<String, RolloutRecord>,
+    pub namespaces: Vec<DurableObjectNamespace>,
+    pub scripts: BTreeMap<String, ScriptRecord>,
+    next_id: u64,
+    /// How long one rollout step takes, in milliseconds.
+    #[serde(default)]
+    pub rollout_step_ms: u64,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn timestamp() -> String {
+    jiff::Timestamp::now().to_string()
+}
+
+impl AccountState {
+    pub fn new(account_id: &str, rollout_step_ms: u64) -> Self {
+        AccountState {
+            account_id: account_id.to_string(),
+            rollout_step_ms,
+            next_id: 1,
+            ..Default::default()
+        }
+    }
+
+    fn new_id(&mut self) -> String {
+        self.next_id += 1;
+        // 32 hex characters, like Cloudflare's ids; unique within the emulator.
+        format!("{:016x}{:016x}", fastrand::u64(..), self.next_id)
+    }
+
+    // ---- applications -------------------------------------------------------------
+
+    pub fn list_applications(&mut self, name: Option<&str>, labels: &[String]) -> Vec<Application> {
+        self.advance_rollouts();
+        self.applications
+            .values()
+            .filter(|a| name.is_none_or(|n| a.name == n))
+            .filter(|a| {
+                labels.iter().all(|l| {
+                    let (k, v) = l.split_once('=').unwrap_or((l.as_str(), ""));
+                    a.configuration
+                        .label(k)
+                        .is_some_and(|have| v.is_empty() || have == v)
+                })
+            })
+            .cloned()
+            .collect()
+    }
+
+    pub fn get_application(&mut self, id: &str) -> Outcome<Application> {
+        self.advance_rollouts();
+        self.applications
+            .get(id)
+            .cloned()
+            .ok_or_else(|| Failure::not_found("application"))
+    }
+
+    pub fn application_count(&self) -> usize {
+        self.applications.len()
+    }
+
+    pub fn create_application(
+        &mut self,
+        req: CreateApplicationRequest,
+        image_exists: impl Fn(&str) -> Result<(), String>,
+    ) -> Outcome<Application> {
+        if req.name.trim().is_empty() {
+            return Err(Failure::invalid("name: must not be empty"));
+        }
+        if req.scheduling_policy == SchedulingPolicy::Unknown {
+            return Err(Failure::invalid(
+                "scheduling_policy: must be one of [default]",
+            ));
+        }
+        check_counts(Some(req.instances), req.max_instances)?;
+        check_configuration(&req.configuration, "configuration")?;
+        if let Some(c) = &req.constraints {
+            check_constraints(c)?;
+        }
+        if req.observability.is_some() && req.configuration.observability.is_some() {
+            return Err(Failure::invalid(
+                "observability: mutually exclusive with configuration.observability",
+            ));
+        }
+        check_grace(req.rollout_active_grace_period)?;
+        image_exists(&req.configuration.image).map_err(Failure::invalid)?;
+        if self.applications.values().any(|a| a.name == req.name) {
+            return Err(Failure::invalid(format!(
+                "VALIDATE_INPUT: An application with the name {} already exists",
+                req.name
+            )));
+        }
+        let namespace_id = match &req.durable_objects {
+            None => None,
+            Some(DurableObjectsConfiguration::NamespaceId { namespace_id }) => {
+                if !self.namespaces.iter().any(|n| &n.id == namespace_id) {
+                    return Err(Failure::invalid(format!(
+                        "durable_objects.namespace_id: namespace {namespace_id} does not exist"
+                    )));
+                }
+                Some(namespace_id.clone())
+            }
+            Some(DurableObjectsConfiguration::ScriptAndClass {
+                script_name,
+                class_name,
+            }) => Some(
+                self.namespaces
+                    .iter()
+                    .find(|n| {
+                        n.script.as_deref() == Some(script_name.as_str())
+                            && n.class.as_deref() == Some(class_name.as_str())
+                    })
+                    .map(|n| n.id.clone())
+                    .ok_or_else(|| {
+                        Failure::invalid(format!(
+                            "durable_objects: script {script_name} has no Durable Object namespace for class {class_name}"
+                        ))
+                    })?,
+            ),
+        };
+        if let Some(ns) = &namespace_id
+            && let Some(other) = self
+                .applications
+                .values()
+                .find(|a| a.namespace_id() == Some(ns.as_str()))
+        {
+            let detail = serde_json::json!({
+                "error": "DURABLE_OBJECT_ALREADY_HAS_APPLICATION",
+                "details": {"name": other.name, "id": other.id},
+            });
+            return Err(Failure::new(
+                400,
+                CODE_NAMESPACE_HAS_APPLICATION,
+                detail.to_string(),
+            ));
+        }
+        let id = self.new_id();
+        let now = timestamp();
+        let app = Application {
+            id: id.clone(),
+            account_id: self.account_id.clone(),
+            name: req.name,
+            version: 1,
+            created_at: now.clone(),
+            updated_at: now,
+            scheduling_policy: req.scheduling_policy,
+            instances: req.instances,
+            max_instances: req.max_instances,
+            configuration: req.configuration,
+            constraints: req.constraints,
+            durable_objects: namespace_id.map(|namespace_id| ApplicationDurableObjects { namespace_id }),
+            health: Some(ApplicationHealth::default()),
+            active_rollout_id: None,
+            observability: req.observability,
+            rollout_active_grace_period: req.rollout_active_grace_period,
+        };
+        self.applications.insert(id, app.clone());
+        Ok(app)
+    }
+
+    pub fn modify_application(&mut self, id: &str, req: ModifyApplicationRequest) -> Outcome<Application> {
+        self.advance_rollouts();
+        check_counts(req.instances, req.max_instances)?;
+        if let Some(c) = &req.constraints {
+            check_constraints(c)?;
+        }
+        check_grace(req.rollout_active_grace_period)?;
+        let app = self
+            .applications
+            .get_mut(id)
+            .ok_or_else(|| Failure::not_found("application"))?;
+        if let Some(v) = req.instances {
+            app.instances = v;
+        }
+        if let Some(v) = req.max_instances {
+            app.max_instances = Some(v);
+        }
+        if let Some(v) = req.constraints {
+            app.constraints = Some(v);
+        }
+        if let Some(v) = req.observability {
+            app.observability = Some(v);
+        }
+        if let Some(v) = req.rollout_active_grace_period {
+            app.rollout_active_grace_period = Some(v);
+        }
+        app.updated_at = timestamp();
+        Ok(app.clone())
+    }
+
+    pub fn delete_application(&mut self, id: &str) -> Outcome<DeleteApplicationResponse> {
+        if self.applications.remove(id).is_none() {
+            return Err(Failure::not_found("application"));
+        }
+        self.rollouts.retain(|_, r| r.application_id != id);
+        Ok(DeleteApplicationResponse {
+            message: "starting asynchronous deletion".into(),
+        })
+    }
+
+    pub fn create_rollout(&mut self, id: &str, req: CreateRolloutRequest) -> Outcome<ApplicationRollout> {
+        self.advance_rollouts();
+        if req.strategy == RolloutStrategy::Unknown {
+            return Err(Failure::invalid(
+                "strategy: must be one of [rolling, new_instances]",
+            ));
+        }
+        if matches!(req.kind, Some(RolloutKind::Unknown | RolloutKind::DurableObjectsAuto)) {
+            return Err(Failure::invalid("kind: must be one of [full_auto, full_manual]"));
+        }
+        if let Some(step) = req.step_percentage {
+            if !STEP_PERCENTAGES.contains(&step) {
+                return Err(Failure::invalid(format!(
+                    "step_percentage: {step} is not one of 5, 10, 20, 25, 50, 100"
+                )));
+            }
+            if req.strategy != RolloutStrategy::Rolling {
+                return Err(Failure::invalid(
+                    "step_percentage: only valid for the rolling strategy",
+                ));
+            }
+        }
+        check_configuration(&req.target_configuration, "target_configuration")?;
+        let step_ms = self.rollout_step_ms;
+        let rollout_id = self.new_id();
+        let app = self
+            .applications
+            .get_mut(id)
+            .ok_or_else(|| Failure::not_found("application"))?;
+        // A new rollout replaces the one in progress.
+        if let Some(previous) = app.active_rollout_id.take()
+            && let Some(r) = self.rollouts.get_mut(&previous)
+        {
+            r.rollout.status = RolloutStatus::Replaced;
+        }
+        let percentages: Vec<i64> = match (&req.step_percentage, &req.steps) {
+            (Some(_), Some(_)) => {
+                return Err(Failure::invalid(
+                    "steps: specify only one of step_percentage or steps",
+                ));
+            }
+            (_, Some(steps)) => {
+                let p: Vec<i64> = steps.iter().map(|s| s.step_size.percentage).collect();
+                let increasing = p.windows(2).all(|w| w[0] < w[1]);
+                if p.is_empty() || !increasing || p.iter().any(|x| !(10..=100).contains(x)) || p.last() != Some(&100) {
+                    return Err(Failure::invalid(
+                        "steps: percentages must increase from at least 10 to 100",
+                    ));
+                }
+                p
+            }
+            (step, None) => {
+                let step = step.unwrap_or(100).max(1);
+                (1..=(100 + step - 1) / step).map(|i| (i * step).min(100)).collect()
+            }
+        };
+        let total_steps = percentages.len() as i64;
+        let now = timestamp();
+        let rollout = ApplicationRollout {
+            id: rollout_id.clone(),
+            created_at: now.clone(),
+            last_updated_at: now,
+            description: req.description,
+            kind: req.kind.unwrap_or(RolloutKind::FullAuto),
+            strategy: req.strategy,
+            current_version: app.version,
+            target_version: app.version + 1,
+            current_configuration: app.configuration.clone(),
+            target_configuration: req.target_configuration,
+            status: RolloutStatus::Progressing,
+            health: ApplicationHealth::default(),
+            progress: Some(RolloutProgress {
+                total_steps,
+                current_step: 1,
+                updated_instances: 0,
+                total_instances: app.instances.max(1),
+            }),
+            steps: Some(
+                percentages
+                    .iter()
+                    .zip(1..)
+                    .map(|(pct, i)| RolloutStep {
+                        id: i,
+                        step_size: StepSize { percentage: *pct },
+                        description: format!("step {i} of {total_steps}"),
+                        status: if i == 1 { "progressing" } else { "pending" }.into(),
+                    })
+                    .collect(),
+            ),
+        };
+        app.active_rollout_id = Some(rollout_id.clone());
+        app.updated_at = timestamp();
+        self.rollouts.insert(
+            rollout_id,
+            RolloutRecord {
+                application_id: id.to_string(),
+                rollout: rollout.clone(),
+                started_ms: now_ms(),
+            },
+        );
+        if step_ms == 0 {
+            self.advance_rollouts();
+        }
+        Ok(rollout)
+    }
+
+    pub fn list_versions(&mut self, id: &str) -> Outcome<Vec<ApplicationVersion>> {
+        self.advance_rollouts();
+        let app = self
+            .applications
+            .get(id)
+            .ok_or_else(|| Failure::not_found("application"))?;
+        let active = app
+            .active_rollout_id
+            .as_ref()
+            .and_then(|r| self.rollouts.get(r));
+        Ok(match active {
+            None => vec![ApplicationVersion {
+                version: app.version,
+                percentage: 100,
+                configuration: app.configuration.clone(),
+            }],
+            Some(r) => {
+                let pct = r
+                    .rollout
+                    .steps
+                    .as_ref()
+                    .and_then(|s| {
+                        let cur = r.rollout.progress.as_ref()?.current_step;
+                        s.iter().find(|x| x.id == cur).map(|x| x.step_size.percentage)
+                    })
+                    .unwrap_or(0);
+                vec![
+                    ApplicationVersion {
+                        version: r.rollout.current_version,
+                        percentage: 100 - pct,
+                        configuration: r.rollout.current_configuration.clone(),
+                    },
+                    ApplicationVersion {
+                        version: r.rollout.target_version,
+                        percentage: pct,
+                        configuration: r.rollout.target_configuration.clone(),
+                    },
+                ]
+            }
+        })
+    }
+
+    /// Moves every progressing rollout forward by the time elapsed; a finished one
+    /// becomes the application's configuration and version.
+    pub fn advance_rollouts(&mut self) {
+        let now = now_ms();
+        let step_ms = self.rollout_step_ms;
+        for record in self.rollouts.values_mut() {
+            if record.rollout.status != RolloutStatus::Progressing {
+                continue;
+            }
+            let Some(progress) = record.rollout.progress.as_mut() else {
+                continue;
+            };
+            let elapsed_steps = if step_ms == 0 {
+                progress.total_steps
+            } else {
+                (now.saturating_sub(record.started_ms) / step_ms) as i64
+            };
+            let current = (elapsed_steps + 1).min(progress.total_steps);
+            progress.current_step = current;
+            let done = elapsed_steps >= progress.total_steps;
+            let total_instances = progress.total_instances;
+            let total_steps = progress.total_steps;
+            progress.updated_instances = if done {
+                total_instances
+            } else {
+                total_instances * (current - 1) / total_steps.max(1)
+            };
+            if let Some(steps) = record.rollout.steps.as_mut() {
+                for s in steps.iter_mut() {
+                    s.status = if done || s.id < current {
+                        "completed"
+                    } else if s.id == current {
+                        "progressing"
+                    } else {
+                        "pending"
+                    }
+                    .into();
+                }
+            }
+            record.rollout.last_updated_at = timestamp();
+            if done {
+                record.rollout.status = RolloutStatus::Completed;
+                if let Some(app) = self.applications.get_mut(&record.application_id)
+                    && app.active_rollout_id.as_deref() == Some(record.rollout.id.as_str())
+                {
+                    app.configuration = record.rollout.target_configuration.clone();
+                    app.version = record.rollout.target_version;
+                    app.active_rollout_id = None;
+                    app.updated_at = timestamp();
+                }
+            }
+        }
+    }
+
+    // ---- workers --------------------------------------------------------------------
+
+    /// Seeds (or replaces the code of) a script exporting these classes.
+    pub fn put_script(&mut self, name: &str, classes: Vec<String>, bindings: Option<Vec<Binding>>) {
+        let script = self.scripts.entry(name.to_string()).or_default();
+        script.exported_classes = classes.into_iter().collect();
+        if let Some(b) = bindings {
+            script.bindings = b;
+        }
+    }
+
+    pub fn script_settings(&self, name: &str) -> Outcome<ScriptSettings> {
+        let script = self.scripts.get(name).ok_or_else(|| {
+            Failure::new(404, codes::SCRIPT_NOT_FOUND, format!("This Worker does not exist on your account: {name}"))
+        })?;
+        Ok(ScriptSettings {
+            bindings: script.bindings.iter().map(readable_binding).collect(),
+            migrations: None,
+            compatibility_date: Some("2025-01-01".into()),
+        })
+    }
+
+    /// PATCH of a script's settings: `bindings` (when present) replaces the list, with
+    /// `inherit` keeping a binding as it is; a migration creates namespaces.
+    pub fn patch_script_settings(&mut self, name: &str, raw: &Value) -> Outcome<ScriptSettings> {
+        let settings: ScriptSettings = serde_json::from_value(raw.clone())
+            .map_err(|e| Failure::invalid(format!("settings: {e}")))?;
+        let account_namespaces = &self.namespaces;
+        let script = self.scripts.get(name).ok_or_else(|| {
+            Failure::new(404, codes::SCRIPT_NOT_FOUND, format!("This Worker does not exist on your account: {name}"))
+        })?;
+        let migration = settings.migrations.clone().unwrap_or_default();
+        let new_classes: BTreeSet<String> = migration
+            .new_sqlite_classes
+            .iter()
+            .chain(migration.new_classes.iter())
+            .cloned()
+            .collect();
+        for class in &new_classes {
+            if !script.exported_classes.contains(class) {
+                return Err(Failure::new(
+                    400,
+                    codes::INVALID_DURABLE_OBJECT,
+                    format!("migrations: class {class} is not exported by script {name}"),
+                ));
+            }
+            if script.migrated_classes.contains(class) {
+                return Err(Failure::new(
+                    400,
+                    codes::INVALID_DURABLE_OBJECT,
+                    format!("migrations: class {class} already has a Durable Object namespace"),
+                ));
+            }
+        }
+        let bindings = if raw.get("bindings").is_some() {
+            let mut out = Vec::new();
+            for b in settings.bindings {
+                if b.kind == "inherit" {
+                    let kept = script
+                        .bindings
+                        .iter()
+                        .find(|x| x.name == b.name)
+                        .ok_or_else(|| {
+                            Failure::invalid(format!(
+                                "bindings: inherit {}: no such binding on the latest version",
+                                b.name
+                            ))
+                        })?;
+                    out.push(kept.clone());
+                    continue;
+                }
+                if b.kind == "durable_object_namespace" && b.str_field("script_name").is_none_or(|s| s == name) {
+                    let class = b.str_field("class_name").unwrap_or_default().to_string();
+                    if !script.exported_classes.contains(&class) {
+                        return Err(Failure::new(
+                            400,
+                            codes::INVALID_DURABLE_OBJECT,
+                            format!("bindings: {}: class {class:?} is not exported by script {name}", b.name),
+                        ));
+                    }
+                    let has_namespace = script.migrated_classes.contains(&class)
+                        || new_classes.contains(&class)
+                        || account_namespaces.iter().any(|n| {
+                            n.script.as_deref() == Some(name) && n.class.as_deref() == Some(&class)
+                        });
+                    if !has_namespace {
+                        return Err(Failure::new(
+                            400,
+                            codes::INVALID_DURABLE_OBJECT,
+                            format!(
+                                "bindings: {}: class {class} has no Durable Object namespace; add a migration with new_sqlite_classes",
+                                b.name
+                            ),
+                        ));
+                    }
+                }
+                out.push(b);
+            }
+            let mut names = BTreeSet::new();
+            if let Some(dup) = out.iter().find(|b| !names.insert(b.name.clone())) {
+                return Err(Failure::invalid(format!("bindings: duplicate binding name {}", dup.name)));
+            }
+            Some(out)
+        } else {
+            None
+        };
+        for class in &new_classes {
+            let id = self.new_id();
+            self.namespaces.push(DurableObjectNamespace {
+                id,
+                name: Some(format!("{name}_{class}")),
+                class: Some(class.clone()),
+                script: Some(name.to_string()),
+                use_sqlite: Some(migration.new_sqlite_classes.contains(class)),
+            });
+        }
+        let namespaces = self.namespaces.clone();
+        let script = self
+            .scripts
+            .get_mut(name)
+            .ok_or_else(|| Failure::new(404, codes::SCRIPT_NOT_FOUND, "script vanished"))?;
+        script.migrated_classes.extend(new_classes);
+        if let Some(mut bindings) = bindings {
+            for b in bindings.iter_mut() {
+                if b.kind == "durable_object_namespace"
+                    && b.str_field("script_name").is_none_or(|s| s == name)
+                    && let Some(class) = b.str_field("class_name").map(str::to_string)
+                    && let Some(ns) = namespaces
+                        .iter()
+                        .find(|n| n.script.as_deref() == Some(name) && n.class.as_deref() == Some(&class))
+                {
+                    b.rest.insert("namespace_id".into(), Value::String(ns.id.clone()));
+                }
+            }
+            script.bindings = bindings;
+        }
+        self.script_settings(name)
+    }
+
+    pub fn list_namespaces(&self, page: usize, per_page: usize) -> (Vec<DurableObjectNamespace>, ResultInfo) {
+        let total = self.namespaces.len();
+        let items: Vec<_> = self
+            .namespaces
+            .iter()
+            .skip((page - 1) * per_page)
+            .take(per_page)
+            .cloned()
+            .collect();
+        let info = ResultInfo {
+            page: Some(page as f64),
+            per_page: Some(per_page as f64),
+            count: Some(items.len() as f64),
+            total_count: Some(total as f64),
+            total_pages: Some(total.div_ceil(per_page).max(1) as f64),
+        };
+        (items, info)
+    }
+}
+
+/// What GET settings shows of a binding: secret values are never readable.
+fn readable_binding(b: &Binding) -> Binding {
+    let mut b = b.clone();
+    if b.kind == "secret_text" {
+        b.rest.remove("text");
+    }
+    b
+}
+
+fn check_counts(instances: Option<i64>, max_instances: Option<i64>) -> Outcome<()> {
+    if instances.is_some_and(|i| i < 0) {
+        return Err(Failure::invalid("instances: must be at least 0"));
+    }
+    if max_instances.is_some_and(|i| i < 0) {
+        return Err(Failure::invalid("max_instances: must be at least 0"));
+    }
+    Ok(())
+}
+
+fn check_grace(grace: Option<i64>) -> Outcome<()> {
+    if grace.is_some_and(|g| !(0..=604_800).contains(&g)) {
+        return Err(Failure::invalid(
+            "rollout_active_grace_period: must be between 0 and 604800",
+        ));
+    }
+    Ok(())
+}
+
+fn check_constraints(c: &ApplicationConstraints) -> Outcome<()> {
+    for r in c.regions.iter().flatten() {
+        if !REGIONS.contains(&r.as_str()) {
+            return Err(Failure::invalid(format!(
+                "constraints.regions: {r:?} is not one of {}",
+                REGIONS.join(", ")
+            )));
+        }
+    }
+    if let Some(j) = &c.jurisdiction
+        && !JURISDICTIONS.contains(&j.as_str())
+    {
+        return Err(Failure::invalid(format!(
+            "constraints.jurisdiction: {j:?} is not one of eu, fedramp"
+        )));
+    }
+    Ok(())
+}
+
+fn check_configuration(c: &DeploymentConfiguration, field: &str) -> Outcome<()> {
+    if c.image.trim().is_empty() {
+        return Err(Failure::invalid(format!("{field}.image: is required")));
+    }
+    if c.instance_type == Some(InstanceType::Unknown) {
+        return Err(Failure::invalid(format!(
+            "{field}.instance_type: must be one of lite, basic, standard-1, standard-2, standard-3, standard-4"
+        )));
+    }
+    let custom = c.vcpu.is_some() || c.memory_mib.is_some() || c.disk.as_ref().and_then(|d| d.size_mb).is_some();
+    if c.instance_type.is_some() && custom {
+        return Err(Failure::invalid(format!(
+            "{field}: instance_type cannot be combined with vcpu, memory_mib or disk"
+        )));
+    }
+    if c.vcpu.is_some_and(|v| !(v.is_finite() && v > 0.0)) {
+        return Err(Failure::invalid(format!("{field}.vcpu: must be positive")));
+    }
+    if c.memory_mib.is_some_and(|m| m <= 0) {
+        return Err(Failure::invalid(format!("{field}.memory_mib: must be positive")));
+    }
+    let mut names = BTreeSet::new();
+    for e in c.environment_variables.iter().flatten() {
+        if e.name.is_empty() || !names.insert(e.name.as_str()) {
+            return Err(Failure::invalid(format!(
+                "{field}.environment_variables: empty or duplicate name {:?}",
+                e.name
+            )));
+        }
+    }
+    Ok(())
+}

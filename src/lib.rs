@@ -1,0 +1,21 @@
+//! flaredock: runs Docker images on Cloudflare Containers, driven by `CloudflareContainer`
+//! Kubernetes resources or by the command line.
+//!
+//! Modules, one concern each:
+//! - [`cloudflare`]: typed Cloudflare API client (errors, rate limiter, secrets).
+//! - [`emulator`]: a Cloudflare API emulator (and embedded OCI registry) on loopback.
+//! - [`oci`]: image references and the OCI registry client.
+//! - [`spec`]: the `CloudflareContainer` resource and its validation.
+//! - [`manifest`]: reading manifests from files, with errors naming file, object, field.
+//! - [`reconcile`]: observe → plan → act → status, free of Kubernetes plumbing.
+//! - [`cli`]: the `flaredock` command line.
+//! - [`telemetry`]: logging setup.
+
+pub mod cli;
+pub mod cloudflare;
+pub mod emulator;
+pub mod manifest;
+pub mod oci;
+pub mod reconcile;
+pub mod spec;
+pub mod telemetry;

@@ -1,0 +1,398 @@
+//! A client for the OCI distribution API: authentication (anonymous, basic, and the
+//! bearer-token challenge of Docker Hub, GHCR and others), manifest and blob requests.
+//! Plain HTTP only for loopback hosts or hosts named insecure.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderValue, WWW_AUTHENTICATE};
+use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use serde::Deserialize;
+
+use crate::cloudflare::Secret;
+
+/// Media types of manifests flaredock reads.
+pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json";
+
+/// Username and password for a registry.
+#[derive(Clone, Debug)]
+pub struct Credentials {
+    pub username: String,
+    pub password: Secret,
+}
+
+/// A registry failure.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RegistryError {
+    #[error("registry {host}: authentication failed for {repository} (HTTP {status}): check the credentials")]
+    Unauthorized { host: String, repository: String, status: u16 },
+    #[error("registry {host}: {what} not found in {repository}")]
+    NotFound { host: String, repository: String, what: String },
+    #[error("registry {host}: {message}")]
+    Protocol { host: String, message: String },
+    #[error("registry {host}: {message}")]
+    Transport { host: String, message: String },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl RegistryError {
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, RegistryError::Transport { .. })
+    }
+}
+
+/// What a manifest HEAD/GET tells.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ManifestInfo {
+    pub digest: String,
+    pub media_type: String,
+}
+
+#[derive(Deserialize)]
+struct TokenResponse {
+    #[serde(default)]
+    token: Option<String>,
+    #[serde(default)]
+    access_token: Option<String>,
+}
+
+/// Is this host reached over plain HTTP (loopback, as Docker does)?
+pub fn is_loopback(host: &str) -> bool {
+    let h = host.rsplit_once(':').map(|(h, p)| if p.bytes().all(|b| b.is_ascii_digit()) { h } else { host }).unwrap_or(host);
+    h == "localhost" || h.starts_with("127.") || h == "[::1]" || h == "::1"
+}
+
+/// A registry client. Clones share the connection pool and the token cache.
+#[derive(Clone)]
+pub struct RegistryClient {
+    http: reqwest::Client,
+    insecure: Arc<Vec<String>>,
+    /// Bearer tokens by (host, scope).
+    tokens: Arc<Mutex<HashMap<(String, String), String>>>,
+}
+
+impl RegistryClient {
+    pub fn new(insecure: Vec<String>) -> Result<Self, RegistryError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .read_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(16)
+            .user_agent(concat!("flaredock/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| RegistryError::Invalid(format!("cannot build an HTTP client: {e}")))?;
+        Ok(RegistryClient {
+            http,
+            insecure: Arc::new(insecure),
+            tokens: Default::default(),
+        })
+    }
+
+    pub fn base(&self, host: &str) -> String {
+        let scheme = if is_loopback(host) || self.insecure.iter().any(|h| h == host) { "http" } else { "https" };
+        format!("{scheme}://{host}")
+    }
+
+    /// Sends a request, answering one authentication challenge (basic or bearer).
+    pub async fn send(
+        &self,
+        host: &str,
+        repository: &str,
+        creds: Option<&Credentials>,
+        push: bool,
+        build: impl Fn(&reqwest::Client) -> RequestBuilder,
+    ) -> Result<Response, RegistryError> {
+        let scope = format!("repository:{repository}:{}", if push { "pull,push" } else { "pull" });
+        let cached = self.token(host, &scope);
+        let mut req = build(&self.http);
+        if let Some(t) = &cached {
+            req = req.bearer_auth(t);
+        } else if let Some(c) = creds {
+            req = req.basic_auth(&c.username, Some(c.password.expose()));
+        }
+        let resp = req.send().await.map_err(|e| transport(host, &e))?;
+        if resp.status() != StatusCode::UNAUTHORIZED {
+            return Ok(resp);
+        }
+        let challenge = resp
+            .headers()
+            .get(WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let unauthorized = || RegistryError::Unauthorized {
+            host: host.to_string(),
+            repository: repository.to_string(),
+            status: 401,
+        };
+        if challenge.to_ascii_lowercase().starts_with("bearer") {
+            let token = self.fetch_token(host, &challenge, &scope, creds).await?;
+            let resp = build(&self.http)
+                .bearer_auth(&token)
+                .send()
+                .await
+                .map_err(|e| transport(host, &e))?;
+            if resp.status() == StatusCode::UNAUTHORIZED {
+                return Err(unauthorized());
+            }
+            return Ok(resp);
+        }
+        // Basic challenge: answer once with the credentials, if not already sent.
+        match creds {
+            Some(c) if cached.is_some() => {
+                let resp = build(&self.http)
+                    .basic_auth(&c.username, Some(c.password.expose()))
+                    .send()
+                    .await
+                    .map_err(|e| transport(host, &e))?;
+                if resp.status() == StatusCode::UNAUTHORIZED {
+                    return Err(unauthorized());
+                }
+                Ok(resp)
+            }
+            _ => Err(unauthorized()),
+        }
+    }
+
+    /// Sends a request whose body can be sent only once (a stream), with the token or
+    /// credentials an earlier request of the same scope already established.
+    pub async fn send_once_streaming(
+        &self,
+        host: &str,
+        repository: &str,
+        creds: Option<&Credentials>,
+        build: impl FnOnce(&reqwest::Client) -> RequestBuilder,
+        body: reqwest::Body,
+    ) -> Result<Response, RegistryError> {
+        let scope = format!("repository:{repository}:pull,push");
+        let mut req = build(&self.http).body(body);
+        if let Some(t) = self.token(host, &scope) {
+            req = req.bearer_auth(t);
+        } else if let Some(c) = creds {
+            req = req.basic_auth(&c.username, Some(c.password.expose()));
+        }
+        let resp = req.send().await.map_err(|e| transport(host, &e))?;
+        if resp.status() == StatusCode::UNAUTHORIZED {
+            return Err(RegistryError::Unauthorized {
+                host: host.to_string(),
+                repository: repository.to_string(),
+                status: 401,
+            });
+        }
+        Ok(resp)
+    }
+
+    fn token(&self, host: &str, scope: &str) -> Option<String> {
+        self.tokens
+            .lock()
+            .ok()
+            .and_then(|t| t.get(&(host.to_string(), scope.to_string())).cloned())
+    }
+
+    async fn fetch_token(
+        &self,
+        host: &str,
+        challenge: &str,
+        scope: &str,
+        creds: Option<&Credentials>,
+    ) -> Result<String, RegistryError> {
+        let params = parse_challenge(challenge);
+        let realm = params.get("realm").ok_or_else(|| RegistryError::Protocol {
+            host: host.to_string(),
+            message: "bearer challenge without a realm".into(),
+        })?;
+        let mut req = self.http.get(realm.as_str()).query(&[("scope", scope)]);
+        if let Some(service) = params.get("service") {
+            req = req.query(&[("service", service.as_str())]);
+        }
+        if let Some(c) = creds {
+            req = req.basic_auth(&c.username, Some(c.password.expose()));
+        }
+        let resp = req.send().await.map_err(|e| transport(host, &e))?;
+        if !resp.status().is_success() {
+            return Err(RegistryError::Unauthorized {
+                host: host.to_string(),
+                repository: scope.to_string(),
+                status: resp.status().as_u16(),
+            });
+        }
+        let body: TokenResponse = resp.json().await.map_err(|e| RegistryError::Protocol {
+            host: host.to_string(),
+            message: format!("unreadable token response: {e}"),
+        })?;
+        let token = body.token.or(body.access_token).ok_or_else(|| RegistryError::Protocol {
+            host: host.to_string(),
+            message: "token response without a token".into(),
+        })?;
+        if let Ok(mut t) = self.tokens.lock() {
+            t.insert((host.to_string(), scope.to_string()), token.clone());
+        }
+        Ok(token)
+    }
+
+    /// HEAD of a manifest: its digest and media type, or `None` when absent.
+    pub async fn head_manifest(
+        &self,
+        host: &str,
+        repository: &str,
+        reference: &str,
+        creds: Option<&Credentials>,
+    ) -> Result<Option<ManifestInfo>, RegistryError> {
+        let url = format!("{}/v2/{repository}/manifests/{reference}", self.base(host));
+        let resp = self
+            .send(host, repository, creds, false, |c| {
+                c.request(Method::HEAD, &url).header(ACCEPT, MANIFEST_ACCEPT)
+            })
+            .await?;
+        match resp.status() {
+            StatusCode::NOT_FOUND => Ok(None),
+            s if s.is_success() => {
+                let digest = header_str(&resp, "docker-content-digest");
+                let media_type = resp
+                    .headers()
+                    .get(CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_string();
+                match digest {
+                    Some(d) => Ok(Some(ManifestInfo { digest: d, media_type })),
+                    // Without the header, GET the manifest and hash it.
+                    None => self
+                        .get_manifest(host, repository, reference, creds)
+                        .await
+                        .map(|(info, _)| Some(info)),
+                }
+            }
+            s => Err(status_error(host, s, "HEAD manifest")),
+        }
+    }
+
+    /// GET of a manifest: its info and exact bytes.
+    pub async fn get_manifest(
+        &self,
+        host: &str,
+        repository: &str,
+        reference: &str,
+        creds: Option<&Credentials>,
+    ) -> Result<(ManifestInfo, bytes::Bytes), RegistryError> {
+        let url = format!("{}/v2/{repository}/manifests/{reference}", self.base(host));
+        let resp = self
+            .send(host, repository, creds, false, |c| c.get(&url).header(ACCEPT, MANIFEST_ACCEPT))
+            .await?;
+        match resp.status() {
+            StatusCode::NOT_FOUND => Err(RegistryError::NotFound {
+                host: host.to_string(),
+                repository: repository.to_string(),
+                what: format!("manifest {reference}"),
+            }),
+            s if s.is_success() => {
+                let media_type = resp
+                    .headers()
+                    .get(CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_string();
+                let bytes = resp.bytes().await.map_err(|e| transport(host, &e))?;
+                let digest = crate::emulator::registry::sha256_digest(&bytes);
+                if reference.starts_with("sha256:") && reference != digest {
+                    return Err(RegistryError::Protocol {
+                        host: host.to_string(),
+                        message: format!("manifest {reference} hashes to {digest}"),
+                    });
+                }
+                Ok((ManifestInfo { digest, media_type }, bytes))
+            }
+            s => Err(status_error(host, s, "GET manifest")),
+        }
+    }
+}
+
+pub fn header_str(resp: &Response, name: &str) -> Option<String> {
+    resp.headers().get(name).and_then(|v: &HeaderValue| v.to_str().ok()).map(str::to_string)
+}
+
+pub fn status_error(host: &str, status: StatusCode, what: &str) -> RegistryError {
+    match status.as_u16() {
+        401 | 403 => RegistryError::Unauthorized {
+            host: host.to_string(),
+            repository: what.to_string(),
+            status: status.as_u16(),
+        },
+        500..=599 | 429 => RegistryError::Transport {
+            host: host.to_string(),
+            message: format!("{what}: HTTP {status}"),
+        },
+        _ => RegistryError::Protocol {
+            host: host.to_string(),
+            message: format!("{what}: HTTP {status}"),
+        },
+    }
+}
+
+pub fn transport(host: &str, e: &reqwest::Error) -> RegistryError {
+    let mut detail = e.to_string();
+    let mut source: Option<&dyn std::error::Error> = std::error::Error::source(e);
+    while let Some(s) = source {
+        detail = s.to_string();
+        source = s.source();
+    }
+    RegistryError::Transport {
+        host: host.to_string(),
+        message: detail,
+    }
+}
+
+/// `Bearer realm="…",service="…",scope="…"` → its parameters.
+fn parse_challenge(challenge: &str) -> HashMap<String, String> {
+    let rest = challenge.split_once(' ').map(|(_, r)| r).unwrap_or("");
+    let mut out = HashMap::new();
+    let mut chars = rest.chars().peekable();
+    loop {
+        let key: String = chars.by_ref().take_while(|c| *c != '=').collect::<String>().trim().trim_start_matches(',').trim().to_string();
+        if key.is_empty() {
+            break;
+        }
+        let mut value = String::new();
+        if chars.peek() == Some(&'"') {
+            chars.next();
+            for c in chars.by_ref() {
+                if c == '"' {
+                    break;
+                }
+                value.push(c);
+            }
+            // skip to the comma
+            while chars.peek().is_some_and(|c| *c != ',') {
+                chars.next();
+            }
+        } else {
+            value = chars.by_ref().take_while(|c| *c != ',').collect();
+        }
+        chars.next_if_eq(&',');
+        out.insert(key.to_ascii_lowercase(), value.trim().to_string());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_bearer_challenges() {
+        let p = parse_challenge(r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/nginx:pull""#);
+        assert_eq!(p["realm"], "https://auth.docker.io/token");
+        assert_eq!(p["service"], "registry.docker.io");
+        assert_eq!(p["scope"], "repository:library/nginx:pull");
+    }
+
+    #[test]
+    fn loopback_hosts_use_http() {
+        let c = RegistryClient::new(vec!["reg.internal:5000".into()]).unwrap();
+        assert_eq!(c.base("127.0.0.1:5000"), "http://127.0.0.1:5000");
+        assert_eq!(c.base("localhost"), "http://localhost");
+        assert_eq!(c.base("reg.internal:5000"), "http://reg.internal:5000");
+        assert_eq!(c.base("ghcr.io"), "https://ghcr.io");
+    }
+}

@@ -1,0 +1,8 @@
+//! OCI images: references ([`reference`]) and the registry client ([`client`]).
+
+pub mod client;
+pub mod copy;
+pub mod reference;
+
+pub use client::{Credentials, RegistryClient, RegistryError};
+pub use reference::{Reference, ReferenceError};

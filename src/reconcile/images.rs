@@ -1,0 +1,245 @@
+//! Resolves a `CloudflareContainer`'s image to a digest reference in Cloudflare's
+//! registry: short names are looked up there, other registries' images are copied in,
+//! promotions take the digest another object deployed. Registry credentials are minted
+//! through the API and reused while they stay valid for minutes.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+
+use super::model::ImageState;
+use crate::cloudflare::types::RegistryPermission;
+use crate::cloudflare::{ApiError, CLOUDFLARE_REGISTRY, CloudflareClient};
+use crate::oci::copy::{CopyOptions, copy_image};
+use crate::oci::{Credentials, Reference, RegistryClient, RegistryError};
+use crate::spec::CloudflareContainer;
+
+/// Minutes minted credentials are asked to last.
+const CREDENTIAL_MINUTES: i64 = 15;
+/// Credentials are renewed when fewer than this remain.
+const CREDENTIAL_MARGIN: Duration = Duration::from_secs(5 * 60);
+
+/// Where another object's deployed image can be looked up (promotion).
+pub trait PeerImages: Sync {
+    /// The digest reference the named object in `namespace` has deployed, when Ready.
+    fn deployed_image(&self, namespace: &str, name: &str) -> Option<String>;
+}
+
+impl PeerImages for HashMap<String, String> {
+    fn deployed_image(&self, namespace: &str, name: &str) -> Option<String> {
+        self.get(&format!("{namespace}/{name}")).cloned()
+    }
+}
+
+struct Minted {
+    host: String,
+    account: String,
+    creds: Credentials,
+    expires: Instant,
+}
+
+/// Source registry credentials, by registry host (from `--src-creds`, docker config or
+/// a pull Secret).
+pub type SourceCredentials = HashMap<String, Credentials>;
+
+/// The image resolver of one account.
+pub struct ImageResolver {
+    client: CloudflareClient,
+    registry: RegistryClient,
+    minted: Mutex<Option<Minted>>,
+    /// Resolutions of this round, by reference text.
+    cache: Mutex<HashMap<String, ImageState>>,
+    sources: SourceCredentials,
+    copy: CopyOptions,
+}
+
+fn failed(reason: &str, message: impl Into<String>) -> ImageState {
+    ImageState::Failed {
+        reason: reason.into(),
+        message: message.into(),
+    }
+}
+
+fn pending(reason: &str, message: impl Into<String>) -> ImageState {
+    ImageState::Pending {
+        reason: reason.into(),
+        message: message.into(),
+    }
+}
+
+fn registry_state(e: &RegistryError) -> ImageState {
+    match e {
+        RegistryError::Unauthorized { .. } => failed("RegistryUnauthorized", e.to_string()),
+        RegistryError::NotFound { .. } => pending("ImageNotFound", e.to_string()),
+        RegistryError::Invalid(_) => failed("InvalidImage", e.to_string()),
+        RegistryError::Protocol { .. } => failed("RegistryError", e.to_string()),
+        RegistryError::Transport { .. } => pending("RegistryUnavailable", e.to_string()),
+    }
+}
+
+fn api_state(e: &ApiError) -> ImageState {
+    if e.is_terminal() {
+        failed("RegistryCredentialsRefused", e.to_string())
+    } else {
+        pending("RegistryCredentialsUnavailable", e.to_string())
+    }
+}
+
+impl ImageResolver {
+    pub fn new(client: CloudflareClient, registry: RegistryClient, sources: SourceCredentials, copy: CopyOptions) -> Self {
+        ImageResolver {
+            client,
+            registry,
+            minted: Mutex::new(None),
+            cache: Mutex::new(HashMap::new()),
+            sources,
+            copy,
+        }
+    }
+
+    pub fn registry(&self) -> &RegistryClient {
+        &self.registry
+    }
+
+    /// Forgets this round's resolutions (tags may have moved).
+    pub async fn new_round(&self) {
+        self.cache.lock().await.clear();
+    }
+
+    /// Host, account and push/pull credentials for Cloudflare's registry.
+    pub async fn cloudflare_registry(&self) -> Result<(String, String, Credentials), ApiError> {
+        let mut minted = self.minted.lock().await;
+        if let Some(m) = minted.as_ref()
+            && m.expires.saturating_duration_since(Instant::now()) > CREDENTIAL_MARGIN
+        {
+            return Ok((m.host.clone(), m.account.clone(), m.creds.clone()));
+        }
+        let c = self
+            .client
+            .registry_credentials(
+                CLOUDFLARE_REGISTRY,
+                &[RegistryPermission::Pull, RegistryPermission::Push],
+                CREDENTIAL_MINUTES,
+            )
+            .await?;
+        let m = Minted {
+            host: c.registry_host.clone(),
+            account: c.account_id.clone(),
+            creds: Credentials {
+                username: c.username,
+                password: c.password,
+            },
+            expires: Instant::now() + Duration::from_secs(CREDENTIAL_MINUTES as u64 * 60),
+        };
+        let out = (m.host.clone(), m.account.clone(), m.creds.clone());
+        *minted = Some(m);
+        Ok(out)
+    }
+
+    /// Resolves the object's image.
+    pub async fn resolve(&self, obj: &CloudflareContainer, peers: &dyn PeerImages) -> ImageState {
+        let spec = &obj.spec;
+        if spec.build.is_some() {
+            return failed(
+                "BuildUnavailable",
+                "spec.build: building from a Dockerfile is not available in this flaredock version; use spec.image",
+            );
+        }
+        let Some(image) = &spec.image else {
+            return failed("NoImage", "spec.image or spec.build is required");
+        };
+        if let Some(peer) = &image.from_container {
+            return match peers.deployed_image(obj.namespace_or_default(), peer) {
+                Some(i) => ImageState::Ready(i),
+                None => pending(
+                    "PromotionSourceNotReady",
+                    format!("CloudflareContainer {peer} has not deployed an image yet (it must be Ready)"),
+                ),
+            };
+        }
+        let Some(text) = &image.reference else {
+            return failed("NoImage", "spec.image.reference or spec.image.fromContainer is required");
+        };
+        let key = format!("{text}|{}", spec.tag.as_deref().unwrap_or(""));
+        if let Some(s) = self.cache.lock().await.get(&key) {
+            return s.clone();
+        }
+        let state = self.resolve_reference(text, spec.tag.as_deref()).await;
+        // Failures worth retrying are not cached: the next object tries again.
+        if !matches!(state, ImageState::Pending { .. }) {
+            self.cache.lock().await.insert(key, state.clone());
+        }
+        state
+    }
+
+    async fn resolve_reference(&self, text: &str, tag: Option<&str>) -> ImageState {
+        let reference = match Reference::parse(text) {
+            Ok(r) => r,
+            Err(e) => return failed("InvalidImage", e.to_string()),
+        };
+        let (host, account, creds) = match self.cloudflare_registry().await {
+            Ok(x) => x,
+            Err(e) => return api_state(&e),
+        };
+        let cloudflare_host = reference.registry.is_none()
+            || reference.registry.as_deref() == Some(host.as_str())
+            || reference.registry.as_deref() == Some(CLOUDFLARE_REGISTRY);
+        if cloudflare_host {
+            let repository = if reference.registry.is_none() {
+                format!("{account}/{}", reference.repository)
+            } else {
+                match reference.repository.split_once('/') {
+                    Some((acc, _)) if acc == account => reference.repository.clone(),
+                    _ => {
+                        return failed(
+                            "ForeignAccount",
+                            format!(
+                                "{text} is not in this account's part of Cloudflare's registry ({host}/{account}/…)"
+                            ),
+                        );
+                    }
+                }
+            };
+            return match self
+                .registry
+                .head_manifest(&host, &repository, reference.manifest_reference(), Some(&creds))
+                .await
+            {
+                Ok(Some(m)) => ImageState::Ready(format!("{host}/{repository}@{}", m.digest)),
+                Ok(None) => pending(
+                    "ImageNotFound",
+                    format!("{host}/{repository}:{} is not in Cloudflare's registry", reference.manifest_reference()),
+                ),
+                Err(e) => registry_state(&e),
+            };
+        }
+        // Another registry: copy into Cloudflare's.
+        let name = reference.repository.rsplit('/').next().unwrap_or(&reference.repository);
+        let dest_tag = tag
+            .map(str::to_string)
+            .or_else(|| reference.tag.clone())
+            .unwrap_or_else(|| match &reference.digest {
+                Some(d) => d.trim_start_matches("sha256:").chars().take(20).collect(),
+                None => "latest".into(),
+            });
+        let dest = Reference {
+            registry: Some(host.clone()),
+            repository: format!("{account}/{name}"),
+            tag: Some(dest_tag),
+            digest: None,
+        };
+        let source_creds = reference
+            .registry
+            .as_deref()
+            .and_then(|h| self.sources.get(h));
+        match copy_image(&self.registry, &reference, source_creds, &dest, Some(&creds), &self.copy).await {
+            Ok(report) => ImageState::Ready(format!("{host}/{}@{}", dest.repository, report.digest)),
+            Err(e) => match e {
+                crate::oci::copy::CopyError::Registry(r) => registry_state(&r),
+                other => failed("CopyFailed", other.to_string()),
+            },
+        }
+    }
+}

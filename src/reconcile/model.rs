@@ -1,0 +1,268 @@
+//! What the plan compares: the desired state derived from a `CloudflareContainer` and
+//! the state observed at Cloudflare. Plain data, no I/O.
+
+use crate::cloudflare::types::*;
+use crate::spec::{
+    CloudflareContainer, DeletionPolicy, InstanceTypeName, OWNER_LABEL, RolloutKindName,
+    RolloutStrategyName,
+};
+
+/// The image, as far as it could be resolved.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ImageState {
+    /// Digest reference in Cloudflare's registry, ready to deploy.
+    Ready(String),
+    /// Not available yet (tag missing, promotion source not Ready, build pending): retry.
+    Pending { reason: String, message: String },
+    /// Cannot be resolved until the spec or credentials change.
+    Failed { reason: String, message: String },
+}
+
+/// The Worker script, as observed.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ScriptState {
+    /// Not read (no binding requested and the namespace exists).
+    NotRead,
+    /// The script does not exist.
+    Missing,
+    Present(ScriptSettings),
+}
+
+/// The size of an instance, normalised: a named type, or custom values.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Size {
+    Type(InstanceType),
+    Custom {
+        vcpu: f64,
+        memory_mib: i64,
+        disk_mb: Option<i64>,
+    },
+}
+
+impl Size {
+    pub fn of(config: &DeploymentConfiguration) -> Size {
+        match (config.instance_type, config.vcpu, config.memory_mib) {
+            (Some(t), _, _) => Size::Type(t),
+            (None, Some(vcpu), Some(memory_mib)) => Size::Custom {
+                vcpu,
+                memory_mib,
+                disk_mb: config.disk.as_ref().and_then(|d| d.size_mb),
+            },
+            // Cloudflare's default instance type.
+            _ => Size::Type(InstanceType::Lite),
+        }
+    }
+
+    pub fn apply(&self, config: &mut DeploymentConfiguration) {
+        config.instance_type = None;
+        config.vcpu = None;
+        config.memory_mib = None;
+        config.disk = None;
+        match self {
+            Size::Type(t) => config.instance_type = Some(*t),
+            Size::Custom {
+                vcpu,
+                memory_mib,
+                disk_mb,
+            } => {
+                config.vcpu = Some(*vcpu);
+                config.memory_mib = Some(*memory_mib);
+                config.disk = disk_mb.map(|d| Disk { size_mb: Some(d) });
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Size {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Size::Type(t) => f.write_str(t.as_str()),
+            Size::Custom {
+                vcpu,
+                memory_mib,
+                disk_mb,
+            } => {
+                write!(f, "vcpu={vcpu} memory_mib={memory_mib}")?;
+                if let Some(d) = disk_mb {
+                    write!(f, " disk_mb={d}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// How changes that need a rollout are sent.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RolloutPolicy {
+    pub immediate: bool,
+    pub step_percentage: Option<i64>,
+    pub manual: bool,
+}
+
+/// What Cloudflare should look like for one object.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Desired {
+    /// `namespace/name` of the object.
+    pub key: String,
+    /// Value of the owner label.
+    pub owner: String,
+    pub application_name: String,
+    pub class_name: String,
+    pub script_name: String,
+    pub binding_name: Option<String>,
+    pub instances: i64,
+    pub max_instances: i64,
+    /// Normalised: regions sorted and deduplicated; `None` when nothing is constrained.
+    pub constraints: Option<ApplicationConstraints>,
+    pub logs: bool,
+    pub grace_period: i64,
+    pub size: Size,
+    /// Sorted by name.
+    pub env: Vec<EnvironmentVariable>,
+    pub rollout: RolloutPolicy,
+    pub adopt: bool,
+    pub deletion_policy: DeletionPolicy,
+}
+
+fn instance_type(t: InstanceTypeName) -> InstanceType {
+    match t {
+        InstanceTypeName::Lite => InstanceType::Lite,
+        InstanceTypeName::Basic => InstanceType::Basic,
+        InstanceTypeName::Standard1 => InstanceType::Standard1,
+        InstanceTypeName::Standard2 => InstanceType::Standard2,
+        InstanceTypeName::Standard3 => InstanceType::Standard3,
+        InstanceTypeName::Standard4 => InstanceType::Standard4,
+    }
+}
+
+/// Normalises constraints so that equal meanings compare equal.
+pub fn normalise_constraints(c: Option<&ApplicationConstraints>) -> Option<ApplicationConstraints> {
+    let c = c?;
+    let mut regions: Vec<String> = c.regions.clone().unwrap_or_default();
+    regions.sort();
+    regions.dedup();
+    let out = ApplicationConstraints {
+        regions: (!regions.is_empty()).then_some(regions),
+        jurisdiction: c.jurisdiction.clone().filter(|j| !j.is_empty()),
+    };
+    (out != ApplicationConstraints::default()).then_some(out)
+}
+
+impl Desired {
+    pub fn from_spec(obj: &CloudflareContainer) -> Desired {
+        let s = &obj.spec;
+        let size = match (&s.resources, s.instance_type) {
+            (Some(r), _) => Size::Custom {
+                vcpu: r.vcpu,
+                memory_mib: r.memory_mib,
+                disk_mb: r.disk_mb,
+            },
+            (None, Some(t)) => Size::Type(instance_type(t)),
+            (None, None) => Size::Type(InstanceType::Lite),
+        };
+        let constraints = s.constraints.as_ref().map(|c| ApplicationConstraints {
+            regions: Some(
+                c.regions
+                    .iter()
+                    .map(|r| {
+                        serde_json::to_value(r)
+                            .ok()
+                            .and_then(|v| v.as_str().map(str::to_string))
+                            .unwrap_or_default()
+                    })
+                    .collect(),
+            ),
+            jurisdiction: c.jurisdiction.map(|j| {
+                match j {
+                    crate::spec::Jurisdiction::Eu => "eu",
+                    crate::spec::Jurisdiction::Fedramp => "fedramp",
+                }
+                .to_string()
+            }),
+        });
+        Desired {
+            key: obj.key(),
+            owner: obj.owner_id(),
+            application_name: obj.application_name().to_string(),
+            class_name: s.class_name.clone(),
+            script_name: s.worker.script_name.clone(),
+            binding_name: s.worker.binding_name.clone(),
+            instances: s.instances,
+            max_instances: s.max_instances,
+            constraints: normalise_constraints(constraints.as_ref()),
+            logs: s.observability.as_ref().is_some_and(|o| o.logs),
+            grace_period: s.rollout.active_grace_period_seconds,
+            size,
+            env: s
+                .env
+                .iter()
+                .map(|(k, v)| EnvironmentVariable {
+                    name: k.clone(),
+                    value: v.clone(),
+                })
+                .collect(),
+            rollout: RolloutPolicy {
+                immediate: s.rollout.strategy == RolloutStrategyName::Immediate,
+                step_percentage: s.rollout.step_percentage,
+                manual: s.rollout.kind == RolloutKindName::FullManual,
+            },
+            adopt: s.adopt,
+            deletion_policy: s.deletion_policy,
+        }
+    }
+
+    /// The deployment configuration to run `image`, keeping labels others have set.
+    pub fn configuration(&self, image: &str, live: Option<&DeploymentConfiguration>) -> DeploymentConfiguration {
+        let mut labels: Vec<Label> = live
+            .and_then(|c| c.labels.clone())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|l| l.name != OWNER_LABEL)
+            .collect();
+        labels.push(Label {
+            name: OWNER_LABEL.into(),
+            value: self.owner.clone(),
+        });
+        labels.sort();
+        let mut config = DeploymentConfiguration {
+            image: image.to_string(),
+            environment_variables: (!self.env.is_empty()).then(|| self.env.clone()),
+            labels: Some(labels),
+            ..Default::default()
+        };
+        self.size.apply(&mut config);
+        config
+    }
+
+    pub fn observability(&self) -> Observability {
+        Observability {
+            logs: Some(ObservabilityLogs {
+                enabled: Some(self.logs),
+            }),
+        }
+    }
+}
+
+/// What was observed at Cloudflare for one object.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Observed {
+    pub image: ImageState,
+    /// The application with the desired name.
+    pub application: Option<Application>,
+    /// The configuration the application is heading to: the target of its active
+    /// rollout, or its configuration.
+    pub target_configuration: Option<DeploymentConfiguration>,
+    /// Applications carrying this object's owner label under another name.
+    pub owned_elsewhere: Vec<Application>,
+    /// The Durable Object namespace of (script, class).
+    pub namespace: Option<DurableObjectNamespace>,
+    /// The application bound to that namespace, when it is not `application`.
+    pub namespace_application: Option<Application>,
+    pub script: ScriptState,
+}
+
+/// Owner label of an application's configuration.
+pub fn owner_of(app: &Application) -> Option<&str> {
+    app.configuration.label(OWNER_LABEL)
+}

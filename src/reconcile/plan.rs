@@ -1,0 +1,511 @@
+//! The plan: a pure function from (desired, observed) to ordered actions with a
+//! field-level diff. No I/O; the CLI prints it, the actor runs it, most tests hit it.
+
+use std::fmt;
+
+use super::model::*;
+use crate::cloudflare::types::*;
+use crate::spec::OWNER_LABEL;
+
+/// One change to make at Cloudflare.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    /// PATCH the Worker's settings: add the Durable Object binding (and the migration
+    /// that creates the namespace), keeping every other binding.
+    BindWorker {
+        script: String,
+        settings: ScriptSettings,
+        creates_namespace: bool,
+    },
+    CreateApplication {
+        request: CreateApplicationRequest,
+    },
+    /// Delete an application this object owns (replacement, or left over by a rename).
+    DeleteApplication {
+        id: String,
+        name: String,
+        why: String,
+    },
+    /// PATCH of fields that change without a rollout.
+    ModifyApplication {
+        id: String,
+        request: ModifyApplicationRequest,
+    },
+    CreateRollout {
+        id: String,
+        request: CreateRolloutRequest,
+        /// This rollout takes ownership of a foreign application (`adopt: true`).
+        adopts: bool,
+    },
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Action::BindWorker {
+                script,
+                creates_namespace,
+                ..
+            } => {
+                write!(f, "patch Worker {script} settings (bind the Durable Object class")?;
+                if *creates_namespace {
+                    write!(f, ", migration creating its namespace")?;
+                }
+                write!(f, ")")
+            }
+            Action::CreateApplication { request } => write!(f, "create application {}", request.name),
+            Action::DeleteApplication { name, id, why } => write!(f, "delete application {name} ({id}): {why}"),
+            Action::ModifyApplication { id, .. } => write!(f, "modify application {id} (no rollout)"),
+            Action::CreateRollout { id, request, adopts } => {
+                let how = match (request.step_percentage, &request.steps) {
+                    (Some(p), _) => format!("{p}% steps"),
+                    (None, Some(s)) => s
+                        .iter()
+                        .map(|x| format!("{}%", x.step_size.percentage))
+                        .collect::<Vec<_>>()
+                        .join(" → "),
+                    (None, None) => "100%".into(),
+                };
+                write!(f, "roll out application {id} ({how})")?;
+                if *adopts {
+                    write!(f, ", taking ownership")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// A field that differs: `field: from → to`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Change {
+    pub field: String,
+    pub from: String,
+    pub to: String,
+}
+
+impl fmt::Display for Change {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {} → {}", self.field, self.from, self.to)
+    }
+}
+
+/// Why nothing (more) can be done now.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Blocked {
+    /// Will not proceed until the spec changes (status `Stalled`).
+    Refused { reason: String, message: String },
+    /// Waiting on something outside (image, Worker script): retried later.
+    Waiting { reason: String, message: String },
+}
+
+impl Blocked {
+    pub fn reason(&self) -> &str {
+        match self {
+            Blocked::Refused { reason, .. } | Blocked::Waiting { reason, .. } => reason,
+        }
+    }
+    pub fn message(&self) -> &str {
+        match self {
+            Blocked::Refused { message, .. } | Blocked::Waiting { message, .. } => message,
+        }
+    }
+}
+
+/// Ordered actions, the diff that motivates them, and what blocks the rest.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct Plan {
+    pub actions: Vec<Action>,
+    pub changes: Vec<Change>,
+    pub blocked: Option<Blocked>,
+}
+
+impl Plan {
+    pub fn is_noop(&self) -> bool {
+        self.actions.is_empty() && self.blocked.is_none()
+    }
+
+    fn refuse(reason: &str, message: String) -> Plan {
+        Plan {
+            blocked: Some(Blocked::Refused {
+                reason: reason.into(),
+                message,
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn wait(mut self, reason: &str, message: String) -> Plan {
+        self.blocked = Some(Blocked::Waiting {
+            reason: reason.into(),
+            message,
+        });
+        self
+    }
+
+    fn change(&mut self, field: &str, from: impl fmt::Display, to: impl fmt::Display) {
+        self.changes.push(Change {
+            field: field.into(),
+            from: from.to_string(),
+            to: to.to_string(),
+        });
+    }
+}
+
+fn show_opt<T: fmt::Debug>(v: &Option<T>) -> String {
+    match v {
+        Some(v) => format!("{v:?}"),
+        None => "unset".into(),
+    }
+}
+
+fn show_env(env: &[EnvironmentVariable]) -> String {
+    if env.is_empty() {
+        return "{}".into();
+    }
+    let items: Vec<String> = env.iter().map(|e| format!("{}={}", e.name, e.value)).collect();
+    format!("{{{}}}", items.join(", "))
+}
+
+fn sorted_env(config: &DeploymentConfiguration) -> Vec<EnvironmentVariable> {
+    let mut env = config.environment_variables.clone().unwrap_or_default();
+    env.sort();
+    env
+}
+
+/// Is the binding the Worker needs already there? `Err` when the name is taken by
+/// something else.
+fn binding_state(settings: &ScriptSettings, name: &str, class: &str) -> Result<bool, String> {
+    match settings.bindings.iter().find(|b| b.name == name) {
+        None => Ok(false),
+        Some(b)
+            if b.kind == "durable_object_namespace"
+                && b.str_field("class_name") == Some(class)
+                && b.str_field("script_name").is_none() =>
+        {
+            Ok(true)
+        }
+        Some(b) => Err(format!(
+            "the Worker already has a binding named {name} of type {} (class {:?}); choose another spec.worker.bindingName",
+            b.kind,
+            b.str_field("class_name")
+        )),
+    }
+}
+
+/// The Worker settings PATCH needed for the class's namespace and binding, if any.
+/// Shared by [`plan`] and by the actor's re-check under the per-script lock.
+pub fn worker_action(
+    desired: &Desired,
+    script: &ScriptState,
+    namespace: Option<&DurableObjectNamespace>,
+) -> Result<Option<(Action, Vec<Change>)>, Blocked> {
+    let needs_binding = match (&desired.binding_name, script) {
+        (_, ScriptState::Missing) => {
+            return Err(Blocked::Waiting {
+                reason: "WorkerNotFound".into(),
+                message: format!(
+                    "Worker script {} does not exist in the account; deploy it (exporting class {}) first",
+                    desired.script_name, desired.class_name
+                ),
+            });
+        }
+        (Some(name), ScriptState::Present(settings)) => {
+            match binding_state(settings, name, &desired.class_name) {
+                Ok(present) => !present,
+                Err(message) => {
+                    return Err(Blocked::Refused {
+                        reason: "BindingConflict".into(),
+                        message,
+                    });
+                }
+            }
+        }
+        _ => false,
+    };
+    let creates_namespace = namespace.is_none();
+    if !needs_binding && !creates_namespace {
+        return Ok(None);
+    }
+    let ScriptState::Present(settings) = script else {
+        return Err(Blocked::Waiting {
+            reason: "WorkerNotRead".into(),
+            message: format!("Worker script {} settings were not read", desired.script_name),
+        });
+    };
+    let mut changes = Vec::new();
+    let mut bindings: Vec<Binding> = settings
+        .bindings
+        .iter()
+        .map(|b| Binding::inherit(&b.name))
+        .collect();
+    if let Some(name) = &desired.binding_name
+        && needs_binding
+    {
+        bindings.push(Binding::durable_object(name, &desired.class_name));
+        changes.push(Change {
+            field: format!("worker.{}.bindings.{name}", desired.script_name),
+            from: "unset".into(),
+            to: format!("durable_object_namespace {}", desired.class_name),
+        });
+    }
+    let migrations = creates_namespace.then(|| Migrations {
+        new_sqlite_classes: vec![desired.class_name.clone()],
+        ..Default::default()
+    });
+    if creates_namespace {
+        changes.push(Change {
+            field: format!("worker.{}.durableObjects.{}", desired.script_name, desired.class_name),
+            from: "no namespace".into(),
+            to: "new_sqlite_classes migration".into(),
+        });
+    }
+    let action = Action::BindWorker {
+        script: desired.script_name.clone(),
+        settings: ScriptSettings {
+            bindings,
+            migrations,
+            compatibility_date: None,
+        },
+        creates_namespace,
+    };
+    Ok(Some((action, changes)))
+}
+
+/// Desired vs observed → the plan.
+pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
+    let mut plan = Plan::default();
+
+    // The Worker and its Durable Object namespace.
+    match worker_action(desired, &observed.script, observed.namespace.as_ref()) {
+        Err(blocked) => {
+            plan.blocked = Some(blocked);
+            return plan;
+        }
+        Ok(None) => {}
+        Ok(Some((action, changes))) => {
+            plan.actions.push(action);
+            plan.changes.extend(changes);
+        }
+    }
+
+    let image = match &observed.image {
+        ImageState::Ready(image) => image.clone(),
+        ImageState::Pending { reason, message } => return plan.wait(reason, message.clone()),
+        ImageState::Failed { reason, message } => return Plan::refuse(reason, message.clone()),
+    };
+    let namespace_id = observed.namespace.as_ref().map(|n| n.id.clone());
+
+    // Leftovers of a rename: applications owned by this object under another name.
+    let mut cleanup: Vec<Action> = Vec::new();
+    for app in &observed.owned_elsewhere {
+        if app.name != desired.application_name {
+            cleanup.push(Action::DeleteApplication {
+                id: app.id.clone(),
+                name: app.name.clone(),
+                why: format!("replaced by application {}", desired.application_name),
+            });
+        }
+    }
+
+    let create = |plan: &mut Plan| {
+        let durable_objects = Some(match &namespace_id {
+            Some(id) => DurableObjectsConfiguration::NamespaceId {
+                namespace_id: id.clone(),
+            },
+            None => DurableObjectsConfiguration::ScriptAndClass {
+                script_name: desired.script_name.clone(),
+                class_name: desired.class_name.clone(),
+            },
+        });
+        plan.change("application", "absent", &desired.application_name);
+        plan.actions.push(Action::CreateApplication {
+            request: CreateApplicationRequest {
+                name: desired.application_name.clone(),
+                scheduling_policy: SchedulingPolicy::Default,
+                instances: desired.instances,
+                max_instances: Some(desired.max_instances),
+                configuration: desired.configuration(&image, None),
+                constraints: desired.constraints.clone(),
+                durable_objects,
+                observability: Some(desired.observability()),
+                rollout_active_grace_period: Some(desired.grace_period),
+            },
+        });
+    };
+
+    let Some(app) = &observed.application else {
+        // The namespace may already serve an application of another name.
+        if let Some(other) = &observed.namespace_application {
+            let ours = owner_of(other) == Some(desired.owner.as_str());
+            if !ours {
+                return Plan::refuse(
+                    "NamespaceHasApplication",
+                    format!(
+                        "the Durable Object namespace of {}/{} already backs application {} ({}), which this object does not own; flaredock never takes it over",
+                        desired.script_name, desired.class_name, other.name, other.id
+                    ),
+                );
+            }
+            if !cleanup.iter().any(|a| matches!(a, Action::DeleteApplication { id, .. } if *id == other.id)) {
+                cleanup.push(Action::DeleteApplication {
+                    id: other.id.clone(),
+                    name: other.name.clone(),
+                    why: format!("replaced by application {}", desired.application_name),
+                });
+            }
+            // The namespace admits one application: delete the old one first.
+            plan.actions.append(&mut cleanup);
+            create(&mut plan);
+            return plan;
+        }
+        create(&mut plan);
+        plan.actions.append(&mut cleanup);
+        return plan;
+    };
+
+    let target = observed
+        .target_configuration
+        .clone()
+        .unwrap_or_else(|| app.configuration.clone());
+    let owner = target.label(OWNER_LABEL).or(owner_of(app));
+    let ours = owner == Some(desired.owner.as_str());
+    if !ours && !desired.adopt {
+        let who = match owner {
+            Some(o) => format!("owned by {o}"),
+            None => "not created by flaredock".into(),
+        };
+        return Plan::refuse(
+            "ApplicationNotOwned",
+            format!(
+                "application {} ({}) already exists and is {who}; set spec.adopt: true to take it over",
+                app.name, app.id
+            ),
+        );
+    }
+
+    // Bound to another namespace: replace our own, never steal someone else's.
+    if let Some(bound) = app.namespace_id()
+        && namespace_id.as_deref() != Some(bound)
+    {
+        if !ours {
+            return Plan::refuse(
+                "BoundToAnotherNamespace",
+                format!(
+                    "application {} is bound to Durable Object namespace {bound}, not to {}/{}; flaredock never moves an application it does not own",
+                    app.name, desired.script_name, desired.class_name
+                ),
+            );
+        }
+        plan.change(
+            "durable_objects.namespace_id",
+            bound,
+            namespace_id.as_deref().unwrap_or("(new namespace)"),
+        );
+        plan.actions.push(Action::DeleteApplication {
+            id: app.id.clone(),
+            name: app.name.clone(),
+            why: format!("className or Worker changed: replaced to bind {}", desired.class_name),
+        });
+        create(&mut plan);
+        plan.actions.append(&mut cleanup);
+        return plan;
+    }
+
+    // Fields that change in place.
+    let mut modify = ModifyApplicationRequest::default();
+    if app.instances != desired.instances {
+        plan.change("instances", app.instances, desired.instances);
+        modify.instances = Some(desired.instances);
+    }
+    if app.max_instances != Some(desired.max_instances) {
+        plan.change("max_instances", show_opt(&app.max_instances), desired.max_instances);
+        modify.max_instances = Some(desired.max_instances);
+    }
+    let live_constraints = normalise_constraints(app.constraints.as_ref());
+    if live_constraints != desired.constraints {
+        plan.change("constraints", show_opt(&live_constraints), show_opt(&desired.constraints));
+        modify.constraints = Some(desired.constraints.clone().unwrap_or_default());
+    }
+    let live_logs = app.observability.as_ref().is_some_and(Observability::logs_enabled);
+    if live_logs != desired.logs {
+        plan.change("observability.logs.enabled", live_logs, desired.logs);
+        modify.observability = Some(desired.observability());
+    }
+    let live_grace = app.rollout_active_grace_period.unwrap_or(0);
+    if live_grace != desired.grace_period {
+        plan.change("rollout_active_grace_period", live_grace, desired.grace_period);
+        modify.rollout_active_grace_period = Some(desired.grace_period);
+    }
+    if !modify.is_empty() {
+        plan.actions.push(Action::ModifyApplication {
+            id: app.id.clone(),
+            request: modify,
+        });
+    }
+
+    // Fields that need a rollout, compared with where the application is heading.
+    let mut rollout_needed = false;
+    if target.image != image {
+        plan.change("configuration.image", &target.image, &image);
+        rollout_needed = true;
+    }
+    let live_size = Size::of(&target);
+    if live_size != desired.size {
+        plan.change("configuration.instance_type", &live_size, &desired.size);
+        rollout_needed = true;
+    }
+    let live_env = sorted_env(&target);
+    if live_env != desired.env {
+        plan.change("configuration.environment_variables", show_env(&live_env), show_env(&desired.env));
+        rollout_needed = true;
+    }
+    if !ours {
+        plan.change(
+            &format!("configuration.labels.{OWNER_LABEL}"),
+            show_opt(&owner.map(str::to_string)),
+            &desired.owner,
+        );
+        rollout_needed = true;
+    }
+    if rollout_needed {
+        let policy = &desired.rollout;
+        let (step_percentage, steps) = if policy.immediate {
+            (Some(100), None)
+        } else if let Some(p) = policy.step_percentage {
+            (Some(p), None)
+        } else if desired.max_instances < 2 {
+            (Some(100), None)
+        } else {
+            let step = |p: i64| RolloutStepRequest {
+                description: format!("{p}% of instances"),
+                step_size: StepSize { percentage: p },
+            };
+            (None, Some(vec![step(10), step(100)]))
+        };
+        let what: Vec<&str> = plan
+            .changes
+            .iter()
+            .filter(|c| c.field.starts_with("configuration."))
+            .map(|c| c.field.trim_start_matches("configuration."))
+            .collect();
+        plan.actions.push(Action::CreateRollout {
+            id: app.id.clone(),
+            request: CreateRolloutRequest {
+                description: format!("flaredock {}: {}", desired.key, what.join(", ")),
+                strategy: RolloutStrategy::Rolling,
+                kind: Some(if policy.manual {
+                    RolloutKind::FullManual
+                } else {
+                    RolloutKind::FullAuto
+                }),
+                step_percentage,
+                steps,
+                target_configuration: desired.configuration(&image, Some(&target)),
+            },
+            adopts: !ours,
+        });
+    }
+    plan.actions.append(&mut cleanup);
+    plan
+}

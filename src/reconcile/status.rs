@@ -1,0 +1,246 @@
+//! Status derived from what was observed after acting: kstatus conditions (`Ready`,
+//! `Reconciling`, `Stalled`) plus `ImageReady`, `WorkerBound`, `ApplicationSynced` and
+//! `RolloutComplete`. Pure; a condition keeps its transition time while it holds, so a
+//! resync that changed nothing changes nothing in the status.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+use super::model::*;
+use super::plan::{Action, Blocked, Plan};
+use crate::cloudflare::ApiError;
+use crate::spec::{CloudflareContainerStatus, HealthSummary, RolloutProgressStatus};
+
+/// Everything the status is derived from.
+pub struct StatusInput<'a> {
+    pub generation: Option<i64>,
+    pub desired: &'a Desired,
+    /// Observed after acting.
+    pub observed: Option<&'a Observed>,
+    /// The plan against that observation: what is still left to do.
+    pub remaining: Option<&'a Plan>,
+    /// The error that stopped this reconcile, if any.
+    pub error: Option<&'a ApiError>,
+    /// Percentage of instances on the target version of the active rollout.
+    pub rollout_progress: Option<(String, i64)>,
+}
+
+struct Cond {
+    kind: &'static str,
+    ok: bool,
+    reason: String,
+    message: String,
+}
+
+fn cond(kind: &'static str, ok: bool, reason: impl Into<String>, message: impl Into<String>) -> Cond {
+    Cond {
+        kind,
+        ok,
+        reason: reason.into(),
+        message: message.into(),
+    }
+}
+
+/// Is this observation and remaining plan the converged state?
+pub fn is_converged(observed: &Observed, remaining: &Plan) -> bool {
+    remaining.is_noop()
+        && observed
+            .application
+            .as_ref()
+            .is_some_and(|a| a.active_rollout_id.is_none())
+}
+
+/// Derives the status; `previous` supplies transition times of unchanged conditions.
+pub fn derive(
+    previous: Option<&CloudflareContainerStatus>,
+    input: &StatusInput<'_>,
+    now: jiff::Timestamp,
+) -> CloudflareContainerStatus {
+    let mut conds: Vec<Cond> = Vec::new();
+    let observed = input.observed;
+    let remaining = input.remaining;
+    let blocked = remaining.and_then(|p| p.blocked.as_ref());
+    let app = observed.and_then(|o| o.application.as_ref());
+
+    // ImageReady
+    let image_ready = match observed.map(|o| &o.image) {
+        Some(ImageState::Ready(image)) => cond("ImageReady", true, "ImageResolved", format!("image {image} is in Cloudflare's registry")),
+        Some(ImageState::Pending { reason, message }) | Some(ImageState::Failed { reason, message }) => {
+            cond("ImageReady", false, reason.clone(), message.clone())
+        }
+        None => cond("ImageReady", false, "NotObserved", "the image has not been resolved yet"),
+    };
+    conds.push(image_ready);
+
+    // WorkerBound
+    let worker = match (observed, blocked) {
+        (_, Some(b)) if matches!(b.reason(), "WorkerNotFound" | "BindingConflict" | "WorkerNotRead") => {
+            cond("WorkerBound", false, b.reason(), b.message())
+        }
+        (Some(o), _) => {
+            let bind_pending = remaining.is_some_and(|p| p.actions.iter().any(|a| matches!(a, Action::BindWorker { .. })));
+            match (&o.namespace, bind_pending) {
+                (Some(ns), false) => cond(
+                    "WorkerBound",
+                    true,
+                    "NamespaceBound",
+                    format!(
+                        "class {} of Worker {} has Durable Object namespace {}",
+                        input.desired.class_name, input.desired.script_name, ns.id
+                    ),
+                ),
+                _ => cond("WorkerBound", false, "BindingPending", "the Worker's Durable Object binding is not in place yet"),
+            }
+        }
+        (None, _) => cond("WorkerBound", false, "NotObserved", "the Worker has not been observed yet"),
+    };
+    conds.push(worker);
+
+    // ApplicationSynced
+    let app_pending = remaining.is_some_and(|p| {
+        p.actions.iter().any(|a| {
+            matches!(
+                a,
+                Action::CreateApplication { .. } | Action::ModifyApplication { .. } | Action::CreateRollout { .. } | Action::DeleteApplication { .. }
+            )
+        })
+    });
+    let synced = match (app, blocked, app_pending) {
+        (_, Some(Blocked::Refused { reason, message }), _) => cond("ApplicationSynced", false, reason.clone(), message.clone()),
+        (Some(a), None, false) => cond(
+            "ApplicationSynced",
+            true,
+            "Synced",
+            format!("application {} matches the spec", a.name),
+        ),
+        (Some(_), _, true) => cond("ApplicationSynced", false, "ChangesPending", "the application differs from the spec"),
+        (None, _, _) => cond("ApplicationSynced", false, "ApplicationAbsent", "the application does not exist yet"),
+        (Some(_), Some(b), false) => cond("ApplicationSynced", false, b.reason(), b.message()),
+    };
+    conds.push(synced);
+
+    // RolloutComplete
+    let rollout = match app {
+        Some(a) if a.active_rollout_id.is_some() => {
+            let pct = input.rollout_progress.as_ref().map(|(_, p)| *p).unwrap_or(0);
+            cond("RolloutComplete", false, "RolloutInProgress", format!("rollout in progress: {pct}% of instances updated"))
+        }
+        Some(_) => cond("RolloutComplete", true, "RolloutComplete", "no rollout in progress"),
+        None => cond("RolloutComplete", false, "ApplicationAbsent", "the application does not exist yet"),
+    };
+    conds.push(rollout);
+
+    // Ready / Stalled / Reconciling
+    let converged = matches!((observed, remaining), (Some(o), Some(p)) if is_converged(o, p)) && input.error.is_none();
+    let stalled = match (input.error, blocked) {
+        (Some(e), _) if e.is_terminal() => Some((e.reason().to_string(), e.to_string())),
+        (_, Some(Blocked::Refused { reason, message })) => Some((reason.clone(), message.clone())),
+        _ => None,
+    };
+    let (ready_reason, ready_message) = if converged {
+        ("Ready".to_string(), format!(
+            "application {} runs {}",
+            app.map(|a| a.name.as_str()).unwrap_or(""),
+            app.map(|a| a.configuration.image.as_str()).unwrap_or("")
+        ))
+    } else if let Some((r, m)) = &stalled {
+        (r.clone(), m.clone())
+    } else if let Some(e) = input.error {
+        (e.reason().to_string(), e.to_string())
+    } else if let Some(c) = conds.iter().find(|c| !c.ok) {
+        (c.reason.clone(), c.message.clone())
+    } else {
+        ("Progressing".to_string(), "changes are being applied".to_string())
+    };
+    conds.insert(0, cond("Ready", converged, ready_reason.clone(), ready_message.clone()));
+    conds.insert(
+        1,
+        match &stalled {
+            Some((r, m)) => cond("Stalled", true, r.clone(), m.clone()),
+            None => cond("Stalled", false, "NotStalled", "no terminal error"),
+        },
+    );
+    conds.insert(
+        2,
+        if converged || stalled.is_some() {
+            cond("Reconciling", false, "Idle", "nothing left to do")
+        } else {
+            cond("Reconciling", true, ready_reason, ready_message)
+        },
+    );
+
+    let previous_conditions = previous.map(|p| p.conditions.as_slice()).unwrap_or(&[]);
+    let conditions = conds
+        .into_iter()
+        .map(|c| {
+            let status = if c.ok { "True" } else { "False" }.to_string();
+            let prev = previous_conditions.iter().find(|p| p.type_ == c.kind);
+            let same = prev.is_some_and(|p| p.status == status && p.reason == c.reason && p.message == c.message);
+            let last_transition_time = match prev {
+                Some(p) if p.status == status => p.last_transition_time.clone(),
+                _ => Time(now),
+            };
+            Condition {
+                type_: c.kind.to_string(),
+                status,
+                reason: c.reason,
+                message: c.message,
+                last_transition_time,
+                observed_generation: if same { prev.and_then(|p| p.observed_generation).or(input.generation) } else { input.generation },
+            }
+        })
+        .collect();
+
+    let image = match observed.map(|o| &o.image) {
+        Some(ImageState::Ready(i)) if converged => Some(i.clone()),
+        _ => app
+            .map(|a| a.configuration.image.clone())
+            .or_else(|| previous.and_then(|p| p.image.clone())),
+    };
+    let rollout = match (app.and_then(|a| a.active_rollout_id.clone()), previous.and_then(|p| p.rollout.clone())) {
+        (Some(id), _) => Some(RolloutProgressStatus {
+            progress: input
+                .rollout_progress
+                .as_ref()
+                .filter(|(rid, _)| *rid == id)
+                .map(|(_, p)| *p)
+                .unwrap_or(0),
+            id,
+            status: "progressing".into(),
+        }),
+        (None, Some(prev)) if app.is_some() => Some(RolloutProgressStatus {
+            id: prev.id,
+            status: "completed".into(),
+            progress: 100,
+        }),
+        _ => None,
+    };
+    CloudflareContainerStatus {
+        observed_generation: input.generation,
+        conditions,
+        application_id: app.map(|a| a.id.clone()),
+        application_name: app.map(|a| a.name.clone()),
+        image,
+        durable_object_namespace_id: observed.and_then(|o| o.namespace.as_ref().map(|n| n.id.clone())),
+        rollout,
+        health: app.and_then(|a| a.health.as_ref()).map(|h| HealthSummary {
+            active: h.instances.active,
+            assigned: h.instances.assigned,
+            errors: h.errors.len() as i64,
+        }),
+    }
+}
+
+/// The condition of this type, if present.
+pub fn condition<'a>(status: &'a CloudflareContainerStatus, kind: &str) -> Option<&'a Condition> {
+    status.conditions.iter().find(|c| c.type_ == kind)
+}
+
+/// `Ready=True`?
+pub fn is_ready(status: &CloudflareContainerStatus) -> bool {
+    condition(status, "Ready").is_some_and(|c| c.status == "True")
+}
+
+/// `Stalled=True`?
+pub fn is_stalled(status: &CloudflareContainerStatus) -> bool {
+    condition(status, "Stalled").is_some_and(|c| c.status == "True")
+}

@@ -1,0 +1,224 @@
+//! One cached view of a Cloudflare account shared by every reconcile: the application
+//! list and the Durable Object namespaces (one call each, not one per object), the
+//! Worker settings read so far, and the rollouts flaredock started. Refreshed when
+//! marked stale and updated in place by our own writes.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tokio::sync::Mutex;
+
+use super::model::ScriptState;
+use crate::cloudflare::types::*;
+use crate::cloudflare::{ApiError, CloudflareClient};
+use crate::spec::OWNER_LABEL;
+
+#[derive(Default)]
+struct Apps {
+    by_id: HashMap<String, Application>,
+    by_name: HashMap<String, String>,
+}
+
+impl Apps {
+    fn from(list: Vec<Application>) -> Apps {
+        let mut apps = Apps::default();
+        for a in list {
+            apps.insert(a);
+        }
+        apps
+    }
+
+    fn insert(&mut self, app: Application) {
+        if let Some(old) = self.by_id.get(&app.id)
+            && old.name != app.name
+        {
+            self.by_name.remove(&old.name);
+        }
+        self.by_name.insert(app.name.clone(), app.id.clone());
+        self.by_id.insert(app.id.clone(), app);
+    }
+
+    fn remove(&mut self, id: &str) {
+        if let Some(old) = self.by_id.remove(id) {
+            self.by_name.remove(&old.name);
+        }
+    }
+}
+
+#[derive(Default)]
+struct State {
+    apps: Option<Apps>,
+    namespaces: Option<Vec<DurableObjectNamespace>>,
+    scripts: HashMap<String, ScriptState>,
+    /// Target configuration of rollouts flaredock started, by rollout id.
+    rollout_targets: HashMap<String, DeploymentConfiguration>,
+}
+
+/// The cached view of one account.
+pub struct AccountView {
+    client: CloudflareClient,
+    state: Mutex<State>,
+    /// One lock per Worker script, so that two objects never patch one script at once.
+    script_locks: std::sync::Mutex<HashMap<String, Arc<Mutex<()>>>>,
+}
+
+impl AccountView {
+    pub fn new(client: CloudflareClient) -> Self {
+        AccountView {
+            client,
+            state: Mutex::new(State::default()),
+            script_locks: Default::default(),
+        }
+    }
+
+    pub fn client(&self) -> &CloudflareClient {
+        &self.client
+    }
+
+    /// Marks everything stale: the next read lists again (a resync).
+    pub async fn invalidate(&self) {
+        let mut st = self.state.lock().await;
+        st.apps = None;
+        st.namespaces = None;
+        st.scripts.clear();
+    }
+
+    pub async fn invalidate_applications(&self) {
+        self.state.lock().await.apps = None;
+    }
+
+    pub async fn invalidate_namespaces(&self) {
+        self.state.lock().await.namespaces = None;
+    }
+
+    pub async fn invalidate_script(&self, name: &str) {
+        self.state.lock().await.scripts.remove(name);
+    }
+
+    async fn with_apps<R>(&self, f: impl FnOnce(&Apps) -> R) -> Result<R, ApiError> {
+        let mut st = self.state.lock().await;
+        if st.apps.is_none() {
+            let list = self.client.list_applications().await?;
+            st.apps = Some(Apps::from(list));
+        }
+        Ok(f(st.apps.as_ref().unwrap_or(&Apps::default())))
+    }
+
+    /// Lists the applications again now (used after a create whose answer was lost).
+    pub async fn refresh_applications(&self) -> Result<(), ApiError> {
+        let list = self.client.list_applications().await?;
+        self.state.lock().await.apps = Some(Apps::from(list));
+        Ok(())
+    }
+
+    pub async fn application_by_name(&self, name: &str) -> Result<Option<Application>, ApiError> {
+        self.with_apps(|a| a.by_name.get(name).and_then(|id| a.by_id.get(id)).cloned())
+            .await
+    }
+
+    pub async fn application_by_namespace(&self, namespace_id: &str) -> Result<Option<Application>, ApiError> {
+        self.with_apps(|a| {
+            a.by_id
+                .values()
+                .find(|x| x.namespace_id() == Some(namespace_id))
+                .cloned()
+        })
+        .await
+    }
+
+    /// Applications carrying `owner` in their owner label.
+    pub async fn applications_owned_by(&self, owner: &str) -> Result<Vec<Application>, ApiError> {
+        self.with_apps(|a| {
+            let mut v: Vec<Application> = a
+                .by_id
+                .values()
+                .filter(|x| x.configuration.label(OWNER_LABEL) == Some(owner))
+                .cloned()
+                .collect();
+            v.sort_by(|x, y| x.name.cmp(&y.name));
+            v
+        })
+        .await
+    }
+
+    pub async fn all_applications(&self) -> Result<Vec<Application>, ApiError> {
+        self.with_apps(|a| a.by_id.values().cloned().collect()).await
+    }
+
+    pub async fn upsert_application(&self, app: Application) {
+        if let Some(apps) = self.state.lock().await.apps.as_mut() {
+            apps.insert(app);
+        }
+    }
+
+    pub async fn remove_application(&self, id: &str) {
+        if let Some(apps) = self.state.lock().await.apps.as_mut() {
+            apps.remove(id);
+        }
+    }
+
+    /// Records a rollout we started: the application heads to its target.
+    pub async fn record_rollout(&self, application_id: &str, rollout: &ApplicationRollout) {
+        let mut st = self.state.lock().await;
+        st.rollout_targets
+            .insert(rollout.id.clone(), rollout.target_configuration.clone());
+        if let Some(apps) = st.apps.as_mut()
+            && let Some(app) = apps.by_id.get_mut(application_id)
+        {
+            app.active_rollout_id = Some(rollout.id.clone());
+        }
+    }
+
+    /// Target configuration of a rollout flaredock started, if known.
+    pub async fn rollout_target(&self, rollout_id: &str) -> Option<DeploymentConfiguration> {
+        self.state.lock().await.rollout_targets.get(rollout_id).cloned()
+    }
+
+    /// The namespace of (script, class), from the cached list.
+    pub async fn namespace(&self, script: &str, class: &str) -> Result<Option<DurableObjectNamespace>, ApiError> {
+        let mut st = self.state.lock().await;
+        if st.namespaces.is_none() {
+            st.namespaces = Some(self.client.list_namespaces().await?);
+        }
+        Ok(st.namespaces.as_ref().and_then(|list| {
+            list.iter()
+                .find(|n| n.script.as_deref() == Some(script) && n.class.as_deref() == Some(class))
+                .cloned()
+        }))
+    }
+
+    /// The Worker's settings, read once and then kept.
+    pub async fn script(&self, name: &str) -> Result<ScriptState, ApiError> {
+        if let Some(s) = self.state.lock().await.scripts.get(name) {
+            return Ok(s.clone());
+        }
+        let state = match self.client.get_script_settings(name).await {
+            Ok(s) => ScriptState::Present(s),
+            Err(ApiError::NotFound { .. }) => ScriptState::Missing,
+            Err(e) => return Err(e),
+        };
+        self.state
+            .lock()
+            .await
+            .scripts
+            .insert(name.to_string(), state.clone());
+        Ok(state)
+    }
+
+    pub async fn set_script(&self, name: &str, settings: ScriptSettings) {
+        self.state
+            .lock()
+            .await
+            .scripts
+            .insert(name.to_string(), ScriptState::Present(settings));
+    }
+
+    /// The lock serialising changes to one Worker script.
+    pub fn script_lock(&self, name: &str) -> Arc<Mutex<()>> {
+        let mut locks = match self.script_locks.lock() {
+            Ok(l) => l,
+            Err(p) => p.into_inner(),
+        };
+        locks.entry(name.to_string()).or_default().clone()
+    }
+}
