@@ -518,6 +518,7 @@ async fn run_emulator(args: EmulatorArgs) -> i32 {
         rollout_step: Duration::from_millis(args.rollout_step_ms),
         state_file: args.state,
         seed_demo: true,
+        capture_bodies: false,
     };
     let default_token = config.api_token == emulator::DEFAULT_API_TOKEN;
     let em = match emulator::start(config).await {

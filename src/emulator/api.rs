@@ -40,6 +40,11 @@ impl ServerLimiter {
         }
     }
 
+    /// Blocks the token for `d` from `now`.
+    pub fn block_for(&mut self, now: Instant, d: Duration) {
+        self.blocked_until = Some(now + d);
+    }
+
     /// `Ok` to serve, `Err(retry_after)` when rate limited.
     fn admit(&mut self, now: Instant) -> Result<(), Duration> {
         if let Some(until) = self.blocked_until {
@@ -99,6 +104,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         )
         .route("/__emulator/scripts/{name}", put(hook_put_script))
         .route("/__emulator/state", get(hook_state))
+        .route("/__emulator/faults", post(hook_faults))
         .route("/v2", any(registry_entry))
         .route("/v2/", any(registry_entry))
         .route("/v2/{*path}", any(registry_entry))
@@ -163,21 +169,51 @@ fn dropped(status: StatusCode) -> Response {
 
 enum Fault {
     None,
-    ServerErrorBefore,
+    ServerError(u16),
     DropBefore,
     DropAfter,
 }
 
 async fn gate(State(shared): Shr, req: Request, next: Next) -> Response {
     let method = req.method().to_string();
-    let path = req.uri().path().to_string();
+    let path = match req.extensions().get::<axum::extract::OriginalUri>() {
+        Some(original) => original.0.path().to_string(),
+        None => req.uri().path().to_string(),
+    };
+    if !shared.config.capture_bodies {
+        let (status, response) = gate_inner(&shared, req, next).await;
+        shared.record(RequestRecord { method, path, status });
+        return response;
+    }
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let (parts, body) = req.into_parts();
+    let request_body = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();
+    let req = Request::from_parts(parts, Body::from(request_body.clone()));
     let (status, response) = gate_inner(&shared, req, next).await;
     shared.record(RequestRecord {
-        method,
-        path,
+        method: method.clone(),
+        path: path.clone(),
         status,
     });
-    response
+    if status == 0 {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let response_body = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();
+    shared.capture(super::Exchange {
+        method,
+        path,
+        request_content_type: content_type,
+        request_body,
+        status,
+        response_body: response_body.clone(),
+    });
+    Response::from_parts(parts, Body::from(response_body))
 }
 
 async fn gate_inner(shared: &Shared, req: Request, next: Next) -> (u16, Response) {
@@ -212,9 +248,26 @@ async fn gate_inner(shared: &Shared, req: Request, next: Next) -> (u16, Response
         }
         return (429, r);
     }
-    let fault = if config.fault_rate > 0.0 && fastrand::f64() < config.fault_rate {
+    let scripted = shared.take_fault(req.method().as_str());
+    if let Some(super::ScriptedFault::RateLimit(secs)) = scripted {
+        if let Ok(mut l) = shared.limiter.lock() {
+            l.block_for(Instant::now(), Duration::from_secs(secs));
+        }
+        let mut r = fail(Failure::new(429, codes::RATE_LIMITED, "Rate limited: please wait and consider throttling your request speed"));
+        if let Ok(v) = HeaderValue::from_str(&secs.max(1).to_string()) {
+            r.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return (429, r);
+    }
+    let fault = if let Some(f) = scripted {
+        match f {
+            super::ScriptedFault::ServerError(s) => Fault::ServerError(s),
+            super::ScriptedFault::DropBefore => Fault::DropBefore,
+            _ => Fault::DropAfter,
+        }
+    } else if config.fault_rate > 0.0 && fastrand::f64() < config.fault_rate {
         match fastrand::u8(0..3) {
-            0 => Fault::ServerErrorBefore,
+            0 => Fault::ServerError([500u16, 502, 503][fastrand::usize(0..3)]),
             1 => Fault::DropBefore,
             _ => Fault::DropAfter,
         }
@@ -222,8 +275,7 @@ async fn gate_inner(shared: &Shared, req: Request, next: Next) -> (u16, Response
         Fault::None
     };
     match fault {
-        Fault::ServerErrorBefore => {
-            let status = [500u16, 502, 503][fastrand::usize(0..3)];
+        Fault::ServerError(status) => {
             (
                 status,
                 fail(Failure::new(status, codes::INTERNAL, "An internal error has occurred")),
@@ -501,6 +553,29 @@ async fn hook_put_script(State(shared): Shr, Path(name): Path<String>, body: Byt
         }
         Err(e) => (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
     }
+}
+
+#[derive(serde::Deserialize)]
+struct FaultScript {
+    /// Faults for the next requests, in order: `500`, `drop`, `drop_after`, `429:SECONDS`.
+    next: Vec<String>,
+    /// Only requests of this method take them (any when unset).
+    #[serde(default)]
+    method: Option<String>,
+}
+
+async fn hook_faults(State(shared): Shr, body: Bytes) -> Response {
+    let script: FaultScript = match serde_json::from_slice(&body) {
+        Ok(s) => s,
+        Err(e) => return (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+    };
+    for f in &script.next {
+        match super::ScriptedFault::parse(f) {
+            Ok(f) => shared.push_fault(script.method.as_deref(), f),
+            Err(e) => return (StatusCode::BAD_REQUEST, e).into_response(),
+        }
+    }
+    StatusCode::NO_CONTENT.into_response()
 }
 
 async fn hook_state(State(shared): Shr) -> Response {

@@ -68,6 +68,8 @@ pub struct EmulatorConfig {
     pub state_file: Option<PathBuf>,
     /// Seed the demo image (embedded registry) and the demo Worker script.
     pub seed_demo: bool,
+    /// Keep every API request and response body (for contract tests).
+    pub capture_bodies: bool,
 }
 
 impl Default for EmulatorConfig {
@@ -83,6 +85,7 @@ impl Default for EmulatorConfig {
             rollout_step: Duration::from_millis(20),
             state_file: None,
             seed_demo: true,
+            capture_bodies: false,
         }
     }
 }
@@ -93,6 +96,48 @@ pub struct RequestRecord {
     pub method: String,
     pub path: String,
     pub status: u16,
+}
+
+/// A fault scripted for the next API request (`POST /__emulator/faults`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScriptedFault {
+    /// Answer with this 5xx status before applying anything.
+    ServerError(u16),
+    /// Drop the connection before applying anything.
+    DropBefore,
+    /// Apply the request, then drop the connection (the answer is lost).
+    DropAfter,
+    /// Answer 429 with this `retry-after` (seconds) and block the token that long.
+    RateLimit(u64),
+}
+
+impl ScriptedFault {
+    /// `500`, `502`, `503`, `drop`, `drop_after`, `429:SECONDS`.
+    pub fn parse(text: &str) -> Result<ScriptedFault, String> {
+        match text {
+            "drop" => Ok(ScriptedFault::DropBefore),
+            "drop_after" => Ok(ScriptedFault::DropAfter),
+            t if t.starts_with("429:") => t[4..]
+                .parse()
+                .map(ScriptedFault::RateLimit)
+                .map_err(|_| format!("{t:?}: 429:SECONDS")),
+            t => match t.parse::<u16>() {
+                Ok(s) if (500..600).contains(&s) => Ok(ScriptedFault::ServerError(s)),
+                _ => Err(format!("unknown fault {t:?} (500..599, drop, drop_after, 429:SECONDS)")),
+            },
+        }
+    }
+}
+
+/// One API exchange with its bodies (when `capture_bodies` is on).
+#[derive(Clone, Debug)]
+pub struct Exchange {
+    pub method: String,
+    pub path: String,
+    pub request_content_type: String,
+    pub request_body: bytes::Bytes,
+    pub status: u16,
+    pub response_body: bytes::Bytes,
 }
 
 /// Registry credentials minted by the emulator.
@@ -111,6 +156,8 @@ pub struct Shared {
     log: Mutex<Vec<RequestRecord>>,
     limiter: Mutex<api::ServerLimiter>,
     minted: Mutex<Vec<Minted>>,
+    faults: Mutex<std::collections::VecDeque<(Option<String>, ScriptedFault)>>,
+    exchanges: Mutex<Vec<Exchange>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -139,6 +186,28 @@ impl Shared {
 
     fn record(&self, r: RequestRecord) {
         lock(&self.log).push(r);
+    }
+
+    /// Scripts a fault for the next API request whose method is `method` (any when `None`).
+    pub fn push_fault(&self, method: Option<&str>, fault: ScriptedFault) {
+        lock(&self.faults).push_back((method.map(str::to_uppercase), fault));
+    }
+
+    fn take_fault(&self, method: &str) -> Option<ScriptedFault> {
+        let mut faults = lock(&self.faults);
+        let i = faults
+            .iter()
+            .position(|(m, _)| m.as_deref().is_none_or(|m| m == method))?;
+        faults.remove(i).map(|(_, f)| f)
+    }
+
+    /// Every exchange kept so far (with `capture_bodies`).
+    pub fn exchanges(&self) -> Vec<Exchange> {
+        lock(&self.exchanges).clone()
+    }
+
+    fn capture(&self, e: Exchange) {
+        lock(&self.exchanges).push(e);
     }
 
     fn mint(&self, minutes: i64) -> (String, String) {
@@ -303,6 +372,8 @@ pub async fn start(config: EmulatorConfig) -> Result<RunningEmulator, StartError
         log: Mutex::new(Vec::new()),
         limiter: Mutex::new(limiter),
         minted: Mutex::new(Vec::new()),
+        faults: Mutex::new(Default::default()),
+        exchanges: Mutex::new(Vec::new()),
     });
     let app = api::router(shared.clone());
     let (tx, rx) = oneshot::channel::<()>();

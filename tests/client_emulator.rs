@@ -1,0 +1,378 @@
+//! The Cloudflare client against the emulator: endpoints, error mapping, retries,
+//! `retry-after`, the client-side limiter, and the emulator's own validation.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use flaredock::cloudflare::types::*;
+use flaredock::cloudflare::{ApiError, RateLimit};
+use flaredock::emulator::{DEMO_CLASS, DEMO_SCRIPT, ScriptedFault};
+use serde_json::{Value, json};
+
+fn app_request(em: &flaredock::emulator::RunningEmulator, name: &str) -> CreateApplicationRequest {
+    CreateApplicationRequest {
+        name: name.into(),
+        scheduling_policy: SchedulingPolicy::Default,
+        instances: 0,
+        max_instances: Some(2),
+        configuration: DeploymentConfiguration {
+            image: format!("{}/{}/hello:v1", em.registry_host(), em.account_id()),
+            instance_type: Some(InstanceType::Lite),
+            ..Default::default()
+        },
+        constraints: None,
+        durable_objects: None,
+        observability: None,
+        rollout_active_grace_period: None,
+    }
+}
+
+#[tokio::test]
+async fn retries_a_5xx_and_a_dropped_connection_for_safe_requests() {
+    let em = common::start_emulator(|_| {}).await;
+    let client = common::client_for(&em);
+    em.shared.push_fault(None, ScriptedFault::ServerError(503));
+    em.shared.push_fault(None, ScriptedFault::DropBefore);
+    em.shared.push_fault(None, ScriptedFault::ServerError(500));
+    assert!(client.list_applications().await.unwrap().is_empty());
+    let statuses: Vec<u16> = em.shared.requests().iter().map(|r| r.status).collect();
+    assert_eq!(statuses, vec![503, 0, 500, 200], "three failures, then success");
+}
+
+#[tokio::test]
+async fn a_create_is_never_blindly_repeated() {
+    let em = common::start_emulator(|_| {}).await;
+    let client = common::client_for(&em);
+    em.shared.push_fault(Some("POST"), ScriptedFault::DropAfter);
+    let err = client.create_application(&app_request(&em, "once")).await.unwrap_err();
+    assert!(matches!(err, ApiError::Transport { maybe_applied: true, .. }), "{err:?}");
+    let posts = em.shared.requests().iter().filter(|r| r.method == "POST").count();
+    assert_eq!(posts, 1, "the create was sent once");
+    // It was applied: the caller finds it by name.
+    assert_eq!(client.list_applications().await.unwrap().len(), 1);
+    // A 5xx on create is not repeated either.
+    em.shared.push_fault(Some("POST"), ScriptedFault::ServerError(502));
+    let err = client.create_application(&app_request(&em, "twice")).await.unwrap_err();
+    assert!(matches!(err, ApiError::Server { status: 502, .. }));
+    assert_eq!(em.shared.requests().iter().filter(|r| r.method == "POST").count(), 2);
+}
+
+#[tokio::test]
+async fn retry_after_is_honoured() {
+    let em = common::start_emulator(|_| {}).await;
+    let client = common::client_for(&em);
+    em.shared.push_fault(None, ScriptedFault::RateLimit(1));
+    let started = Instant::now();
+    assert!(client.list_applications().await.is_ok());
+    assert!(started.elapsed() >= Duration::from_secs(1), "waited {:?}", started.elapsed());
+    let log = em.shared.requests();
+    assert_eq!(log.iter().map(|r| r.status).collect::<Vec<_>>(), vec![429, 200]);
+}
+
+#[tokio::test]
+async fn error_mapping_of_every_kind() {
+    let em = common::start_emulator(|_| {}).await;
+    let client = common::client_for(&em);
+    // Not found.
+    assert!(matches!(client.get_application("missing").await, Err(ApiError::NotFound { status: 404, .. })));
+    // Name taken.
+    client.create_application(&app_request(&em, "taken")).await.unwrap();
+    let e = client.create_application(&app_request(&em, "taken")).await.unwrap_err();
+    assert!(matches!(e, ApiError::NameTaken { status: 400, .. }), "{e:?}");
+    // 1608: the namespace already has an application; details parsed from the message.
+    let settings = ScriptSettings {
+        bindings: vec![],
+        migrations: Some(Migrations { new_sqlite_classes: vec![DEMO_CLASS.into()], ..Default::default() }),
+        compatibility_date: None,
+    };
+    client.patch_script_settings(DEMO_SCRIPT, &settings).await.unwrap();
+    let mut first = app_request(&em, "do-a");
+    first.durable_objects = Some(DurableObjectsConfiguration::ScriptAndClass {
+        script_name: DEMO_SCRIPT.into(),
+        class_name: DEMO_CLASS.into(),
+    });
+    let a = client.create_application(&first).await.unwrap();
+    let mut second = first.clone();
+    second.name = "do-b".into();
+    match client.create_application(&second).await {
+        Err(ApiError::NamespaceHasApplication { application_name, application_id, .. }) => {
+            assert_eq!(application_name, "do-a");
+            assert_eq!(application_id, a.id);
+        }
+        other => panic!("expected 1608, got {other:?}"),
+    }
+    // Validation (terminal).
+    let mut bad = app_request(&em, "bad");
+    bad.constraints = Some(ApplicationConstraints { regions: Some(vec!["MARS".into()]), jurisdiction: None });
+    let e = client.create_application(&bad).await.unwrap_err();
+    assert!(matches!(e, ApiError::Validation { .. }) && e.is_terminal(), "{e:?}");
+    // Unauthorized (terminal) and forbidden (another account).
+    let wrong = common::client_with(&em, |c| c.token = flaredock::cloudflare::Secret::new("nope"));
+    let e = wrong.list_applications().await.unwrap_err();
+    assert!(matches!(e, ApiError::Unauthorized { status: 401, .. }) && e.is_terminal());
+    let other_account = common::client_with(&em, |c| c.account_id = "someone-else".into());
+    assert!(matches!(other_account.list_applications().await, Err(ApiError::Forbidden { status: 403, .. })));
+}
+
+#[tokio::test]
+async fn non_json_bodies_are_typed_errors() {
+    // A proxy answering with an HTML page.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = axum::Router::new().fallback(|| async {
+        (axum::http::StatusCode::BAD_GATEWAY, "<html><body><h1>502 Bad Gateway</h1></body></html>")
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let em = common::start_emulator(|_| {}).await;
+    let client = common::client_with(&em, |c| {
+        c.base_url = format!("http://{addr}/client/v4");
+        c.max_attempts = 2;
+    });
+    match client.list_applications().await {
+        Err(ApiError::InvalidResponse { status, excerpt, .. }) => {
+            assert_eq!(status, 502);
+            assert!(excerpt.contains("502 Bad Gateway"));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn emulator_validates_like_cloudflare() {
+    let em = common::start_emulator(|_| {}).await;
+    let http = reqwest::Client::new();
+    let base = format!("{}/accounts/{}/containers/applications", em.base_url(), em.account_id());
+    let auth = format!("Bearer {}", em.api_token());
+    let send = |body: Value| {
+        let http = http.clone();
+        let base = base.clone();
+        let auth = auth.clone();
+        async move {
+            let r = http.post(&base).header("authorization", auth).json(&body).send().await.unwrap();
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap())
+        }
+    };
+    let image = format!("{}/{}/hello:v1", em.registry_host(), em.account_id());
+    // Missing required field.
+    let (s, b) = send(json!({"name": "x", "scheduling_policy": "default", "instances": 0})).await;
+    assert_eq!(s, 400);
+    assert_eq!(b["success"], false);
+    assert!(b["errors"][0]["message"].as_str().unwrap().contains("configuration"), "{b}");
+    // Wrong enum.
+    let (s, b) = send(json!({"name": "x", "scheduling_policy": "moon", "instances": 0, "configuration": {"image": image}})).await;
+    assert_eq!(s, 400, "{b}");
+    assert!(b["errors"][0]["message"].as_str().unwrap().contains("scheduling_policy"));
+    let (s, _) = send(json!({"name": "x", "scheduling_policy": "default", "instances": 0, "configuration": {"image": image, "instance_type": "huge"}})).await;
+    assert_eq!(s, 400);
+    // An image outside the account's registry.
+    let (s, b) = send(json!({"name": "x", "scheduling_policy": "default", "instances": 0, "configuration": {"image": "docker.io/library/nginx:latest"}})).await;
+    assert_eq!(s, 400);
+    assert!(b["errors"][0]["message"].as_str().unwrap().contains("registry"));
+    // A good one: 201.
+    let (s, b) = send(json!({"name": "x", "scheduling_policy": "default", "instances": 0, "configuration": {"image": image}})).await;
+    assert_eq!(s, 201, "{b}");
+    let id = b["result"]["id"].as_str().unwrap().to_string();
+    // step_percentage outside {5,10,20,25,50,100}.
+    let r = http
+        .post(format!("{base}/{id}/rollouts"))
+        .header("authorization", &auth)
+        .json(&json!({"description": "d", "strategy": "rolling", "step_percentage": 30, "target_configuration": {"image": image}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    let b: Value = r.json().await.unwrap();
+    assert!(b["errors"][0]["message"].as_str().unwrap().contains("step_percentage"));
+    // Missing token: 401 envelope.
+    let r = http.get(&base).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    let b: Value = r.json().await.unwrap();
+    assert_eq!(b["success"], false);
+    assert_eq!(b["errors"][0]["code"], 10000);
+    // An image change cannot be PATCHed: it needs a rollout.
+    let r = http
+        .patch(format!("{base}/{id}"))
+        .header("authorization", &auth)
+        .json(&json!({"configuration": {"image": image}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    // Settings PATCH must be multipart.
+    let r = http
+        .patch(format!("{}/accounts/{}/workers/scripts/{DEMO_SCRIPT}/settings", em.base_url(), em.account_id()))
+        .header("authorization", &auth)
+        .json(&json!({"bindings": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+}
+
+#[tokio::test]
+async fn rollouts_progress_and_update_the_application() {
+    let em = common::start_emulator(|c| c.rollout_step = Duration::from_millis(30)).await;
+    let client = common::client_for(&em);
+    let app = client.create_application(&app_request(&em, "roll")).await.unwrap();
+    assert_eq!(app.version, 1);
+    let mut target = app.configuration.clone();
+    target.instance_type = Some(InstanceType::Basic);
+    let r = client
+        .create_rollout(
+            &app.id,
+            &CreateRolloutRequest {
+                description: "bigger".into(),
+                strategy: RolloutStrategy::Rolling,
+                kind: Some(RolloutKind::FullAuto),
+                step_percentage: Some(25),
+                steps: None,
+                target_configuration: target.clone(),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.progress.as_ref().unwrap().total_steps, 4);
+    let during = client.get_application(&app.id).await.unwrap();
+    assert_eq!(during.active_rollout_id.as_deref(), Some(r.id.as_str()));
+    assert_eq!(during.configuration.instance_type, Some(InstanceType::Lite), "not applied before the rollout ends");
+    let versions = client.list_versions(&app.id).await.unwrap();
+    assert_eq!(versions.len(), 2);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let after = client.get_application(&app.id).await.unwrap();
+    assert_eq!(after.active_rollout_id, None);
+    assert_eq!(after.version, 2);
+    assert_eq!(after.configuration.instance_type, Some(InstanceType::Basic));
+}
+
+#[tokio::test]
+async fn settings_patch_keeps_other_bindings_with_inherit() {
+    let em = common::start_emulator(|_| {}).await;
+    let http = reqwest::Client::new();
+    let seeded = http
+        .put(format!("http://{}/__emulator/scripts/shop", em.addr))
+        .json(&json!({"durable_object_classes": ["Shop"], "bindings": [
+            {"type": "secret_text", "name": "API_KEY", "text": "s3cret"},
+            {"type": "plain_text", "name": "MODE", "text": "prod"}
+        ]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(seeded.status().as_u16(), 204);
+    let client = common::client_for(&em);
+    let before = client.get_script_settings("shop").await.unwrap();
+    let secret = before.bindings.iter().find(|b| b.name == "API_KEY").unwrap();
+    assert!(secret.rest.get("text").is_none(), "secrets are not readable");
+    let settings = ScriptSettings {
+        bindings: before
+            .bindings
+            .iter()
+            .map(|b| Binding::inherit(&b.name))
+            .chain([Binding::durable_object("SHOP", "Shop")])
+            .collect(),
+        migrations: Some(Migrations { new_sqlite_classes: vec!["Shop".into()], ..Default::default() }),
+        compatibility_date: None,
+    };
+    let after = client.patch_script_settings("shop", &settings).await.unwrap();
+    let names: Vec<&str> = after.bindings.iter().map(|b| b.name.as_str()).collect();
+    assert_eq!(names, vec!["API_KEY", "MODE", "SHOP"]);
+    let ns = client.list_namespaces().await.unwrap();
+    assert_eq!(ns.len(), 1);
+    assert_eq!(ns[0].class.as_deref(), Some("Shop"));
+    assert_eq!(after.bindings[2].str_field("namespace_id"), Some(ns[0].id.as_str()));
+    // The secret's value survived (inherit), as the emulator's state shows.
+    let state: Value = http.get(format!("http://{}/__emulator/state", em.addr)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(state["scripts"]["shop"]["bindings"][0]["text"], "s3cret");
+    // A class the script does not export is refused.
+    let bad = ScriptSettings {
+        bindings: vec![Binding::durable_object("X", "Nope")],
+        migrations: Some(Migrations { new_sqlite_classes: vec!["Nope".into()], ..Default::default() }),
+        compatibility_date: None,
+    };
+    assert!(matches!(client.patch_script_settings("shop", &bad).await, Err(ApiError::Validation { .. })));
+}
+
+#[tokio::test]
+async fn namespaces_are_paginated() {
+    let em = common::start_emulator(|_| {}).await;
+    let classes: Vec<String> = (0..1005).map(|i| format!("C{i}")).collect();
+    let refs: Vec<&str> = classes.iter().map(String::as_str).collect();
+    em.put_script("many", &refs);
+    let client = common::client_for(&em);
+    client
+        .patch_script_settings(
+            "many",
+            &ScriptSettings {
+                bindings: vec![],
+                migrations: Some(Migrations { new_sqlite_classes: classes.clone(), ..Default::default() }),
+                compatibility_date: None,
+            },
+        )
+        .await
+        .unwrap();
+    let all = client.list_namespaces().await.unwrap();
+    assert_eq!(all.len(), 1005);
+    let pages = em.shared.requests().iter().filter(|r| r.path.ends_with("/namespaces")).count();
+    assert_eq!(pages, 2);
+}
+
+#[tokio::test]
+async fn a_burst_through_the_limiter_earns_no_429() {
+    // The emulator allows 250 requests per 0.5 s; the client is told the same limit.
+    let limit = RateLimit { requests: 250, window: Duration::from_millis(500) };
+    let em = common::start_emulator(|c| c.rate_limit = limit).await;
+    let client = Arc::new(common::client_with(&em, |c| c.rate_limit = limit));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..32 {
+        let client = client.clone();
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..(2000 / 32 + 1) {
+                client.list_applications().await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let log = em.shared.requests();
+    assert!(log.len() >= 2000);
+    let limited = log.iter().filter(|r| r.status == 429).count();
+    assert_eq!(limited, 0, "{limited} requests were rate limited");
+    // 2,016 requests at 250 per 0.5 s need at least 8 windows beyond the first.
+    assert!(started.elapsed() >= Duration::from_millis(3500), "took {:?}", started.elapsed());
+    assert!(client.limiter().waited() > Duration::ZERO);
+}
+
+#[tokio::test]
+async fn the_emulator_blocks_a_token_that_exceeds_its_limit() {
+    let em = common::start_emulator(|c| c.rate_limit = RateLimit { requests: 5, window: Duration::from_secs(30) }).await;
+    let http = reqwest::Client::new();
+    let url = format!("{}/accounts/{}/containers/applications", em.base_url(), em.account_id());
+    let mut statuses = Vec::new();
+    for _ in 0..7 {
+        let r = http.get(&url).bearer_auth(em.api_token()).send().await.unwrap();
+        if r.status().as_u16() == 429 {
+            assert_eq!(r.headers()["retry-after"], "30");
+        }
+        statuses.push(r.status().as_u16());
+    }
+    assert_eq!(statuses, vec![200, 200, 200, 200, 200, 429, 429]);
+}
+
+#[tokio::test]
+async fn state_file_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("state.json");
+    let em = common::start_emulator(|c| c.state_file = Some(file.clone())).await;
+    let client = common::client_for(&em);
+    client.create_application(&app_request(&em, "kept")).await.unwrap();
+    em.stop().await;
+    let em = common::start_emulator(|c| c.state_file = Some(file.clone())).await;
+    let client = common::client_for(&em);
+    let apps = client.list_applications().await.unwrap();
+    assert_eq!(apps.len(), 1);
+    assert_eq!(apps[0].name, "kept");
+}

@@ -1,0 +1,277 @@
+//! Shared test harness: in-process emulators, clients, a real `docker-registry`
+//! process (the CNCF distribution registry) with htpasswd auth, and synthetic images.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use flaredock::cloudflare::{ClientConfig, CloudflareClient, RateLimit, Secret};
+use flaredock::emulator::{self, EmulatorConfig, ExternalRegistry, RunningEmulator};
+use flaredock::oci::copy::CopyOptions;
+use flaredock::oci::{Credentials, RegistryClient};
+use flaredock::reconcile::images::{ImageResolver, SourceCredentials};
+use flaredock::reconcile::view::AccountView;
+use flaredock::reconcile::Reconciler;
+use sha2::{Digest, Sha256};
+
+pub fn digest_of(data: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(data)))
+}
+
+pub async fn start_emulator(tweak: impl FnOnce(&mut EmulatorConfig)) -> RunningEmulator {
+    let mut config = EmulatorConfig {
+        rollout_step: Duration::from_millis(5),
+        ..Default::default()
+    };
+    tweak(&mut config);
+    emulator::start(config).await.expect("emulator starts")
+}
+
+pub fn client_for(em: &RunningEmulator) -> CloudflareClient {
+    client_with(em, |_| {})
+}
+
+pub fn client_with(em: &RunningEmulator, tweak: impl FnOnce(&mut ClientConfig)) -> CloudflareClient {
+    let mut config = ClientConfig::new(em.base_url(), em.account_id(), Secret::new(em.api_token()));
+    config.backoff = Duration::from_millis(10);
+    // A private limiter per test client: the process-wide one is keyed by token and limit.
+    config.rate_limit = RateLimit {
+        requests: 100_000 + fastrand::u32(..100_000),
+        window: Duration::from_secs(1),
+    };
+    tweak(&mut config);
+    CloudflareClient::new(config).expect("client")
+}
+
+pub fn reconciler_for(client: &CloudflareClient) -> Reconciler {
+    let registry = RegistryClient::new(vec![]).expect("registry client");
+    let images = ImageResolver::new(client.clone(), registry, SourceCredentials::new(), CopyOptions::default());
+    Reconciler::new(std::sync::Arc::new(AccountView::new(client.clone())), std::sync::Arc::new(images))
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+fn require_tool(name: &str, package: &str) -> PathBuf {
+    for dir in ["/usr/bin", "/usr/local/bin", "/usr/sbin"] {
+        let p = PathBuf::from(dir).join(name);
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!(
+        "this test needs `{name}` (Debian package {package}); install it with `apt-get install -y {package}` or run .ci/run"
+    );
+}
+
+/// A `docker-registry` process on a free loopback port; killed on drop.
+pub struct DockerRegistry {
+    pub host: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl DockerRegistry {
+    /// Without authentication.
+    pub fn start_open() -> DockerRegistry {
+        Self::start(None)
+    }
+
+    /// With htpasswd basic auth (as Cloudflare's registry).
+    pub fn start_with_auth(username: &str, password: &str) -> DockerRegistry {
+        Self::start(Some((username, password)))
+    }
+
+    fn start(auth: Option<(&str, &str)>) -> DockerRegistry {
+        let binary = require_tool("docker-registry", "docker-registry");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let mut auth_yaml = String::new();
+        if let Some((u, p)) = auth {
+            let htpasswd = require_tool("htpasswd", "apache2-utils");
+            let file = dir.path().join("htpasswd");
+            let status = Command::new(htpasswd)
+                .args(["-Bbc", file.to_str().expect("path"), u, p])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .expect("htpasswd runs");
+            assert!(status.success(), "htpasswd failed");
+            auth_yaml = format!(
+                "auth:\n  htpasswd:\n    realm: flaredock-test\n    path: {}\n",
+                file.display()
+            );
+        }
+        let config = format!(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{auth_yaml}",
+            dir.path().join("data").display()
+        );
+        let config_path = dir.path().join("config.yml");
+        std::fs::write(&config_path, config).expect("write config");
+        let child = Command::new(binary)
+            .arg("serve")
+            .arg(&config_path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("docker-registry starts");
+        let host = format!("127.0.0.1:{port}");
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(&host).is_ok() {
+                return DockerRegistry {
+                    host,
+                    username: auth.map(|(u, _)| u.to_string()),
+                    password: auth.map(|(_, p)| p.to_string()),
+                    child,
+                    _dir: dir,
+                };
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        panic!("docker-registry did not start on {host}");
+    }
+
+    pub fn credentials(&self) -> Option<Credentials> {
+        Some(Credentials {
+            username: self.username.clone()?,
+            password: Secret::new(self.password.clone()?),
+        })
+    }
+
+    pub fn as_external(&self) -> ExternalRegistry {
+        ExternalRegistry {
+            host: self.host.clone(),
+            username: self.username.clone().unwrap_or_default(),
+            password: self.password.clone().unwrap_or_default(),
+        }
+    }
+}
+
+impl Drop for DockerRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A synthetic image: random layers, a config, a manifest.
+pub struct SyntheticImage {
+    pub layers: Vec<Vec<u8>>,
+    pub config: Vec<u8>,
+    pub manifest: Vec<u8>,
+    pub digest: String,
+}
+
+pub fn synthetic_image(layer_sizes: &[usize], seed: u64) -> SyntheticImage {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let layers: Vec<Vec<u8>> = layer_sizes
+        .iter()
+        .map(|n| (0..*n).map(|_| rng.u8(..)).collect())
+        .collect();
+    let diff_ids: Vec<String> = layers.iter().map(|l| digest_of(l)).collect();
+    let config = serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "config": {"Env": [format!("SEED={seed}")]},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+    })
+    .to_string()
+    .into_bytes();
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": digest_of(&config), "size": config.len()},
+        "layers": layers.iter().map(|l| serde_json::json!({
+            "mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": digest_of(l), "size": l.len()
+        })).collect::<Vec<_>>(),
+    })
+    .to_string()
+    .into_bytes();
+    let digest = digest_of(&manifest);
+    SyntheticImage {
+        layers,
+        config,
+        manifest,
+        digest,
+    }
+}
+
+fn scheme_base(host: &str) -> String {
+    format!("http://{host}")
+}
+
+/// Pushes a blob with a monolithic upload.
+pub async fn push_blob(http: &reqwest::Client, host: &str, repo: &str, data: &[u8], creds: Option<&Credentials>) {
+    let digest = digest_of(data);
+    let mut req = http.post(format!("{}/v2/{repo}/blobs/uploads/", scheme_base(host)));
+    if let Some(c) = creds {
+        req = req.basic_auth(&c.username, Some(c.password.expose()));
+    }
+    let resp = req.send().await.expect("start upload");
+    assert_eq!(resp.status().as_u16(), 202, "start upload: {}", resp.status());
+    let location = resp.headers()["location"].to_str().expect("location").to_string();
+    let location = if location.starts_with("http") { location } else { format!("{}{location}", scheme_base(host)) };
+    let sep = if location.contains('?') { '&' } else { '?' };
+    let mut req = http.put(format!("{location}{sep}digest={digest}")).body(data.to_vec());
+    if let Some(c) = creds {
+        req = req.basic_auth(&c.username, Some(c.password.expose()));
+    }
+    let resp = req.send().await.expect("put blob");
+    assert_eq!(resp.status().as_u16(), 201, "put blob: {}", resp.status());
+}
+
+/// Pushes a manifest under `reference` (a tag or its digest).
+pub async fn push_manifest(
+    http: &reqwest::Client,
+    host: &str,
+    repo: &str,
+    reference: &str,
+    media_type: &str,
+    bytes: &[u8],
+    creds: Option<&Credentials>,
+) {
+    let mut req = http
+        .put(format!("{}/v2/{repo}/manifests/{reference}", scheme_base(host)))
+        .header("content-type", media_type)
+        .body(bytes.to_vec());
+    if let Some(c) = creds {
+        req = req.basic_auth(&c.username, Some(c.password.expose()));
+    }
+    let resp = req.send().await.expect("put manifest");
+    assert_eq!(resp.status().as_u16(), 201, "put manifest: {}", resp.text().await.unwrap_or_default());
+}
+
+/// Pushes a whole synthetic image and tags it.
+pub async fn push_image(host: &str, repo: &str, tag: &str, image: &SyntheticImage, creds: Option<&Credentials>) {
+    let http = reqwest::Client::new();
+    for l in &image.layers {
+        push_blob(&http, host, repo, l, creds).await;
+    }
+    push_blob(&http, host, repo, &image.config, creds).await;
+    push_manifest(&http, host, repo, tag, "application/vnd.oci.image.manifest.v1+json", &image.manifest, creds).await;
+}
+
+/// Mints registry credentials from the emulator and pushes an image into "Cloudflare's"
+/// registry (embedded or external) under `<account>/<repo>:<tag>`.
+pub async fn push_to_cloudflare(em: &RunningEmulator, repo: &str, tag: &str, image: &SyntheticImage) -> String {
+    let client = client_for(em);
+    let c = client
+        .registry_credentials(
+            flaredock::cloudflare::CLOUDFLARE_REGISTRY,
+            &[flaredock::cloudflare::types::RegistryPermission::Push],
+            5,
+        )
+        .await
+        .expect("credentials");
+    let creds = Credentials {
+        username: c.username,
+        password: c.password,
+    };
+    let full = format!("{}/{repo}", em.account_id());
+    push_image(&c.registry_host, &full, tag, image, Some(&creds)).await;
+    format!("{}/{full}@{}", c.registry_host, image.digest)
+}
