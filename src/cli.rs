@@ -414,14 +414,17 @@ async fn apply(args: ApplyArgs) -> i32 {
         ..Default::default()
     };
     let text = args.output == Output::Text;
+    let mut printed: HashMap<String, usize> = HashMap::new();
     let outcomes = converge(&session.reconciler, &objects, &options, |_, outcomes| {
         if text {
             let mut keys: Vec<&String> = outcomes.keys().collect();
             keys.sort();
             for key in keys {
-                for e in &outcomes[key].events {
+                let done = printed.entry(key.clone()).or_default();
+                for e in outcomes[key].events.iter().skip(*done) {
                     eprintln!("{key}: {e}");
                 }
+                *done = outcomes[key].events.len();
             }
         }
     })

@@ -364,7 +364,13 @@ pub async fn converge(
             .buffer_unordered(options.concurrency.max(1))
             .collect()
             .await;
-        for (key, outcome) in results {
+        for (key, mut outcome) in results {
+            // Keep what earlier rounds did: the events tell the whole story.
+            if let Some(previous) = outcomes.remove(&key) {
+                let mut events = previous.events;
+                events.append(&mut outcome.events);
+                outcome.events = events;
+            }
             outcomes.insert(key, outcome);
         }
         on_round(round, &outcomes);

@@ -384,15 +384,15 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
         );
     }
 
-    // Bound to another namespace: replace our own, never steal someone else's.
-    if let Some(bound) = app.namespace_id()
-        && namespace_id.as_deref() != Some(bound)
-    {
+    // Bound to another namespace (or none): replace our own, never steal someone else's.
+    let bound = app.namespace_id();
+    if bound.is_none() || bound != namespace_id.as_deref() {
+        let bound = bound.unwrap_or("no Durable Object namespace");
         if !ours {
             return Plan::refuse(
                 "BoundToAnotherNamespace",
                 format!(
-                    "application {} is bound to Durable Object namespace {bound}, not to {}/{}; flaredock never moves an application it does not own",
+                    "application {} is bound to {bound}, not to the namespace of {}/{}; flaredock never moves an application it does not own",
                     app.name, desired.script_name, desired.class_name
                 ),
             );

@@ -1,0 +1,283 @@
+//! End-to-end `apply` against the emulator, with a real `docker-registry` process
+//! (htpasswd basic auth) standing in for Cloudflare's registry.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use flaredock::cloudflare::types::*;
+use flaredock::emulator::{DEMO_CLASS, DEMO_SCRIPT, RunningEmulator, ScriptedFault};
+use flaredock::manifest::parse_document;
+use flaredock::reconcile::{ConvergeOptions, ReconcileOutcome, Reconciler, converge};
+use flaredock::spec::CloudflareContainer;
+
+fn manifest(extra: &str) -> CloudflareContainer {
+    let doc = format!(
+        "apiVersion: flaredock.dev/v1alpha1\nkind: CloudflareContainer\nmetadata: {{name: shop, namespace: apps}}\nspec:\n  className: {DEMO_CLASS}\n  worker: {{scriptName: {DEMO_SCRIPT}, bindingName: SHOP}}\n  maxInstances: 4\n{extra}"
+    );
+    parse_document(&doc, "t.yaml", 1).expect("valid").expect("object")
+}
+
+struct Setup {
+    _registry: common::DockerRegistry,
+    em: RunningEmulator,
+    v1: String,
+    v2: String,
+}
+
+async fn setup() -> Setup {
+    let registry = common::DockerRegistry::start_with_auth("cf-user", "cf-pass");
+    let em = common::start_emulator(|c| c.registry = Some(registry.as_external())).await;
+    let v1 = common::push_to_cloudflare(&em, "shop", "v1", &common::synthetic_image(&[2048, 4096], 1)).await;
+    let v2 = common::push_to_cloudflare(&em, "shop", "v2", &common::synthetic_image(&[2048, 4096], 2)).await;
+    em.shared.clear_requests();
+    Setup { _registry: registry, em, v1, v2 }
+}
+
+async fn apply(reconciler: &Reconciler, obj: &CloudflareContainer) -> ReconcileOutcome {
+    reconciler.view.invalidate().await;
+    reconciler.images.new_round().await;
+    let options = ConvergeOptions { timeout: Duration::from_secs(30), poll: Duration::from_millis(20), ..Default::default() };
+    let mut outcomes = converge(reconciler, std::slice::from_ref(obj), &options, |_, _| {}).await;
+    outcomes.remove(&obj.key()).expect("an outcome")
+}
+
+fn writes(em: &RunningEmulator) -> Vec<(String, String)> {
+    em.shared
+        .requests()
+        .into_iter()
+        .filter(|r| r.method != "GET")
+        .filter(|r| !r.path.ends_with("/credentials"))
+        .map(|r| (r.method, r.path))
+        .collect()
+}
+
+async fn apps(em: &RunningEmulator) -> Vec<Application> {
+    common::client_for(em).list_applications().await.expect("list")
+}
+
+#[tokio::test]
+async fn converges_then_reapply_writes_nothing() {
+    let s = setup().await;
+    let client = common::client_for(&s.em);
+    let reconciler = common::reconciler_for(&client);
+    let obj = manifest("  image: {reference: 'shop:v1'}\n");
+    let out = apply(&reconciler, &obj).await;
+    assert!(out.ready(), "{:#?}", out.status);
+    assert_eq!(out.status.image.as_deref(), Some(s.v1.as_str()), "deployed by digest");
+    let live = apps(&s.em).await;
+    assert_eq!(live.len(), 1);
+    assert_eq!(live[0].configuration.image, s.v1);
+    assert_eq!(live[0].max_instances, Some(4));
+    assert!(out.status.durable_object_namespace_id.is_some());
+
+    s.em.shared.clear_requests();
+    let fresh = common::reconciler_for(&common::client_for(&s.em));
+    let again = apply(&fresh, &obj).await;
+    assert!(again.ready());
+    assert!(again.plan.is_noop(), "{:?}", again.plan);
+    assert!(writes(&s.em).is_empty(), "re-apply wrote: {:?}", writes(&s.em));
+    let calls = s.em.shared.requests().len();
+    assert!(calls <= 5, "re-apply made {calls} API calls: {:?}", s.em.shared.requests());
+}
+
+#[tokio::test]
+async fn max_instances_change_is_one_patch_and_no_rollout() {
+    let s = setup().await;
+    let reconciler = common::reconciler_for(&common::client_for(&s.em));
+    assert!(apply(&reconciler, &manifest("  image: {reference: 'shop:v1'}\n")).await.ready());
+    s.em.shared.clear_requests();
+    let changed = manifest("  image: {reference: 'shop:v1'}\n").tap(|o| o.spec.max_instances = 9);
+    let out = apply(&reconciler, &changed).await;
+    assert!(out.ready());
+    let w = writes(&s.em);
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert_eq!(w[0].0, "PATCH");
+    assert!(!w.iter().any(|(_, p)| p.ends_with("/rollouts")));
+    assert_eq!(apps(&s.em).await[0].max_instances, Some(9));
+}
+
+#[tokio::test]
+async fn image_change_is_one_rollout_to_the_new_digest() {
+    let s = setup().await;
+    let reconciler = common::reconciler_for(&common::client_for(&s.em));
+    assert!(apply(&reconciler, &manifest("  image: {reference: 'shop:v1'}\n")).await.ready());
+    s.em.shared.clear_requests();
+    let out = apply(&reconciler, &manifest("  image: {reference: 'shop:v2'}\n")).await;
+    assert!(out.ready(), "{:#?}", out.status);
+    let w = writes(&s.em);
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(w[0].1.ends_with("/rollouts"));
+    let live = apps(&s.em).await;
+    assert_eq!(live[0].configuration.image, s.v2);
+    assert_eq!(live[0].version, 2);
+    assert_eq!(out.status.image.as_deref(), Some(s.v2.as_str()));
+    assert_eq!(out.status.rollout.as_ref().map(|r| r.status.as_str()), Some("completed"));
+}
+
+#[tokio::test]
+async fn a_foreign_application_is_refused_then_adopted_never_duplicated() {
+    let s = setup().await;
+    let client = common::client_for(&s.em);
+    client
+        .create_application(&CreateApplicationRequest {
+            name: "shop".into(),
+            scheduling_policy: SchedulingPolicy::Default,
+            instances: 0,
+            max_instances: Some(2),
+            configuration: DeploymentConfiguration { image: s.v1.clone(), ..Default::default() },
+            constraints: None,
+            durable_objects: None,
+            observability: None,
+            rollout_active_grace_period: None,
+        })
+        .await
+        .unwrap();
+    s.em.shared.clear_requests();
+    let reconciler = common::reconciler_for(&client);
+    let out = apply(&reconciler, &manifest("  image: {reference: 'shop:v1'}\n")).await;
+    assert!(out.stalled(), "{:#?}", out.status);
+    assert!(!out.ready());
+    let ready = flaredock::reconcile::status::condition(&out.status, "Ready").unwrap();
+    assert!(ready.message.contains("adopt"), "{}", ready.message);
+    assert!(writes(&s.em).iter().all(|(_, p)| !p.contains("/containers/")), "no container writes: {:?}", writes(&s.em));
+
+    // An app without a Durable Object binding cannot be taken for a DO class: still refused.
+    let adopted = apply(&reconciler, &manifest("  image: {reference: 'shop:v1'}\n  adopt: true\n")).await;
+    assert!(adopted.stalled(), "{:#?}", adopted.status);
+    assert_eq!(apps(&s.em).await.len(), 1, "never duplicated");
+}
+
+#[tokio::test]
+async fn adopt_takes_over_an_application_in_the_same_namespace() {
+    let s = setup().await;
+    let client = common::client_for(&s.em);
+    // Someone created the application by hand, bound to the class's namespace.
+    client
+        .patch_script_settings(
+            DEMO_SCRIPT,
+            &ScriptSettings {
+                bindings: vec![],
+                migrations: Some(Migrations { new_sqlite_classes: vec![DEMO_CLASS.into()], ..Default::default() }),
+                compatibility_date: None,
+            },
+        )
+        .await
+        .unwrap();
+    client
+        .create_application(&CreateApplicationRequest {
+            name: "shop".into(),
+            scheduling_policy: SchedulingPolicy::Default,
+            instances: 0,
+            max_instances: Some(2),
+            configuration: DeploymentConfiguration { image: s.v1.clone(), ..Default::default() },
+            constraints: None,
+            durable_objects: Some(DurableObjectsConfiguration::ScriptAndClass {
+                script_name: DEMO_SCRIPT.into(),
+                class_name: DEMO_CLASS.into(),
+            }),
+            observability: None,
+            rollout_active_grace_period: None,
+        })
+        .await
+        .unwrap();
+    let reconciler = common::reconciler_for(&client);
+    let refused = apply(&reconciler, &manifest("  image: {reference: 'shop:v1'}\n")).await;
+    assert!(refused.stalled());
+    let out = apply(&reconciler, &manifest("  image: {reference: 'shop:v1'}\n  adopt: true\n")).await;
+    assert!(out.ready(), "{:#?}", out.status);
+    assert!(out.events.iter().any(|e| e.contains("adopted")), "{:?}", out.events);
+    let live = apps(&s.em).await;
+    assert_eq!(live.len(), 1, "never duplicated");
+    assert_eq!(live[0].configuration.label(flaredock::spec::OWNER_LABEL), Some("apps.shop"));
+    assert_eq!(live[0].max_instances, Some(4));
+}
+
+#[tokio::test]
+async fn a_create_whose_answer_is_lost_does_not_duplicate() {
+    let s = setup().await;
+    s.em.shared.push_fault(Some("POST"), ScriptedFault::DropAfter);
+    // The bind is a PATCH; the first POST after credentials is the create.
+    let client = common::client_for(&s.em);
+    let reconciler = common::reconciler_for(&client);
+    // Mint credentials first so that the scripted fault hits the create.
+    reconciler.images.cloudflare_registry().await.unwrap();
+    s.em.shared.clear_requests();
+    let out = apply(&reconciler, &manifest("  image: {reference: 'shop:v1'}\n")).await;
+    assert!(out.ready(), "{:#?}", out.status);
+    let creates = s
+        .em
+        .shared
+        .requests()
+        .iter()
+        .filter(|r| r.method == "POST" && r.path.ends_with("/applications"))
+        .count();
+    assert_eq!(creates, 1, "the create was not repeated");
+    assert_eq!(apps(&s.em).await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_missing_tag_waits_and_names_the_image() {
+    let s = setup().await;
+    let reconciler = common::reconciler_for(&common::client_for(&s.em));
+    let obj = manifest("  image: {reference: 'shop:v9'}\n");
+    let options = ConvergeOptions { wait: false, ..Default::default() };
+    let out = converge(&reconciler, std::slice::from_ref(&obj), &options, |_, _| {}).await.remove(&obj.key()).unwrap();
+    let image = flaredock::reconcile::status::condition(&out.status, "ImageReady").unwrap();
+    assert_eq!(image.status, "False");
+    assert_eq!(image.reason, "ImageNotFound");
+    assert!(image.message.contains("shop:v9"));
+    assert!(!out.stalled(), "a missing tag may appear later");
+    assert!(apps(&s.em).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_applies_and_deletes_against_an_emulator() {
+    let s = setup().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("shop.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "apiVersion: flaredock.dev/v1alpha1\nkind: CloudflareContainer\nmetadata: {{name: shop, namespace: apps}}\nspec:\n  className: {DEMO_CLASS}\n  image: {{reference: 'shop:v1'}}\n  worker: {{scriptName: {DEMO_SCRIPT}}}\n"
+        ),
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_flaredock"))
+            .args(args)
+            .env("CLOUDFLARE_API_BASE_URL", s.em.base_url())
+            .env("CLOUDFLARE_ACCOUNT_ID", s.em.account_id())
+            .env("CLOUDFLARE_API_TOKEN", s.em.api_token())
+            .output()
+            .expect("flaredock runs")
+    };
+    let f = file.to_str().unwrap();
+    let plan = run(&["plan", "-f", f]);
+    assert!(plan.status.success());
+    let text = String::from_utf8_lossy(&plan.stdout);
+    assert!(text.contains("create application shop"), "{text}");
+    assert!(apps(&s.em).await.is_empty(), "plan changes nothing");
+
+    let out = run(&["apply", "-f", f, "--timeout", "30s"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("apps/shop: Ready=True"), "{stdout}");
+    assert!(stdout.contains(&s.v1), "{stdout}");
+
+    let out = run(&["delete", "-f", f]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(apps(&s.em).await.is_empty());
+}
+
+trait Tap: Sized {
+    fn tap(self, f: impl FnOnce(&mut Self)) -> Self;
+}
+
+impl Tap for CloudflareContainer {
+    fn tap(mut self, f: impl FnOnce(&mut Self)) -> Self {
+        f(&mut self);
+        self
+    }
+}
