@@ -180,15 +180,12 @@ pub fn parse_document(text: &str, file: &str, index: usize) -> Result<Option<Clo
         Ok(o) => o,
         Err(e) => {
             let path = e.path().to_string();
-            let message = e.inner().to_string();
-            let field = match message
-                .strip_prefix("unknown field `")
-                .and_then(|r| r.split_once('`'))
-            {
-                Some((f, _)) if path == "." => f.to_string(),
-                Some((f, _)) => format!("{path}.{f}"),
-                None => path,
-            };
+            let mut message = e.inner().to_string();
+            if message.chars().count() > 300 {
+                message = format!("{}… (cut)", message.chars().take(300).collect::<String>());
+            }
+            // The path already ends at the offending key (an unknown one included).
+            let field = if path == "." { "spec".to_string() } else { path };
             return Err(vec![base(object, Some(field), message)]);
         }
     };

@@ -413,6 +413,17 @@ pub fn crd_yaml() -> String {
     serde_yaml_ng::to_string(&crd).unwrap_or_else(|e| format!("# cannot render the CRD: {e}\n"))
 }
 
+/// A value for an error message: quoted, and cut short when long.
+fn shown(value: &str) -> String {
+    const MAX: usize = 64;
+    if value.chars().count() <= MAX {
+        format!("{value:?}")
+    } else {
+        let head: String = value.chars().take(MAX).collect();
+        format!("{head:?}… ({} characters)", value.chars().count())
+    }
+}
+
 /// One broken rule, with the field it is about.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FieldError {
@@ -490,26 +501,26 @@ pub fn validate(obj: &CloudflareContainer) -> Vec<FieldError> {
         None | Some("") => err("metadata.name", "is required".into()),
         Some(n) if !is_dns1123(n) => err(
             "metadata.name",
-            format!("{n:?} must be a DNS-1123 name (lowercase letters, digits, '-', '.')"),
+            format!("{} must be a DNS-1123 name (lowercase letters, digits, '-', '.')", shown(n)),
         ),
         _ => {}
     }
     if let Some(ns) = obj.metadata.namespace.as_deref()
         && !is_dns1123(ns)
     {
-        err("metadata.namespace", format!("{ns:?} must be a DNS-1123 label"));
+        err("metadata.namespace", format!("{} must be a DNS-1123 label", shown(ns)));
     }
     let s = &obj.spec;
     if !is_js_identifier(&s.class_name) || s.class_name.len() > 128 {
         err(
             "spec.className",
-            format!("{:?} must be a JavaScript identifier ({JS_IDENTIFIER})", s.class_name),
+            format!("{} must be a JavaScript identifier ({JS_IDENTIFIER}, at most 128 characters)", shown(&s.class_name)),
         );
     }
     let app_name = obj.application_name();
     if !is_dns_like(app_name, false) {
         let field = if s.application_name.is_some() { "spec.applicationName" } else { "metadata.name" };
-        err(field, format!("{app_name:?} is not a valid application name ({APPLICATION_NAME})"));
+        err(field, format!("{} is not a valid application name ({APPLICATION_NAME})", shown(app_name)));
     }
     match (&s.image, &s.build) {
         (Some(_), Some(_)) => err("spec", "exactly one of image or build must be set, not both".into()),
@@ -531,7 +542,7 @@ pub fn validate(obj: &CloudflareContainer) -> Vec<FieldError> {
         }
         if let Some(c) = &image.from_container {
             if !is_dns1123(c) {
-                err("spec.image.fromContainer", format!("{c:?} must be the name of a CloudflareContainer"));
+                err("spec.image.fromContainer", format!("{} must be the name of a CloudflareContainer", shown(c)));
             } else if c == obj.name() {
                 err("spec.image.fromContainer", "cannot promote from itself".into());
             }
@@ -544,13 +555,13 @@ pub fn validate(obj: &CloudflareContainer) -> Vec<FieldError> {
         if let Some(p) = &b.platform
             && p != "linux/amd64"
         {
-            err("spec.build.platform", format!("{p:?}: only linux/amd64 runs on Cloudflare"));
+            err("spec.build.platform", format!("{}: only linux/amd64 runs on Cloudflare", shown(p)));
         }
     }
     if let Some(t) = &s.tag
         && !is_tag(t)
     {
-        err("spec.tag", format!("{t:?} must match {TAG}"));
+        err("spec.tag", format!("{} must match {TAG}", shown(t)));
     }
     if s.instance_type.is_some() && s.resources.is_some() {
         err("spec.resources", "instanceType and resources are mutually exclusive".into());
@@ -582,7 +593,8 @@ pub fn validate(obj: &CloudflareContainer) -> Vec<FieldError> {
     }
     for k in s.env.keys() {
         if !is_env_name(k) {
-            err(&format!("spec.env.{k}"), format!("environment variable name must match {ENV_NAME}"));
+            let key: String = k.chars().take(64).collect();
+            err(&format!("spec.env.{key}"), format!("environment variable name must match {ENV_NAME}"));
         }
     }
     if let Some(p) = s.rollout.step_percentage
@@ -599,13 +611,13 @@ pub fn validate(obj: &CloudflareContainer) -> Vec<FieldError> {
     if !is_dns_like(&s.worker.script_name, true) {
         err(
             "spec.worker.scriptName",
-            format!("{:?} must match {SCRIPT_NAME}", s.worker.script_name),
+            format!("{} must match {SCRIPT_NAME}", shown(&s.worker.script_name)),
         );
     }
     if let Some(b) = &s.worker.binding_name
         && !is_js_identifier(b)
     {
-        err("spec.worker.bindingName", format!("{b:?} must be a JavaScript identifier"));
+        err("spec.worker.bindingName", format!("{} must be a JavaScript identifier", shown(b)));
     }
     errors
 }

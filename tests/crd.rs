@@ -1,0 +1,47 @@
+//! The committed CRD is what the code generates, and it carries the rules.
+
+use flaredock::spec::crd_yaml;
+
+#[test]
+fn committed_crd_is_fresh() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("crds/cloudflarecontainer.yaml");
+    let committed = std::fs::read_to_string(&path).expect("crds/cloudflarecontainer.yaml exists");
+    assert!(
+        committed == crd_yaml(),
+        "crds/cloudflarecontainer.yaml is stale: run `cargo run -- crd > crds/cloudflarecontainer.yaml`"
+    );
+}
+
+#[test]
+fn crd_has_validation_columns_and_descriptions() {
+    let crd: serde_json::Value = serde_yaml_ng::from_str(&crd_yaml()).unwrap();
+    let version = &crd["spec"]["versions"][0];
+    assert_eq!(crd["spec"]["names"]["shortNames"][0], "cfc");
+    assert_eq!(crd["spec"]["scope"], "Namespaced");
+    let columns: Vec<&str> = version["additionalPrinterColumns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(columns, ["Ready", "Image", "Application", "Age"]);
+    let spec = &version["schema"]["openAPIV3Schema"]["properties"]["spec"];
+    let rules: Vec<&str> = spec["x-kubernetes-validations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["rule"].as_str().unwrap())
+        .collect();
+    assert!(rules.iter().any(|r| r.contains("has(self.image) != has(self.build)")));
+    assert!(rules.iter().any(|r| r.contains("instanceType") && r.contains("resources")));
+    assert!(rules.iter().any(|r| r.contains("self.instances <= self.maxInstances")));
+    let props = &spec["properties"];
+    assert!(props["className"]["pattern"].as_str().unwrap().contains("A-Za-z_$"));
+    assert!(props["className"]["description"].as_str().unwrap().contains("Durable Object"));
+    assert_eq!(props["maxInstances"]["default"], 20);
+    let regions = &props["constraints"]["properties"]["regions"]["items"]["enum"];
+    assert_eq!(regions.as_array().unwrap().len(), 9);
+    let types: Vec<&serde_json::Value> = props["instanceType"]["enum"].as_array().unwrap().iter().filter(|v| !v.is_null()).collect();
+    assert_eq!(types.len(), 6);
+    assert!(version["subresources"]["status"].is_object());
+}
