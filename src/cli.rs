@@ -30,10 +30,20 @@ pub const EXIT_FAILED: i32 = 1;
 pub const EXIT_INVALID: i32 = 2;
 
 #[derive(Parser, Debug)]
-#[command(name = "flaredock", version, about = "Runs Docker images on Cloudflare Containers, declaratively")]
+#[command(
+    name = "flaredock",
+    version,
+    about = "Runs Docker images on Cloudflare Containers, declaratively"
+)]
 pub struct Cli {
     /// Log format.
-    #[arg(long, global = true, value_enum, env = "FLAREDOCK_LOG_FORMAT", default_value = "pretty")]
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "FLAREDOCK_LOG_FORMAT",
+        default_value = "pretty"
+    )]
     pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
@@ -77,7 +87,11 @@ pub struct Connection {
     #[arg(long)]
     pub emulator: bool,
     /// Registry host reached over plain HTTP (loopback hosts always are). Repeatable.
-    #[arg(long = "insecure-registry", env = "FLAREDOCK_INSECURE_REGISTRIES", value_delimiter = ',')]
+    #[arg(
+        long = "insecure-registry",
+        env = "FLAREDOCK_INSECURE_REGISTRIES",
+        value_delimiter = ','
+    )]
     pub insecure_registries: Vec<String>,
     /// Docker config file with credentials for source registries.
     #[arg(long, env = "FLAREDOCK_DOCKER_CONFIG")]
@@ -200,9 +214,13 @@ fn parse_fraction(s: &str) -> Result<f64, String> {
 /// `90s`, `5m`, `1h`, `250ms`, or plain seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let n: f64 = num.parse().map_err(|_| format!("{s:?} is not a duration (e.g. 90s, 5m)"))?;
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (e.g. 90s, 5m)"))?;
     let secs = match unit {
         "" | "s" => n,
         "ms" => n / 1000.0,
@@ -230,17 +248,34 @@ fn parse_creds(text: &str, what: &str) -> Result<Credentials, String> {
 pub fn docker_config_credentials(path: &std::path::Path) -> Result<SourceCredentials, String> {
     use base64::Engine;
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let doc: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    let doc: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
     let mut out = SourceCredentials::new();
-    for (host, entry) in doc.get("auths").and_then(|a| a.as_object()).into_iter().flatten() {
+    for (host, entry) in doc
+        .get("auths")
+        .and_then(|a| a.as_object())
+        .into_iter()
+        .flatten()
+    {
         let host = host
             .trim_start_matches("https://")
             .trim_start_matches("http://")
             .trim_end_matches("/v1/")
             .trim_end_matches('/');
-        let host = if host == "index.docker.io" { "docker.io" } else { host };
-        let (user, pass) = match (entry.get("username"), entry.get("password"), entry.get("auth")) {
-            (Some(u), Some(p), _) => (u.as_str().unwrap_or("").to_string(), p.as_str().unwrap_or("").to_string()),
+        let host = if host == "index.docker.io" {
+            "docker.io"
+        } else {
+            host
+        };
+        let (user, pass) = match (
+            entry.get("username"),
+            entry.get("password"),
+            entry.get("auth"),
+        ) {
+            (Some(u), Some(p), _) => (
+                u.as_str().unwrap_or("").to_string(),
+                p.as_str().unwrap_or("").to_string(),
+            ),
             (_, _, Some(a)) => {
                 let decoded = base64::engine::general_purpose::STANDARD
                     .decode(a.as_str().unwrap_or(""))
@@ -296,7 +331,10 @@ fn load_or_report(files: &[PathBuf]) -> Option<Vec<CloudflareContainer>> {
         for e in &loaded.errors {
             eprintln!("error: {e}");
         }
-        eprintln!("{} invalid manifest problem(s); nothing was sent to Cloudflare", loaded.errors.len());
+        eprintln!(
+            "{} invalid manifest problem(s); nothing was sent to Cloudflare",
+            loaded.errors.len()
+        );
         return None;
     }
     Some(loaded.objects.into_iter().map(|l| l.object).collect())
@@ -315,26 +353,28 @@ pub async fn connect(conn: &Connection) -> Result<Session, String> {
         let em = emulator::start(EmulatorConfig::default())
             .await
             .map_err(|e| format!("cannot start the emulator: {e}"))?;
-        let out = (em.base_url(), em.account_id().to_string(), em.api_token().to_string());
+        let out = (
+            em.base_url(),
+            em.account_id().to_string(),
+            em.api_token().to_string(),
+        );
         emulator = Some(em);
         out
     } else {
-        let token = conn
-            .api_token
-            .clone()
-            .filter(|t| !t.is_empty())
-            .ok_or("no API token: set CLOUDFLARE_API_TOKEN or --api-token (or use --emulator)")?;
-        let account = conn
-            .account_id
-            .clone()
-            .filter(|t| !t.is_empty())
-            .ok_or("no account id: set CLOUDFLARE_ACCOUNT_ID or --account-id (or use --emulator)")?;
+        let token =
+            conn.api_token.clone().filter(|t| !t.is_empty()).ok_or(
+                "no API token: set CLOUDFLARE_API_TOKEN or --api-token (or use --emulator)",
+            )?;
+        let account = conn.account_id.clone().filter(|t| !t.is_empty()).ok_or(
+            "no account id: set CLOUDFLARE_ACCOUNT_ID or --account-id (or use --emulator)",
+        )?;
         (conn.api_base_url.clone(), account, token)
     };
     let mut config = ClientConfig::new(base_url, account_id, Secret::new(token));
     config.rate_limit = conn.rate_limit;
     let client = CloudflareClient::new(config).map_err(|e| e.to_string())?;
-    let registry = RegistryClient::new(conn.insecure_registries.clone()).map_err(|e| e.to_string())?;
+    let registry =
+        RegistryClient::new(conn.insecure_registries.clone()).map_err(|e| e.to_string())?;
     let docker_config = conn.docker_config.clone().or_else(|| {
         std::env::var_os("HOME")
             .map(|h| PathBuf::from(h).join(".docker/config.json"))
@@ -344,7 +384,12 @@ pub async fn connect(conn: &Connection) -> Result<Session, String> {
         Some(p) => docker_config_credentials(&p)?,
         None => SourceCredentials::new(),
     };
-    let images = Arc::new(ImageResolver::new(client.clone(), registry, sources, CopyOptions::default()));
+    let images = Arc::new(ImageResolver::new(
+        client.clone(),
+        registry,
+        sources,
+        CopyOptions::default(),
+    ));
     let view = Arc::new(AccountView::new(client.clone()));
     Ok(Session {
         reconciler: Reconciler::new(view, images),
@@ -405,7 +450,10 @@ async fn apply(args: ApplyArgs) -> i32 {
         }
     };
     if let Some(em) = &session.emulator {
-        eprintln!("using the in-process Cloudflare API emulator at {}", em.base_url());
+        eprintln!(
+            "using the in-process Cloudflare API emulator at {}",
+            em.base_url()
+        );
     }
     let options = ConvergeOptions {
         wait: !args.no_wait,
@@ -433,7 +481,9 @@ async fn apply(args: ApplyArgs) -> i32 {
     let mut statuses = serde_json::Map::new();
     for obj in &objects {
         let key = obj.key();
-        let Some(outcome) = outcomes.get(&key) else { continue };
+        let Some(outcome) = outcomes.get(&key) else {
+            continue;
+        };
         let converged = if args.no_wait {
             outcome.error.is_none() && !outcome.stalled()
         } else {
@@ -460,13 +510,22 @@ async fn apply(args: ApplyArgs) -> i32 {
                 }
             }
             _ => {
-                statuses.insert(key, serde_json::to_value(&outcome.status).unwrap_or_default());
+                statuses.insert(
+                    key,
+                    serde_json::to_value(&outcome.status).unwrap_or_default(),
+                );
             }
         }
     }
     match args.output {
-        Output::Yaml => print!("{}", serde_yaml_ng::to_string(&statuses).unwrap_or_default()),
-        Output::Json => println!("{}", serde_json::to_string_pretty(&statuses).unwrap_or_default()),
+        Output::Yaml => print!(
+            "{}",
+            serde_yaml_ng::to_string(&statuses).unwrap_or_default()
+        ),
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&statuses).unwrap_or_default()
+        ),
         Output::Text => {}
     }
     if let Some(em) = session.emulator {
@@ -489,12 +548,20 @@ async fn delete(args: PlanArgs) -> i32 {
     let mut code = EXIT_OK;
     for obj in &objects {
         match session.reconciler.delete(obj).await {
-            Ok(DeleteOutcome::Deleted(names)) if names.is_empty() => println!("{}: nothing to delete", obj.key()),
-            Ok(DeleteOutcome::Deleted(names)) => println!("{}: deleted application(s) {}", obj.key(), names.join(", ")),
+            Ok(DeleteOutcome::Deleted(names)) if names.is_empty() => {
+                println!("{}: nothing to delete", obj.key())
+            }
+            Ok(DeleteOutcome::Deleted(names)) => {
+                println!("{}: deleted application(s) {}", obj.key(), names.join(", "))
+            }
             Ok(DeleteOutcome::Orphaned(names)) => println!(
                 "{}: deletionPolicy Orphan: left application(s) {} running",
                 obj.key(),
-                if names.is_empty() { "(none)".into() } else { names.join(", ") }
+                if names.is_empty() {
+                    "(none)".into()
+                } else {
+                    names.join(", ")
+                }
             ),
             Err(e) => {
                 eprintln!("{}: {e}", obj.key());
@@ -506,8 +573,16 @@ async fn delete(args: PlanArgs) -> i32 {
 }
 
 async fn run_emulator(args: EmulatorArgs) -> i32 {
-    let registry = match (args.registry_host, args.registry_username, args.registry_password) {
-        (Some(host), Some(username), Some(password)) => Some(ExternalRegistry { host, username, password }),
+    let registry = match (
+        args.registry_host,
+        args.registry_username,
+        args.registry_password,
+    ) {
+        (Some(host), Some(username), Some(password)) => Some(ExternalRegistry {
+            host,
+            username,
+            password,
+        }),
         _ => None,
     };
     let config = EmulatorConfig {
@@ -548,15 +623,25 @@ async fn image_copy(args: CopyArgs) -> i32 {
     let parse = |text: &str, what: &str| -> Result<Reference, String> {
         let r = Reference::parse(text).map_err(|e| e.to_string())?;
         if r.registry.is_none() {
-            return Err(format!("{what} {text:?} needs a registry host (e.g. registry.example.com/{text})"));
+            return Err(format!(
+                "{what} {text:?} needs a registry host (e.g. registry.example.com/{text})"
+            ));
         }
         Ok(r)
     };
     let inputs = (|| -> Result<_, String> {
         let src = parse(&args.source, "source")?;
         let dst = parse(&args.destination, "destination")?;
-        let src_creds = args.src_creds.as_deref().map(|c| parse_creds(c, "--src-creds")).transpose()?;
-        let dst_creds = args.dest_creds.as_deref().map(|c| parse_creds(c, "--dest-creds")).transpose()?;
+        let src_creds = args
+            .src_creds
+            .as_deref()
+            .map(|c| parse_creds(c, "--src-creds"))
+            .transpose()?;
+        let dst_creds = args
+            .dest_creds
+            .as_deref()
+            .map(|c| parse_creds(c, "--dest-creds"))
+            .transpose()?;
         if !args.platform.contains('/') {
             return Err(format!("--platform {:?} must be OS/ARCH", args.platform));
         }
@@ -582,11 +667,24 @@ async fn image_copy(args: CopyArgs) -> i32 {
         all: args.all,
         ..Default::default()
     };
-    match copy_image(&client, &src, src_creds.as_ref(), &dst, dst_creds.as_ref(), &opts).await {
+    match copy_image(
+        &client,
+        &src,
+        src_creds.as_ref(),
+        &dst,
+        dst_creds.as_ref(),
+        &opts,
+    )
+    .await
+    {
         Ok(report) => {
             eprintln!(
                 "copied: {} blob(s) uploaded ({} bytes), {} mounted, {} already present ({} bytes)",
-                report.blobs_uploaded, report.bytes_uploaded, report.blobs_mounted, report.blobs_skipped, report.bytes_skipped
+                report.blobs_uploaded,
+                report.bytes_uploaded,
+                report.blobs_mounted,
+                report.blobs_skipped,
+                report.bytes_skipped
             );
             println!("{}", dst.with_digest(&report.digest));
             EXIT_OK

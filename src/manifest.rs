@@ -121,7 +121,11 @@ fn str_at<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
 }
 
 /// Parses one document; `Ok(None)` for a document of another kind (with a note).
-pub fn parse_document(text: &str, file: &str, index: usize) -> Result<Option<CloudflareContainer>, Vec<ManifestError>> {
+pub fn parse_document(
+    text: &str,
+    file: &str,
+    index: usize,
+) -> Result<Option<CloudflareContainer>, Vec<ManifestError>> {
     let base = |object: Option<String>, field: Option<String>, message: String| ManifestError {
         file: file.to_string(),
         document: index,
@@ -129,49 +133,79 @@ pub fn parse_document(text: &str, file: &str, index: usize) -> Result<Option<Clo
         field,
         message,
     };
-    let value: Value = serde_yaml_ng::from_str(text).map_err(|e| vec![base(None, None, format!("malformed YAML: {e}"))])?;
+    let value: Value = serde_yaml_ng::from_str(text)
+        .map_err(|e| vec![base(None, None, format!("malformed YAML: {e}"))])?;
     if value.is_null() {
         return Ok(None);
     }
     let Some(map) = value.as_mapping() else {
-        return Err(vec![base(None, None, "a manifest must be a mapping (apiVersion, kind, metadata, spec)".into())]);
+        return Err(vec![base(
+            None,
+            None,
+            "a manifest must be a mapping (apiVersion, kind, metadata, spec)".into(),
+        )]);
     };
     let kind = str_at(&value, "kind");
     if kind != Some(KIND) {
         return Ok(None);
     }
-    let name = value.get("metadata").and_then(|m| str_at(m, "name")).unwrap_or("");
+    let name = value
+        .get("metadata")
+        .and_then(|m| str_at(m, "name"))
+        .unwrap_or("");
     let namespace = value
         .get("metadata")
         .and_then(|m| str_at(m, "namespace"))
         .unwrap_or("default");
-    let object = Some(format!("{namespace}/{}", if name.is_empty() { "<no name>" } else { name }));
+    let object = Some(format!(
+        "{namespace}/{}",
+        if name.is_empty() { "<no name>" } else { name }
+    ));
     let mut errors = Vec::new();
     match value.get("apiVersion") {
         Some(Value::String(v)) if v == API_VERSION => {}
         Some(other) => errors.push(base(
             object.clone(),
             Some("apiVersion".into()),
-            format!("{} is not served; use {API_VERSION}", serde_yaml_ng::to_string(other).unwrap_or_default().trim()),
+            format!(
+                "{} is not served; use {API_VERSION}",
+                serde_yaml_ng::to_string(other).unwrap_or_default().trim()
+            ),
         )),
-        None => errors.push(base(object.clone(), Some("apiVersion".into()), format!("is required ({API_VERSION})"))),
+        None => errors.push(base(
+            object.clone(),
+            Some("apiVersion".into()),
+            format!("is required ({API_VERSION})"),
+        )),
     }
     for k in map.keys() {
         let key = k.as_str().unwrap_or("");
         if !matches!(key, "apiVersion" | "kind" | "metadata" | "spec" | "status") {
-            errors.push(base(object.clone(), Some(key.to_string()), "unknown field".into()));
+            errors.push(base(
+                object.clone(),
+                Some(key.to_string()),
+                "unknown field".into(),
+            ));
         }
     }
     if let Some(meta) = value.get("metadata").and_then(Value::as_mapping) {
         for k in meta.keys() {
             let key = k.as_str().unwrap_or("");
             if !METADATA_KEYS.contains(&key) {
-                errors.push(base(object.clone(), Some(format!("metadata.{key}")), "unknown field".into()));
+                errors.push(base(
+                    object.clone(),
+                    Some(format!("metadata.{key}")),
+                    "unknown field".into(),
+                ));
             }
         }
     }
     if value.get("spec").is_none() {
-        errors.push(base(object.clone(), Some("spec".into()), "is required".into()));
+        errors.push(base(
+            object.clone(),
+            Some("spec".into()),
+            "is required".into(),
+        ));
     }
     if !errors.is_empty() {
         return Err(errors);
@@ -185,7 +219,11 @@ pub fn parse_document(text: &str, file: &str, index: usize) -> Result<Option<Clo
                 message = format!("{}… (cut)", message.chars().take(300).collect::<String>());
             }
             // The path already ends at the offending key (an unknown one included).
-            let field = if path == "." { "spec".to_string() } else { path };
+            let field = if path == "." {
+                "spec".to_string()
+            } else {
+                path
+            };
             return Err(vec![base(object, Some(field), message)]);
         }
     };
@@ -242,7 +280,11 @@ pub fn load(paths: &[PathBuf]) -> LoadResult {
     }
     if result.objects.is_empty() && result.errors.is_empty() {
         result.errors.push(ManifestError {
-            file: paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "),
+            file: paths
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
             document: 0,
             object: None,
             field: None,
@@ -254,7 +296,11 @@ pub fn load(paths: &[PathBuf]) -> LoadResult {
 
 fn load_text(text: &str, file: &str, seen: &mut BTreeMap<String, String>, result: &mut LoadResult) {
     let is_json = Path::new(file).extension().and_then(|x| x.to_str()) == Some("json");
-    let docs = if is_json { vec![text.to_string()] } else { documents(text) };
+    let docs = if is_json {
+        vec![text.to_string()]
+    } else {
+        documents(text)
+    };
     for (i, doc) in docs.iter().enumerate() {
         let index = i + 1;
         match parse_document(doc, file, index) {
@@ -270,7 +316,10 @@ fn load_text(text: &str, file: &str, seen: &mut BTreeMap<String, String>, result
                     });
                     continue;
                 }
-                result.objects.push(Loaded { object: obj, source });
+                result.objects.push(Loaded {
+                    object: obj,
+                    source,
+                });
             }
             Ok(None) => {
                 if let Ok(v) = serde_yaml_ng::from_str::<Value>(doc)
@@ -279,7 +328,9 @@ fn load_text(text: &str, file: &str, seen: &mut BTreeMap<String, String>, result
                     result.notes.push(format!(
                         "{file}: document {index}: skipped {} {} (not a {KIND})",
                         str_at(&v, "kind").unwrap_or("(no kind)"),
-                        v.get("metadata").and_then(|m| str_at(m, "name")).unwrap_or("")
+                        v.get("metadata")
+                            .and_then(|m| str_at(m, "name"))
+                            .unwrap_or("")
                     ));
                 }
             }
@@ -304,16 +355,26 @@ mod tests {
 
     #[test]
     fn names_the_field_of_a_wrong_type() {
-        let doc = GOOD.replace("  className: Shop\n", "  className: Shop\n  maxInstances: lots\n");
+        let doc = GOOD.replace(
+            "  className: Shop\n",
+            "  className: Shop\n  maxInstances: lots\n",
+        );
         let errs = parse_document(&doc, "f.yaml", 2).unwrap_err();
         assert_eq!(errs[0].field.as_deref(), Some("spec.maxInstances"));
         assert_eq!(errs[0].object.as_deref(), Some("apps/shop"));
-        assert!(errs[0].to_string().starts_with("f.yaml: document 2 (CloudflareContainer apps/shop): spec.maxInstances:"));
+        assert!(
+            errs[0].to_string().starts_with(
+                "f.yaml: document 2 (CloudflareContainer apps/shop): spec.maxInstances:"
+            )
+        );
     }
 
     #[test]
     fn names_an_unknown_field() {
-        let doc = GOOD.replace("  worker: {scriptName: shop}\n", "  worker: {scriptName: shop, bogus: 1}\n");
+        let doc = GOOD.replace(
+            "  worker: {scriptName: shop}\n",
+            "  worker: {scriptName: shop, bogus: 1}\n",
+        );
         let errs = parse_document(&doc, "f.yaml", 1).unwrap_err();
         assert_eq!(errs[0].field.as_deref(), Some("spec.worker.bogus"));
     }

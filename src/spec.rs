@@ -52,7 +52,10 @@ pub const TAG: &str = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$";
 pub struct CloudflareContainerSpec {
     /// Durable Object class that owns the container instances (a JavaScript identifier
     /// exported by the Worker script).
-    #[schemars(regex(pattern = r"^[A-Za-z_$][A-Za-z0-9_$]*$"), length(min = 1, max = 128))]
+    #[schemars(
+        regex(pattern = r"^[A-Za-z_$][A-Za-z0-9_$]*$"),
+        length(min = 1, max = 128)
+    )]
     pub class_name: String,
 
     /// Name of the Cloudflare container application. Defaults to metadata.name.
@@ -223,7 +226,9 @@ pub enum SchedulingPolicyName {
 }
 
 /// Regions Cloudflare can place instances in.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(
+    JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord,
+)]
 pub enum Region {
     AFR,
     APAC,
@@ -385,7 +390,11 @@ pub struct CloudflareContainerStatus {
 impl CloudflareContainer {
     /// `namespace/name` (namespace `default` when unset).
     pub fn key(&self) -> String {
-        format!("{}/{}", self.namespace_or_default(), self.metadata.name.as_deref().unwrap_or(""))
+        format!(
+            "{}/{}",
+            self.namespace_or_default(),
+            self.metadata.name.as_deref().unwrap_or("")
+        )
     }
 
     pub fn namespace_or_default(&self) -> &str {
@@ -453,12 +462,18 @@ pub fn is_js_identifier(s: &str) -> bool {
 }
 
 fn is_env_name(s: &str) -> bool {
-    matches_pattern(s, |c| c.is_ascii_alphabetic() || c == '_', |c| c.is_ascii_alphanumeric() || c == '_')
+    matches_pattern(
+        s,
+        |c| c.is_ascii_alphabetic() || c == '_',
+        |c| c.is_ascii_alphanumeric() || c == '_',
+    )
 }
 
 /// `^[a-zA-Z0-9]([a-zA-Z0-9_-]{0,61}[a-zA-Z0-9])?$` (or lowercase only for scripts).
 fn is_dns_like(s: &str, lowercase: bool) -> bool {
-    let ok_edge = |c: char| c.is_ascii_digit() || c.is_ascii_lowercase() || (!lowercase && c.is_ascii_uppercase());
+    let ok_edge = |c: char| {
+        c.is_ascii_digit() || c.is_ascii_lowercase() || (!lowercase && c.is_ascii_uppercase())
+    };
     let ok_mid = |c: char| ok_edge(c) || c == '-' || c == '_';
     !s.is_empty()
         && s.len() <= 63
@@ -482,7 +497,8 @@ fn is_dns1123(s: &str) -> bool {
         && s.split('.').all(|l| {
             !l.is_empty()
                 && l.len() <= 63
-                && l.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                && l.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
                 && !l.starts_with('-')
                 && !l.ends_with('-')
         })
@@ -501,29 +517,51 @@ pub fn validate(obj: &CloudflareContainer) -> Vec<FieldError> {
         None | Some("") => err("metadata.name", "is required".into()),
         Some(n) if !is_dns1123(n) => err(
             "metadata.name",
-            format!("{} must be a DNS-1123 name (lowercase letters, digits, '-', '.')", shown(n)),
+            format!(
+                "{} must be a DNS-1123 name (lowercase letters, digits, '-', '.')",
+                shown(n)
+            ),
         ),
         _ => {}
     }
     if let Some(ns) = obj.metadata.namespace.as_deref()
         && !is_dns1123(ns)
     {
-        err("metadata.namespace", format!("{} must be a DNS-1123 label", shown(ns)));
+        err(
+            "metadata.namespace",
+            format!("{} must be a DNS-1123 label", shown(ns)),
+        );
     }
     let s = &obj.spec;
     if !is_js_identifier(&s.class_name) || s.class_name.len() > 128 {
         err(
             "spec.className",
-            format!("{} must be a JavaScript identifier ({JS_IDENTIFIER}, at most 128 characters)", shown(&s.class_name)),
+            format!(
+                "{} must be a JavaScript identifier ({JS_IDENTIFIER}, at most 128 characters)",
+                shown(&s.class_name)
+            ),
         );
     }
     let app_name = obj.application_name();
     if !is_dns_like(app_name, false) {
-        let field = if s.application_name.is_some() { "spec.applicationName" } else { "metadata.name" };
-        err(field, format!("{} is not a valid application name ({APPLICATION_NAME})", shown(app_name)));
+        let field = if s.application_name.is_some() {
+            "spec.applicationName"
+        } else {
+            "metadata.name"
+        };
+        err(
+            field,
+            format!(
+                "{} is not a valid application name ({APPLICATION_NAME})",
+                shown(app_name)
+            ),
+        );
     }
     match (&s.image, &s.build) {
-        (Some(_), Some(_)) => err("spec", "exactly one of image or build must be set, not both".into()),
+        (Some(_), Some(_)) => err(
+            "spec",
+            "exactly one of image or build must be set, not both".into(),
+        ),
         (None, None) => err("spec", "exactly one of image or build must be set".into()),
         _ => {}
     }
@@ -542,9 +580,15 @@ pub fn validate(obj: &CloudflareContainer) -> Vec<FieldError> {
         }
         if let Some(c) = &image.from_container {
             if !is_dns1123(c) {
-                err("spec.image.fromContainer", format!("{} must be the name of a CloudflareContainer", shown(c)));
+                err(
+                    "spec.image.fromContainer",
+                    format!("{} must be the name of a CloudflareContainer", shown(c)),
+                );
             } else if c == obj.name() {
-                err("spec.image.fromContainer", "cannot promote from itself".into());
+                err(
+                    "spec.image.fromContainer",
+                    "cannot promote from itself".into(),
+                );
             }
         }
     }
@@ -555,7 +599,10 @@ pub fn validate(obj: &CloudflareContainer) -> Vec<FieldError> {
         if let Some(p) = &b.platform
             && p != "linux/amd64"
         {
-            err("spec.build.platform", format!("{}: only linux/amd64 runs on Cloudflare", shown(p)));
+            err(
+                "spec.build.platform",
+                format!("{}: only linux/amd64 runs on Cloudflare", shown(p)),
+            );
         }
     }
     if let Some(t) = &s.tag
@@ -564,48 +611,78 @@ pub fn validate(obj: &CloudflareContainer) -> Vec<FieldError> {
         err("spec.tag", format!("{} must match {TAG}", shown(t)));
     }
     if s.instance_type.is_some() && s.resources.is_some() {
-        err("spec.resources", "instanceType and resources are mutually exclusive".into());
+        err(
+            "spec.resources",
+            "instanceType and resources are mutually exclusive".into(),
+        );
     }
     if let Some(r) = &s.resources {
         if !(r.vcpu.is_finite() && (0.0625..=64.0).contains(&r.vcpu)) {
-            err("spec.resources.vcpu", format!("{} must be between 0.0625 and 64", r.vcpu));
+            err(
+                "spec.resources.vcpu",
+                format!("{} must be between 0.0625 and 64", r.vcpu),
+            );
         }
         if !(128..=262_144).contains(&r.memory_mib) {
-            err("spec.resources.memoryMib", format!("{} must be between 128 and 262144", r.memory_mib));
+            err(
+                "spec.resources.memoryMib",
+                format!("{} must be between 128 and 262144", r.memory_mib),
+            );
         }
         if let Some(d) = r.disk_mb
             && !(512..=1_048_576).contains(&d)
         {
-            err("spec.resources.diskMb", format!("{d} must be between 512 and 1048576"));
+            err(
+                "spec.resources.diskMb",
+                format!("{d} must be between 512 and 1048576"),
+            );
         }
     }
     if !(0..=100_000).contains(&s.instances) {
-        err("spec.instances", format!("{} must be between 0 and 100000", s.instances));
+        err(
+            "spec.instances",
+            format!("{} must be between 0 and 100000", s.instances),
+        );
     }
     if !(0..=100_000).contains(&s.max_instances) {
-        err("spec.maxInstances", format!("{} must be between 0 and 100000", s.max_instances));
+        err(
+            "spec.maxInstances",
+            format!("{} must be between 0 and 100000", s.max_instances),
+        );
     }
     if s.instances > s.max_instances {
         err(
             "spec.instances",
-            format!("{} must not exceed maxInstances ({})", s.instances, s.max_instances),
+            format!(
+                "{} must not exceed maxInstances ({})",
+                s.instances, s.max_instances
+            ),
         );
     }
     for k in s.env.keys() {
         if !is_env_name(k) {
             let key: String = k.chars().take(64).collect();
-            err(&format!("spec.env.{key}"), format!("environment variable name must match {ENV_NAME}"));
+            err(
+                &format!("spec.env.{key}"),
+                format!("environment variable name must match {ENV_NAME}"),
+            );
         }
     }
     if let Some(p) = s.rollout.step_percentage
         && !crate::cloudflare::types::STEP_PERCENTAGES.contains(&p)
     {
-        err("spec.rollout.stepPercentage", format!("{p} must be one of 5, 10, 20, 25, 50, 100"));
+        err(
+            "spec.rollout.stepPercentage",
+            format!("{p} must be one of 5, 10, 20, 25, 50, 100"),
+        );
     }
     if !(0..=604_800).contains(&s.rollout.active_grace_period_seconds) {
         err(
             "spec.rollout.activeGracePeriodSeconds",
-            format!("{} must be between 0 and 604800", s.rollout.active_grace_period_seconds),
+            format!(
+                "{} must be between 0 and 604800",
+                s.rollout.active_grace_period_seconds
+            ),
         );
     }
     if !is_dns_like(&s.worker.script_name, true) {
@@ -617,7 +694,10 @@ pub fn validate(obj: &CloudflareContainer) -> Vec<FieldError> {
     if let Some(b) = &s.worker.binding_name
         && !is_js_identifier(b)
     {
-        err("spec.worker.bindingName", format!("{} must be a JavaScript identifier", shown(b)));
+        err(
+            "spec.worker.bindingName",
+            format!("{} must be a JavaScript identifier", shown(b)),
+        );
     }
     errors
 }

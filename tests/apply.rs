@@ -16,7 +16,9 @@ fn manifest(extra: &str) -> CloudflareContainer {
     let doc = format!(
         "apiVersion: flaredock.dev/v1alpha1\nkind: CloudflareContainer\nmetadata: {{name: shop, namespace: apps}}\nspec:\n  className: {DEMO_CLASS}\n  worker: {{scriptName: {DEMO_SCRIPT}, bindingName: SHOP}}\n  maxInstances: 4\n{extra}"
     );
-    parse_document(&doc, "t.yaml", 1).expect("valid").expect("object")
+    parse_document(&doc, "t.yaml", 1)
+        .expect("valid")
+        .expect("object")
 }
 
 struct Setup {
@@ -29,16 +31,37 @@ struct Setup {
 async fn setup() -> Setup {
     let registry = common::DockerRegistry::start_with_auth("cf-user", "cf-pass");
     let em = common::start_emulator(|c| c.registry = Some(registry.as_external())).await;
-    let v1 = common::push_to_cloudflare(&em, "shop", "v1", &common::synthetic_image(&[2048, 4096], 1)).await;
-    let v2 = common::push_to_cloudflare(&em, "shop", "v2", &common::synthetic_image(&[2048, 4096], 2)).await;
+    let v1 = common::push_to_cloudflare(
+        &em,
+        "shop",
+        "v1",
+        &common::synthetic_image(&[2048, 4096], 1),
+    )
+    .await;
+    let v2 = common::push_to_cloudflare(
+        &em,
+        "shop",
+        "v2",
+        &common::synthetic_image(&[2048, 4096], 2),
+    )
+    .await;
     em.shared.clear_requests();
-    Setup { _registry: registry, em, v1, v2 }
+    Setup {
+        _registry: registry,
+        em,
+        v1,
+        v2,
+    }
 }
 
 async fn apply(reconciler: &Reconciler, obj: &CloudflareContainer) -> ReconcileOutcome {
     reconciler.view.invalidate().await;
     reconciler.images.new_round().await;
-    let options = ConvergeOptions { timeout: Duration::from_secs(30), poll: Duration::from_millis(20), ..Default::default() };
+    let options = ConvergeOptions {
+        timeout: Duration::from_secs(30),
+        poll: Duration::from_millis(20),
+        ..Default::default()
+    };
     let mut outcomes = converge(reconciler, std::slice::from_ref(obj), &options, |_, _| {}).await;
     outcomes.remove(&obj.key()).expect("an outcome")
 }
@@ -54,7 +77,10 @@ fn writes(em: &RunningEmulator) -> Vec<(String, String)> {
 }
 
 async fn apps(em: &RunningEmulator) -> Vec<Application> {
-    common::client_for(em).list_applications().await.expect("list")
+    common::client_for(em)
+        .list_applications()
+        .await
+        .expect("list")
 }
 
 #[tokio::test]
@@ -65,7 +91,11 @@ async fn converges_then_reapply_writes_nothing() {
     let obj = manifest("  image: {reference: 'shop:v1'}\n");
     let out = apply(&reconciler, &obj).await;
     assert!(out.ready(), "{:#?}", out.status);
-    assert_eq!(out.status.image.as_deref(), Some(s.v1.as_str()), "deployed by digest");
+    assert_eq!(
+        out.status.image.as_deref(),
+        Some(s.v1.as_str()),
+        "deployed by digest"
+    );
     let live = apps(&s.em).await;
     assert_eq!(live.len(), 1);
     assert_eq!(live[0].configuration.image, s.v1);
@@ -77,16 +107,28 @@ async fn converges_then_reapply_writes_nothing() {
     let again = apply(&fresh, &obj).await;
     assert!(again.ready());
     assert!(again.plan.is_noop(), "{:?}", again.plan);
-    assert!(writes(&s.em).is_empty(), "re-apply wrote: {:?}", writes(&s.em));
+    assert!(
+        writes(&s.em).is_empty(),
+        "re-apply wrote: {:?}",
+        writes(&s.em)
+    );
     let calls = s.em.shared.requests().len();
-    assert!(calls <= 5, "re-apply made {calls} API calls: {:?}", s.em.shared.requests());
+    assert!(
+        calls <= 5,
+        "re-apply made {calls} API calls: {:?}",
+        s.em.shared.requests()
+    );
 }
 
 #[tokio::test]
 async fn max_instances_change_is_one_patch_and_no_rollout() {
     let s = setup().await;
     let reconciler = common::reconciler_for(&common::client_for(&s.em));
-    assert!(apply(&reconciler, &manifest("  image: {reference: 'shop:v1'}\n")).await.ready());
+    assert!(
+        apply(&reconciler, &manifest("  image: {reference: 'shop:v1'}\n"))
+            .await
+            .ready()
+    );
     s.em.shared.clear_requests();
     let changed = manifest("  image: {reference: 'shop:v1'}\n").tap(|o| o.spec.max_instances = 9);
     let out = apply(&reconciler, &changed).await;
@@ -102,7 +144,11 @@ async fn max_instances_change_is_one_patch_and_no_rollout() {
 async fn image_change_is_one_rollout_to_the_new_digest() {
     let s = setup().await;
     let reconciler = common::reconciler_for(&common::client_for(&s.em));
-    assert!(apply(&reconciler, &manifest("  image: {reference: 'shop:v1'}\n")).await.ready());
+    assert!(
+        apply(&reconciler, &manifest("  image: {reference: 'shop:v1'}\n"))
+            .await
+            .ready()
+    );
     s.em.shared.clear_requests();
     let out = apply(&reconciler, &manifest("  image: {reference: 'shop:v2'}\n")).await;
     assert!(out.ready(), "{:#?}", out.status);
@@ -113,7 +159,10 @@ async fn image_change_is_one_rollout_to_the_new_digest() {
     assert_eq!(live[0].configuration.image, s.v2);
     assert_eq!(live[0].version, 2);
     assert_eq!(out.status.image.as_deref(), Some(s.v2.as_str()));
-    assert_eq!(out.status.rollout.as_ref().map(|r| r.status.as_str()), Some("completed"));
+    assert_eq!(
+        out.status.rollout.as_ref().map(|r| r.status.as_str()),
+        Some("completed")
+    );
 }
 
 #[tokio::test]
@@ -126,7 +175,10 @@ async fn a_foreign_application_is_refused_then_adopted_never_duplicated() {
             scheduling_policy: SchedulingPolicy::Default,
             instances: 0,
             max_instances: Some(2),
-            configuration: DeploymentConfiguration { image: s.v1.clone(), ..Default::default() },
+            configuration: DeploymentConfiguration {
+                image: s.v1.clone(),
+                ..Default::default()
+            },
             constraints: None,
             durable_objects: None,
             observability: None,
@@ -141,10 +193,20 @@ async fn a_foreign_application_is_refused_then_adopted_never_duplicated() {
     assert!(!out.ready());
     let ready = flaredock::reconcile::status::condition(&out.status, "Ready").unwrap();
     assert!(ready.message.contains("adopt"), "{}", ready.message);
-    assert!(writes(&s.em).iter().all(|(_, p)| !p.contains("/containers/")), "no container writes: {:?}", writes(&s.em));
+    assert!(
+        writes(&s.em)
+            .iter()
+            .all(|(_, p)| !p.contains("/containers/")),
+        "no container writes: {:?}",
+        writes(&s.em)
+    );
 
     // An app without a Durable Object binding cannot be taken for a DO class: still refused.
-    let adopted = apply(&reconciler, &manifest("  image: {reference: 'shop:v1'}\n  adopt: true\n")).await;
+    let adopted = apply(
+        &reconciler,
+        &manifest("  image: {reference: 'shop:v1'}\n  adopt: true\n"),
+    )
+    .await;
     assert!(adopted.stalled(), "{:#?}", adopted.status);
     assert_eq!(apps(&s.em).await.len(), 1, "never duplicated");
 }
@@ -159,7 +221,10 @@ async fn adopt_takes_over_an_application_in_the_same_namespace() {
             DEMO_SCRIPT,
             &ScriptSettings {
                 bindings: vec![],
-                migrations: Some(Migrations { new_sqlite_classes: vec![DEMO_CLASS.into()], ..Default::default() }),
+                migrations: Some(Migrations {
+                    new_sqlite_classes: vec![DEMO_CLASS.into()],
+                    ..Default::default()
+                }),
                 compatibility_date: None,
             },
         )
@@ -171,7 +236,10 @@ async fn adopt_takes_over_an_application_in_the_same_namespace() {
             scheduling_policy: SchedulingPolicy::Default,
             instances: 0,
             max_instances: Some(2),
-            configuration: DeploymentConfiguration { image: s.v1.clone(), ..Default::default() },
+            configuration: DeploymentConfiguration {
+                image: s.v1.clone(),
+                ..Default::default()
+            },
             constraints: None,
             durable_objects: Some(DurableObjectsConfiguration::ScriptAndClass {
                 script_name: DEMO_SCRIPT.into(),
@@ -185,19 +253,31 @@ async fn adopt_takes_over_an_application_in_the_same_namespace() {
     let reconciler = common::reconciler_for(&client);
     let refused = apply(&reconciler, &manifest("  image: {reference: 'shop:v1'}\n")).await;
     assert!(refused.stalled());
-    let out = apply(&reconciler, &manifest("  image: {reference: 'shop:v1'}\n  adopt: true\n")).await;
+    let out = apply(
+        &reconciler,
+        &manifest("  image: {reference: 'shop:v1'}\n  adopt: true\n"),
+    )
+    .await;
     assert!(out.ready(), "{:#?}", out.status);
-    assert!(out.events.iter().any(|e| e.contains("adopted")), "{:?}", out.events);
+    assert!(
+        out.events.iter().any(|e| e.contains("adopted")),
+        "{:?}",
+        out.events
+    );
     let live = apps(&s.em).await;
     assert_eq!(live.len(), 1, "never duplicated");
-    assert_eq!(live[0].configuration.label(flaredock::spec::OWNER_LABEL), Some("apps.shop"));
+    assert_eq!(
+        live[0].configuration.label(flaredock::spec::OWNER_LABEL),
+        Some("apps.shop")
+    );
     assert_eq!(live[0].max_instances, Some(4));
 }
 
 #[tokio::test]
 async fn a_create_whose_answer_is_lost_does_not_duplicate() {
     let s = setup().await;
-    s.em.shared.push_fault(Some("POST"), ScriptedFault::DropAfter);
+    s.em.shared
+        .push_fault(Some("POST"), ScriptedFault::DropAfter);
     // The bind is a PATCH; the first POST after credentials is the create.
     let client = common::client_for(&s.em);
     let reconciler = common::reconciler_for(&client);
@@ -206,13 +286,12 @@ async fn a_create_whose_answer_is_lost_does_not_duplicate() {
     s.em.shared.clear_requests();
     let out = apply(&reconciler, &manifest("  image: {reference: 'shop:v1'}\n")).await;
     assert!(out.ready(), "{:#?}", out.status);
-    let creates = s
-        .em
-        .shared
-        .requests()
-        .iter()
-        .filter(|r| r.method == "POST" && r.path.ends_with("/applications"))
-        .count();
+    let creates =
+        s.em.shared
+            .requests()
+            .iter()
+            .filter(|r| r.method == "POST" && r.path.ends_with("/applications"))
+            .count();
     assert_eq!(creates, 1, "the create was not repeated");
     assert_eq!(apps(&s.em).await.len(), 1);
 }
@@ -222,8 +301,14 @@ async fn a_missing_tag_waits_and_names_the_image() {
     let s = setup().await;
     let reconciler = common::reconciler_for(&common::client_for(&s.em));
     let obj = manifest("  image: {reference: 'shop:v9'}\n");
-    let options = ConvergeOptions { wait: false, ..Default::default() };
-    let out = converge(&reconciler, std::slice::from_ref(&obj), &options, |_, _| {}).await.remove(&obj.key()).unwrap();
+    let options = ConvergeOptions {
+        wait: false,
+        ..Default::default()
+    };
+    let out = converge(&reconciler, std::slice::from_ref(&obj), &options, |_, _| {})
+        .await
+        .remove(&obj.key())
+        .unwrap();
     let image = flaredock::reconcile::status::condition(&out.status, "ImageReady").unwrap();
     assert_eq!(image.status, "False");
     assert_eq!(image.reason, "ImageNotFound");
@@ -262,7 +347,12 @@ async fn the_cli_applies_and_deletes_against_an_emulator() {
 
     let out = run(&["apply", "-f", f, "--timeout", "30s"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("apps/shop: Ready=True"), "{stdout}");
     assert!(stdout.contains(&s.v1), "{stdout}");
 
@@ -280,4 +370,55 @@ impl Tap for CloudflareContainer {
         f(&mut self);
         self
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_quickstart_converges_on_the_embedded_emulator() {
+    let out = Command::new(env!("CARGO_BIN_EXE_flaredock"))
+        .args(["apply", "--emulator", "-f"])
+        .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/quickstart.yaml"))
+        .env_remove("CLOUDFLARE_API_TOKEN")
+        .output()
+        .expect("flaredock runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("default/hello: Ready=True"), "{stdout}");
+    assert!(stdout.contains("/hello@sha256:"), "deployed by digest: {stdout}");
+}
+
+#[test]
+fn every_example_is_a_valid_manifest() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let loaded = flaredock::manifest::load(&[dir]);
+    assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
+    assert!(loaded.objects.len() >= 7, "{} objects", loaded.objects.len());
+}
+
+#[tokio::test]
+async fn promotion_deploys_the_digest_the_source_deployed() {
+    let em = common::start_emulator(|_| {}).await;
+    em.put_script("prod-worker", &["Prod"]);
+    let staging = parse_document(
+        &format!("apiVersion: flaredock.dev/v1alpha1\nkind: CloudflareContainer\nmetadata: {{name: staging}}\nspec:\n  className: {DEMO_CLASS}\n  image: {{reference: 'hello:v1'}}\n  worker: {{scriptName: {DEMO_SCRIPT}}}\n"),
+        "s.yaml",
+        1,
+    )
+    .unwrap()
+    .unwrap();
+    let production = parse_document(
+        "apiVersion: flaredock.dev/v1alpha1\nkind: CloudflareContainer\nmetadata: {name: production}\nspec:\n  className: Prod\n  image: {fromContainer: staging}\n  worker: {scriptName: prod-worker}\n",
+        "p.yaml",
+        1,
+    )
+    .unwrap()
+    .unwrap();
+    let reconciler = common::reconciler_for(&common::client_for(&em));
+    let options = ConvergeOptions { timeout: Duration::from_secs(30), poll: Duration::from_millis(20), ..Default::default() };
+    // Production first: it must wait for staging, not fail.
+    let outcomes = converge(&reconciler, &[production.clone(), staging.clone()], &options, |_, _| {}).await;
+    let s = &outcomes[&staging.key()];
+    let p = &outcomes[&production.key()];
+    assert!(s.ready() && p.ready(), "{:#?}\n{:#?}", s.status, p.status);
+    assert_eq!(p.status.image, s.status.image);
+    assert!(p.status.image.as_deref().unwrap().contains("@sha256:"));
 }

@@ -38,7 +38,11 @@ async fn retries_a_5xx_and_a_dropped_connection_for_safe_requests() {
     em.shared.push_fault(None, ScriptedFault::ServerError(500));
     assert!(client.list_applications().await.unwrap().is_empty());
     let statuses: Vec<u16> = em.shared.requests().iter().map(|r| r.status).collect();
-    assert_eq!(statuses, vec![503, 0, 500, 200], "three failures, then success");
+    assert_eq!(
+        statuses,
+        vec![503, 0, 500, 200],
+        "three failures, then success"
+    );
 }
 
 #[tokio::test]
@@ -46,17 +50,45 @@ async fn a_create_is_never_blindly_repeated() {
     let em = common::start_emulator(|_| {}).await;
     let client = common::client_for(&em);
     em.shared.push_fault(Some("POST"), ScriptedFault::DropAfter);
-    let err = client.create_application(&app_request(&em, "once")).await.unwrap_err();
-    assert!(matches!(err, ApiError::Transport { maybe_applied: true, .. }), "{err:?}");
-    let posts = em.shared.requests().iter().filter(|r| r.method == "POST").count();
+    let err = client
+        .create_application(&app_request(&em, "once"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ApiError::Transport {
+                maybe_applied: true,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let posts = em
+        .shared
+        .requests()
+        .iter()
+        .filter(|r| r.method == "POST")
+        .count();
     assert_eq!(posts, 1, "the create was sent once");
     // It was applied: the caller finds it by name.
     assert_eq!(client.list_applications().await.unwrap().len(), 1);
     // A 5xx on create is not repeated either.
-    em.shared.push_fault(Some("POST"), ScriptedFault::ServerError(502));
-    let err = client.create_application(&app_request(&em, "twice")).await.unwrap_err();
+    em.shared
+        .push_fault(Some("POST"), ScriptedFault::ServerError(502));
+    let err = client
+        .create_application(&app_request(&em, "twice"))
+        .await
+        .unwrap_err();
     assert!(matches!(err, ApiError::Server { status: 502, .. }));
-    assert_eq!(em.shared.requests().iter().filter(|r| r.method == "POST").count(), 2);
+    assert_eq!(
+        em.shared
+            .requests()
+            .iter()
+            .filter(|r| r.method == "POST")
+            .count(),
+        2
+    );
 }
 
 #[tokio::test]
@@ -66,9 +98,16 @@ async fn retry_after_is_honoured() {
     em.shared.push_fault(None, ScriptedFault::RateLimit(1));
     let started = Instant::now();
     assert!(client.list_applications().await.is_ok());
-    assert!(started.elapsed() >= Duration::from_secs(1), "waited {:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "waited {:?}",
+        started.elapsed()
+    );
     let log = em.shared.requests();
-    assert_eq!(log.iter().map(|r| r.status).collect::<Vec<_>>(), vec![429, 200]);
+    assert_eq!(
+        log.iter().map(|r| r.status).collect::<Vec<_>>(),
+        vec![429, 200]
+    );
 }
 
 #[tokio::test]
@@ -76,18 +115,36 @@ async fn error_mapping_of_every_kind() {
     let em = common::start_emulator(|_| {}).await;
     let client = common::client_for(&em);
     // Not found.
-    assert!(matches!(client.get_application("missing").await, Err(ApiError::NotFound { status: 404, .. })));
+    assert!(matches!(
+        client.get_application("missing").await,
+        Err(ApiError::NotFound { status: 404, .. })
+    ));
     // Name taken.
-    client.create_application(&app_request(&em, "taken")).await.unwrap();
-    let e = client.create_application(&app_request(&em, "taken")).await.unwrap_err();
-    assert!(matches!(e, ApiError::NameTaken { status: 400, .. }), "{e:?}");
+    client
+        .create_application(&app_request(&em, "taken"))
+        .await
+        .unwrap();
+    let e = client
+        .create_application(&app_request(&em, "taken"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, ApiError::NameTaken { status: 400, .. }),
+        "{e:?}"
+    );
     // 1608: the namespace already has an application; details parsed from the message.
     let settings = ScriptSettings {
         bindings: vec![],
-        migrations: Some(Migrations { new_sqlite_classes: vec![DEMO_CLASS.into()], ..Default::default() }),
+        migrations: Some(Migrations {
+            new_sqlite_classes: vec![DEMO_CLASS.into()],
+            ..Default::default()
+        }),
         compatibility_date: None,
     };
-    client.patch_script_settings(DEMO_SCRIPT, &settings).await.unwrap();
+    client
+        .patch_script_settings(DEMO_SCRIPT, &settings)
+        .await
+        .unwrap();
     let mut first = app_request(&em, "do-a");
     first.durable_objects = Some(DurableObjectsConfiguration::ScriptAndClass {
         script_name: DEMO_SCRIPT.into(),
@@ -97,7 +154,11 @@ async fn error_mapping_of_every_kind() {
     let mut second = first.clone();
     second.name = "do-b".into();
     match client.create_application(&second).await {
-        Err(ApiError::NamespaceHasApplication { application_name, application_id, .. }) => {
+        Err(ApiError::NamespaceHasApplication {
+            application_name,
+            application_id,
+            ..
+        }) => {
             assert_eq!(application_name, "do-a");
             assert_eq!(application_id, a.id);
         }
@@ -105,15 +166,26 @@ async fn error_mapping_of_every_kind() {
     }
     // Validation (terminal).
     let mut bad = app_request(&em, "bad");
-    bad.constraints = Some(ApplicationConstraints { regions: Some(vec!["MARS".into()]), jurisdiction: None });
+    bad.constraints = Some(ApplicationConstraints {
+        regions: Some(vec!["MARS".into()]),
+        jurisdiction: None,
+    });
     let e = client.create_application(&bad).await.unwrap_err();
-    assert!(matches!(e, ApiError::Validation { .. }) && e.is_terminal(), "{e:?}");
+    assert!(
+        matches!(e, ApiError::Validation { .. }) && e.is_terminal(),
+        "{e:?}"
+    );
     // Unauthorized (terminal) and forbidden (another account).
-    let wrong = common::client_with(&em, |c| c.token = flaredock::cloudflare::Secret::new("nope"));
+    let wrong = common::client_with(&em, |c| {
+        c.token = flaredock::cloudflare::Secret::new("nope")
+    });
     let e = wrong.list_applications().await.unwrap_err();
     assert!(matches!(e, ApiError::Unauthorized { status: 401, .. }) && e.is_terminal());
     let other_account = common::client_with(&em, |c| c.account_id = "someone-else".into());
-    assert!(matches!(other_account.list_applications().await, Err(ApiError::Forbidden { status: 403, .. })));
+    assert!(matches!(
+        other_account.list_applications().await,
+        Err(ApiError::Forbidden { status: 403, .. })
+    ));
 }
 
 #[tokio::test]
@@ -122,7 +194,10 @@ async fn non_json_bodies_are_typed_errors() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let app = axum::Router::new().fallback(|| async {
-        (axum::http::StatusCode::BAD_GATEWAY, "<html><body><h1>502 Bad Gateway</h1></body></html>")
+        (
+            axum::http::StatusCode::BAD_GATEWAY,
+            "<html><body><h1>502 Bad Gateway</h1></body></html>",
+        )
     });
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     let em = common::start_emulator(|_| {}).await;
@@ -131,7 +206,9 @@ async fn non_json_bodies_are_typed_errors() {
         c.max_attempts = 2;
     });
     match client.list_applications().await {
-        Err(ApiError::InvalidResponse { status, excerpt, .. }) => {
+        Err(ApiError::InvalidResponse {
+            status, excerpt, ..
+        }) => {
             assert_eq!(status, 502);
             assert!(excerpt.contains("502 Bad Gateway"));
         }
@@ -143,14 +220,24 @@ async fn non_json_bodies_are_typed_errors() {
 async fn emulator_validates_like_cloudflare() {
     let em = common::start_emulator(|_| {}).await;
     let http = reqwest::Client::new();
-    let base = format!("{}/accounts/{}/containers/applications", em.base_url(), em.account_id());
+    let base = format!(
+        "{}/accounts/{}/containers/applications",
+        em.base_url(),
+        em.account_id()
+    );
     let auth = format!("Bearer {}", em.api_token());
     let send = |body: Value| {
         let http = http.clone();
         let base = base.clone();
         let auth = auth.clone();
         async move {
-            let r = http.post(&base).header("authorization", auth).json(&body).send().await.unwrap();
+            let r = http
+                .post(&base)
+                .header("authorization", auth)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
             let status = r.status().as_u16();
             (status, r.json::<Value>().await.unwrap())
         }
@@ -160,17 +247,33 @@ async fn emulator_validates_like_cloudflare() {
     let (s, b) = send(json!({"name": "x", "scheduling_policy": "default", "instances": 0})).await;
     assert_eq!(s, 400);
     assert_eq!(b["success"], false);
-    assert!(b["errors"][0]["message"].as_str().unwrap().contains("configuration"), "{b}");
+    assert!(
+        b["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("configuration"),
+        "{b}"
+    );
     // Wrong enum.
     let (s, b) = send(json!({"name": "x", "scheduling_policy": "moon", "instances": 0, "configuration": {"image": image}})).await;
     assert_eq!(s, 400, "{b}");
-    assert!(b["errors"][0]["message"].as_str().unwrap().contains("scheduling_policy"));
+    assert!(
+        b["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("scheduling_policy")
+    );
     let (s, _) = send(json!({"name": "x", "scheduling_policy": "default", "instances": 0, "configuration": {"image": image, "instance_type": "huge"}})).await;
     assert_eq!(s, 400);
     // An image outside the account's registry.
     let (s, b) = send(json!({"name": "x", "scheduling_policy": "default", "instances": 0, "configuration": {"image": "docker.io/library/nginx:latest"}})).await;
     assert_eq!(s, 400);
-    assert!(b["errors"][0]["message"].as_str().unwrap().contains("registry"));
+    assert!(
+        b["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("registry")
+    );
     // A good one: 201.
     let (s, b) = send(json!({"name": "x", "scheduling_policy": "default", "instances": 0, "configuration": {"image": image}})).await;
     assert_eq!(s, 201, "{b}");
@@ -185,7 +288,12 @@ async fn emulator_validates_like_cloudflare() {
         .unwrap();
     assert_eq!(r.status().as_u16(), 400);
     let b: Value = r.json().await.unwrap();
-    assert!(b["errors"][0]["message"].as_str().unwrap().contains("step_percentage"));
+    assert!(
+        b["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("step_percentage")
+    );
     // Missing token: 401 envelope.
     let r = http.get(&base).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 401);
@@ -203,7 +311,11 @@ async fn emulator_validates_like_cloudflare() {
     assert_eq!(r.status().as_u16(), 400);
     // Settings PATCH must be multipart.
     let r = http
-        .patch(format!("{}/accounts/{}/workers/scripts/{DEMO_SCRIPT}/settings", em.base_url(), em.account_id()))
+        .patch(format!(
+            "{}/accounts/{}/workers/scripts/{DEMO_SCRIPT}/settings",
+            em.base_url(),
+            em.account_id()
+        ))
         .header("authorization", &auth)
         .json(&json!({"bindings": []}))
         .send()
@@ -216,7 +328,10 @@ async fn emulator_validates_like_cloudflare() {
 async fn rollouts_progress_and_update_the_application() {
     let em = common::start_emulator(|c| c.rollout_step = Duration::from_millis(30)).await;
     let client = common::client_for(&em);
-    let app = client.create_application(&app_request(&em, "roll")).await.unwrap();
+    let app = client
+        .create_application(&app_request(&em, "roll"))
+        .await
+        .unwrap();
     assert_eq!(app.version, 1);
     let mut target = app.configuration.clone();
     target.instance_type = Some(InstanceType::Basic);
@@ -237,7 +352,11 @@ async fn rollouts_progress_and_update_the_application() {
     assert_eq!(r.progress.as_ref().unwrap().total_steps, 4);
     let during = client.get_application(&app.id).await.unwrap();
     assert_eq!(during.active_rollout_id.as_deref(), Some(r.id.as_str()));
-    assert_eq!(during.configuration.instance_type, Some(InstanceType::Lite), "not applied before the rollout ends");
+    assert_eq!(
+        during.configuration.instance_type,
+        Some(InstanceType::Lite),
+        "not applied before the rollout ends"
+    );
     let versions = client.list_versions(&app.id).await.unwrap();
     assert_eq!(versions.len(), 2);
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -263,8 +382,15 @@ async fn settings_patch_keeps_other_bindings_with_inherit() {
     assert_eq!(seeded.status().as_u16(), 204);
     let client = common::client_for(&em);
     let before = client.get_script_settings("shop").await.unwrap();
-    let secret = before.bindings.iter().find(|b| b.name == "API_KEY").unwrap();
-    assert!(secret.rest.get("text").is_none(), "secrets are not readable");
+    let secret = before
+        .bindings
+        .iter()
+        .find(|b| b.name == "API_KEY")
+        .unwrap();
+    assert!(
+        secret.rest.get("text").is_none(),
+        "secrets are not readable"
+    );
     let settings = ScriptSettings {
         bindings: before
             .bindings
@@ -272,26 +398,48 @@ async fn settings_patch_keeps_other_bindings_with_inherit() {
             .map(|b| Binding::inherit(&b.name))
             .chain([Binding::durable_object("SHOP", "Shop")])
             .collect(),
-        migrations: Some(Migrations { new_sqlite_classes: vec!["Shop".into()], ..Default::default() }),
+        migrations: Some(Migrations {
+            new_sqlite_classes: vec!["Shop".into()],
+            ..Default::default()
+        }),
         compatibility_date: None,
     };
-    let after = client.patch_script_settings("shop", &settings).await.unwrap();
+    let after = client
+        .patch_script_settings("shop", &settings)
+        .await
+        .unwrap();
     let names: Vec<&str> = after.bindings.iter().map(|b| b.name.as_str()).collect();
     assert_eq!(names, vec!["API_KEY", "MODE", "SHOP"]);
     let ns = client.list_namespaces().await.unwrap();
     assert_eq!(ns.len(), 1);
     assert_eq!(ns[0].class.as_deref(), Some("Shop"));
-    assert_eq!(after.bindings[2].str_field("namespace_id"), Some(ns[0].id.as_str()));
+    assert_eq!(
+        after.bindings[2].str_field("namespace_id"),
+        Some(ns[0].id.as_str())
+    );
     // The secret's value survived (inherit), as the emulator's state shows.
-    let state: Value = http.get(format!("http://{}/__emulator/state", em.addr)).send().await.unwrap().json().await.unwrap();
+    let state: Value = http
+        .get(format!("http://{}/__emulator/state", em.addr))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(state["scripts"]["shop"]["bindings"][0]["text"], "s3cret");
     // A class the script does not export is refused.
     let bad = ScriptSettings {
         bindings: vec![Binding::durable_object("X", "Nope")],
-        migrations: Some(Migrations { new_sqlite_classes: vec!["Nope".into()], ..Default::default() }),
+        migrations: Some(Migrations {
+            new_sqlite_classes: vec!["Nope".into()],
+            ..Default::default()
+        }),
         compatibility_date: None,
     };
-    assert!(matches!(client.patch_script_settings("shop", &bad).await, Err(ApiError::Validation { .. })));
+    assert!(matches!(
+        client.patch_script_settings("shop", &bad).await,
+        Err(ApiError::Validation { .. })
+    ));
 }
 
 #[tokio::test]
@@ -306,7 +454,10 @@ async fn namespaces_are_paginated() {
             "many",
             &ScriptSettings {
                 bindings: vec![],
-                migrations: Some(Migrations { new_sqlite_classes: classes.clone(), ..Default::default() }),
+                migrations: Some(Migrations {
+                    new_sqlite_classes: classes.clone(),
+                    ..Default::default()
+                }),
                 compatibility_date: None,
             },
         )
@@ -314,14 +465,22 @@ async fn namespaces_are_paginated() {
         .unwrap();
     let all = client.list_namespaces().await.unwrap();
     assert_eq!(all.len(), 1005);
-    let pages = em.shared.requests().iter().filter(|r| r.path.ends_with("/namespaces")).count();
+    let pages = em
+        .shared
+        .requests()
+        .iter()
+        .filter(|r| r.path.ends_with("/namespaces"))
+        .count();
     assert_eq!(pages, 2);
 }
 
 #[tokio::test]
 async fn a_burst_through_the_limiter_earns_no_429() {
     // The emulator allows 250 requests per 0.5 s; the client is told the same limit.
-    let limit = RateLimit { requests: 250, window: Duration::from_millis(500) };
+    let limit = RateLimit {
+        requests: 250,
+        window: Duration::from_millis(500),
+    };
     let em = common::start_emulator(|c| c.rate_limit = limit).await;
     let client = Arc::new(common::client_with(&em, |c| c.rate_limit = limit));
     let started = Instant::now();
@@ -342,18 +501,37 @@ async fn a_burst_through_the_limiter_earns_no_429() {
     let limited = log.iter().filter(|r| r.status == 429).count();
     assert_eq!(limited, 0, "{limited} requests were rate limited");
     // 2,016 requests at 250 per 0.5 s need at least 8 windows beyond the first.
-    assert!(started.elapsed() >= Duration::from_millis(3500), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_millis(3500),
+        "took {:?}",
+        started.elapsed()
+    );
     assert!(client.limiter().waited() > Duration::ZERO);
 }
 
 #[tokio::test]
 async fn the_emulator_blocks_a_token_that_exceeds_its_limit() {
-    let em = common::start_emulator(|c| c.rate_limit = RateLimit { requests: 5, window: Duration::from_secs(30) }).await;
+    let em = common::start_emulator(|c| {
+        c.rate_limit = RateLimit {
+            requests: 5,
+            window: Duration::from_secs(30),
+        }
+    })
+    .await;
     let http = reqwest::Client::new();
-    let url = format!("{}/accounts/{}/containers/applications", em.base_url(), em.account_id());
+    let url = format!(
+        "{}/accounts/{}/containers/applications",
+        em.base_url(),
+        em.account_id()
+    );
     let mut statuses = Vec::new();
     for _ in 0..7 {
-        let r = http.get(&url).bearer_auth(em.api_token()).send().await.unwrap();
+        let r = http
+            .get(&url)
+            .bearer_auth(em.api_token())
+            .send()
+            .await
+            .unwrap();
         if r.status().as_u16() == 429 {
             assert_eq!(r.headers()["retry-after"], "30");
         }
@@ -368,7 +546,10 @@ async fn state_file_survives_a_restart() {
     let file = dir.path().join("state.json");
     let em = common::start_emulator(|c| c.state_file = Some(file.clone())).await;
     let client = common::client_for(&em);
-    client.create_application(&app_request(&em, "kept")).await.unwrap();
+    client
+        .create_application(&app_request(&em, "kept"))
+        .await
+        .unwrap();
     em.stop().await;
     let em = common::start_emulator(|c| c.state_file = Some(file.clone())).await;
     let client = common::client_for(&em);

@@ -20,12 +20,17 @@ use serde_json::{Map, Value, json};
 
 fn shared_dir() -> PathBuf {
     let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    for candidate in [here.join("../shared/cloudflare-api"), here.join("shared/cloudflare-api")] {
+    for candidate in [
+        here.join("../shared/cloudflare-api"),
+        here.join("shared/cloudflare-api"),
+    ] {
         if candidate.join("containers-openapi-subset.json").exists() {
             return candidate;
         }
     }
-    panic!("the official API extract is missing: expected ../shared/cloudflare-api next to the repository");
+    panic!(
+        "the official API extract is missing: expected ../shared/cloudflare-api next to the repository"
+    );
 }
 
 fn load(name: &str) -> Value {
@@ -34,19 +39,19 @@ fn load(name: &str) -> Value {
 }
 
 /// OpenAPI 3.0 schema → JSON Schema 2020-12.
-fn convert(v: &Value, kinds: &Map<String, Value>) -> Value {
+fn convert(v: &Value) -> Value {
     match v {
-        Value::Array(a) => Value::Array(a.iter().map(|x| convert(x, kinds)).collect()),
+        Value::Array(a) => Value::Array(a.iter().map(convert).collect()),
         Value::Object(o) => {
             let mut out = Map::new();
             for (k, val) in o {
                 match k.as_str() {
                     "nullable" | "discriminator" | "example" => {}
                     "oneOf" => {
-                        out.insert("anyOf".into(), convert(val, kinds));
+                        out.insert("anyOf".into(), convert(val));
                     }
                     _ => {
-                        out.insert(k.clone(), convert(val, kinds));
+                        out.insert(k.clone(), convert(val));
                     }
                 }
             }
@@ -88,11 +93,24 @@ impl Spec {
             .and_then(Value::as_object)
             .map(|m| {
                 m.iter()
-                    .map(|(kind, r)| (kind.clone(), r.as_str().unwrap_or("").rsplit('/').next().unwrap_or("").to_string()))
+                    .map(|(kind, r)| {
+                        (
+                            kind.clone(),
+                            r.as_str()
+                                .unwrap_or("")
+                                .rsplit('/')
+                                .next()
+                                .unwrap_or("")
+                                .to_string(),
+                        )
+                    })
                     .collect()
             })
             .unwrap_or_default();
-        if let Some(schemas) = doc.pointer_mut("/components/schemas").and_then(Value::as_object_mut) {
+        if let Some(schemas) = doc
+            .pointer_mut("/components/schemas")
+            .and_then(Value::as_object_mut)
+        {
             for (kind, schema_name) in mapping {
                 if let Some(s) = schemas.get_mut(&schema_name)
                     && s.get("x-omitted-from-subset").is_some()
@@ -101,10 +119,13 @@ impl Spec {
                 }
             }
         }
-        let kinds = Map::new();
-        let doc = convert(&doc, &kinds);
+        let doc = convert(&doc);
         let components = doc["components"].clone();
-        Spec { doc, components, prefix }
+        Spec {
+            doc,
+            components,
+            prefix,
+        }
     }
 
     /// The operation for a request path (without `/client/v4`) and method.
@@ -158,8 +179,12 @@ fn settings_part(content_type: &str, body: &[u8]) -> Value {
     for part in text.split(&format!("--{boundary}")) {
         if part.contains("name=\"settings\"") {
             let (headers, content) = part.split_once("\r\n\r\n").expect("part body");
-            assert!(headers.to_lowercase().contains("application/json"), "settings part must be application/json: {headers}");
-            return serde_json::from_str(content.trim_end_matches("\r\n")).expect("settings part is JSON");
+            assert!(
+                headers.to_lowercase().contains("application/json"),
+                "settings part must be application/json: {headers}"
+            );
+            return serde_json::from_str(content.trim_end_matches("\r\n"))
+                .expect("settings part is JSON");
         }
     }
     panic!("no settings part in the multipart body");
@@ -175,7 +200,11 @@ async fn every_exchange_matches_the_official_schema() {
     // Containers and Workers operations, successes and failures.
     assert!(client.list_applications().await.unwrap().is_empty());
     let creds = client
-        .registry_credentials(CLOUDFLARE_REGISTRY, &[RegistryPermission::Pull, RegistryPermission::Push], 15)
+        .registry_credentials(
+            CLOUDFLARE_REGISTRY,
+            &[RegistryPermission::Pull, RegistryPermission::Push],
+            15,
+        )
         .await
         .unwrap();
     assert_eq!(creds.registry_host, em.registry_host());
@@ -212,30 +241,57 @@ async fn every_exchange_matches_the_official_schema() {
         configuration: DeploymentConfiguration {
             image: image.clone(),
             instance_type: Some(InstanceType::Lite),
-            environment_variables: Some(vec![EnvironmentVariable { name: "A".into(), value: "1".into() }]),
-            labels: Some(vec![Label { name: "flaredock.dev/owner".into(), value: "default.contract".into() }]),
+            environment_variables: Some(vec![EnvironmentVariable {
+                name: "A".into(),
+                value: "1".into(),
+            }]),
+            labels: Some(vec![Label {
+                name: "flaredock.dev/owner".into(),
+                value: "default.contract".into(),
+            }]),
             ..Default::default()
         },
-        constraints: Some(ApplicationConstraints { regions: Some(vec!["WEUR".into()]), jurisdiction: Some("eu".into()) }),
+        constraints: Some(ApplicationConstraints {
+            regions: Some(vec!["WEUR".into()]),
+            jurisdiction: Some("eu".into()),
+        }),
         durable_objects: Some(DurableObjectsConfiguration::ScriptAndClass {
             script_name: DEMO_SCRIPT.into(),
             class_name: DEMO_CLASS.into(),
         }),
-        observability: Some(Observability { logs: Some(ObservabilityLogs { enabled: Some(true) }) }),
+        observability: Some(Observability {
+            logs: Some(ObservabilityLogs {
+                enabled: Some(true),
+            }),
+        }),
         rollout_active_grace_period: Some(0),
     };
     let app = client.create_application(&request).await.unwrap();
-    assert!(matches!(client.create_application(&request).await, Err(ApiError::NameTaken { .. })));
+    assert!(matches!(
+        client.create_application(&request).await,
+        Err(ApiError::NameTaken { .. })
+    ));
     let mut other = request.clone();
     other.name = "contract-2".into();
-    other.durable_objects = Some(DurableObjectsConfiguration::NamespaceId { namespace_id: namespaces[0].id.clone() });
+    other.durable_objects = Some(DurableObjectsConfiguration::NamespaceId {
+        namespace_id: namespaces[0].id.clone(),
+    });
     assert!(matches!(
         client.create_application(&other).await,
         Err(ApiError::NamespaceHasApplication { .. })
     ));
-    assert_eq!(client.get_application(&app.id).await.unwrap().name, "contract");
+    assert_eq!(
+        client.get_application(&app.id).await.unwrap().name,
+        "contract"
+    );
     let modified = client
-        .modify_application(&app.id, &ModifyApplicationRequest { max_instances: Some(5), ..Default::default() })
+        .modify_application(
+            &app.id,
+            &ModifyApplicationRequest {
+                max_instances: Some(5),
+                ..Default::default()
+            },
+        )
         .await
         .unwrap();
     assert_eq!(modified.max_instances, Some(5));
@@ -259,25 +315,53 @@ async fn every_exchange_matches_the_official_schema() {
         .unwrap();
     assert_eq!(rollout.status, RolloutStatus::Progressing);
     assert!(!client.list_versions(&app.id).await.unwrap().is_empty());
-    assert!(matches!(client.get_application("nope").await, Err(ApiError::NotFound { .. })));
-    assert!(matches!(client.get_script_settings("no-such-script").await, Err(ApiError::NotFound { .. })));
+    assert!(matches!(
+        client.get_application("nope").await,
+        Err(ApiError::NotFound { .. })
+    ));
+    assert!(matches!(
+        client.get_script_settings("no-such-script").await,
+        Err(ApiError::NotFound { .. })
+    ));
     em.shared.push_fault(None, ScriptedFault::RateLimit(1));
-    assert!(client.list_applications().await.is_ok(), "a 429 is waited out and retried");
-    let bad = common::client_with(&em, |c| c.token = flaredock::cloudflare::Secret::new("wrong"));
-    assert!(matches!(bad.list_applications().await, Err(ApiError::Unauthorized { .. })));
+    assert!(
+        client.list_applications().await.is_ok(),
+        "a 429 is waited out and retried"
+    );
+    let bad = common::client_with(&em, |c| {
+        c.token = flaredock::cloudflare::Secret::new("wrong")
+    });
+    assert!(matches!(
+        bad.list_applications().await,
+        Err(ApiError::Unauthorized { .. })
+    ));
     assert!(client.delete_application(&app.id).await.unwrap());
-    assert!(!client.delete_application(&app.id).await.unwrap(), "a second delete finds it gone");
+    assert!(
+        !client.delete_application(&app.id).await.unwrap(),
+        "a second delete finds it gone"
+    );
 
     // Validate every exchange.
     let exchanges = em.shared.exchanges();
-    assert!(exchanges.len() >= 20, "only {} exchanges captured", exchanges.len());
+    assert!(
+        exchanges.len() >= 20,
+        "only {} exchanges captured",
+        exchanges.len()
+    );
     let mut problems = Vec::new();
     let mut covered = BTreeSet::new();
     for x in &exchanges {
         let path = x.path.strip_prefix("/client/v4").expect("API path");
-        let spec = if path.contains("/containers/") { &containers } else { &workers };
+        let spec = if path.contains("/containers/") {
+            &containers
+        } else {
+            &workers
+        };
         let Some((template, op)) = spec.operation(&x.method, path) else {
-            problems.push(format!("{} {path}: no such operation in the official extract", x.method));
+            problems.push(format!(
+                "{} {path}: no such operation in the official extract",
+                x.method
+            ));
             continue;
         };
         let op_id = op["operationId"].as_str().unwrap_or("?").to_string();
@@ -288,16 +372,25 @@ async fn every_exchange_matches_the_official_schema() {
             if let Some(schema) = content.pointer("/application~1json/schema") {
                 let body: Value = serde_json::from_slice(&x.request_body).expect("request is JSON");
                 problems.extend(spec.validate(schema, &body, &format!("{what} request")));
-            } else if let Some(schema) = content.pointer("/multipart~1form-data/schema/properties/settings") {
+            } else if let Some(schema) =
+                content.pointer("/multipart~1form-data/schema/properties/settings")
+            {
                 let part = settings_part(&x.request_content_type, &x.request_body);
-                problems.extend(spec.validate(schema, &part, &format!("{what} request settings part")));
+                problems.extend(spec.validate(
+                    schema,
+                    &part,
+                    &format!("{what} request settings part"),
+                ));
             }
         }
         // The response.
         let responses = &op["responses"];
         let status = x.status.to_string();
         let class = format!("{}XX", &status[..1]);
-        let declared = responses.get(&status).or_else(|| responses.get(&class)).or_else(|| responses.get("default"));
+        let declared = responses
+            .get(&status)
+            .or_else(|| responses.get(&class))
+            .or_else(|| responses.get("default"));
         let schema = match declared.and_then(|r| r.pointer("/content/application~1json/schema")) {
             Some(s) => s.clone(),
             None if x.status >= 400 => {
@@ -322,7 +415,11 @@ async fn every_exchange_matches_the_official_schema() {
         };
         problems.extend(spec.validate(&schema, &body, &format!("{what} response {status}")));
     }
-    assert!(problems.is_empty(), "contract violations:\n{}", problems.join("\n"));
+    assert!(
+        problems.is_empty(),
+        "contract violations:\n{}",
+        problems.join("\n")
+    );
     for op in [
         "listApplications",
         "createApplication",
@@ -348,10 +445,18 @@ fn the_validator_catches_a_broken_response() {
     let (_, op) = containers
         .operation("GET", "/accounts/x/containers/applications/y")
         .expect("getApplication");
-    let schema = op.pointer("/responses/200/content/application~1json/schema").unwrap();
+    let schema = op
+        .pointer("/responses/200/content/application~1json/schema")
+        .unwrap();
     let broken = json!({"success": true, "errors": [], "messages": [], "result": {"id": "a"}});
     assert!(!containers.validate(schema, &broken, "broken").is_empty());
     let bad_enum = json!({"success": false, "errors": [{"code": 5, "message": "x"}], "messages": [], "result": null});
-    let schema = op.pointer("/responses/404/content/application~1json/schema").unwrap();
-    assert!(!containers.validate(schema, &bad_enum, "code below 1000").is_empty());
+    let schema = op
+        .pointer("/responses/404/content/application~1json/schema")
+        .unwrap();
+    assert!(
+        !containers
+            .validate(schema, &bad_enum, "code below 1000")
+            .is_empty()
+    );
 }

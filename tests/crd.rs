@@ -4,7 +4,8 @@ use flaredock::spec::crd_yaml;
 
 #[test]
 fn committed_crd_is_fresh() {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("crds/cloudflarecontainer.yaml");
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("crds/cloudflarecontainer.yaml");
     let committed = std::fs::read_to_string(&path).expect("crds/cloudflarecontainer.yaml exists");
     assert!(
         committed == crd_yaml(),
@@ -32,16 +33,43 @@ fn crd_has_validation_columns_and_descriptions() {
         .iter()
         .map(|r| r["rule"].as_str().unwrap())
         .collect();
-    assert!(rules.iter().any(|r| r.contains("has(self.image) != has(self.build)")));
-    assert!(rules.iter().any(|r| r.contains("instanceType") && r.contains("resources")));
-    assert!(rules.iter().any(|r| r.contains("self.instances <= self.maxInstances")));
+    assert!(
+        rules
+            .iter()
+            .any(|r| r.contains("has(self.image) != has(self.build)"))
+    );
+    assert!(
+        rules
+            .iter()
+            .any(|r| r.contains("instanceType") && r.contains("resources"))
+    );
+    assert!(
+        rules
+            .iter()
+            .any(|r| r.contains("self.instances <= self.maxInstances"))
+    );
     let props = &spec["properties"];
-    assert!(props["className"]["pattern"].as_str().unwrap().contains("A-Za-z_$"));
-    assert!(props["className"]["description"].as_str().unwrap().contains("Durable Object"));
+    assert!(
+        props["className"]["pattern"]
+            .as_str()
+            .unwrap()
+            .contains("A-Za-z_$")
+    );
+    assert!(
+        props["className"]["description"]
+            .as_str()
+            .unwrap()
+            .contains("Durable Object")
+    );
     assert_eq!(props["maxInstances"]["default"], 20);
     let regions = &props["constraints"]["properties"]["regions"]["items"]["enum"];
     assert_eq!(regions.as_array().unwrap().len(), 9);
-    let types: Vec<&serde_json::Value> = props["instanceType"]["enum"].as_array().unwrap().iter().filter(|v| !v.is_null()).collect();
+    let types: Vec<&serde_json::Value> = props["instanceType"]["enum"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|v| !v.is_null())
+        .collect();
     assert_eq!(types.len(), 6);
     assert!(version["subresources"]["status"].is_object());
 }

@@ -42,15 +42,43 @@ async fn cold_then_warm_copy_keeps_the_digest() {
     let from = r(&format!("{}/team/app:v1", src.host));
     let to = r(&format!("{}/acc/app:v1", dst.host));
     let opts = CopyOptions::default();
-    let cold = copy_image(&client(), &from, None, &to, dst.credentials().as_ref(), &opts).await.unwrap();
-    assert_eq!(cold.digest, image.digest, "the manifest bytes are unchanged");
+    let cold = copy_image(
+        &client(),
+        &from,
+        None,
+        &to,
+        dst.credentials().as_ref(),
+        &opts,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        cold.digest, image.digest,
+        "the manifest bytes are unchanged"
+    );
     assert_eq!(cold.blobs_uploaded, 4, "three layers and the config");
     assert_eq!(cold.bytes_uploaded, 501_000 + image.config.len() as u64);
-    assert_eq!(dest_digest(&dst, "acc/app", "v1").await.as_deref(), Some(image.digest.as_str()));
+    assert_eq!(
+        dest_digest(&dst, "acc/app", "v1").await.as_deref(),
+        Some(image.digest.as_str())
+    );
 
-    let warm = copy_image(&client(), &from, None, &to, dst.credentials().as_ref(), &opts).await.unwrap();
+    let warm = copy_image(
+        &client(),
+        &from,
+        None,
+        &to,
+        dst.credentials().as_ref(),
+        &opts,
+    )
+    .await
+    .unwrap();
     assert_eq!(warm.digest, image.digest);
-    assert_eq!((warm.blobs_uploaded, warm.blobs_skipped, warm.blobs_mounted), (0, 0, 0), "no blob request at all");
+    assert_eq!(
+        (warm.blobs_uploaded, warm.blobs_skipped, warm.blobs_mounted),
+        (0, 0, 0),
+        "no blob request at all"
+    );
 
     // A new image sharing two layers: only what is missing moves.
     let mut layers = image.layers.clone();
@@ -68,7 +96,10 @@ async fn cold_then_warm_copy_keeps_the_digest() {
     .await
     .unwrap();
     assert_eq!(partial.blobs_skipped, 2);
-    assert_eq!(partial.blobs_uploaded, 2, "the new layer and the new config");
+    assert_eq!(
+        partial.blobs_uploaded, 2,
+        "the new layer and the new config"
+    );
 }
 
 fn synthetic_with_layers(layers: Vec<Vec<u8>>, seed: u64) -> SyntheticImage {
@@ -92,7 +123,12 @@ fn synthetic_with_layers(layers: Vec<Vec<u8>>, seed: u64) -> SyntheticImage {
     img
 }
 
-async fn push_index(reg: &DockerRegistry, repo: &str, tag: &str, platforms: &[(&str, &SyntheticImage)]) -> String {
+async fn push_index(
+    reg: &DockerRegistry,
+    repo: &str,
+    tag: &str,
+    platforms: &[(&str, &SyntheticImage)],
+) -> String {
     let http = reqwest::Client::new();
     let mut manifests = Vec::new();
     for (platform, img) in platforms {
@@ -107,7 +143,16 @@ async fn push_index(reg: &DockerRegistry, repo: &str, tag: &str, platforms: &[(&
     let index = serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": manifests})
         .to_string()
         .into_bytes();
-    push_manifest(&http, &reg.host, repo, tag, "application/vnd.oci.image.index.v1+json", &index, None).await;
+    push_manifest(
+        &http,
+        &reg.host,
+        repo,
+        tag,
+        "application/vnd.oci.image.index.v1+json",
+        &index,
+        None,
+    )
+    .await;
     common::digest_of(&index)
 }
 
@@ -117,7 +162,13 @@ async fn an_index_yields_its_amd64_image_or_a_clear_error() {
     let dst = DockerRegistry::start_open();
     let amd = synthetic_image(&[1000], 1);
     let arm = synthetic_image(&[1000], 2);
-    push_index(&src, "multi", "v1", &[("linux/arm64", &arm), ("linux/amd64", &amd)]).await;
+    push_index(
+        &src,
+        "multi",
+        "v1",
+        &[("linux/arm64", &arm), ("linux/amd64", &amd)],
+    )
+    .await;
     let report = copy_image(
         &client(),
         &r(&format!("{}/multi:v1", src.host)),
@@ -129,24 +180,45 @@ async fn an_index_yields_its_amd64_image_or_a_clear_error() {
     .await
     .unwrap();
     assert_eq!(report.digest, amd.digest, "linux/amd64 was picked");
-    assert_eq!(dest_digest(&dst, "acc/multi", "v1").await.as_deref(), Some(amd.digest.as_str()));
+    assert_eq!(
+        dest_digest(&dst, "acc/multi", "v1").await.as_deref(),
+        Some(amd.digest.as_str())
+    );
 
     // --all: the whole index, digest preserved.
-    let index_digest = push_index(&src, "multi", "v2", &[("linux/arm64", &arm), ("linux/amd64", &amd)]).await;
+    let index_digest = push_index(
+        &src,
+        "multi",
+        "v2",
+        &[("linux/arm64", &arm), ("linux/amd64", &amd)],
+    )
+    .await;
     let all = copy_image(
         &client(),
         &r(&format!("{}/multi:v2", src.host)),
         None,
         &r(&format!("{}/acc/multi:v2", dst.host)),
         None,
-        &CopyOptions { all: true, ..Default::default() },
+        &CopyOptions {
+            all: true,
+            ..Default::default()
+        },
     )
     .await
     .unwrap();
     assert_eq!(all.digest, index_digest);
-    assert_eq!(dest_digest(&dst, "acc/multi", "v2").await.as_deref(), Some(index_digest.as_str()));
+    assert_eq!(
+        dest_digest(&dst, "acc/multi", "v2").await.as_deref(),
+        Some(index_digest.as_str())
+    );
 
-    push_index(&src, "armonly", "v1", &[("linux/arm64", &arm), ("linux/s390x", &amd)]).await;
+    push_index(
+        &src,
+        "armonly",
+        "v1",
+        &[("linux/arm64", &arm), ("linux/s390x", &amd)],
+    )
+    .await;
     let err = copy_image(
         &client(),
         &r(&format!("{}/armonly:v1", src.host)),
@@ -158,10 +230,15 @@ async fn an_index_yields_its_amd64_image_or_a_clear_error() {
     .await
     .unwrap_err();
     match &err {
-        CopyError::NoPlatform { available, .. } => assert_eq!(available, &["linux/arm64", "linux/s390x"]),
+        CopyError::NoPlatform { available, .. } => {
+            assert_eq!(available, &["linux/arm64", "linux/s390x"])
+        }
         other => panic!("{other:?}"),
     }
-    assert!(err.to_string().contains("linux/arm64, linux/s390x"), "{err}");
+    assert!(
+        err.to_string().contains("linux/arm64, linux/s390x"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -169,7 +246,10 @@ async fn wrong_credentials_are_a_clear_error() {
     let src = DockerRegistry::start_open();
     let dst = DockerRegistry::start_with_auth("cf", "right");
     push_image(&src.host, "app", "v1", &synthetic_image(&[100], 3), None).await;
-    let wrong = Credentials { username: "cf".into(), password: Secret::new("wrong-password") };
+    let wrong = Credentials {
+        username: "cf".into(),
+        password: Secret::new("wrong-password"),
+    };
     let err = copy_image(
         &client(),
         &r(&format!("{}/app:v1", src.host)),
@@ -180,9 +260,15 @@ async fn wrong_credentials_are_a_clear_error() {
     )
     .await
     .unwrap_err();
-    assert!(matches!(err, CopyError::Registry(RegistryError::Unauthorized { .. })), "{err:?}");
+    assert!(
+        matches!(err, CopyError::Registry(RegistryError::Unauthorized { .. })),
+        "{err:?}"
+    );
     let text = err.to_string();
-    assert!(text.contains("authentication failed") && text.contains(&dst.host), "{text}");
+    assert!(
+        text.contains("authentication failed") && text.contains(&dst.host),
+        "{text}"
+    );
     assert!(!text.contains("wrong-password"));
 }
 
@@ -195,10 +281,18 @@ struct Proxy {
 }
 
 async fn proxy(State(p): State<Proxy>, req: Request) -> Response {
-    let path_and_query = req.uri().path_and_query().map(|x| x.as_str().to_string()).unwrap_or_default();
-    let is_blob_get = req.method() == axum::http::Method::GET && path_and_query.contains("/blobs/sha256:");
+    let path_and_query = req
+        .uri()
+        .path_and_query()
+        .map(|x| x.as_str().to_string())
+        .unwrap_or_default();
+    let is_blob_get =
+        req.method() == axum::http::Method::GET && path_and_query.contains("/blobs/sha256:");
     let http = reqwest::Client::new();
-    let mut up = http.request(req.method().clone(), format!("http://{}{path_and_query}", p.upstream));
+    let mut up = http.request(
+        req.method().clone(),
+        format!("http://{}{path_and_query}", p.upstream),
+    );
     for name in ["accept", "authorization", "content-type"] {
         if let Some(v) = req.headers().get(name) {
             up = up.header(name, v.clone());
@@ -227,9 +321,15 @@ async fn proxy(State(p): State<Proxy>, req: Request) -> Response {
             let half = bytes.slice(..bytes.len() / 2);
             let stream = futures::stream::iter(vec![
                 Ok::<Bytes, std::io::Error>(half),
-                Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "cut")),
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionReset,
+                    "cut",
+                )),
             ]);
-            builder.header("content-length", bytes.len()).body(Body::from_stream(stream)).unwrap()
+            builder
+                .header("content-length", bytes.len())
+                .body(Body::from_stream(stream))
+                .unwrap()
         }
         _ => builder.body(Body::from(bytes)).unwrap(),
     }
@@ -239,7 +339,11 @@ async fn start_proxy(upstream: &str, mode: &'static str) -> (String, Arc<AtomicU
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let counter = Arc::new(AtomicUsize::new(0));
-    let state = Proxy { upstream: upstream.to_string(), mode, blob_gets: counter.clone() };
+    let state = Proxy {
+        upstream: upstream.to_string(),
+        mode,
+        blob_gets: counter.clone(),
+    };
     let app = axum::Router::new().fallback(proxy).with_state(state);
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     (addr.to_string(), counter)
@@ -266,7 +370,11 @@ async fn a_corrupted_blob_is_rejected_and_nothing_is_committed() {
     assert!(err.to_string().contains("nothing was committed"));
     // Neither the damaged layer nor the manifest reached the destination.
     let head = reqwest::Client::new()
-        .head(format!("http://{}/v2/acc/app/blobs/{}", dst.host, common::digest_of(&image.layers[0])))
+        .head(format!(
+            "http://{}/v2/acc/app/blobs/{}",
+            dst.host,
+            common::digest_of(&image.layers[0])
+        ))
         .send()
         .await
         .unwrap();
@@ -287,14 +395,23 @@ async fn a_source_connection_dropped_mid_blob_is_retried() {
         None,
         &r(&format!("{}/acc/app:v1", dst.host)),
         None,
-        &CopyOptions { jobs: 1, ..Default::default() },
+        &CopyOptions {
+            jobs: 1,
+            ..Default::default()
+        },
     )
     .await
     .unwrap();
     assert_eq!(report.digest, image.digest);
     assert_eq!(report.blobs_uploaded, 2);
-    assert!(gets.load(Ordering::SeqCst) >= 3, "the cut blob was fetched again");
-    assert_eq!(dest_digest(&dst, "acc/app", "v1").await.as_deref(), Some(image.digest.as_str()));
+    assert!(
+        gets.load(Ordering::SeqCst) >= 3,
+        "the cut blob was fetched again"
+    );
+    assert_eq!(
+        dest_digest(&dst, "acc/app", "v1").await.as_deref(),
+        Some(image.digest.as_str())
+    );
 }
 
 #[tokio::test]
@@ -314,7 +431,10 @@ async fn same_registry_blobs_are_mounted() {
     .unwrap();
     assert_eq!(report.blobs_mounted, 3);
     assert_eq!(report.blobs_uploaded, 0);
-    assert_eq!(dest_digest(&reg, "dst/app", "v1").await.as_deref(), Some(image.digest.as_str()));
+    assert_eq!(
+        dest_digest(&reg, "dst/app", "v1").await.as_deref(),
+        Some(image.digest.as_str())
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -328,17 +448,32 @@ async fn apply_copies_an_external_image_and_deploys_it_by_digest() {
         "apiVersion: flaredock.dev/v1alpha1\nkind: CloudflareContainer\nmetadata: {{name: api}}\nspec:\n  className: HelloContainer\n  image: {{reference: '{}/team/api:1.2.3'}}\n  worker: {{scriptName: hello-worker}}\n",
         source.host
     );
-    let obj = flaredock::manifest::parse_document(&text, "api.yaml", 1).unwrap().unwrap();
+    let obj = flaredock::manifest::parse_document(&text, "api.yaml", 1)
+        .unwrap()
+        .unwrap();
     let reconciler = common::reconciler_for(&common::client_for(&em));
-    let options = ConvergeOptions { timeout: Duration::from_secs(30), ..Default::default() };
-    let out = converge(&reconciler, std::slice::from_ref(&obj), &options, |_, _| {}).await.remove(&obj.key()).unwrap();
+    let options = ConvergeOptions {
+        timeout: Duration::from_secs(30),
+        ..Default::default()
+    };
+    let out = converge(&reconciler, std::slice::from_ref(&obj), &options, |_, _| {})
+        .await
+        .remove(&obj.key())
+        .unwrap();
     assert!(out.ready(), "{:#?}", out.status);
-    let expected = format!("{}/{}/api@{}", cloudflare.host, em.account_id(), image.digest);
+    let expected = format!(
+        "{}/{}/api@{}",
+        cloudflare.host,
+        em.account_id(),
+        image.digest
+    );
     assert_eq!(out.status.image.as_deref(), Some(expected.as_str()));
     let apps = common::client_for(&em).list_applications().await.unwrap();
     assert_eq!(apps[0].configuration.image, expected);
     assert_eq!(
-        dest_digest(&cloudflare, &format!("{}/api", em.account_id()), "1.2.3").await.as_deref(),
+        dest_digest(&cloudflare, &format!("{}/api", em.account_id()), "1.2.3")
+            .await
+            .as_deref(),
         Some(image.digest.as_str()),
         "copied under the source tag"
     );
@@ -351,9 +486,24 @@ async fn the_cli_copies_and_prints_the_digest_reference() {
     let image = synthetic_image(&[1234], 10);
     push_image(&src.host, "x", "v1", &image, None).await;
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_flaredock"))
-        .args(["image", "copy", &format!("{}/x:v1", src.host), &format!("{}/acc/x:v1", dst.host), "--dest-creds", "u:p"])
+        .args([
+            "image",
+            "copy",
+            &format!("{}/x:v1", src.host),
+            &format!("{}/acc/x:v1", dst.host),
+            "--dest-creds",
+            "u:p",
+        ])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("{}/acc/x@{}", dst.host, image.digest));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("{}/acc/x@{}", dst.host, image.digest)
+    );
 }

@@ -17,7 +17,11 @@ async fn every_invalid_manifest_is_refused_before_any_api_call() {
         .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
         .collect();
     files.sort();
-    assert!(files.len() >= 30, "the corpus has only {} manifests", files.len());
+    assert!(
+        files.len() >= 30,
+        "the corpus has only {} manifests",
+        files.len()
+    );
     let mut failures = Vec::new();
     for file in &files {
         let text = std::fs::read_to_string(file).expect("read");
@@ -39,16 +43,27 @@ async fn every_invalid_manifest_is_refused_before_any_api_call() {
             let stderr = String::from_utf8_lossy(&out.stderr);
             let name = file.file_name().unwrap().to_string_lossy();
             if out.status.code() != Some(2) {
-                failures.push(format!("{name} ({command}): exit {:?}, not 2: {stderr}", out.status.code()));
+                failures.push(format!(
+                    "{name} ({command}): exit {:?}, not 2: {stderr}",
+                    out.status.code()
+                ));
             } else if !stderr.contains(&expect) {
-                failures.push(format!("{name} ({command}): stderr does not name {expect:?}: {stderr}"));
+                failures.push(format!(
+                    "{name} ({command}): stderr does not name {expect:?}: {stderr}"
+                ));
             } else if !stderr.contains(name.as_ref()) {
-                failures.push(format!("{name} ({command}): stderr does not name the file: {stderr}"));
+                failures.push(format!(
+                    "{name} ({command}): stderr does not name the file: {stderr}"
+                ));
             }
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
-    assert!(em.shared.requests().is_empty(), "invalid input reached the API: {:?}", em.shared.requests());
+    assert!(
+        em.shared.requests().is_empty(),
+        "invalid input reached the API: {:?}",
+        em.shared.requests()
+    );
 }
 
 #[test]
@@ -71,6 +86,12 @@ fn a_directory_with_a_bad_file_is_refused_whole() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("b-bad.yaml") && stderr.contains("spec.maxInstances"), "{stderr}");
-    assert!(!String::from_utf8_lossy(&out.stdout).contains("Ready"), "nothing was applied");
+    assert!(
+        stderr.contains("b-bad.yaml") && stderr.contains("spec.maxInstances"),
+        "{stderr}"
+    );
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("Ready"),
+        "nothing was applied"
+    );
 }

@@ -16,7 +16,9 @@ fn object(extra: &str) -> CloudflareContainer {
     let doc = format!(
         "apiVersion: flaredock.dev/v1alpha1\nkind: CloudflareContainer\nmetadata: {{name: shop, namespace: apps}}\nspec:\n  className: Shop\n  image: {{reference: 'shop:v1'}}\n  worker: {{scriptName: shop-worker, bindingName: SHOP}}\n{extra}"
     );
-    parse_document(&doc, "test.yaml", 1).expect("valid").expect("an object")
+    parse_document(&doc, "test.yaml", 1)
+        .expect("valid")
+        .expect("an object")
 }
 
 fn desired(extra: &str) -> Desired {
@@ -27,7 +29,11 @@ fn settings_with_binding() -> ScriptSettings {
     ScriptSettings {
         bindings: vec![
             Binding::durable_object("SHOP", "Shop"),
-            Binding { kind: "secret_text".into(), name: "KEY".into(), rest: Default::default() },
+            Binding {
+                kind: "secret_text".into(),
+                name: "KEY".into(),
+                rest: Default::default(),
+            },
         ],
         migrations: None,
         compatibility_date: None,
@@ -55,7 +61,9 @@ fn app_for(d: &Desired, image: &str) -> Application {
         max_instances: Some(d.max_instances),
         configuration: d.configuration(image, None),
         constraints: d.constraints.clone(),
-        durable_objects: Some(ApplicationDurableObjects { namespace_id: NS.into() }),
+        durable_objects: Some(ApplicationDurableObjects {
+            namespace_id: NS.into(),
+        }),
         observability: Some(d.observability()),
         rollout_active_grace_period: Some(d.grace_period),
         ..Default::default()
@@ -103,41 +111,77 @@ fn no_application_creates_it_linked_to_the_namespace() {
     let d = desired("");
     let p = plan(&d, &observed(None));
     assert_eq!(kinds(&p), ["create"]);
-    let Action::CreateApplication { request } = &p.actions[0] else { unreachable!() };
+    let Action::CreateApplication { request } = &p.actions[0] else {
+        unreachable!()
+    };
     assert_eq!(request.name, "shop");
-    assert_eq!(request.durable_objects, Some(DurableObjectsConfiguration::NamespaceId { namespace_id: NS.into() }));
+    assert_eq!(
+        request.durable_objects,
+        Some(DurableObjectsConfiguration::NamespaceId {
+            namespace_id: NS.into()
+        })
+    );
     assert_eq!(request.configuration.image, IMAGE);
     assert_eq!(request.configuration.label(OWNER_LABEL), Some("apps.shop"));
-    assert_eq!(request.configuration.instance_type, Some(InstanceType::Lite), "lite by default");
+    assert_eq!(
+        request.configuration.instance_type,
+        Some(InstanceType::Lite),
+        "lite by default"
+    );
     assert_eq!(request.max_instances, Some(20), "wrangler's default");
     assert_eq!(request.instances, 0);
 }
 
 #[test]
 fn a_converged_application_plans_nothing() {
-    let d = desired("  env: {B: '2', A: '1'}\n  constraints: {regions: [WEUR, ENAM], jurisdiction: eu}\n  observability: {logs: true}\n");
+    let d = desired(
+        "  env: {B: '2', A: '1'}\n  constraints: {regions: [WEUR, ENAM], jurisdiction: eu}\n  observability: {logs: true}\n",
+    );
     let mut app = app_for(&d, IMAGE);
     // Same meaning, other order and defaults left implicit.
-    app.configuration.environment_variables.as_mut().unwrap().reverse();
-    app.constraints.as_mut().unwrap().regions.as_mut().unwrap().reverse();
+    app.configuration
+        .environment_variables
+        .as_mut()
+        .unwrap()
+        .reverse();
+    app.constraints
+        .as_mut()
+        .unwrap()
+        .regions
+        .as_mut()
+        .unwrap()
+        .reverse();
     app.configuration.instance_type = None;
-    app.configuration.labels.as_mut().unwrap().push(Label { name: "team".into(), value: "x".into() });
+    app.configuration.labels.as_mut().unwrap().push(Label {
+        name: "team".into(),
+        value: "x".into(),
+    });
     let p = plan(&d, &observed(Some(app)));
     assert!(p.is_noop(), "{p:?}");
 }
 
 #[test]
 fn in_place_fields_are_one_patch_and_no_rollout() {
-    let d = desired("  maxInstances: 10\n  instances: 1\n  constraints: {regions: [WEUR]}\n  observability: {logs: true}\n  rollout: {activeGracePeriodSeconds: 30}\n");
+    let d = desired(
+        "  maxInstances: 10\n  instances: 1\n  constraints: {regions: [WEUR]}\n  observability: {logs: true}\n  rollout: {activeGracePeriodSeconds: 30}\n",
+    );
     let mut app = app_for(&desired(""), IMAGE);
     app.max_instances = Some(20);
     let p = plan(&d, &observed(Some(app)));
     assert_eq!(kinds(&p), ["modify"]);
     assert_eq!(
         fields(&p),
-        ["instances", "max_instances", "constraints", "observability.logs.enabled", "rollout_active_grace_period"]
+        [
+            "instances",
+            "max_instances",
+            "constraints",
+            "observability.logs.enabled",
+            "rollout_active_grace_period"
+        ]
     );
-    let Action::ModifyApplication { request, .. } = &p.actions[0] else { unreachable!() };
+    let Action::ModifyApplication { request, .. } = &p.actions[0] else {
+        unreachable!()
+    };
     assert_eq!(request.max_instances, Some(10));
     assert_eq!(request.instances, Some(1));
     assert_eq!(request.rollout_active_grace_period, Some(30));
@@ -151,15 +195,33 @@ fn image_resources_and_env_need_exactly_one_rollout() {
     assert_eq!(kinds(&p), ["rollout"]);
     assert_eq!(
         fields(&p),
-        ["configuration.image", "configuration.instance_type", "configuration.environment_variables"]
+        [
+            "configuration.image",
+            "configuration.instance_type",
+            "configuration.environment_variables"
+        ]
     );
-    let Action::CreateRollout { request, adopts, .. } = &p.actions[0] else { unreachable!() };
+    let Action::CreateRollout {
+        request, adopts, ..
+    } = &p.actions[0]
+    else {
+        unreachable!()
+    };
     assert!(!adopts);
     assert_eq!(request.target_configuration.image, IMAGE);
-    assert_eq!(request.target_configuration.instance_type, Some(InstanceType::Standard1));
+    assert_eq!(
+        request.target_configuration.instance_type,
+        Some(InstanceType::Standard1)
+    );
     assert_eq!(request.strategy, RolloutStrategy::Rolling);
     // wrangler's default steps: 10% then 100%.
-    let steps: Vec<i64> = request.steps.as_ref().unwrap().iter().map(|s| s.step_size.percentage).collect();
+    let steps: Vec<i64> = request
+        .steps
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|s| s.step_size.percentage)
+        .collect();
     assert_eq!(steps, [10, 100]);
     assert_eq!(request.step_percentage, None);
 }
@@ -168,9 +230,14 @@ fn image_resources_and_env_need_exactly_one_rollout() {
 fn custom_resources_replace_the_instance_type() {
     let d = desired("  resources: {vcpu: 0.5, memoryMib: 1024, diskMb: 4000}\n");
     let p = plan(&d, &observed(Some(app_for(&desired(""), IMAGE))));
-    let Action::CreateRollout { request, .. } = &p.actions[0] else { panic!("{p:?}") };
+    let Action::CreateRollout { request, .. } = &p.actions[0] else {
+        panic!("{p:?}")
+    };
     let c = &request.target_configuration;
-    assert_eq!((c.instance_type, c.vcpu, c.memory_mib), (None, Some(0.5), Some(1024)));
+    assert_eq!(
+        (c.instance_type, c.vcpu, c.memory_mib),
+        (None, Some(0.5), Some(1024))
+    );
     assert_eq!(c.disk.as_ref().and_then(|d| d.size_mb), Some(4000));
 }
 
@@ -187,17 +254,24 @@ fn rollout_strategy_follows_the_spec() {
         let mut app = app_for(&d, IMAGE);
         app.configuration.environment_variables = None;
         let p = plan(&d, &observed(Some(app)));
-        let Action::CreateRollout { request, .. } = p.actions.last().unwrap() else { panic!("{extra}: {p:?}") };
+        let Action::CreateRollout { request, .. } = p.actions.last().unwrap() else {
+            panic!("{extra}: {p:?}")
+        };
         assert_eq!(request.step_percentage, step, "{extra}");
         assert_eq!(
-            request.steps.as_ref().map(|s| s.iter().map(|x| x.step_size.percentage).collect::<Vec<_>>()),
+            request
+                .steps
+                .as_ref()
+                .map(|s| s.iter().map(|x| x.step_size.percentage).collect::<Vec<_>>()),
             steps,
             "{extra}"
         );
     }
     let d = desired("  rollout: {kind: full_manual}\n  env: {NEW: '1'}\n");
     let p = plan(&d, &observed(Some(app_for(&desired(""), IMAGE))));
-    let Action::CreateRollout { request, .. } = &p.actions[0] else { unreachable!() };
+    let Action::CreateRollout { request, .. } = &p.actions[0] else {
+        unreachable!()
+    };
     assert_eq!(request.kind, Some(RolloutKind::FullManual));
 }
 
@@ -218,18 +292,39 @@ fn a_foreign_application_is_refused_unless_adopted() {
     app.configuration.labels = None;
     let p = plan(&d, &observed(Some(app.clone())));
     assert_eq!(refused(&p), "ApplicationNotOwned");
-    assert!(p.blocked.as_ref().unwrap().message().contains("adopt: true"));
+    assert!(
+        p.blocked
+            .as_ref()
+            .unwrap()
+            .message()
+            .contains("adopt: true")
+    );
     assert!(p.actions.is_empty());
 
     let d = desired("  adopt: true\n");
     let p = plan(&d, &observed(Some(app.clone())));
-    assert_eq!(kinds(&p), ["rollout"], "adoption takes ownership with a rollout, never a duplicate");
-    let Action::CreateRollout { request, adopts, .. } = &p.actions[0] else { unreachable!() };
+    assert_eq!(
+        kinds(&p),
+        ["rollout"],
+        "adoption takes ownership with a rollout, never a duplicate"
+    );
+    let Action::CreateRollout {
+        request, adopts, ..
+    } = &p.actions[0]
+    else {
+        unreachable!()
+    };
     assert!(adopts);
-    assert_eq!(request.target_configuration.label(OWNER_LABEL), Some("apps.shop"));
+    assert_eq!(
+        request.target_configuration.label(OWNER_LABEL),
+        Some("apps.shop")
+    );
 
     // Owned by another object: refused too.
-    app.configuration.labels = Some(vec![Label { name: OWNER_LABEL.into(), value: "apps.other".into() }]);
+    app.configuration.labels = Some(vec![Label {
+        name: OWNER_LABEL.into(),
+        value: "apps.other".into(),
+    }]);
     let p = plan(&desired(""), &observed(Some(app)));
     assert_eq!(refused(&p), "ApplicationNotOwned");
     assert!(p.blocked.as_ref().unwrap().message().contains("apps.other"));
@@ -240,7 +335,9 @@ fn a_foreign_application_in_another_namespace_is_never_stolen() {
     let d = desired("  adopt: true\n");
     let mut app = app_for(&d, IMAGE);
     app.configuration.labels = None;
-    app.durable_objects = Some(ApplicationDurableObjects { namespace_id: "someone-elses".into() });
+    app.durable_objects = Some(ApplicationDurableObjects {
+        namespace_id: "someone-elses".into(),
+    });
     let p = plan(&d, &observed(Some(app)));
     assert_eq!(refused(&p), "BoundToAnotherNamespace");
 }
@@ -251,7 +348,11 @@ fn a_changed_class_replaces_our_own_application() {
     let d = Desired::from_spec(&object("").tap_class("Shop2"));
     let app = app_for(&old, IMAGE);
     let mut o = observed(Some(app));
-    o.namespace = Some(DurableObjectNamespace { id: "ns-2".into(), class: Some("Shop2".into()), ..namespace() });
+    o.namespace = Some(DurableObjectNamespace {
+        id: "ns-2".into(),
+        class: Some("Shop2".into()),
+        ..namespace()
+    });
     o.script = ScriptState::Present(ScriptSettings {
         bindings: vec![Binding::durable_object("SHOP", "Shop2")],
         ..Default::default()
@@ -282,13 +383,17 @@ fn a_renamed_application_is_replaced() {
     let p = plan(&d, &o);
     // The namespace admits one application: the old one goes first.
     assert_eq!(kinds(&p), ["delete", "create"]);
-    let Action::CreateApplication { request } = &p.actions[1] else { unreachable!() };
+    let Action::CreateApplication { request } = &p.actions[1] else {
+        unreachable!()
+    };
     assert_eq!(request.name, "shop-v2");
 
     // In another namespace, the new one comes first and the old one is cleaned up.
     let mut o = observed(None);
     let mut elsewhere = app_for(&desired(""), IMAGE);
-    elsewhere.durable_objects = Some(ApplicationDurableObjects { namespace_id: "old-ns".into() });
+    elsewhere.durable_objects = Some(ApplicationDurableObjects {
+        namespace_id: "old-ns".into(),
+    });
     o.owned_elsewhere = vec![elsewhere];
     let p = plan(&d, &o);
     assert_eq!(kinds(&p), ["create", "delete"]);
@@ -311,28 +416,61 @@ fn the_worker_gets_its_binding_and_keeps_the_others() {
     let mut o = observed(None);
     o.namespace = None;
     o.script = ScriptState::Present(ScriptSettings {
-        bindings: vec![Binding { kind: "secret_text".into(), name: "KEY".into(), rest: Default::default() }],
+        bindings: vec![Binding {
+            kind: "secret_text".into(),
+            name: "KEY".into(),
+            rest: Default::default(),
+        }],
         ..Default::default()
     });
     let p = plan(&d, &o);
     assert_eq!(kinds(&p), ["bind", "create"]);
-    let Action::BindWorker { settings, creates_namespace, .. } = &p.actions[0] else { unreachable!() };
+    let Action::BindWorker {
+        settings,
+        creates_namespace,
+        ..
+    } = &p.actions[0]
+    else {
+        unreachable!()
+    };
     assert!(creates_namespace);
-    let names: Vec<(&str, &str)> = settings.bindings.iter().map(|b| (b.kind.as_str(), b.name.as_str())).collect();
-    assert_eq!(names, [("inherit", "KEY"), ("durable_object_namespace", "SHOP")]);
-    assert_eq!(settings.migrations.as_ref().unwrap().new_sqlite_classes, ["Shop"]);
+    let names: Vec<(&str, &str)> = settings
+        .bindings
+        .iter()
+        .map(|b| (b.kind.as_str(), b.name.as_str()))
+        .collect();
+    assert_eq!(
+        names,
+        [("inherit", "KEY"), ("durable_object_namespace", "SHOP")]
+    );
+    assert_eq!(
+        settings.migrations.as_ref().unwrap().new_sqlite_classes,
+        ["Shop"]
+    );
     // Without a namespace id yet, the create names the script and class.
-    let Action::CreateApplication { request } = &p.actions[1] else { unreachable!() };
+    let Action::CreateApplication { request } = &p.actions[1] else {
+        unreachable!()
+    };
     assert_eq!(
         request.durable_objects,
-        Some(DurableObjectsConfiguration::ScriptAndClass { script_name: "shop-worker".into(), class_name: "Shop".into() })
+        Some(DurableObjectsConfiguration::ScriptAndClass {
+            script_name: "shop-worker".into(),
+            class_name: "Shop".into()
+        })
     );
 
     // The namespace exists but the binding is missing: binding only, no migration.
     let mut o = observed(None);
     o.script = ScriptState::Present(ScriptSettings::default());
     let p = plan(&d, &o);
-    let Action::BindWorker { settings, creates_namespace, .. } = &p.actions[0] else { panic!("{p:?}") };
+    let Action::BindWorker {
+        settings,
+        creates_namespace,
+        ..
+    } = &p.actions[0]
+    else {
+        panic!("{p:?}")
+    };
     assert!(!creates_namespace);
     assert!(settings.migrations.is_none());
 }
@@ -342,7 +480,11 @@ fn a_binding_name_taken_by_something_else_is_refused() {
     let d = desired("");
     let mut o = observed(None);
     o.script = ScriptState::Present(ScriptSettings {
-        bindings: vec![Binding { kind: "kv_namespace".into(), name: "SHOP".into(), rest: Default::default() }],
+        bindings: vec![Binding {
+            kind: "kv_namespace".into(),
+            name: "SHOP".into(),
+            rest: Default::default(),
+        }],
         ..Default::default()
     });
     assert_eq!(refused(&plan(&d, &o)), "BindingConflict");
@@ -354,17 +496,27 @@ fn waits_for_a_missing_worker_or_image() {
     let mut o = observed(None);
     o.script = ScriptState::Missing;
     let p = plan(&d, &o);
-    assert!(matches!(&p.blocked, Some(Blocked::Waiting { reason, .. }) if reason == "WorkerNotFound"));
+    assert!(
+        matches!(&p.blocked, Some(Blocked::Waiting { reason, .. }) if reason == "WorkerNotFound")
+    );
     assert!(p.actions.is_empty());
 
     let mut o = observed(None);
-    o.image = ImageState::Pending { reason: "ImageNotFound".into(), message: "no tag".into() };
+    o.image = ImageState::Pending {
+        reason: "ImageNotFound".into(),
+        message: "no tag".into(),
+    };
     let p = plan(&d, &o);
-    assert!(matches!(&p.blocked, Some(Blocked::Waiting { reason, .. }) if reason == "ImageNotFound"));
+    assert!(
+        matches!(&p.blocked, Some(Blocked::Waiting { reason, .. }) if reason == "ImageNotFound")
+    );
     assert!(p.actions.is_empty());
 
     let mut o = observed(None);
-    o.image = ImageState::Failed { reason: "ForeignAccount".into(), message: "other account".into() };
+    o.image = ImageState::Failed {
+        reason: "ForeignAccount".into(),
+        message: "other account".into(),
+    };
     assert_eq!(refused(&plan(&d, &o)), "ForeignAccount");
 }
 
@@ -389,11 +541,22 @@ fn status_is_stable_across_a_resync_that_changed_nothing() {
     assert_eq!(first.image.as_deref(), Some(IMAGE));
     assert_eq!(first.application_id.as_deref(), Some("app-1"));
     assert_eq!(first.durable_object_namespace_id.as_deref(), Some(NS));
-    for kind in ["Ready", "Reconciling", "Stalled", "ImageReady", "WorkerBound", "ApplicationSynced", "RolloutComplete"] {
+    for kind in [
+        "Ready",
+        "Reconciling",
+        "Stalled",
+        "ImageReady",
+        "WorkerBound",
+        "ApplicationSynced",
+        "RolloutComplete",
+    ] {
         assert!(status::condition(&first, kind).is_some(), "{kind} missing");
     }
     let second = status::derive(Some(&first), &input, t2);
-    assert_eq!(first, second, "a resync that changed nothing changes nothing");
+    assert_eq!(
+        first, second,
+        "a resync that changed nothing changes nothing"
+    );
 }
 
 #[test]
@@ -418,9 +581,15 @@ fn status_is_not_ready_while_a_rollout_runs_and_stalled_on_refusal() {
     );
     assert!(!status::is_ready(&s));
     assert_eq!(status::condition(&s, "Reconciling").unwrap().status, "True");
-    assert_eq!(status::condition(&s, "RolloutComplete").unwrap().reason, "RolloutInProgress");
+    assert_eq!(
+        status::condition(&s, "RolloutComplete").unwrap().reason,
+        "RolloutInProgress"
+    );
     let r = s.rollout.unwrap();
-    assert_eq!((r.id.as_str(), r.status.as_str(), r.progress), ("r-9", "progressing", 10));
+    assert_eq!(
+        (r.id.as_str(), r.status.as_str(), r.progress),
+        ("r-9", "progressing", 10)
+    );
 
     let mut app = app_for(&d, IMAGE);
     app.configuration.labels = None;
@@ -428,10 +597,20 @@ fn status_is_not_ready_while_a_rollout_runs_and_stalled_on_refusal() {
     let remaining = plan(&d, &o);
     let s = status::derive(
         None,
-        &StatusInput { generation: None, desired: &d, observed: Some(&o), remaining: Some(&remaining), error: None, rollout_progress: None },
+        &StatusInput {
+            generation: None,
+            desired: &d,
+            observed: Some(&o),
+            remaining: Some(&remaining),
+            error: None,
+            rollout_progress: None,
+        },
         jiff::Timestamp::now(),
     );
     assert!(status::is_stalled(&s));
     assert!(!status::is_ready(&s));
-    assert_eq!(status::condition(&s, "Stalled").unwrap().reason, "ApplicationNotOwned");
+    assert_eq!(
+        status::condition(&s, "Stalled").unwrap().reason,
+        "ApplicationNotOwned"
+    );
 }

@@ -6,8 +6,8 @@ mod common;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
-use flaredock::cloudflare::types::RegistryPermission;
 use flaredock::cloudflare::CLOUDFLARE_REGISTRY;
+use flaredock::cloudflare::types::RegistryPermission;
 use flaredock::emulator::ScriptedFault;
 use flaredock::reconcile::{ConvergeOptions, converge};
 
@@ -50,12 +50,20 @@ async fn trace_logs_never_contain_secrets() {
         .await
         .unwrap();
     let password = creds.password.expose().to_string();
-    assert!(!format!("{creds:?}").contains(&password), "Debug of credentials shows the password");
-    assert!(!format!("{client:?}").contains(TOKEN), "Debug of the client shows the token");
+    assert!(
+        !format!("{creds:?}").contains(&password),
+        "Debug of credentials shows the password"
+    );
+    assert!(
+        !format!("{client:?}").contains(TOKEN),
+        "Debug of the client shows the token"
+    );
 
     // A whole apply, registry access included.
     let text = include_str!("../examples/quickstart.yaml");
-    let obj = flaredock::manifest::parse_document(text, "quickstart.yaml", 1).unwrap().unwrap();
+    let obj = flaredock::manifest::parse_document(text, "quickstart.yaml", 1)
+        .unwrap()
+        .unwrap();
     let reconciler = common::reconciler_for(&client);
     let outcomes = converge(&reconciler, &[obj], &ConvergeOptions::default(), |_, _| {}).await;
     let outcome = outcomes.values().next().unwrap();
@@ -68,8 +76,14 @@ async fn trace_logs_never_contain_secrets() {
     let e2 = wrong.list_applications().await.unwrap_err();
 
     let logs = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
-    assert!(logs.contains("Cloudflare call"), "the capture saw the client's logs");
-    assert!(logs.lines().count() > 20, "TRACE capture is too thin to prove anything");
+    assert!(
+        logs.contains("Cloudflare call"),
+        "the capture saw the client's logs"
+    );
+    assert!(
+        logs.lines().count() > 20,
+        "TRACE capture is too thin to prove anything"
+    );
     // Every registry password the emulator handed out (the resolver mints its own).
     let mut passwords = vec![password];
     for x in em.shared.exchanges() {
@@ -78,11 +92,17 @@ async fn trace_logs_never_contain_secrets() {
             passwords.push(v["result"]["password"].as_str().unwrap().to_string());
         }
     }
-    assert!(passwords.len() >= 2, "the apply minted registry credentials");
+    assert!(
+        passwords.len() >= 2,
+        "the apply minted registry credentials"
+    );
     for (what, text) in [("logs", logs.as_str()), ("status", status.as_str())] {
         assert!(!text.contains(TOKEN), "{what} contain the API token");
         for p in &passwords {
-            assert!(!text.contains(p.as_str()), "{what} contain a registry password");
+            assert!(
+                !text.contains(p.as_str()),
+                "{what} contain a registry password"
+            );
         }
     }
     for e in [e, e2] {

@@ -36,7 +36,11 @@ pub struct ClientConfig {
 }
 
 impl ClientConfig {
-    pub fn new(base_url: impl Into<String>, account_id: impl Into<String>, token: ApiToken) -> Self {
+    pub fn new(
+        base_url: impl Into<String>,
+        account_id: impl Into<String>,
+        token: ApiToken,
+    ) -> Self {
         ClientConfig {
             base_url: base_url.into(),
             account_id: account_id.into(),
@@ -407,8 +411,8 @@ impl CloudflareClient {
                 ApiError::VersionNotVisible { .. } => true,
                 _ => false,
             };
-            let exhausted = !matches!(err, ApiError::RateLimited { .. })
-                && attempt >= self.config.max_attempts;
+            let exhausted =
+                !matches!(err, ApiError::RateLimited { .. }) && attempt >= self.config.max_attempts;
             if !retry || exhausted {
                 return Err(err);
             }
@@ -610,7 +614,10 @@ mod tests {
             None,
             br#"{"success":true,"errors":[],"messages":[],"result":{"id":"a","na"#,
         );
-        assert!(matches!(r, Err(ApiError::InvalidResponse { status: 200, .. })));
+        assert!(matches!(
+            r,
+            Err(ApiError::InvalidResponse { status: 200, .. })
+        ));
     }
 
     #[test]

@@ -63,7 +63,9 @@ pub enum ApiError {
         application_id: String,
         errors: Messages,
     },
-    #[error("{operation}: the Worker version is not visible yet, retry shortly (HTTP {status}): {errors}")]
+    #[error(
+        "{operation}: the Worker version is not visible yet, retry shortly (HTTP {status}): {errors}"
+    )]
     VersionNotVisible {
         operation: &'static str,
         status: u16,
@@ -81,7 +83,9 @@ pub enum ApiError {
         status: u16,
         errors: Messages,
     },
-    #[error("{operation}: forbidden: the API token lacks a permission or the account id is wrong (HTTP {status}): {errors}")]
+    #[error(
+        "{operation}: forbidden: the API token lacks a permission or the account id is wrong (HTTP {status}): {errors}"
+    )]
     Forbidden {
         operation: &'static str,
         status: u16,
@@ -105,7 +109,9 @@ pub enum ApiError {
         status: u16,
         errors: Messages,
     },
-    #[error("{operation}: unreadable response (HTTP {status}): {reason}; body starts with {excerpt:?}")]
+    #[error(
+        "{operation}: unreadable response (HTTP {status}): {reason}; body starts with {excerpt:?}"
+    )]
     InvalidResponse {
         operation: &'static str,
         status: u16,
@@ -271,7 +277,9 @@ impl ApiError {
     pub fn is_terminal(&self) -> bool {
         matches!(
             self,
-            ApiError::Unauthorized { .. } | ApiError::Forbidden { .. } | ApiError::Validation { .. }
+            ApiError::Unauthorized { .. }
+                | ApiError::Forbidden { .. }
+                | ApiError::Validation { .. }
         )
     }
 
@@ -325,12 +333,19 @@ mod tests {
 
     #[test]
     fn maps_statuses_and_codes() {
-        let e = ApiError::from_failure("x", 400, vec![msg(1000, "An application with the name a already exists")], None);
+        let e = ApiError::from_failure(
+            "x",
+            400,
+            vec![msg(1000, "An application with the name a already exists")],
+            None,
+        );
         assert!(matches!(e, ApiError::NameTaken { .. }));
         let e = ApiError::from_failure("x", 400, vec![msg(100146, "not visible")], None);
         assert!(matches!(e, ApiError::VersionNotVisible { .. }) && e.is_retryable());
         let e = ApiError::from_failure("x", 429, vec![], Some(Duration::from_secs(7)));
-        assert!(matches!(e, ApiError::RateLimited { retry_after, .. } if retry_after == Duration::from_secs(7)));
+        assert!(
+            matches!(e, ApiError::RateLimited { retry_after, .. } if retry_after == Duration::from_secs(7))
+        );
         let e = ApiError::from_failure("x", 401, vec![msg(10000, "Authentication error")], None);
         assert!(e.is_terminal() && matches!(e, ApiError::Unauthorized { .. }));
         let e = ApiError::from_failure("x", 403, vec![], None);

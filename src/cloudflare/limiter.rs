@@ -84,8 +84,8 @@ impl RateLimiter {
 
     /// The limiter of this token in this process (created with `limit` on first use).
     pub fn for_token(token: &Secret, limit: RateLimit) -> Arc<RateLimiter> {
-        static LIMITERS: OnceLock<Mutex<HashMap<([u8; 32], RateLimit), Arc<RateLimiter>>>> =
-            OnceLock::new();
+        type Registry = Mutex<HashMap<([u8; 32], RateLimit), Arc<RateLimiter>>>;
+        static LIMITERS: OnceLock<Registry> = OnceLock::new();
         let map = LIMITERS.get_or_init(Default::default);
         let mut map = match map.lock() {
             Ok(m) => m,

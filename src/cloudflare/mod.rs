@@ -8,7 +8,9 @@ pub mod limiter;
 pub mod token;
 pub mod types;
 
-pub use client::{CLOUDFLARE_REGISTRY, CallStats, ClientConfig, CloudflareClient, DEFAULT_BASE_URL};
+pub use client::{
+    CLOUDFLARE_REGISTRY, CallStats, ClientConfig, CloudflareClient, DEFAULT_BASE_URL,
+};
 pub use error::ApiError;
 pub use limiter::{RateLimit, RateLimiter};
 pub use token::{ApiToken, Secret};

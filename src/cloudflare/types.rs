@@ -259,7 +259,9 @@ pub struct Application {
 
 impl Application {
     pub fn namespace_id(&self) -> Option<&str> {
-        self.durable_objects.as_ref().map(|d| d.namespace_id.as_str())
+        self.durable_objects
+            .as_ref()
+            .map(|d| d.namespace_id.as_str())
     }
 }
 

@@ -81,7 +81,10 @@ pub fn router(shared: Arc<Shared>) -> Router {
                 .patch(modify_application)
                 .delete(delete_application),
         )
-        .route("/containers/applications/{id}/rollouts", post(create_rollout))
+        .route(
+            "/containers/applications/{id}/rollouts",
+            post(create_rollout),
+        )
         .route("/containers/applications/{id}/versions", get(list_versions))
         .route(
             "/containers/registries/{domain}/credentials",
@@ -182,7 +185,11 @@ async fn gate(State(shared): Shr, req: Request, next: Next) -> Response {
     };
     if !shared.config.capture_bodies {
         let (status, response) = gate_inner(&shared, req, next).await;
-        shared.record(RequestRecord { method, path, status });
+        shared.record(RequestRecord {
+            method,
+            path,
+            status,
+        });
         return response;
     }
     let content_type = req
@@ -192,7 +199,9 @@ async fn gate(State(shared): Shr, req: Request, next: Next) -> Response {
         .unwrap_or("")
         .to_string();
     let (parts, body) = req.into_parts();
-    let request_body = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();
+    let request_body = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .unwrap_or_default();
     let req = Request::from_parts(parts, Body::from(request_body.clone()));
     let (status, response) = gate_inner(&shared, req, next).await;
     shared.record(RequestRecord {
@@ -204,7 +213,9 @@ async fn gate(State(shared): Shr, req: Request, next: Next) -> Response {
         return response;
     }
     let (parts, body) = response.into_parts();
-    let response_body = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();
+    let response_body = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .unwrap_or_default();
     shared.capture(super::Exchange {
         method,
         path,
@@ -229,7 +240,11 @@ async fn gate_inner(shared: &Shared, req: Request, next: Next) -> (u16, Response
     if token != Some(config.api_token.as_str()) {
         return (
             401,
-            fail(Failure::new(401, codes::AUTHENTICATION, "Authentication error")),
+            fail(Failure::new(
+                401,
+                codes::AUTHENTICATION,
+                "Authentication error",
+            )),
         );
     }
     let admitted = match shared.limiter.lock() {
@@ -253,7 +268,11 @@ async fn gate_inner(shared: &Shared, req: Request, next: Next) -> (u16, Response
         if let Ok(mut l) = shared.limiter.lock() {
             l.block_for(Instant::now(), Duration::from_secs(secs));
         }
-        let mut r = fail(Failure::new(429, codes::RATE_LIMITED, "Rate limited: please wait and consider throttling your request speed"));
+        let mut r = fail(Failure::new(
+            429,
+            codes::RATE_LIMITED,
+            "Rate limited: please wait and consider throttling your request speed",
+        ));
         if let Ok(v) = HeaderValue::from_str(&secs.max(1).to_string()) {
             r.headers_mut().insert(header::RETRY_AFTER, v);
         }
@@ -275,12 +294,14 @@ async fn gate_inner(shared: &Shared, req: Request, next: Next) -> (u16, Response
         Fault::None
     };
     match fault {
-        Fault::ServerError(status) => {
-            (
+        Fault::ServerError(status) => (
+            status,
+            fail(Failure::new(
                 status,
-                fail(Failure::new(status, codes::INTERNAL, "An internal error has occurred")),
-            )
-        }
+                codes::INTERNAL,
+                "An internal error has occurred",
+            )),
+        ),
         Fault::DropBefore => (0, dropped(StatusCode::BAD_GATEWAY)),
         Fault::DropAfter => {
             let response = next.run(req).await;
@@ -303,7 +324,11 @@ async fn no_route(req: Request) -> Response {
     } else {
         StatusCode::BAD_REQUEST
     };
-    fail(Failure::new(status.as_u16(), codes::NO_ROUTE, "No route for the URI"))
+    fail(Failure::new(
+        status.as_u16(),
+        codes::NO_ROUTE,
+        "No route for the URI",
+    ))
 }
 
 // ---- containers -----------------------------------------------------------------------
@@ -314,13 +339,23 @@ fn query_pairs(uri: &axum::http::Uri) -> Vec<(String, String)> {
         .collect()
 }
 
-async fn list_applications(State(shared): Shr, Path(account): Path<String>, req: Request) -> Response {
+async fn list_applications(
+    State(shared): Shr,
+    Path(account): Path<String>,
+    req: Request,
+) -> Response {
     if let Err(f) = check_account(&shared, &account) {
         return fail(f);
     }
     let pairs = query_pairs(req.uri());
-    let name = pairs.iter().find(|(k, _)| k == "name").map(|(_, v)| v.as_str());
-    let image = pairs.iter().find(|(k, _)| k == "image").map(|(_, v)| v.as_str());
+    let name = pairs
+        .iter()
+        .find(|(k, _)| k == "name")
+        .map(|(_, v)| v.as_str());
+    let image = pairs
+        .iter()
+        .find(|(k, _)| k == "image")
+        .map(|(_, v)| v.as_str());
     let labels: Vec<String> = pairs
         .iter()
         .filter(|(k, _)| k == "label" || k == "label[]")
@@ -333,7 +368,10 @@ async fn list_applications(State(shared): Shr, Path(account): Path<String>, req:
     ok(StatusCode::OK, apps)
 }
 
-async fn get_application(State(shared): Shr, Path((account, id)): Path<(String, String)>) -> Response {
+async fn get_application(
+    State(shared): Shr,
+    Path((account, id)): Path<(String, String)>,
+) -> Response {
     if let Err(f) = check_account(&shared, &account) {
         return fail(f);
     }
@@ -364,7 +402,11 @@ fn check_image(shared: &Shared, image: &str) -> Result<(), String> {
         .map_err(|e| format!("configuration.image: {image:?}: {}", e.message))
 }
 
-async fn create_application(State(shared): Shr, Path(account): Path<String>, body: Bytes) -> Response {
+async fn create_application(
+    State(shared): Shr,
+    Path(account): Path<String>,
+    body: Bytes,
+) -> Response {
     let outcome = (|| {
         check_account(&shared, &account)?;
         let req: CreateApplicationRequest = parse_json(&body)?;
@@ -383,7 +425,13 @@ async fn modify_application(
         check_account(&shared, &account)?;
         let raw: Value = parse_json(&body)?;
         if let Some(cfg) = raw.get("configuration").and_then(Value::as_object) {
-            let allowed = ["authorized_keys", "trusted_user_ca_keys", "experimental_flags", "lifecycle", "wrangler_ssh"];
+            let allowed = [
+                "authorized_keys",
+                "trusted_user_ca_keys",
+                "experimental_flags",
+                "lifecycle",
+                "wrangler_ssh",
+            ];
             if let Some(k) = cfg.keys().find(|k| !allowed.contains(&k.as_str())) {
                 return Err(Failure::invalid(format!(
                     "configuration.{k}: cannot be modified in place; create a rollout"
@@ -396,12 +444,20 @@ async fn modify_application(
     respond(StatusCode::OK, outcome)
 }
 
-async fn delete_application(State(shared): Shr, Path((account, id)): Path<(String, String)>) -> Response {
-    let outcome = check_account(&shared, &account).and_then(|_| shared.account().delete_application(&id));
+async fn delete_application(
+    State(shared): Shr,
+    Path((account, id)): Path<(String, String)>,
+) -> Response {
+    let outcome =
+        check_account(&shared, &account).and_then(|_| shared.account().delete_application(&id));
     respond(StatusCode::OK, outcome)
 }
 
-async fn create_rollout(State(shared): Shr, Path((account, id)): Path<(String, String)>, body: Bytes) -> Response {
+async fn create_rollout(
+    State(shared): Shr,
+    Path((account, id)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
     let outcome = (|| {
         check_account(&shared, &account)?;
         let req: CreateRolloutRequest = parse_json(&body)?;
@@ -411,8 +467,12 @@ async fn create_rollout(State(shared): Shr, Path((account, id)): Path<(String, S
     respond(StatusCode::CREATED, outcome)
 }
 
-async fn list_versions(State(shared): Shr, Path((account, id)): Path<(String, String)>) -> Response {
-    let outcome = check_account(&shared, &account).and_then(|_| shared.account().list_versions(&id));
+async fn list_versions(
+    State(shared): Shr,
+    Path((account, id)): Path<(String, String)>,
+) -> Response {
+    let outcome =
+        check_account(&shared, &account).and_then(|_| shared.account().list_versions(&id));
     respond(StatusCode::OK, outcome)
 }
 
@@ -428,7 +488,9 @@ async fn registry_credentials(
             return Err(Failure::invalid("expiration_minutes: must be at least 1"));
         }
         if req.permissions.is_empty() || req.permissions.contains(&RegistryPermission::Unknown) {
-            return Err(Failure::invalid("permissions: must be a non-empty list of pull, push, list"));
+            return Err(Failure::invalid(
+                "permissions: must be a non-empty list of pull, push, list",
+            ));
         }
         let (username, password) = match &shared.config.registry {
             Some(r) => (r.username.clone(), r.password.clone()),
@@ -446,7 +508,11 @@ async fn registry_credentials(
 
 // ---- workers --------------------------------------------------------------------------
 
-async fn list_namespaces(State(shared): Shr, Path(account): Path<String>, req: Request) -> Response {
+async fn list_namespaces(
+    State(shared): Shr,
+    Path(account): Path<String>,
+    req: Request,
+) -> Response {
     if let Err(f) = check_account(&shared, &account) {
         return fail(f);
     }
@@ -464,15 +530,21 @@ async fn list_namespaces(State(shared): Shr, Path(account): Path<String>, req: R
         (Err(f), _) | (_, Err(f)) => return fail(f),
     };
     if page < 1 || !(1..=1000).contains(&per_page) {
-        return fail(Failure::invalid("page must be ≥ 1 and per_page between 1 and 1000"));
+        return fail(Failure::invalid(
+            "page must be ≥ 1 and per_page between 1 and 1000",
+        ));
     }
     let (items, info) = shared.account().list_namespaces(page, per_page);
     let body = json!({"success": true, "errors": [], "messages": [], "result": items, "result_info": info});
     (StatusCode::OK, axum::Json(body)).into_response()
 }
 
-async fn get_settings(State(shared): Shr, Path((account, script)): Path<(String, String)>) -> Response {
-    let outcome = check_account(&shared, &account).and_then(|_| shared.account().script_settings(&script));
+async fn get_settings(
+    State(shared): Shr,
+    Path((account, script)): Path<(String, String)>,
+) -> Response {
+    let outcome =
+        check_account(&shared, &account).and_then(|_| shared.account().script_settings(&script));
     respond(StatusCode::OK, outcome)
 }
 
@@ -494,10 +566,11 @@ async fn patch_settings(
             "settings must be sent as multipart/form-data with a part named settings",
         ));
     }
-    let mut multipart = match <Multipart as axum::extract::FromRequest<()>>::from_request(req, &()).await {
-        Ok(m) => m,
-        Err(e) => return fail(Failure::invalid(format!("malformed multipart body: {e}"))),
-    };
+    let mut multipart =
+        match <Multipart as axum::extract::FromRequest<()>>::from_request(req, &()).await {
+            Ok(m) => m,
+            Err(e) => return fail(Failure::invalid(format!("malformed multipart body: {e}"))),
+        };
     let mut settings: Option<Value> = None;
     loop {
         match multipart.next_field().await {
@@ -520,7 +593,10 @@ async fn patch_settings(
     let Some(settings) = settings else {
         return fail(Failure::invalid("the multipart body has no settings part"));
     };
-    respond(StatusCode::OK, shared.account().patch_script_settings(&script, &settings))
+    respond(
+        StatusCode::OK,
+        shared.account().patch_script_settings(&script, &settings),
+    )
 }
 
 // ---- test hooks -----------------------------------------------------------------------
@@ -588,23 +664,38 @@ async fn hook_state(State(shared): Shr) -> Response {
 
 fn registry_error(e: super::registry::RegistryError) -> Response {
     let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST);
-    (status, [(header::CONTENT_TYPE, "application/json")], e.body()).into_response()
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        e.body(),
+    )
+        .into_response()
 }
 
 fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
     use base64::Engine;
     let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let encoded = v.strip_prefix("Basic ")?;
-    let decoded = String::from_utf8(base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok()?).ok()?;
+    let decoded = String::from_utf8(
+        base64::engine::general_purpose::STANDARD
+            .decode(encoded.trim())
+            .ok()?,
+    )
+    .ok()?;
     let (u, p) = decoded.split_once(':')?;
     Some((u.to_string(), p.to_string()))
 }
 
 async fn registry_entry(State(shared): Shr, req: Request) -> Response {
     if shared.config.registry.is_some() {
-        return (StatusCode::NOT_FOUND, "this emulator uses an external registry").into_response();
+        return (
+            StatusCode::NOT_FOUND,
+            "this emulator uses an external registry",
+        )
+            .into_response();
     }
-    let authorized = basic_credentials(req.headers()).is_some_and(|(u, p)| shared.registry_login_ok(&u, &p));
+    let authorized =
+        basic_credentials(req.headers()).is_some_and(|(u, p)| shared.registry_login_ok(&u, &p));
     if !authorized {
         let mut r = registry_error(super::registry::RegistryError {
             status: 401,
@@ -617,7 +708,12 @@ async fn registry_entry(State(shared): Shr, req: Request) -> Response {
         );
         return r;
     }
-    let path = req.uri().path().trim_start_matches("/v2").trim_matches('/').to_string();
+    let path = req
+        .uri()
+        .path()
+        .trim_start_matches("/v2")
+        .trim_matches('/')
+        .to_string();
     if path.is_empty() {
         return (StatusCode::OK, axum::Json(json!({}))).into_response();
     }
@@ -659,20 +755,26 @@ async fn registry_entry(State(shared): Shr, req: Request) -> Response {
     let repo = repo.to_string();
     let mut reg = shared.registry();
     match (kind, method) {
-        ("manifests", m) if m == Method::GET || m == Method::HEAD => match reg.manifest(&repo, rest) {
-            Ok(man) => {
-                let len = man.bytes.len();
-                let body = if m == Method::HEAD { Body::empty() } else { Body::from(man.bytes) };
-                Response::builder()
-                    .status(StatusCode::OK)
-                    .header(header::CONTENT_TYPE, man.media_type)
-                    .header(header::CONTENT_LENGTH, len)
-                    .header("docker-content-digest", man.digest)
-                    .body(body)
-                    .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+        ("manifests", m) if m == Method::GET || m == Method::HEAD => {
+            match reg.manifest(&repo, rest) {
+                Ok(man) => {
+                    let len = man.bytes.len();
+                    let body = if m == Method::HEAD {
+                        Body::empty()
+                    } else {
+                        Body::from(man.bytes)
+                    };
+                    Response::builder()
+                        .status(StatusCode::OK)
+                        .header(header::CONTENT_TYPE, man.media_type)
+                        .header(header::CONTENT_LENGTH, len)
+                        .header("docker-content-digest", man.digest)
+                        .body(body)
+                        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+                }
+                Err(e) => registry_error(e),
             }
-            Err(e) => registry_error(e),
-        },
+        }
         ("manifests", Method::PUT) => match reg.put_manifest(&repo, rest, &content_type, body) {
             Ok(digest) => created(&format!("/v2/{repo}/manifests/{digest}"), &digest),
             Err(e) => registry_error(e),
@@ -680,7 +782,11 @@ async fn registry_entry(State(shared): Shr, req: Request) -> Response {
         ("blobs", m) if m == Method::GET || m == Method::HEAD => match reg.blob(&repo, rest) {
             Some(data) => {
                 let len = data.len();
-                let body = if m == Method::HEAD { Body::empty() } else { Body::from(data) };
+                let body = if m == Method::HEAD {
+                    Body::empty()
+                } else {
+                    Body::from(data)
+                };
                 Response::builder()
                     .status(StatusCode::OK)
                     .header(header::CONTENT_TYPE, "application/octet-stream")
@@ -786,7 +892,10 @@ mod tests {
     #[test]
     fn reads_basic_credentials() {
         let mut h = HeaderMap::new();
-        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic djE6c2VjcmV0"));
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Basic djE6c2VjcmV0"),
+        );
         assert_eq!(basic_credentials(&h), Some(("v1".into(), "secret".into())));
     }
 }

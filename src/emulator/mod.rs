@@ -123,7 +123,9 @@ impl ScriptedFault {
                 .map_err(|_| format!("{t:?}: 429:SECONDS")),
             t => match t.parse::<u16>() {
                 Ok(s) if (500..600).contains(&s) => Ok(ScriptedFault::ServerError(s)),
-                _ => Err(format!("unknown fault {t:?} (500..599, drop, drop_after, 429:SECONDS)")),
+                _ => Err(format!(
+                    "unknown fault {t:?} (500..599, drop, drop_after, 429:SECONDS)"
+                )),
             },
         }
     }
@@ -279,9 +281,11 @@ impl RunningEmulator {
 
     /// Seeds a Worker script that exports these classes.
     pub fn put_script(&self, name: &str, classes: &[&str]) {
-        self.shared
-            .account()
-            .put_script(name, classes.iter().map(|c| c.to_string()).collect(), None);
+        self.shared.account().put_script(
+            name,
+            classes.iter().map(|c| c.to_string()).collect(),
+            None,
+        );
     }
 
     /// Stops the server and waits for it.

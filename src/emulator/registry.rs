@@ -60,23 +60,27 @@ pub struct StoredManifest {
 
 impl Registry {
     pub fn manifest(&self, repo: &str, reference: &str) -> Result<StoredManifest, RegistryError> {
-        let r = self
-            .repos
-            .get(repo)
-            .ok_or_else(|| RegistryError::new(404, "NAME_UNKNOWN", format!("repository {repo} not known")))?;
+        let r = self.repos.get(repo).ok_or_else(|| {
+            RegistryError::new(404, "NAME_UNKNOWN", format!("repository {repo} not known"))
+        })?;
         let digest = if reference.starts_with("sha256:") {
             reference.to_string()
         } else {
-            r.tags
-                .get(reference)
-                .cloned()
-                .ok_or_else(|| RegistryError::new(404, "MANIFEST_UNKNOWN", format!("tag {reference} not known")))?
+            r.tags.get(reference).cloned().ok_or_else(|| {
+                RegistryError::new(
+                    404,
+                    "MANIFEST_UNKNOWN",
+                    format!("tag {reference} not known"),
+                )
+            })?
         };
-        let (media_type, bytes) = r
-            .manifests
-            .get(&digest)
-            .cloned()
-            .ok_or_else(|| RegistryError::new(404, "MANIFEST_UNKNOWN", format!("manifest {digest} not known")))?;
+        let (media_type, bytes) = r.manifests.get(&digest).cloned().ok_or_else(|| {
+            RegistryError::new(
+                404,
+                "MANIFEST_UNKNOWN",
+                format!("manifest {digest} not known"),
+            )
+        })?;
         Ok(StoredManifest {
             digest,
             media_type,
@@ -94,33 +98,61 @@ impl Registry {
     ) -> Result<String, RegistryError> {
         let digest = sha256_digest(&bytes);
         if reference.starts_with("sha256:") && reference != digest {
-            return Err(RegistryError::new(400, "DIGEST_INVALID", "manifest digest does not match its content"));
+            return Err(RegistryError::new(
+                400,
+                "DIGEST_INVALID",
+                "manifest digest does not match its content",
+            ));
         }
-        let doc: serde_json::Value = serde_json::from_slice(&bytes)
-            .map_err(|e| RegistryError::new(400, "MANIFEST_INVALID", format!("manifest is not JSON: {e}")))?;
+        let doc: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
+            RegistryError::new(
+                400,
+                "MANIFEST_INVALID",
+                format!("manifest is not JSON: {e}"),
+            )
+        })?;
         let r = self.repos.entry(repo.to_string()).or_default();
         let mut referenced = Vec::new();
         if let Some(c) = doc.pointer("/config/digest").and_then(|d| d.as_str()) {
             referenced.push(c.to_string());
         }
-        for l in doc.get("layers").and_then(|l| l.as_array()).into_iter().flatten() {
+        for l in doc
+            .get("layers")
+            .and_then(|l| l.as_array())
+            .into_iter()
+            .flatten()
+        {
             if let Some(d) = l.get("digest").and_then(|d| d.as_str()) {
                 referenced.push(d.to_string());
             }
         }
         for d in &referenced {
             if !r.blobs.contains(d) {
-                return Err(RegistryError::new(400, "MANIFEST_BLOB_UNKNOWN", format!("blob {d} not in repository")));
+                return Err(RegistryError::new(
+                    400,
+                    "MANIFEST_BLOB_UNKNOWN",
+                    format!("blob {d} not in repository"),
+                ));
             }
         }
-        for m in doc.get("manifests").and_then(|l| l.as_array()).into_iter().flatten() {
+        for m in doc
+            .get("manifests")
+            .and_then(|l| l.as_array())
+            .into_iter()
+            .flatten()
+        {
             if let Some(d) = m.get("digest").and_then(|d| d.as_str())
                 && !r.manifests.contains_key(d)
             {
-                return Err(RegistryError::new(400, "MANIFEST_BLOB_UNKNOWN", format!("manifest {d} not in repository")));
+                return Err(RegistryError::new(
+                    400,
+                    "MANIFEST_BLOB_UNKNOWN",
+                    format!("manifest {d} not in repository"),
+                ));
             }
         }
-        r.manifests.insert(digest.clone(), (media_type.to_string(), bytes));
+        r.manifests
+            .insert(digest.clone(), (media_type.to_string(), bytes));
         if !reference.starts_with("sha256:") {
             r.tags.insert(reference.to_string(), digest.clone());
         }
@@ -135,14 +167,24 @@ impl Registry {
     }
 
     pub fn tags(&self, repo: &str) -> Option<Vec<String>> {
-        self.repos.get(repo).map(|r| r.tags.keys().cloned().collect())
+        self.repos
+            .get(repo)
+            .map(|r| r.tags.keys().cloned().collect())
     }
 
     /// Cross-repository mount: links a blob of `from` into `repo`.
     pub fn mount(&mut self, repo: &str, digest: &str, from: &str) -> bool {
-        let present = self.repos.get(from).is_some_and(|r| r.blobs.contains(digest)) && self.blobs.contains_key(digest);
+        let present = self
+            .repos
+            .get(from)
+            .is_some_and(|r| r.blobs.contains(digest))
+            && self.blobs.contains_key(digest);
         if present {
-            self.repos.entry(repo.to_string()).or_default().blobs.insert(digest.to_string());
+            self.repos
+                .entry(repo.to_string())
+                .or_default()
+                .blobs
+                .insert(digest.to_string());
         }
         present
     }
@@ -150,7 +192,8 @@ impl Registry {
     pub fn start_upload(&mut self, repo: &str) -> String {
         self.next_upload += 1;
         let id = format!("{:016x}{:08x}", fastrand::u64(..), self.next_upload);
-        self.uploads.insert(id.clone(), (repo.to_string(), Vec::new()));
+        self.uploads
+            .insert(id.clone(), (repo.to_string(), Vec::new()));
         id
     }
 
@@ -164,7 +207,12 @@ impl Registry {
     }
 
     /// Completes an upload: the content must hash to `digest`, or nothing is stored.
-    pub fn finish_upload(&mut self, id: &str, last: &[u8], digest: &str) -> Result<(), RegistryError> {
+    pub fn finish_upload(
+        &mut self,
+        id: &str,
+        last: &[u8],
+        digest: &str,
+    ) -> Result<(), RegistryError> {
         let (repo, mut data) = self
             .uploads
             .remove(id)
@@ -173,19 +221,37 @@ impl Registry {
         self.put_blob(&repo, digest, data)
     }
 
-    pub fn put_blob(&mut self, repo: &str, digest: &str, data: Vec<u8>) -> Result<(), RegistryError> {
+    pub fn put_blob(
+        &mut self,
+        repo: &str,
+        digest: &str,
+        data: Vec<u8>,
+    ) -> Result<(), RegistryError> {
         let actual = sha256_digest(&data);
         if actual != digest {
-            return Err(RegistryError::new(400, "DIGEST_INVALID", format!("content hashes to {actual}, not {digest}")));
+            return Err(RegistryError::new(
+                400,
+                "DIGEST_INVALID",
+                format!("content hashes to {actual}, not {digest}"),
+            ));
         }
         self.blobs.insert(actual.clone(), Bytes::from(data));
-        self.repos.entry(repo.to_string()).or_default().blobs.insert(actual);
+        self.repos
+            .entry(repo.to_string())
+            .or_default()
+            .blobs
+            .insert(actual);
         Ok(())
     }
 
     /// Pushes a minimal single-layer `linux/amd64` image (an empty tar layer) and returns
     /// its manifest digest.
-    pub fn seed_demo_image(&mut self, repo: &str, tag: &str, note: &str) -> Result<String, RegistryError> {
+    pub fn seed_demo_image(
+        &mut self,
+        repo: &str,
+        tag: &str,
+        note: &str,
+    ) -> Result<String, RegistryError> {
         let layer = vec![0u8; 1024];
         let layer_digest = sha256_digest(&layer);
         let config = serde_json::json!({
@@ -206,7 +272,12 @@ impl Registry {
         .to_string();
         self.put_blob(repo, &layer_digest, layer)?;
         self.put_blob(repo, &config_digest, config)?;
-        self.put_manifest(repo, tag, "application/vnd.oci.image.manifest.v1+json", Bytes::from(manifest))
+        self.put_manifest(
+            repo,
+            tag,
+            "application/vnd.oci.image.manifest.v1+json",
+            Bytes::from(manifest),
+        )
     }
 }
 
@@ -219,7 +290,9 @@ mod tests {
         let mut r = Registry::default();
         let id = r.start_upload("acc/x");
         r.append_upload(&id, b"hello").unwrap();
-        let err = r.finish_upload(&id, b"", &sha256_digest(b"other")).unwrap_err();
+        let err = r
+            .finish_upload(&id, b"", &sha256_digest(b"other"))
+            .unwrap_err();
         assert_eq!(err.code, "DIGEST_INVALID");
         assert!(r.blob("acc/x", &sha256_digest(b"hello")).is_none());
     }
@@ -228,7 +301,10 @@ mod tests {
     fn manifest_needs_its_blobs_and_keeps_bytes() {
         let mut r = Registry::default();
         let m = br#"{"schemaVersion":2,"config":{"digest":"sha256:00"},"layers":[]}"#;
-        assert!(r.put_manifest("acc/x", "v1", "application/json", Bytes::from_static(m)).is_err());
+        assert!(
+            r.put_manifest("acc/x", "v1", "application/json", Bytes::from_static(m))
+                .is_err()
+        );
         let d = r.seed_demo_image("acc/x", "v1", "t").unwrap();
         let got = r.manifest("acc/x", "v1").unwrap();
         assert_eq!(got.digest, d);

@@ -244,7 +244,8 @@ impl AccountState {
             max_instances: req.max_instances,
             configuration: req.configuration,
             constraints: req.constraints,
-            durable_objects: namespace_id.map(|namespace_id| ApplicationDurableObjects { namespace_id }),
+            durable_objects: namespace_id
+                .map(|namespace_id| ApplicationDurableObjects { namespace_id }),
             health: Some(ApplicationHealth::default()),
             active_rollout_id: None,
             observability: req.observability,
@@ -254,7 +255,11 @@ impl AccountState {
         Ok(app)
     }
 
-    pub fn modify_application(&mut self, id: &str, req: ModifyApplicationRequest) -> Outcome<Application> {
+    pub fn modify_application(
+        &mut self,
+        id: &str,
+        req: ModifyApplicationRequest,
+    ) -> Outcome<Application> {
         self.advance_rollouts();
         check_counts(req.instances, req.max_instances)?;
         if let Some(c) = &req.constraints {
@@ -294,15 +299,24 @@ impl AccountState {
         })
     }
 
-    pub fn create_rollout(&mut self, id: &str, req: CreateRolloutRequest) -> Outcome<ApplicationRollout> {
+    pub fn create_rollout(
+        &mut self,
+        id: &str,
+        req: CreateRolloutRequest,
+    ) -> Outcome<ApplicationRollout> {
         self.advance_rollouts();
         if req.strategy == RolloutStrategy::Unknown {
             return Err(Failure::invalid(
                 "strategy: must be one of [rolling, new_instances]",
             ));
         }
-        if matches!(req.kind, Some(RolloutKind::Unknown | RolloutKind::DurableObjectsAuto)) {
-            return Err(Failure::invalid("kind: must be one of [full_auto, full_manual]"));
+        if matches!(
+            req.kind,
+            Some(RolloutKind::Unknown | RolloutKind::DurableObjectsAuto)
+        ) {
+            return Err(Failure::invalid(
+                "kind: must be one of [full_auto, full_manual]",
+            ));
         }
         if let Some(step) = req.step_percentage {
             if !STEP_PERCENTAGES.contains(&step) {
@@ -338,7 +352,11 @@ impl AccountState {
             (_, Some(steps)) => {
                 let p: Vec<i64> = steps.iter().map(|s| s.step_size.percentage).collect();
                 let increasing = p.windows(2).all(|w| w[0] < w[1]);
-                if p.is_empty() || !increasing || p.iter().any(|x| !(10..=100).contains(x)) || p.last() != Some(&100) {
+                if p.is_empty()
+                    || !increasing
+                    || p.iter().any(|x| !(10..=100).contains(x))
+                    || p.last() != Some(&100)
+                {
                     return Err(Failure::invalid(
                         "steps: percentages must increase from at least 10 to 100",
                     ));
@@ -347,7 +365,9 @@ impl AccountState {
             }
             (step, None) => {
                 let step = step.unwrap_or(100).max(1);
-                (1..=(100 + step - 1) / step).map(|i| (i * step).min(100)).collect()
+                (1..=(100 + step - 1) / step)
+                    .map(|i| (i * step).min(100))
+                    .collect()
             }
         };
         let total_steps = percentages.len() as i64;
@@ -423,7 +443,9 @@ impl AccountState {
                     .as_ref()
                     .and_then(|s| {
                         let cur = r.rollout.progress.as_ref()?.current_step;
-                        s.iter().find(|x| x.id == cur).map(|x| x.step_size.percentage)
+                        s.iter()
+                            .find(|x| x.id == cur)
+                            .map(|x| x.step_size.percentage)
                     })
                     .unwrap_or(0);
                 vec![
@@ -454,10 +476,9 @@ impl AccountState {
             let Some(progress) = record.rollout.progress.as_mut() else {
                 continue;
             };
-            let elapsed_steps = if step_ms == 0 {
-                progress.total_steps
-            } else {
-                (now.saturating_sub(record.started_ms) / step_ms) as i64
+            let elapsed_steps = match now.saturating_sub(record.started_ms).checked_div(step_ms) {
+                Some(steps) => steps as i64,
+                None => progress.total_steps,
             };
             let current = (elapsed_steps + 1).min(progress.total_steps);
             progress.current_step = current;
@@ -509,7 +530,11 @@ impl AccountState {
 
     pub fn script_settings(&self, name: &str) -> Outcome<ScriptSettings> {
         let script = self.scripts.get(name).ok_or_else(|| {
-            Failure::new(404, codes::SCRIPT_NOT_FOUND, format!("This Worker does not exist on your account: {name}"))
+            Failure::new(
+                404,
+                codes::SCRIPT_NOT_FOUND,
+                format!("This Worker does not exist on your account: {name}"),
+            )
         })?;
         Ok(ScriptSettings {
             bindings: script.bindings.iter().map(readable_binding).collect(),
@@ -525,7 +550,11 @@ impl AccountState {
             .map_err(|e| Failure::invalid(format!("settings: {e}")))?;
         let account_namespaces = &self.namespaces;
         let script = self.scripts.get(name).ok_or_else(|| {
-            Failure::new(404, codes::SCRIPT_NOT_FOUND, format!("This Worker does not exist on your account: {name}"))
+            Failure::new(
+                404,
+                codes::SCRIPT_NOT_FOUND,
+                format!("This Worker does not exist on your account: {name}"),
+            )
         })?;
         let migration = settings.migrations.clone().unwrap_or_default();
         let new_classes: BTreeSet<String> = migration
@@ -567,13 +596,18 @@ impl AccountState {
                     out.push(kept.clone());
                     continue;
                 }
-                if b.kind == "durable_object_namespace" && b.str_field("script_name").is_none_or(|s| s == name) {
+                if b.kind == "durable_object_namespace"
+                    && b.str_field("script_name").is_none_or(|s| s == name)
+                {
                     let class = b.str_field("class_name").unwrap_or_default().to_string();
                     if !script.exported_classes.contains(&class) {
                         return Err(Failure::new(
                             400,
                             codes::INVALID_DURABLE_OBJECT,
-                            format!("bindings: {}: class {class:?} is not exported by script {name}", b.name),
+                            format!(
+                                "bindings: {}: class {class:?} is not exported by script {name}",
+                                b.name
+                            ),
                         ));
                     }
                     let has_namespace = script.migrated_classes.contains(&class)
@@ -596,7 +630,10 @@ impl AccountState {
             }
             let mut names = BTreeSet::new();
             if let Some(dup) = out.iter().find(|b| !names.insert(b.name.clone())) {
-                return Err(Failure::invalid(format!("bindings: duplicate binding name {}", dup.name)));
+                return Err(Failure::invalid(format!(
+                    "bindings: duplicate binding name {}",
+                    dup.name
+                )));
             }
             Some(out)
         } else {
@@ -623,11 +660,12 @@ impl AccountState {
                 if b.kind == "durable_object_namespace"
                     && b.str_field("script_name").is_none_or(|s| s == name)
                     && let Some(class) = b.str_field("class_name").map(str::to_string)
-                    && let Some(ns) = namespaces
-                        .iter()
-                        .find(|n| n.script.as_deref() == Some(name) && n.class.as_deref() == Some(&class))
+                    && let Some(ns) = namespaces.iter().find(|n| {
+                        n.script.as_deref() == Some(name) && n.class.as_deref() == Some(&class)
+                    })
                 {
-                    b.rest.insert("namespace_id".into(), Value::String(ns.id.clone()));
+                    b.rest
+                        .insert("namespace_id".into(), Value::String(ns.id.clone()));
                 }
             }
             script.bindings = bindings;
@@ -635,7 +673,11 @@ impl AccountState {
         self.script_settings(name)
     }
 
-    pub fn list_namespaces(&self, page: usize, per_page: usize) -> (Vec<DurableObjectNamespace>, ResultInfo) {
+    pub fn list_namespaces(
+        &self,
+        page: usize,
+        per_page: usize,
+    ) -> (Vec<DurableObjectNamespace>, ResultInfo) {
         let total = self.namespaces.len();
         let items: Vec<_> = self
             .namespaces
@@ -711,7 +753,9 @@ fn check_configuration(c: &DeploymentConfiguration, field: &str) -> Outcome<()> 
             "{field}.instance_type: must be one of lite, basic, standard-1, standard-2, standard-3, standard-4"
         )));
     }
-    let custom = c.vcpu.is_some() || c.memory_mib.is_some() || c.disk.as_ref().and_then(|d| d.size_mb).is_some();
+    let custom = c.vcpu.is_some()
+        || c.memory_mib.is_some()
+        || c.disk.as_ref().and_then(|d| d.size_mb).is_some();
     if c.instance_type.is_some() && custom {
         return Err(Failure::invalid(format!(
             "{field}: instance_type cannot be combined with vcpu, memory_mib or disk"
@@ -721,7 +765,9 @@ fn check_configuration(c: &DeploymentConfiguration, field: &str) -> Outcome<()> 
         return Err(Failure::invalid(format!("{field}.vcpu: must be positive")));
     }
     if c.memory_mib.is_some_and(|m| m <= 0) {
-        return Err(Failure::invalid(format!("{field}.memory_mib: must be positive")));
+        return Err(Failure::invalid(format!(
+            "{field}.memory_mib: must be positive"
+        )));
     }
     let mut names = BTreeSet::new();
     for e in c.environment_variables.iter().flatten() {

@@ -25,10 +25,20 @@ pub struct Credentials {
 /// A registry failure.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum RegistryError {
-    #[error("registry {host}: authentication failed for {repository} (HTTP {status}): check the credentials")]
-    Unauthorized { host: String, repository: String, status: u16 },
+    #[error(
+        "registry {host}: authentication failed for {repository} (HTTP {status}): check the credentials"
+    )]
+    Unauthorized {
+        host: String,
+        repository: String,
+        status: u16,
+    },
     #[error("registry {host}: {what} not found in {repository}")]
-    NotFound { host: String, repository: String, what: String },
+    NotFound {
+        host: String,
+        repository: String,
+        what: String,
+    },
     #[error("registry {host}: {message}")]
     Protocol { host: String, message: String },
     #[error("registry {host}: {message}")]
@@ -60,7 +70,16 @@ struct TokenResponse {
 
 /// Is this host reached over plain HTTP (loopback, as Docker does)?
 pub fn is_loopback(host: &str) -> bool {
-    let h = host.rsplit_once(':').map(|(h, p)| if p.bytes().all(|b| b.is_ascii_digit()) { h } else { host }).unwrap_or(host);
+    let h = host
+        .rsplit_once(':')
+        .map(|(h, p)| {
+            if p.bytes().all(|b| b.is_ascii_digit()) {
+                h
+            } else {
+                host
+            }
+        })
+        .unwrap_or(host);
     h == "localhost" || h.starts_with("127.") || h == "[::1]" || h == "::1"
 }
 
@@ -90,7 +109,11 @@ impl RegistryClient {
     }
 
     pub fn base(&self, host: &str) -> String {
-        let scheme = if is_loopback(host) || self.insecure.iter().any(|h| h == host) { "http" } else { "https" };
+        let scheme = if is_loopback(host) || self.insecure.iter().any(|h| h == host) {
+            "http"
+        } else {
+            "https"
+        };
         format!("{scheme}://{host}")
     }
 
@@ -103,7 +126,10 @@ impl RegistryClient {
         push: bool,
         build: impl Fn(&reqwest::Client) -> RequestBuilder,
     ) -> Result<Response, RegistryError> {
-        let scope = format!("repository:{repository}:{}", if push { "pull,push" } else { "pull" });
+        let scope = format!(
+            "repository:{repository}:{}",
+            if push { "pull,push" } else { "pull" }
+        );
         let cached = self.token(host, &scope);
         let mut req = build(&self.http);
         if let Some(t) = &cached {
@@ -221,10 +247,13 @@ impl RegistryClient {
             host: host.to_string(),
             message: format!("unreadable token response: {e}"),
         })?;
-        let token = body.token.or(body.access_token).ok_or_else(|| RegistryError::Protocol {
-            host: host.to_string(),
-            message: "token response without a token".into(),
-        })?;
+        let token = body
+            .token
+            .or(body.access_token)
+            .ok_or_else(|| RegistryError::Protocol {
+                host: host.to_string(),
+                message: "token response without a token".into(),
+            })?;
         if let Ok(mut t) = self.tokens.lock() {
             t.insert((host.to_string(), scope.to_string()), token.clone());
         }
@@ -242,7 +271,8 @@ impl RegistryClient {
         let url = format!("{}/v2/{repository}/manifests/{reference}", self.base(host));
         let resp = self
             .send(host, repository, creds, false, |c| {
-                c.request(Method::HEAD, &url).header(ACCEPT, MANIFEST_ACCEPT)
+                c.request(Method::HEAD, &url)
+                    .header(ACCEPT, MANIFEST_ACCEPT)
             })
             .await?;
         match resp.status() {
@@ -256,7 +286,10 @@ impl RegistryClient {
                     .unwrap_or("")
                     .to_string();
                 match digest {
-                    Some(d) => Ok(Some(ManifestInfo { digest: d, media_type })),
+                    Some(d) => Ok(Some(ManifestInfo {
+                        digest: d,
+                        media_type,
+                    })),
                     // Without the header, GET the manifest and hash it.
                     None => self
                         .get_manifest(host, repository, reference, creds)
@@ -278,7 +311,9 @@ impl RegistryClient {
     ) -> Result<(ManifestInfo, bytes::Bytes), RegistryError> {
         let url = format!("{}/v2/{repository}/manifests/{reference}", self.base(host));
         let resp = self
-            .send(host, repository, creds, false, |c| c.get(&url).header(ACCEPT, MANIFEST_ACCEPT))
+            .send(host, repository, creds, false, |c| {
+                c.get(&url).header(ACCEPT, MANIFEST_ACCEPT)
+            })
             .await?;
         match resp.status() {
             StatusCode::NOT_FOUND => Err(RegistryError::NotFound {
@@ -309,7 +344,10 @@ impl RegistryClient {
 }
 
 pub fn header_str(resp: &Response, name: &str) -> Option<String> {
-    resp.headers().get(name).and_then(|v: &HeaderValue| v.to_str().ok()).map(str::to_string)
+    resp.headers()
+        .get(name)
+        .and_then(|v: &HeaderValue| v.to_str().ok())
+        .map(str::to_string)
 }
 
 pub fn status_error(host: &str, status: StatusCode, what: &str) -> RegistryError {
@@ -349,7 +387,14 @@ fn parse_challenge(challenge: &str) -> HashMap<String, String> {
     let mut out = HashMap::new();
     let mut chars = rest.chars().peekable();
     loop {
-        let key: String = chars.by_ref().take_while(|c| *c != '=').collect::<String>().trim().trim_start_matches(',').trim().to_string();
+        let key: String = chars
+            .by_ref()
+            .take_while(|c| *c != '=')
+            .collect::<String>()
+            .trim()
+            .trim_start_matches(',')
+            .trim()
+            .to_string();
         if key.is_empty() {
             break;
         }
@@ -381,7 +426,9 @@ mod tests {
 
     #[test]
     fn parses_bearer_challenges() {
-        let p = parse_challenge(r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/nginx:pull""#);
+        let p = parse_challenge(
+            r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/nginx:pull""#,
+        );
         assert_eq!(p["realm"], "https://auth.docker.io/token");
         assert_eq!(p["service"], "registry.docker.io");
         assert_eq!(p["scope"], "repository:library/nginx:pull");

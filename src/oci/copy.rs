@@ -17,7 +17,9 @@ use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use super::client::{Credentials, ManifestInfo, RegistryClient, RegistryError, header_str, status_error};
+use super::client::{
+    Credentials, ManifestInfo, RegistryClient, RegistryError, header_str, status_error,
+};
 use super::reference::Reference;
 
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
@@ -70,7 +72,9 @@ pub enum CopyError {
         wanted: String,
         available: Vec<String>,
     },
-    #[error("blob {expected} from {source_host} hashed to {actual}: corrupted in transit; nothing was committed")]
+    #[error(
+        "blob {expected} from {source_host} hashed to {actual}: corrupted in transit; nothing was committed"
+    )]
     DigestMismatch {
         source_host: String,
         expected: String,
@@ -146,7 +150,9 @@ pub async fn copy_image(
     let source = Endpoint {
         host: src
             .api_host()
-            .ok_or_else(|| RegistryError::Invalid(format!("{src}: the source needs a registry host")))?
+            .ok_or_else(|| {
+                RegistryError::Invalid(format!("{src}: the source needs a registry host"))
+            })?
             .to_string(),
         repository: src.repository.clone(),
         creds: src_creds,
@@ -154,14 +160,21 @@ pub async fn copy_image(
     let dest = Endpoint {
         host: dst
             .api_host()
-            .ok_or_else(|| RegistryError::Invalid(format!("{dst}: the destination needs a registry host")))?
+            .ok_or_else(|| {
+                RegistryError::Invalid(format!("{dst}: the destination needs a registry host"))
+            })?
             .to_string(),
         repository: dst.repository.clone(),
         creds: dst_creds,
     };
     let counters = Counters::default();
     let (info, bytes) = client
-        .get_manifest(&source.host, &source.repository, src.manifest_reference(), source.creds)
+        .get_manifest(
+            &source.host,
+            &source.repository,
+            src.manifest_reference(),
+            source.creds,
+        )
         .await?;
     let doc: ManifestDoc = serde_json::from_slice(&bytes)
         .map_err(|e| CopyError::InvalidManifest(src.to_string(), e.to_string()))?;
@@ -169,9 +182,24 @@ pub async fn copy_image(
         if opts.all {
             for child in &doc.manifests {
                 let (ci, cb) = client
-                    .get_manifest(&source.host, &source.repository, &child.digest, source.creds)
+                    .get_manifest(
+                        &source.host,
+                        &source.repository,
+                        &child.digest,
+                        source.creds,
+                    )
                     .await?;
-                copy_one(client, &source, &dest, &ci, cb, &child.digest, opts, &counters).await?;
+                copy_one(
+                    client,
+                    &source,
+                    &dest,
+                    &ci,
+                    cb,
+                    &child.digest,
+                    opts,
+                    &counters,
+                )
+                .await?;
             }
             (info, bytes)
         } else {
@@ -179,7 +207,10 @@ pub async fn copy_image(
             let chosen = doc.manifests.iter().find(|m| {
                 m.platform.as_ref().is_some_and(|p| {
                     let name = format!("{}/{}", p.os, p.architecture);
-                    &name == wanted || p.variant.as_ref().is_some_and(|v| &format!("{name}/{v}") == wanted)
+                    &name == wanted
+                        || p.variant
+                            .as_ref()
+                            .is_some_and(|v| &format!("{name}/{v}") == wanted)
                 })
             });
             let Some(chosen) = chosen else {
@@ -199,14 +230,22 @@ pub async fn copy_image(
                 });
             };
             client
-                .get_manifest(&source.host, &source.repository, &chosen.digest, source.creds)
+                .get_manifest(
+                    &source.host,
+                    &source.repository,
+                    &chosen.digest,
+                    source.creds,
+                )
                 .await?
         }
     } else {
         (info, bytes)
     };
     let reference = dst.tag.clone().unwrap_or_else(|| info.digest.clone());
-    copy_one(client, &source, &dest, &info, bytes, &reference, opts, &counters).await?;
+    copy_one(
+        client, &source, &dest, &info, bytes, &reference, opts, &counters,
+    )
+    .await?;
     Ok(CopyReport {
         digest: info.digest,
         blobs_uploaded: counters.uploaded.load(Ordering::Relaxed),
@@ -255,7 +294,11 @@ async fn put_manifest(
     bytes: Bytes,
     reference: &str,
 ) -> Result<(), CopyError> {
-    let url = format!("{}/v2/{}/manifests/{reference}", client.base(&dest.host), dest.repository);
+    let url = format!(
+        "{}/v2/{}/manifests/{reference}",
+        client.base(&dest.host),
+        dest.repository
+    );
     let media_type = if info.media_type.is_empty() {
         "application/vnd.oci.image.manifest.v1+json".to_string()
     } else {
@@ -263,7 +306,9 @@ async fn put_manifest(
     };
     let resp = client
         .send(&dest.host, &dest.repository, dest.creds, true, |c| {
-            c.put(&url).header(CONTENT_TYPE, media_type.clone()).body(bytes.clone())
+            c.put(&url)
+                .header(CONTENT_TYPE, media_type.clone())
+                .body(bytes.clone())
         })
         .await?;
     if !resp.status().is_success() {
@@ -271,7 +316,10 @@ async fn put_manifest(
         let body = resp.text().await.unwrap_or_default();
         return Err(RegistryError::Protocol {
             host: dest.host.clone(),
-            message: format!("PUT manifest {reference}: HTTP {status}: {}", crate::cloudflare::error::excerpt(body.as_bytes())),
+            message: format!(
+                "PUT manifest {reference}: HTTP {status}: {}",
+                crate::cloudflare::error::excerpt(body.as_bytes())
+            ),
         }
         .into());
     }
@@ -280,15 +328,26 @@ async fn put_manifest(
     {
         return Err(RegistryError::Protocol {
             host: dest.host.clone(),
-            message: format!("the destination stored the manifest as {d}, not {}", info.digest),
+            message: format!(
+                "the destination stored the manifest as {d}, not {}",
+                info.digest
+            ),
         }
         .into());
     }
     Ok(())
 }
 
-async fn blob_exists(client: &RegistryClient, ep: &Endpoint<'_>, digest: &str) -> Result<bool, RegistryError> {
-    let url = format!("{}/v2/{}/blobs/{digest}", client.base(&ep.host), ep.repository);
+async fn blob_exists(
+    client: &RegistryClient,
+    ep: &Endpoint<'_>,
+    digest: &str,
+) -> Result<bool, RegistryError> {
+    let url = format!(
+        "{}/v2/{}/blobs/{digest}",
+        client.base(&ep.host),
+        ep.repository
+    );
     let resp = client
         .send(&ep.host, &ep.repository, ep.creds, true, |c| c.head(&url))
         .await?;
@@ -317,7 +376,9 @@ async fn copy_blob(
 ) -> Result<(), CopyError> {
     if blob_exists(client, dest, &blob.digest).await? {
         counters.skipped.fetch_add(1, Ordering::Relaxed);
-        counters.bytes_skipped.fetch_add(blob.size, Ordering::Relaxed);
+        counters
+            .bytes_skipped
+            .fetch_add(blob.size, Ordering::Relaxed);
         return Ok(());
     }
     let mut attempt = 0;
@@ -327,7 +388,8 @@ async fn copy_blob(
             Ok(()) => return Ok(()),
             Err(CopyError::Registry(e)) if e.is_retryable() && attempt < opts.attempts => {
                 tracing::debug!(digest = %blob.digest, attempt, error = %e, "restarting blob upload");
-                tokio::time::sleep(std::time::Duration::from_millis(200 * u64::from(attempt))).await;
+                tokio::time::sleep(std::time::Duration::from_millis(200 * u64::from(attempt)))
+                    .await;
             }
             Err(e) => return Err(e),
         }
@@ -372,15 +434,22 @@ async fn upload_blob(
     let sep = if upload.contains('?') { '&' } else { '?' };
     let put_url = format!("{upload}{sep}digest={}", blob.digest);
 
-    let get_url = format!("{}/v2/{}/blobs/{}", client.base(&source.host), source.repository, blob.digest);
+    let get_url = format!(
+        "{}/v2/{}/blobs/{}",
+        client.base(&source.host),
+        source.repository,
+        blob.digest
+    );
     let src_resp = client
-        .send(&source.host, &source.repository, source.creds, false, |c| c.get(&get_url))
+        .send(&source.host, &source.repository, source.creds, false, |c| {
+            c.get(&get_url)
+        })
         .await?;
     if !src_resp.status().is_success() {
         return Err(status_error(&source.host, src_resp.status(), "GET blob").into());
     }
     let size = src_resp.content_length().unwrap_or(blob.size);
-    let verified = Arc::new(std::sync::Mutex::new(None::<Result<(), (String, String)>>));
+    let verified: Verdict = Arc::new(std::sync::Mutex::new(None));
     let stream = Verifying {
         inner: Box::pin(src_resp.bytes_stream()),
         hasher: Some(Sha256::new()),
@@ -392,11 +461,17 @@ async fn upload_blob(
     // The body can be sent once: no challenge round trip may need to resend it, so the
     // upload URL (already authorised above) is used with the same credentials.
     let put = client
-        .send_once_streaming(&dest.host, &dest.repository, dest.creds, |c| {
-            c.put(&put_url)
-                .header(CONTENT_TYPE, "application/octet-stream")
-                .header(CONTENT_LENGTH, size)
-        }, body)
+        .send_once_streaming(
+            &dest.host,
+            &dest.repository,
+            dest.creds,
+            |c| {
+                c.put(&put_url)
+                    .header(CONTENT_TYPE, "application/octet-stream")
+                    .header(CONTENT_LENGTH, size)
+            },
+            body,
+        )
         .await;
     if let Some(Err((expected, actual))) = verified.lock().ok().and_then(|v| v.clone()) {
         return Err(CopyError::DigestMismatch {
@@ -424,6 +499,8 @@ async fn upload_blob(
 }
 
 type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, reqwest::Error>> + Send>>;
+/// The verification outcome: `Err((expected, actual))` on a mismatch.
+type Verdict = Arc<std::sync::Mutex<Option<Result<(), (String, String)>>>>;
 
 /// Passes the source blob through, hashing it; at the end a digest mismatch fails the
 /// stream, which aborts the upload before the registry can commit it.
@@ -431,7 +508,7 @@ struct Verifying {
     inner: ByteStream,
     hasher: Option<Sha256>,
     expected: String,
-    result: Arc<std::sync::Mutex<Option<Result<(), (String, String)>>>>,
+    result: Verdict,
     source_host: String,
 }
 
@@ -457,7 +534,11 @@ impl Stream for Verifying {
                 };
                 let actual = format!("sha256:{}", hex::encode(h.finalize()));
                 let ok = actual == self.expected || !self.expected.starts_with("sha256:");
-                let outcome = if ok { Ok(()) } else { Err((self.expected.clone(), actual.clone())) };
+                let outcome = if ok {
+                    Ok(())
+                } else {
+                    Err((self.expected.clone(), actual.clone()))
+                };
                 if let Ok(mut r) = self.result.lock() {
                     *r = Some(outcome);
                 }
@@ -473,4 +554,3 @@ impl Stream for Verifying {
         }
     }
 }
-

@@ -64,13 +64,24 @@ fn is_tag(s: &str) -> bool {
     !b.is_empty()
         && b.len() <= 128
         && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
-        && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
 }
 
 fn is_digest(s: &str) -> bool {
     match s.split_once(':') {
-        Some(("sha256", hex)) => hex.len() == 64 && hex.bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)),
-        Some(("sha512", hex)) => hex.len() == 128 && hex.bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)),
+        Some(("sha256", hex)) => {
+            hex.len() == 64
+                && hex
+                    .bytes()
+                    .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
+        }
+        Some(("sha512", hex)) => {
+            hex.len() == 128
+                && hex
+                    .bytes()
+                    .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
+        }
         _ => false,
     }
 }
@@ -91,7 +102,9 @@ fn is_domain(s: &str) -> bool {
     !host.is_empty()
         && host.split('.').all(|label| {
             !label.is_empty()
-                && label.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-')
+                && label
+                    .bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || c == b'-')
                 && !label.starts_with('-')
                 && !label.ends_with('-')
         })
@@ -127,7 +140,9 @@ impl Reference {
             Some(i) => {
                 let t = &rest[last_slash + i + 1..];
                 if !is_tag(t) {
-                    return Err(err("the tag may hold letters, digits, '_', '.', '-' (at most 128)"));
+                    return Err(err(
+                        "the tag may hold letters, digits, '_', '.', '-' (at most 128)",
+                    ));
                 }
                 (&rest[..last_slash + i], Some(t.to_string()))
             }
@@ -251,14 +266,28 @@ mod tests {
         assert_eq!(r.tag.as_deref(), Some("1.0"));
         assert_eq!(r.manifest_reference(), d);
         assert_eq!(r.to_string(), format!("localhost:5000/x/y:1.0@{d}"));
-        assert_eq!(p("127.0.0.1:8787/acc/hello:v1").registry.as_deref(), Some("127.0.0.1:8787"));
-        assert_eq!(p("ghcr.io/org/app@".to_string().trim_end_matches('@')).repository, "org/app");
+        assert_eq!(
+            p("127.0.0.1:8787/acc/hello:v1").registry.as_deref(),
+            Some("127.0.0.1:8787")
+        );
+        assert_eq!(
+            p("ghcr.io/org/app@".to_string().trim_end_matches('@')).repository,
+            "org/app"
+        );
     }
 
     #[test]
     fn rejects_bad_references() {
         for bad in [
-            "", "UPPER:v1", "shop:", "shop:-bad", "a b", "shop@sha256:123", "x//y", "-x", "ghcr.io:port/x",
+            "",
+            "UPPER:v1",
+            "shop:",
+            "shop:-bad",
+            "a b",
+            "shop@sha256:123",
+            "x//y",
+            "-x",
+            "ghcr.io:port/x",
             "shop:v1:v2/x",
         ] {
             assert!(Reference::parse(bad).is_err(), "{bad:?} should not parse");

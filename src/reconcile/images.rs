@@ -88,7 +88,12 @@ fn api_state(e: &ApiError) -> ImageState {
 }
 
 impl ImageResolver {
-    pub fn new(client: CloudflareClient, registry: RegistryClient, sources: SourceCredentials, copy: CopyOptions) -> Self {
+    pub fn new(
+        client: CloudflareClient,
+        registry: RegistryClient,
+        sources: SourceCredentials,
+        copy: CopyOptions,
+    ) -> Self {
         ImageResolver {
             client,
             registry,
@@ -155,12 +160,17 @@ impl ImageResolver {
                 Some(i) => ImageState::Ready(i),
                 None => pending(
                     "PromotionSourceNotReady",
-                    format!("CloudflareContainer {peer} has not deployed an image yet (it must be Ready)"),
+                    format!(
+                        "CloudflareContainer {peer} has not deployed an image yet (it must be Ready)"
+                    ),
                 ),
             };
         }
         let Some(text) = &image.reference else {
-            return failed("NoImage", "spec.image.reference or spec.image.fromContainer is required");
+            return failed(
+                "NoImage",
+                "spec.image.reference or spec.image.fromContainer is required",
+            );
         };
         let key = format!("{text}|{}", spec.tag.as_deref().unwrap_or(""));
         if let Some(s) = self.cache.lock().await.get(&key) {
@@ -204,19 +214,31 @@ impl ImageResolver {
             };
             return match self
                 .registry
-                .head_manifest(&host, &repository, reference.manifest_reference(), Some(&creds))
+                .head_manifest(
+                    &host,
+                    &repository,
+                    reference.manifest_reference(),
+                    Some(&creds),
+                )
                 .await
             {
                 Ok(Some(m)) => ImageState::Ready(format!("{host}/{repository}@{}", m.digest)),
                 Ok(None) => pending(
                     "ImageNotFound",
-                    format!("{host}/{repository}:{} is not in Cloudflare's registry", reference.manifest_reference()),
+                    format!(
+                        "{host}/{repository}:{} is not in Cloudflare's registry",
+                        reference.manifest_reference()
+                    ),
                 ),
                 Err(e) => registry_state(&e),
             };
         }
         // Another registry: copy into Cloudflare's.
-        let name = reference.repository.rsplit('/').next().unwrap_or(&reference.repository);
+        let name = reference
+            .repository
+            .rsplit('/')
+            .next()
+            .unwrap_or(&reference.repository);
         let dest_tag = tag
             .map(str::to_string)
             .or_else(|| reference.tag.clone())
@@ -234,8 +256,19 @@ impl ImageResolver {
             .registry
             .as_deref()
             .and_then(|h| self.sources.get(h));
-        match copy_image(&self.registry, &reference, source_creds, &dest, Some(&creds), &self.copy).await {
-            Ok(report) => ImageState::Ready(format!("{host}/{}@{}", dest.repository, report.digest)),
+        match copy_image(
+            &self.registry,
+            &reference,
+            source_creds,
+            &dest,
+            Some(&creds),
+            &self.copy,
+        )
+        .await
+        {
+            Ok(report) => {
+                ImageState::Ready(format!("{host}/{}@{}", dest.repository, report.digest))
+            }
             Err(e) => match e {
                 crate::oci::copy::CopyError::Registry(r) => registry_state(&r),
                 other => failed("CopyFailed", other.to_string()),

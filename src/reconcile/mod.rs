@@ -77,7 +77,9 @@ impl Reconciler {
         let image = self.images.resolve(obj, peers).await;
         let view = &self.view;
         let application = view.application_by_name(&desired.application_name).await?;
-        let namespace = view.namespace(&desired.script_name, &desired.class_name).await?;
+        let namespace = view
+            .namespace(&desired.script_name, &desired.class_name)
+            .await?;
         let mut progress = None;
         let mut target_configuration = None;
         if let Some(app) = &application
@@ -124,7 +126,11 @@ impl Reconciler {
     }
 
     /// The plan for this object, without acting (what `flaredock plan` prints).
-    pub async fn preview(&self, obj: &CloudflareContainer, peers: &dyn PeerImages) -> Result<(Plan, Observed), ApiError> {
+    pub async fn preview(
+        &self,
+        obj: &CloudflareContainer,
+        peers: &dyn PeerImages,
+    ) -> Result<(Plan, Observed), ApiError> {
         let desired = Desired::from_spec(obj);
         let (observed, _) = self.observe(obj, &desired, peers).await?;
         Ok((plan(&desired, &observed), observed))
@@ -197,7 +203,12 @@ impl Reconciler {
     }
 
     /// Runs the plan's actions in order. Safe to re-run after a crash at any point.
-    async fn act(&self, desired: &Desired, plan: &Plan, events: &mut Vec<String>) -> Result<(), ApiError> {
+    async fn act(
+        &self,
+        desired: &Desired,
+        plan: &Plan,
+        events: &mut Vec<String>,
+    ) -> Result<(), ApiError> {
         let view = &self.view;
         let client = view.client();
         for action in &plan.actions {
@@ -208,7 +219,9 @@ impl Reconciler {
                     let lock = view.script_lock(script);
                     let _guard = lock.lock().await;
                     let current = view.script(script).await?;
-                    let namespace = view.namespace(&desired.script_name, &desired.class_name).await?;
+                    let namespace = view
+                        .namespace(&desired.script_name, &desired.class_name)
+                        .await?;
                     let Ok(Some((Action::BindWorker { settings, .. }, _))) =
                         worker_action(desired, &current, namespace.as_ref())
                     else {
@@ -223,38 +236,46 @@ impl Reconciler {
                             return Err(e);
                         }
                     }
-                    events.push(format!("bound class {} in Worker {script}", desired.class_name));
+                    events.push(format!(
+                        "bound class {} in Worker {script}",
+                        desired.class_name
+                    ));
                 }
-                Action::CreateApplication { request } => match client.create_application(request).await {
-                    Ok(app) => {
-                        events.push(format!("created application {} ({})", app.name, app.id));
-                        view.upsert_application(app).await;
-                    }
-                    Err(e) => {
-                        let maybe_applied = matches!(
-                            e,
-                            ApiError::NameTaken { .. }
-                                | ApiError::Server { .. }
-                                | ApiError::InvalidResponse { .. }
-                                | ApiError::Transport { maybe_applied: true, .. }
-                        );
-                        if !maybe_applied {
-                            view.invalidate_applications().await;
-                            return Err(e);
+                Action::CreateApplication { request } => {
+                    match client.create_application(request).await {
+                        Ok(app) => {
+                            events.push(format!("created application {} ({})", app.name, app.id));
+                            view.upsert_application(app).await;
                         }
-                        // The answer was lost, or someone created it meanwhile: look by name.
-                        view.refresh_applications().await?;
-                        match view.application_by_name(&request.name).await? {
-                            Some(app) if owner_of(&app) == Some(desired.owner.as_str()) => {
-                                events.push(format!(
+                        Err(e) => {
+                            let maybe_applied = matches!(
+                                e,
+                                ApiError::NameTaken { .. }
+                                    | ApiError::Server { .. }
+                                    | ApiError::InvalidResponse { .. }
+                                    | ApiError::Transport {
+                                        maybe_applied: true,
+                                        ..
+                                    }
+                            );
+                            if !maybe_applied {
+                                view.invalidate_applications().await;
+                                return Err(e);
+                            }
+                            // The answer was lost, or someone created it meanwhile: look by name.
+                            view.refresh_applications().await?;
+                            match view.application_by_name(&request.name).await? {
+                                Some(app) if owner_of(&app) == Some(desired.owner.as_str()) => {
+                                    events.push(format!(
                                     "created application {} ({}); the answer was lost and it was found by name",
                                     app.name, app.id
                                 ));
+                                }
+                                _ => return Err(e),
                             }
-                            _ => return Err(e),
                         }
                     }
-                },
+                }
                 Action::DeleteApplication { id, name, why } => {
                     client.delete_application(id).await?;
                     view.remove_application(id).await;
@@ -269,15 +290,27 @@ impl Reconciler {
                         .map(|c| c.field.as_str())
                         .filter(|f| !f.starts_with("configuration.") && !f.starts_with("worker."))
                         .collect();
-                    events.push(format!("updated application {} in place: {}", desired.application_name, fields.join(", ")));
+                    events.push(format!(
+                        "updated application {} in place: {}",
+                        desired.application_name,
+                        fields.join(", ")
+                    ));
                 }
-                Action::CreateRollout { id, request, adopts } => match client.create_rollout(id, request).await {
+                Action::CreateRollout {
+                    id,
+                    request,
+                    adopts,
+                } => match client.create_rollout(id, request).await {
                     Ok(r) => {
                         view.record_rollout(id, &r).await;
                         if *adopts {
-                            events.push(format!("adopted application {}", desired.application_name));
+                            events
+                                .push(format!("adopted application {}", desired.application_name));
                         }
-                        events.push(format!("started rollout {} of application {}", r.id, desired.application_name));
+                        events.push(format!(
+                            "started rollout {} of application {}",
+                            r.id, desired.application_name
+                        ));
                     }
                     Err(e) => {
                         view.invalidate_applications().await;
@@ -352,18 +385,19 @@ pub async fn converge(
             .filter(|(_, o)| o.ready())
             .filter_map(|(k, o)| o.status.image.clone().map(|i| (k.clone(), i)))
             .collect();
-        let results: Vec<(String, ReconcileOutcome)> = futures::stream::iter(pending.iter().copied())
-            .map(|obj| {
-                let previous = outcomes.get(&obj.key()).map(|o| o.status.clone());
-                let peers = &peers;
-                async move {
-                    let outcome = reconciler.reconcile(obj, previous.as_ref(), peers).await;
-                    (obj.key(), outcome)
-                }
-            })
-            .buffer_unordered(options.concurrency.max(1))
-            .collect()
-            .await;
+        let results: Vec<(String, ReconcileOutcome)> =
+            futures::stream::iter(pending.iter().copied())
+                .map(|obj| {
+                    let previous = outcomes.get(&obj.key()).map(|o| o.status.clone());
+                    let peers = &peers;
+                    async move {
+                        let outcome = reconciler.reconcile(obj, previous.as_ref(), peers).await;
+                        (obj.key(), outcome)
+                    }
+                })
+                .buffer_unordered(options.concurrency.max(1))
+                .collect()
+                .await;
         for (key, mut outcome) in results {
             // Keep what earlier rounds did: the events tell the whole story.
             if let Some(previous) = outcomes.remove(&key) {
@@ -374,10 +408,19 @@ pub async fn converge(
             outcomes.insert(key, outcome);
         }
         on_round(round, &outcomes);
-        pending.retain(|o| outcomes.get(&o.key()).is_none_or(|x| !x.ready() && !x.stalled()));
+        pending.retain(|o| {
+            outcomes
+                .get(&o.key())
+                .is_none_or(|x| !x.ready() && !x.stalled())
+        });
         if pending.is_empty() || !options.wait || tokio::time::Instant::now() >= deadline {
             return outcomes;
         }
-        tokio::time::sleep(options.poll.min(deadline.saturating_duration_since(tokio::time::Instant::now()))).await;
+        tokio::time::sleep(
+            options
+                .poll
+                .min(deadline.saturating_duration_since(tokio::time::Instant::now())),
+        )
+        .await;
     }
 }

@@ -213,7 +213,11 @@ impl Desired {
     }
 
     /// The deployment configuration to run `image`, keeping labels others have set.
-    pub fn configuration(&self, image: &str, live: Option<&DeploymentConfiguration>) -> DeploymentConfiguration {
+    pub fn configuration(
+        &self,
+        image: &str,
+        live: Option<&DeploymentConfiguration>,
+    ) -> DeploymentConfiguration {
         let mut labels: Vec<Label> = live
             .and_then(|c| c.labels.clone())
             .unwrap_or_default()

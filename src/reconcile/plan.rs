@@ -47,16 +47,29 @@ impl fmt::Display for Action {
                 creates_namespace,
                 ..
             } => {
-                write!(f, "patch Worker {script} settings (bind the Durable Object class")?;
+                write!(
+                    f,
+                    "patch Worker {script} settings (bind the Durable Object class"
+                )?;
                 if *creates_namespace {
                     write!(f, ", migration creating its namespace")?;
                 }
                 write!(f, ")")
             }
-            Action::CreateApplication { request } => write!(f, "create application {}", request.name),
-            Action::DeleteApplication { name, id, why } => write!(f, "delete application {name} ({id}): {why}"),
-            Action::ModifyApplication { id, .. } => write!(f, "modify application {id} (no rollout)"),
-            Action::CreateRollout { id, request, adopts } => {
+            Action::CreateApplication { request } => {
+                write!(f, "create application {}", request.name)
+            }
+            Action::DeleteApplication { name, id, why } => {
+                write!(f, "delete application {name} ({id}): {why}")
+            }
+            Action::ModifyApplication { id, .. } => {
+                write!(f, "modify application {id} (no rollout)")
+            }
+            Action::CreateRollout {
+                id,
+                request,
+                adopts,
+            } => {
                 let how = match (request.step_percentage, &request.steps) {
                     (Some(p), _) => format!("{p}% steps"),
                     (None, Some(s)) => s
@@ -163,7 +176,10 @@ fn show_env(env: &[EnvironmentVariable]) -> String {
     if env.is_empty() {
         return "{}".into();
     }
-    let items: Vec<String> = env.iter().map(|e| format!("{}={}", e.name, e.value)).collect();
+    let items: Vec<String> = env
+        .iter()
+        .map(|e| format!("{}={}", e.name, e.value))
+        .collect();
     format!("{{{}}}", items.join(", "))
 }
 
@@ -230,7 +246,10 @@ pub fn worker_action(
     let ScriptState::Present(settings) = script else {
         return Err(Blocked::Waiting {
             reason: "WorkerNotRead".into(),
-            message: format!("Worker script {} settings were not read", desired.script_name),
+            message: format!(
+                "Worker script {} settings were not read",
+                desired.script_name
+            ),
         });
     };
     let mut changes = Vec::new();
@@ -255,7 +274,10 @@ pub fn worker_action(
     });
     if creates_namespace {
         changes.push(Change {
-            field: format!("worker.{}.durableObjects.{}", desired.script_name, desired.class_name),
+            field: format!(
+                "worker.{}.durableObjects.{}",
+                desired.script_name, desired.class_name
+            ),
             from: "no namespace".into(),
             to: "new_sqlite_classes migration".into(),
         });
@@ -347,7 +369,10 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
                     ),
                 );
             }
-            if !cleanup.iter().any(|a| matches!(a, Action::DeleteApplication { id, .. } if *id == other.id)) {
+            if !cleanup
+                .iter()
+                .any(|a| matches!(a, Action::DeleteApplication { id, .. } if *id == other.id))
+            {
                 cleanup.push(Action::DeleteApplication {
                     id: other.id.clone(),
                     name: other.name.clone(),
@@ -405,7 +430,10 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
         plan.actions.push(Action::DeleteApplication {
             id: app.id.clone(),
             name: app.name.clone(),
-            why: format!("className or Worker changed: replaced to bind {}", desired.class_name),
+            why: format!(
+                "className or Worker changed: replaced to bind {}",
+                desired.class_name
+            ),
         });
         create(&mut plan);
         plan.actions.append(&mut cleanup);
@@ -419,22 +447,37 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
         modify.instances = Some(desired.instances);
     }
     if app.max_instances != Some(desired.max_instances) {
-        plan.change("max_instances", show_opt(&app.max_instances), desired.max_instances);
+        plan.change(
+            "max_instances",
+            show_opt(&app.max_instances),
+            desired.max_instances,
+        );
         modify.max_instances = Some(desired.max_instances);
     }
     let live_constraints = normalise_constraints(app.constraints.as_ref());
     if live_constraints != desired.constraints {
-        plan.change("constraints", show_opt(&live_constraints), show_opt(&desired.constraints));
+        plan.change(
+            "constraints",
+            show_opt(&live_constraints),
+            show_opt(&desired.constraints),
+        );
         modify.constraints = Some(desired.constraints.clone().unwrap_or_default());
     }
-    let live_logs = app.observability.as_ref().is_some_and(Observability::logs_enabled);
+    let live_logs = app
+        .observability
+        .as_ref()
+        .is_some_and(Observability::logs_enabled);
     if live_logs != desired.logs {
         plan.change("observability.logs.enabled", live_logs, desired.logs);
         modify.observability = Some(desired.observability());
     }
     let live_grace = app.rollout_active_grace_period.unwrap_or(0);
     if live_grace != desired.grace_period {
-        plan.change("rollout_active_grace_period", live_grace, desired.grace_period);
+        plan.change(
+            "rollout_active_grace_period",
+            live_grace,
+            desired.grace_period,
+        );
         modify.rollout_active_grace_period = Some(desired.grace_period);
     }
     if !modify.is_empty() {
@@ -457,7 +500,11 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
     }
     let live_env = sorted_env(&target);
     if live_env != desired.env {
-        plan.change("configuration.environment_variables", show_env(&live_env), show_env(&desired.env));
+        plan.change(
+            "configuration.environment_variables",
+            show_env(&live_env),
+            show_env(&desired.env),
+        );
         rollout_needed = true;
     }
     if !ours {

@@ -31,7 +31,12 @@ struct Cond {
     message: String,
 }
 
-fn cond(kind: &'static str, ok: bool, reason: impl Into<String>, message: impl Into<String>) -> Cond {
+fn cond(
+    kind: &'static str,
+    ok: bool,
+    reason: impl Into<String>,
+    message: impl Into<String>,
+) -> Cond {
     Cond {
         kind,
         ok,
@@ -63,21 +68,41 @@ pub fn derive(
 
     // ImageReady
     let image_ready = match observed.map(|o| &o.image) {
-        Some(ImageState::Ready(image)) => cond("ImageReady", true, "ImageResolved", format!("image {image} is in Cloudflare's registry")),
-        Some(ImageState::Pending { reason, message }) | Some(ImageState::Failed { reason, message }) => {
+        Some(ImageState::Ready(image)) => cond(
+            "ImageReady",
+            true,
+            "ImageResolved",
+            format!("image {image} is in Cloudflare's registry"),
+        ),
+        Some(ImageState::Pending { reason, message })
+        | Some(ImageState::Failed { reason, message }) => {
             cond("ImageReady", false, reason.clone(), message.clone())
         }
-        None => cond("ImageReady", false, "NotObserved", "the image has not been resolved yet"),
+        None => cond(
+            "ImageReady",
+            false,
+            "NotObserved",
+            "the image has not been resolved yet",
+        ),
     };
     conds.push(image_ready);
 
     // WorkerBound
     let worker = match (observed, blocked) {
-        (_, Some(b)) if matches!(b.reason(), "WorkerNotFound" | "BindingConflict" | "WorkerNotRead") => {
+        (_, Some(b))
+            if matches!(
+                b.reason(),
+                "WorkerNotFound" | "BindingConflict" | "WorkerNotRead"
+            ) =>
+        {
             cond("WorkerBound", false, b.reason(), b.message())
         }
         (Some(o), _) => {
-            let bind_pending = remaining.is_some_and(|p| p.actions.iter().any(|a| matches!(a, Action::BindWorker { .. })));
+            let bind_pending = remaining.is_some_and(|p| {
+                p.actions
+                    .iter()
+                    .any(|a| matches!(a, Action::BindWorker { .. }))
+            });
             match (&o.namespace, bind_pending) {
                 (Some(ns), false) => cond(
                     "WorkerBound",
@@ -88,10 +113,20 @@ pub fn derive(
                         input.desired.class_name, input.desired.script_name, ns.id
                     ),
                 ),
-                _ => cond("WorkerBound", false, "BindingPending", "the Worker's Durable Object binding is not in place yet"),
+                _ => cond(
+                    "WorkerBound",
+                    false,
+                    "BindingPending",
+                    "the Worker's Durable Object binding is not in place yet",
+                ),
             }
         }
-        (None, _) => cond("WorkerBound", false, "NotObserved", "the Worker has not been observed yet"),
+        (None, _) => cond(
+            "WorkerBound",
+            false,
+            "NotObserved",
+            "the Worker has not been observed yet",
+        ),
     };
     conds.push(worker);
 
@@ -100,20 +135,35 @@ pub fn derive(
         p.actions.iter().any(|a| {
             matches!(
                 a,
-                Action::CreateApplication { .. } | Action::ModifyApplication { .. } | Action::CreateRollout { .. } | Action::DeleteApplication { .. }
+                Action::CreateApplication { .. }
+                    | Action::ModifyApplication { .. }
+                    | Action::CreateRollout { .. }
+                    | Action::DeleteApplication { .. }
             )
         })
     });
     let synced = match (app, blocked, app_pending) {
-        (_, Some(Blocked::Refused { reason, message }), _) => cond("ApplicationSynced", false, reason.clone(), message.clone()),
+        (_, Some(Blocked::Refused { reason, message }), _) => {
+            cond("ApplicationSynced", false, reason.clone(), message.clone())
+        }
         (Some(a), None, false) => cond(
             "ApplicationSynced",
             true,
             "Synced",
             format!("application {} matches the spec", a.name),
         ),
-        (Some(_), _, true) => cond("ApplicationSynced", false, "ChangesPending", "the application differs from the spec"),
-        (None, _, _) => cond("ApplicationSynced", false, "ApplicationAbsent", "the application does not exist yet"),
+        (Some(_), _, true) => cond(
+            "ApplicationSynced",
+            false,
+            "ChangesPending",
+            "the application differs from the spec",
+        ),
+        (None, _, _) => cond(
+            "ApplicationSynced",
+            false,
+            "ApplicationAbsent",
+            "the application does not exist yet",
+        ),
         (Some(_), Some(b), false) => cond("ApplicationSynced", false, b.reason(), b.message()),
     };
     conds.push(synced);
@@ -121,27 +171,50 @@ pub fn derive(
     // RolloutComplete
     let rollout = match app {
         Some(a) if a.active_rollout_id.is_some() => {
-            let pct = input.rollout_progress.as_ref().map(|(_, p)| *p).unwrap_or(0);
-            cond("RolloutComplete", false, "RolloutInProgress", format!("rollout in progress: {pct}% of instances updated"))
+            let pct = input
+                .rollout_progress
+                .as_ref()
+                .map(|(_, p)| *p)
+                .unwrap_or(0);
+            cond(
+                "RolloutComplete",
+                false,
+                "RolloutInProgress",
+                format!("rollout in progress: {pct}% of instances updated"),
+            )
         }
-        Some(_) => cond("RolloutComplete", true, "RolloutComplete", "no rollout in progress"),
-        None => cond("RolloutComplete", false, "ApplicationAbsent", "the application does not exist yet"),
+        Some(_) => cond(
+            "RolloutComplete",
+            true,
+            "RolloutComplete",
+            "no rollout in progress",
+        ),
+        None => cond(
+            "RolloutComplete",
+            false,
+            "ApplicationAbsent",
+            "the application does not exist yet",
+        ),
     };
     conds.push(rollout);
 
     // Ready / Stalled / Reconciling
-    let converged = matches!((observed, remaining), (Some(o), Some(p)) if is_converged(o, p)) && input.error.is_none();
+    let converged = matches!((observed, remaining), (Some(o), Some(p)) if is_converged(o, p))
+        && input.error.is_none();
     let stalled = match (input.error, blocked) {
         (Some(e), _) if e.is_terminal() => Some((e.reason().to_string(), e.to_string())),
         (_, Some(Blocked::Refused { reason, message })) => Some((reason.clone(), message.clone())),
         _ => None,
     };
     let (ready_reason, ready_message) = if converged {
-        ("Ready".to_string(), format!(
-            "application {} runs {}",
-            app.map(|a| a.name.as_str()).unwrap_or(""),
-            app.map(|a| a.configuration.image.as_str()).unwrap_or("")
-        ))
+        (
+            "Ready".to_string(),
+            format!(
+                "application {} runs {}",
+                app.map(|a| a.name.as_str()).unwrap_or(""),
+                app.map(|a| a.configuration.image.as_str()).unwrap_or("")
+            ),
+        )
     } else if let Some((r, m)) = &stalled {
         (r.clone(), m.clone())
     } else if let Some(e) = input.error {
@@ -149,9 +222,20 @@ pub fn derive(
     } else if let Some(c) = conds.iter().find(|c| !c.ok) {
         (c.reason.clone(), c.message.clone())
     } else {
-        ("Progressing".to_string(), "changes are being applied".to_string())
+        (
+            "Progressing".to_string(),
+            "changes are being applied".to_string(),
+        )
     };
-    conds.insert(0, cond("Ready", converged, ready_reason.clone(), ready_message.clone()));
+    conds.insert(
+        0,
+        cond(
+            "Ready",
+            converged,
+            ready_reason.clone(),
+            ready_message.clone(),
+        ),
+    );
     conds.insert(
         1,
         match &stalled {
@@ -174,7 +258,9 @@ pub fn derive(
         .map(|c| {
             let status = if c.ok { "True" } else { "False" }.to_string();
             let prev = previous_conditions.iter().find(|p| p.type_ == c.kind);
-            let same = prev.is_some_and(|p| p.status == status && p.reason == c.reason && p.message == c.message);
+            let same = prev.is_some_and(|p| {
+                p.status == status && p.reason == c.reason && p.message == c.message
+            });
             let last_transition_time = match prev {
                 Some(p) if p.status == status => p.last_transition_time.clone(),
                 _ => Time(now),
@@ -185,7 +271,12 @@ pub fn derive(
                 reason: c.reason,
                 message: c.message,
                 last_transition_time,
-                observed_generation: if same { prev.and_then(|p| p.observed_generation).or(input.generation) } else { input.generation },
+                observed_generation: if same {
+                    prev.and_then(|p| p.observed_generation)
+                        .or(input.generation)
+                } else {
+                    input.generation
+                },
             }
         })
         .collect();
@@ -196,7 +287,10 @@ pub fn derive(
             .map(|a| a.configuration.image.clone())
             .or_else(|| previous.and_then(|p| p.image.clone())),
     };
-    let rollout = match (app.and_then(|a| a.active_rollout_id.clone()), previous.and_then(|p| p.rollout.clone())) {
+    let rollout = match (
+        app.and_then(|a| a.active_rollout_id.clone()),
+        previous.and_then(|p| p.rollout.clone()),
+    ) {
         (Some(id), _) => Some(RolloutProgressStatus {
             progress: input
                 .rollout_progress
@@ -220,7 +314,8 @@ pub fn derive(
         application_id: app.map(|a| a.id.clone()),
         application_name: app.map(|a| a.name.clone()),
         image,
-        durable_object_namespace_id: observed.and_then(|o| o.namespace.as_ref().map(|n| n.id.clone())),
+        durable_object_namespace_id: observed
+            .and_then(|o| o.namespace.as_ref().map(|n| n.id.clone())),
         rollout,
         health: app.and_then(|a| a.health.as_ref()).map(|h| HealthSummary {
             active: h.instances.active,

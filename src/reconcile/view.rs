@@ -116,7 +116,10 @@ impl AccountView {
             .await
     }
 
-    pub async fn application_by_namespace(&self, namespace_id: &str) -> Result<Option<Application>, ApiError> {
+    pub async fn application_by_namespace(
+        &self,
+        namespace_id: &str,
+    ) -> Result<Option<Application>, ApiError> {
         self.with_apps(|a| {
             a.by_id
                 .values()
@@ -142,7 +145,8 @@ impl AccountView {
     }
 
     pub async fn all_applications(&self) -> Result<Vec<Application>, ApiError> {
-        self.with_apps(|a| a.by_id.values().cloned().collect()).await
+        self.with_apps(|a| a.by_id.values().cloned().collect())
+            .await
     }
 
     pub async fn upsert_application(&self, app: Application) {
@@ -171,11 +175,20 @@ impl AccountView {
 
     /// Target configuration of a rollout flaredock started, if known.
     pub async fn rollout_target(&self, rollout_id: &str) -> Option<DeploymentConfiguration> {
-        self.state.lock().await.rollout_targets.get(rollout_id).cloned()
+        self.state
+            .lock()
+            .await
+            .rollout_targets
+            .get(rollout_id)
+            .cloned()
     }
 
     /// The namespace of (script, class), from the cached list.
-    pub async fn namespace(&self, script: &str, class: &str) -> Result<Option<DurableObjectNamespace>, ApiError> {
+    pub async fn namespace(
+        &self,
+        script: &str,
+        class: &str,
+    ) -> Result<Option<DurableObjectNamespace>, ApiError> {
         let mut st = self.state.lock().await;
         if st.namespaces.is_none() {
             st.namespaces = Some(self.client.list_namespaces().await?);

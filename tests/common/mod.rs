@@ -11,9 +11,9 @@ use flaredock::cloudflare::{ClientConfig, CloudflareClient, RateLimit, Secret};
 use flaredock::emulator::{self, EmulatorConfig, ExternalRegistry, RunningEmulator};
 use flaredock::oci::copy::CopyOptions;
 use flaredock::oci::{Credentials, RegistryClient};
+use flaredock::reconcile::Reconciler;
 use flaredock::reconcile::images::{ImageResolver, SourceCredentials};
 use flaredock::reconcile::view::AccountView;
-use flaredock::reconcile::Reconciler;
 use sha2::{Digest, Sha256};
 
 pub fn digest_of(data: &[u8]) -> String {
@@ -33,7 +33,10 @@ pub fn client_for(em: &RunningEmulator) -> CloudflareClient {
     client_with(em, |_| {})
 }
 
-pub fn client_with(em: &RunningEmulator, tweak: impl FnOnce(&mut ClientConfig)) -> CloudflareClient {
+pub fn client_with(
+    em: &RunningEmulator,
+    tweak: impl FnOnce(&mut ClientConfig),
+) -> CloudflareClient {
     let mut config = ClientConfig::new(em.base_url(), em.account_id(), Secret::new(em.api_token()));
     config.backoff = Duration::from_millis(10);
     // A private limiter per test client: the process-wide one is keyed by token and limit.
@@ -47,12 +50,24 @@ pub fn client_with(em: &RunningEmulator, tweak: impl FnOnce(&mut ClientConfig)) 
 
 pub fn reconciler_for(client: &CloudflareClient) -> Reconciler {
     let registry = RegistryClient::new(vec![]).expect("registry client");
-    let images = ImageResolver::new(client.clone(), registry, SourceCredentials::new(), CopyOptions::default());
-    Reconciler::new(std::sync::Arc::new(AccountView::new(client.clone())), std::sync::Arc::new(images))
+    let images = ImageResolver::new(
+        client.clone(),
+        registry,
+        SourceCredentials::new(),
+        CopyOptions::default(),
+    );
+    Reconciler::new(
+        std::sync::Arc::new(AccountView::new(client.clone())),
+        std::sync::Arc::new(images),
+    )
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
 }
 
 fn require_tool(name: &str, package: &str) -> PathBuf {
@@ -121,7 +136,11 @@ impl DockerRegistry {
             .spawn()
             .expect("docker-registry starts");
         let host = format!("127.0.0.1:{port}");
+        let mut child = child;
         for _ in 0..200 {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("docker-registry exited at start ({status})");
+            }
             if std::net::TcpStream::connect(&host).is_ok() {
                 return DockerRegistry {
                     host,
@@ -133,6 +152,8 @@ impl DockerRegistry {
             }
             std::thread::sleep(Duration::from_millis(25));
         }
+        let _ = child.kill();
+        let _ = child.wait();
         panic!("docker-registry did not start on {host}");
     }
 
@@ -205,18 +226,38 @@ fn scheme_base(host: &str) -> String {
 }
 
 /// Pushes a blob with a monolithic upload.
-pub async fn push_blob(http: &reqwest::Client, host: &str, repo: &str, data: &[u8], creds: Option<&Credentials>) {
+pub async fn push_blob(
+    http: &reqwest::Client,
+    host: &str,
+    repo: &str,
+    data: &[u8],
+    creds: Option<&Credentials>,
+) {
     let digest = digest_of(data);
     let mut req = http.post(format!("{}/v2/{repo}/blobs/uploads/", scheme_base(host)));
     if let Some(c) = creds {
         req = req.basic_auth(&c.username, Some(c.password.expose()));
     }
     let resp = req.send().await.expect("start upload");
-    assert_eq!(resp.status().as_u16(), 202, "start upload: {}", resp.status());
-    let location = resp.headers()["location"].to_str().expect("location").to_string();
-    let location = if location.starts_with("http") { location } else { format!("{}{location}", scheme_base(host)) };
+    assert_eq!(
+        resp.status().as_u16(),
+        202,
+        "start upload: {}",
+        resp.status()
+    );
+    let location = resp.headers()["location"]
+        .to_str()
+        .expect("location")
+        .to_string();
+    let location = if location.starts_with("http") {
+        location
+    } else {
+        format!("{}{location}", scheme_base(host))
+    };
     let sep = if location.contains('?') { '&' } else { '?' };
-    let mut req = http.put(format!("{location}{sep}digest={digest}")).body(data.to_vec());
+    let mut req = http
+        .put(format!("{location}{sep}digest={digest}"))
+        .body(data.to_vec());
     if let Some(c) = creds {
         req = req.basic_auth(&c.username, Some(c.password.expose()));
     }
@@ -235,29 +276,57 @@ pub async fn push_manifest(
     creds: Option<&Credentials>,
 ) {
     let mut req = http
-        .put(format!("{}/v2/{repo}/manifests/{reference}", scheme_base(host)))
+        .put(format!(
+            "{}/v2/{repo}/manifests/{reference}",
+            scheme_base(host)
+        ))
         .header("content-type", media_type)
         .body(bytes.to_vec());
     if let Some(c) = creds {
         req = req.basic_auth(&c.username, Some(c.password.expose()));
     }
     let resp = req.send().await.expect("put manifest");
-    assert_eq!(resp.status().as_u16(), 201, "put manifest: {}", resp.text().await.unwrap_or_default());
+    assert_eq!(
+        resp.status().as_u16(),
+        201,
+        "put manifest: {}",
+        resp.text().await.unwrap_or_default()
+    );
 }
 
 /// Pushes a whole synthetic image and tags it.
-pub async fn push_image(host: &str, repo: &str, tag: &str, image: &SyntheticImage, creds: Option<&Credentials>) {
+pub async fn push_image(
+    host: &str,
+    repo: &str,
+    tag: &str,
+    image: &SyntheticImage,
+    creds: Option<&Credentials>,
+) {
     let http = reqwest::Client::new();
     for l in &image.layers {
         push_blob(&http, host, repo, l, creds).await;
     }
     push_blob(&http, host, repo, &image.config, creds).await;
-    push_manifest(&http, host, repo, tag, "application/vnd.oci.image.manifest.v1+json", &image.manifest, creds).await;
+    push_manifest(
+        &http,
+        host,
+        repo,
+        tag,
+        "application/vnd.oci.image.manifest.v1+json",
+        &image.manifest,
+        creds,
+    )
+    .await;
 }
 
 /// Mints registry credentials from the emulator and pushes an image into "Cloudflare's"
 /// registry (embedded or external) under `<account>/<repo>:<tag>`.
-pub async fn push_to_cloudflare(em: &RunningEmulator, repo: &str, tag: &str, image: &SyntheticImage) -> String {
+pub async fn push_to_cloudflare(
+    em: &RunningEmulator,
+    repo: &str,
+    tag: &str,
+    image: &SyntheticImage,
+) -> String {
     let client = client_for(em);
     let c = client
         .registry_credentials(

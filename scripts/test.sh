@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Runs flaredock's whole test suite, installing what the tests need first:
+#   docker-registry  (the CNCF distribution registry, as "Cloudflare's registry")
+#   apache2-utils    (htpasswd, for the registry's basic auth)
+# Extra arguments go to `cargo test` (e.g. scripts/test.sh --test plan).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+command -v docker-registry >/dev/null 2>&1 || missing+=(docker-registry)
+command -v htpasswd >/dev/null 2>&1 || missing+=(apache2-utils)
+if ((${#missing[@]})); then
+  echo "installing ${missing[*]} ..." >&2
+  sudo=""
+  [ "$(id -u)" = 0 ] || sudo=sudo
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+cargo test --locked "$@"
