@@ -616,14 +616,21 @@ struct SeedScript {
     durable_object_classes: Vec<String>,
     #[serde(default)]
     bindings: Option<Vec<Binding>>,
+    /// Also create the classes' namespaces, as a deploy with their migrations would.
+    #[serde(default)]
+    with_namespaces: bool,
 }
 
 async fn hook_put_script(State(shared): Shr, Path(name): Path<String>, body: Bytes) -> Response {
     match serde_json::from_slice::<SeedScript>(&body) {
         Ok(seed) => {
-            shared
-                .account()
-                .put_script(&name, seed.durable_object_classes, seed.bindings);
+            let mut account = shared.account();
+            let classes = seed.durable_object_classes.clone();
+            account.put_script(&name, seed.durable_object_classes, seed.bindings);
+            if seed.with_namespaces {
+                account.migrate_classes(&name, &classes);
+            }
+            drop(account);
             shared.persist();
             StatusCode::NO_CONTENT.into_response()
         }

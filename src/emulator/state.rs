@@ -528,6 +528,31 @@ impl AccountState {
         }
     }
 
+    /// Creates the namespaces of these classes of a script (seeding: a deploy with
+    /// `new_sqlite_classes` migrations). Classes that have one already are skipped.
+    pub fn migrate_classes(&mut self, script: &str, classes: &[String]) {
+        for class in classes {
+            let exists = self
+                .namespaces
+                .iter()
+                .any(|n| n.script.as_deref() == Some(script) && n.class.as_deref() == Some(class.as_str()));
+            if exists {
+                continue;
+            }
+            let id = self.new_id();
+            self.namespaces.push(DurableObjectNamespace {
+                id,
+                name: Some(format!("{script}_{class}")),
+                class: Some(class.clone()),
+                script: Some(script.to_string()),
+                use_sqlite: Some(true),
+            });
+            if let Some(s) = self.scripts.get_mut(script) {
+                s.migrated_classes.insert(class.clone());
+            }
+        }
+    }
+
     pub fn script_settings(&self, name: &str) -> Outcome<ScriptSettings> {
         let script = self.scripts.get(name).ok_or_else(|| {
             Failure::new(
