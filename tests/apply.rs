@@ -381,9 +381,17 @@ async fn the_quickstart_converges_on_the_embedded_emulator() {
         .output()
         .expect("flaredock runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("default/hello: Ready=True"), "{stdout}");
-    assert!(stdout.contains("/hello@sha256:"), "deployed by digest: {stdout}");
+    assert!(
+        stdout.contains("/hello@sha256:"),
+        "deployed by digest: {stdout}"
+    );
 }
 
 #[test]
@@ -391,7 +399,11 @@ fn every_example_is_a_valid_manifest() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
     let loaded = flaredock::manifest::load(&[dir]);
     assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
-    assert!(loaded.objects.len() >= 7, "{} objects", loaded.objects.len());
+    assert!(
+        loaded.objects.len() >= 7,
+        "{} objects",
+        loaded.objects.len()
+    );
 }
 
 #[tokio::test]
@@ -413,9 +425,19 @@ async fn promotion_deploys_the_digest_the_source_deployed() {
     .unwrap()
     .unwrap();
     let reconciler = common::reconciler_for(&common::client_for(&em));
-    let options = ConvergeOptions { timeout: Duration::from_secs(30), poll: Duration::from_millis(20), ..Default::default() };
+    let options = ConvergeOptions {
+        timeout: Duration::from_secs(30),
+        poll: Duration::from_millis(20),
+        ..Default::default()
+    };
     // Production first: it must wait for staging, not fail.
-    let outcomes = converge(&reconciler, &[production.clone(), staging.clone()], &options, |_, _| {}).await;
+    let outcomes = converge(
+        &reconciler,
+        &[production.clone(), staging.clone()],
+        &options,
+        |_, _| {},
+    )
+    .await;
     let s = &outcomes[&staging.key()];
     let p = &outcomes[&production.key()];
     assert!(s.ready() && p.ready(), "{:#?}\n{:#?}", s.status, p.status);

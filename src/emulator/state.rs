@@ -532,10 +532,9 @@ impl AccountState {
     /// `new_sqlite_classes` migrations). Classes that have one already are skipped.
     pub fn migrate_classes(&mut self, script: &str, classes: &[String]) {
         for class in classes {
-            let exists = self
-                .namespaces
-                .iter()
-                .any(|n| n.script.as_deref() == Some(script) && n.class.as_deref() == Some(class.as_str()));
+            let exists = self.namespaces.iter().any(|n| {
+                n.script.as_deref() == Some(script) && n.class.as_deref() == Some(class.as_str())
+            });
             if exists {
                 continue;
             }
