@@ -260,7 +260,7 @@ async fn adopt_takes_over_an_application_in_the_same_namespace() {
     .await;
     assert!(out.ready(), "{:#?}", out.status);
     assert!(
-        out.events.iter().any(|e| e.contains("adopted")),
+        out.events.iter().any(|e| e.reason == "Adopted"),
         "{:?}",
         out.events
     );

@@ -23,14 +23,34 @@ use plan::{Action, Plan, plan, worker_action};
 use status::StatusInput;
 use view::AccountView;
 
+/// Something flaredock changed at Cloudflare: a reason (`PascalCase`, for Kubernetes
+/// Events and metrics) and a sentence.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Happening {
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl Happening {
+    fn new(reason: &'static str, message: String) -> Self {
+        Happening { reason, message }
+    }
+}
+
+impl std::fmt::Display for Happening {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
 /// The result of one reconcile of one object.
 #[derive(Clone, Debug)]
 pub struct ReconcileOutcome {
     /// The plan that was acted on.
     pub plan: Plan,
     pub status: CloudflareContainerStatus,
-    /// Human-readable descriptions of what was changed.
-    pub events: Vec<String>,
+    /// What was changed, in order.
+    pub events: Vec<Happening>,
     pub error: Option<ApiError>,
 }
 
@@ -207,7 +227,7 @@ impl Reconciler {
         &self,
         desired: &Desired,
         plan: &Plan,
-        events: &mut Vec<String>,
+        events: &mut Vec<Happening>,
     ) -> Result<(), ApiError> {
         let view = &self.view;
         let client = view.client();
@@ -236,15 +256,18 @@ impl Reconciler {
                             return Err(e);
                         }
                     }
-                    events.push(format!(
-                        "bound class {} in Worker {script}",
-                        desired.class_name
+                    events.push(Happening::new(
+                        "WorkerBound",
+                        format!("bound class {} in Worker {script}", desired.class_name),
                     ));
                 }
                 Action::CreateApplication { request } => {
                     match client.create_application(request).await {
                         Ok(app) => {
-                            events.push(format!("created application {} ({})", app.name, app.id));
+                            events.push(Happening::new(
+                                "Created",
+                                format!("created application {} ({})", app.name, app.id),
+                            ));
                             view.upsert_application(app).await;
                         }
                         Err(e) => {
@@ -266,9 +289,12 @@ impl Reconciler {
                             view.refresh_applications().await?;
                             match view.application_by_name(&request.name).await? {
                                 Some(app) if owner_of(&app) == Some(desired.owner.as_str()) => {
-                                    events.push(format!(
-                                    "created application {} ({}); the answer was lost and it was found by name",
-                                    app.name, app.id
+                                    events.push(Happening::new(
+                                    "Created",
+                                    format!(
+                                        "created application {} ({}); the answer was lost and it was found by name",
+                                        app.name, app.id
+                                    ),
                                 ));
                                 }
                                 _ => return Err(e),
@@ -279,7 +305,10 @@ impl Reconciler {
                 Action::DeleteApplication { id, name, why } => {
                     client.delete_application(id).await?;
                     view.remove_application(id).await;
-                    events.push(format!("deleted application {name} ({id}): {why}"));
+                    events.push(Happening::new(
+                        "Replaced",
+                        format!("deleted application {name} ({id}): {why}"),
+                    ));
                 }
                 Action::ModifyApplication { id, request } => {
                     let app = client.modify_application(id, request).await?;
@@ -290,10 +319,13 @@ impl Reconciler {
                         .map(|c| c.field.as_str())
                         .filter(|f| !f.starts_with("configuration.") && !f.starts_with("worker."))
                         .collect();
-                    events.push(format!(
-                        "updated application {} in place: {}",
-                        desired.application_name,
-                        fields.join(", ")
+                    events.push(Happening::new(
+                        "Updated",
+                        format!(
+                            "updated application {} in place: {}",
+                            desired.application_name,
+                            fields.join(", ")
+                        ),
                     ));
                 }
                 Action::CreateRollout {
@@ -304,12 +336,17 @@ impl Reconciler {
                     Ok(r) => {
                         view.record_rollout(id, &r).await;
                         if *adopts {
-                            events
-                                .push(format!("adopted application {}", desired.application_name));
+                            events.push(Happening::new(
+                                "Adopted",
+                                format!("adopted application {}", desired.application_name),
+                            ));
                         }
-                        events.push(format!(
-                            "started rollout {} of application {}",
-                            r.id, desired.application_name
+                        events.push(Happening::new(
+                            "RolloutStarted",
+                            format!(
+                                "started rollout {} of application {}",
+                                r.id, desired.application_name
+                            ),
                         ));
                     }
                     Err(e) => {
