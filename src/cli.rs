@@ -33,24 +33,86 @@ pub const EXIT_INVALID: i32 = 2;
 #[command(
     name = "flaredock",
     version,
-    about = "Runs Docker images on Cloudflare Containers, declaratively"
+    about = "Runs Docker images on Cloudflare Containers, declaratively",
+    args_conflicts_with_subcommands = true
 )]
 pub struct Cli {
-    /// Log format.
+    /// Log format (default: json for `run`, pretty otherwise).
+    #[arg(long, global = true, value_enum, env = "FLAREDOCK_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Without a subcommand, flaredock runs the controller.
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// `flaredock run`: the Kubernetes controller. Every flag has an environment variable.
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long, env = "FLAREDOCK_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Address of the /metrics, /healthz and /readyz endpoints.
     #[arg(
         long,
-        global = true,
-        value_enum,
-        env = "FLAREDOCK_LOG_FORMAT",
-        default_value = "pretty"
+        env = "FLAREDOCK_METRICS_ADDRESS",
+        default_value = "0.0.0.0:8080"
     )]
-    pub log_format: LogFormat,
-    #[command(subcommand)]
-    pub command: Command,
+    pub metrics_address: SocketAddr,
+    /// Full resync period (drift detection), with ±10% jitter.
+    #[arg(long, env = "FLAREDOCK_RESYNC", default_value = "10m", value_parser = parse_duration)]
+    pub resync: Duration,
+    /// How often an object with a rollout in progress is looked at again.
+    #[arg(long, env = "FLAREDOCK_PROGRESS_POLL", default_value = "5s", value_parser = parse_duration)]
+    pub progress_poll: Duration,
+    /// Objects reconciled at once.
+    #[arg(long, env = "FLAREDOCK_CONCURRENCY", default_value_t = 16)]
+    pub concurrency: u16,
+    /// Elect a leader among replicas through a Lease; only the leader writes.
+    #[arg(long, env = "FLAREDOCK_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_election: bool,
+    /// Name of the Lease.
+    #[arg(long, env = "FLAREDOCK_LEASE_NAME", default_value = "flaredock")]
+    pub lease_name: String,
+    /// Namespace of the Lease (the operator's own namespace).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "flaredock-system")]
+    pub lease_namespace: String,
+    /// How long a leader holds the Lease without renewing it; a standby takes over after.
+    #[arg(long, env = "FLAREDOCK_LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
+    pub lease_duration: Duration,
+    /// This replica's identity in the Lease (default: the pod name or host name).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+    /// API token for objects without credentialsSecretRef.
+    #[arg(
+        long = "api-token",
+        env = "CLOUDFLARE_API_TOKEN",
+        hide_env_values = true
+    )]
+    pub default_api_token: Option<String>,
+    /// Account id for objects without credentialsSecretRef.
+    #[arg(long = "account-id", env = "CLOUDFLARE_ACCOUNT_ID")]
+    pub default_account_id: Option<String>,
+    /// Cloudflare API base URL.
+    #[arg(long, env = "CLOUDFLARE_API_BASE_URL", default_value = DEFAULT_BASE_URL)]
+    pub api_base_url: String,
+    /// Client-side rate limit per token, REQUESTS/SECONDS.
+    #[arg(long, env = "FLAREDOCK_RATE_LIMIT", default_value = "1200/300", value_parser = RateLimit::parse)]
+    pub rate_limit: RateLimit,
+    /// Registry hosts reached over plain HTTP (loopback always is).
+    #[arg(
+        long = "insecure-registry",
+        env = "FLAREDOCK_INSECURE_REGISTRIES",
+        value_delimiter = ','
+    )]
+    pub insecure_registries: Vec<String>,
 }
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Run the Kubernetes controller (the default).
+    Run(RunArgs),
     /// Print the CloudflareContainer CustomResourceDefinition (YAML).
     Crd,
     /// Show what apply would change, object by object; changes nothing.
@@ -301,12 +363,15 @@ pub fn docker_config_credentials(path: &std::path::Path) -> Result<SourceCredent
 
 /// Parses arguments, sets up logging and runs; returns the exit code.
 pub async fn main_with(cli: Cli) -> i32 {
-    let default_filter = match cli.command {
-        Command::Emulator(_) => "info",
-        _ => "warn",
+    let command = cli.command.unwrap_or(Command::Run(cli.run));
+    let (default_format, default_filter) = match command {
+        Command::Run(_) => (LogFormat::Json, "info"),
+        Command::Emulator(_) => (LogFormat::Pretty, "info"),
+        _ => (LogFormat::Pretty, "warn"),
     };
-    telemetry::init(cli.log_format, default_filter);
-    match cli.command {
+    telemetry::init(cli.log_format.unwrap_or(default_format), default_filter);
+    match command {
+        Command::Run(args) => run_controller(args).await,
         Command::Crd => {
             print!("{}", crate::spec::crd_yaml());
             EXIT_OK
@@ -396,6 +461,36 @@ pub async fn connect(conn: &Connection) -> Result<Session, String> {
         client,
         emulator,
     })
+}
+
+async fn run_controller(args: RunArgs) -> i32 {
+    let default_credentials = match (args.default_account_id, args.default_api_token) {
+        (Some(a), Some(t)) if !a.is_empty() && !t.is_empty() => Some((a, Secret::new(t))),
+        _ => None,
+    };
+    let identity = args
+        .identity
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| format!("flaredock-{:08x}", fastrand::u32(..)));
+    let config = crate::controller::RunConfig {
+        settings: crate::controller::Settings {
+            namespace: args.namespace,
+            resync: args.resync,
+            progress_poll: args.progress_poll,
+            concurrency: args.concurrency,
+            api_base_url: args.api_base_url,
+            rate_limit: args.rate_limit,
+            insecure_registries: args.insecure_registries,
+            default_credentials,
+        },
+        metrics_address: args.metrics_address,
+        leader_election: args.leader_election,
+        lease_name: args.lease_name,
+        lease_namespace: args.lease_namespace,
+        lease_duration: args.lease_duration,
+        identity,
+    };
+    crate::controller::run(config).await
 }
 
 async fn plan(args: PlanArgs) -> i32 {

@@ -8,11 +8,13 @@
 //! - [`spec`]: the `CloudflareContainer` resource and its validation.
 //! - [`manifest`]: reading manifests from files, with errors naming file, object, field.
 //! - [`reconcile`]: observe → plan → act → status, free of Kubernetes plumbing.
+//! - [`controller`]: the Kubernetes controller wiring (`flaredock run`).
 //! - [`cli`]: the `flaredock` command line.
-//! - [`telemetry`]: logging setup.
+//! - [`telemetry`]: logging and metrics.
 
 pub mod cli;
 pub mod cloudflare;
+pub mod controller;
 pub mod emulator;
 pub mod manifest;
 pub mod oci;

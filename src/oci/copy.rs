@@ -84,7 +84,7 @@ pub enum CopyError {
     InvalidManifest(String, String),
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Clone)]
 struct Descriptor {
     #[serde(rename = "mediaType", default)]
     _media_type: String,
@@ -95,7 +95,7 @@ struct Descriptor {
     platform: Option<Platform>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Clone)]
 struct Platform {
     #[serde(default)]
     os: String,
@@ -275,7 +275,9 @@ async fn copy_one(
     if !present {
         let doc: ManifestDoc = serde_json::from_slice(&bytes)
             .map_err(|e| CopyError::InvalidManifest(info.digest.clone(), e.to_string()))?;
-        let blobs: Vec<&Descriptor> = doc.config.iter().chain(doc.layers.iter()).collect();
+        // Owned descriptors: a closure over references would make the future's Send-ness
+        // depend on higher-ranked lifetimes the compiler cannot prove.
+        let blobs: Vec<Descriptor> = doc.config.into_iter().chain(doc.layers).collect();
         futures::stream::iter(blobs)
             .map(|blob| copy_blob(client, source, dest, blob, opts, counters))
             .buffer_unordered(opts.jobs.max(1))
@@ -370,7 +372,7 @@ async fn copy_blob(
     client: &RegistryClient,
     source: &Endpoint<'_>,
     dest: &Endpoint<'_>,
-    blob: &Descriptor,
+    blob: Descriptor,
     opts: &CopyOptions,
     counters: &Counters,
 ) -> Result<(), CopyError> {
@@ -384,7 +386,7 @@ async fn copy_blob(
     let mut attempt = 0;
     loop {
         attempt += 1;
-        match upload_blob(client, source, dest, blob, counters).await {
+        match upload_blob(client, source, dest, &blob, counters).await {
             Ok(()) => return Ok(()),
             Err(CopyError::Registry(e)) if e.is_retryable() && attempt < opts.attempts => {
                 tracing::debug!(digest = %blob.digest, attempt, error = %e, "restarting blob upload");

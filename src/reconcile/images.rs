@@ -4,6 +4,7 @@
 //! through the API and reused while they stay valid for minutes.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::Mutex;
@@ -53,6 +54,8 @@ pub struct ImageResolver {
     cache: Mutex<HashMap<String, ImageState>>,
     sources: SourceCredentials,
     copy: CopyOptions,
+    bytes_copied: AtomicU64,
+    bytes_skipped: AtomicU64,
 }
 
 fn failed(reason: &str, message: impl Into<String>) -> ImageState {
@@ -101,7 +104,17 @@ impl ImageResolver {
             cache: Mutex::new(HashMap::new()),
             sources,
             copy,
+            bytes_copied: AtomicU64::new(0),
+            bytes_skipped: AtomicU64::new(0),
         }
+    }
+
+    /// Image bytes copied into Cloudflare's registry, and bytes found already there.
+    pub fn bytes(&self) -> (u64, u64) {
+        (
+            self.bytes_copied.load(Ordering::Relaxed),
+            self.bytes_skipped.load(Ordering::Relaxed),
+        )
     }
 
     pub fn registry(&self) -> &RegistryClient {
@@ -267,6 +280,10 @@ impl ImageResolver {
         .await
         {
             Ok(report) => {
+                self.bytes_copied
+                    .fetch_add(report.bytes_uploaded, Ordering::Relaxed);
+                self.bytes_skipped
+                    .fetch_add(report.bytes_skipped, Ordering::Relaxed);
                 ImageState::Ready(format!("{host}/{}@{}", dest.repository, report.digest))
             }
             Err(e) => match e {

@@ -461,3 +461,23 @@ pub async fn converge(
         .await;
     }
 }
+
+#[cfg(test)]
+mod send_checks {
+    use super::*;
+    fn is_send<T: Send>(_: T) {}
+    #[allow(dead_code)]
+    fn futures_are_send(
+        r: &'static Reconciler,
+        o: &'static CloudflareContainer,
+        d: &'static Desired,
+        p: &'static Plan,
+    ) {
+        let peers: &'static HashMap<String, String> = Box::leak(Box::default());
+        is_send(r.observe(o, d, peers));
+        is_send(r.reconcile(o, None, peers));
+        is_send(r.delete(o));
+        let mut ev = Vec::new();
+        is_send(r.act(d, p, &mut ev));
+    }
+}

@@ -48,6 +48,7 @@ impl Apps {
 #[derive(Default)]
 struct State {
     apps: Option<Apps>,
+    apps_fetched: Option<tokio::time::Instant>,
     namespaces: Option<Vec<DurableObjectNamespace>>,
     scripts: HashMap<String, ScriptState>,
     /// Target configuration of rollouts flaredock started, by rollout id.
@@ -100,6 +101,7 @@ impl AccountView {
         if st.apps.is_none() {
             let list = self.client.list_applications().await?;
             st.apps = Some(Apps::from(list));
+            st.apps_fetched = Some(tokio::time::Instant::now());
         }
         Ok(f(st.apps.as_ref().unwrap_or(&Apps::default())))
     }
@@ -107,8 +109,19 @@ impl AccountView {
     /// Lists the applications again now (used after a create whose answer was lost).
     pub async fn refresh_applications(&self) -> Result<(), ApiError> {
         let list = self.client.list_applications().await?;
-        self.state.lock().await.apps = Some(Apps::from(list));
+        let mut st = self.state.lock().await;
+        st.apps = Some(Apps::from(list));
+        st.apps_fetched = Some(tokio::time::Instant::now());
         Ok(())
+    }
+
+    /// Marks the application list stale when it is older than `age` (objects waiting
+    /// for a rollout need fresh news, at most one list per `age` for the account).
+    pub async fn expire_applications(&self, age: std::time::Duration) {
+        let mut st = self.state.lock().await;
+        if st.apps_fetched.is_some_and(|t| t.elapsed() >= age) {
+            st.apps = None;
+        }
     }
 
     pub async fn application_by_name(&self, name: &str) -> Result<Option<Application>, ApiError> {

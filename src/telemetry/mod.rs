@@ -29,3 +29,5 @@ pub fn init(format: LogFormat, default_filter: &str) {
     // A subscriber installed earlier (tests) stays in place.
     let _ = result;
 }
+
+pub mod metrics;

@@ -1,0 +1,165 @@
+//! Prometheus metrics of the controller: reconciles by result and their duration,
+//! Cloudflare API calls by operation and status, time spent waiting for the rate
+//! limiter, image bytes copied and skipped, objects by Ready state.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+use crate::cloudflare::CloudflareClient;
+use crate::reconcile::images::ImageResolver;
+
+/// The controller's metrics.
+pub struct Metrics {
+    registry: Registry,
+    pub reconciliations: IntCounterVec,
+    pub reconcile_duration: Histogram,
+    api_calls: IntCounterVec,
+    limiter_wait: IntCounterVec,
+    image_bytes: IntCounterVec,
+    objects: IntGaugeVec,
+    /// Last totals seen per account, to turn cumulative sources into counter increments.
+    seen: Mutex<HashMap<String, u64>>,
+    ready: Mutex<HashMap<String, bool>>,
+}
+
+fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels)
+        .unwrap_or_else(|e| panic!("metric {name}: {e}"));
+    registry
+        .register(Box::new(c.clone()))
+        .unwrap_or_else(|e| panic!("metric {name}: {e}"));
+    c
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric (names are fixed; a failure here is a programming error
+    /// caught at startup).
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let reconcile_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "flaredock_reconcile_duration_seconds",
+                "Duration of one reconcile",
+            )
+            .buckets(vec![
+                0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ]),
+        )
+        .unwrap_or_else(|e| panic!("histogram: {e}"));
+        registry
+            .register(Box::new(reconcile_duration.clone()))
+            .unwrap_or_else(|e| panic!("histogram: {e}"));
+        let objects = IntGaugeVec::new(
+            Opts::new("flaredock_objects", "CloudflareContainers by Ready state"),
+            &["ready"],
+        )
+        .unwrap_or_else(|e| panic!("gauge: {e}"));
+        registry
+            .register(Box::new(objects.clone()))
+            .unwrap_or_else(|e| panic!("gauge: {e}"));
+        Metrics {
+            reconciliations: counter(
+                &registry,
+                "flaredock_reconciliations_total",
+                "Reconciles by result (ready, progressing, stalled, error, deleted)",
+                &["result"],
+            ),
+            reconcile_duration,
+            api_calls: counter(
+                &registry,
+                "flaredock_cloudflare_api_calls_total",
+                "Cloudflare API calls by operation and HTTP status (error: no answer)",
+                &["operation", "status"],
+            ),
+            limiter_wait: counter(
+                &registry,
+                "flaredock_rate_limiter_wait_milliseconds_total",
+                "Time calls waited for the client-side rate limiter, per account",
+                &["account"],
+            ),
+            image_bytes: counter(
+                &registry,
+                "flaredock_image_bytes_total",
+                "Image bytes copied into Cloudflare's registry, or skipped as already there",
+                &["kind"],
+            ),
+            objects,
+            registry,
+            seen: Mutex::new(HashMap::new()),
+            ready: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Records an object's Ready state (for the `flaredock_objects` gauge).
+    pub fn set_ready(&self, key: &str, ready: Option<bool>) {
+        let mut map = match self.ready.lock() {
+            Ok(m) => m,
+            Err(p) => p.into_inner(),
+        };
+        match ready {
+            Some(r) => {
+                map.insert(key.to_string(), r);
+            }
+            None => {
+                map.remove(key);
+            }
+        }
+        let ready = map.values().filter(|r| **r).count() as i64;
+        self.objects.with_label_values(&["true"]).set(ready);
+        self.objects
+            .with_label_values(&["false"])
+            .set(map.len() as i64 - ready);
+    }
+
+    fn advance(&self, key: String, total: u64) -> u64 {
+        let mut seen = match self.seen.lock() {
+            Ok(s) => s,
+            Err(p) => p.into_inner(),
+        };
+        let last = seen.insert(key, total).unwrap_or(0);
+        total.saturating_sub(last)
+    }
+
+    /// Brings the counters fed by clients and resolvers up to date (on each scrape).
+    pub fn collect_from(&self, account: &str, client: &CloudflareClient, images: &ImageResolver) {
+        for ((op, status), n) in client.stats().snapshot() {
+            let delta = self.advance(format!("{account}|{op}|{status}"), n);
+            self.api_calls
+                .with_label_values(&[op, status.as_str()])
+                .inc_by(delta);
+        }
+        let waited = client.limiter().waited().as_millis() as u64;
+        let delta = self.advance(format!("{account}|wait"), waited);
+        self.limiter_wait
+            .with_label_values(&[account])
+            .inc_by(delta);
+        let (copied, skipped) = images.bytes();
+        let delta = self.advance(format!("{account}|copied"), copied);
+        self.image_bytes
+            .with_label_values(&["copied"])
+            .inc_by(delta);
+        let delta = self.advance(format!("{account}|skipped"), skipped);
+        self.image_bytes
+            .with_label_values(&["skipped"])
+            .inc_by(delta);
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut buf) {
+            return format!("# encoding failed: {e}\n");
+        }
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
