@@ -95,6 +95,9 @@ struct Account {
     account_id: String,
 }
 
+/// Account id and token fingerprint.
+type AccountKey = (String, [u8; 32]);
+
 /// State shared by every reconcile.
 pub struct Context {
     pub client: Client,
@@ -105,7 +108,7 @@ pub struct Context {
     pub leader: Arc<AtomicBool>,
     /// Set once the controller watches; `/readyz` answers 200 from then on.
     pub ready: Arc<AtomicBool>,
-    accounts: tokio::sync::Mutex<HashMap<(String, [u8; 32]), Arc<Account>>>,
+    accounts: tokio::sync::Mutex<HashMap<AccountKey, Arc<Account>>>,
     failures: std::sync::Mutex<HashMap<String, u32>>,
     store: OnceLock<Store<CloudflareContainer>>,
 }
