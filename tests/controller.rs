@@ -1,0 +1,571 @@
+//! The controller against a fake Kubernetes API server (kube's client over a
+//! tower-test mock service answering like the API server would) and the Cloudflare
+//! emulator: finalizer, create to Ready, quiet resyncs, deletion with each policy, a
+//! failing delete, refusal, leadership, credentials, metrics.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use flaredock::cloudflare::types::*;
+use flaredock::controller::{self, Context, FINALIZER, SECRET_FINALIZER, Settings};
+use flaredock::emulator::{DEMO_CLASS, DEMO_SCRIPT, RunningEmulator, ScriptedFault};
+use flaredock::spec::CloudflareContainer;
+use flaredock::telemetry::metrics::Metrics;
+use http::{Request, Response};
+use kube::client::Body;
+use serde_json::{Value, json};
+
+#[derive(Clone, Debug)]
+struct Recorded {
+    method: String,
+    path: String,
+    body: Value,
+}
+
+#[derive(Default)]
+struct FakeState {
+    objects: Mutex<HashMap<String, Value>>,
+    requests: Mutex<Vec<Recorded>>,
+}
+
+impl FakeState {
+    fn requests(&self) -> Vec<Recorded> {
+        self.requests.lock().unwrap().clone()
+    }
+    fn writes(&self, fragment: &str) -> Vec<Recorded> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.method != "GET" && r.path.contains(fragment))
+            .collect()
+    }
+}
+
+fn not_found() -> (u16, Value) {
+    (
+        404,
+        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"}),
+    )
+}
+
+/// Applies the JSON patch the finalizer helper sends (test / add / remove).
+fn json_patch(target: &mut Value, ops: &Value) {
+    for op in ops.as_array().into_iter().flatten() {
+        let path = op["path"].as_str().unwrap_or("");
+        match op["op"].as_str() {
+            Some("add") if path == "/metadata/finalizers" => {
+                target["metadata"]["finalizers"] = op["value"].clone()
+            }
+            Some("add") if path == "/metadata/finalizers/-" => {
+                let list = target["metadata"]["finalizers"].as_array_mut().unwrap();
+                list.push(op["value"].clone());
+            }
+            Some("remove") => {
+                let index: usize = path.rsplit('/').next().unwrap().parse().unwrap();
+                target["metadata"]["finalizers"]
+                    .as_array_mut()
+                    .unwrap()
+                    .remove(index);
+            }
+            _ => {}
+        }
+    }
+}
+
+fn respond(state: &FakeState, method: &str, path: &str, body: &Value) -> (u16, Value) {
+    let mut objects = state.objects.lock().unwrap();
+    let key = path.trim_end_matches("/status").to_string();
+    match method {
+        "GET" => objects
+            .get(&key)
+            .cloned()
+            .map(|o| (200, o))
+            .unwrap_or_else(not_found),
+        "POST" if path.contains("/events") => (201, body.clone()),
+        "PATCH" => {
+            let Some(obj) = objects.get_mut(&key) else {
+                return not_found();
+            };
+            if path.ends_with("/status") {
+                obj["status"] = body["status"].clone();
+            } else if body.is_array() {
+                json_patch(obj, body);
+            } else if let Some(f) = body.pointer("/metadata/finalizers") {
+                obj["metadata"]["finalizers"] = f.clone();
+            }
+            (200, obj.clone())
+        }
+        _ => not_found(),
+    }
+}
+
+fn fake_kube() -> (kube::Client, Arc<FakeState>) {
+    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let state = Arc::new(FakeState::default());
+    let fake = state.clone();
+    tokio::spawn(async move {
+        while let Some((request, send)) = handle.next_request().await {
+            let method = request.method().to_string();
+            let path = request.uri().path().to_string();
+            let bytes = request.into_body().collect_bytes().await.unwrap();
+            let body: Value = serde_json::from_slice(&bytes)
+                .or_else(|_| serde_yaml_ng::from_slice(&bytes))
+                .unwrap_or(Value::Null);
+            fake.requests.lock().unwrap().push(Recorded {
+                method: method.clone(),
+                path: path.clone(),
+                body: body.clone(),
+            });
+            let (status, answer) = respond(&fake, &method, &path, &body);
+            let response = Response::builder()
+                .status(status)
+                .header("content-type", "application/json")
+                .body(Body::from(serde_json::to_vec(&answer).unwrap()))
+                .unwrap();
+            send.send_response(response);
+        }
+    });
+    (kube::Client::new(service, "default"), state)
+}
+
+const OBJECT_PATH: &str = "/apis/flaredock.dev/v1alpha1/namespaces/apps/cloudflarecontainers/shop";
+const SECRET_PATH: &str = "/api/v1/namespaces/apps/secrets/cloudflare";
+
+fn object(extra: &str, finalizers: &[&str]) -> Value {
+    let doc = format!(
+        "apiVersion: flaredock.dev/v1alpha1\nkind: CloudflareContainer\nmetadata:\n  name: shop\n  namespace: apps\n  uid: uid-1\n  generation: 1\n  resourceVersion: '1'\nspec:\n  className: {DEMO_CLASS}\n  image: {{reference: 'hello:v1'}}\n  worker: {{scriptName: {DEMO_SCRIPT}}}\n  credentialsSecretRef: {{name: cloudflare}}\n{extra}"
+    );
+    let mut v: Value = serde_yaml_ng::from_str(&doc).unwrap();
+    v["metadata"]["finalizers"] = json!(finalizers);
+    v
+}
+
+struct Setup {
+    em: RunningEmulator,
+    fake: Arc<FakeState>,
+    ctx: Arc<Context>,
+}
+
+async fn setup(obj: Value, leader: bool) -> Setup {
+    let em = common::start_emulator(|_| {}).await;
+    let (client, fake) = fake_kube();
+    fake.objects.lock().unwrap().insert(OBJECT_PATH.into(), obj);
+    fake.objects.lock().unwrap().insert(
+        SECRET_PATH.into(),
+        json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "cloudflare", "namespace": "apps", "resourceVersion": "7"},
+            "stringData": {"apiToken": em.api_token(), "accountId": em.account_id()},
+        }),
+    );
+    let settings = Settings {
+        api_base_url: em.base_url(),
+        progress_poll: Duration::from_millis(50),
+        rate_limit: flaredock::cloudflare::RateLimit {
+            requests: 1_000_000 + fastrand::u32(..1000),
+            window: Duration::from_secs(1),
+        },
+        ..Default::default()
+    };
+    let ctx = Arc::new(Context::new(
+        client,
+        settings,
+        Arc::new(Metrics::new()),
+        Arc::new(AtomicBool::new(leader)),
+    ));
+    Setup { em, fake, ctx }
+}
+
+fn current(s: &Setup) -> Arc<CloudflareContainer> {
+    let v = s.fake.objects.lock().unwrap()[OBJECT_PATH].clone();
+    Arc::new(serde_json::from_value(v).unwrap())
+}
+
+fn cloudflare_writes(em: &RunningEmulator) -> Vec<String> {
+    em.shared
+        .requests()
+        .into_iter()
+        .filter(|r| r.method != "GET" && !r.path.ends_with("/credentials"))
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect()
+}
+
+fn condition<'a>(status: &'a Value, kind: &str) -> &'a Value {
+    status["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == kind)
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_finalizer_is_added_on_first_sight() {
+    let s = setup(object("", &[]), true).await;
+    controller::reconcile(current(&s), s.ctx.clone())
+        .await
+        .unwrap();
+    let writes = s.fake.writes("cloudflarecontainers");
+    assert_eq!(writes.len(), 1, "{writes:?}");
+    assert!(writes[0].body.to_string().contains(FINALIZER));
+    assert_eq!(
+        current(&s).metadata.finalizers.as_deref(),
+        Some(&[FINALIZER.to_string()][..])
+    );
+    assert!(
+        s.em.shared.requests().is_empty(),
+        "nothing at Cloudflare before the finalizer is in place"
+    );
+}
+
+#[tokio::test]
+async fn create_path_to_ready_then_a_quiet_resync() {
+    let s = setup(object("", &[FINALIZER]), true).await;
+    controller::reconcile(current(&s), s.ctx.clone())
+        .await
+        .unwrap();
+    // The status was written by server-side apply, Ready.
+    let status_writes = s.fake.writes("/status");
+    assert_eq!(status_writes.len(), 1);
+    let status = &status_writes[0].body["status"];
+    assert_eq!(status_writes[0].body["kind"], "CloudflareContainer");
+    assert_eq!(condition(status, "Ready")["status"], "True", "{status}");
+    assert_eq!(condition(status, "Stalled")["status"], "False");
+    assert_eq!(status["observedGeneration"], 1);
+    assert!(status["image"].as_str().unwrap().contains("/hello@sha256:"));
+    let apps = common::client_for(&s.em).list_applications().await.unwrap();
+    assert_eq!(apps.len(), 1);
+    assert_eq!(status["applicationId"], apps[0].id.as_str());
+    // An Event says what happened; the credentials Secret is protected.
+    let events: Vec<String> = s
+        .fake
+        .writes("/events")
+        .iter()
+        .map(|r| r.body["reason"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert!(events.contains(&"Created".to_string()), "{events:?}");
+    assert!(
+        s.fake.objects.lock().unwrap()[SECRET_PATH]["metadata"]["finalizers"]
+            .to_string()
+            .contains(SECRET_FINALIZER)
+    );
+
+    // A resync that finds nothing changed writes nothing, anywhere.
+    s.fake.requests.lock().unwrap().clear();
+    s.em.shared.clear_requests();
+    s.ctx.invalidate_all().await;
+    controller::reconcile(current(&s), s.ctx.clone())
+        .await
+        .unwrap();
+    assert!(
+        s.fake.writes("/status").is_empty(),
+        "no status write when nothing changed"
+    );
+    assert!(s.fake.writes("/events").is_empty());
+    assert!(cloudflare_writes(&s.em).is_empty());
+}
+
+#[tokio::test]
+async fn drift_is_corrected_and_reported() {
+    let s = setup(object("", &[FINALIZER]), true).await;
+    controller::reconcile(current(&s), s.ctx.clone())
+        .await
+        .unwrap();
+    let client = common::client_for(&s.em);
+    let app = client.list_applications().await.unwrap().remove(0);
+    client
+        .modify_application(
+            &app.id,
+            &ModifyApplicationRequest {
+                max_instances: Some(99),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    s.ctx.invalidate_all().await;
+    s.fake.requests.lock().unwrap().clear();
+    controller::reconcile(current(&s), s.ctx.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        client.get_application(&app.id).await.unwrap().max_instances,
+        Some(20)
+    );
+    let events: Vec<Value> = s
+        .fake
+        .writes("/events")
+        .into_iter()
+        .map(|r| r.body)
+        .collect();
+    let drift = events
+        .iter()
+        .find(|e| e["reason"] == "DriftCorrected")
+        .expect("a DriftCorrected event");
+    assert!(
+        drift["note"]
+            .as_str()
+            .unwrap()
+            .contains("max_instances: 99 → 20"),
+        "{drift}"
+    );
+}
+
+async fn delete_with(policy: &str) -> (Setup, Vec<Application>) {
+    let s = setup(
+        object(&format!("  deletionPolicy: {policy}\n"), &[FINALIZER]),
+        true,
+    )
+    .await;
+    controller::reconcile(current(&s), s.ctx.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        common::client_for(&s.em)
+            .list_applications()
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    let mut deleting = (*current(&s)).clone();
+    deleting.metadata.deletion_timestamp = Some(
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now()),
+    );
+    s.fake.requests.lock().unwrap().clear();
+    controller::reconcile(Arc::new(deleting), s.ctx.clone())
+        .await
+        .unwrap();
+    let apps = common::client_for(&s.em).list_applications().await.unwrap();
+    (s, apps)
+}
+
+#[tokio::test]
+async fn delete_path_with_delete_policy() {
+    let (s, apps) = delete_with("Delete").await;
+    assert!(apps.is_empty(), "the owned application was deleted");
+    assert!(
+        current(&s)
+            .metadata
+            .finalizers
+            .as_deref()
+            .unwrap_or_default()
+            .is_empty(),
+        "finalizer removed"
+    );
+    let secret = s.fake.objects.lock().unwrap()[SECRET_PATH].clone();
+    assert!(
+        !secret["metadata"]["finalizers"]
+            .to_string()
+            .contains(SECRET_FINALIZER),
+        "Secret released"
+    );
+}
+
+#[tokio::test]
+async fn delete_path_with_orphan_policy() {
+    let (s, apps) = delete_with("Orphan").await;
+    assert_eq!(apps.len(), 1, "the application is left running");
+    assert!(
+        current(&s)
+            .metadata
+            .finalizers
+            .as_deref()
+            .unwrap_or_default()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn a_failing_cloudflare_delete_keeps_the_finalizer() {
+    let s = setup(object("", &[FINALIZER]), true).await;
+    controller::reconcile(current(&s), s.ctx.clone())
+        .await
+        .unwrap();
+    for _ in 0..10 {
+        s.em.shared
+            .push_fault(Some("DELETE"), ScriptedFault::ServerError(500));
+    }
+    let mut deleting = (*current(&s)).clone();
+    deleting.metadata.deletion_timestamp = Some(
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now()),
+    );
+    s.fake.requests.lock().unwrap().clear();
+    let result = controller::reconcile(Arc::new(deleting.clone()), s.ctx.clone()).await;
+    assert!(result.is_err(), "the failure is retried with backoff");
+    assert_eq!(
+        current(&s).metadata.finalizers.as_deref(),
+        Some(&[FINALIZER.to_string()][..]),
+        "finalizer kept"
+    );
+    assert!(
+        s.fake.writes("cloudflarecontainers/shop").is_empty(),
+        "no finalizer removal"
+    );
+    let reasons: Vec<String> = s
+        .fake
+        .writes("/events")
+        .iter()
+        .map(|r| r.body["reason"].as_str().unwrap().to_string())
+        .collect();
+    assert!(reasons.contains(&"DeleteFailed".to_string()), "{reasons:?}");
+    let action = controller::error_policy(Arc::new(deleting), &result.unwrap_err(), s.ctx.clone());
+    assert_ne!(action, kube::runtime::controller::Action::await_change());
+}
+
+#[tokio::test]
+async fn a_foreign_application_stalls_with_no_writes() {
+    let s = setup(object("", &[FINALIZER]), true).await;
+    let client = common::client_for(&s.em);
+    client
+        .create_application(&CreateApplicationRequest {
+            name: "shop".into(),
+            scheduling_policy: SchedulingPolicy::Default,
+            instances: 0,
+            max_instances: Some(1),
+            configuration: DeploymentConfiguration {
+                image: format!("{}/{}/hello:v1", s.em.registry_host(), s.em.account_id()),
+                ..Default::default()
+            },
+            constraints: None,
+            durable_objects: None,
+            observability: None,
+            rollout_active_grace_period: None,
+        })
+        .await
+        .unwrap();
+    s.em.shared.clear_requests();
+    let action = controller::reconcile(current(&s), s.ctx.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        action,
+        kube::runtime::controller::Action::await_change(),
+        "not retried until the spec changes"
+    );
+    let status = &s.fake.writes("/status")[0].body["status"];
+    assert_eq!(condition(status, "Stalled")["status"], "True");
+    assert_eq!(
+        condition(status, "Stalled")["reason"],
+        "ApplicationNotOwned"
+    );
+    assert_eq!(condition(status, "Ready")["status"], "False");
+    let container_writes: Vec<String> = cloudflare_writes(&s.em)
+        .into_iter()
+        .filter(|w| w.contains("/containers/"))
+        .collect();
+    assert!(container_writes.is_empty(), "{container_writes:?}");
+    let reasons: Vec<String> = s
+        .fake
+        .writes("/events")
+        .iter()
+        .map(|r| r.body["reason"].as_str().unwrap().to_string())
+        .collect();
+    assert!(reasons.contains(&"Refused".to_string()));
+}
+
+#[tokio::test]
+async fn a_non_leader_makes_no_writes() {
+    let s = setup(object("", &[FINALIZER]), false).await;
+    controller::reconcile(current(&s), s.ctx.clone())
+        .await
+        .unwrap();
+    assert!(s.fake.requests().is_empty(), "{:?}", s.fake.requests());
+    assert!(s.em.shared.requests().is_empty());
+    s.ctx.leader.store(true, Ordering::SeqCst);
+    controller::reconcile(current(&s), s.ctx.clone())
+        .await
+        .unwrap();
+    assert_eq!(s.fake.writes("/status").len(), 1, "the leader writes");
+}
+
+#[tokio::test]
+async fn a_missing_credentials_secret_stalls_loudly() {
+    let s = setup(object("", &[FINALIZER]), true).await;
+    s.fake.objects.lock().unwrap().remove(SECRET_PATH);
+    let action = controller::reconcile(current(&s), s.ctx.clone())
+        .await
+        .unwrap();
+    assert_eq!(action, kube::runtime::controller::Action::await_change());
+    let status = &s.fake.writes("/status")[0].body["status"];
+    let stalled = condition(status, "Stalled");
+    assert_eq!(stalled["status"], "True");
+    assert_eq!(stalled["reason"], "CredentialsUnavailable");
+    assert!(
+        stalled["message"]
+            .as_str()
+            .unwrap()
+            .contains("apps/cloudflare")
+    );
+    let events = s.fake.writes("/events");
+    assert_eq!(events[0].body["type"], "Warning");
+    assert!(s.em.shared.requests().is_empty());
+}
+
+#[tokio::test]
+async fn metrics_and_probes() {
+    let s = setup(object("", &[FINALIZER]), true).await;
+    let app = controller::server::router(s.ctx.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let http = reqwest::Client::new();
+    assert_eq!(
+        http.get(format!("http://{addr}/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        http.get(format!("http://{addr}/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        503
+    );
+    s.ctx.ready.store(true, Ordering::SeqCst);
+    assert_eq!(
+        http.get(format!("http://{addr}/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    controller::reconcile(current(&s), s.ctx.clone())
+        .await
+        .unwrap();
+    let text = http
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains("flaredock_reconciliations_total{result=\"ready\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "flaredock_cloudflare_api_calls_total{operation=\"createApplication\",status=\"201\"} 1"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("flaredock_objects{ready=\"true\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("flaredock_reconcile_duration_seconds_count 1"),
+        "{text}"
+    );
+    assert!(!text.contains(s.em.api_token()), "no secret in metrics");
+}
