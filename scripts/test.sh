@@ -2,6 +2,8 @@
 # Runs flaredock's whole test suite, installing what the tests need first:
 #   docker-registry  (the CNCF distribution registry, as "Cloudflare's registry")
 #   apache2-utils    (htpasswd, for the registry's basic auth)
+#   kubectl          (`kubectl kustomize`, offline, renders deploy/)
+#   lua5.4           (runs the Argo CD health check)
 # Extra arguments go to `cargo test` (e.g. scripts/test.sh --test plan).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,6 +11,8 @@ cd "$(dirname "$0")/.."
 missing=()
 command -v docker-registry >/dev/null 2>&1 || missing+=(docker-registry)
 command -v htpasswd >/dev/null 2>&1 || missing+=(apache2-utils)
+command -v kubectl >/dev/null 2>&1 || missing+=(kubectl)
+command -v lua5.4 >/dev/null 2>&1 || missing+=(lua5.4)
 if ((${#missing[@]})); then
   echo "installing ${missing[*]} ..." >&2
   sudo=""
