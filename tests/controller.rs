@@ -569,3 +569,37 @@ async fn metrics_and_probes() {
     );
     assert!(!text.contains(s.em.api_token()), "no secret in metrics");
 }
+
+#[test]
+fn run_without_a_reachable_cluster_exits_quickly_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("config");
+    std::fs::write(
+        &kubeconfig,
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {server: 'https://127.0.0.1:1'}\ncontexts:\n- name: c\n  context: {cluster: c, user: u}\ncurrent-context: c\nusers:\n- name: u\n  user: {token: t}\n",
+    )
+    .unwrap();
+    for (env, expect) in [
+        (
+            kubeconfig.to_str().unwrap(),
+            "cannot reach the Kubernetes API server",
+        ),
+        ("/nonexistent/kubeconfig", "no Kubernetes configuration"),
+    ] {
+        let started = std::time::Instant::now();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_flaredock"))
+            .args(["run", "--metrics-address", "127.0.0.1:0"])
+            .env("KUBECONFIG", env)
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .output()
+            .unwrap();
+        assert_ne!(out.status.code(), Some(0));
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "took {:?}",
+            started.elapsed()
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(expect), "{stderr}");
+    }
+}

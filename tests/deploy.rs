@@ -16,8 +16,14 @@ fn kustomize(dir: &str) -> Vec<Value> {
         .args(["kustomize", dir])
         .current_dir(root())
         .output()
-        .unwrap_or_else(|e| panic!("this test needs kubectl (apt-get install kubectl, or run scripts/test.sh): {e}"));
-    assert!(out.status.success(), "kubectl kustomize {dir}: {}", String::from_utf8_lossy(&out.stderr));
+        .unwrap_or_else(|e| {
+            panic!("this test needs kubectl (apt-get install kubectl, or run scripts/test.sh): {e}")
+        });
+    assert!(
+        out.status.success(),
+        "kubectl kustomize {dir}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8(out.stdout).unwrap();
     serde_yaml_ng::Deserializer::from_str(&text)
         .map(|d| <Value as serde::Deserialize>::deserialize(d).unwrap())
@@ -30,7 +36,11 @@ fn numbers_as_floats(v: &Value) -> Value {
     match v {
         Value::Number(n) => serde_json::json!(n.as_f64()),
         Value::Array(a) => Value::Array(a.iter().map(numbers_as_floats).collect()),
-        Value::Object(o) => Value::Object(o.iter().map(|(k, v)| (k.clone(), numbers_as_floats(v))).collect()),
+        Value::Object(o) => Value::Object(
+            o.iter()
+                .map(|(k, v)| (k.clone(), numbers_as_floats(v)))
+                .collect(),
+        ),
         other => other.clone(),
     }
 }
@@ -44,7 +54,11 @@ fn find<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
 #[test]
 fn the_base_renders_and_is_hardened() {
     let docs = kustomize("deploy/");
-    let crd = find(&docs, "CustomResourceDefinition", "cloudflarecontainers.flaredock.dev");
+    let crd = find(
+        &docs,
+        "CustomResourceDefinition",
+        "cloudflarecontainers.flaredock.dev",
+    );
     let committed: Value = serde_yaml_ng::from_str(&flaredock::spec::crd_yaml()).unwrap();
     assert!(
         numbers_as_floats(&crd["spec"]) == numbers_as_floats(&committed["spec"]),
@@ -55,7 +69,10 @@ fn the_base_renders_and_is_hardened() {
     find(&docs, "Service", "flaredock-metrics");
 
     // RBAC: no wildcards anywhere, exactly the verbs needed.
-    for d in docs.iter().filter(|d| d["kind"] == "ClusterRole" || d["kind"] == "Role") {
+    for d in docs
+        .iter()
+        .filter(|d| d["kind"] == "ClusterRole" || d["kind"] == "Role")
+    {
         for rule in d["rules"].as_array().unwrap() {
             for field in ["apiGroups", "resources", "verbs"] {
                 for v in rule[field].as_array().unwrap() {
@@ -69,8 +86,20 @@ fn the_base_renders_and_is_hardened() {
     let verbs = |resource: &str| -> Vec<String> {
         rules
             .iter()
-            .filter(|r| r["resources"].as_array().unwrap().iter().any(|x| x == resource))
-            .flat_map(|r| r["verbs"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()))
+            .filter(|r| {
+                r["resources"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|x| x == resource)
+            })
+            .flat_map(|r| {
+                r["verbs"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_str().unwrap().to_string())
+            })
             .collect()
     };
     assert!(verbs("cloudflarecontainers/status").contains(&"patch".to_string()));
@@ -95,8 +124,16 @@ fn the_base_renders_and_is_hardened() {
     assert_eq!(c["securityContext"]["capabilities"]["drop"][0], "ALL");
     assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
     assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
-    assert!(c["resources"]["requests"]["memory"].is_string() && c["resources"]["limits"]["memory"].is_string());
-    let env: Vec<&str> = c["env"].as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap()).collect();
+    assert!(
+        c["resources"]["requests"]["memory"].is_string()
+            && c["resources"]["limits"]["memory"].is_string()
+    );
+    let env: Vec<&str> = c["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
     assert!(env.contains(&"POD_NAME") && env.contains(&"POD_NAMESPACE"));
     // Every flag of `flaredock run` used here exists.
     assert_eq!(c["args"][0], "run");
@@ -107,16 +144,30 @@ fn the_production_overlay_adds_monitoring_and_network_policy() {
     let docs = kustomize("deploy/overlays/production");
     find(&docs, "ServiceMonitor", "flaredock");
     let np = find(&docs, "NetworkPolicy", "flaredock");
-    assert_eq!(np["spec"]["policyTypes"], serde_json::json!(["Ingress", "Egress"]));
+    assert_eq!(
+        np["spec"]["policyTypes"],
+        serde_json::json!(["Ingress", "Egress"])
+    );
 }
 
 fn health(status: &str) -> String {
     let out = Command::new("lua5.4")
-        .args(["-e", &format!("obj = {status}"), "-e", "local hs = dofile('deploy/argocd/health.lua'); io.write(hs.status)"])
+        .args([
+            "-e",
+            &format!("obj = {status}"),
+            "-e",
+            "local hs = dofile('deploy/argocd/health.lua'); io.write(hs.status)",
+        ])
         .current_dir(root())
         .output()
-        .unwrap_or_else(|e| panic!("this test needs lua5.4 (apt-get install lua5.4, or run scripts/test.sh): {e}"));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        .unwrap_or_else(|e| {
+            panic!("this test needs lua5.4 (apt-get install lua5.4, or run scripts/test.sh): {e}")
+        });
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -132,13 +183,21 @@ fn the_argocd_health_check_follows_the_conditions() {
     assert_eq!(health(&cond("False", "True")), "Degraded");
     assert_eq!(health("{metadata = {generation = 1}}"), "Progressing");
     assert_eq!(
-        health("{metadata = {generation = 3}, status = {observedGeneration = 2, conditions = {{type = 'Ready', status = 'True'}}}}"),
+        health(
+            "{metadata = {generation = 3}, status = {observedGeneration = 2, conditions = {{type = 'Ready', status = 'True'}}}}"
+        ),
         "Progressing",
         "an old status is not trusted"
     );
     let patch = std::fs::read_to_string(root().join("deploy/argocd/argocd-cm-patch.yaml")).unwrap();
     let doc: Value = serde_yaml_ng::from_str(&patch).unwrap();
-    let script = doc["data"]["resource.customizations.health.flaredock.dev_CloudflareContainer"].as_str().unwrap();
+    let script = doc["data"]["resource.customizations.health.flaredock.dev_CloudflareContainer"]
+        .as_str()
+        .unwrap();
     let file = std::fs::read_to_string(root().join("deploy/argocd/health.lua")).unwrap();
-    assert_eq!(script.trim(), file.trim(), "argocd-cm-patch.yaml carries health.lua");
+    assert_eq!(
+        script.trim(),
+        file.trim(),
+        "argocd-cm-patch.yaml carries health.lua"
+    );
 }
