@@ -603,3 +603,139 @@ fn run_without_a_reachable_cluster_exits_quickly_with_a_clear_message() {
         assert!(stderr.contains(expect), "{stderr}");
     }
 }
+
+#[tokio::test]
+async fn a_rotated_token_is_used_at_the_next_reconcile() {
+    let s = setup(object("", &[FINALIZER]), true).await;
+    controller::reconcile(current(&s), s.ctx.clone())
+        .await
+        .unwrap();
+    // The Secret watch delivers the rotated (here: revoked) token.
+    let rotated: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
+        "metadata": {"name": "cloudflare", "namespace": "apps"},
+        "stringData": {"apiToken": "revoked-token", "accountId": s.em.account_id()},
+    }))
+    .unwrap();
+    s.ctx.remember_secret(&rotated);
+    s.fake.requests.lock().unwrap().clear();
+    let action = controller::reconcile(current(&s), s.ctx.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        action,
+        kube::runtime::controller::Action::await_change(),
+        "a refused token is terminal"
+    );
+    let status = &s.fake.writes("/status")[0].body["status"];
+    assert_eq!(
+        condition(status, "Stalled")["reason"],
+        "Unauthorized",
+        "{status}"
+    );
+    assert!(!status.to_string().contains("revoked-token"));
+}
+
+/// Not a timed test: a measurement, printed. Run with
+/// `cargo test --release --test controller -- --ignored --nocapture controller_at_scale`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a benchmark; see BENCHMARKS.md"]
+async fn controller_at_scale() {
+    use futures::StreamExt;
+    let count: usize = std::env::var("FLAREDOCK_SCALE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    let s = setup(object("", &[FINALIZER]), true).await;
+    {
+        let classes: Vec<String> = (0..count).map(|i| format!("C{i}")).collect();
+        let mut account = s.em.shared.account();
+        account.put_script("bench", classes.clone(), None);
+        account.migrate_classes("bench", &classes);
+    }
+    let mut objects = Vec::new();
+    for i in 0..count {
+        let mut o = object("", &[FINALIZER]);
+        o["metadata"]["name"] = json!(format!("app-{i}"));
+        o["metadata"]["uid"] = json!(format!("uid-{i}"));
+        o["spec"]["className"] = json!(format!("C{i}"));
+        o["spec"]["worker"] = json!({"scriptName": "bench"});
+        let path =
+            format!("/apis/flaredock.dev/v1alpha1/namespaces/apps/cloudflarecontainers/app-{i}");
+        s.fake.objects.lock().unwrap().insert(path.clone(), o);
+        objects.push(path);
+    }
+    let get = |path: &String| -> Arc<CloudflareContainer> {
+        Arc::new(serde_json::from_value(s.fake.objects.lock().unwrap()[path].clone()).unwrap())
+    };
+    let round = |ctx: Arc<Context>, objs: Vec<Arc<CloudflareContainer>>| async move {
+        futures::stream::iter(objs)
+            .map(|o| controller::reconcile(o, ctx.clone()))
+            .buffer_unordered(16)
+            .collect::<Vec<_>>()
+            .await
+    };
+    let started = std::time::Instant::now();
+    let mut rounds = 0;
+    loop {
+        rounds += 1;
+        let objs: Vec<_> = objects.iter().map(get).collect();
+        round(s.ctx.clone(), objs).await;
+        let ready = objects
+            .iter()
+            .filter(|p| {
+                get(p)
+                    .status
+                    .as_ref()
+                    .is_some_and(flaredock::reconcile::status::is_ready)
+            })
+            .count();
+        if ready == count {
+            break;
+        }
+        assert!(rounds < 20, "only {ready} of {count} Ready");
+    }
+    let to_ready = started.elapsed();
+    let create_calls = s.em.shared.requests().len();
+    s.em.shared.clear_requests();
+    s.fake.requests.lock().unwrap().clear();
+    s.ctx.invalidate_all().await;
+    let resync_started = std::time::Instant::now();
+    let objs: Vec<_> = objects.iter().map(get).collect();
+    round(s.ctx.clone(), objs).await;
+    let resync = resync_started.elapsed();
+    let resync_calls: Vec<String> =
+        s.em.shared
+            .requests()
+            .iter()
+            .map(|r| format!("{} {}", r.method, r.path))
+            .collect();
+    let kube_calls = s.fake.requests().len();
+    let rss = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .map(|l| l.to_string())
+        })
+        .unwrap_or_default();
+    println!("controller at scale: {count} objects");
+    println!(
+        "  to all Ready: {:.2} s in {rounds} round(s), {create_calls} Cloudflare API calls",
+        to_ready.as_secs_f64()
+    );
+    println!(
+        "  one full resync: {:.2} s, {} Cloudflare API calls {:?}, {kube_calls} Kubernetes API calls",
+        resync.as_secs_f64(),
+        resync_calls.len(),
+        resync_calls
+    );
+    println!("  peak RSS of the test process (controller, emulator and fake API together): {rss}");
+    assert!(
+        resync_calls.len() <= 3,
+        "a resync lists, it does not read per object: {resync_calls:?}"
+    );
+    assert_eq!(
+        kube_calls, 0,
+        "a resync that changed nothing writes nothing to Kubernetes"
+    );
+}

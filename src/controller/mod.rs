@@ -111,7 +111,21 @@ pub struct Context {
     accounts: tokio::sync::Mutex<HashMap<AccountKey, Arc<Account>>>,
     failures: std::sync::Mutex<HashMap<String, u32>>,
     store: OnceLock<Store<CloudflareContainer>>,
+    /// Credentials read from Secrets, kept current by the Secret watch.
+    credentials: std::sync::Mutex<HashMap<(String, String), CachedCredentials>>,
 }
+
+/// Credentials of one Secret, with when they were read.
+#[derive(Clone)]
+struct CachedCredentials {
+    result: Result<(String, SecretString), String>,
+    read: std::time::Instant,
+    /// The Secret carries our finalizer.
+    protected: bool,
+}
+
+/// Cached credentials are read again after this long, whatever the watch said.
+const CREDENTIALS_TTL: Duration = Duration::from_secs(600);
 
 impl Context {
     pub fn new(
@@ -134,6 +148,7 @@ impl Context {
             accounts: Default::default(),
             failures: Default::default(),
             store: OnceLock::new(),
+            credentials: Default::default(),
         }
     }
 
@@ -212,6 +227,26 @@ impl Context {
             .collect()
     }
 
+    fn cached_credentials(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<(String, String), CachedCredentials>> {
+        match self.credentials.lock() {
+            Ok(c) => c,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    /// Records what a Secret now says (called by the Secret watch and after reads).
+    pub fn remember_secret(&self, secret: &Secret) {
+        let key = (secret.namespace().unwrap_or_default(), secret.name_any());
+        let entry = CachedCredentials {
+            result: credentials_from(secret),
+            read: std::time::Instant::now(),
+            protected: secret.finalizers().iter().any(|f| f == SECRET_FINALIZER),
+        };
+        self.cached_credentials().insert(key, entry);
+    }
+
     async fn publish(
         &self,
         obj: &CloudflareContainer,
@@ -232,28 +267,10 @@ impl Context {
     }
 }
 
-/// `(account id, token)` for an object: its Secret, or the operator's default.
-async fn credentials(
-    obj: &CloudflareContainer,
-    ctx: &Context,
-) -> Result<(String, SecretString), String> {
-    let Some(reference) = &obj.spec.credentials_secret_ref else {
-        return ctx.settings.default_credentials.clone().ok_or_else(|| {
-            "no credentials: set spec.credentialsSecretRef, or give the operator CLOUDFLARE_API_TOKEN and CLOUDFLARE_ACCOUNT_ID".to_string()
-        });
-    };
-    let ns = obj.namespace_or_default();
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
-    let secret = secrets
-        .get_opt(&reference.name)
-        .await
-        .map_err(|e| format!("cannot read Secret {ns}/{}: {e}", reference.name))?
-        .ok_or_else(|| {
-            format!(
-                "Secret {ns}/{} (spec.credentialsSecretRef) does not exist",
-                reference.name
-            )
-        })?;
+/// `(account id, token)` from a credentials Secret (keys `accountId`, `apiToken`).
+fn credentials_from(secret: &Secret) -> Result<(String, SecretString), String> {
+    let ns = secret.namespace().unwrap_or_default();
+    let name = secret.name_any();
     let value = |key: &str| -> Result<String, String> {
         let data = secret
             .data
@@ -267,19 +284,54 @@ async fn credentials(
             .map(|s| s.clone().into_bytes());
         let bytes = data
             .or(string)
-            .ok_or_else(|| format!("Secret {ns}/{} has no key {key}", reference.name))?;
+            .ok_or_else(|| format!("Secret {ns}/{name} has no key {key}"))?;
         let text = String::from_utf8(bytes)
-            .map_err(|_| format!("Secret {ns}/{}: {key} is not UTF-8", reference.name))?;
+            .map_err(|_| format!("Secret {ns}/{name}: {key} is not UTF-8"))?;
         let text = text.trim().to_string();
         if text.is_empty() {
-            return Err(format!("Secret {ns}/{}: {key} is empty", reference.name));
+            return Err(format!("Secret {ns}/{name}: {key} is empty"));
         }
         Ok(text)
     };
     Ok((value("accountId")?, SecretString::new(value("apiToken")?)))
 }
 
-/// Adds or removes our finalizer on the credentials Secret.
+/// `(account id, token)` for an object: its Secret (cached, kept current by the
+/// Secret watch), or the operator's default.
+async fn credentials(
+    obj: &CloudflareContainer,
+    ctx: &Context,
+) -> Result<(String, SecretString), String> {
+    let Some(reference) = &obj.spec.credentials_secret_ref else {
+        return ctx.settings.default_credentials.clone().ok_or_else(|| {
+            "no credentials: set spec.credentialsSecretRef, or give the operator CLOUDFLARE_API_TOKEN and CLOUDFLARE_ACCOUNT_ID".to_string()
+        });
+    };
+    let ns = obj.namespace_or_default();
+    let key = (ns.to_string(), reference.name.clone());
+    if let Some(c) = ctx.cached_credentials().get(&key)
+        && c.read.elapsed() < CREDENTIALS_TTL
+        && c.result.is_ok()
+    {
+        return c.result.clone();
+    }
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    let secret = secrets
+        .get_opt(&reference.name)
+        .await
+        .map_err(|e| format!("cannot read Secret {ns}/{}: {e}", reference.name))?
+        .ok_or_else(|| {
+            format!(
+                "Secret {ns}/{} (spec.credentialsSecretRef) does not exist",
+                reference.name
+            )
+        })?;
+    ctx.remember_secret(&secret);
+    credentials_from(&secret)
+}
+
+/// Adds or removes our finalizer on the credentials Secret (known state from the
+/// cache: nothing is read or written when it is already as wanted).
 async fn protect_secret(
     ctx: &Context,
     obj: &CloudflareContainer,
@@ -288,28 +340,39 @@ async fn protect_secret(
     let Some(reference) = &obj.spec.credentials_secret_ref else {
         return Ok(());
     };
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), obj.namespace_or_default());
+    let ns = obj.namespace_or_default();
+    let key = (ns.to_string(), reference.name.clone());
+    if ctx
+        .cached_credentials()
+        .get(&key)
+        .is_some_and(|c| c.protected == protect)
+    {
+        return Ok(());
+    }
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
     let Some(secret) = secrets.get_opt(&reference.name).await? else {
         return Ok(());
     };
     let mut finalizers = secret.finalizers().to_vec();
     let has = finalizers.iter().any(|f| f == SECRET_FINALIZER);
-    if protect == has {
-        return Ok(());
-    }
-    if protect {
-        finalizers.push(SECRET_FINALIZER.to_string());
+    if protect != has {
+        if protect {
+            finalizers.push(SECRET_FINALIZER.to_string());
+        } else {
+            finalizers.retain(|f| f != SECRET_FINALIZER);
+        }
+        let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": secret.resource_version()}});
+        let updated = secrets
+            .patch(
+                &reference.name,
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await?;
+        ctx.remember_secret(&updated);
     } else {
-        finalizers.retain(|f| f != SECRET_FINALIZER);
+        ctx.remember_secret(&secret);
     }
-    let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": secret.resource_version()}});
-    secrets
-        .patch(
-            &reference.name,
-            &PatchParams::default(),
-            &Patch::Merge(&patch),
-        )
-        .await?;
     Ok(())
 }
 
@@ -805,12 +868,14 @@ pub async fn run(config: RunConfig) -> i32 {
     let store = controller.store();
     let _ = ctx.store.set(store.clone());
     let mapper_store = store.clone();
+    let mapper_ctx = ctx.clone();
     ctx.ready.store(true, Ordering::SeqCst);
     controller
         .watches(
             secrets,
             watcher::Config::default(),
             move |secret: Secret| {
+                mapper_ctx.remember_secret(&secret);
                 let ns = secret.namespace();
                 let name = secret.name_any();
                 mapper_store
