@@ -308,57 +308,8 @@ fn parse_creds(text: &str, what: &str) -> Result<Credentials, String> {
 
 /// Credentials for source registries from a Docker config file (`auths.HOST.auth`).
 pub fn docker_config_credentials(path: &std::path::Path) -> Result<SourceCredentials, String> {
-    use base64::Engine;
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let doc: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut out = SourceCredentials::new();
-    for (host, entry) in doc
-        .get("auths")
-        .and_then(|a| a.as_object())
-        .into_iter()
-        .flatten()
-    {
-        let host = host
-            .trim_start_matches("https://")
-            .trim_start_matches("http://")
-            .trim_end_matches("/v1/")
-            .trim_end_matches('/');
-        let host = if host == "index.docker.io" {
-            "docker.io"
-        } else {
-            host
-        };
-        let (user, pass) = match (
-            entry.get("username"),
-            entry.get("password"),
-            entry.get("auth"),
-        ) {
-            (Some(u), Some(p), _) => (
-                u.as_str().unwrap_or("").to_string(),
-                p.as_str().unwrap_or("").to_string(),
-            ),
-            (_, _, Some(a)) => {
-                let decoded = base64::engine::general_purpose::STANDARD
-                    .decode(a.as_str().unwrap_or(""))
-                    .map_err(|_| format!("{}: auths.{host}.auth is not base64", path.display()))?;
-                let text = String::from_utf8_lossy(&decoded).to_string();
-                match text.split_once(':') {
-                    Some((u, p)) => (u.to_string(), p.to_string()),
-                    None => continue,
-                }
-            }
-            _ => continue,
-        };
-        out.insert(
-            host.to_string(),
-            Credentials {
-                username: user,
-                password: Secret::new(pass),
-            },
-        );
-    }
-    Ok(out)
+    crate::oci::client::docker_config_auths(&text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// Parses arguments, sets up logging and runs; returns the exit code.

@@ -739,3 +739,58 @@ async fn controller_at_scale() {
         "a resync that changed nothing writes nothing to Kubernetes"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_private_source_is_copied_with_the_pull_secret() {
+    use base64::Engine;
+    let private = common::DockerRegistry::start_with_auth("puller", "pull-pass");
+    let image = common::synthetic_image(&[3000], 21);
+    common::push_image(
+        &private.host,
+        "team/app",
+        "v1",
+        &image,
+        private.credentials().as_ref(),
+    )
+    .await;
+    let extra = format!(
+        "  image: {{reference: '{}/team/app:v1', pullSecretRef: {{name: ghcr}}}}\n",
+        private.host
+    );
+    let mut obj = object("", &[FINALIZER]);
+    let patch: Value = serde_yaml_ng::from_str(&format!("spec:\n{extra}")).unwrap();
+    obj["spec"]["image"] = patch["spec"]["image"].clone();
+    let s = setup(obj, true).await;
+    // Without the Secret: a clear problem, nothing at Cloudflare.
+    let err = controller::reconcile(current(&s), s.ctx.clone())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("pullSecretRef"), "{err}");
+    assert!(
+        common::client_for(&s.em)
+            .list_applications()
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let auth = base64::engine::general_purpose::STANDARD.encode("puller:pull-pass");
+    let config = json!({"auths": {private.host.clone(): {"auth": auth}}}).to_string();
+    s.fake.objects.lock().unwrap().insert(
+        "/api/v1/namespaces/apps/secrets/ghcr".into(),
+        json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/dockerconfigjson",
+               "metadata": {"name": "ghcr", "namespace": "apps"},
+               "stringData": {".dockerconfigjson": config}}),
+    );
+    controller::reconcile(current(&s), s.ctx.clone())
+        .await
+        .unwrap();
+    let writes = s.fake.writes("/status");
+    let status = &writes.last().unwrap().body["status"];
+    assert_eq!(condition(status, "Ready")["status"], "True", "{status}");
+    assert!(
+        status["image"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("/app@{}", image.digest))
+    );
+}

@@ -330,6 +330,55 @@ async fn credentials(
     credentials_from(&secret)
 }
 
+/// Source registry credentials from `image.pullSecretRef` (a `kubernetes.io/dockerconfigjson`
+/// Secret in the object's namespace).
+async fn pull_credentials(
+    obj: &CloudflareContainer,
+    ctx: &Context,
+) -> Result<Option<SourceCredentials>, String> {
+    let Some(reference) = obj
+        .spec
+        .image
+        .as_ref()
+        .and_then(|i| i.pull_secret_ref.as_ref())
+    else {
+        return Ok(None);
+    };
+    let ns = obj.namespace_or_default();
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    let secret = secrets
+        .get_opt(&reference.name)
+        .await
+        .map_err(|e| format!("cannot read Secret {ns}/{}: {e}", reference.name))?
+        .ok_or_else(|| {
+            format!(
+                "Secret {ns}/{} (spec.image.pullSecretRef) does not exist",
+                reference.name
+            )
+        })?;
+    let json = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(".dockerconfigjson"))
+        .map(|b| String::from_utf8_lossy(&b.0).to_string())
+        .or_else(|| {
+            secret
+                .string_data
+                .as_ref()
+                .and_then(|d| d.get(".dockerconfigjson"))
+                .cloned()
+        })
+        .ok_or_else(|| {
+            format!(
+                "Secret {ns}/{} has no .dockerconfigjson key",
+                reference.name
+            )
+        })?;
+    crate::oci::client::docker_config_auths(&json)
+        .map(Some)
+        .map_err(|e| format!("Secret {ns}/{}: {e}", reference.name))
+}
+
 /// Adds or removes our finalizer on the credentials Secret (known state from the
 /// cache: nothing is read or written when it is already as wanted).
 async fn protect_secret(
@@ -529,6 +578,15 @@ async fn apply(obj: Arc<CloudflareContainer>, ctx: Arc<Context>) -> Result<Actio
     protect_secret(&ctx, &obj, true).await?;
     let account = ctx.account(&account_id, &token).await?;
     let reconciler = &account.reconciler;
+    match pull_credentials(&obj, &ctx).await {
+        Ok(pull) => reconciler.images.set_pull_credentials(&key, pull),
+        Err(message) => {
+            let status = problem_status(&obj, "PullSecretUnavailable", &message, false);
+            write_status(&ctx, &obj, &status).await?;
+            ctx.metrics.set_ready(&key, Some(false));
+            return Err(Error::Credentials(message));
+        }
+    }
     let previous = obj.status.clone();
     let was_ready = previous.as_ref().is_some_and(is_ready);
     if previous.as_ref().is_some_and(|s| {

@@ -343,6 +343,55 @@ impl RegistryClient {
     }
 }
 
+/// Registry credentials from Docker config JSON (`~/.docker/config.json`, or the
+/// `.dockerconfigjson` key of a `kubernetes.io/dockerconfigjson` Secret), by host.
+pub fn docker_config_auths(json: &str) -> Result<HashMap<String, Credentials>, String> {
+    use base64::Engine;
+    let doc: serde_json::Value =
+        serde_json::from_str(json).map_err(|e| format!("not Docker config JSON: {e}"))?;
+    let mut out = HashMap::new();
+    for (host, entry) in doc
+        .get("auths")
+        .and_then(|a| a.as_object())
+        .into_iter()
+        .flatten()
+    {
+        let host = host
+            .trim_start_matches("https://")
+            .trim_start_matches("http://")
+            .trim_end_matches("/v1/")
+            .trim_end_matches('/');
+        let host = if host == "index.docker.io" {
+            "docker.io"
+        } else {
+            host
+        };
+        let field = |k: &str| entry.get(k).and_then(|v| v.as_str()).map(str::to_string);
+        let (username, password) = match (field("username"), field("password"), field("auth")) {
+            (Some(u), Some(p), _) => (u, p),
+            (_, _, Some(a)) => {
+                let decoded = base64::engine::general_purpose::STANDARD
+                    .decode(a)
+                    .map_err(|_| format!("auths.{host}.auth is not base64"))?;
+                let text = String::from_utf8_lossy(&decoded).to_string();
+                match text.split_once(':') {
+                    Some((u, p)) => (u.to_string(), p.to_string()),
+                    None => return Err(format!("auths.{host}.auth is not USER:PASSWORD")),
+                }
+            }
+            _ => continue,
+        };
+        out.insert(
+            host.to_string(),
+            Credentials {
+                username,
+                password: Secret::new(password),
+            },
+        );
+    }
+    Ok(out)
+}
+
 pub fn header_str(resp: &Response, name: &str) -> Option<String> {
     resp.headers()
         .get(name)
@@ -423,6 +472,16 @@ fn parse_challenge(challenge: &str) -> HashMap<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_docker_config_auths() {
+        let json = r#"{"auths": {"https://index.docker.io/v1/": {"auth": "dTpw"}, "ghcr.io": {"username": "a", "password": "b"}}}"#;
+        let auths = docker_config_auths(json).unwrap();
+        assert_eq!(auths["docker.io"].username, "u");
+        assert_eq!(auths["docker.io"].password.expose(), "p");
+        assert_eq!(auths["ghcr.io"].password.expose(), "b");
+        assert!(docker_config_auths("{").is_err());
+    }
 
     #[test]
     fn parses_bearer_challenges() {

@@ -53,6 +53,8 @@ pub struct ImageResolver {
     /// Resolutions of this round, by reference text.
     cache: Mutex<HashMap<String, ImageState>>,
     sources: SourceCredentials,
+    /// Per-object source credentials (`image.pullSecretRef`), by object key.
+    pull: std::sync::Mutex<HashMap<String, SourceCredentials>>,
     copy: CopyOptions,
     bytes_copied: AtomicU64,
     bytes_skipped: AtomicU64,
@@ -103,10 +105,38 @@ impl ImageResolver {
             minted: Mutex::new(None),
             cache: Mutex::new(HashMap::new()),
             sources,
+            pull: Default::default(),
             copy,
             bytes_copied: AtomicU64::new(0),
             bytes_skipped: AtomicU64::new(0),
         }
+    }
+
+    /// Source credentials for one object (from its pull Secret); `None` forgets them.
+    pub fn set_pull_credentials(&self, object: &str, credentials: Option<SourceCredentials>) {
+        let mut pull = match self.pull.lock() {
+            Ok(p) => p,
+            Err(p) => p.into_inner(),
+        };
+        match credentials {
+            Some(c) => {
+                pull.insert(object.to_string(), c);
+            }
+            None => {
+                pull.remove(object);
+            }
+        }
+    }
+
+    fn source_credentials(&self, object: &str, host: &str) -> Option<Credentials> {
+        let pull = match self.pull.lock() {
+            Ok(p) => p,
+            Err(p) => p.into_inner(),
+        };
+        pull.get(object)
+            .and_then(|c| c.get(host))
+            .or_else(|| self.sources.get(host))
+            .cloned()
     }
 
     /// Image bytes copied into Cloudflare's registry, and bytes found already there.
@@ -185,11 +215,24 @@ impl ImageResolver {
                 "spec.image.reference or spec.image.fromContainer is required",
             );
         };
-        let key = format!("{text}|{}", spec.tag.as_deref().unwrap_or(""));
+        let object = obj.key();
+        let has_pull = self
+            .pull
+            .lock()
+            .map(|p| p.contains_key(&object))
+            .unwrap_or(false);
+        // With an object's own pull credentials, its resolution is its own.
+        let key = format!(
+            "{text}|{}|{}",
+            spec.tag.as_deref().unwrap_or(""),
+            if has_pull { object.as_str() } else { "" }
+        );
         if let Some(s) = self.cache.lock().await.get(&key) {
             return s.clone();
         }
-        let state = self.resolve_reference(text, spec.tag.as_deref()).await;
+        let state = self
+            .resolve_reference(text, spec.tag.as_deref(), &object)
+            .await;
         // Failures worth retrying are not cached: the next object tries again.
         if !matches!(state, ImageState::Pending { .. }) {
             self.cache.lock().await.insert(key, state.clone());
@@ -197,7 +240,7 @@ impl ImageResolver {
         state
     }
 
-    async fn resolve_reference(&self, text: &str, tag: Option<&str>) -> ImageState {
+    async fn resolve_reference(&self, text: &str, tag: Option<&str>, object: &str) -> ImageState {
         let reference = match Reference::parse(text) {
             Ok(r) => r,
             Err(e) => return failed("InvalidImage", e.to_string()),
@@ -268,11 +311,11 @@ impl ImageResolver {
         let source_creds = reference
             .registry
             .as_deref()
-            .and_then(|h| self.sources.get(h));
+            .and_then(|h| self.source_credentials(object, h));
         match copy_image(
             &self.registry,
             &reference,
-            source_creds,
+            source_creds.as_ref(),
             &dest,
             Some(&creds),
             &self.copy,
