@@ -4,6 +4,7 @@
 #   apache2-utils    (htpasswd, for the registry's basic auth)
 #   kubectl          (`kubectl kustomize`, offline, renders deploy/)
 #   lua5.4           (runs the Argo CD health check)
+#   buildah          (builds FROM scratch Dockerfiles, chroot isolation, vfs storage)
 # Extra arguments go to `cargo test` (e.g. scripts/test.sh --test plan).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +14,7 @@ command -v docker-registry >/dev/null 2>&1 || missing+=(docker-registry)
 command -v htpasswd >/dev/null 2>&1 || missing+=(apache2-utils)
 command -v kubectl >/dev/null 2>&1 || missing+=(kubectl)
 command -v lua5.4 >/dev/null 2>&1 || missing+=(lua5.4)
+command -v buildah >/dev/null 2>&1 || missing+=(buildah)
 if ((${#missing[@]})); then
   echo "installing ${missing[*]} ..." >&2
   sudo=""

@@ -107,6 +107,15 @@ pub struct RunArgs {
         value_delimiter = ','
     )]
     pub insecure_registries: Vec<String>,
+    /// Rootless BuildKit image of in-cluster build Jobs.
+    #[arg(long, env = "FLAREDOCK_BUILDER_IMAGE", default_value = crate::build::job::DEFAULT_BUILDKIT_IMAGE)]
+    pub builder_image: String,
+    /// Deadline of a build Job.
+    #[arg(long, env = "FLAREDOCK_BUILD_DEADLINE", default_value = "30m", value_parser = parse_duration)]
+    pub build_deadline: Duration,
+    /// Cache builds in a `:buildcache` tag in Cloudflare's registry.
+    #[arg(long, env = "FLAREDOCK_BUILD_CACHE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub build_cache: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -400,12 +409,13 @@ pub async fn connect(conn: &Connection) -> Result<Session, String> {
         Some(p) => docker_config_credentials(&p)?,
         None => SourceCredentials::new(),
     };
-    let images = Arc::new(ImageResolver::new(
-        client.clone(),
-        registry,
-        sources,
-        CopyOptions::default(),
-    ));
+    let mut images = ImageResolver::new(client.clone(), registry, sources, CopyOptions::default());
+    if let Some(builder) =
+        crate::build::local::LocalBuilder::detect(conn.insecure_registries.clone())
+    {
+        images = images.with_builder(Arc::new(builder), true);
+    }
+    let images = Arc::new(images);
     let view = Arc::new(AccountView::new(client.clone()));
     Ok(Session {
         reconciler: Reconciler::new(view, images),
@@ -433,6 +443,12 @@ async fn run_controller(args: RunArgs) -> i32 {
             rate_limit: args.rate_limit,
             insecure_registries: args.insecure_registries,
             default_credentials,
+            build: crate::build::job::JobSettings {
+                image: args.builder_image,
+                active_deadline_seconds: args.build_deadline.as_secs().max(60) as i64,
+                registry_cache: args.build_cache,
+                ..Default::default()
+            },
         },
         metrics_address: args.metrics_address,
         leader_election: args.leader_election,

@@ -5,6 +5,7 @@
 //! - [`cloudflare`]: typed Cloudflare API client (errors, rate limiter, secrets).
 //! - [`emulator`]: a Cloudflare API emulator (and embedded OCI registry) on loopback.
 //! - [`oci`]: image references and the OCI registry client.
+//! - [`build`]: Dockerfile builds (buildah/buildx locally, BuildKit Jobs in a cluster).
 //! - [`spec`]: the `CloudflareContainer` resource and its validation.
 //! - [`manifest`]: reading manifests from files, with errors naming file, object, field.
 //! - [`reconcile`]: observe → plan → act → status, free of Kubernetes plumbing.
@@ -12,6 +13,7 @@
 //! - [`cli`]: the `flaredock` command line.
 //! - [`telemetry`]: logging and metrics.
 
+pub mod build;
 pub mod cli;
 pub mod cloudflare;
 pub mod controller;

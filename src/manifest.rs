@@ -304,7 +304,15 @@ fn load_text(text: &str, file: &str, seen: &mut BTreeMap<String, String>, result
     for (i, doc) in docs.iter().enumerate() {
         let index = i + 1;
         match parse_document(doc, file, index) {
-            Ok(Some(obj)) => {
+            Ok(Some(mut obj)) => {
+                // A relative local build context is relative to the manifest's directory.
+                if let Some(build) = obj.spec.build.as_mut()
+                    && !build.context.contains("://")
+                    && Path::new(&build.context).is_relative()
+                    && let Some(dir) = Path::new(file).parent()
+                {
+                    build.context = dir.join(&build.context).display().to_string();
+                }
                 let source = format!("{file}#{index}");
                 if let Some(first) = seen.insert(obj.key(), source.clone()) {
                     result.errors.push(ManifestError {

@@ -58,6 +58,8 @@ pub struct Settings {
     pub insecure_registries: Vec<String>,
     /// Credentials for objects without `credentialsSecretRef`: (account id, token).
     pub default_credentials: Option<(String, SecretString)>,
+    /// How in-cluster build Jobs are made.
+    pub build: crate::build::job::JobSettings,
 }
 
 impl Default for Settings {
@@ -71,6 +73,7 @@ impl Default for Settings {
             rate_limit: RateLimit::CLOUDFLARE,
             insecure_registries: vec![],
             default_credentials: None,
+            build: Default::default(),
         }
     }
 }
@@ -168,12 +171,17 @@ impl Context {
         let client = CloudflareClient::new(config)?;
         let registry = RegistryClient::new(self.settings.insecure_registries.clone())
             .map_err(|e| Error::Credentials(e.to_string()))?;
+        let builder = crate::build::job::JobBuilder {
+            client: self.client.clone(),
+            settings: self.settings.build.clone(),
+        };
         let images = ImageResolver::new(
             client.clone(),
             registry,
             SourceCredentials::new(),
             CopyOptions::default(),
-        );
+        )
+        .with_builder(Arc::new(builder), false);
         let account = Arc::new(Account {
             reconciler: Arc::new(Reconciler::new(
                 Arc::new(AccountView::new(client.clone())),
@@ -922,7 +930,15 @@ pub async fn run(config: RunConfig) -> i32 {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     };
-    let controller = Controller::new(api, watcher::Config::default().any_semantic());
+    let jobs: Api<k8s_openapi::api::batch::v1::Job> = match &config.settings.namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    // A build Job that finishes wakes its CloudflareContainer up.
+    let controller = Controller::new(api, watcher::Config::default().any_semantic()).owns(
+        jobs,
+        watcher::Config::default().labels(crate::build::job::BUILD_LABEL),
+    );
     let store = controller.store();
     let _ = ctx.store.set(store.clone());
     let mapper_store = store.clone();

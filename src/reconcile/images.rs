@@ -11,11 +11,16 @@ use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 use super::model::ImageState;
+use crate::build::job::Owner;
+use crate::build::{
+    BuildInputs, BuildOutcome, BuildRequest, BuildSource, Builder, content_tag, local_context_hash,
+    resolve_git_commit, tarball_digest,
+};
 use crate::cloudflare::types::RegistryPermission;
 use crate::cloudflare::{ApiError, CLOUDFLARE_REGISTRY, CloudflareClient};
 use crate::oci::copy::{CopyOptions, copy_image};
 use crate::oci::{Credentials, Reference, RegistryClient, RegistryError};
-use crate::spec::CloudflareContainer;
+use crate::spec::{BuildSpec, CloudflareContainer};
 
 /// Minutes minted credentials are asked to last.
 const CREDENTIAL_MINUTES: i64 = 15;
@@ -58,6 +63,11 @@ pub struct ImageResolver {
     copy: CopyOptions,
     bytes_copied: AtomicU64,
     bytes_skipped: AtomicU64,
+    /// Who builds `spec.build` images, if anyone.
+    builder: Option<std::sync::Arc<dyn Builder>>,
+    /// Local directory contexts are allowed (the command line).
+    local_contexts: bool,
+    http: reqwest::Client,
 }
 
 fn failed(reason: &str, message: impl Into<String>) -> ImageState {
@@ -109,7 +119,21 @@ impl ImageResolver {
             copy,
             bytes_copied: AtomicU64::new(0),
             bytes_skipped: AtomicU64::new(0),
+            builder: None,
+            local_contexts: false,
+            http: reqwest::Client::new(),
         }
+    }
+
+    /// Builds `spec.build` images with `builder`; `local_contexts` allows directories.
+    pub fn with_builder(
+        mut self,
+        builder: std::sync::Arc<dyn Builder>,
+        local_contexts: bool,
+    ) -> Self {
+        self.builder = Some(builder);
+        self.local_contexts = local_contexts;
+        self
     }
 
     /// Source credentials for one object (from its pull Secret); `None` forgets them.
@@ -189,11 +213,8 @@ impl ImageResolver {
     /// Resolves the object's image.
     pub async fn resolve(&self, obj: &CloudflareContainer, peers: &dyn PeerImages) -> ImageState {
         let spec = &obj.spec;
-        if spec.build.is_some() {
-            return failed(
-                "BuildUnavailable",
-                "spec.build: building from a Dockerfile is not available in this flaredock version; use spec.image",
-            );
+        if let Some(build) = &spec.build {
+            return self.resolve_build(obj, build).await;
         }
         let Some(image) = &spec.image else {
             return failed("NoImage", "spec.image or spec.build is required");
@@ -238,6 +259,111 @@ impl ImageResolver {
             self.cache.lock().await.insert(key, state.clone());
         }
         state
+    }
+
+    /// A built image: nothing is built when the content tag is already in the registry.
+    async fn resolve_build(&self, obj: &CloudflareContainer, build: &BuildSpec) -> ImageState {
+        let source = match BuildSource::parse(&build.context, self.local_contexts) {
+            Ok(s) => s,
+            Err(message) => {
+                return failed(
+                    "InvalidBuildContext",
+                    format!("spec.build.context: {message}"),
+                );
+            }
+        };
+        let inputs = BuildInputs::from_spec(build);
+        let identity = match &source {
+            BuildSource::Local(dir) => {
+                let dir = dir.clone();
+                match tokio::task::spawn_blocking(move || local_context_hash(&dir)).await {
+                    Ok(Ok(h)) => h,
+                    Ok(Err(e)) => {
+                        return failed("InvalidBuildContext", format!("spec.build.context: {e}"));
+                    }
+                    Err(e) => return pending("BuildSourceUnavailable", e.to_string()),
+                }
+            }
+            BuildSource::Git {
+                url,
+                reference,
+                subdir,
+            } => match resolve_git_commit(&self.http, url, reference.as_deref()).await {
+                Ok(commit) => format!("git:{commit}:{}", subdir.as_deref().unwrap_or("")),
+                Err(e) => return pending("BuildSourceUnavailable", e),
+            },
+            BuildSource::Tarball(url) => match tarball_digest(&self.http, url).await {
+                Ok(d) => format!("tar:{d}"),
+                Err(e) => return pending("BuildSourceUnavailable", e),
+            },
+        };
+        let tag = obj
+            .spec
+            .tag
+            .clone()
+            .unwrap_or_else(|| content_tag(&identity, &inputs));
+        let (host, account, creds) = match self.cloudflare_registry().await {
+            Ok(x) => x,
+            Err(e) => return api_state(&e),
+        };
+        let repository = format!("{account}/{}", obj.application_name().to_lowercase());
+        let head = |reference: String| {
+            let repository = repository.clone();
+            let host = host.clone();
+            let creds = creds.clone();
+            async move {
+                self.registry
+                    .head_manifest(&host, &repository, &reference, Some(&creds))
+                    .await
+            }
+        };
+        match head(tag.clone()).await {
+            Ok(Some(m)) => return ImageState::Ready(format!("{host}/{repository}@{}", m.digest)),
+            Ok(None) => {}
+            Err(e) => return registry_state(&e),
+        }
+        let Some(builder) = &self.builder else {
+            return failed(
+                "NoBuilder",
+                "spec.build: no builder available (install buildah or docker buildx)",
+            );
+        };
+        let request = BuildRequest {
+            object: obj.key(),
+            source,
+            inputs,
+            destination: Reference {
+                registry: Some(host.clone()),
+                repository: repository.clone(),
+                tag: Some(tag.clone()),
+                digest: None,
+            },
+            credentials: creds.clone(),
+            owner: Some(Owner {
+                name: obj.name().to_string(),
+                namespace: obj.namespace_or_default().to_string(),
+                uid: obj.metadata.uid.clone().unwrap_or_default(),
+            }),
+        };
+        match builder.build(&request).await {
+            BuildOutcome::Pushed => match head(tag.clone()).await {
+                Ok(Some(m)) => ImageState::Ready(format!("{host}/{repository}@{}", m.digest)),
+                Ok(None) => failed(
+                    "BuildFailed",
+                    format!("the build reported success but {host}/{repository}:{tag} is missing"),
+                ),
+                Err(e) => registry_state(&e),
+            },
+            BuildOutcome::InProgress(message) => pending("Building", message),
+            BuildOutcome::Failed { message, log_tail } => failed(
+                "BuildFailed",
+                if log_tail.is_empty() {
+                    message
+                } else {
+                    format!("{message}; last lines of the build log:\n{log_tail}")
+                },
+            ),
+        }
     }
 
     async fn resolve_reference(&self, text: &str, tag: Option<&str>, object: &str) -> ImageState {

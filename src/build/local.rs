@@ -1,0 +1,251 @@
+//! Builds on a workstation or CI runner: buildah (rootless-friendly, no daemon), else
+//! `docker buildx`. The builder pushes to the destination with credentials written to
+//! a private auth file (never on the command line).
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use base64::Engine;
+use futures::future::BoxFuture;
+use tokio::process::Command;
+
+use super::{BuildOutcome, BuildRequest, BuildSource, Builder, log_tail};
+use crate::oci::client::is_loopback;
+
+/// Which tool builds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Tool {
+    /// `buildah`, with its storage options (`--root`, `--runroot`, `--storage-driver`).
+    Buildah {
+        binary: PathBuf,
+        storage: Vec<String>,
+    },
+    /// `docker buildx`.
+    DockerBuildx { binary: PathBuf },
+}
+
+/// A local builder.
+#[derive(Clone, Debug)]
+pub struct LocalBuilder {
+    pub tool: Tool,
+    /// Registries reached over plain HTTP besides loopback ones.
+    pub insecure_registries: Vec<String>,
+}
+
+fn on_path(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(name))
+            .find(|p| p.is_file())
+    })
+}
+
+impl LocalBuilder {
+    /// buildah if it is on PATH, else docker (with buildx), else none.
+    pub fn detect(insecure_registries: Vec<String>) -> Option<LocalBuilder> {
+        let tool = if let Some(binary) = on_path("buildah") {
+            Tool::Buildah {
+                binary,
+                storage: vec![],
+            }
+        } else {
+            Tool::DockerBuildx {
+                binary: on_path("docker")?,
+            }
+        };
+        Some(LocalBuilder {
+            tool,
+            insecure_registries,
+        })
+    }
+
+    /// buildah with its own storage (tests, CI): `vfs` under `root`.
+    pub fn buildah_with_storage(binary: PathBuf, root: &Path) -> LocalBuilder {
+        let storage = vec![
+            "--root".into(),
+            root.join("storage").display().to_string(),
+            "--runroot".into(),
+            root.join("run").display().to_string(),
+            "--storage-driver".into(),
+            "vfs".into(),
+        ];
+        LocalBuilder {
+            tool: Tool::Buildah { binary, storage },
+            insecure_registries: vec![],
+        }
+    }
+
+    fn insecure(&self, host: &str) -> bool {
+        is_loopback(host) || self.insecure_registries.iter().any(|h| h == host)
+    }
+
+    async fn run(&self, request: &BuildRequest) -> BuildOutcome {
+        let context = match &request.source {
+            BuildSource::Local(dir) => dir.display().to_string(),
+            // buildah and buildx both take remote git and tarball contexts as URLs.
+            BuildSource::Git {
+                url,
+                reference,
+                subdir,
+            } => {
+                let mut c = url.clone();
+                if reference.is_some() || subdir.is_some() {
+                    c.push('#');
+                    c.push_str(reference.as_deref().unwrap_or(""));
+                    if let Some(s) = subdir {
+                        c.push(':');
+                        c.push_str(s);
+                    }
+                }
+                c
+            }
+            BuildSource::Tarball(url) => url.clone(),
+        };
+        let dockerfile = match &request.source {
+            BuildSource::Local(dir) => dir.join(&request.inputs.dockerfile).display().to_string(),
+            _ => request.inputs.dockerfile.clone(),
+        };
+        let destination = request.destination.to_string();
+        let host = request.destination.registry.clone().unwrap_or_default();
+        // Credentials go to a private auth file, never to argv.
+        let auth_dir = match tempfile::tempdir() {
+            Ok(d) => d,
+            Err(e) => {
+                return failed(
+                    format!("cannot create a temporary directory: {e}"),
+                    String::new(),
+                );
+            }
+        };
+        let auth = base64::engine::general_purpose::STANDARD.encode(format!(
+            "{}:{}",
+            request.credentials.username,
+            request.credentials.password.expose()
+        ));
+        let config = serde_json::json!({"auths": {host.clone(): {"auth": auth}}}).to_string();
+        let auth_file = auth_dir.path().join("config.json");
+        if let Err(e) = write_private(&auth_file, &config) {
+            return failed(
+                format!("cannot write the registry auth file: {e}"),
+                String::new(),
+            );
+        }
+        let mut log = String::new();
+        let steps: Vec<(String, Command)> = match &self.tool {
+            Tool::Buildah { binary, storage } => {
+                let mut build = Command::new(binary);
+                build.args(storage).args([
+                    "build",
+                    "--isolation",
+                    "chroot",
+                    "--platform",
+                    &request.inputs.platform,
+                    "-f",
+                    &dockerfile,
+                    "-t",
+                    &destination,
+                ]);
+                for (k, v) in &request.inputs.args {
+                    build.arg("--build-arg").arg(format!("{k}={v}"));
+                }
+                if let Some(t) = &request.inputs.target {
+                    build.args(["--target", t]);
+                }
+                build.arg(&context);
+                let mut push = Command::new(binary);
+                push.args(storage)
+                    .arg("push")
+                    .arg("--authfile")
+                    .arg(&auth_file);
+                if self.insecure(&host) {
+                    push.arg("--tls-verify=false");
+                }
+                push.arg(&destination)
+                    .arg(format!("docker://{destination}"));
+                vec![
+                    ("buildah build".into(), build),
+                    ("buildah push".into(), push),
+                ]
+            }
+            Tool::DockerBuildx { binary } => {
+                let mut build = Command::new(binary);
+                build.env("DOCKER_CONFIG", auth_dir.path());
+                build.args([
+                    "buildx",
+                    "build",
+                    "--platform",
+                    &request.inputs.platform,
+                    "-f",
+                    &dockerfile,
+                    "-t",
+                    &destination,
+                    "--push",
+                ]);
+                for (k, v) in &request.inputs.args {
+                    build.arg("--build-arg").arg(format!("{k}={v}"));
+                }
+                if let Some(t) = &request.inputs.target {
+                    build.args(["--target", t]);
+                }
+                build.arg(&context);
+                vec![("docker buildx build".into(), build)]
+            }
+        };
+        for (name, mut command) in steps {
+            tracing::info!(object = %request.object, step = %name, destination = %destination, "building");
+            let output = command
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .output()
+                .await;
+            let output = match output {
+                Ok(o) => o,
+                Err(e) => return failed(format!("cannot run {name}: {e}"), log),
+            };
+            log.push_str(&String::from_utf8_lossy(&output.stdout));
+            log.push_str(&String::from_utf8_lossy(&output.stderr));
+            if !output.status.success() {
+                let secret = request.credentials.password.expose();
+                let log = if secret.is_empty() {
+                    log
+                } else {
+                    log.replace(secret, "[redacted]")
+                };
+                return failed(format!("{name} failed ({})", output.status), log);
+            }
+        }
+        BuildOutcome::Pushed
+    }
+}
+
+fn failed(message: String, log: String) -> BuildOutcome {
+    BuildOutcome::Failed {
+        message,
+        log_tail: log_tail(&log, 20, 4000),
+    }
+}
+
+fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)?;
+        f.write_all(content.as_bytes())
+    }
+    #[cfg(not(unix))]
+    {
+        std::fs::write(path, content)
+    }
+}
+
+impl Builder for LocalBuilder {
+    fn build<'a>(&'a self, request: &'a BuildRequest) -> BoxFuture<'a, BuildOutcome> {
+        Box::pin(self.run(request))
+    }
+}

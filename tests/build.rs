@@ -1,0 +1,133 @@
+//! Dockerfile builds with buildah (`FROM scratch`, chroot isolation, vfs storage) into a
+//! real `docker-registry` standing in for Cloudflare's: built and deployed by digest; an
+//! unchanged context builds, pushes and writes nothing; one changed file is one new
+//! digest and exactly one rollout; a failing build reports its log.
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use flaredock::build::local::LocalBuilder;
+use flaredock::build::{BuildOutcome, BuildRequest, Builder};
+use flaredock::emulator::{DEMO_CLASS, DEMO_SCRIPT, RunningEmulator};
+use flaredock::oci::RegistryClient;
+use flaredock::oci::copy::CopyOptions;
+use flaredock::reconcile::images::{ImageResolver, SourceCredentials};
+use flaredock::reconcile::view::AccountView;
+use flaredock::reconcile::{ConvergeOptions, ReconcileOutcome, Reconciler, converge};
+use futures::future::BoxFuture;
+
+/// Counts the builds that really run.
+struct Counting {
+    inner: LocalBuilder,
+    builds: Arc<AtomicUsize>,
+}
+
+impl Builder for Counting {
+    fn build<'a>(&'a self, request: &'a BuildRequest) -> BoxFuture<'a, BuildOutcome> {
+        self.builds.fetch_add(1, Ordering::SeqCst);
+        self.inner.build(request)
+    }
+}
+
+fn buildah() -> std::path::PathBuf {
+    let p = std::path::PathBuf::from("/usr/bin/buildah");
+    assert!(p.exists(), "this test needs buildah (apt-get install buildah, or run scripts/test.sh)");
+    p
+}
+
+fn reconciler(em: &RunningEmulator, storage: &Path, builds: &Arc<AtomicUsize>) -> Reconciler {
+    let client = common::client_for(em);
+    let builder = Counting { inner: LocalBuilder::buildah_with_storage(buildah(), storage), builds: builds.clone() };
+    let images = ImageResolver::new(client.clone(), RegistryClient::new(vec![]).unwrap(), SourceCredentials::new(), CopyOptions::default())
+        .with_builder(Arc::new(builder), true);
+    Reconciler::new(Arc::new(AccountView::new(client)), Arc::new(images))
+}
+
+fn object(context: &Path) -> flaredock::spec::CloudflareContainer {
+    let doc = format!(
+        "apiVersion: flaredock.dev/v1alpha1\nkind: CloudflareContainer\nmetadata: {{name: shop, namespace: apps}}\nspec:\n  className: {DEMO_CLASS}\n  build:\n    context: {}\n    args: {{GREETING: hello}}\n  worker: {{scriptName: {DEMO_SCRIPT}}}\n",
+        context.display()
+    );
+    flaredock::manifest::parse_document(&doc, "b.yaml", 1).unwrap().unwrap()
+}
+
+async fn apply(r: &Reconciler, obj: &flaredock::spec::CloudflareContainer) -> ReconcileOutcome {
+    let options = ConvergeOptions { timeout: Duration::from_secs(120), poll: Duration::from_millis(20), ..Default::default() };
+    converge(r, std::slice::from_ref(obj), &options, |_, _| {}).await.remove(&obj.key()).unwrap()
+}
+
+fn writes(em: &RunningEmulator) -> Vec<String> {
+    em.shared
+        .requests()
+        .into_iter()
+        .filter(|r| r.method != "GET" && !r.path.ends_with("/credentials"))
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn build_deploy_then_nothing_then_one_rollout() {
+    let registry = common::DockerRegistry::start_with_auth("cf", "cf-pass");
+    let em = common::start_emulator(|c| c.registry = Some(registry.as_external())).await;
+    let work = tempfile::tempdir().unwrap();
+    let ctx = work.path().join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("Dockerfile"), "FROM scratch\nCOPY app.txt /app.txt\nARG GREETING\nLABEL greeting=$GREETING\n").unwrap();
+    std::fs::write(ctx.join("app.txt"), "version 1\n").unwrap();
+    let builds = Arc::new(AtomicUsize::new(0));
+    let storage = work.path().join("buildah");
+    let obj = object(&ctx);
+
+    // Build and deploy by digest.
+    let out = apply(&reconciler(&em, &storage, &builds), &obj).await;
+    assert!(out.ready(), "{:#?}", out.status);
+    assert_eq!(builds.load(Ordering::SeqCst), 1);
+    let image = out.status.image.clone().unwrap();
+    assert!(image.starts_with(&format!("{}/{}/shop@sha256:", registry.host, em.account_id())), "{image}");
+    let apps = common::client_for(&em).list_applications().await.unwrap();
+    assert_eq!(apps[0].configuration.image, image);
+
+    // Unchanged: no build, no push, no API write.
+    em.shared.clear_requests();
+    let again = apply(&reconciler(&em, &storage, &builds), &obj).await;
+    assert!(again.ready());
+    assert_eq!(builds.load(Ordering::SeqCst), 1, "nothing was built");
+    assert!(writes(&em).is_empty(), "{:?}", writes(&em));
+    assert_eq!(again.status.image.as_deref(), Some(image.as_str()));
+
+    // One changed file: one new digest, exactly one rollout.
+    std::fs::write(ctx.join("app.txt"), "version 2\n").unwrap();
+    em.shared.clear_requests();
+    let changed = apply(&reconciler(&em, &storage, &builds), &obj).await;
+    assert!(changed.ready(), "{:#?}", changed.status);
+    assert_eq!(builds.load(Ordering::SeqCst), 2);
+    let new_image = changed.status.image.clone().unwrap();
+    assert_ne!(new_image, image);
+    let w = writes(&em);
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(w[0].ends_with("/rollouts"));
+    assert_eq!(common::client_for(&em).list_applications().await.unwrap()[0].configuration.image, new_image);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_build_reports_its_log() {
+    let registry = common::DockerRegistry::start_with_auth("cf", "cf-pass");
+    let em = common::start_emulator(|c| c.registry = Some(registry.as_external())).await;
+    let work = tempfile::tempdir().unwrap();
+    let ctx = work.path().join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("Dockerfile"), "FROM scratch\nCOPY does-not-exist.txt /x\n").unwrap();
+    let builds = Arc::new(AtomicUsize::new(0));
+    let out = apply(&reconciler(&em, &work.path().join("buildah"), &builds), &object(&ctx)).await;
+    assert!(!out.ready());
+    assert!(out.stalled(), "a failed build waits for a change");
+    let image = flaredock::reconcile::status::condition(&out.status, "ImageReady").unwrap();
+    assert_eq!(image.reason, "BuildFailed");
+    assert!(image.message.contains("does-not-exist.txt"), "the log tail is in the message: {}", image.message);
+    assert!(!image.message.contains("cf-pass"));
+    assert!(common::client_for(&em).list_applications().await.unwrap().is_empty());
+}
