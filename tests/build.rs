@@ -35,15 +35,26 @@ impl Builder for Counting {
 
 fn buildah() -> std::path::PathBuf {
     let p = std::path::PathBuf::from("/usr/bin/buildah");
-    assert!(p.exists(), "this test needs buildah (apt-get install buildah, or run scripts/test.sh)");
+    assert!(
+        p.exists(),
+        "this test needs buildah (apt-get install buildah, or run scripts/test.sh)"
+    );
     p
 }
 
 fn reconciler(em: &RunningEmulator, storage: &Path, builds: &Arc<AtomicUsize>) -> Reconciler {
     let client = common::client_for(em);
-    let builder = Counting { inner: LocalBuilder::buildah_with_storage(buildah(), storage), builds: builds.clone() };
-    let images = ImageResolver::new(client.clone(), RegistryClient::new(vec![]).unwrap(), SourceCredentials::new(), CopyOptions::default())
-        .with_builder(Arc::new(builder), true);
+    let builder = Counting {
+        inner: LocalBuilder::buildah_with_storage(buildah(), storage),
+        builds: builds.clone(),
+    };
+    let images = ImageResolver::new(
+        client.clone(),
+        RegistryClient::new(vec![]).unwrap(),
+        SourceCredentials::new(),
+        CopyOptions::default(),
+    )
+    .with_builder(Arc::new(builder), true);
     Reconciler::new(Arc::new(AccountView::new(client)), Arc::new(images))
 }
 
@@ -52,12 +63,21 @@ fn object(context: &Path) -> flaredock::spec::CloudflareContainer {
         "apiVersion: flaredock.dev/v1alpha1\nkind: CloudflareContainer\nmetadata: {{name: shop, namespace: apps}}\nspec:\n  className: {DEMO_CLASS}\n  build:\n    context: {}\n    args: {{GREETING: hello}}\n  worker: {{scriptName: {DEMO_SCRIPT}}}\n",
         context.display()
     );
-    flaredock::manifest::parse_document(&doc, "b.yaml", 1).unwrap().unwrap()
+    flaredock::manifest::parse_document(&doc, "b.yaml", 1)
+        .unwrap()
+        .unwrap()
 }
 
 async fn apply(r: &Reconciler, obj: &flaredock::spec::CloudflareContainer) -> ReconcileOutcome {
-    let options = ConvergeOptions { timeout: Duration::from_secs(120), poll: Duration::from_millis(20), ..Default::default() };
-    converge(r, std::slice::from_ref(obj), &options, |_, _| {}).await.remove(&obj.key()).unwrap()
+    let options = ConvergeOptions {
+        timeout: Duration::from_secs(120),
+        poll: Duration::from_millis(20),
+        ..Default::default()
+    };
+    converge(r, std::slice::from_ref(obj), &options, |_, _| {})
+        .await
+        .remove(&obj.key())
+        .unwrap()
 }
 
 fn writes(em: &RunningEmulator) -> Vec<String> {
@@ -76,7 +96,11 @@ async fn build_deploy_then_nothing_then_one_rollout() {
     let work = tempfile::tempdir().unwrap();
     let ctx = work.path().join("ctx");
     std::fs::create_dir_all(&ctx).unwrap();
-    std::fs::write(ctx.join("Dockerfile"), "FROM scratch\nCOPY app.txt /app.txt\nARG GREETING\nLABEL greeting=$GREETING\n").unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM scratch\nCOPY app.txt /app.txt\nARG GREETING\nLABEL greeting=$GREETING\n",
+    )
+    .unwrap();
     std::fs::write(ctx.join("app.txt"), "version 1\n").unwrap();
     let builds = Arc::new(AtomicUsize::new(0));
     let storage = work.path().join("buildah");
@@ -87,7 +111,14 @@ async fn build_deploy_then_nothing_then_one_rollout() {
     assert!(out.ready(), "{:#?}", out.status);
     assert_eq!(builds.load(Ordering::SeqCst), 1);
     let image = out.status.image.clone().unwrap();
-    assert!(image.starts_with(&format!("{}/{}/shop@sha256:", registry.host, em.account_id())), "{image}");
+    assert!(
+        image.starts_with(&format!(
+            "{}/{}/shop@sha256:",
+            registry.host,
+            em.account_id()
+        )),
+        "{image}"
+    );
     let apps = common::client_for(&em).list_applications().await.unwrap();
     assert_eq!(apps[0].configuration.image, image);
 
@@ -110,7 +141,12 @@ async fn build_deploy_then_nothing_then_one_rollout() {
     let w = writes(&em);
     assert_eq!(w.len(), 1, "{w:?}");
     assert!(w[0].ends_with("/rollouts"));
-    assert_eq!(common::client_for(&em).list_applications().await.unwrap()[0].configuration.image, new_image);
+    assert_eq!(
+        common::client_for(&em).list_applications().await.unwrap()[0]
+            .configuration
+            .image,
+        new_image
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -120,14 +156,32 @@ async fn a_failing_build_reports_its_log() {
     let work = tempfile::tempdir().unwrap();
     let ctx = work.path().join("ctx");
     std::fs::create_dir_all(&ctx).unwrap();
-    std::fs::write(ctx.join("Dockerfile"), "FROM scratch\nCOPY does-not-exist.txt /x\n").unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM scratch\nCOPY does-not-exist.txt /x\n",
+    )
+    .unwrap();
     let builds = Arc::new(AtomicUsize::new(0));
-    let out = apply(&reconciler(&em, &work.path().join("buildah"), &builds), &object(&ctx)).await;
+    let out = apply(
+        &reconciler(&em, &work.path().join("buildah"), &builds),
+        &object(&ctx),
+    )
+    .await;
     assert!(!out.ready());
     assert!(out.stalled(), "a failed build waits for a change");
     let image = flaredock::reconcile::status::condition(&out.status, "ImageReady").unwrap();
     assert_eq!(image.reason, "BuildFailed");
-    assert!(image.message.contains("does-not-exist.txt"), "the log tail is in the message: {}", image.message);
+    assert!(
+        image.message.contains("does-not-exist.txt"),
+        "the log tail is in the message: {}",
+        image.message
+    );
     assert!(!image.message.contains("cf-pass"));
-    assert!(common::client_for(&em).list_applications().await.unwrap().is_empty());
+    assert!(
+        common::client_for(&em)
+            .list_applications()
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }

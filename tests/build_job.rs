@@ -23,23 +23,39 @@ fn request() -> BuildRequest {
             target: Some("runtime".into()),
             platform: "linux/amd64".into(),
         },
-        destination: Reference::parse("registry.cloudflare.com/acc123/shop:build-0123456789abcdef01234567").unwrap(),
-        credentials: Credentials { username: "v1".into(), password: Secret::new("push-password") },
+        destination: Reference::parse(
+            "registry.cloudflare.com/acc123/shop:build-0123456789abcdef01234567",
+        )
+        .unwrap(),
+        credentials: Credentials {
+            username: "v1".into(),
+            password: Secret::new("push-password"),
+        },
         owner: None,
     }
 }
 
 fn owner() -> Owner {
-    Owner { name: "shop".into(), namespace: "apps".into(), uid: "8a6c0f4e-0000-4000-8000-000000000001".into() }
+    Owner {
+        name: "shop".into(),
+        namespace: "apps".into(),
+        uid: "8a6c0f4e-0000-4000-8000-000000000001".into(),
+    }
 }
 
 fn golden(name: &str, actual: &str) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(name);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(name);
     if std::env::var_os("FLAREDOCK_UPDATE_GOLDEN").is_some() {
         std::fs::write(&path, actual).unwrap();
     }
-    let expected = std::fs::read_to_string(&path).unwrap_or_else(|_| panic!("{} is missing", path.display()));
-    assert!(expected == actual, "{name} changed; if intended, rerun with FLAREDOCK_UPDATE_GOLDEN=1\n{actual}");
+    let expected =
+        std::fs::read_to_string(&path).unwrap_or_else(|_| panic!("{} is missing", path.display()));
+    assert!(
+        expected == actual,
+        "{name} changed; if intended, rerun with FLAREDOCK_UPDATE_GOLDEN=1\n{actual}"
+    );
 }
 
 #[test]
@@ -54,23 +70,42 @@ fn the_build_job_is_golden() {
     assert!(spec.ttl_seconds_after_finished.is_some() && spec.active_deadline_seconds.is_some());
     let pod = spec.template.spec.unwrap();
     let c = &pod.containers[0];
-    assert_eq!(c.command.as_deref(), Some(&["buildctl-daemonless.sh".to_string()][..]));
+    assert_eq!(
+        c.command.as_deref(),
+        Some(&["buildctl-daemonless.sh".to_string()][..])
+    );
     let args = c.args.clone().unwrap().join(" ");
     assert!(args.contains("context=https://github.com/example/shop.git#main:services/shop"));
     assert!(args.contains("type=image,name=registry.cloudflare.com/acc123/shop:build-0123456789abcdef01234567,push=true"));
     assert!(args.contains("build-arg:VERSION=1.2.3") && args.contains("target=runtime"));
-    assert!(args.contains("--export-cache type=registry,ref=registry.cloudflare.com/acc123/shop:buildcache"));
+    assert!(args.contains(
+        "--export-cache type=registry,ref=registry.cloudflare.com/acc123/shop:buildcache"
+    ));
     assert_eq!(pod.security_context.unwrap().run_as_non_root, Some(true));
-    assert!(!serde_yaml_ng::to_string(&pod.containers).unwrap().contains("push-password"), "the password lives in the Secret only");
+    assert!(
+        !serde_yaml_ng::to_string(&pod.containers)
+            .unwrap()
+            .contains("push-password"),
+        "the password lives in the Secret only"
+    );
 }
 
 #[test]
 fn the_build_secret_is_golden() {
     let secret = build_secret(&owner(), "flaredock-build-shop-x", &request());
-    assert_eq!(secret.type_.as_deref(), Some("kubernetes.io/dockerconfigjson"));
+    assert_eq!(
+        secret.type_.as_deref(),
+        Some("kubernetes.io/dockerconfigjson")
+    );
     let owner_ref = &secret.metadata.owner_references.as_ref().unwrap()[0];
-    assert_eq!((owner_ref.kind.as_str(), owner_ref.controller), ("CloudflareContainer", Some(true)));
-    golden("build-secret.yaml", &serde_yaml_ng::to_string(&secret).unwrap());
+    assert_eq!(
+        (owner_ref.kind.as_str(), owner_ref.controller),
+        ("CloudflareContainer", Some(true))
+    );
+    golden(
+        "build-secret.yaml",
+        &serde_yaml_ng::to_string(&secret).unwrap(),
+    );
 }
 
 #[test]

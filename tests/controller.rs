@@ -79,12 +79,42 @@ fn respond(state: &FakeState, method: &str, path: &str, body: &Value) -> (u16, V
     let mut objects = state.objects.lock().unwrap();
     let key = path.trim_end_matches("/status").to_string();
     match method {
+        "GET" if path.ends_with("/pods") => {
+            let items: Vec<Value> = objects
+                .iter()
+                .filter(|(k, _)| k.starts_with(&format!("{path}/")) && !k.ends_with("/log"))
+                .map(|(_, v)| v.clone())
+                .collect();
+            (
+                200,
+                json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": items}),
+            )
+        }
         "GET" => objects
             .get(&key)
             .cloned()
             .map(|o| (200, o))
             .unwrap_or_else(not_found),
         "POST" if path.contains("/events") => (201, body.clone()),
+        "POST" => {
+            let name = body["metadata"]["name"].as_str().unwrap_or("").to_string();
+            let at = format!("{path}/{name}");
+            if objects.contains_key(&at) {
+                return (
+                    409,
+                    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "AlreadyExists", "code": 409, "message": "exists"}),
+                );
+            }
+            objects.insert(at, body.clone());
+            (201, body.clone())
+        }
+        "DELETE" => match objects.remove(&key) {
+            Some(_) => (
+                200,
+                json!({"kind": "Status", "apiVersion": "v1", "status": "Success", "code": 200}),
+            ),
+            None => not_found(),
+        },
         "PATCH" => {
             let Some(obj) = objects.get_mut(&key) else {
                 return not_found();
@@ -120,10 +150,15 @@ fn fake_kube() -> (kube::Client, Arc<FakeState>) {
                 body: body.clone(),
             });
             let (status, answer) = respond(&fake, &method, &path, &body);
+            // Logs are plain text.
+            let bytes = match (&answer, path.ends_with("/log")) {
+                (Value::String(text), true) => text.clone().into_bytes(),
+                _ => serde_json::to_vec(&answer).unwrap(),
+            };
             let response = Response::builder()
                 .status(status)
                 .header("content-type", "application/json")
-                .body(Body::from(serde_json::to_vec(&answer).unwrap()))
+                .body(Body::from(bytes))
                 .unwrap();
             send.send_response(response);
         }
@@ -792,5 +827,199 @@ async fn a_private_source_is_copied_with_the_pull_secret() {
             .as_str()
             .unwrap()
             .ends_with(&format!("/app@{}", image.digest))
+    );
+}
+
+/// A git server that answers `info/refs` (smart HTTP) with one branch.
+async fn fake_git(commit: &'static str) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = axum::Router::new().route(
+        "/shop.git/info/refs",
+        axum::routing::get(move || async move {
+            let line = |s: String| format!("{:04x}{s}", s.len() + 4);
+            format!(
+                "{}0000{}{}0000",
+                line("# service=git-upload-pack\n".into()),
+                line(format!(
+                    "{commit} HEAD\0multi_ack symref=HEAD:refs/heads/main\n"
+                )),
+                line(format!("{commit} refs/heads/main\n")),
+            )
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}/shop.git")
+}
+
+async fn build_setup(context: String, registry: &common::DockerRegistry) -> Setup {
+    let mut obj = object("", &[FINALIZER]);
+    obj["spec"].as_object_mut().unwrap().remove("image");
+    obj["spec"]["build"] = json!({ "context": context });
+    let em = common::start_emulator(|c| c.registry = Some(registry.as_external())).await;
+    let (client, fake) = fake_kube();
+    fake.objects.lock().unwrap().insert(OBJECT_PATH.into(), obj);
+    fake.objects.lock().unwrap().insert(
+        SECRET_PATH.into(),
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "cloudflare", "namespace": "apps"},
+               "stringData": {"apiToken": em.api_token(), "accountId": em.account_id()}}),
+    );
+    let settings = Settings {
+        api_base_url: em.base_url(),
+        ..Default::default()
+    };
+    let ctx = Arc::new(Context::new(
+        client,
+        settings,
+        Arc::new(Metrics::new()),
+        Arc::new(AtomicBool::new(true)),
+    ));
+    Setup { em, fake, ctx }
+}
+
+fn the_job(s: &Setup) -> (String, Value) {
+    let objects = s.fake.objects.lock().unwrap();
+    let jobs: Vec<_> = objects
+        .iter()
+        .filter(|(k, _)| k.contains("/jobs/"))
+        .collect();
+    assert_eq!(jobs.len(), 1, "one build Job");
+    (jobs[0].0.clone(), jobs[0].1.clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_in_cluster_build_runs_as_a_job_then_deploys_by_digest() {
+    let registry = common::DockerRegistry::start_with_auth("cf", "cf-pass");
+    let git = fake_git("0123456789abcdef0123456789abcdef01234567").await;
+    let s = build_setup(format!("{git}#main:services/shop"), &registry).await;
+
+    // First look: a Job and its push Secret are created; the image is not ready.
+    controller::reconcile(current(&s), s.ctx.clone())
+        .await
+        .unwrap();
+    let (job_path, job) = the_job(&s);
+    let name = job["metadata"]["name"].as_str().unwrap().to_string();
+    assert_eq!(
+        job["metadata"]["ownerReferences"][0]["kind"],
+        "CloudflareContainer"
+    );
+    let secret_path = format!("/api/v1/namespaces/apps/secrets/{name}");
+    assert!(
+        s.fake.objects.lock().unwrap().contains_key(&secret_path),
+        "push credentials Secret created"
+    );
+    let writes = s.fake.writes("/status");
+    let status = &writes.last().unwrap().body["status"];
+    assert_eq!(
+        condition(status, "ImageReady")["reason"],
+        "Building",
+        "{status}"
+    );
+    assert!(
+        common::client_for(&s.em)
+            .list_applications()
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // A second look while it runs creates nothing new.
+    controller::reconcile(current(&s), s.ctx.clone())
+        .await
+        .unwrap();
+    assert_eq!(s.fake.writes("/jobs").len(), 1);
+
+    // "BuildKit" pushes the image; the Job succeeds.
+    let args = job["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert!(args.iter().any(|a| {
+        a.as_str()
+            .is_some_and(|a| a.contains("#main:services/shop"))
+    }));
+    let output = args
+        .iter()
+        .find_map(|a| a.as_str().and_then(|a| a.strip_prefix("type=image,name=")))
+        .unwrap();
+    let destination =
+        flaredock::oci::Reference::parse(output.trim_end_matches(",push=true")).unwrap();
+    let image = common::synthetic_image(&[2000], 33);
+    common::push_image(
+        &registry.host,
+        &destination.repository,
+        destination.tag.as_deref().unwrap(),
+        &image,
+        registry.credentials().as_ref(),
+    )
+    .await;
+    s.fake.objects.lock().unwrap().get_mut(&job_path).unwrap()["status"] = json!({"succeeded": 1});
+    controller::reconcile(current(&s), s.ctx.clone())
+        .await
+        .unwrap();
+    let writes = s.fake.writes("/status");
+    let status = &writes.last().unwrap().body["status"];
+    assert_eq!(condition(status, "Ready")["status"], "True", "{status}");
+    assert!(
+        status["image"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("@{}", image.digest))
+    );
+    assert!(
+        !s.fake.objects.lock().unwrap().contains_key(&secret_path),
+        "the push Secret is removed when the build ends"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_build_job_reports_its_log_tail() {
+    let registry = common::DockerRegistry::start_with_auth("cf", "cf-pass");
+    let git = fake_git("89abcdef0123456789abcdef0123456789abcdef").await;
+    let s = build_setup(format!("{git}#main"), &registry).await;
+    controller::reconcile(current(&s), s.ctx.clone())
+        .await
+        .unwrap();
+    let (job_path, job) = the_job(&s);
+    let name = job["metadata"]["name"].as_str().unwrap().to_string();
+    {
+        let mut objects = s.fake.objects.lock().unwrap();
+        objects.get_mut(&job_path).unwrap()["status"] = json!({"failed": 1});
+        objects.insert(
+            format!("/api/v1/namespaces/apps/pods/{name}-x7k2p"),
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": format!("{name}-x7k2p"), "namespace": "apps", "labels": {"job-name": name}}}),
+        );
+        objects.insert(
+            format!("/api/v1/namespaces/apps/pods/{name}-x7k2p/log"),
+            json!("#5 [2/3] RUN make\n#5 ERROR: process \"make\" did not complete successfully: exit code: 2\n"),
+        );
+    }
+    let action = controller::reconcile(current(&s), s.ctx.clone())
+        .await
+        .unwrap();
+    assert_eq!(action, kube::runtime::controller::Action::await_change());
+    let writes = s.fake.writes("/status");
+    let status = &writes.last().unwrap().body["status"];
+    let image = condition(status, "ImageReady");
+    assert_eq!(image["reason"], "BuildFailed");
+    assert!(
+        image["message"]
+            .as_str()
+            .unwrap()
+            .contains("did not complete successfully"),
+        "{image}"
+    );
+    let reasons: Vec<String> = s
+        .fake
+        .writes("/events")
+        .iter()
+        .map(|r| r.body["reason"].as_str().unwrap().to_string())
+        .collect();
+    assert!(reasons.contains(&"BuildFailed".to_string()), "{reasons:?}");
+    assert!(
+        !s.fake
+            .objects
+            .lock()
+            .unwrap()
+            .contains_key(&format!("/api/v1/namespaces/apps/secrets/{name}"))
     );
 }

@@ -105,8 +105,14 @@ fn the_base_renders_and_is_hardened() {
     assert!(verbs("cloudflarecontainers/status").contains(&"patch".to_string()));
     assert!(verbs("cloudflarecontainers/finalizers").contains(&"update".to_string()));
     assert!(verbs("secrets").contains(&"watch".to_string()));
-    assert!(!verbs("secrets").contains(&"update".to_string()), "Secrets are patched for the finalizer, never rewritten");
-    assert!(verbs("jobs").contains(&"create".to_string()) && verbs("pods/log").contains(&"get".to_string()));
+    assert!(
+        !verbs("secrets").contains(&"update".to_string()),
+        "Secrets are patched for the finalizer, never rewritten"
+    );
+    assert!(
+        verbs("jobs").contains(&"create".to_string())
+            && verbs("pods/log").contains(&"get".to_string())
+    );
     assert!(verbs("events").contains(&"create".to_string()));
     let lease = find(&docs, "Role", "flaredock-leader-election");
     assert_eq!(lease["metadata"]["namespace"], "flaredock-system");

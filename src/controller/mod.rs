@@ -689,8 +689,13 @@ async fn report(
             .map(|c| c.message.clone())
             .unwrap_or_default();
         tracing::warn!(object = %key, %message, "refused");
-        ctx.publish(obj, EventType::Warning, "Refused", message)
-            .await;
+        let image_reason = condition(&outcome.status, "ImageReady").map(|c| c.reason.as_str());
+        let reason = if image_reason == Some("BuildFailed") {
+            "BuildFailed"
+        } else {
+            "Refused"
+        };
+        ctx.publish(obj, EventType::Warning, reason, message).await;
     }
     if let Some(e) = &outcome.error {
         tracing::warn!(object = %key, error = %e, "reconcile failed");

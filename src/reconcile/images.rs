@@ -67,6 +67,9 @@ pub struct ImageResolver {
     builder: Option<std::sync::Arc<dyn Builder>>,
     /// Local directory contexts are allowed (the command line).
     local_contexts: bool,
+    /// Builds seen running (`object|tag`): asked again until they end, so that the
+    /// builder can clean up after them.
+    in_flight: std::sync::Mutex<std::collections::HashSet<String>>,
     http: reqwest::Client,
 }
 
@@ -121,6 +124,7 @@ impl ImageResolver {
             bytes_skipped: AtomicU64::new(0),
             builder: None,
             local_contexts: false,
+            in_flight: Default::default(),
             http: reqwest::Client::new(),
         }
     }
@@ -317,10 +321,20 @@ impl ImageResolver {
                     .await
             }
         };
-        match head(tag.clone()).await {
-            Ok(Some(m)) => return ImageState::Ready(format!("{host}/{repository}@{}", m.digest)),
-            Ok(None) => {}
-            Err(e) => return registry_state(&e),
+        let flight = format!("{}|{tag}", obj.key());
+        let running = self
+            .in_flight
+            .lock()
+            .map(|f| f.contains(&flight))
+            .unwrap_or(false);
+        if !running {
+            match head(tag.clone()).await {
+                Ok(Some(m)) => {
+                    return ImageState::Ready(format!("{host}/{repository}@{}", m.digest));
+                }
+                Ok(None) => {}
+                Err(e) => return registry_state(&e),
+            }
         }
         let Some(builder) = &self.builder else {
             return failed(
@@ -345,7 +359,15 @@ impl ImageResolver {
                 uid: obj.metadata.uid.clone().unwrap_or_default(),
             }),
         };
-        match builder.build(&request).await {
+        let outcome = builder.build(&request).await;
+        if let Ok(mut f) = self.in_flight.lock() {
+            if matches!(outcome, BuildOutcome::InProgress(_)) {
+                f.insert(flight);
+            } else {
+                f.remove(&flight);
+            }
+        }
+        match outcome {
             BuildOutcome::Pushed => match head(tag.clone()).await {
                 Ok(Some(m)) => ImageState::Ready(format!("{host}/{repository}@{}", m.digest)),
                 Ok(None) => failed(
