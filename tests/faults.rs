@@ -191,8 +191,17 @@ async fn the_cli_killed_mid_apply_converges_on_rerun_without_duplicates_or_orpha
     let mut kills = 0;
     let mut partial = Vec::new();
     for _ in 0..8 {
+        let before = em.shared.account().application_count();
         let mut child = run().spawn().unwrap();
-        tokio::time::sleep(Duration::from_millis(rng.u64(50..250))).await;
+        // Kill at a random moment once this run has made progress (or after 3 s).
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while em.shared.account().application_count() == before && Instant::now() < deadline {
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(rng.u64(0..60))).await;
         if child.try_wait().unwrap().is_none() {
             child.kill().unwrap(); // SIGKILL
             kills += 1;
