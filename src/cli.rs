@@ -365,6 +365,21 @@ fn load_or_report(files: &[PathBuf]) -> Option<Vec<CloudflareContainer>> {
     Some(loaded.objects.into_iter().map(|l| l.object).collect())
 }
 
+/// Loads the manifests (all valid, or exit 2 before any API call), then connects.
+async fn load_and_connect(
+    files: &[PathBuf],
+    conn: &Connection,
+) -> Result<(Vec<CloudflareContainer>, Session), i32> {
+    let objects = load_or_report(files).ok_or(EXIT_INVALID)?;
+    match connect(conn).await {
+        Ok(session) => Ok((objects, session)),
+        Err(e) => {
+            eprintln!("error: {e}");
+            Err(EXIT_INVALID)
+        }
+    }
+}
+
 /// A reconciler for the connection, plus the emulator when `--emulator` started one.
 pub struct Session {
     pub reconciler: Reconciler,
@@ -461,15 +476,9 @@ async fn run_controller(args: RunArgs) -> i32 {
 }
 
 async fn plan(args: PlanArgs) -> i32 {
-    let Some(objects) = load_or_report(&args.files) else {
-        return EXIT_INVALID;
-    };
-    let session = match connect(&args.connection).await {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return EXIT_INVALID;
-        }
+    let (objects, session) = match load_and_connect(&args.files, &args.connection).await {
+        Ok(x) => x,
+        Err(code) => return code,
     };
     let peers: HashMap<String, String> = HashMap::new();
     let mut code = EXIT_OK;
@@ -501,15 +510,9 @@ async fn plan(args: PlanArgs) -> i32 {
 }
 
 async fn apply(args: ApplyArgs) -> i32 {
-    let Some(objects) = load_or_report(&args.files) else {
-        return EXIT_INVALID;
-    };
-    let session = match connect(&args.connection).await {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return EXIT_INVALID;
-        }
+    let (objects, session) = match load_and_connect(&args.files, &args.connection).await {
+        Ok(x) => x,
+        Err(code) => return code,
     };
     if let Some(em) = &session.emulator {
         eprintln!(
@@ -597,15 +600,9 @@ async fn apply(args: ApplyArgs) -> i32 {
 }
 
 async fn delete(args: PlanArgs) -> i32 {
-    let Some(objects) = load_or_report(&args.files) else {
-        return EXIT_INVALID;
-    };
-    let session = match connect(&args.connection).await {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return EXIT_INVALID;
-        }
+    let (objects, session) = match load_and_connect(&args.files, &args.connection).await {
+        Ok(x) => x,
+        Err(code) => return code,
     };
     let mut code = EXIT_OK;
     for obj in &objects {

@@ -6,7 +6,6 @@
 
 use std::collections::BTreeMap;
 
-use base64::Engine;
 use futures::future::BoxFuture;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::batch::v1::Job;
@@ -95,12 +94,7 @@ fn meta(owner: &Owner, name: &str) -> ObjectMeta {
 /// The push-credentials Secret of a build (`kubernetes.io/dockerconfigjson`).
 pub fn build_secret(owner: &Owner, name: &str, request: &BuildRequest) -> Secret {
     let host = request.destination.registry.clone().unwrap_or_default();
-    let auth = base64::engine::general_purpose::STANDARD.encode(format!(
-        "{}:{}",
-        request.credentials.username,
-        request.credentials.password.expose()
-    ));
-    let config = serde_json::json!({"auths": {host: {"auth": auth}}}).to_string();
+    let config = super::docker_config_json(&host, &request.credentials);
     Secret {
         metadata: meta(owner, name),
         type_: Some("kubernetes.io/dockerconfigjson".into()),
@@ -112,30 +106,14 @@ pub fn build_secret(owner: &Owner, name: &str, request: &BuildRequest) -> Secret
     }
 }
 
-/// The BuildKit context option for a source (`context=…`).
+/// The BuildKit context option for a source (`context=…`): remote contexts only.
 fn context_option(source: &BuildSource) -> Result<String, String> {
     match source {
-        BuildSource::Git {
-            url,
-            reference,
-            subdir,
-        } => {
-            let mut c = url.clone();
-            if reference.is_some() || subdir.is_some() {
-                c.push('#');
-                c.push_str(reference.as_deref().unwrap_or(""));
-                if let Some(s) = subdir {
-                    c.push(':');
-                    c.push_str(s);
-                }
-            }
-            Ok(c)
-        }
-        BuildSource::Tarball(url) => Ok(url.clone()),
         BuildSource::Local(dir) => Err(format!(
             "{}: a local directory cannot be built in the cluster; use a git URL or an HTTPS tarball",
             dir.display()
         )),
+        remote => Ok(remote.context_argument()),
     }
 }
 

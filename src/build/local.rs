@@ -5,7 +5,6 @@
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
-use base64::Engine;
 use futures::future::BoxFuture;
 use tokio::process::Command;
 
@@ -80,27 +79,7 @@ impl LocalBuilder {
     }
 
     async fn run(&self, request: &BuildRequest) -> BuildOutcome {
-        let context = match &request.source {
-            BuildSource::Local(dir) => dir.display().to_string(),
-            // buildah and buildx both take remote git and tarball contexts as URLs.
-            BuildSource::Git {
-                url,
-                reference,
-                subdir,
-            } => {
-                let mut c = url.clone();
-                if reference.is_some() || subdir.is_some() {
-                    c.push('#');
-                    c.push_str(reference.as_deref().unwrap_or(""));
-                    if let Some(s) = subdir {
-                        c.push(':');
-                        c.push_str(s);
-                    }
-                }
-                c
-            }
-            BuildSource::Tarball(url) => url.clone(),
-        };
+        let context = request.source.context_argument();
         let dockerfile = match &request.source {
             BuildSource::Local(dir) => dir.join(&request.inputs.dockerfile).display().to_string(),
             _ => request.inputs.dockerfile.clone(),
@@ -117,12 +96,7 @@ impl LocalBuilder {
                 );
             }
         };
-        let auth = base64::engine::general_purpose::STANDARD.encode(format!(
-            "{}:{}",
-            request.credentials.username,
-            request.credentials.password.expose()
-        ));
-        let config = serde_json::json!({"auths": {host.clone(): {"auth": auth}}}).to_string();
+        let config = super::docker_config_json(&host, &request.credentials);
         let auth_file = auth_dir.path().join("config.json");
         if let Err(e) = write_private(&auth_file, &config) {
             return failed(
@@ -145,12 +119,7 @@ impl LocalBuilder {
                     "-t",
                     &destination,
                 ]);
-                for (k, v) in &request.inputs.args {
-                    build.arg("--build-arg").arg(format!("{k}={v}"));
-                }
-                if let Some(t) = &request.inputs.target {
-                    build.args(["--target", t]);
-                }
+                build.args(request.inputs.cli_arguments());
                 build.arg(&context);
                 let mut push = Command::new(binary);
                 push.args(storage)
@@ -181,12 +150,7 @@ impl LocalBuilder {
                     &destination,
                     "--push",
                 ]);
-                for (k, v) in &request.inputs.args {
-                    build.arg("--build-arg").arg(format!("{k}={v}"));
-                }
-                if let Some(t) = &request.inputs.target {
-                    build.args(["--target", t]);
-                }
+                build.args(request.inputs.cli_arguments());
                 build.arg(&context);
                 vec![("docker buildx build".into(), build)]
             }

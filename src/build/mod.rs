@@ -93,6 +93,43 @@ impl BuildSource {
     }
 }
 
+impl BuildSource {
+    /// The context as builders take it: a path, `url#ref:subdir`, or a tarball URL.
+    pub fn context_argument(&self) -> String {
+        match self {
+            BuildSource::Local(dir) => dir.display().to_string(),
+            BuildSource::Git {
+                url,
+                reference,
+                subdir,
+            } => {
+                let mut c = url.clone();
+                if reference.is_some() || subdir.is_some() {
+                    c.push('#');
+                    c.push_str(reference.as_deref().unwrap_or(""));
+                    if let Some(s) = subdir {
+                        c.push(':');
+                        c.push_str(s);
+                    }
+                }
+                c
+            }
+            BuildSource::Tarball(url) => url.clone(),
+        }
+    }
+}
+
+/// Docker config JSON holding push credentials for one registry host.
+pub fn docker_config_json(host: &str, credentials: &crate::oci::Credentials) -> String {
+    use base64::Engine;
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!(
+        "{}:{}",
+        credentials.username,
+        credentials.password.expose()
+    ));
+    serde_json::json!({"auths": {host: {"auth": auth}}}).to_string()
+}
+
 /// Everything that decides what a build produces.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BuildInputs {
@@ -103,6 +140,20 @@ pub struct BuildInputs {
 }
 
 impl BuildInputs {
+    /// `--build-arg K=V …` and `--target T`, as buildah and docker take them.
+    pub fn cli_arguments(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (k, v) in &self.args {
+            out.push("--build-arg".into());
+            out.push(format!("{k}={v}"));
+        }
+        if let Some(t) = &self.target {
+            out.push("--target".into());
+            out.push(t.clone());
+        }
+        out
+    }
+
     pub fn from_spec(spec: &BuildSpec) -> BuildInputs {
         BuildInputs {
             dockerfile: spec

@@ -275,6 +275,16 @@ impl Context {
     }
 }
 
+/// A Secret an object names in `field`; a missing one is an error naming it.
+async fn read_secret(ctx: &Context, ns: &str, name: &str, field: &str) -> Result<Secret, String> {
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    secrets
+        .get_opt(name)
+        .await
+        .map_err(|e| format!("cannot read Secret {ns}/{name}: {e}"))?
+        .ok_or_else(|| format!("Secret {ns}/{name} ({field}) does not exist"))
+}
+
 /// `(account id, token)` from a credentials Secret (keys `accountId`, `apiToken`).
 fn credentials_from(secret: &Secret) -> Result<(String, SecretString), String> {
     let ns = secret.namespace().unwrap_or_default();
@@ -323,17 +333,7 @@ async fn credentials(
     {
         return c.result.clone();
     }
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
-    let secret = secrets
-        .get_opt(&reference.name)
-        .await
-        .map_err(|e| format!("cannot read Secret {ns}/{}: {e}", reference.name))?
-        .ok_or_else(|| {
-            format!(
-                "Secret {ns}/{} (spec.credentialsSecretRef) does not exist",
-                reference.name
-            )
-        })?;
+    let secret = read_secret(ctx, ns, &reference.name, "spec.credentialsSecretRef").await?;
     ctx.remember_secret(&secret);
     credentials_from(&secret)
 }
@@ -353,17 +353,7 @@ async fn pull_credentials(
         return Ok(None);
     };
     let ns = obj.namespace_or_default();
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
-    let secret = secrets
-        .get_opt(&reference.name)
-        .await
-        .map_err(|e| format!("cannot read Secret {ns}/{}: {e}", reference.name))?
-        .ok_or_else(|| {
-            format!(
-                "Secret {ns}/{} (spec.image.pullSecretRef) does not exist",
-                reference.name
-            )
-        })?;
+    let secret = read_secret(ctx, ns, &reference.name, "spec.image.pullSecretRef").await?;
     let json = secret
         .data
         .as_ref()

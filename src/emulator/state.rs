@@ -553,13 +553,10 @@ impl AccountState {
     }
 
     pub fn script_settings(&self, name: &str) -> Outcome<ScriptSettings> {
-        let script = self.scripts.get(name).ok_or_else(|| {
-            Failure::new(
-                404,
-                codes::SCRIPT_NOT_FOUND,
-                format!("This Worker does not exist on your account: {name}"),
-            )
-        })?;
+        let script = self
+            .scripts
+            .get(name)
+            .ok_or_else(|| script_not_found(name))?;
         Ok(ScriptSettings {
             bindings: script.bindings.iter().map(readable_binding).collect(),
             migrations: None,
@@ -573,13 +570,10 @@ impl AccountState {
         let settings: ScriptSettings = serde_json::from_value(raw.clone())
             .map_err(|e| Failure::invalid(format!("settings: {e}")))?;
         let account_namespaces = &self.namespaces;
-        let script = self.scripts.get(name).ok_or_else(|| {
-            Failure::new(
-                404,
-                codes::SCRIPT_NOT_FOUND,
-                format!("This Worker does not exist on your account: {name}"),
-            )
-        })?;
+        let script = self
+            .scripts
+            .get(name)
+            .ok_or_else(|| script_not_found(name))?;
         let migration = settings.migrations.clone().unwrap_or_default();
         let new_classes: BTreeSet<String> = migration
             .new_sqlite_classes
@@ -719,6 +713,14 @@ impl AccountState {
         };
         (items, info)
     }
+}
+
+fn script_not_found(name: &str) -> Failure {
+    Failure::new(
+        404,
+        codes::SCRIPT_NOT_FOUND,
+        format!("This Worker does not exist on your account: {name}"),
+    )
 }
 
 /// What GET settings shows of a binding: secret values are never readable.
