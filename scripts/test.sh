@@ -15,6 +15,7 @@ command -v htpasswd >/dev/null 2>&1 || missing+=(apache2-utils)
 command -v kubectl >/dev/null 2>&1 || missing+=(kubectl)
 command -v lua5.4 >/dev/null 2>&1 || missing+=(lua5.4)
 command -v buildah >/dev/null 2>&1 || missing+=(buildah)
+command -v curl >/dev/null 2>&1 || missing+=(curl)
 if ((${#missing[@]})); then
   echo "installing ${missing[*]} ..." >&2
   sudo=""

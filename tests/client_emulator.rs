@@ -557,3 +557,47 @@ async fn state_file_survives_a_restart() {
     assert_eq!(apps.len(), 1);
     assert_eq!(apps[0].name, "kept");
 }
+
+#[test]
+fn the_emulator_starts_from_the_cli_and_answers_with_an_envelope() {
+    let port = common::free_port();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_flaredock"))
+        .args(["emulator", "--listen", &format!("127.0.0.1:{port}")])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!(
+        "http://127.0.0.1:{port}/client/v4/accounts/{}/containers/applications",
+        flaredock::emulator::DEFAULT_ACCOUNT_ID
+    );
+    let mut answer = None;
+    for _ in 0..100 {
+        let out = std::process::Command::new("curl")
+            .args([
+                "-s",
+                "-H",
+                &format!(
+                    "Authorization: Bearer {}",
+                    flaredock::emulator::DEFAULT_API_TOKEN
+                ),
+                &url,
+            ])
+            .output();
+        match out {
+            Ok(o) if o.status.success() && !o.stdout.is_empty() => {
+                answer = Some(String::from_utf8_lossy(&o.stdout).to_string());
+                break;
+            }
+            Ok(_) => std::thread::sleep(Duration::from_millis(50)),
+            Err(e) => panic!("this test needs curl: {e}"),
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let body: Value = serde_json::from_str(&answer.expect("the emulator answered")).unwrap();
+    assert_eq!(
+        body,
+        json!({"success": true, "errors": [], "messages": [], "result": []})
+    );
+}

@@ -507,3 +507,112 @@ async fn the_cli_copies_and_prints_the_digest_reference() {
         format!("{}/acc/x@{}", dst.host, image.digest)
     );
 }
+
+/// A registry front that speaks the bearer-token challenge flow (as Docker Hub and GHCR
+/// do) and proxies to an open registry once a token is presented.
+async fn bearer_front(upstream: String) -> String {
+    use axum::http::{HeaderMap, StatusCode};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let realm = format!("http://{addr}/token");
+    let token = |headers: HeaderMap| async move {
+        use base64::Engine;
+        let ok = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Basic "))
+            .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+            .is_some_and(|b| b == b"reader:s3cret");
+        if ok {
+            (StatusCode::OK, r#"{"token":"tok-123"}"#.to_string())
+        } else {
+            (StatusCode::UNAUTHORIZED, "{}".to_string())
+        }
+    };
+    let front = move |req: Request| {
+        let upstream = upstream.clone();
+        let realm = realm.clone();
+        async move {
+            let authorized = req
+                .headers()
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                == Some("Bearer tok-123");
+            if !authorized {
+                return Response::builder()
+                    .status(401)
+                    .header("www-authenticate", format!("Bearer realm=\"{realm}\",service=\"test\",scope=\"repository:team/app:pull\""))
+                    .body(Body::empty())
+                    .unwrap();
+            }
+            let pq = req
+                .uri()
+                .path_and_query()
+                .map(|x| x.as_str().to_string())
+                .unwrap_or_default();
+            let mut up = reqwest::Client::new()
+                .request(req.method().clone(), format!("http://{upstream}{pq}"));
+            if let Some(a) = req.headers().get("accept") {
+                up = up.header("accept", a.clone());
+            }
+            let resp = up.send().await.unwrap();
+            let mut b = Response::builder().status(resp.status().as_u16());
+            for h in ["content-type", "docker-content-digest"] {
+                if let Some(v) = resp.headers().get(h) {
+                    b = b.header(h, v.clone());
+                }
+            }
+            b.body(Body::from(resp.bytes().await.unwrap())).unwrap()
+        }
+    };
+    let app = axum::Router::new()
+        .route("/token", axum::routing::get(token))
+        .fallback(front);
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr.to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_behind_the_bearer_token_flow_is_copied() {
+    let upstream = DockerRegistry::start_open();
+    let dst = DockerRegistry::start_open();
+    let image = synthetic_image(&[7000, 100], 12);
+    push_image(&upstream.host, "team/app", "v1", &image, None).await;
+    let front = bearer_front(upstream.host.clone()).await;
+    let from = r(&format!("{front}/team/app:v1"));
+    let to = r(&format!("{}/acc/app:v1", dst.host));
+    let creds = Credentials {
+        username: "reader".into(),
+        password: Secret::new("s3cret"),
+    };
+    let report = copy_image(
+        &client(),
+        &from,
+        Some(&creds),
+        &to,
+        None,
+        &CopyOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.digest, image.digest);
+    assert_eq!(report.blobs_uploaded, 3);
+    let wrong = Credentials {
+        username: "reader".into(),
+        password: Secret::new("nope"),
+    };
+    let err = copy_image(
+        &client(),
+        &from,
+        Some(&wrong),
+        &r(&format!("{}/acc/other:v1", dst.host)),
+        None,
+        &CopyOptions::default(),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(err, CopyError::Registry(RegistryError::Unauthorized { .. })),
+        "{err:?}"
+    );
+}
