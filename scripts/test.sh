@@ -2,7 +2,7 @@
 # Runs flaredock's whole test suite, installing what the tests need first:
 #   docker-registry  (the CNCF distribution registry, as "Cloudflare's registry")
 #   apache2-utils    (htpasswd, for the registry's basic auth)
-#   kubectl          (`kubectl kustomize`, offline, renders deploy/)
+#   kubernetes-client (kubectl: `kubectl kustomize`, offline, renders deploy/)
 #   lua5.4           (runs the Argo CD health check)
 #   buildah          (builds FROM scratch Dockerfiles, chroot isolation, vfs storage)
 # Extra arguments go to `cargo test` (e.g. scripts/test.sh --test plan).
@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 missing=()
 command -v docker-registry >/dev/null 2>&1 || missing+=(docker-registry)
 command -v htpasswd >/dev/null 2>&1 || missing+=(apache2-utils)
-command -v kubectl >/dev/null 2>&1 || missing+=(kubectl)
+command -v kubectl >/dev/null 2>&1 || missing+=(kubernetes-client)
 command -v lua5.4 >/dev/null 2>&1 || missing+=(lua5.4)
 command -v buildah >/dev/null 2>&1 || missing+=(buildah)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
@@ -21,7 +21,7 @@ if ((${#missing[@]})); then
   sudo=""
   [ "$(id -u)" = 0 ] || sudo=sudo
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
 cargo test --locked "$@"
