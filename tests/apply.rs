@@ -66,16 +66,6 @@ async fn apply(reconciler: &Reconciler, obj: &CloudflareContainer) -> ReconcileO
     outcomes.remove(&obj.key()).expect("an outcome")
 }
 
-fn writes(em: &RunningEmulator) -> Vec<(String, String)> {
-    em.shared
-        .requests()
-        .into_iter()
-        .filter(|r| r.method != "GET")
-        .filter(|r| !r.path.ends_with("/credentials"))
-        .map(|r| (r.method, r.path))
-        .collect()
-}
-
 async fn apps(em: &RunningEmulator) -> Vec<Application> {
     common::client_for(em)
         .list_applications()
@@ -108,9 +98,9 @@ async fn converges_then_reapply_writes_nothing() {
     assert!(again.ready());
     assert!(again.plan.is_noop(), "{:?}", again.plan);
     assert!(
-        writes(&s.em).is_empty(),
+        common::cloudflare_writes(&s.em).is_empty(),
         "re-apply wrote: {:?}",
-        writes(&s.em)
+        common::cloudflare_writes(&s.em)
     );
     let calls = s.em.shared.requests().len();
     assert!(
@@ -133,10 +123,10 @@ async fn max_instances_change_is_one_patch_and_no_rollout() {
     let changed = manifest("  image: {reference: 'shop:v1'}\n").tap(|o| o.spec.max_instances = 9);
     let out = apply(&reconciler, &changed).await;
     assert!(out.ready());
-    let w = writes(&s.em);
+    let w = common::cloudflare_writes(&s.em);
     assert_eq!(w.len(), 1, "{w:?}");
-    assert_eq!(w[0].0, "PATCH");
-    assert!(!w.iter().any(|(_, p)| p.ends_with("/rollouts")));
+    assert!(w[0].starts_with("PATCH "), "{w:?}");
+    assert!(!w.iter().any(|x| x.ends_with("/rollouts")));
     assert_eq!(apps(&s.em).await[0].max_instances, Some(9));
 }
 
@@ -152,9 +142,9 @@ async fn image_change_is_one_rollout_to_the_new_digest() {
     s.em.shared.clear_requests();
     let out = apply(&reconciler, &manifest("  image: {reference: 'shop:v2'}\n")).await;
     assert!(out.ready(), "{:#?}", out.status);
-    let w = writes(&s.em);
+    let w = common::cloudflare_writes(&s.em);
     assert_eq!(w.len(), 1, "{w:?}");
-    assert!(w[0].1.ends_with("/rollouts"));
+    assert!(w[0].ends_with("/rollouts"));
     let live = apps(&s.em).await;
     assert_eq!(live[0].configuration.image, s.v2);
     assert_eq!(live[0].version, 2);
@@ -170,20 +160,7 @@ async fn a_foreign_application_is_refused_then_adopted_never_duplicated() {
     let s = setup().await;
     let client = common::client_for(&s.em);
     client
-        .create_application(&CreateApplicationRequest {
-            name: "shop".into(),
-            scheduling_policy: SchedulingPolicy::Default,
-            instances: 0,
-            max_instances: Some(2),
-            configuration: DeploymentConfiguration {
-                image: s.v1.clone(),
-                ..Default::default()
-            },
-            constraints: None,
-            durable_objects: None,
-            observability: None,
-            rollout_active_grace_period: None,
-        })
+        .create_application(&common::foreign_application("shop", &s.v1, None))
         .await
         .unwrap();
     s.em.shared.clear_requests();
@@ -194,11 +171,11 @@ async fn a_foreign_application_is_refused_then_adopted_never_duplicated() {
     let ready = flaredock::reconcile::status::condition(&out.status, "Ready").unwrap();
     assert!(ready.message.contains("adopt"), "{}", ready.message);
     assert!(
-        writes(&s.em)
+        common::cloudflare_writes(&s.em)
             .iter()
-            .all(|(_, p)| !p.contains("/containers/")),
+            .all(|x| !x.contains("/containers/")),
         "no container writes: {:?}",
-        writes(&s.em)
+        common::cloudflare_writes(&s.em)
     );
 
     // An app without a Durable Object binding cannot be taken for a DO class: still refused.
@@ -231,23 +208,14 @@ async fn adopt_takes_over_an_application_in_the_same_namespace() {
         .await
         .unwrap();
     client
-        .create_application(&CreateApplicationRequest {
-            name: "shop".into(),
-            scheduling_policy: SchedulingPolicy::Default,
-            instances: 0,
-            max_instances: Some(2),
-            configuration: DeploymentConfiguration {
-                image: s.v1.clone(),
-                ..Default::default()
-            },
-            constraints: None,
-            durable_objects: Some(DurableObjectsConfiguration::ScriptAndClass {
+        .create_application(&common::foreign_application(
+            "shop",
+            &s.v1,
+            Some(DurableObjectsConfiguration::ScriptAndClass {
                 script_name: DEMO_SCRIPT.into(),
                 class_name: DEMO_CLASS.into(),
             }),
-            observability: None,
-            rollout_active_grace_period: None,
-        })
+        ))
         .await
         .unwrap();
     let reconciler = common::reconciler_for(&client);

@@ -80,15 +80,6 @@ async fn apply(r: &Reconciler, obj: &flaredock::spec::CloudflareContainer) -> Re
         .unwrap()
 }
 
-fn writes(em: &RunningEmulator) -> Vec<String> {
-    em.shared
-        .requests()
-        .into_iter()
-        .filter(|r| r.method != "GET" && !r.path.ends_with("/credentials"))
-        .map(|r| format!("{} {}", r.method, r.path))
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn build_deploy_then_nothing_then_one_rollout() {
     let registry = common::DockerRegistry::start_with_auth("cf", "cf-pass");
@@ -127,7 +118,11 @@ async fn build_deploy_then_nothing_then_one_rollout() {
     let again = apply(&reconciler(&em, &storage, &builds), &obj).await;
     assert!(again.ready());
     assert_eq!(builds.load(Ordering::SeqCst), 1, "nothing was built");
-    assert!(writes(&em).is_empty(), "{:?}", writes(&em));
+    assert!(
+        common::cloudflare_writes(&em).is_empty(),
+        "{:?}",
+        common::cloudflare_writes(&em)
+    );
     assert_eq!(again.status.image.as_deref(), Some(image.as_str()));
 
     // One changed file: one new digest, exactly one rollout.
@@ -138,7 +133,7 @@ async fn build_deploy_then_nothing_then_one_rollout() {
     assert_eq!(builds.load(Ordering::SeqCst), 2);
     let new_image = changed.status.image.clone().unwrap();
     assert_ne!(new_image, image);
-    let w = writes(&em);
+    let w = common::cloudflare_writes(&em);
     assert_eq!(w.len(), 1, "{w:?}");
     assert!(w[0].ends_with("/rollouts"));
     assert_eq!(

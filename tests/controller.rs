@@ -219,15 +219,6 @@ fn current(s: &Setup) -> Arc<CloudflareContainer> {
     Arc::new(serde_json::from_value(v).unwrap())
 }
 
-fn cloudflare_writes(em: &RunningEmulator) -> Vec<String> {
-    em.shared
-        .requests()
-        .into_iter()
-        .filter(|r| r.method != "GET" && !r.path.ends_with("/credentials"))
-        .map(|r| format!("{} {}", r.method, r.path))
-        .collect()
-}
-
 fn condition<'a>(status: &'a Value, kind: &str) -> &'a Value {
     status["conditions"]
         .as_array()
@@ -300,7 +291,7 @@ async fn create_path_to_ready_then_a_quiet_resync() {
         "no status write when nothing changed"
     );
     assert!(s.fake.writes("/events").is_empty());
-    assert!(cloudflare_writes(&s.em).is_empty());
+    assert!(common::cloudflare_writes(&s.em).is_empty());
 }
 
 #[tokio::test]
@@ -456,20 +447,11 @@ async fn a_foreign_application_stalls_with_no_writes() {
     let s = setup(object("", &[FINALIZER]), true).await;
     let client = common::client_for(&s.em);
     client
-        .create_application(&CreateApplicationRequest {
-            name: "shop".into(),
-            scheduling_policy: SchedulingPolicy::Default,
-            instances: 0,
-            max_instances: Some(1),
-            configuration: DeploymentConfiguration {
-                image: format!("{}/{}/hello:v1", s.em.registry_host(), s.em.account_id()),
-                ..Default::default()
-            },
-            constraints: None,
-            durable_objects: None,
-            observability: None,
-            rollout_active_grace_period: None,
-        })
+        .create_application(&common::foreign_application(
+            "shop",
+            &format!("{}/{}/hello:v1", s.em.registry_host(), s.em.account_id()),
+            None,
+        ))
         .await
         .unwrap();
     s.em.shared.clear_requests();
@@ -488,7 +470,7 @@ async fn a_foreign_application_stalls_with_no_writes() {
         "ApplicationNotOwned"
     );
     assert_eq!(condition(status, "Ready")["status"], "False");
-    let container_writes: Vec<String> = cloudflare_writes(&s.em)
+    let container_writes: Vec<String> = common::cloudflare_writes(&s.em)
         .into_iter()
         .filter(|w| w.contains("/containers/"))
         .collect();

@@ -243,20 +243,11 @@ async fn deleting_everything_leaves_no_owned_application_and_spares_the_others()
     let client = common::client_for(&em);
     // Someone else's application.
     client
-        .create_application(&CreateApplicationRequest {
-            name: "not-ours".into(),
-            scheduling_policy: SchedulingPolicy::Default,
-            instances: 0,
-            max_instances: Some(1),
-            configuration: DeploymentConfiguration {
-                image: format!("{}/{}/hello:v1", em.registry_host(), em.account_id()),
-                ..Default::default()
-            },
-            constraints: None,
-            durable_objects: None,
-            observability: None,
-            rollout_active_grace_period: None,
-        })
+        .create_application(&common::foreign_application(
+            "not-ours",
+            &format!("{}/{}/hello:v1", em.registry_host(), em.account_id()),
+            None,
+        ))
         .await
         .unwrap();
     let objs = objects(12, "w");

@@ -344,3 +344,37 @@ pub async fn push_to_cloudflare(
     push_image(&c.registry_host, &full, tag, image, Some(&creds)).await;
     format!("{}/{full}@{}", c.registry_host, image.digest)
 }
+
+/// The emulator's requests that change something (`METHOD path`), credential minting
+/// left out.
+pub fn cloudflare_writes(em: &RunningEmulator) -> Vec<String> {
+    em.shared
+        .requests()
+        .into_iter()
+        .filter(|r| r.method != "GET" && !r.path.ends_with("/credentials"))
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect()
+}
+
+/// An application created by hand (no owner label), as wrangler or a person would.
+pub fn foreign_application(
+    name: &str,
+    image: &str,
+    durable_objects: Option<flaredock::cloudflare::types::DurableObjectsConfiguration>,
+) -> flaredock::cloudflare::types::CreateApplicationRequest {
+    use flaredock::cloudflare::types::*;
+    CreateApplicationRequest {
+        name: name.into(),
+        scheduling_policy: SchedulingPolicy::Default,
+        instances: 0,
+        max_instances: Some(2),
+        configuration: DeploymentConfiguration {
+            image: image.into(),
+            ..Default::default()
+        },
+        constraints: None,
+        durable_objects,
+        observability: None,
+        rollout_active_grace_period: None,
+    }
+}
