@@ -180,3 +180,31 @@ async fn a_failing_build_reports_its_log() {
             .is_empty()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_builds_nothing() {
+    let registry = common::DockerRegistry::start_with_auth("cf", "cf-pass");
+    let em = common::start_emulator(|c| c.registry = Some(registry.as_external())).await;
+    let work = tempfile::tempdir().unwrap();
+    let ctx = work.path().join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM scratch\nCOPY app.txt /app.txt\n",
+    )
+    .unwrap();
+    std::fs::write(ctx.join("app.txt"), "x\n").unwrap();
+    let builds = Arc::new(AtomicUsize::new(0));
+    let r = reconciler(&em, &work.path().join("buildah"), &builds);
+    let (plan, _) = r
+        .preview(&object(&ctx), &std::collections::HashMap::new())
+        .await
+        .unwrap();
+    assert_eq!(
+        plan.blocked.as_ref().map(|b| b.reason()),
+        Some("WillBuild"),
+        "{plan:?}"
+    );
+    assert!(plan.blocked.as_ref().unwrap().message().contains(":build-"));
+    assert_eq!(builds.load(Ordering::SeqCst), 0, "nothing was built");
+}

@@ -616,3 +616,47 @@ async fn a_source_behind_the_bearer_token_flow_is_copied() {
         "{err:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_shows_the_digest_a_copy_would_deploy_and_copies_nothing() {
+    let source = DockerRegistry::start_open();
+    let cloudflare = DockerRegistry::start_with_auth("cf", "cf-pass");
+    let image = synthetic_image(&[4096], 44);
+    push_image(&source.host, "team/api", "2.0", &image, None).await;
+    let em = common::start_emulator(|c| c.registry = Some(cloudflare.as_external())).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("api.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "apiVersion: flaredock.dev/v1alpha1\nkind: CloudflareContainer\nmetadata: {{name: api}}\nspec:\n  className: HelloContainer\n  image: {{reference: '{}/team/api:2.0'}}\n  worker: {{scriptName: hello-worker}}\n",
+            source.host
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_flaredock"))
+        .args(["plan", "-f"])
+        .arg(&file)
+        .env("CLOUDFLARE_API_BASE_URL", em.base_url())
+        .env("CLOUDFLARE_ACCOUNT_ID", em.account_id())
+        .env("CLOUDFLARE_API_TOKEN", em.api_token())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("create application api"), "{stdout}");
+    assert!(
+        dest_digest(&cloudflare, &format!("{}/api", em.account_id()), "2.0")
+            .await
+            .is_none(),
+        "plan copied nothing"
+    );
+    assert!(
+        common::cloudflare_writes(&em).is_empty(),
+        "plan wrote nothing"
+    );
+}

@@ -203,39 +203,9 @@ pub async fn copy_image(
             }
             (info, bytes)
         } else {
-            let wanted = &opts.platform;
-            let chosen = doc.manifests.iter().find(|m| {
-                m.platform.as_ref().is_some_and(|p| {
-                    let name = format!("{}/{}", p.os, p.architecture);
-                    &name == wanted
-                        || p.variant
-                            .as_ref()
-                            .is_some_and(|v| &format!("{name}/{v}") == wanted)
-                })
-            });
-            let Some(chosen) = chosen else {
-                let available = doc
-                    .manifests
-                    .iter()
-                    .filter_map(|m| m.platform.as_ref())
-                    .map(|p| match &p.variant {
-                        Some(v) => format!("{}/{}/{v}", p.os, p.architecture),
-                        None => format!("{}/{}", p.os, p.architecture),
-                    })
-                    .collect();
-                return Err(CopyError::NoPlatform {
-                    reference: src.to_string(),
-                    wanted: wanted.clone(),
-                    available,
-                });
-            };
+            let chosen = pick_platform(src, &doc, &opts.platform)?;
             client
-                .get_manifest(
-                    &source.host,
-                    &source.repository,
-                    &chosen.digest,
-                    source.creds,
-                )
+                .get_manifest(&source.host, &source.repository, &chosen, source.creds)
                 .await?
         }
     } else {
@@ -254,6 +224,55 @@ pub async fn copy_image(
         bytes_uploaded: counters.bytes_uploaded.load(Ordering::Relaxed),
         bytes_skipped: counters.bytes_skipped.load(Ordering::Relaxed),
     })
+}
+
+/// The digest of the index entry for `wanted` (`os/arch[/variant]`), or an error naming
+/// the platforms the index has.
+fn pick_platform(src: &Reference, doc: &ManifestDoc, wanted: &str) -> Result<String, CopyError> {
+    let name = |p: &Platform| match &p.variant {
+        Some(v) => format!("{}/{}/{v}", p.os, p.architecture),
+        None => format!("{}/{}", p.os, p.architecture),
+    };
+    let chosen = doc.manifests.iter().find(|m| {
+        m.platform
+            .as_ref()
+            .is_some_and(|p| format!("{}/{}", p.os, p.architecture) == wanted || name(p) == wanted)
+    });
+    match chosen {
+        Some(m) => Ok(m.digest.clone()),
+        None => Err(CopyError::NoPlatform {
+            reference: src.to_string(),
+            wanted: wanted.to_string(),
+            available: doc
+                .manifests
+                .iter()
+                .filter_map(|m| m.platform.as_ref())
+                .map(name)
+                .collect(),
+        }),
+    }
+}
+
+/// The digest a copy of `src` would deploy (the chosen platform's manifest, or the whole
+/// index with `all`), read from the source without copying anything.
+pub async fn source_digest(
+    client: &RegistryClient,
+    src: &Reference,
+    src_creds: Option<&Credentials>,
+    opts: &CopyOptions,
+) -> Result<String, CopyError> {
+    let host = src.api_host().ok_or_else(|| {
+        RegistryError::Invalid(format!("{src}: the source needs a registry host"))
+    })?;
+    let (info, bytes) = client
+        .get_manifest(host, &src.repository, src.manifest_reference(), src_creds)
+        .await?;
+    let doc: ManifestDoc = serde_json::from_slice(&bytes)
+        .map_err(|e| CopyError::InvalidManifest(src.to_string(), e.to_string()))?;
+    if is_index(&info.media_type, &doc) && !opts.all {
+        return pick_platform(src, &doc, &opts.platform);
+    }
+    Ok(info.digest)
 }
 
 /// Copies one manifest (image or index whose children are already there) and its blobs.

@@ -18,7 +18,7 @@ use crate::build::{
 };
 use crate::cloudflare::types::RegistryPermission;
 use crate::cloudflare::{ApiError, CLOUDFLARE_REGISTRY, CloudflareClient};
-use crate::oci::copy::{CopyOptions, copy_image};
+use crate::oci::copy::{CopyOptions, copy_image, source_digest};
 use crate::oci::{Credentials, Reference, RegistryClient, RegistryError};
 use crate::spec::{BuildSpec, CloudflareContainer};
 
@@ -26,6 +26,13 @@ use crate::spec::{BuildSpec, CloudflareContainer};
 const CREDENTIAL_MINUTES: i64 = 15;
 /// Credentials are renewed when fewer than this remain.
 const CREDENTIAL_MARGIN: Duration = Duration::from_secs(5 * 60);
+
+/// Whether resolving may copy and build (apply) or only look (plan).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Mode {
+    Apply,
+    Preview,
+}
 
 /// Where another object's deployed image can be looked up (promotion).
 pub trait PeerImages: Sync {
@@ -214,11 +221,26 @@ impl ImageResolver {
         Ok(out)
     }
 
-    /// Resolves the object's image.
+    /// Resolves the object's image, copying or building it into Cloudflare's registry.
     pub async fn resolve(&self, obj: &CloudflareContainer, peers: &dyn PeerImages) -> ImageState {
+        self.resolve_as(obj, peers, Mode::Apply).await
+    }
+
+    /// Resolves the digest the object would deploy without copying or building
+    /// anything (for `plan`).
+    pub async fn preview(&self, obj: &CloudflareContainer, peers: &dyn PeerImages) -> ImageState {
+        self.resolve_as(obj, peers, Mode::Preview).await
+    }
+
+    async fn resolve_as(
+        &self,
+        obj: &CloudflareContainer,
+        peers: &dyn PeerImages,
+        mode: Mode,
+    ) -> ImageState {
         let spec = &obj.spec;
         if let Some(build) = &spec.build {
-            return self.resolve_build(obj, build).await;
+            return self.resolve_build(obj, build, mode).await;
         }
         let Some(image) = &spec.image else {
             return failed("NoImage", "spec.image or spec.build is required");
@@ -256,17 +278,23 @@ impl ImageResolver {
             return s.clone();
         }
         let state = self
-            .resolve_reference(text, spec.tag.as_deref(), &object)
+            .resolve_reference(text, spec.tag.as_deref(), &object, mode)
             .await;
-        // Failures worth retrying are not cached: the next object tries again.
-        if !matches!(state, ImageState::Pending { .. }) {
+        // Failures worth retrying are not cached: the next object tries again; nor are
+        // previews, which did not copy.
+        if mode == Mode::Apply && !matches!(state, ImageState::Pending { .. }) {
             self.cache.lock().await.insert(key, state.clone());
         }
         state
     }
 
     /// A built image: nothing is built when the content tag is already in the registry.
-    async fn resolve_build(&self, obj: &CloudflareContainer, build: &BuildSpec) -> ImageState {
+    async fn resolve_build(
+        &self,
+        obj: &CloudflareContainer,
+        build: &BuildSpec,
+        mode: Mode,
+    ) -> ImageState {
         let source = match BuildSource::parse(&build.context, self.local_contexts) {
             Ok(s) => s,
             Err(message) => {
@@ -336,6 +364,12 @@ impl ImageResolver {
                 Err(e) => return registry_state(&e),
             }
         }
+        if mode == Mode::Preview {
+            return pending(
+                "WillBuild",
+                format!("would build {host}/{repository}:{tag}"),
+            );
+        }
         let Some(builder) = &self.builder else {
             return failed(
                 "NoBuilder",
@@ -388,7 +422,13 @@ impl ImageResolver {
         }
     }
 
-    async fn resolve_reference(&self, text: &str, tag: Option<&str>, object: &str) -> ImageState {
+    async fn resolve_reference(
+        &self,
+        text: &str,
+        tag: Option<&str>,
+        object: &str,
+        mode: Mode,
+    ) -> ImageState {
         let reference = match Reference::parse(text) {
             Ok(r) => r,
             Err(e) => return failed("InvalidImage", e.to_string()),
@@ -460,6 +500,20 @@ impl ImageResolver {
             .registry
             .as_deref()
             .and_then(|h| self.source_credentials(object, h));
+        if mode == Mode::Preview {
+            return match source_digest(
+                &self.registry,
+                &reference,
+                source_creds.as_ref(),
+                &self.copy,
+            )
+            .await
+            {
+                Ok(digest) => ImageState::Ready(format!("{host}/{}@{digest}", dest.repository)),
+                Err(crate::oci::copy::CopyError::Registry(r)) => registry_state(&r),
+                Err(other) => failed("CopyFailed", other.to_string()),
+            };
+        }
         match copy_image(
             &self.registry,
             &reference,

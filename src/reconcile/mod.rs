@@ -87,7 +87,8 @@ impl Reconciler {
         Reconciler { view, images }
     }
 
-    /// Reads what Cloudflare has for this object (mostly from the cached view).
+    /// Reads what Cloudflare has for this object (mostly from the cached view), getting
+    /// its image into Cloudflare's registry.
     pub async fn observe(
         &self,
         obj: &CloudflareContainer,
@@ -95,6 +96,14 @@ impl Reconciler {
         peers: &dyn PeerImages,
     ) -> Result<Observation, ApiError> {
         let image = self.images.resolve(obj, peers).await;
+        self.observe_with(image, desired).await
+    }
+
+    async fn observe_with(
+        &self,
+        image: model::ImageState,
+        desired: &Desired,
+    ) -> Result<Observation, ApiError> {
         let view = &self.view;
         let application = view.application_by_name(&desired.application_name).await?;
         let namespace = view
@@ -152,7 +161,9 @@ impl Reconciler {
         peers: &dyn PeerImages,
     ) -> Result<(Plan, Observed), ApiError> {
         let desired = Desired::from_spec(obj);
-        let (observed, _) = self.observe(obj, &desired, peers).await?;
+        // Nothing is copied or built for a preview.
+        let image = self.images.preview(obj, peers).await;
+        let (observed, _) = self.observe_with(image, &desired).await?;
         Ok((plan(&desired, &observed), observed))
     }
 
