@@ -326,7 +326,7 @@ async fn emulator_validates_like_cloudflare() {
 
 #[tokio::test]
 async fn rollouts_progress_and_update_the_application() {
-    let em = common::start_emulator(|c| c.rollout_step = Duration::from_millis(30)).await;
+    let em = common::start_emulator(|c| c.rollout_step = Duration::from_millis(500)).await;
     let client = common::client_for(&em);
     let app = client
         .create_application(&app_request(&em, "roll"))
@@ -359,7 +359,7 @@ async fn rollouts_progress_and_update_the_application() {
     );
     let versions = client.list_versions(&app.id).await.unwrap();
     assert_eq!(versions.len(), 2);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    tokio::time::sleep(Duration::from_millis(2300)).await;
     let after = client.get_application(&app.id).await.unwrap();
     assert_eq!(after.active_rollout_id, None);
     assert_eq!(after.version, 2);
