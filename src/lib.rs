@@ -23,3 +23,12 @@ pub mod oci;
 pub mod reconcile;
 pub mod spec;
 pub mod telemetry;
+
+/// Locks a mutex, carrying on with its data when a panicking holder poisoned it: every
+/// mutex here guards data that stays consistent (counters, caches, logs, windows).
+pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match mutex.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}

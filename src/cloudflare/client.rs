@@ -61,19 +61,13 @@ pub struct CallStats {
 
 impl CallStats {
     fn record(&self, operation: &'static str, outcome: String) {
-        let mut calls = match self.calls.lock() {
-            Ok(c) => c,
-            Err(p) => p.into_inner(),
-        };
+        let mut calls = crate::lock(&self.calls);
         *calls.entry((operation, outcome)).or_default() += 1;
     }
 
     /// `(operation, outcome) → count`; outcome is the HTTP status or `error`.
     pub fn snapshot(&self) -> BTreeMap<(&'static str, String), u64> {
-        match self.calls.lock() {
-            Ok(c) => c.clone(),
-            Err(p) => p.into_inner().clone(),
-        }
+        crate::lock(&self.calls).clone()
     }
 
     pub fn total(&self) -> u64 {

@@ -87,10 +87,7 @@ impl RateLimiter {
         type Registry = Mutex<HashMap<([u8; 32], RateLimit), Arc<RateLimiter>>>;
         static LIMITERS: OnceLock<Registry> = OnceLock::new();
         let map = LIMITERS.get_or_init(Default::default);
-        let mut map = match map.lock() {
-            Ok(m) => m,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut map = crate::lock(map);
         map.entry((token.fingerprint(), limit))
             .or_insert_with(|| Arc::new(RateLimiter::new(limit)))
             .clone()
@@ -102,14 +99,7 @@ impl RateLimiter {
 
     /// Total time callers have waited for a slot.
     pub fn waited(&self) -> Duration {
-        self.lock().waited
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        match self.state.lock() {
-            Ok(s) => s,
-            Err(poisoned) => poisoned.into_inner(),
-        }
+        crate::lock(&self.state).waited
     }
 
     /// Waits until one more request fits in the window, then takes the slot.
@@ -117,7 +107,7 @@ impl RateLimiter {
         let started = Instant::now();
         loop {
             let wake = {
-                let mut st = self.lock();
+                let mut st = crate::lock(&self.state);
                 let now = Instant::now();
                 let window = self.limit.window + self.margin;
                 while st
@@ -151,7 +141,7 @@ impl RateLimiter {
     /// Nothing is sent before `retry_after` from now (a 429 arrived).
     pub fn block_for(&self, retry_after: Duration) {
         let until = Instant::now() + retry_after;
-        let mut st = self.lock();
+        let mut st = crate::lock(&self.state);
         if st.blocked_until.is_none_or(|b| b < until) {
             st.blocked_until = Some(until);
         }

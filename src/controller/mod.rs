@@ -213,10 +213,7 @@ impl Context {
     }
 
     fn failures(&self) -> std::sync::MutexGuard<'_, HashMap<String, u32>> {
-        match self.failures.lock() {
-            Ok(f) => f,
-            Err(p) => p.into_inner(),
-        }
+        crate::lock(&self.failures)
     }
 
     /// The Ready digests of the other objects, for promotion.
@@ -238,10 +235,7 @@ impl Context {
     fn cached_credentials(
         &self,
     ) -> std::sync::MutexGuard<'_, HashMap<(String, String), CachedCredentials>> {
-        match self.credentials.lock() {
-            Ok(c) => c,
-            Err(p) => p.into_inner(),
-        }
+        crate::lock(&self.credentials)
     }
 
     /// Records what a Secret now says (called by the Secret watch and after reads).

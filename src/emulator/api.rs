@@ -247,10 +247,7 @@ async fn gate_inner(shared: &Shared, req: Request, next: Next) -> (u16, Response
             )),
         );
     }
-    let admitted = match shared.limiter.lock() {
-        Ok(mut l) => l.admit(Instant::now()),
-        Err(p) => p.into_inner().admit(Instant::now()),
-    };
+    let admitted = crate::lock(&shared.limiter).admit(Instant::now());
     if let Err(retry_after) = admitted {
         let mut r = fail(Failure::new(
             429,
@@ -265,9 +262,7 @@ async fn gate_inner(shared: &Shared, req: Request, next: Next) -> (u16, Response
     }
     let scripted = shared.take_fault(req.method().as_str());
     if let Some(super::ScriptedFault::RateLimit(secs)) = scripted {
-        if let Ok(mut l) = shared.limiter.lock() {
-            l.block_for(Instant::now(), Duration::from_secs(secs));
-        }
+        crate::lock(&shared.limiter).block_for(Instant::now(), Duration::from_secs(secs));
         let mut r = fail(Failure::new(
             429,
             codes::RATE_LIMITED,

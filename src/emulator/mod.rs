@@ -162,41 +162,34 @@ pub struct Shared {
     exchanges: Mutex<Vec<Exchange>>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    match m.lock() {
-        Ok(g) => g,
-        Err(p) => p.into_inner(),
-    }
-}
-
 impl Shared {
     pub fn account(&self) -> MutexGuard<'_, AccountState> {
-        lock(&self.account)
+        crate::lock(&self.account)
     }
 
     pub fn registry(&self) -> MutexGuard<'_, Registry> {
-        lock(&self.registry)
+        crate::lock(&self.registry)
     }
 
     pub fn requests(&self) -> Vec<RequestRecord> {
-        lock(&self.log).clone()
+        crate::lock(&self.log).clone()
     }
 
     pub fn clear_requests(&self) {
-        lock(&self.log).clear();
+        crate::lock(&self.log).clear();
     }
 
     fn record(&self, r: RequestRecord) {
-        lock(&self.log).push(r);
+        crate::lock(&self.log).push(r);
     }
 
     /// Scripts a fault for the next API request whose method is `method` (any when `None`).
     pub fn push_fault(&self, method: Option<&str>, fault: ScriptedFault) {
-        lock(&self.faults).push_back((method.map(str::to_uppercase), fault));
+        crate::lock(&self.faults).push_back((method.map(str::to_uppercase), fault));
     }
 
     fn take_fault(&self, method: &str) -> Option<ScriptedFault> {
-        let mut faults = lock(&self.faults);
+        let mut faults = crate::lock(&self.faults);
         let i = faults
             .iter()
             .position(|(m, _)| m.as_deref().is_none_or(|m| m == method))?;
@@ -205,17 +198,17 @@ impl Shared {
 
     /// Every exchange kept so far (with `capture_bodies`).
     pub fn exchanges(&self) -> Vec<Exchange> {
-        lock(&self.exchanges).clone()
+        crate::lock(&self.exchanges).clone()
     }
 
     fn capture(&self, e: Exchange) {
-        lock(&self.exchanges).push(e);
+        crate::lock(&self.exchanges).push(e);
     }
 
     fn mint(&self, minutes: i64) -> (String, String) {
         let username = "v1".to_string();
         let password = format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
-        let mut minted = lock(&self.minted);
+        let mut minted = crate::lock(&self.minted);
         let now = std::time::Instant::now();
         minted.retain(|m| m.expires > now);
         minted.push(Minted {
@@ -228,7 +221,7 @@ impl Shared {
 
     fn registry_login_ok(&self, username: &str, password: &str) -> bool {
         let now = std::time::Instant::now();
-        lock(&self.minted)
+        crate::lock(&self.minted)
             .iter()
             .any(|m| m.expires > now && m.username == username && m.password == password)
     }

@@ -210,10 +210,9 @@ impl RegistryClient {
     }
 
     fn token(&self, host: &str, scope: &str) -> Option<String> {
-        self.tokens
-            .lock()
-            .ok()
-            .and_then(|t| t.get(&(host.to_string(), scope.to_string())).cloned())
+        crate::lock(&self.tokens)
+            .get(&(host.to_string(), scope.to_string()))
+            .cloned()
     }
 
     async fn fetch_token(
@@ -254,9 +253,7 @@ impl RegistryClient {
                 host: host.to_string(),
                 message: "token response without a token".into(),
             })?;
-        if let Ok(mut t) = self.tokens.lock() {
-            t.insert((host.to_string(), scope.to_string()), token.clone());
-        }
+        crate::lock(&self.tokens).insert((host.to_string(), scope.to_string()), token.clone());
         Ok(token)
     }
 

@@ -494,7 +494,7 @@ async fn upload_blob(
             body,
         )
         .await;
-    if let Some(Err((expected, actual))) = verified.lock().ok().and_then(|v| v.clone()) {
+    if let Some(Err((expected, actual))) = crate::lock(&verified).clone() {
         return Err(CopyError::DigestMismatch {
             source_host: source.host.clone(),
             expected,
@@ -560,9 +560,7 @@ impl Stream for Verifying {
                 } else {
                     Err((self.expected.clone(), actual.clone()))
                 };
-                if let Ok(mut r) = self.result.lock() {
-                    *r = Some(outcome);
-                }
+                *crate::lock(&self.result) = Some(outcome);
                 if ok {
                     Poll::Ready(None)
                 } else {

@@ -149,10 +149,7 @@ impl ImageResolver {
 
     /// Source credentials for one object (from its pull Secret); `None` forgets them.
     pub fn set_pull_credentials(&self, object: &str, credentials: Option<SourceCredentials>) {
-        let mut pull = match self.pull.lock() {
-            Ok(p) => p,
-            Err(p) => p.into_inner(),
-        };
+        let mut pull = crate::lock(&self.pull);
         match credentials {
             Some(c) => {
                 pull.insert(object.to_string(), c);
@@ -164,10 +161,7 @@ impl ImageResolver {
     }
 
     fn source_credentials(&self, object: &str, host: &str) -> Option<Credentials> {
-        let pull = match self.pull.lock() {
-            Ok(p) => p,
-            Err(p) => p.into_inner(),
-        };
+        let pull = crate::lock(&self.pull);
         pull.get(object)
             .and_then(|c| c.get(host))
             .or_else(|| self.sources.get(host))
@@ -263,11 +257,7 @@ impl ImageResolver {
             );
         };
         let object = obj.key();
-        let has_pull = self
-            .pull
-            .lock()
-            .map(|p| p.contains_key(&object))
-            .unwrap_or(false);
+        let has_pull = crate::lock(&self.pull).contains_key(&object);
         // With an object's own pull credentials, its resolution is its own.
         let key = format!(
             "{text}|{}|{}",
@@ -350,11 +340,7 @@ impl ImageResolver {
             }
         };
         let flight = format!("{}|{tag}", obj.key());
-        let running = self
-            .in_flight
-            .lock()
-            .map(|f| f.contains(&flight))
-            .unwrap_or(false);
+        let running = crate::lock(&self.in_flight).contains(&flight);
         if !running {
             match head(tag.clone()).await {
                 Ok(Some(m)) => {
@@ -394,11 +380,12 @@ impl ImageResolver {
             }),
         };
         let outcome = builder.build(&request).await;
-        if let Ok(mut f) = self.in_flight.lock() {
+        {
+            let mut in_flight = crate::lock(&self.in_flight);
             if matches!(outcome, BuildOutcome::InProgress(_)) {
-                f.insert(flight);
+                in_flight.insert(flight);
             } else {
-                f.remove(&flight);
+                in_flight.remove(&flight);
             }
         }
         match outcome {

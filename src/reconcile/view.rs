@@ -241,10 +241,7 @@ impl AccountView {
 
     /// The lock serialising changes to one Worker script.
     pub fn script_lock(&self, name: &str) -> Arc<Mutex<()>> {
-        let mut locks = match self.script_locks.lock() {
-            Ok(l) => l,
-            Err(p) => p.into_inner(),
-        };
+        let mut locks = crate::lock(&self.script_locks);
         locks.entry(name.to_string()).or_default().clone()
     }
 }

@@ -102,10 +102,7 @@ impl Metrics {
 
     /// Records an object's Ready state (for the `flaredock_objects` gauge).
     pub fn set_ready(&self, key: &str, ready: Option<bool>) {
-        let mut map = match self.ready.lock() {
-            Ok(m) => m,
-            Err(p) => p.into_inner(),
-        };
+        let mut map = crate::lock(&self.ready);
         match ready {
             Some(r) => {
                 map.insert(key.to_string(), r);
@@ -122,10 +119,7 @@ impl Metrics {
     }
 
     fn advance(&self, key: String, total: u64) -> u64 {
-        let mut seen = match self.seen.lock() {
-            Ok(s) => s,
-            Err(p) => p.into_inner(),
-        };
+        let mut seen = crate::lock(&self.seen);
         let last = seen.insert(key, total).unwrap_or(0);
         total.saturating_sub(last)
     }
