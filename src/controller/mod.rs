@@ -461,23 +461,18 @@ fn problem_status(
     message: &str,
     stalled: bool,
 ) -> CloudflareContainerStatus {
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
     let previous = obj.status.clone().unwrap_or_default();
-    let now = Time(jiff::Timestamp::now());
+    let now = jiff::Timestamp::now();
     let cond = |kind: &str, ok: bool, reason: &str, message: &str| {
-        let status = if ok { "True" } else { "False" }.to_string();
-        let prev = previous.conditions.iter().find(|c| c.type_ == kind);
-        Condition {
-            type_: kind.into(),
-            last_transition_time: match prev {
-                Some(p) if p.status == status => p.last_transition_time.clone(),
-                _ => now.clone(),
-            },
-            status,
-            reason: reason.into(),
-            message: message.into(),
-            observed_generation: obj.metadata.generation,
-        }
+        crate::reconcile::status::condition_since(
+            &previous.conditions,
+            kind,
+            ok,
+            reason,
+            message,
+            obj.metadata.generation,
+            now,
+        )
     };
     let mut conditions = vec![
         cond("Ready", false, reason, message),

@@ -256,28 +256,15 @@ pub fn derive(
     let conditions = conds
         .into_iter()
         .map(|c| {
-            let status = if c.ok { "True" } else { "False" }.to_string();
-            let prev = previous_conditions.iter().find(|p| p.type_ == c.kind);
-            let same = prev.is_some_and(|p| {
-                p.status == status && p.reason == c.reason && p.message == c.message
-            });
-            let last_transition_time = match prev {
-                Some(p) if p.status == status => p.last_transition_time.clone(),
-                _ => Time(now),
-            };
-            Condition {
-                type_: c.kind.to_string(),
-                status,
-                reason: c.reason,
-                message: c.message,
-                last_transition_time,
-                observed_generation: if same {
-                    prev.and_then(|p| p.observed_generation)
-                        .or(input.generation)
-                } else {
-                    input.generation
-                },
-            }
+            condition_since(
+                previous_conditions,
+                c.kind,
+                c.ok,
+                &c.reason,
+                &c.message,
+                input.generation,
+                now,
+            )
         })
         .collect();
 
@@ -322,6 +309,32 @@ pub fn derive(
             assigned: h.instances.assigned,
             errors: h.errors.len() as i64,
         }),
+    }
+}
+
+/// A condition of `kind` evaluated for `generation`, keeping the previous transition
+/// time while its status holds (so a resync that changed nothing changes nothing).
+pub fn condition_since(
+    previous: &[Condition],
+    kind: &str,
+    ok: bool,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+    now: jiff::Timestamp,
+) -> Condition {
+    let status = if ok { "True" } else { "False" }.to_string();
+    let last_transition_time = match previous.iter().find(|p| p.type_ == kind) {
+        Some(p) if p.status == status => p.last_transition_time.clone(),
+        _ => Time(now),
+    };
+    Condition {
+        type_: kind.to_string(),
+        status,
+        reason: reason.to_string(),
+        message: message.to_string(),
+        last_transition_time,
+        observed_generation: generation,
     }
 }
 
