@@ -84,29 +84,8 @@ pub struct RunArgs {
     /// This replica's identity in the Lease (default: the pod name or host name).
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
-    /// API token for objects without credentialsSecretRef.
-    #[arg(
-        long = "api-token",
-        env = "CLOUDFLARE_API_TOKEN",
-        hide_env_values = true
-    )]
-    pub default_api_token: Option<String>,
-    /// Account id for objects without credentialsSecretRef.
-    #[arg(long = "account-id", env = "CLOUDFLARE_ACCOUNT_ID")]
-    pub default_account_id: Option<String>,
-    /// Cloudflare API base URL.
-    #[arg(long, env = "CLOUDFLARE_API_BASE_URL", default_value = DEFAULT_BASE_URL)]
-    pub api_base_url: String,
-    /// Client-side rate limit per token, REQUESTS/SECONDS.
-    #[arg(long, env = "FLAREDOCK_RATE_LIMIT", default_value = "1200/300", value_parser = RateLimit::parse)]
-    pub rate_limit: RateLimit,
-    /// Registry hosts reached over plain HTTP (loopback always is).
-    #[arg(
-        long = "insecure-registry",
-        env = "FLAREDOCK_INSECURE_REGISTRIES",
-        value_delimiter = ','
-    )]
-    pub insecure_registries: Vec<String>,
+    #[command(flatten)]
+    pub access: ApiAccess,
     /// Rootless BuildKit image of in-cluster build Jobs.
     #[arg(long, env = "FLAREDOCK_BUILDER_IMAGE", default_value = crate::build::job::DEFAULT_BUILDKIT_IMAGE)]
     pub builder_image: String,
@@ -139,13 +118,15 @@ pub enum Command {
     },
 }
 
-/// Where Cloudflare is and how to talk to it.
+/// The Cloudflare account, the API and the registries: flags shared by the command
+/// line and the controller.
 #[derive(Args, Debug, Clone)]
-pub struct Connection {
-    /// Cloudflare API token.
+pub struct ApiAccess {
+    /// Cloudflare API token (the controller uses it for objects without
+    /// credentialsSecretRef).
     #[arg(long, env = "CLOUDFLARE_API_TOKEN", hide_env_values = true)]
     pub api_token: Option<String>,
-    /// Cloudflare account id.
+    /// Cloudflare account id (the controller: for objects without credentialsSecretRef).
     #[arg(long, env = "CLOUDFLARE_ACCOUNT_ID")]
     pub account_id: Option<String>,
     /// Cloudflare API base URL.
@@ -154,9 +135,6 @@ pub struct Connection {
     /// Client-side rate limit per token, REQUESTS/SECONDS.
     #[arg(long, env = "FLAREDOCK_RATE_LIMIT", default_value = "1200/300", value_parser = RateLimit::parse)]
     pub rate_limit: RateLimit,
-    /// Run against an in-process Cloudflare API emulator (nothing else needed).
-    #[arg(long)]
-    pub emulator: bool,
     /// Registry host reached over plain HTTP (loopback hosts always are). Repeatable.
     #[arg(
         long = "insecure-registry",
@@ -164,6 +142,16 @@ pub struct Connection {
         value_delimiter = ','
     )]
     pub insecure_registries: Vec<String>,
+}
+
+/// Where Cloudflare is and how to talk to it.
+#[derive(Args, Debug, Clone)]
+pub struct Connection {
+    #[command(flatten)]
+    pub access: ApiAccess,
+    /// Run against an in-process Cloudflare API emulator (nothing else needed).
+    #[arg(long)]
+    pub emulator: bool,
     /// Docker config file with credentials for source registries.
     #[arg(long, env = "FLAREDOCK_DOCKER_CONFIG")]
     pub docker_config: Option<PathBuf>,
@@ -401,20 +389,27 @@ pub async fn connect(conn: &Connection) -> Result<Session, String> {
         emulator = Some(em);
         out
     } else {
-        let token =
-            conn.api_token.clone().filter(|t| !t.is_empty()).ok_or(
-                "no API token: set CLOUDFLARE_API_TOKEN or --api-token (or use --emulator)",
+        let token = conn
+            .access
+            .api_token
+            .clone()
+            .filter(|t| !t.is_empty())
+            .ok_or("no API token: set CLOUDFLARE_API_TOKEN or --api-token (or use --emulator)")?;
+        let account = conn
+            .access
+            .account_id
+            .clone()
+            .filter(|t| !t.is_empty())
+            .ok_or(
+                "no account id: set CLOUDFLARE_ACCOUNT_ID or --account-id (or use --emulator)",
             )?;
-        let account = conn.account_id.clone().filter(|t| !t.is_empty()).ok_or(
-            "no account id: set CLOUDFLARE_ACCOUNT_ID or --account-id (or use --emulator)",
-        )?;
-        (conn.api_base_url.clone(), account, token)
+        (conn.access.api_base_url.clone(), account, token)
     };
     let mut config = ClientConfig::new(base_url, account_id, Secret::new(token));
-    config.rate_limit = conn.rate_limit;
+    config.rate_limit = conn.access.rate_limit;
     let client = CloudflareClient::new(config).map_err(|e| e.to_string())?;
     let registry =
-        RegistryClient::new(conn.insecure_registries.clone()).map_err(|e| e.to_string())?;
+        RegistryClient::new(conn.access.insecure_registries.clone()).map_err(|e| e.to_string())?;
     let docker_config = conn.docker_config.clone().or_else(|| {
         std::env::var_os("HOME")
             .map(|h| PathBuf::from(h).join(".docker/config.json"))
@@ -426,7 +421,7 @@ pub async fn connect(conn: &Connection) -> Result<Session, String> {
     };
     let mut images = ImageResolver::new(client.clone(), registry, sources, CopyOptions::default());
     if let Some(builder) =
-        crate::build::local::LocalBuilder::detect(conn.insecure_registries.clone())
+        crate::build::local::LocalBuilder::detect(conn.access.insecure_registries.clone())
     {
         images = images.with_builder(Arc::new(builder), true);
     }
@@ -440,7 +435,7 @@ pub async fn connect(conn: &Connection) -> Result<Session, String> {
 }
 
 async fn run_controller(args: RunArgs) -> i32 {
-    let default_credentials = match (args.default_account_id, args.default_api_token) {
+    let default_credentials = match (args.access.account_id, args.access.api_token) {
         (Some(a), Some(t)) if !a.is_empty() && !t.is_empty() => Some((a, Secret::new(t))),
         _ => None,
     };
@@ -454,9 +449,9 @@ async fn run_controller(args: RunArgs) -> i32 {
             resync: args.resync,
             progress_poll: args.progress_poll,
             concurrency: args.concurrency,
-            api_base_url: args.api_base_url,
-            rate_limit: args.rate_limit,
-            insecure_registries: args.insecure_registries,
+            api_base_url: args.access.api_base_url,
+            rate_limit: args.access.rate_limit,
+            insecure_registries: args.access.insecure_registries,
             default_credentials,
             build: crate::build::job::JobSettings {
                 image: args.builder_image,
