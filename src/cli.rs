@@ -15,11 +15,14 @@ use crate::emulator::{self, EmulatorConfig, ExternalRegistry, RunningEmulator};
 use crate::manifest;
 use crate::oci::copy::{CopyOptions, copy_image};
 use crate::oci::{Credentials, Reference, RegistryClient};
+use crate::reconcile::converge::Manifests;
+use crate::reconcile::images::PeerIndex;
 use crate::reconcile::images::{ImageResolver, SourceCredentials};
-use crate::reconcile::status::condition;
+use crate::reconcile::plan::Plan;
 use crate::reconcile::view::AccountView;
-use crate::reconcile::{ConvergeOptions, DeleteOutcome, Reconciler, converge};
-use crate::spec::CloudflareContainer;
+use crate::reconcile::worker::classes_for;
+use crate::reconcile::{ConvergeOptions, DeleteOutcome, Reconciler, converge_all};
+use crate::spec::{CloudflareContainer, CloudflareWorker};
 use crate::telemetry::{self, LogFormat};
 
 /// Exit code: converged / done.
@@ -321,7 +324,7 @@ pub async fn main_with(cli: Cli) -> i32 {
     match command {
         Command::Run(args) => run_controller(args).await,
         Command::Crd => {
-            print!("{}", crate::spec::crd_yaml());
+            print!("{}", crate::spec::all_crds_yaml());
             EXIT_OK
         }
         Command::Plan(args) => plan(args).await,
@@ -334,8 +337,37 @@ pub async fn main_with(cli: Cli) -> i32 {
     }
 }
 
+/// Everything the manifest files hold.
+pub struct Loaded {
+    pub containers: Vec<CloudflareContainer>,
+    pub workers: Vec<CloudflareWorker>,
+    pub data: crate::reconcile::worker::inputs::SourceData,
+}
+
+impl Loaded {
+    fn manifests(&self) -> Manifests<'_> {
+        Manifests {
+            containers: &self.containers,
+            workers: &self.workers,
+            data: &self.data,
+        }
+    }
+
+    /// The CloudflareWorkers' script names, for the containers that name them.
+    fn peers(&self) -> PeerIndex {
+        PeerIndex {
+            images: HashMap::new(),
+            workers: self
+                .workers
+                .iter()
+                .map(|w| (w.key(), w.script_name().to_string()))
+                .collect(),
+        }
+    }
+}
+
 /// Loads manifests or prints every problem; `None` means exit 2.
-fn load_or_report(files: &[PathBuf]) -> Option<Vec<CloudflareContainer>> {
+fn load_or_report(files: &[PathBuf]) -> Option<Loaded> {
     let loaded = manifest::load(files);
     for note in &loaded.notes {
         eprintln!("note: {note}");
@@ -350,14 +382,15 @@ fn load_or_report(files: &[PathBuf]) -> Option<Vec<CloudflareContainer>> {
         );
         return None;
     }
-    Some(loaded.objects.into_iter().map(|l| l.object).collect())
+    Some(Loaded {
+        containers: loaded.objects.into_iter().map(|l| l.object).collect(),
+        workers: loaded.workers.into_iter().map(|l| l.object).collect(),
+        data: loaded.data,
+    })
 }
 
 /// Loads the manifests (all valid, or exit 2 before any API call), then connects.
-async fn load_and_connect(
-    files: &[PathBuf],
-    conn: &Connection,
-) -> Result<(Vec<CloudflareContainer>, Session), i32> {
+async fn load_and_connect(files: &[PathBuf], conn: &Connection) -> Result<(Loaded, Session), i32> {
     let objects = load_or_report(files).ok_or(EXIT_INVALID)?;
     match connect(conn).await {
         Ok(session) => Ok((objects, session)),
@@ -470,31 +503,49 @@ async fn run_controller(args: RunArgs) -> i32 {
     crate::controller::run(config).await
 }
 
+/// Prints one object's plan.
+fn print_plan(out: &mut impl Write, key: &str, plan: &Plan) {
+    let _ = writeln!(out, "{key}:");
+    if plan.is_noop() {
+        let _ = writeln!(out, "  no changes");
+    }
+    for c in &plan.changes {
+        let _ = writeln!(out, "  ~ {c}");
+    }
+    for (i, a) in plan.actions.iter().enumerate() {
+        let _ = writeln!(out, "  {}. {a}", i + 1);
+    }
+    if let Some(b) = &plan.blocked {
+        let _ = writeln!(out, "  ! {}: {}", b.reason(), b.message());
+    }
+}
+
 async fn plan(args: PlanArgs) -> i32 {
-    let (objects, session) = match load_and_connect(&args.files, &args.connection).await {
+    let (loaded, session) = match load_and_connect(&args.files, &args.connection).await {
         Ok(x) => x,
         Err(code) => return code,
     };
-    let peers: HashMap<String, String> = HashMap::new();
+    let peers = loaded.peers();
+    let containers: Vec<&CloudflareContainer> = loaded.containers.iter().collect();
     let mut code = EXIT_OK;
     let mut out = std::io::stdout().lock();
-    for obj in &objects {
-        match session.reconciler.preview(obj, &peers).await {
-            Ok((plan, _)) => {
-                let _ = writeln!(out, "{}:", obj.key());
-                if plan.is_noop() {
-                    let _ = writeln!(out, "  no changes");
-                }
-                for c in &plan.changes {
-                    let _ = writeln!(out, "  ~ {c}");
-                }
-                for (i, a) in plan.actions.iter().enumerate() {
-                    let _ = writeln!(out, "  {}. {a}", i + 1);
-                }
-                if let Some(b) = &plan.blocked {
-                    let _ = writeln!(out, "  ! {}: {}", b.reason(), b.message());
-                }
+    for w in &loaded.workers {
+        let key = format!("{} {}", manifest::WORKER_KIND, w.key());
+        match session
+            .reconciler
+            .preview_worker(w, classes_for(w, &containers), &loaded.data)
+            .await
+        {
+            Ok(plan) => print_plan(&mut out, &key, &plan),
+            Err(e) => {
+                let _ = writeln!(out, "{key}:\n  ! {e}");
+                code = EXIT_FAILED;
             }
+        }
+    }
+    for obj in &loaded.containers {
+        match session.reconciler.preview(obj, &peers).await {
+            Ok((plan, _)) => print_plan(&mut out, &obj.key(), &plan),
             Err(e) => {
                 let _ = writeln!(out, "{}:\n  ! {e}", obj.key());
                 code = EXIT_FAILED;
@@ -505,7 +556,7 @@ async fn plan(args: PlanArgs) -> i32 {
 }
 
 async fn apply(args: ApplyArgs) -> i32 {
-    let (objects, session) = match load_and_connect(&args.files, &args.connection).await {
+    let (loaded, session) = match load_and_connect(&args.files, &args.connection).await {
         Ok(x) => x,
         Err(code) => return code,
     };
@@ -523,25 +574,79 @@ async fn apply(args: ApplyArgs) -> i32 {
     };
     let text = args.output == Output::Text;
     let mut printed: HashMap<String, usize> = HashMap::new();
-    let outcomes = converge(&session.reconciler, &objects, &options, |_, outcomes| {
-        if text {
-            let mut keys: Vec<&String> = outcomes.keys().collect();
-            keys.sort();
-            for key in keys {
-                let done = printed.entry(key.clone()).or_default();
-                for e in outcomes[key].events.iter().skip(*done) {
-                    eprintln!("{key}: {e}");
+    let outcomes = converge_all(
+        &session.reconciler,
+        loaded.manifests(),
+        &options,
+        |_, done| {
+            if text {
+                let mut lines: Vec<(String, &[crate::reconcile::Happening])> = done
+                    .workers
+                    .iter()
+                    .map(|(k, o)| {
+                        (
+                            format!("{} {k}", manifest::WORKER_KIND),
+                            o.events.as_slice(),
+                        )
+                    })
+                    .chain(
+                        done.containers
+                            .iter()
+                            .map(|(k, o)| (k.clone(), o.events.as_slice())),
+                    )
+                    .collect();
+                lines.sort_by(|a, b| a.0.cmp(&b.0));
+                for (key, events) in lines {
+                    let done = printed.entry(key.clone()).or_default();
+                    for e in events.iter().skip(*done) {
+                        eprintln!("{key}: {e}");
+                    }
+                    *done = events.len();
                 }
-                *done = outcomes[key].events.len();
             }
-        }
-    })
+        },
+    )
     .await;
     let mut code = EXIT_OK;
     let mut statuses = serde_json::Map::new();
-    for obj in &objects {
+    let ready_line =
+        |conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition]| {
+            let ready = conditions.iter().find(|c| c.type_ == "Ready");
+            let (state, reason, message) = ready
+                .map(|c| (c.status.as_str(), c.reason.as_str(), c.message.as_str()))
+                .unwrap_or(("Unknown", "", ""));
+            format!("Ready={state} {reason}: {message}")
+        };
+    for w in &loaded.workers {
+        let key = w.key();
+        let Some(outcome) = outcomes.workers.get(&key) else {
+            continue;
+        };
+        let converged = if args.no_wait {
+            outcome.error.is_none() && !outcome.stalled()
+        } else {
+            outcome.ready()
+        };
+        if !converged {
+            code = EXIT_FAILED;
+        }
+        match args.output {
+            Output::Text => println!(
+                "{} {key}: {}",
+                manifest::WORKER_KIND,
+                ready_line(&outcome.status.conditions)
+            ),
+            _ => {
+                statuses.insert(
+                    format!("{} {key}", manifest::WORKER_KIND),
+                    serde_json::to_value(&outcome.status).unwrap_or_default(),
+                );
+            }
+        }
+    }
+    for obj in &loaded.containers {
         let key = obj.key();
-        let Some(outcome) = outcomes.get(&key) else {
+        let Some(outcome) = outcomes.containers.get(&key) else {
             continue;
         };
         let converged = if args.no_wait {
@@ -554,11 +659,7 @@ async fn apply(args: ApplyArgs) -> i32 {
         }
         match args.output {
             Output::Text => {
-                let ready = condition(&outcome.status, "Ready");
-                let (state, reason, message) = ready
-                    .map(|c| (c.status.as_str(), c.reason.as_str(), c.message.as_str()))
-                    .unwrap_or(("Unknown", "", ""));
-                println!("{key}: Ready={state} {reason}: {message}");
+                println!("{key}: {}", ready_line(&outcome.status.conditions));
                 if let Some(image) = &outcome.status.image {
                     println!("  image: {image}");
                 }
@@ -594,33 +695,52 @@ async fn apply(args: ApplyArgs) -> i32 {
     code
 }
 
+fn print_deleted(
+    key: &str,
+    what: &str,
+    deleted: Result<DeleteOutcome, crate::cloudflare::ApiError>,
+) -> bool {
+    match deleted {
+        Ok(DeleteOutcome::Deleted(names)) if names.is_empty() => {
+            println!("{key}: nothing to delete")
+        }
+        Ok(DeleteOutcome::Deleted(names)) => {
+            println!("{key}: deleted {what} {}", names.join(", "))
+        }
+        Ok(DeleteOutcome::Orphaned(names)) => println!(
+            "{key}: deletionPolicy Orphan: left {what} {} in place",
+            if names.is_empty() {
+                "(none)".into()
+            } else {
+                names.join(", ")
+            }
+        ),
+        Err(e) => {
+            eprintln!("{key}: {e}");
+            return false;
+        }
+    }
+    true
+}
+
+/// Deletes containers first, then the Workers (whose classes their applications use).
 async fn delete(args: PlanArgs) -> i32 {
-    let (objects, session) = match load_and_connect(&args.files, &args.connection).await {
+    let (loaded, session) = match load_and_connect(&args.files, &args.connection).await {
         Ok(x) => x,
         Err(code) => return code,
     };
     let mut code = EXIT_OK;
-    for obj in &objects {
-        match session.reconciler.delete(obj).await {
-            Ok(DeleteOutcome::Deleted(names)) if names.is_empty() => {
-                println!("{}: nothing to delete", obj.key())
-            }
-            Ok(DeleteOutcome::Deleted(names)) => {
-                println!("{}: deleted application(s) {}", obj.key(), names.join(", "))
-            }
-            Ok(DeleteOutcome::Orphaned(names)) => println!(
-                "{}: deletionPolicy Orphan: left application(s) {} running",
-                obj.key(),
-                if names.is_empty() {
-                    "(none)".into()
-                } else {
-                    names.join(", ")
-                }
-            ),
-            Err(e) => {
-                eprintln!("{}: {e}", obj.key());
-                code = EXIT_FAILED;
-            }
+    for obj in &loaded.containers {
+        let deleted = session.reconciler.delete(obj).await;
+        if !print_deleted(&obj.key(), "application(s)", deleted) {
+            code = EXIT_FAILED;
+        }
+    }
+    for w in &loaded.workers {
+        let key = format!("{} {}", manifest::WORKER_KIND, w.key());
+        let deleted = session.reconciler.delete_worker(w).await;
+        if !print_deleted(&key, "Worker script", deleted) {
+            code = EXIT_FAILED;
         }
     }
     code

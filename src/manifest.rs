@@ -8,10 +8,12 @@ use std::path::{Path, PathBuf};
 
 use serde_yaml_ng::Value;
 
-use crate::spec::{self, CloudflareContainer};
+use crate::reconcile::worker::inputs::{DataMap, SourceData};
+use crate::spec::{self, CloudflareContainer, CloudflareWorker};
 
 pub const API_VERSION: &str = "flaredock.dev/v1alpha1";
 pub const KIND: &str = "CloudflareContainer";
+pub const WORKER_KIND: &str = "CloudflareWorker";
 
 /// One invalid document.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -19,6 +21,8 @@ pub struct ManifestError {
     pub file: String,
     /// 1-based document index in the file.
     pub document: usize,
+    /// The document's kind, when known.
+    pub kind: Option<String>,
     /// `namespace/name` when known.
     pub object: Option<String>,
     /// JSON path of the field, when known.
@@ -30,7 +34,7 @@ impl fmt::Display for ManifestError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: document {}", self.file, self.document)?;
         if let Some(o) = &self.object {
-            write!(f, " ({KIND} {o})")?;
+            write!(f, " ({} {o})", self.kind.as_deref().unwrap_or(KIND))?;
         }
         f.write_str(": ")?;
         if let Some(field) = &self.field {
@@ -42,8 +46,8 @@ impl fmt::Display for ManifestError {
 
 /// An object and where it came from.
 #[derive(Clone, Debug)]
-pub struct Loaded {
-    pub object: CloudflareContainer,
+pub struct Loaded<T = CloudflareContainer> {
+    pub object: T,
     /// `file#document`.
     pub source: String,
 }
@@ -52,9 +56,25 @@ pub struct Loaded {
 #[derive(Debug, Default)]
 pub struct LoadResult {
     pub objects: Vec<Loaded>,
+    pub workers: Vec<Loaded<CloudflareWorker>>,
+    /// ConfigMaps and Secrets among the files (what Workers read).
+    pub data: SourceData,
     pub errors: Vec<ManifestError>,
     /// Documents skipped (other kinds), as notes for the user.
     pub notes: Vec<String>,
+}
+
+/// One parsed document.
+#[derive(Debug)]
+pub enum Document {
+    Container(Box<CloudflareContainer>),
+    Worker(Box<CloudflareWorker>),
+    /// `kind: ConfigMap`: `namespace/name` and its keys (data and binaryData).
+    ConfigMap(String, DataMap),
+    /// `kind: Secret`: `namespace/name` and its keys (data and stringData).
+    Secret(String, DataMap),
+    /// Another kind, or an empty document.
+    Other,
 }
 
 /// Files named by `paths`: files as given, directories walked for `.yaml`, `.yml`, `.json`.
@@ -82,6 +102,7 @@ fn expand(paths: &[PathBuf], errors: &mut Vec<ManifestError>) -> Vec<PathBuf> {
                     Err(e) => errors.push(ManifestError {
                         file: dir.display().to_string(),
                         document: 0,
+                        kind: None,
                         object: None,
                         field: None,
                         message: format!("cannot read directory: {e}"),
@@ -120,35 +141,99 @@ fn str_at<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
     v.get(key).and_then(Value::as_str)
 }
 
-/// Parses one document; `Ok(None)` for a document of another kind (with a note).
+/// Parses one document; `Ok(None)` for a document that is not a CloudflareContainer.
 pub fn parse_document(
     text: &str,
     file: &str,
     index: usize,
 ) -> Result<Option<CloudflareContainer>, Vec<ManifestError>> {
-    let base = |object: Option<String>, field: Option<String>, message: String| ManifestError {
+    match parse_any(text, file, index)? {
+        Document::Container(c) => Ok(Some(*c)),
+        _ => Ok(None),
+    }
+}
+
+/// The keys of a ConfigMap or Secret: `text_field` holds text, `base64_field` base64.
+fn data_map(
+    value: &Value,
+    text_field: &str,
+    base64_field: &str,
+    err: &dyn Fn(Option<String>, String) -> ManifestError,
+) -> Result<DataMap, Vec<ManifestError>> {
+    use base64::Engine;
+    let mut out = DataMap::new();
+    let mut errors = Vec::new();
+    for (field, is_base64) in [(base64_field, true), (text_field, false)] {
+        let Some(map) = value.get(field) else {
+            continue;
+        };
+        let Some(map) = map.as_mapping() else {
+            errors.push(err(Some(field.to_string()), "must be a mapping".into()));
+            continue;
+        };
+        for (k, v) in map {
+            let key = k.as_str().unwrap_or("").to_string();
+            let Some(text) = v.as_str() else {
+                errors.push(err(
+                    Some(format!("{field}.{key}")),
+                    "must be a string".into(),
+                ));
+                continue;
+            };
+            let bytes = if is_base64 {
+                match base64::engine::general_purpose::STANDARD.decode(text.trim()) {
+                    Ok(b) => b,
+                    Err(_) => {
+                        // Never echo the value: it may be a secret.
+                        errors.push(err(
+                            Some(format!("{field}.{key}")),
+                            "is not valid base64".into(),
+                        ));
+                        continue;
+                    }
+                }
+            } else {
+                text.as_bytes().to_vec()
+            };
+            out.insert(key, bytes);
+        }
+    }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(errors)
+    }
+}
+
+/// Parses one document of any kind flaredock reads.
+pub fn parse_any(text: &str, file: &str, index: usize) -> Result<Document, Vec<ManifestError>> {
+    let base = |kind: Option<&str>,
+                object: Option<String>,
+                field: Option<String>,
+                message: String| ManifestError {
         file: file.to_string(),
         document: index,
+        kind: kind.map(str::to_string),
         object,
         field,
         message,
     };
     let value: Value = serde_yaml_ng::from_str(text)
-        .map_err(|e| vec![base(None, None, format!("malformed YAML: {e}"))])?;
+        .map_err(|e| vec![base(None, None, None, format!("malformed YAML: {e}"))])?;
     if value.is_null() {
-        return Ok(None);
+        return Ok(Document::Other);
     }
     let Some(map) = value.as_mapping() else {
         return Err(vec![base(
             None,
             None,
+            None,
             "a manifest must be a mapping (apiVersion, kind, metadata, spec)".into(),
         )]);
     };
-    let kind = str_at(&value, "kind");
-    if kind != Some(KIND) {
-        return Ok(None);
-    }
+    let Some(kind) = str_at(&value, "kind") else {
+        return Ok(Document::Other);
+    };
     let name = value
         .get("metadata")
         .and_then(|m| str_at(m, "name"))
@@ -157,10 +242,28 @@ pub fn parse_document(
         .get("metadata")
         .and_then(|m| str_at(m, "namespace"))
         .unwrap_or("default");
+    let key = format!("{namespace}/{name}");
     let object = Some(format!(
         "{namespace}/{}",
         if name.is_empty() { "<no name>" } else { name }
     ));
+    if matches!(kind, "ConfigMap" | "Secret") && str_at(&value, "apiVersion") == Some("v1") {
+        let err = |field: Option<String>, message: String| {
+            base(Some(kind), object.clone(), field, message)
+        };
+        return if kind == "ConfigMap" {
+            data_map(&value, "data", "binaryData", &err).map(|d| Document::ConfigMap(key, d))
+        } else {
+            data_map(&value, "stringData", "data", &err).map(|d| Document::Secret(key, d))
+        };
+    }
+    if kind != KIND && kind != WORKER_KIND {
+        return Ok(Document::Other);
+    }
+    let kind_name = if kind == KIND { KIND } else { WORKER_KIND };
+    let base = |object: Option<String>, field: Option<String>, message: String| {
+        base(Some(kind_name), object, field, message)
+    };
     let mut errors = Vec::new();
     match value.get("apiVersion") {
         Some(Value::String(v)) if v == API_VERSION => {}
@@ -210,31 +313,37 @@ pub fn parse_document(
     if !errors.is_empty() {
         return Err(errors);
     }
-    let obj: CloudflareContainer = match serde_path_to_error::deserialize(value) {
-        Ok(o) => o,
-        Err(e) => {
-            let path = e.path().to_string();
-            let mut message = e.inner().to_string();
-            if message.chars().count() > 300 {
-                message = format!("{}… (cut)", message.chars().take(300).collect::<String>());
-            }
-            // The path already ends at the offending key (an unknown one included).
-            let field = if path == "." {
-                "spec".to_string()
-            } else {
-                path
-            };
-            return Err(vec![base(object, Some(field), message)]);
+    let typed_error = |e: serde_path_to_error::Error<serde_yaml_ng::Error>| {
+        let path = e.path().to_string();
+        let mut message = e.inner().to_string();
+        if message.chars().count() > 300 {
+            message = format!("{}… (cut)", message.chars().take(300).collect::<String>());
         }
+        // The path already ends at the offending key (an unknown one included).
+        let field = if path == "." {
+            "spec".to_string()
+        } else {
+            path
+        };
+        vec![base(object.clone(), Some(field), message)]
     };
-    let problems = spec::validate(&obj);
+    let (document, problems) = if kind == KIND {
+        let obj: CloudflareContainer =
+            serde_path_to_error::deserialize(value).map_err(typed_error)?;
+        let problems = spec::validate(&obj);
+        (Document::Container(Box::new(obj)), problems)
+    } else {
+        let obj: CloudflareWorker = serde_path_to_error::deserialize(value).map_err(typed_error)?;
+        let problems = spec::validate_worker(&obj);
+        (Document::Worker(Box::new(obj)), problems)
+    };
     if !problems.is_empty() {
         return Err(problems
             .into_iter()
             .map(|p| base(object.clone(), Some(p.field), p.message))
             .collect());
     }
-    Ok(Some(obj))
+    Ok(document)
 }
 
 /// Splits a YAML stream into documents (`---` lines).
@@ -269,6 +378,7 @@ pub fn load(paths: &[PathBuf]) -> LoadResult {
                 result.errors.push(ManifestError {
                     file: display,
                     document: 0,
+                    kind: None,
                     object: None,
                     field: None,
                     message: format!("cannot read: {e}"),
@@ -278,7 +388,8 @@ pub fn load(paths: &[PathBuf]) -> LoadResult {
         };
         load_text(&text, &display, &mut seen, &mut result);
     }
-    if result.objects.is_empty() && result.errors.is_empty() {
+    check_references(&mut result);
+    if result.objects.is_empty() && result.workers.is_empty() && result.errors.is_empty() {
         result.errors.push(ManifestError {
             file: paths
                 .iter()
@@ -288,7 +399,8 @@ pub fn load(paths: &[PathBuf]) -> LoadResult {
             document: 0,
             object: None,
             field: None,
-            message: format!("no {KIND} objects found"),
+            kind: None,
+            message: format!("no {KIND} or {WORKER_KIND} objects found"),
         });
     }
     result
@@ -303,8 +415,26 @@ fn load_text(text: &str, file: &str, seen: &mut BTreeMap<String, String>, result
     };
     for (i, doc) in docs.iter().enumerate() {
         let index = i + 1;
-        match parse_document(doc, file, index) {
-            Ok(Some(mut obj)) => {
+        let source = format!("{file}#{index}");
+        let mut first_definition = |kind: &str, key: String| -> bool {
+            match seen.insert(format!("{kind} {key}"), source.clone()) {
+                None => true,
+                Some(first) => {
+                    result.errors.push(ManifestError {
+                        file: file.to_string(),
+                        document: index,
+                        kind: Some(kind.to_string()),
+                        object: Some(key),
+                        field: Some("metadata.name".into()),
+                        message: format!("the same object is also defined in {first}"),
+                    });
+                    false
+                }
+            }
+        };
+        match parse_any(doc, file, index) {
+            Ok(Document::Container(obj)) => {
+                let mut obj = *obj;
                 // A relative local build context is relative to the manifest's directory.
                 if let Some(build) = obj.spec.build.as_mut()
                     && !build.context.contains("://")
@@ -313,28 +443,37 @@ fn load_text(text: &str, file: &str, seen: &mut BTreeMap<String, String>, result
                 {
                     build.context = dir.join(&build.context).display().to_string();
                 }
-                let source = format!("{file}#{index}");
-                if let Some(first) = seen.insert(obj.key(), source.clone()) {
-                    result.errors.push(ManifestError {
-                        file: file.to_string(),
-                        document: index,
-                        object: Some(obj.key()),
-                        field: Some("metadata.name".into()),
-                        message: format!("the same object is also defined in {first}"),
+                if first_definition(KIND, obj.key()) {
+                    result.objects.push(Loaded {
+                        object: obj,
+                        source,
                     });
-                    continue;
                 }
-                result.objects.push(Loaded {
-                    object: obj,
-                    source,
-                });
             }
-            Ok(None) => {
+            Ok(Document::Worker(obj)) => {
+                if first_definition(WORKER_KIND, obj.key()) {
+                    result.workers.push(Loaded {
+                        object: *obj,
+                        source,
+                    });
+                }
+            }
+            Ok(Document::ConfigMap(key, data)) => {
+                if first_definition("ConfigMap", key.clone()) {
+                    result.data.config_maps.insert(key, data);
+                }
+            }
+            Ok(Document::Secret(key, data)) => {
+                if first_definition("Secret", key.clone()) {
+                    result.data.secrets.insert(key, data);
+                }
+            }
+            Ok(Document::Other) => {
                 if let Ok(v) = serde_yaml_ng::from_str::<Value>(doc)
                     && !v.is_null()
                 {
                     result.notes.push(format!(
-                        "{file}: document {index}: skipped {} {} (not a {KIND})",
+                        "{file}: document {index}: skipped {} {} (not a {KIND} or {WORKER_KIND})",
                         str_at(&v, "kind").unwrap_or("(no kind)"),
                         v.get("metadata")
                             .and_then(|m| str_at(m, "name"))
@@ -343,6 +482,32 @@ fn load_text(text: &str, file: &str, seen: &mut BTreeMap<String, String>, result
                 }
             }
             Err(errs) => result.errors.extend(errs),
+        }
+    }
+}
+
+/// Every `spec.worker.name` names a CloudflareWorker among the files: checked before
+/// any API call, so that a typo is refused instead of waiting forever.
+fn check_references(result: &mut LoadResult) {
+    let workers: std::collections::BTreeSet<String> =
+        result.workers.iter().map(|w| w.object.key()).collect();
+    for c in &result.objects {
+        let obj = &c.object;
+        if let Some(name) = obj.worker_object() {
+            let key = format!("{}/{name}", obj.namespace_or_default());
+            if !workers.contains(&key) {
+                let (file, document) = c.source.rsplit_once('#').unwrap_or((&c.source, "0"));
+                result.errors.push(ManifestError {
+                    file: file.to_string(),
+                    document: document.parse().unwrap_or(0),
+                    kind: Some(KIND.into()),
+                    object: Some(obj.key()),
+                    field: Some("spec.worker.name".into()),
+                    message: format!(
+                        "no {WORKER_KIND} {key} among the files; add it, or name a Worker deployed elsewhere with spec.worker.scriptName"
+                    ),
+                });
+            }
         }
     }
 }
@@ -388,12 +553,35 @@ mod tests {
     }
 
     #[test]
-    fn other_kinds_are_skipped() {
+    fn other_kinds_are_skipped_and_config_maps_and_secrets_are_read() {
         let mut r = LoadResult::default();
-        let text = format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: x}}\n---\n{GOOD}");
+        let text = format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: x}}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: code, namespace: apps}}\ndata: {{index.js: 'export default {{}}'}}\n---\napiVersion: v1\nkind: Secret\nmetadata: {{name: s, namespace: apps}}\ndata: {{k: aGVsbG8=}}\nstringData: {{t: plain}}\n---\n{GOOD}"
+        );
         load_text(&text, "f.yaml", &mut BTreeMap::new(), &mut r);
         assert_eq!(r.objects.len(), 1);
-        assert_eq!(r.notes.len(), 1);
-        assert!(r.errors.is_empty());
+        assert_eq!(r.notes.len(), 1, "{:?}", r.notes);
+        assert!(r.errors.is_empty(), "{:?}", r.errors);
+        assert_eq!(
+            r.data.config_maps["apps/code"]["index.js"],
+            b"export default {}"
+        );
+        assert_eq!(r.data.secrets["apps/s"]["k"], b"hello");
+        assert_eq!(r.data.secrets["apps/s"]["t"], b"plain");
+    }
+
+    #[test]
+    fn bad_base64_in_a_secret_is_named_without_its_value() {
+        let mut r = LoadResult::default();
+        let text = "apiVersion: v1\nkind: Secret\nmetadata: {name: s, namespace: apps}\ndata: {k: 'not*base64!'}\n";
+        load_text(text, "f.yaml", &mut BTreeMap::new(), &mut r);
+        assert_eq!(r.errors.len(), 1);
+        assert_eq!(r.errors[0].field.as_deref(), Some("data.k"));
+        assert!(!r.errors[0].to_string().contains("not*base64"));
+        assert!(
+            r.errors[0].to_string().contains("(Secret apps/s)"),
+            "{}",
+            r.errors[0]
+        );
     }
 }

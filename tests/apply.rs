@@ -14,7 +14,7 @@ use flaredock::spec::CloudflareContainer;
 
 fn manifest(extra: &str) -> CloudflareContainer {
     let doc = format!(
-        "apiVersion: flaredock.dev/v1alpha1\nkind: CloudflareContainer\nmetadata: {{name: shop, namespace: apps}}\nspec:\n  className: {DEMO_CLASS}\n  worker: {{scriptName: {DEMO_SCRIPT}, bindingName: SHOP}}\n  maxInstances: 4\n{extra}"
+        "apiVersion: flaredock.dev/v1alpha1\nkind: CloudflareContainer\nmetadata: {{name: shop, namespace: apps}}\nspec:\n  className: {DEMO_CLASS}\n  worker: {{scriptName: {DEMO_SCRIPT}}}\n  maxInstances: 4\n{extra}"
     );
     parse_document(&doc, "t.yaml", 1)
         .expect("valid")
@@ -192,21 +192,8 @@ async fn a_foreign_application_is_refused_then_adopted_never_duplicated() {
 async fn adopt_takes_over_an_application_in_the_same_namespace() {
     let s = setup().await;
     let client = common::client_for(&s.em);
-    // Someone created the application by hand, bound to the class's namespace.
-    client
-        .patch_script_settings(
-            DEMO_SCRIPT,
-            &ScriptSettings {
-                bindings: vec![],
-                migrations: Some(Migrations {
-                    new_sqlite_classes: vec![DEMO_CLASS.into()],
-                    ..Default::default()
-                }),
-                compatibility_date: None,
-            },
-        )
-        .await
-        .unwrap();
+    // Someone created the application by hand, bound to the class's namespace (the
+    // demo Worker is seeded as wrangler deploys it: the class container-enabled).
     client
         .create_application(&common::foreign_application(
             "shop",

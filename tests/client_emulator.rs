@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use flaredock::cloudflare::types::*;
 use flaredock::cloudflare::{ApiError, RateLimit};
-use flaredock::emulator::{DEMO_CLASS, DEMO_SCRIPT, ScriptedFault};
+use flaredock::emulator::{DEMO_CLASS, DEMO_SCRIPT, RunningEmulator, ScriptedFault};
 use serde_json::{Value, json};
 
 fn app_request(em: &flaredock::emulator::RunningEmulator, name: &str) -> CreateApplicationRequest {
@@ -132,19 +132,8 @@ async fn error_mapping_of_every_kind() {
         matches!(e, ApiError::NameTaken { status: 400, .. }),
         "{e:?}"
     );
-    // 1608: the namespace already has an application; details parsed from the message.
-    let settings = ScriptSettings {
-        bindings: vec![],
-        migrations: Some(Migrations {
-            new_sqlite_classes: vec![DEMO_CLASS.into()],
-            ..Default::default()
-        }),
-        compatibility_date: None,
-    };
-    client
-        .patch_script_settings(DEMO_SCRIPT, &settings)
-        .await
-        .unwrap();
+    // The namespace already has an application: the error enum and its details are
+    // read from the message (the demo class is seeded container-enabled).
     let mut first = app_request(&em, "do-a");
     first.durable_objects = Some(DurableObjectsConfiguration::ScriptAndClass {
         script_name: DEMO_SCRIPT.into(),
@@ -366,80 +355,217 @@ async fn rollouts_progress_and_update_the_application() {
     assert_eq!(after.configuration.instance_type, Some(InstanceType::Basic));
 }
 
+/// Sends a settings PATCH as another tool would (flaredock itself never does).
+async fn patch_settings(em: &RunningEmulator, script: &str, settings: Value) -> reqwest::Response {
+    let form = reqwest::multipart::Form::new().part(
+        "settings",
+        reqwest::multipart::Part::text(settings.to_string())
+            .mime_str("application/json")
+            .unwrap(),
+    );
+    reqwest::Client::new()
+        .patch(format!(
+            "{}/accounts/{}/workers/scripts/{script}/settings",
+            em.base_url(),
+            em.account_id()
+        ))
+        .bearer_auth(em.api_token())
+        .multipart(form)
+        .send()
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
-async fn settings_patch_keeps_other_bindings_with_inherit() {
+async fn only_an_upload_listing_the_class_in_containers_container_enables_it() {
     let em = common::start_emulator(|_| {}).await;
     let http = reqwest::Client::new();
+    let client = common::client_for(&em);
+    let image = format!("{}/{}/hello:v1", em.registry_host(), em.account_id());
+    let on = |script: &str, class: &str| {
+        let mut r = common::foreign_application(
+            &format!("{script}-{}", class.to_lowercase()),
+            &image,
+            Some(DurableObjectsConfiguration::ScriptAndClass {
+                script_name: script.into(),
+                class_name: class.into(),
+            }),
+        );
+        r.instances = 0;
+        r
+    };
+
+    // A namespace made by a settings-PATCH migration exists but is not container-enabled.
     let seeded = http
-        .put(format!("http://{}/__emulator/scripts/shop", em.addr))
-        .json(&json!({"durable_object_classes": ["Shop"], "bindings": [
-            {"type": "secret_text", "name": "API_KEY", "text": "s3cret"},
-            {"type": "plain_text", "name": "MODE", "text": "prod"}
-        ]}))
+        .put(format!("http://{}/__emulator/scripts/legacy", em.addr))
+        .json(&json!({"durable_object_classes": ["Legacy"]}))
         .send()
         .await
         .unwrap();
     assert_eq!(seeded.status().as_u16(), 204);
-    let client = common::client_for(&em);
-    let before = client.get_script_settings("shop").await.unwrap();
-    let secret = before
-        .bindings
-        .iter()
-        .find(|b| b.name == "API_KEY")
-        .unwrap();
-    assert!(
-        secret.rest.get("text").is_none(),
-        "secrets are not readable"
-    );
-    let settings = ScriptSettings {
-        bindings: before
-            .bindings
-            .iter()
-            .map(|b| Binding::inherit(&b.name))
-            .chain([Binding::durable_object("SHOP", "Shop")])
-            .collect(),
-        migrations: Some(Migrations {
-            new_sqlite_classes: vec!["Shop".into()],
-            ..Default::default()
-        }),
-        compatibility_date: None,
-    };
-    let after = client
-        .patch_script_settings("shop", &settings)
+    let patched = patch_settings(
+        &em,
+        "legacy",
+        json!({"bindings": [{"type": "durable_object_namespace", "name": "LEGACY", "class_name": "Legacy"}],
+               "migrations": {"new_sqlite_classes": ["Legacy"]}}),
+    )
+    .await;
+    assert_eq!(patched.status().as_u16(), 200, "{:?}", patched.text().await);
+    assert_eq!(client.list_namespaces().await.unwrap().len(), 2);
+    let e = client
+        .create_application(&on("legacy", "Legacy"))
         .await
-        .unwrap();
-    let names: Vec<&str> = after.bindings.iter().map(|b| b.name.as_str()).collect();
-    assert_eq!(names, vec!["API_KEY", "MODE", "SHOP"]);
-    let ns = client.list_namespaces().await.unwrap();
-    assert_eq!(ns.len(), 1);
-    assert_eq!(ns[0].class.as_deref(), Some("Shop"));
-    assert_eq!(
-        after.bindings[2].str_field("namespace_id"),
-        Some(ns[0].id.as_str())
+        .unwrap_err();
+    assert!(matches!(e, ApiError::NotContainerEnabled { .. }), "{e:?}");
+    assert!(
+        e.to_string()
+            .contains("DURABLE_OBJECT_NOT_CONTAINER_ENABLED"),
+        "{e}"
     );
-    // The secret's value survived (inherit), as the emulator's state shows.
-    let state: Value = http
-        .get(format!("http://{}/__emulator/state", em.addr))
+
+    // The seeding hook can model a deploy without `containers` too.
+    let seeded = http
+        .put(format!("http://{}/__emulator/scripts/plain", em.addr))
+        .json(&json!({"durable_object_classes": ["Plain"], "with_namespaces": true, "container_enabled": false}))
         .send()
         .await
-        .unwrap()
-        .json()
+        .unwrap();
+    assert_eq!(seeded.status().as_u16(), 204);
+    let e = client
+        .create_application(&on("plain", "Plain"))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ApiError::NotContainerEnabled { .. }), "{e:?}");
+
+    // An upload with the class in `containers` container-enables it.
+    let upload = |classes: &[&str], migration: Option<Migrations>, code: &str| ScriptUpload {
+        metadata: UploadMetadata {
+            main_module: "index.js".into(),
+            compatibility_date: "2026-06-01".into(),
+            bindings: vec![],
+            migrations: migration,
+            containers: classes
+                .iter()
+                .map(|c| ContainerItem {
+                    class_name: c.to_string(),
+                })
+                .collect(),
+            ..Default::default()
+        },
+        modules: vec![ScriptModule {
+            name: "index.js".into(),
+            content_type: "application/javascript+module".into(),
+            content: code.as_bytes().to_vec(),
+        }],
+    };
+    let uploaded = client
+        .upload_script(
+            "plain",
+            &upload(
+                &["Plain"],
+                Some(Migrations {
+                    old_tag: Some("v1".into()),
+                    new_tag: Some("v2".into()),
+                    ..Default::default()
+                }),
+                "export class Plain {}",
+            ),
+        )
         .await
         .unwrap();
-    assert_eq!(state["scripts"]["shop"]["bindings"][0]["text"], "s3cret");
-    // A class the script does not export is refused.
-    let bad = ScriptSettings {
-        bindings: vec![Binding::durable_object("X", "Nope")],
-        migrations: Some(Migrations {
-            new_sqlite_classes: vec!["Nope".into()],
-            ..Default::default()
-        }),
-        compatibility_date: None,
+    assert_eq!(uploaded.id, "plain");
+    client
+        .create_application(&on("plain", "Plain"))
+        .await
+        .unwrap();
+
+    // What Cloudflare refuses: a class not exported, a migration from the wrong tag, and
+    // a class that has Durable Objects dropped from the code.
+    let e = client
+        .upload_script("plain", &upload(&["Nope"], None, "export class Plain {}"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, ApiError::Validation { .. }) && e.to_string().contains("Nope"),
+        "{e}"
+    );
+    let e = client
+        .upload_script(
+            "plain",
+            &upload(
+                &["Plain"],
+                Some(Migrations {
+                    old_tag: Some("v1".into()),
+                    new_tag: Some("v3".into()),
+                    ..Default::default()
+                }),
+                "export class Plain {}",
+            ),
+        )
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("old_tag"), "{e}");
+    let e = client
+        .upload_script("plain", &upload(&[], None, "export default {}"))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("does not export class Plain"), "{e}");
+    // A delete of a script whose class backs an application is refused.
+    assert!(client.delete_script("plain").await.is_err());
+}
+
+#[tokio::test]
+async fn a_misspelt_or_mistyped_metadata_field_is_refused_naming_it() {
+    let em = common::start_emulator(|_| {}).await;
+    let form = |metadata: Value| {
+        reqwest::multipart::Form::new()
+            .part(
+                "metadata",
+                reqwest::multipart::Part::text(metadata.to_string())
+                    .mime_str("application/json")
+                    .unwrap(),
+            )
+            .part(
+                "index.js",
+                reqwest::multipart::Part::text("export default {}")
+                    .file_name("index.js")
+                    .mime_str("application/javascript+module")
+                    .unwrap(),
+            )
     };
-    assert!(matches!(
-        client.patch_script_settings("shop", &bad).await,
-        Err(ApiError::Validation { .. })
-    ));
+    let send = |metadata: Value| {
+        let url = format!(
+            "{}/accounts/{}/workers/scripts/typo",
+            em.base_url(),
+            em.account_id()
+        );
+        let token = em.api_token().to_string();
+        async move {
+            let r = reqwest::Client::new()
+                .put(url)
+                .bearer_auth(token)
+                .multipart(form(metadata))
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    let (status, body) = send(json!({"main_module": "index.js", "tags": "one"})).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("metadata.tags"), "{body}");
+    let (status, body) =
+        send(json!({"main_module": "index.js", "containers": [{"clas_name": "X"}]})).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("metadata.containers"), "{body}");
+    let (status, body) = send(json!({"main_module": "main.js"})).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("main_module"), "{body}");
+    let (status, body) = send(json!({"main_module": "index.js", "tags": ["a,b"]})).await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) =
+        send(json!({"main_module": "index.js", "compatibility_date": "2026-01-01"})).await;
+    assert_eq!(status, 200, "{body}");
 }
 
 #[tokio::test]
@@ -449,22 +575,9 @@ async fn namespaces_are_paginated() {
     let refs: Vec<&str> = classes.iter().map(String::as_str).collect();
     em.put_script("many", &refs);
     let client = common::client_for(&em);
-    client
-        .patch_script_settings(
-            "many",
-            &ScriptSettings {
-                bindings: vec![],
-                migrations: Some(Migrations {
-                    new_sqlite_classes: classes.clone(),
-                    ..Default::default()
-                }),
-                compatibility_date: None,
-            },
-        )
-        .await
-        .unwrap();
     let all = client.list_namespaces().await.unwrap();
-    assert_eq!(all.len(), 1005);
+    // 1,005 classes, and the demo Worker's one.
+    assert_eq!(all.len(), 1006);
     let pages = em
         .shared
         .requests()

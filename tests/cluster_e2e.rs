@@ -81,7 +81,7 @@ async fn a_container_goes_ready_and_is_cleaned_up_on_a_real_cluster() {
         "spec": {
             "className": flaredock::emulator::DEMO_CLASS,
             "image": {"reference": "hello:v1"},
-            "worker": {"scriptName": flaredock::emulator::DEMO_SCRIPT, "bindingName": "HELLO"},
+            "worker": {"scriptName": flaredock::emulator::DEMO_SCRIPT},
             "credentialsSecretRef": {"name": "cloudflare"},
         },
     }))

@@ -666,8 +666,7 @@ async fn controller_at_scale() {
     {
         let classes: Vec<String> = (0..count).map(|i| format!("C{i}")).collect();
         let mut account = s.em.shared.account();
-        account.put_script("bench", classes.clone(), None);
-        account.migrate_classes("bench", &classes);
+        account.seed_script("bench", classes, None, true, true);
     }
     let mut objects = Vec::new();
     for i in 0..count {

@@ -14,6 +14,42 @@ fn committed_crd_is_fresh() {
 }
 
 #[test]
+fn committed_worker_crd_is_fresh() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("crds/cloudflareworker.yaml");
+    let committed = std::fs::read_to_string(&path).expect("crds/cloudflareworker.yaml exists");
+    assert!(
+        committed == flaredock::spec::worker_crd_yaml(),
+        "crds/cloudflareworker.yaml is stale: run `cargo run -- crd` and split its two documents"
+    );
+}
+
+#[test]
+fn worker_crd_carries_its_rules() {
+    let crd: serde_json::Value =
+        serde_yaml_ng::from_str(&flaredock::spec::worker_crd_yaml()).unwrap();
+    assert_eq!(crd["spec"]["names"]["shortNames"][0], "cfw");
+    assert_eq!(crd["spec"]["scope"], "Namespaced");
+    let spec = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
+    let required: Vec<&str> = spec["required"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(required.contains(&"compatibilityDate") && required.contains(&"source"));
+    let source_rules = spec["properties"]["source"]["x-kubernetes-validations"].to_string();
+    assert!(source_rules.contains("has(self.inline)"), "{source_rules}");
+    let container: serde_json::Value = serde_yaml_ng::from_str(&crd_yaml()).unwrap();
+    let worker_rules = container["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]
+        ["spec"]["properties"]["worker"]["x-kubernetes-validations"]
+        .to_string();
+    assert!(
+        worker_rules.contains("has(self.name) != has(self.scriptName)"),
+        "{worker_rules}"
+    );
+}
+
+#[test]
 fn crd_has_validation_columns_and_descriptions() {
     let crd: serde_json::Value = serde_yaml_ng::from_str(&crd_yaml()).unwrap();
     let version = &crd["spec"]["versions"][0];

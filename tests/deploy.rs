@@ -64,6 +64,16 @@ fn the_base_renders_and_is_hardened() {
         numbers_as_floats(&crd["spec"]) == numbers_as_floats(&committed["spec"]),
         "deploy/ does not install the current CRD"
     );
+    let worker_crd = find(
+        &docs,
+        "CustomResourceDefinition",
+        "cloudflareworkers.flaredock.dev",
+    );
+    let committed: Value = serde_yaml_ng::from_str(&flaredock::spec::worker_crd_yaml()).unwrap();
+    assert!(
+        numbers_as_floats(&worker_crd["spec"]) == numbers_as_floats(&committed["spec"]),
+        "deploy/ does not install the current CloudflareWorker CRD"
+    );
     find(&docs, "Namespace", "flaredock-system");
     find(&docs, "ServiceAccount", "flaredock");
     find(&docs, "Service", "flaredock-metrics");
@@ -103,6 +113,13 @@ fn the_base_renders_and_is_hardened() {
             .collect()
     };
     assert!(verbs("cloudflarecontainers/status").contains(&"patch".to_string()));
+    assert!(verbs("cloudflareworkers/status").contains(&"patch".to_string()));
+    assert!(verbs("cloudflareworkers/finalizers").contains(&"update".to_string()));
+    assert_eq!(
+        verbs("configmaps"),
+        ["get", "list", "watch"],
+        "ConfigMaps are only read"
+    );
     assert!(verbs("cloudflarecontainers/finalizers").contains(&"update".to_string()));
     assert!(verbs("secrets").contains(&"watch".to_string()));
     assert!(

@@ -31,8 +31,7 @@ fn objects(count: usize, script: &str) -> Vec<CloudflareContainer> {
 fn seed_script(em: &RunningEmulator, script: &str, count: usize) {
     let classes: Vec<String> = (0..count).map(|i| format!("C{i}")).collect();
     let mut account = em.shared.account();
-    account.put_script(script, classes.clone(), None);
-    account.migrate_classes(script, &classes);
+    account.seed_script(script, classes.clone(), None, true, true);
 }
 
 /// Every object reported Ready matches the emulator's application exactly.
@@ -58,7 +57,7 @@ fn check_ready_means_matching(
         if !outcome.ready() {
             continue;
         }
-        let d = Desired::from_spec(obj);
+        let d = Desired::from_spec(obj, &|_, _| None);
         let app = apps
             .iter()
             .find(|a| a.name == d.application_name)

@@ -3,7 +3,7 @@
 
 use flaredock::cloudflare::types::*;
 use flaredock::manifest::parse_document;
-use flaredock::reconcile::model::{Desired, ImageState, Observed, ScriptState};
+use flaredock::reconcile::model::{Desired, ImageState, Observed};
 use flaredock::reconcile::plan::{Action, Blocked, Plan, plan};
 use flaredock::reconcile::status::{self, StatusInput};
 use flaredock::spec::{CloudflareContainer, OWNER_LABEL};
@@ -14,7 +14,7 @@ const NS: &str = "ns-shop";
 
 fn object(extra: &str) -> CloudflareContainer {
     let doc = format!(
-        "apiVersion: flaredock.dev/v1alpha1\nkind: CloudflareContainer\nmetadata: {{name: shop, namespace: apps}}\nspec:\n  className: Shop\n  image: {{reference: 'shop:v1'}}\n  worker: {{scriptName: shop-worker, bindingName: SHOP}}\n{extra}"
+        "apiVersion: flaredock.dev/v1alpha1\nkind: CloudflareContainer\nmetadata: {{name: shop, namespace: apps}}\nspec:\n  className: Shop\n  image: {{reference: 'shop:v1'}}\n  worker: {{scriptName: shop-worker}}\n{extra}"
     );
     parse_document(&doc, "test.yaml", 1)
         .expect("valid")
@@ -22,21 +22,28 @@ fn object(extra: &str) -> CloudflareContainer {
 }
 
 fn desired(extra: &str) -> Desired {
-    Desired::from_spec(&object(extra))
+    Desired::from_spec(&object(extra), &|_, _| None)
 }
 
-fn settings_with_binding() -> ScriptSettings {
-    ScriptSettings {
-        bindings: vec![
-            Binding::durable_object("SHOP", "Shop"),
-            Binding {
-                kind: "secret_text".into(),
-                name: "KEY".into(),
-                rest: Default::default(),
-            },
-        ],
-        migrations: None,
-        compatibility_date: None,
+/// A container naming the CloudflareWorker `shop` (script `shop-worker`).
+fn managed(extra: &str) -> Desired {
+    let mut obj = object(extra);
+    obj.spec.worker = flaredock::spec::WorkerRef {
+        name: Some("shop".into()),
+        binding_name: Some("SHOP".into()),
+        script_name: None,
+    };
+    Desired::from_spec(&obj, &|ns, name| {
+        (ns == "apps" && name == "shop").then(|| "shop-worker".to_string())
+    })
+}
+
+fn script(tags: &[&str]) -> ScriptInfo {
+    ScriptInfo {
+        id: "shop-worker".into(),
+        tags: Some(tags.iter().map(|t| t.to_string()).collect()),
+        migration_tag: Some("v1".into()),
+        ..Default::default()
     }
 }
 
@@ -78,7 +85,7 @@ fn observed(app: Option<Application>) -> Observed {
         owned_elsewhere: vec![],
         namespace: Some(namespace()),
         namespace_application: None,
-        script: ScriptState::Present(settings_with_binding()),
+        script: Some(script(&[])),
     }
 }
 
@@ -86,7 +93,7 @@ fn kinds(p: &Plan) -> Vec<&'static str> {
     p.actions
         .iter()
         .map(|a| match a {
-            Action::BindWorker { .. } => "bind",
+            Action::UploadScript { .. } => "upload",
             Action::CreateApplication { .. } => "create",
             Action::DeleteApplication { .. } => "delete",
             Action::ModifyApplication { .. } => "modify",
@@ -345,17 +352,13 @@ fn a_foreign_application_in_another_namespace_is_never_stolen() {
 #[test]
 fn a_changed_class_replaces_our_own_application() {
     let old = desired("");
-    let d = Desired::from_spec(&object("").tap_class("Shop2"));
+    let d = Desired::from_spec(&object("").tap_class("Shop2"), &|_, _| None);
     let app = app_for(&old, IMAGE);
     let mut o = observed(Some(app));
     o.namespace = Some(DurableObjectNamespace {
         id: "ns-2".into(),
         class: Some("Shop2".into()),
         ..namespace()
-    });
-    o.script = ScriptState::Present(ScriptSettings {
-        bindings: vec![Binding::durable_object("SHOP", "Shop2")],
-        ..Default::default()
     });
     let p = plan(&d, &o);
     assert_eq!(kinds(&p), ["delete", "create"]);
@@ -411,90 +414,81 @@ fn a_namespace_serving_a_foreign_application_is_refused() {
 }
 
 #[test]
-fn the_worker_gets_its_binding_and_keeps_the_others() {
-    let d = desired("");
-    let mut o = observed(None);
-    o.namespace = None;
-    o.script = ScriptState::Present(ScriptSettings {
-        bindings: vec![Binding {
-            kind: "secret_text".into(),
-            name: "KEY".into(),
-            rest: Default::default(),
-        }],
-        ..Default::default()
-    });
-    let p = plan(&d, &o);
-    assert_eq!(kinds(&p), ["bind", "create"]);
-    let Action::BindWorker {
-        settings,
-        creates_namespace,
-        ..
-    } = &p.actions[0]
-    else {
-        unreachable!()
+fn a_container_waits_until_its_cloudflare_worker_uploaded_the_class() {
+    // The CloudflareWorker object is not known at all.
+    let mut obj = object("");
+    obj.spec.worker = flaredock::spec::WorkerRef {
+        name: Some("missing".into()),
+        binding_name: Some("SHOP".into()),
+        script_name: None,
     };
-    assert!(creates_namespace);
-    let names: Vec<(&str, &str)> = settings
-        .bindings
-        .iter()
-        .map(|b| (b.kind.as_str(), b.name.as_str()))
-        .collect();
-    assert_eq!(
-        names,
-        [("inherit", "KEY"), ("durable_object_namespace", "SHOP")]
+    let d = Desired::from_spec(&obj, &|_, _| None);
+    let p = plan(&d, &observed(None));
+    assert_eq!(p.blocked.as_ref().unwrap().reason(), "WorkerNotReady");
+    assert!(
+        p.blocked
+            .as_ref()
+            .unwrap()
+            .message()
+            .contains("apps/missing")
     );
-    assert_eq!(
-        settings.migrations.as_ref().unwrap().new_sqlite_classes,
-        ["Shop"]
+    assert!(p.actions.is_empty());
+
+    // The script exists, but its last flaredock upload does not hold the class.
+    let d = managed("");
+    let mut o = observed(None);
+    o.script = Some(script(&[
+        "flaredock.dev/owner=apps.shop",
+        "flaredock.dev/containers=Other",
+    ]));
+    let p = plan(&d, &o);
+    assert!(
+        matches!(&p.blocked, Some(Blocked::Waiting { reason, .. }) if reason == "WorkerNotReady"),
+        "{p:?}"
     );
-    // Without a namespace id yet, the create names the script and class.
-    let Action::CreateApplication { request } = &p.actions[1] else {
+    assert!(p.actions.is_empty());
+
+    // Uploaded with the class: the application is created on the class's namespace.
+    o.script = Some(script(&[
+        "flaredock.dev/owner=apps.shop",
+        "flaredock.dev/containers=Other;Shop",
+    ]));
+    let p = plan(&d, &o);
+    assert_eq!(kinds(&p), ["create"]);
+    let Action::CreateApplication { request } = &p.actions[0] else {
         unreachable!()
     };
     assert_eq!(
         request.durable_objects,
-        Some(DurableObjectsConfiguration::ScriptAndClass {
-            script_name: "shop-worker".into(),
-            class_name: "Shop".into()
+        Some(DurableObjectsConfiguration::NamespaceId {
+            namespace_id: NS.into()
         })
     );
-
-    // The namespace exists but the binding is missing: binding only, no migration.
-    let mut o = observed(None);
-    o.script = ScriptState::Present(ScriptSettings::default());
-    let p = plan(&d, &o);
-    let Action::BindWorker {
-        settings,
-        creates_namespace,
-        ..
-    } = &p.actions[0]
-    else {
-        panic!("{p:?}")
-    };
-    assert!(!creates_namespace);
-    assert!(settings.migrations.is_none());
 }
 
 #[test]
-fn a_binding_name_taken_by_something_else_is_refused() {
+fn an_external_worker_is_never_changed_and_its_absence_is_explained() {
     let d = desired("");
+    // No namespace for the class: wait, naming `containers` and the way out.
     let mut o = observed(None);
-    o.script = ScriptState::Present(ScriptSettings {
-        bindings: vec![Binding {
-            kind: "kv_namespace".into(),
-            name: "SHOP".into(),
-            rest: Default::default(),
-        }],
-        ..Default::default()
-    });
-    assert_eq!(refused(&plan(&d, &o)), "BindingConflict");
+    o.namespace = None;
+    let p = plan(&d, &o);
+    let b = p.blocked.as_ref().unwrap();
+    assert_eq!(b.reason(), "WorkerNotFound");
+    assert!(b.message().contains("containers"), "{}", b.message());
+    assert!(b.message().contains("CloudflareWorker"), "{}", b.message());
+    assert!(p.actions.is_empty());
+    // With the namespace: only the application, never an upload.
+    let p = plan(&d, &observed(None));
+    assert_eq!(kinds(&p), ["create"]);
 }
 
 #[test]
 fn waits_for_a_missing_worker_or_image() {
     let d = desired("");
     let mut o = observed(None);
-    o.script = ScriptState::Missing;
+    o.script = None;
+    o.namespace = None;
     let p = plan(&d, &o);
     assert!(
         matches!(&p.blocked, Some(Blocked::Waiting { reason, .. }) if reason == "WorkerNotFound")
@@ -523,7 +517,7 @@ fn waits_for_a_missing_worker_or_image() {
 #[test]
 fn status_is_stable_across_a_resync_that_changed_nothing() {
     let obj = object("");
-    let d = Desired::from_spec(&obj);
+    let d = Desired::from_spec(&obj, &|_, _| None);
     let o = observed(Some(app_for(&d, IMAGE)));
     let remaining = plan(&d, &o);
     let input = StatusInput {

@@ -1,5 +1,6 @@
-//! No log line (at TRACE, every target, reqwest and hyper included), error or Debug
-//! output ever carries the API token or a registry password.
+//! No log line (at TRACE, every target, reqwest and hyper included), error, status,
+//! plan or Debug output ever carries the API token, a registry password or a Worker's
+//! secret value.
 
 mod common;
 
@@ -9,7 +10,8 @@ use std::sync::{Arc, Mutex};
 use flaredock::cloudflare::CLOUDFLARE_REGISTRY;
 use flaredock::cloudflare::types::RegistryPermission;
 use flaredock::emulator::ScriptedFault;
-use flaredock::reconcile::{ConvergeOptions, converge};
+use flaredock::reconcile::converge::Manifests;
+use flaredock::reconcile::{ConvergeOptions, converge_all};
 
 #[derive(Clone, Default)]
 struct Buffer(Arc<Mutex<Vec<u8>>>);
@@ -25,6 +27,7 @@ impl Write for Buffer {
 }
 
 const TOKEN: &str = "tok-SUPERSECRET-4242";
+const WORKER_SECRET: &str = "worker-secret-value-7331";
 
 #[tokio::test]
 async fn trace_logs_never_contain_secrets() {
@@ -59,16 +62,75 @@ async fn trace_logs_never_contain_secrets() {
         "Debug of the client shows the token"
     );
 
-    // A whole apply, registry access included.
-    let text = include_str!("../examples/quickstart.yaml");
-    let obj = flaredock::manifest::parse_document(text, "quickstart.yaml", 1)
-        .unwrap()
-        .unwrap();
+    // A whole apply of the quickstart (a Worker, here with a secret from a Secret, and
+    // its container), registry access included.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("quickstart.yaml");
+    let text = include_str!("../examples/quickstart.yaml").replace(
+        "  vars:\n",
+        "  secrets:\n    - {name: API_KEY, secretKeyRef: {name: keys, key: api}}\n  vars:\n",
+    );
+    let secret_doc = format!(
+        "---\napiVersion: v1\nkind: Secret\nmetadata: {{name: keys, namespace: default}}\nstringData: {{api: {WORKER_SECRET}}}\n"
+    );
+    std::fs::write(&file, format!("{text}{secret_doc}")).unwrap();
+    let loaded = flaredock::manifest::load(&[file]);
+    assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
+    assert_eq!(loaded.workers[0].object.spec.secrets.len(), 1);
+    let containers: Vec<_> = loaded.objects.iter().map(|l| l.object.clone()).collect();
+    let workers: Vec<_> = loaded.workers.iter().map(|l| l.object.clone()).collect();
     let reconciler = common::reconciler_for(&client);
-    let outcomes = converge(&reconciler, &[obj], &ConvergeOptions::default(), |_, _| {}).await;
-    let outcome = outcomes.values().next().unwrap();
+    let manifests = Manifests {
+        containers: &containers,
+        workers: &workers,
+        data: &loaded.data,
+    };
+    let done = converge_all(
+        &reconciler,
+        manifests,
+        &ConvergeOptions::default(),
+        |_, _| {},
+    )
+    .await;
+    let outcome = done.containers.values().next().unwrap();
     assert!(outcome.ready(), "{:?}", outcome.status);
-    let status = serde_json::to_string(&outcome.status).unwrap();
+    let worker = done.workers.values().next().unwrap();
+    assert!(worker.ready(), "{:?}", worker.status);
+    // The secret did reach Cloudflare (in the upload), and nowhere else.
+    let uploads: Vec<String> = em
+        .shared
+        .exchanges()
+        .iter()
+        .filter(|x| x.method == "PUT")
+        .map(|x| String::from_utf8_lossy(&x.request_body).to_string())
+        .collect();
+    assert!(
+        uploads.iter().any(|u| u.contains(WORKER_SECRET)),
+        "the secret was uploaded"
+    );
+    let status = format!(
+        "{} {}",
+        serde_json::to_string(&outcome.status).unwrap(),
+        serde_json::to_string(&worker.status).unwrap()
+    );
+    let plan_text = format!(
+        "{:?} {} {} {:?}",
+        worker.plan,
+        worker
+            .plan
+            .actions
+            .iter()
+            .map(ToString::to_string)
+            .collect::<String>(),
+        worker
+            .plan
+            .changes
+            .iter()
+            .map(ToString::to_string)
+            .collect::<String>(),
+        loaded.data
+    );
+    let events = format!("{:?}", worker.events);
 
     // Errors, with the token in play.
     let e = client.get_application("missing").await.unwrap_err();
@@ -96,8 +158,17 @@ async fn trace_logs_never_contain_secrets() {
         passwords.len() >= 2,
         "the apply minted registry credentials"
     );
-    for (what, text) in [("logs", logs.as_str()), ("status", status.as_str())] {
+    for (what, text) in [
+        ("logs", logs.as_str()),
+        ("status", status.as_str()),
+        ("plan", plan_text.as_str()),
+        ("events", events.as_str()),
+    ] {
         assert!(!text.contains(TOKEN), "{what} contain the API token");
+        assert!(
+            !text.contains(WORKER_SECRET),
+            "{what} contain the Worker's secret value"
+        );
         for p in &passwords {
             assert!(
                 !text.contains(p.as_str()),

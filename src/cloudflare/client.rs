@@ -99,7 +99,8 @@ fn is_write(operation: &str) -> bool {
             | "modifyApplication"
             | "deleteApplication"
             | "createApplicationRollout"
-            | "patchScriptSettings"
+            | "uploadScript"
+            | "deleteScript"
     )
 }
 
@@ -115,8 +116,16 @@ enum Repeat {
 enum Body {
     Empty,
     Json(Value),
-    /// `multipart/form-data` with one part named `settings` holding this JSON.
-    SettingsPart(String),
+    /// `multipart/form-data` with these parts.
+    Multipart(Vec<Part>),
+}
+
+/// One part of a multipart body (kept as bytes: a retry builds the form again).
+struct Part {
+    name: String,
+    file_name: Option<String>,
+    content_type: String,
+    content: Vec<u8>,
 }
 
 /// A Cloudflare API client for one account and token. Clones share the connection pool,
@@ -162,6 +171,11 @@ impl CloudflareClient {
 
     pub fn account_id(&self) -> &str {
         &self.config.account_id
+    }
+
+    /// A non-reversible fingerprint of the API token (keys hashes of secret values).
+    pub fn token_fingerprint(&self) -> [u8; 32] {
+        self.config.token.fingerprint()
     }
 
     pub fn stats(&self) -> &CallStats {
@@ -329,31 +343,76 @@ impl CloudflareClient {
         }
     }
 
-    pub async fn get_script_settings(&self, script: &str) -> Result<ScriptSettings, ApiError> {
+    /// `GET /workers/scripts`: every script of the account with its `tags` and
+    /// `migration_tag`, in one call.
+    pub async fn list_scripts(&self) -> Result<Vec<ScriptInfo>, ApiError> {
         self.call(
-            "getScriptSettings",
+            "listScripts",
             Method::GET,
-            format!("/workers/scripts/{script}/settings"),
+            "/workers/scripts".into(),
             Body::Empty,
             Repeat::Safe,
         )
         .await
     }
 
-    /// `PATCH …/settings`: multipart with one `settings` part of JSON.
-    pub async fn patch_script_settings(
+    /// `PUT /workers/scripts/{name}`: a module upload (multipart: `metadata` plus one part
+    /// per module). Never repeated blindly: a lost answer may mean the migration was
+    /// applied, so the caller reads the script list (its hash tag) before uploading again.
+    pub async fn upload_script(
         &self,
         script: &str,
-        settings: &ScriptSettings,
-    ) -> Result<ScriptSettings, ApiError> {
+        upload: &ScriptUpload,
+    ) -> Result<ScriptInfo, ApiError> {
+        let mut metadata = to_json(&upload.metadata);
+        if let Some(bindings) = metadata.get_mut("bindings").and_then(Value::as_array_mut) {
+            for s in &upload.metadata.secrets {
+                bindings.push(serde_json::json!({
+                    "type": "secret_text",
+                    "name": s.name,
+                    "text": s.text.expose(),
+                }));
+            }
+        }
+        let mut parts = vec![Part {
+            name: "metadata".into(),
+            file_name: None,
+            content_type: "application/json".into(),
+            content: metadata.to_string().into_bytes(),
+        }];
+        parts.extend(upload.modules.iter().map(|m| Part {
+            name: m.name.clone(),
+            file_name: Some(m.name.clone()),
+            content_type: m.content_type.clone(),
+            content: m.content.clone(),
+        }));
         self.call(
-            "patchScriptSettings",
-            Method::PATCH,
-            format!("/workers/scripts/{script}/settings"),
-            Body::SettingsPart(to_json(settings).to_string()),
-            Repeat::Safe,
+            "uploadScript",
+            Method::PUT,
+            format!("/workers/scripts/{script}"),
+            Body::Multipart(parts),
+            Repeat::Never,
         )
         .await
+    }
+
+    /// `DELETE /workers/scripts/{name}?force=true` (with its Durable Objects: the caller
+    /// decides that their data goes); `Ok(false)` when it was already gone.
+    pub async fn delete_script(&self, script: &str) -> Result<bool, ApiError> {
+        let result: Result<Value, ApiError> = self
+            .call(
+                "deleteScript",
+                Method::DELETE,
+                format!("/workers/scripts/{script}?force=true"),
+                Body::Empty,
+                Repeat::Safe,
+            )
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(ApiError::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     // ---- transport --------------------------------------------------------------
@@ -440,15 +499,22 @@ impl CloudflareClient {
         request = match body {
             Body::Empty => request,
             Body::Json(v) => request.json(v),
-            Body::SettingsPart(json) => {
-                let part = reqwest::multipart::Part::text(json.clone())
-                    .mime_str("application/json")
-                    .map_err(|e| ApiError::Transport {
-                        operation,
-                        reason: e.to_string(),
-                        maybe_applied: false,
-                    })?;
-                request.multipart(reqwest::multipart::Form::new().part("settings", part))
+            Body::Multipart(parts) => {
+                let mut form = reqwest::multipart::Form::new();
+                for p in parts {
+                    let mut part = reqwest::multipart::Part::bytes(p.content.clone())
+                        .mime_str(&p.content_type)
+                        .map_err(|e| ApiError::Transport {
+                            operation,
+                            reason: format!("part {}: {e}", p.name),
+                            maybe_applied: false,
+                        })?;
+                    if let Some(f) = &p.file_name {
+                        part = part.file_name(f.clone());
+                    }
+                    form = form.part(p.name.clone(), part);
+                }
+                request.multipart(form)
             }
         };
         let response = match request.send().await {

@@ -8,8 +8,14 @@ use serde::Deserialize;
 
 use super::types::Message;
 
-/// Error code: the Durable Object namespace already has an application.
+/// Error code Alchemy reports for an application on a namespace that has one already.
+/// The client matches the error enum in the message first; no public source fixes the
+/// numeric codes of the containers API, so the number is only a fallback.
 pub const CODE_NAMESPACE_HAS_APPLICATION: i64 = 1608;
+/// Error enum (wrangler's `ApplicationMutationError`): the namespace has an application.
+pub const ENUM_NAMESPACE_HAS_APPLICATION: &str = "DURABLE_OBJECT_ALREADY_HAS_APPLICATION";
+/// Error enum: the namespace was not container-enabled by a Worker upload.
+pub const ENUM_NOT_CONTAINER_ENABLED: &str = "DURABLE_OBJECT_NOT_CONTAINER_ENABLED";
 /// Error code: a just-uploaded Worker version is not visible yet.
 pub const CODE_VERSION_NOT_VISIBLE: i64 = 100146;
 
@@ -61,6 +67,14 @@ pub enum ApiError {
         status: u16,
         application_name: String,
         application_id: String,
+        errors: Messages,
+    },
+    #[error(
+        "{operation}: the Durable Object namespace is not container-enabled (HTTP {status}): {errors}"
+    )]
+    NotContainerEnabled {
+        operation: &'static str,
+        status: u16,
         errors: Messages,
     },
     #[error(
@@ -127,19 +141,19 @@ pub enum ApiError {
     },
 }
 
-/// The JSON carried inside the `message` of error 1608.
+/// The JSON the containers API carries inside an error's `message`:
+/// `{"error": "<ENUM>", "details": {…}}`.
 #[derive(Deserialize)]
-struct NamespaceConflict {
+struct ErrorEnum {
+    error: String,
     #[serde(default)]
-    details: NamespaceConflictDetails,
+    details: serde_json::Value,
 }
 
-#[derive(Deserialize, Default)]
-struct NamespaceConflictDetails {
-    #[serde(default)]
-    name: String,
-    #[serde(default)]
-    id: String,
+impl ErrorEnum {
+    fn parse(message: &str) -> Option<ErrorEnum> {
+        serde_json::from_str(message.trim()).ok()
+    }
 }
 
 const EXCERPT_CHARS: usize = 160;
@@ -174,19 +188,40 @@ impl ApiError {
                 errors,
             };
         }
-        if let Some(m) = errors
+        let enums: Vec<ErrorEnum> = errors
             .0
             .iter()
-            .find(|m| m.code == CODE_NAMESPACE_HAS_APPLICATION)
-        {
-            let details = serde_json::from_str::<NamespaceConflict>(&m.message)
-                .map(|c| c.details)
-                .unwrap_or_default();
+            .filter_map(|m| ErrorEnum::parse(&m.message))
+            .collect();
+        if enums.iter().any(|e| e.error == ENUM_NOT_CONTAINER_ENABLED) {
+            return ApiError::NotContainerEnabled {
+                operation,
+                status,
+                errors,
+            };
+        }
+        let conflict = enums
+            .into_iter()
+            .find(|e| e.error == ENUM_NAMESPACE_HAS_APPLICATION)
+            .map(|e| e.details)
+            .or_else(|| {
+                errors
+                    .has_code(CODE_NAMESPACE_HAS_APPLICATION)
+                    .then_some(serde_json::Value::Null)
+            });
+        if let Some(details) = conflict {
+            let field = |k: &str| {
+                details
+                    .get(k)
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("")
+                    .to_string()
+            };
             return ApiError::NamespaceHasApplication {
                 operation,
                 status,
-                application_name: details.name,
-                application_id: details.id,
+                application_name: field("name"),
+                application_id: field("id"),
                 errors,
             };
         }
@@ -251,6 +286,7 @@ impl ApiError {
             ApiError::NotFound { status, .. }
             | ApiError::NameTaken { status, .. }
             | ApiError::NamespaceHasApplication { status, .. }
+            | ApiError::NotContainerEnabled { status, .. }
             | ApiError::VersionNotVisible { status, .. }
             | ApiError::Unauthorized { status, .. }
             | ApiError::Forbidden { status, .. }
@@ -280,6 +316,7 @@ impl ApiError {
             ApiError::Unauthorized { .. }
                 | ApiError::Forbidden { .. }
                 | ApiError::Validation { .. }
+                | ApiError::NotContainerEnabled { .. }
         )
     }
 
@@ -289,6 +326,7 @@ impl ApiError {
             ApiError::NotFound { .. } => "NotFound",
             ApiError::NameTaken { .. } => "NameTaken",
             ApiError::NamespaceHasApplication { .. } => "NamespaceHasApplication",
+            ApiError::NotContainerEnabled { .. } => "NotContainerEnabled",
             ApiError::VersionNotVisible { .. } => "VersionNotVisible",
             ApiError::RateLimited { .. } => "RateLimited",
             ApiError::Unauthorized { .. } => "Unauthorized",
@@ -329,6 +367,32 @@ mod tests {
             }
             other => panic!("wrong variant {other:?}"),
         }
+    }
+
+    #[test]
+    fn recognises_the_error_enum_whatever_the_code() {
+        let m = r#"{"error":"DURABLE_OBJECT_NOT_CONTAINER_ENABLED","details":{}}"#;
+        let e = ApiError::from_failure("create", 400, vec![msg(1000, m)], None);
+        assert!(matches!(e, ApiError::NotContainerEnabled { .. }));
+        assert!(e.is_terminal());
+        assert_eq!(e.reason(), "NotContainerEnabled");
+        let m =
+            r#"{"error":"DURABLE_OBJECT_ALREADY_HAS_APPLICATION","details":{"name":"a","id":"b"}}"#;
+        let e = ApiError::from_failure("create", 400, vec![msg(7777, m)], None);
+        assert!(
+            matches!(e, ApiError::NamespaceHasApplication { ref application_id, .. } if application_id == "b")
+        );
+        // Code 1608 without the enum still counts (tolerance); the enum name alone in
+        // plain text does not.
+        let e = ApiError::from_failure("create", 400, vec![msg(1608, "{not json")], None);
+        assert!(matches!(e, ApiError::NamespaceHasApplication { .. }));
+        let e = ApiError::from_failure(
+            "create",
+            400,
+            vec![msg(1000, "DURABLE_OBJECT_NOT_CONTAINER_ENABLED")],
+            None,
+        );
+        assert!(matches!(e, ApiError::Validation { .. }));
     }
 
     #[test]

@@ -529,6 +529,17 @@ impl Binding {
         }
     }
 
+    /// `workers_binding_kind_plain_text`.
+    pub fn plain_text(name: &str, text: &str) -> Self {
+        let mut rest = Map::new();
+        rest.insert("text".into(), Value::String(text.into()));
+        Binding {
+            kind: "plain_text".into(),
+            name: name.into(),
+            rest,
+        }
+    }
+
     /// `workers_binding_kind_inherit`: keep the binding as the latest version has it.
     pub fn inherit(name: &str) -> Self {
         Binding {
@@ -556,6 +567,95 @@ pub struct Migrations {
     pub new_sqlite_classes: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub deleted_classes: Vec<String>,
+}
+
+/// One item of `GET /workers/scripts` (`workers_script-response`): the fields flaredock
+/// reads. `tags` carry flaredock's ownership and upload hashes.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+pub struct ScriptInfo {
+    /// The script name.
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migration_tag: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compatibility_date: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub modified_on: Option<String>,
+}
+
+impl ScriptInfo {
+    pub fn tags(&self) -> &[String] {
+        self.tags.as_deref().unwrap_or(&[])
+    }
+}
+
+/// `workers_container_item`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ContainerItem {
+    pub class_name: String,
+}
+
+/// A `secret_text` binding; the value is only put on the wire by the client.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SecretBinding {
+    pub name: String,
+    pub text: Secret,
+}
+
+/// The `metadata` part of a module upload (`workers_script_upload`). Secret bindings
+/// are kept apart so that printing the metadata never shows a value.
+#[derive(Serialize, Clone, Debug, Default, PartialEq)]
+pub struct UploadMetadata {
+    pub main_module: String,
+    pub compatibility_date: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub compatibility_flags: Vec<String>,
+    /// Non-secret bindings (`plain_text`, `durable_object_namespace`).
+    pub bindings: Vec<Binding>,
+    #[serde(skip)]
+    pub secrets: Vec<SecretBinding>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub migrations: Option<Migrations>,
+    /// Classes whose namespaces host containers (`workers_containers`; see the client
+    /// docs on where the official schema and wrangler differ).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub containers: Vec<ContainerItem>,
+    pub tags: Vec<String>,
+}
+
+/// One module part of an upload.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScriptModule {
+    pub name: String,
+    pub content_type: String,
+    pub content: Vec<u8>,
+}
+
+impl ScriptModule {
+    /// The part's content type, from the module's name (the types the official
+    /// `workers_script_upload` encoding lists).
+    pub fn content_type_for(name: &str) -> &'static str {
+        match name.rsplit_once('.').map(|(_, ext)| ext) {
+            Some("js" | "mjs") => "application/javascript+module",
+            Some("cjs") => "application/javascript",
+            Some("py") => "text/x-python",
+            Some("wasm") => "application/wasm",
+            Some("map") => "application/source-map",
+            Some("txt" | "html" | "json" | "md" | "css" | "svg") => "text/plain",
+            _ => "application/octet-stream",
+        }
+    }
+}
+
+/// A module upload: metadata plus module parts.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ScriptUpload {
+    pub metadata: UploadMetadata,
+    pub modules: Vec<ScriptModule>,
 }
 
 /// `workers_script-and-version-settings-item` (the fields flaredock reads and writes).

@@ -91,6 +91,11 @@ pub fn router(shared: Arc<Shared>) -> Router {
             post(registry_credentials),
         )
         .route("/workers/durable_objects/namespaces", get(list_namespaces))
+        .route("/workers/scripts", get(list_scripts))
+        .route(
+            "/workers/scripts/{script}",
+            put(upload_script).delete(delete_script),
+        )
         .route(
             "/workers/scripts/{script}/settings",
             get(get_settings).patch(patch_settings),
@@ -534,6 +539,101 @@ async fn list_namespaces(
     (StatusCode::OK, axum::Json(body)).into_response()
 }
 
+/// The parts of a `multipart/form-data` body: `(field name, file name, content type,
+/// bytes)`. A body of another type is refused, naming what was expected.
+async fn multipart_parts(
+    headers: &HeaderMap,
+    req: Request,
+    expected: &str,
+) -> Outcome<Vec<(String, Option<String>, String, Bytes)>> {
+    let is_multipart = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("multipart/form-data"));
+    if !is_multipart {
+        return Err(Failure::new(
+            400,
+            10001,
+            format!("must be sent as multipart/form-data with {expected}"),
+        ));
+    }
+    let mut multipart = <Multipart as axum::extract::FromRequest<()>>::from_request(req, &())
+        .await
+        .map_err(|e| Failure::invalid(format!("malformed multipart body: {e}")))?;
+    let mut parts = Vec::new();
+    loop {
+        match multipart.next_field().await {
+            Ok(Some(field)) => {
+                let name = field.name().unwrap_or("").to_string();
+                let file_name = field.file_name().map(str::to_string);
+                let content_type = field.content_type().unwrap_or("text/plain").to_string();
+                let bytes = field
+                    .bytes()
+                    .await
+                    .map_err(|e| Failure::invalid(format!("part {name}: {e}")))?;
+                parts.push((name, file_name, content_type, bytes));
+            }
+            Ok(None) => return Ok(parts),
+            Err(e) => return Err(Failure::invalid(format!("malformed multipart body: {e}"))),
+        }
+    }
+}
+
+async fn list_scripts(State(shared): Shr, Path(account): Path<String>) -> Response {
+    let outcome = check_account(&shared, &account).map(|_| shared.account().list_scripts());
+    respond(StatusCode::OK, outcome)
+}
+
+async fn upload_script(
+    State(shared): Shr,
+    Path((account, script)): Path<(String, String)>,
+    headers: HeaderMap,
+    req: Request,
+) -> Response {
+    let outcome = async {
+        check_account(&shared, &account)?;
+        let parts = multipart_parts(&headers, req, "a metadata part and module parts").await?;
+        let mut metadata: Option<Value> = None;
+        let mut modules = Vec::new();
+        for (name, file_name, content_type, bytes) in parts {
+            if name == "metadata" {
+                metadata = Some(parse_json::<Value>(&bytes)?);
+            } else {
+                modules.push((file_name.unwrap_or(name), content_type, bytes.to_vec()));
+            }
+        }
+        let metadata =
+            metadata.ok_or_else(|| Failure::invalid("the upload has no metadata part"))?;
+        let violations = super::schema::upload_metadata_violations(&metadata);
+        if let Some(first) = violations.first() {
+            return Err(Failure::invalid(format!(
+                "{first}{}",
+                if violations.len() > 1 {
+                    format!(" (and {} more)", violations.len() - 1)
+                } else {
+                    String::new()
+                }
+            )));
+        }
+        shared.account().upload_script(&script, &metadata, modules)
+    }
+    .await;
+    respond(StatusCode::OK, outcome)
+}
+
+async fn delete_script(
+    State(shared): Shr,
+    Path((account, script)): Path<(String, String)>,
+    req: Request,
+) -> Response {
+    let force = query_pairs(req.uri())
+        .iter()
+        .any(|(k, v)| k == "force" && v == "true");
+    let outcome = check_account(&shared, &account)
+        .and_then(|_| shared.account().delete_script(&script, force));
+    respond(StatusCode::OK, outcome.map(|_| Value::Null))
+}
+
 async fn get_settings(
     State(shared): Shr,
     Path((account, script)): Path<(String, String)>,
@@ -549,49 +649,18 @@ async fn patch_settings(
     headers: HeaderMap,
     req: Request,
 ) -> Response {
-    if let Err(f) = check_account(&shared, &account) {
-        return fail(f);
+    let outcome = async {
+        check_account(&shared, &account)?;
+        let parts = multipart_parts(&headers, req, "a part named settings").await?;
+        let (_, _, _, bytes) = parts
+            .into_iter()
+            .find(|(name, ..)| name == "settings")
+            .ok_or_else(|| Failure::invalid("the multipart body has no settings part"))?;
+        let settings: Value = parse_json(&bytes)?;
+        shared.account().patch_script_settings(&script, &settings)
     }
-    let is_multipart = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("multipart/form-data"));
-    if !is_multipart {
-        return fail(Failure::invalid(
-            "settings must be sent as multipart/form-data with a part named settings",
-        ));
-    }
-    let mut multipart =
-        match <Multipart as axum::extract::FromRequest<()>>::from_request(req, &()).await {
-            Ok(m) => m,
-            Err(e) => return fail(Failure::invalid(format!("malformed multipart body: {e}"))),
-        };
-    let mut settings: Option<Value> = None;
-    loop {
-        match multipart.next_field().await {
-            Ok(Some(field)) => {
-                if field.name() == Some("settings") {
-                    let bytes = match field.bytes().await {
-                        Ok(b) => b,
-                        Err(e) => return fail(Failure::invalid(format!("settings part: {e}"))),
-                    };
-                    match parse_json::<Value>(&bytes) {
-                        Ok(v) => settings = Some(v),
-                        Err(f) => return fail(f),
-                    }
-                }
-            }
-            Ok(None) => break,
-            Err(e) => return fail(Failure::invalid(format!("malformed multipart body: {e}"))),
-        }
-    }
-    let Some(settings) = settings else {
-        return fail(Failure::invalid("the multipart body has no settings part"));
-    };
-    respond(
-        StatusCode::OK,
-        shared.account().patch_script_settings(&script, &settings),
-    )
+    .await;
+    respond(StatusCode::OK, outcome)
 }
 
 // ---- test hooks -----------------------------------------------------------------------
@@ -610,22 +679,30 @@ struct SeedScript {
     #[serde(default)]
     durable_object_classes: Vec<String>,
     #[serde(default)]
-    bindings: Option<Vec<Binding>>,
+    bindings: Option<Vec<Value>>,
     /// Also create the classes' namespaces, as a deploy with their migrations would.
     #[serde(default)]
     with_namespaces: bool,
+    /// Whether those namespaces are container-enabled (as a deploy listing the classes
+    /// in `containers` leaves them); `false` models a deploy without `containers`.
+    #[serde(default = "yes")]
+    container_enabled: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 async fn hook_put_script(State(shared): Shr, Path(name): Path<String>, body: Bytes) -> Response {
     match serde_json::from_slice::<SeedScript>(&body) {
         Ok(seed) => {
-            let mut account = shared.account();
-            let classes = seed.durable_object_classes.clone();
-            account.put_script(&name, seed.durable_object_classes, seed.bindings);
-            if seed.with_namespaces {
-                account.migrate_classes(&name, &classes);
-            }
-            drop(account);
+            shared.account().seed_script(
+                &name,
+                seed.durable_object_classes,
+                seed.bindings,
+                seed.with_namespaces,
+                seed.container_enabled,
+            );
             shared.persist();
             StatusCode::NO_CONTENT.into_response()
         }

@@ -19,6 +19,8 @@
 
 pub mod api;
 pub mod registry;
+pub mod schema;
+pub mod scripts;
 pub mod state;
 
 use std::net::SocketAddr;
@@ -272,12 +274,15 @@ impl RunningEmulator {
         &self.shared.registry_host
     }
 
-    /// Seeds a Worker script that exports these classes.
+    /// Seeds a Worker script as `wrangler deploy` with these classes in `containers`
+    /// leaves it: classes exported, namespaces created and container-enabled.
     pub fn put_script(&self, name: &str, classes: &[&str]) {
-        self.shared.account().put_script(
+        self.shared.account().seed_script(
             name,
             classes.iter().map(|c| c.to_string()).collect(),
             None,
+            true,
+            true,
         );
     }
 
@@ -348,7 +353,7 @@ pub async fn start(config: EmulatorConfig) -> Result<RunningEmulator, StartError
     let mut registry = Registry::default();
     if config.seed_demo {
         if !account.scripts.contains_key(DEMO_SCRIPT) {
-            account.put_script(DEMO_SCRIPT, vec![DEMO_CLASS.to_string()], None);
+            account.seed_script(DEMO_SCRIPT, vec![DEMO_CLASS.to_string()], None, true, true);
         }
         if config.registry.is_none() {
             registry

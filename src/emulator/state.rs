@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
+use super::scripts::ScriptRecord;
 use crate::cloudflare::error::CODE_NAMESPACE_HAS_APPLICATION;
 use crate::cloudflare::types::*;
 
@@ -75,21 +75,16 @@ struct RolloutRecord {
     started_ms: u64,
 }
 
-/// A Worker script: the classes its code exports and its settings.
-#[derive(Serialize, Deserialize, Clone, Debug, Default)]
-pub struct ScriptRecord {
-    pub exported_classes: BTreeSet<String>,
-    pub bindings: Vec<Binding>,
-    pub migrated_classes: BTreeSet<String>,
-}
-
 /// Everything the emulated account holds. Serializable for `--state FILE`.
 #[derive(Serialize, Deserialize, Clone, Debug, Default)]
 pub struct AccountState {
     pub account_id: String,
-    applications: BTreeMap<String, Application>,
+    pub(super) applications: BTreeMap<String, Application>,
     rollouts: BTreeMap<String, RolloutRecord>,
     pub namespaces: Vec<DurableObjectNamespace>,
+    /// Ids of the namespaces a Worker upload container-enabled.
+    #[serde(default)]
+    pub container_enabled: BTreeSet<String>,
     pub scripts: BTreeMap<String, ScriptRecord>,
     next_id: u64,
     /// How long one rollout step takes, in milliseconds.
@@ -104,7 +99,7 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-fn timestamp() -> String {
+pub(super) fn timestamp() -> String {
     jiff::Timestamp::now().to_string()
 }
 
@@ -118,7 +113,7 @@ impl AccountState {
         }
     }
 
-    fn new_id(&mut self) -> String {
+    pub(super) fn new_id(&mut self) -> String {
         self.next_id += 1;
         // 32 hex characters, like Cloudflare's ids; unique within the emulator.
         format!("{:016x}{:016x}", fastrand::u64(..), self.next_id)
@@ -214,6 +209,16 @@ impl AccountState {
                     })?,
             ),
         };
+        if let Some(ns) = &namespace_id
+            && !self.container_enabled.contains(ns)
+        {
+            // As Cloudflare writes it: the error enum as JSON inside the message.
+            let detail = serde_json::json!({
+                "error": "DURABLE_OBJECT_NOT_CONTAINER_ENABLED",
+                "details": {"namespace_id": ns},
+            });
+            return Err(Failure::new(400, codes::VALIDATE_INPUT, detail.to_string()));
+        }
         if let Some(ns) = &namespace_id
             && let Some(other) = self
                 .applications
@@ -516,220 +521,6 @@ impl AccountState {
             }
         }
     }
-
-    // ---- workers --------------------------------------------------------------------
-
-    /// Seeds (or replaces the code of) a script exporting these classes.
-    pub fn put_script(&mut self, name: &str, classes: Vec<String>, bindings: Option<Vec<Binding>>) {
-        let script = self.scripts.entry(name.to_string()).or_default();
-        script.exported_classes = classes.into_iter().collect();
-        if let Some(b) = bindings {
-            script.bindings = b;
-        }
-    }
-
-    /// Creates the namespaces of these classes of a script (seeding: a deploy with
-    /// `new_sqlite_classes` migrations). Classes that have one already are skipped.
-    pub fn migrate_classes(&mut self, script: &str, classes: &[String]) {
-        for class in classes {
-            let exists = self.namespaces.iter().any(|n| {
-                n.script.as_deref() == Some(script) && n.class.as_deref() == Some(class.as_str())
-            });
-            if exists {
-                continue;
-            }
-            let id = self.new_id();
-            self.namespaces.push(DurableObjectNamespace {
-                id,
-                name: Some(format!("{script}_{class}")),
-                class: Some(class.clone()),
-                script: Some(script.to_string()),
-                use_sqlite: Some(true),
-            });
-            if let Some(s) = self.scripts.get_mut(script) {
-                s.migrated_classes.insert(class.clone());
-            }
-        }
-    }
-
-    pub fn script_settings(&self, name: &str) -> Outcome<ScriptSettings> {
-        let script = self
-            .scripts
-            .get(name)
-            .ok_or_else(|| script_not_found(name))?;
-        Ok(ScriptSettings {
-            bindings: script.bindings.iter().map(readable_binding).collect(),
-            migrations: None,
-            compatibility_date: Some("2025-01-01".into()),
-        })
-    }
-
-    /// PATCH of a script's settings: `bindings` (when present) replaces the list, with
-    /// `inherit` keeping a binding as it is; a migration creates namespaces.
-    pub fn patch_script_settings(&mut self, name: &str, raw: &Value) -> Outcome<ScriptSettings> {
-        let settings: ScriptSettings = serde_json::from_value(raw.clone())
-            .map_err(|e| Failure::invalid(format!("settings: {e}")))?;
-        let account_namespaces = &self.namespaces;
-        let script = self
-            .scripts
-            .get(name)
-            .ok_or_else(|| script_not_found(name))?;
-        let migration = settings.migrations.clone().unwrap_or_default();
-        let new_classes: BTreeSet<String> = migration
-            .new_sqlite_classes
-            .iter()
-            .chain(migration.new_classes.iter())
-            .cloned()
-            .collect();
-        for class in &new_classes {
-            if !script.exported_classes.contains(class) {
-                return Err(Failure::new(
-                    400,
-                    codes::INVALID_DURABLE_OBJECT,
-                    format!("migrations: class {class} is not exported by script {name}"),
-                ));
-            }
-            if script.migrated_classes.contains(class) {
-                return Err(Failure::new(
-                    400,
-                    codes::INVALID_DURABLE_OBJECT,
-                    format!("migrations: class {class} already has a Durable Object namespace"),
-                ));
-            }
-        }
-        let bindings = if raw.get("bindings").is_some() {
-            let mut out = Vec::new();
-            for b in settings.bindings {
-                if b.kind == "inherit" {
-                    let kept = script
-                        .bindings
-                        .iter()
-                        .find(|x| x.name == b.name)
-                        .ok_or_else(|| {
-                            Failure::invalid(format!(
-                                "bindings: inherit {}: no such binding on the latest version",
-                                b.name
-                            ))
-                        })?;
-                    out.push(kept.clone());
-                    continue;
-                }
-                if b.kind == "durable_object_namespace"
-                    && b.str_field("script_name").is_none_or(|s| s == name)
-                {
-                    let class = b.str_field("class_name").unwrap_or_default().to_string();
-                    if !script.exported_classes.contains(&class) {
-                        return Err(Failure::new(
-                            400,
-                            codes::INVALID_DURABLE_OBJECT,
-                            format!(
-                                "bindings: {}: class {class:?} is not exported by script {name}",
-                                b.name
-                            ),
-                        ));
-                    }
-                    let has_namespace = script.migrated_classes.contains(&class)
-                        || new_classes.contains(&class)
-                        || account_namespaces.iter().any(|n| {
-                            n.script.as_deref() == Some(name) && n.class.as_deref() == Some(&class)
-                        });
-                    if !has_namespace {
-                        return Err(Failure::new(
-                            400,
-                            codes::INVALID_DURABLE_OBJECT,
-                            format!(
-                                "bindings: {}: class {class} has no Durable Object namespace; add a migration with new_sqlite_classes",
-                                b.name
-                            ),
-                        ));
-                    }
-                }
-                out.push(b);
-            }
-            let mut names = BTreeSet::new();
-            if let Some(dup) = out.iter().find(|b| !names.insert(b.name.clone())) {
-                return Err(Failure::invalid(format!(
-                    "bindings: duplicate binding name {}",
-                    dup.name
-                )));
-            }
-            Some(out)
-        } else {
-            None
-        };
-        for class in &new_classes {
-            let id = self.new_id();
-            self.namespaces.push(DurableObjectNamespace {
-                id,
-                name: Some(format!("{name}_{class}")),
-                class: Some(class.clone()),
-                script: Some(name.to_string()),
-                use_sqlite: Some(migration.new_sqlite_classes.contains(class)),
-            });
-        }
-        let namespaces = self.namespaces.clone();
-        let script = self
-            .scripts
-            .get_mut(name)
-            .ok_or_else(|| Failure::new(404, codes::SCRIPT_NOT_FOUND, "script vanished"))?;
-        script.migrated_classes.extend(new_classes);
-        if let Some(mut bindings) = bindings {
-            for b in bindings.iter_mut() {
-                if b.kind == "durable_object_namespace"
-                    && b.str_field("script_name").is_none_or(|s| s == name)
-                    && let Some(class) = b.str_field("class_name").map(str::to_string)
-                    && let Some(ns) = namespaces.iter().find(|n| {
-                        n.script.as_deref() == Some(name) && n.class.as_deref() == Some(&class)
-                    })
-                {
-                    b.rest
-                        .insert("namespace_id".into(), Value::String(ns.id.clone()));
-                }
-            }
-            script.bindings = bindings;
-        }
-        self.script_settings(name)
-    }
-
-    pub fn list_namespaces(
-        &self,
-        page: usize,
-        per_page: usize,
-    ) -> (Vec<DurableObjectNamespace>, ResultInfo) {
-        let total = self.namespaces.len();
-        let items: Vec<_> = self
-            .namespaces
-            .iter()
-            .skip((page - 1) * per_page)
-            .take(per_page)
-            .cloned()
-            .collect();
-        let info = ResultInfo {
-            page: Some(page as f64),
-            per_page: Some(per_page as f64),
-            count: Some(items.len() as f64),
-            total_count: Some(total as f64),
-            total_pages: Some(total.div_ceil(per_page).max(1) as f64),
-        };
-        (items, info)
-    }
-}
-
-fn script_not_found(name: &str) -> Failure {
-    Failure::new(
-        404,
-        codes::SCRIPT_NOT_FOUND,
-        format!("This Worker does not exist on your account: {name}"),
-    )
-}
-
-/// What GET settings shows of a binding: secret values are never readable.
-fn readable_binding(b: &Binding) -> Binding {
-    let mut b = b.clone();
-    if b.kind == "secret_text" {
-        b.rest.remove("text");
-    }
-    b
 }
 
 fn check_counts(instances: Option<i64>, max_instances: Option<i64>) -> Outcome<()> {

@@ -1,5 +1,6 @@
 //! OCI images: references ([`reference`]) and the registry client ([`client`]).
 
+pub mod bundle;
 pub mod client;
 pub mod copy;
 pub mod reference;

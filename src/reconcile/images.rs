@@ -35,14 +35,37 @@ enum Mode {
 }
 
 /// Where another object's deployed image can be looked up (promotion).
-pub trait PeerImages: Sync {
+pub trait Peers: Sync {
     /// The digest reference the named object in `namespace` has deployed, when Ready.
     fn deployed_image(&self, namespace: &str, name: &str) -> Option<String>;
+
+    /// The script name of the CloudflareWorker `name` in `namespace`, when it exists.
+    fn worker_script(&self, _namespace: &str, _name: &str) -> Option<String> {
+        None
+    }
 }
 
-impl PeerImages for HashMap<String, String> {
+/// Deployed images only (`namespace/name` → digest reference).
+impl Peers for HashMap<String, String> {
     fn deployed_image(&self, namespace: &str, name: &str) -> Option<String> {
         self.get(&format!("{namespace}/{name}")).cloned()
+    }
+}
+
+/// Deployed images and the CloudflareWorkers' script names, both by `namespace/name`.
+#[derive(Clone, Debug, Default)]
+pub struct PeerIndex {
+    pub images: HashMap<String, String>,
+    pub workers: HashMap<String, String>,
+}
+
+impl Peers for PeerIndex {
+    fn deployed_image(&self, namespace: &str, name: &str) -> Option<String> {
+        self.images.deployed_image(namespace, name)
+    }
+
+    fn worker_script(&self, namespace: &str, name: &str) -> Option<String> {
+        self.workers.get(&format!("{namespace}/{name}")).cloned()
     }
 }
 
@@ -160,7 +183,7 @@ impl ImageResolver {
         }
     }
 
-    fn source_credentials(&self, object: &str, host: &str) -> Option<Credentials> {
+    pub(crate) fn source_credentials(&self, object: &str, host: &str) -> Option<Credentials> {
         let pull = crate::lock(&self.pull);
         pull.get(object)
             .and_then(|c| c.get(host))
@@ -216,20 +239,20 @@ impl ImageResolver {
     }
 
     /// Resolves the object's image, copying or building it into Cloudflare's registry.
-    pub async fn resolve(&self, obj: &CloudflareContainer, peers: &dyn PeerImages) -> ImageState {
+    pub async fn resolve(&self, obj: &CloudflareContainer, peers: &dyn Peers) -> ImageState {
         self.resolve_as(obj, peers, Mode::Apply).await
     }
 
     /// Resolves the digest the object would deploy without copying or building
     /// anything (for `plan`).
-    pub async fn preview(&self, obj: &CloudflareContainer, peers: &dyn PeerImages) -> ImageState {
+    pub async fn preview(&self, obj: &CloudflareContainer, peers: &dyn Peers) -> ImageState {
         self.resolve_as(obj, peers, Mode::Preview).await
     }
 
     async fn resolve_as(
         &self,
         obj: &CloudflareContainer,
-        peers: &dyn PeerImages,
+        peers: &dyn Peers,
         mode: Mode,
     ) -> ImageState {
         let spec = &obj.spec;

@@ -3,23 +3,23 @@
 //! [`plan::Plan`] with a pure function, **act** on it idempotently, observe again and
 //! derive the **status**. The CLI and the controller both drive [`Reconciler`].
 
+pub mod converge;
 pub mod images;
 pub mod model;
 pub mod plan;
 pub mod status;
 pub mod view;
+pub mod worker;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
-
-use futures::StreamExt;
 
 use crate::cloudflare::ApiError;
 use crate::spec::{CloudflareContainer, CloudflareContainerStatus, DeletionPolicy};
-use images::{ImageResolver, PeerImages};
-use model::{Desired, Observed, ScriptState, owner_of};
-use plan::{Action, Plan, plan, worker_action};
+pub use converge::{ConvergeOptions, Converged, converge, converge_all};
+use images::{ImageResolver, Peers};
+use model::{Desired, Observed, owner_of};
+use plan::{Action, Plan, plan};
 use status::StatusInput;
 use view::AccountView;
 
@@ -32,7 +32,7 @@ pub struct Happening {
 }
 
 impl Happening {
-    fn new(reason: &'static str, message: String) -> Self {
+    pub(crate) fn new(reason: &'static str, message: String) -> Self {
         Happening { reason, message }
     }
 }
@@ -74,17 +74,26 @@ pub enum DeleteOutcome {
     Orphaned(Vec<String>),
 }
 
+/// A Worker bundle's manifest digest and files.
+type Bundle = (String, Vec<(String, Vec<u8>)>);
+
 /// Observe → plan → act → status for objects of one account.
 pub struct Reconciler {
     pub view: Arc<AccountView>,
     pub images: Arc<ImageResolver>,
+    /// Worker bundles pulled from registries: reference → (manifest digest, files).
+    bundles: tokio::sync::Mutex<HashMap<String, Bundle>>,
 }
 
 type Observation = (Observed, Option<(String, i64)>);
 
 impl Reconciler {
     pub fn new(view: Arc<AccountView>, images: Arc<ImageResolver>) -> Self {
-        Reconciler { view, images }
+        Reconciler {
+            view,
+            images,
+            bundles: Default::default(),
+        }
     }
 
     /// Reads what Cloudflare has for this object (mostly from the cached view), getting
@@ -93,7 +102,7 @@ impl Reconciler {
         &self,
         obj: &CloudflareContainer,
         desired: &Desired,
-        peers: &dyn PeerImages,
+        peers: &dyn Peers,
     ) -> Result<Observation, ApiError> {
         let image = self.images.resolve(obj, peers).await;
         self.observe_with(image, desired).await
@@ -106,9 +115,13 @@ impl Reconciler {
     ) -> Result<Observation, ApiError> {
         let view = &self.view;
         let application = view.application_by_name(&desired.application_name).await?;
-        let namespace = view
-            .namespace(&desired.script_name, &desired.class_name)
-            .await?;
+        let (namespace, script) = match desired.worker.script() {
+            Some(script) => (
+                view.namespace(script, &desired.class_name).await?,
+                view.script(script).await?,
+            ),
+            None => (None, None),
+        };
         let mut progress = None;
         let mut target_configuration = None;
         if let Some(app) = &application
@@ -135,11 +148,6 @@ impl Reconciler {
                 .filter(|a| application.as_ref().is_none_or(|b| b.id != a.id)),
             None => None,
         };
-        let script = if desired.binding_name.is_some() || namespace.is_none() {
-            view.script(&desired.script_name).await?
-        } else {
-            ScriptState::NotRead
-        };
         Ok((
             Observed {
                 image,
@@ -158,9 +166,9 @@ impl Reconciler {
     pub async fn preview(
         &self,
         obj: &CloudflareContainer,
-        peers: &dyn PeerImages,
+        peers: &dyn Peers,
     ) -> Result<(Plan, Observed), ApiError> {
-        let desired = Desired::from_spec(obj);
+        let desired = desired_of(obj, peers);
         // Nothing is copied or built for a preview.
         let image = self.images.preview(obj, peers).await;
         let (observed, _) = self.observe_with(image, &desired).await?;
@@ -172,9 +180,9 @@ impl Reconciler {
         &self,
         obj: &CloudflareContainer,
         previous: Option<&CloudflareContainerStatus>,
-        peers: &dyn PeerImages,
+        peers: &dyn Peers,
     ) -> ReconcileOutcome {
-        let desired = Desired::from_spec(obj);
+        let desired = desired_of(obj, peers);
         let generation = obj.metadata.generation;
         let now = jiff::Timestamp::now();
         let first = match self.observe(obj, &desired, peers).await {
@@ -202,7 +210,14 @@ impl Reconciler {
         };
         let the_plan = plan(&desired, &first.0);
         let mut events = Vec::new();
-        let acted = self.act(&desired, &the_plan, &mut events).await;
+        let acted = self
+            .act(
+                &desired.owner,
+                &desired.application_name,
+                &the_plan,
+                &mut events,
+            )
+            .await;
         let (after, error) = match acted {
             Ok(()) if the_plan.actions.is_empty() => (Ok(first), None),
             Ok(()) => (self.observe(obj, &desired, peers).await, None),
@@ -234,9 +249,12 @@ impl Reconciler {
     }
 
     /// Runs the plan's actions in order. Safe to re-run after a crash at any point.
+    /// `owner` is the owner label of what this object creates, `name` what events call
+    /// it (the application name, or the Worker script).
     async fn act(
         &self,
-        desired: &Desired,
+        owner: &str,
+        name: &str,
         plan: &Plan,
         events: &mut Vec<Happening>,
     ) -> Result<(), ApiError> {
@@ -244,32 +262,55 @@ impl Reconciler {
         let client = view.client();
         for action in &plan.actions {
             match action {
-                Action::BindWorker { script, .. } => {
-                    // Re-decide under the script's lock from the view, which every
-                    // holder of the lock keeps current: two objects never race.
+                Action::UploadScript {
+                    script,
+                    upload,
+                    creates,
+                    adopts,
+                } => {
+                    // One upload at a time per script: two reconciles never race.
                     let lock = view.script_lock(script);
                     let _guard = lock.lock().await;
-                    let current = view.script(script).await?;
-                    let namespace = view
-                        .namespace(&desired.script_name, &desired.class_name)
-                        .await?;
-                    let Ok(Some((Action::BindWorker { settings, .. }, _))) =
-                        worker_action(desired, &current, namespace.as_ref())
-                    else {
-                        continue;
-                    };
-                    let updated = client.patch_script_settings(script, &settings).await;
+                    let uploaded = client.upload_script(script, upload).await;
                     view.invalidate_namespaces().await;
-                    match updated {
-                        Ok(s) => view.set_script(script, s).await,
+                    match uploaded {
+                        Ok(mut info) => {
+                            // The answer carries the tags; keep what the list would show.
+                            info.id = script.clone();
+                            if info.tags.is_none() {
+                                info.tags = Some(upload.metadata.tags.clone());
+                            }
+                            if let Some(m) = &upload.metadata.migrations {
+                                info.migration_tag = m.new_tag.clone();
+                            } else if info.migration_tag.is_none() {
+                                info.migration_tag = view
+                                    .script(script)
+                                    .await
+                                    .ok()
+                                    .flatten()
+                                    .and_then(|s| s.migration_tag);
+                            }
+                            view.set_script(info).await;
+                        }
                         Err(e) => {
-                            view.invalidate_script(script).await;
+                            view.invalidate_scripts().await;
                             return Err(e);
                         }
                     }
+                    if *adopts {
+                        events.push(Happening::new(
+                            "Adopted",
+                            format!("adopted Worker script {script}"),
+                        ));
+                    }
+                    let fields: Vec<&str> = plan.changes.iter().map(|c| c.field.as_str()).collect();
                     events.push(Happening::new(
-                        "WorkerBound",
-                        format!("bound class {} in Worker {script}", desired.class_name),
+                        "Uploaded",
+                        format!(
+                            "{} Worker script {script}: {}",
+                            if *creates { "created" } else { "uploaded" },
+                            fields.join(", ")
+                        ),
                     ));
                 }
                 Action::CreateApplication { request } => {
@@ -299,7 +340,7 @@ impl Reconciler {
                             // The answer was lost, or someone created it meanwhile: look by name.
                             view.refresh_applications().await?;
                             match view.application_by_name(&request.name).await? {
-                                Some(app) if owner_of(&app) == Some(desired.owner.as_str()) => {
+                                Some(app) if owner_of(&app) == Some(owner) => {
                                     events.push(Happening::new(
                                     "Created",
                                     format!(
@@ -334,7 +375,7 @@ impl Reconciler {
                         "Updated",
                         format!(
                             "updated application {} in place: {}",
-                            desired.application_name,
+                            name,
                             fields.join(", ")
                         ),
                     ));
@@ -349,15 +390,12 @@ impl Reconciler {
                         if *adopts {
                             events.push(Happening::new(
                                 "Adopted",
-                                format!("adopted application {}", desired.application_name),
+                                format!("adopted application {name}"),
                             ));
                         }
                         events.push(Happening::new(
                             "RolloutStarted",
-                            format!(
-                                "started rollout {} of application {}",
-                                r.id, desired.application_name
-                            ),
+                            format!("started rollout {} of application {}", r.id, name),
                         ));
                     }
                     Err(e) => {
@@ -373,7 +411,7 @@ impl Reconciler {
     /// Deletes what this object owns, as its `deletionPolicy` says. Applications it does
     /// not own are never touched.
     pub async fn delete(&self, obj: &CloudflareContainer) -> Result<DeleteOutcome, ApiError> {
-        let desired = Desired::from_spec(obj);
+        let desired = Desired::from_spec(obj, &|_, _| None);
         let owned = self.view.applications_owned_by(&desired.owner).await?;
         let names: Vec<String> = owned.iter().map(|a| a.name.clone()).collect();
         if desired.deletion_policy == DeletionPolicy::Orphan {
@@ -387,90 +425,9 @@ impl Reconciler {
     }
 }
 
-/// How [`converge`] runs.
-#[derive(Clone, Debug)]
-pub struct ConvergeOptions {
-    /// Keep going until every object is Ready (or stalled), or the timeout.
-    pub wait: bool,
-    pub timeout: Duration,
-    /// Objects reconciled at once.
-    pub concurrency: usize,
-    /// Pause between rounds.
-    pub poll: Duration,
-}
-
-impl Default for ConvergeOptions {
-    fn default() -> Self {
-        ConvergeOptions {
-            wait: true,
-            timeout: Duration::from_secs(300),
-            concurrency: 16,
-            poll: Duration::from_millis(250),
-        }
-    }
-}
-
-/// Reconciles objects in rounds (one account view refresh per round, shared by all)
-/// until each is Ready or stalled, the timeout passes, or after one round without wait.
-pub async fn converge(
-    reconciler: &Reconciler,
-    objects: &[CloudflareContainer],
-    options: &ConvergeOptions,
-    mut on_round: impl FnMut(usize, &HashMap<String, ReconcileOutcome>),
-) -> HashMap<String, ReconcileOutcome> {
-    let deadline = tokio::time::Instant::now() + options.timeout;
-    let mut outcomes: HashMap<String, ReconcileOutcome> = HashMap::new();
-    let mut pending: Vec<&CloudflareContainer> = objects.iter().collect();
-    let mut round = 0usize;
-    loop {
-        round += 1;
-        if round > 1 {
-            reconciler.view.invalidate().await;
-            reconciler.images.new_round().await;
-        }
-        let peers: HashMap<String, String> = outcomes
-            .iter()
-            .filter(|(_, o)| o.ready())
-            .filter_map(|(k, o)| o.status.image.clone().map(|i| (k.clone(), i)))
-            .collect();
-        let results: Vec<(String, ReconcileOutcome)> =
-            futures::stream::iter(pending.iter().copied())
-                .map(|obj| {
-                    let previous = outcomes.get(&obj.key()).map(|o| o.status.clone());
-                    let peers = &peers;
-                    async move {
-                        let outcome = reconciler.reconcile(obj, previous.as_ref(), peers).await;
-                        (obj.key(), outcome)
-                    }
-                })
-                .buffer_unordered(options.concurrency.max(1))
-                .collect()
-                .await;
-        for (key, mut outcome) in results {
-            // Keep what earlier rounds did: the events tell the whole story.
-            if let Some(previous) = outcomes.remove(&key) {
-                let mut events = previous.events;
-                events.append(&mut outcome.events);
-                outcome.events = events;
-            }
-            outcomes.insert(key, outcome);
-        }
-        on_round(round, &outcomes);
-        pending.retain(|o| {
-            outcomes
-                .get(&o.key())
-                .is_none_or(|x| !x.ready() && !x.stalled())
-        });
-        if pending.is_empty() || !options.wait || tokio::time::Instant::now() >= deadline {
-            return outcomes;
-        }
-        tokio::time::sleep(
-            options
-                .poll
-                .min(deadline.saturating_duration_since(tokio::time::Instant::now())),
-        )
-        .await;
-    }
+/// The desired state of a container, its Worker looked up among the peers.
+pub fn desired_of(obj: &CloudflareContainer, peers: &dyn Peers) -> Desired {
+    Desired::from_spec(obj, &|ns, name| peers.worker_script(ns, name))
 }
 
 #[cfg(test)]
@@ -489,6 +446,6 @@ mod send_checks {
         is_send(r.reconcile(o, None, peers));
         is_send(r.delete(o));
         let mut ev = Vec::new();
-        is_send(r.act(d, p, &mut ev));
+        is_send(r.act(&d.owner, "x", p, &mut ev));
     }
 }

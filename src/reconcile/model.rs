@@ -18,14 +18,27 @@ pub enum ImageState {
     Failed { reason: String, message: String },
 }
 
-/// The Worker script, as observed.
+/// The Worker that owns the container's Durable Object class.
 #[derive(Clone, Debug, PartialEq)]
-pub enum ScriptState {
-    /// Not read (no binding requested and the namespace exists).
-    NotRead,
-    /// The script does not exist.
-    Missing,
-    Present(ScriptSettings),
+pub enum WorkerTarget {
+    /// A CloudflareWorker of the same namespace (`spec.worker.name`): `object` is its
+    /// `namespace/name`, `script` its script name when the object is known.
+    Managed {
+        object: String,
+        script: Option<String>,
+    },
+    /// A Worker deployed by someone else (`spec.worker.scriptName`).
+    External { script: String },
+}
+
+impl WorkerTarget {
+    /// The script name, when known.
+    pub fn script(&self) -> Option<&str> {
+        match self {
+            WorkerTarget::Managed { script, .. } => script.as_deref(),
+            WorkerTarget::External { script } => Some(script),
+        }
+    }
 }
 
 /// The size of an instance, normalised: a named type, or custom values.
@@ -109,8 +122,7 @@ pub struct Desired {
     pub owner: String,
     pub application_name: String,
     pub class_name: String,
-    pub script_name: String,
-    pub binding_name: Option<String>,
+    pub worker: WorkerTarget,
     pub instances: i64,
     pub max_instances: i64,
     /// Normalised: regions sorted and deduplicated; `None` when nothing is constrained.
@@ -150,8 +162,23 @@ pub fn normalise_constraints(c: Option<&ApplicationConstraints>) -> Option<Appli
 }
 
 impl Desired {
-    pub fn from_spec(obj: &CloudflareContainer) -> Desired {
+    /// The desired state of `obj`; `worker_script` gives the script name of a
+    /// CloudflareWorker of a namespace (`None` when no such object is known).
+    pub fn from_spec(
+        obj: &CloudflareContainer,
+        worker_script: &dyn Fn(&str, &str) -> Option<String>,
+    ) -> Desired {
         let s = &obj.spec;
+        let ns = obj.namespace_or_default();
+        let worker = match (&s.worker.name, &s.worker.script_name) {
+            (Some(name), _) => WorkerTarget::Managed {
+                object: format!("{ns}/{name}"),
+                script: worker_script(ns, name),
+            },
+            (None, script) => WorkerTarget::External {
+                script: script.clone().unwrap_or_default(),
+            },
+        };
         let size = match (&s.resources, s.instance_type) {
             (Some(r), _) => Size::Custom {
                 vcpu: r.vcpu,
@@ -186,8 +213,7 @@ impl Desired {
             owner: obj.owner_id(),
             application_name: obj.application_name().to_string(),
             class_name: s.class_name.clone(),
-            script_name: s.worker.script_name.clone(),
-            binding_name: s.worker.binding_name.clone(),
+            worker,
             instances: s.instances,
             max_instances: s.max_instances,
             constraints: normalise_constraints(constraints.as_ref()),
@@ -263,7 +289,8 @@ pub struct Observed {
     pub namespace: Option<DurableObjectNamespace>,
     /// The application bound to that namespace, when it is not `application`.
     pub namespace_application: Option<Application>,
-    pub script: ScriptState,
+    /// The Worker script, from the account's script list.
+    pub script: Option<ScriptInfo>,
 }
 
 /// Owner label of an application's configuration.

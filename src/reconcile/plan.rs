@@ -4,18 +4,20 @@
 use std::fmt;
 
 use super::model::*;
+use super::worker::model::RecordedTags;
 use crate::cloudflare::types::*;
 use crate::spec::OWNER_LABEL;
 
 /// One change to make at Cloudflare.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Action {
-    /// PATCH the Worker's settings: add the Durable Object binding (and the migration
-    /// that creates the namespace), keeping every other binding.
-    BindWorker {
+    /// Upload a CloudflareWorker's script (code, bindings, `containers`, migration).
+    UploadScript {
         script: String,
-        settings: ScriptSettings,
-        creates_namespace: bool,
+        upload: Box<ScriptUpload>,
+        creates: bool,
+        /// This upload takes ownership of a script flaredock did not upload.
+        adopts: bool,
     },
     CreateApplication {
         request: CreateApplicationRequest,
@@ -42,19 +44,38 @@ pub enum Action {
 impl fmt::Display for Action {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Action::BindWorker {
+            Action::UploadScript {
                 script,
-                creates_namespace,
-                ..
+                upload,
+                creates,
+                adopts,
             } => {
+                let m = &upload.metadata;
                 write!(
                     f,
-                    "patch Worker {script} settings (bind the Durable Object class"
+                    "{} Worker {script} ({} module(s)",
+                    if *creates { "upload new" } else { "upload" },
+                    upload.modules.len()
                 )?;
-                if *creates_namespace {
-                    write!(f, ", migration creating its namespace")?;
+                if !m.containers.is_empty() {
+                    let classes: Vec<&str> =
+                        m.containers.iter().map(|c| c.class_name.as_str()).collect();
+                    write!(f, "; containers {}", classes.join(", "))?;
                 }
-                write!(f, ")")
+                if let Some(mig) = &m.migrations {
+                    write!(
+                        f,
+                        "; migration {} → {} new_sqlite_classes {}",
+                        mig.old_tag.as_deref().unwrap_or("(none)"),
+                        mig.new_tag.as_deref().unwrap_or(""),
+                        mig.new_sqlite_classes.join(", ")
+                    )?;
+                }
+                write!(f, ")")?;
+                if *adopts {
+                    write!(f, ", taking ownership")?;
+                }
+                Ok(())
             }
             Action::CreateApplication { request } => {
                 write!(f, "create application {}", request.name)
@@ -138,7 +159,7 @@ impl Plan {
         self.actions.is_empty() && self.blocked.is_none()
     }
 
-    fn refuse(reason: &str, message: String) -> Plan {
+    pub(crate) fn refuse(reason: &str, message: String) -> Plan {
         Plan {
             blocked: Some(Blocked::Refused {
                 reason: reason.into(),
@@ -189,126 +210,64 @@ fn sorted_env(config: &DeploymentConfiguration) -> Vec<EnvironmentVariable> {
     env
 }
 
-/// Is the binding the Worker needs already there? `Err` when the name is taken by
-/// something else.
-fn binding_state(settings: &ScriptSettings, name: &str, class: &str) -> Result<bool, String> {
-    match settings.bindings.iter().find(|b| b.name == name) {
-        None => Ok(false),
-        Some(b)
-            if b.kind == "durable_object_namespace"
-                && b.str_field("class_name") == Some(class)
-                && b.str_field("script_name").is_none() =>
-        {
-            Ok(true)
-        }
-        Some(b) => Err(format!(
-            "the Worker already has a binding named {name} of type {} (class {:?}); choose another spec.worker.bindingName",
-            b.kind,
-            b.str_field("class_name")
-        )),
-    }
-}
-
-/// The Worker settings PATCH needed for the class's namespace and binding, if any.
-/// Shared by [`plan`] and by the actor's re-check under the per-script lock.
-pub fn worker_action(
-    desired: &Desired,
-    script: &ScriptState,
-    namespace: Option<&DurableObjectNamespace>,
-) -> Result<Option<(Action, Vec<Change>)>, Blocked> {
-    let needs_binding = match (&desired.binding_name, script) {
-        (_, ScriptState::Missing) => {
-            return Err(Blocked::Waiting {
-                reason: "WorkerNotFound".into(),
-                message: format!(
-                    "Worker script {} does not exist in the account; deploy it (exporting class {}) first",
-                    desired.script_name, desired.class_name
-                ),
-            });
-        }
-        (Some(name), ScriptState::Present(settings)) => {
-            match binding_state(settings, name, &desired.class_name) {
-                Ok(present) => !present,
-                Err(message) => {
-                    return Err(Blocked::Refused {
-                        reason: "BindingConflict".into(),
-                        message,
-                    });
-                }
+/// Is the Worker ready to host this container's class? `Err` says what is awaited.
+pub fn worker_gate(desired: &Desired, observed: &Observed) -> Result<(), Blocked> {
+    let class = &desired.class_name;
+    match &desired.worker {
+        WorkerTarget::Managed {
+            object,
+            script: None,
+        } => Err(Blocked::Waiting {
+            reason: "WorkerNotReady".into(),
+            message: format!(
+                "CloudflareWorker {object} (spec.worker.name) does not exist in this namespace"
+            ),
+        }),
+        WorkerTarget::Managed {
+            object,
+            script: Some(script),
+        } => {
+            let enabled = observed
+                .script
+                .as_ref()
+                .is_some_and(|s| RecordedTags::read(s).has_container(class));
+            if enabled && observed.namespace.is_some() {
+                Ok(())
+            } else {
+                Err(Blocked::Waiting {
+                    reason: "WorkerNotReady".into(),
+                    message: format!(
+                        "waiting for CloudflareWorker {object} to upload script {script} with class {class} in containers"
+                    ),
+                })
             }
         }
-        _ => false,
-    };
-    let creates_namespace = namespace.is_none();
-    if !needs_binding && !creates_namespace {
-        return Ok(None);
-    }
-    let ScriptState::Present(settings) = script else {
-        return Err(Blocked::Waiting {
-            reason: "WorkerNotRead".into(),
-            message: format!(
-                "Worker script {} settings were not read",
-                desired.script_name
-            ),
-        });
-    };
-    let mut changes = Vec::new();
-    let mut bindings: Vec<Binding> = settings
-        .bindings
-        .iter()
-        .map(|b| Binding::inherit(&b.name))
-        .collect();
-    if let Some(name) = &desired.binding_name
-        && needs_binding
-    {
-        bindings.push(Binding::durable_object(name, &desired.class_name));
-        changes.push(Change {
-            field: format!("worker.{}.bindings.{name}", desired.script_name),
-            from: "unset".into(),
-            to: format!("durable_object_namespace {}", desired.class_name),
-        });
-    }
-    let migrations = creates_namespace.then(|| Migrations {
-        new_sqlite_classes: vec![desired.class_name.clone()],
-        ..Default::default()
-    });
-    if creates_namespace {
-        changes.push(Change {
-            field: format!(
-                "worker.{}.durableObjects.{}",
-                desired.script_name, desired.class_name
-            ),
-            from: "no namespace".into(),
-            to: "new_sqlite_classes migration".into(),
-        });
-    }
-    let action = Action::BindWorker {
-        script: desired.script_name.clone(),
-        settings: ScriptSettings {
-            bindings,
-            migrations,
-            compatibility_date: None,
+        WorkerTarget::External { script } => match (&observed.script, &observed.namespace) {
+            (_, Some(_)) => Ok(()),
+            (None, None) => Err(Blocked::Waiting {
+                reason: "WorkerNotFound".into(),
+                message: format!(
+                    "Worker script {script} does not exist in the account; deploy it with class {class} in its containers (wrangler deploy), or manage it as a CloudflareWorker"
+                ),
+            }),
+            (Some(_), None) => Err(Blocked::Waiting {
+                reason: "WorkerNotFound".into(),
+                message: format!(
+                    "Worker script {script} has no Durable Object namespace for class {class}; deploy it with {class} in its containers (wrangler deploy), or manage it as a CloudflareWorker"
+                ),
+            }),
         },
-        creates_namespace,
-    };
-    Ok(Some((action, changes)))
+    }
 }
 
 /// Desired vs observed → the plan.
 pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
     let mut plan = Plan::default();
 
-    // The Worker and its Durable Object namespace.
-    match worker_action(desired, &observed.script, observed.namespace.as_ref()) {
-        Err(blocked) => {
-            plan.blocked = Some(blocked);
-            return plan;
-        }
-        Ok(None) => {}
-        Ok(Some((action, changes))) => {
-            plan.actions.push(action);
-            plan.changes.extend(changes);
-        }
+    // The Worker must have uploaded the class container-enabled first.
+    if let Err(blocked) = worker_gate(desired, observed) {
+        plan.blocked = Some(blocked);
+        return plan;
     }
 
     let image = match &observed.image {
@@ -330,16 +289,11 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
         }
     }
 
+    let script_name = desired.worker.script().unwrap_or_default().to_string();
     let create = |plan: &mut Plan| {
-        let durable_objects = Some(match &namespace_id {
-            Some(id) => DurableObjectsConfiguration::NamespaceId {
-                namespace_id: id.clone(),
-            },
-            None => DurableObjectsConfiguration::ScriptAndClass {
-                script_name: desired.script_name.clone(),
-                class_name: desired.class_name.clone(),
-            },
-        });
+        let durable_objects = namespace_id
+            .clone()
+            .map(|namespace_id| DurableObjectsConfiguration::NamespaceId { namespace_id });
         plan.change("application", "absent", &desired.application_name);
         plan.actions.push(Action::CreateApplication {
             request: CreateApplicationRequest {
@@ -365,7 +319,7 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
                     "NamespaceHasApplication",
                     format!(
                         "the Durable Object namespace of {}/{} already backs application {} ({}), which this object does not own; flaredock never takes it over",
-                        desired.script_name, desired.class_name, other.name, other.id
+                        script_name, desired.class_name, other.name, other.id
                     ),
                 );
             }
@@ -418,7 +372,7 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
                 "BoundToAnotherNamespace",
                 format!(
                     "application {} is bound to {bound}, not to the namespace of {}/{}; flaredock never moves an application it does not own",
-                    app.name, desired.script_name, desired.class_name
+                    app.name, script_name, desired.class_name
                 ),
             );
         }

@@ -87,40 +87,30 @@ pub fn derive(
     };
     conds.push(image_ready);
 
-    // WorkerBound
+    // WorkerBound: the class has a container-enabled namespace.
     let worker = match (observed, blocked) {
-        (_, Some(b))
-            if matches!(
-                b.reason(),
-                "WorkerNotFound" | "BindingConflict" | "WorkerNotRead"
-            ) =>
-        {
+        (_, Some(b)) if matches!(b.reason(), "WorkerNotFound" | "WorkerNotReady") => {
             cond("WorkerBound", false, b.reason(), b.message())
         }
-        (Some(o), _) => {
-            let bind_pending = remaining.is_some_and(|p| {
-                p.actions
-                    .iter()
-                    .any(|a| matches!(a, Action::BindWorker { .. }))
-            });
-            match (&o.namespace, bind_pending) {
-                (Some(ns), false) => cond(
-                    "WorkerBound",
-                    true,
-                    "NamespaceBound",
-                    format!(
-                        "class {} of Worker {} has Durable Object namespace {}",
-                        input.desired.class_name, input.desired.script_name, ns.id
-                    ),
+        (Some(o), _) => match &o.namespace {
+            Some(ns) => cond(
+                "WorkerBound",
+                true,
+                "NamespaceBound",
+                format!(
+                    "class {} of Worker {} has Durable Object namespace {}",
+                    input.desired.class_name,
+                    input.desired.worker.script().unwrap_or(""),
+                    ns.id
                 ),
-                _ => cond(
-                    "WorkerBound",
-                    false,
-                    "BindingPending",
-                    "the Worker's Durable Object binding is not in place yet",
-                ),
-            }
-        }
+            ),
+            None => cond(
+                "WorkerBound",
+                false,
+                "WorkerNotReady",
+                "the class has no Durable Object namespace yet",
+            ),
+        },
         (None, _) => cond(
             "WorkerBound",
             false,

@@ -8,7 +8,6 @@ use std::sync::Arc;
 
 use tokio::sync::Mutex;
 
-use super::model::ScriptState;
 use crate::cloudflare::types::*;
 use crate::cloudflare::{ApiError, CloudflareClient};
 use crate::spec::OWNER_LABEL;
@@ -50,7 +49,8 @@ struct State {
     apps: Option<Apps>,
     apps_fetched: Option<tokio::time::Instant>,
     namespaces: Option<Vec<DurableObjectNamespace>>,
-    scripts: HashMap<String, ScriptState>,
+    /// The account's scripts by name (one `GET /workers/scripts`).
+    scripts: Option<HashMap<String, ScriptInfo>>,
     /// Target configuration of rollouts flaredock started, by rollout id.
     rollout_targets: HashMap<String, DeploymentConfiguration>,
 }
@@ -81,7 +81,7 @@ impl AccountView {
         let mut st = self.state.lock().await;
         st.apps = None;
         st.namespaces = None;
-        st.scripts.clear();
+        st.scripts = None;
     }
 
     pub async fn invalidate_applications(&self) {
@@ -92,8 +92,8 @@ impl AccountView {
         self.state.lock().await.namespaces = None;
     }
 
-    pub async fn invalidate_script(&self, name: &str) {
-        self.state.lock().await.scripts.remove(name);
+    pub async fn invalidate_scripts(&self) {
+        self.state.lock().await.scripts = None;
     }
 
     async fn with_apps<R>(&self, f: impl FnOnce(&Apps) -> R) -> Result<R, ApiError> {
@@ -213,30 +213,46 @@ impl AccountView {
         }))
     }
 
-    /// The Worker's settings, read once and then kept.
-    pub async fn script(&self, name: &str) -> Result<ScriptState, ApiError> {
-        if let Some(s) = self.state.lock().await.scripts.get(name) {
-            return Ok(s.clone());
+    /// The script of this name from the account's script list (listed once, then kept
+    /// current by our own uploads and deletes).
+    pub async fn script(&self, name: &str) -> Result<Option<ScriptInfo>, ApiError> {
+        let mut st = self.state.lock().await;
+        if st.scripts.is_none() {
+            let list = self.client.list_scripts().await?;
+            st.scripts = Some(list.into_iter().map(|s| (s.id.clone(), s)).collect());
         }
-        let state = match self.client.get_script_settings(name).await {
-            Ok(s) => ScriptState::Present(s),
-            Err(ApiError::NotFound { .. }) => ScriptState::Missing,
-            Err(e) => return Err(e),
-        };
-        self.state
-            .lock()
-            .await
-            .scripts
-            .insert(name.to_string(), state.clone());
-        Ok(state)
+        Ok(st.scripts.as_ref().and_then(|m| m.get(name).cloned()))
     }
 
-    pub async fn set_script(&self, name: &str, settings: ScriptSettings) {
-        self.state
-            .lock()
-            .await
-            .scripts
-            .insert(name.to_string(), ScriptState::Present(settings));
+    /// Records a script as our upload left it.
+    pub async fn set_script(&self, info: ScriptInfo) {
+        if let Some(m) = self.state.lock().await.scripts.as_mut() {
+            m.insert(info.id.clone(), info);
+        }
+    }
+
+    pub async fn remove_script(&self, name: &str) {
+        if let Some(m) = self.state.lock().await.scripts.as_mut() {
+            m.remove(name);
+        }
+    }
+
+    /// Classes of `script` that have a Durable Object namespace.
+    pub async fn namespaced_classes(&self, script: &str) -> Result<Vec<String>, ApiError> {
+        let mut st = self.state.lock().await;
+        if st.namespaces.is_none() {
+            st.namespaces = Some(self.client.list_namespaces().await?);
+        }
+        let mut classes: Vec<String> = st
+            .namespaces
+            .iter()
+            .flatten()
+            .filter(|n| n.script.as_deref() == Some(script))
+            .filter_map(|n| n.class.clone())
+            .collect();
+        classes.sort();
+        classes.dedup();
+        Ok(classes)
     }
 
     /// The lock serialising changes to one Worker script.

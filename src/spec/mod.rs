@@ -12,6 +12,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::oci::Reference;
 
+mod validate;
+pub mod worker;
+
+pub use validate::{FieldError, is_js_identifier, validate, validate_worker};
+pub use worker::*;
+
 /// Label on the Cloudflare application's configuration naming the object that owns it.
 pub const OWNER_LABEL: &str = "flaredock.dev/owner";
 
@@ -310,18 +316,31 @@ pub struct RolloutSpec {
     pub active_grace_period_seconds: i64,
 }
 
-/// The Worker script and binding of the Durable Object class.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+/// The Worker whose Durable Object class owns the container: a `CloudflareWorker` of
+/// this namespace (`name`, flaredock uploads it with the class container-enabled), or a
+/// Worker deployed by someone else (`scriptName`, never uploaded or patched).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(
+    validation = Rule::new("has(self.name) != has(self.scriptName)").message("exactly one of name (a CloudflareWorker) or scriptName (a Worker deployed elsewhere) must be set"),
+    validation = Rule::new("has(self.name) == has(self.bindingName)").message("bindingName is required with name and not allowed with scriptName")
+)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WorkerRef {
-    /// Worker script that exports className.
-    #[schemars(regex(pattern = r"^[a-z0-9]([a-z0-9_-]{0,61}[a-z0-9])?$"))]
-    pub script_name: String,
-    /// Durable Object namespace binding the Worker gets for the class (a JavaScript
-    /// identifier). When unset, flaredock does not touch the Worker's bindings.
+    /// A CloudflareWorker in the same namespace. Its upload gains this class in
+    /// `containers`, the binding `bindingName` and, for a new class, a migration.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^[A-Za-z_$][A-Za-z0-9_$]*$"))]
+    #[schemars(length(min = 1, max = 253))]
+    pub name: Option<String>,
+    /// Durable Object namespace binding the CloudflareWorker gets for the class (a
+    /// JavaScript identifier); required with `name`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[A-Za-z_$][A-Za-z0-9_$]*$"), length(max = 128))]
     pub binding_name: Option<String>,
+    /// A Worker script deployed by someone else (wrangler, another pipeline) whose
+    /// class is already container-enabled. flaredock never uploads or patches it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[a-z0-9]([a-z0-9_-]{0,61}[a-z0-9])?$"))]
+    pub script_name: Option<String>,
 }
 
 /// Deletion policy.
@@ -340,6 +359,18 @@ pub enum DeletionPolicy {
 pub struct SecretRef {
     #[schemars(length(min = 1, max = 253))]
     pub name: String,
+}
+
+/// A key of a Secret in the same namespace.
+#[derive(
+    JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Default,
+)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SecretKeyRef {
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
 }
 
 /// Rollout progress as last observed.
@@ -369,7 +400,7 @@ pub struct HealthSummary {
 pub struct CloudflareContainerStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// Ready, Reconciling, Stalled, ImageReady, WorkerBound, ApplicationSynced, RolloutComplete.
+    /// Ready, Reconciling, Stalled, ImageReady, WorkerReady, ApplicationSynced, RolloutComplete.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -414,290 +445,30 @@ impl CloudflareContainer {
     pub fn owner_id(&self) -> String {
         format!("{}.{}", self.namespace_or_default(), self.name())
     }
+
+    /// The CloudflareWorker this container names (`spec.worker.name`), if any.
+    pub fn worker_object(&self) -> Option<&str> {
+        self.spec.worker.name.as_deref()
+    }
 }
 
-/// The CRD as YAML (what `flaredock crd` prints and `crds/` holds).
+/// The CloudflareContainer CRD as YAML (`crds/cloudflarecontainer.yaml`).
 pub fn crd_yaml() -> String {
-    let crd = CloudflareContainer::crd();
+    render_crd(CloudflareContainer::crd())
+}
+
+/// The CloudflareWorker CRD as YAML (`crds/cloudflareworker.yaml`).
+pub fn worker_crd_yaml() -> String {
+    render_crd(CloudflareWorker::crd())
+}
+
+/// Both CRDs, as `flaredock crd` prints them.
+pub fn all_crds_yaml() -> String {
+    format!("{}---\n{}", crd_yaml(), worker_crd_yaml())
+}
+
+fn render_crd(
+    crd: k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+) -> String {
     serde_yaml_ng::to_string(&crd).unwrap_or_else(|e| format!("# cannot render the CRD: {e}\n"))
-}
-
-/// A value for an error message: quoted, and cut short when long.
-fn shown(value: &str) -> String {
-    const MAX: usize = 64;
-    if value.chars().count() <= MAX {
-        format!("{value:?}")
-    } else {
-        let head: String = value.chars().take(MAX).collect();
-        format!("{head:?}… ({} characters)", value.chars().count())
-    }
-}
-
-/// One broken rule, with the field it is about.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FieldError {
-    /// JSON path, e.g. `spec.rollout.stepPercentage`.
-    pub field: String,
-    pub message: String,
-}
-
-impl std::fmt::Display for FieldError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.field, self.message)
-    }
-}
-
-fn matches_pattern(value: &str, first: impl Fn(char) -> bool, rest: impl Fn(char) -> bool) -> bool {
-    let mut chars = value.chars();
-    chars.next().is_some_and(first) && chars.all(rest)
-}
-
-/// JavaScript identifier (the rule of [`JS_IDENTIFIER`]).
-pub fn is_js_identifier(s: &str) -> bool {
-    matches_pattern(
-        s,
-        |c| c.is_ascii_alphabetic() || c == '_' || c == '$',
-        |c| c.is_ascii_alphanumeric() || c == '_' || c == '$',
-    )
-}
-
-fn is_env_name(s: &str) -> bool {
-    matches_pattern(
-        s,
-        |c| c.is_ascii_alphabetic() || c == '_',
-        |c| c.is_ascii_alphanumeric() || c == '_',
-    )
-}
-
-/// `^[a-zA-Z0-9]([a-zA-Z0-9_-]{0,61}[a-zA-Z0-9])?$` (or lowercase only for scripts).
-fn is_dns_like(s: &str, lowercase: bool) -> bool {
-    let ok_edge = |c: char| {
-        c.is_ascii_digit() || c.is_ascii_lowercase() || (!lowercase && c.is_ascii_uppercase())
-    };
-    let ok_mid = |c: char| ok_edge(c) || c == '-' || c == '_';
-    !s.is_empty()
-        && s.len() <= 63
-        && s.chars().next().is_some_and(ok_edge)
-        && s.chars().last().is_some_and(ok_edge)
-        && s.chars().all(ok_mid)
-}
-
-fn is_tag(s: &str) -> bool {
-    matches_pattern(
-        s,
-        |c| c.is_ascii_alphanumeric() || c == '_',
-        |c| c.is_ascii_alphanumeric() || c == '_' || c == '.' || c == '-',
-    ) && s.len() <= 128
-}
-
-/// DNS-1123 subdomain (metadata.name, metadata.namespace).
-fn is_dns1123(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 253
-        && s.split('.').all(|l| {
-            !l.is_empty()
-                && l.len() <= 63
-                && l.chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-                && !l.starts_with('-')
-                && !l.ends_with('-')
-        })
-}
-
-/// Every rule of the schema and its CEL rules, checked locally. Empty when valid.
-pub fn validate(obj: &CloudflareContainer) -> Vec<FieldError> {
-    let mut errors = Vec::new();
-    let mut err = |field: &str, message: String| {
-        errors.push(FieldError {
-            field: field.to_string(),
-            message,
-        })
-    };
-    match obj.metadata.name.as_deref() {
-        None | Some("") => err("metadata.name", "is required".into()),
-        Some(n) if !is_dns1123(n) => err(
-            "metadata.name",
-            format!(
-                "{} must be a DNS-1123 name (lowercase letters, digits, '-', '.')",
-                shown(n)
-            ),
-        ),
-        _ => {}
-    }
-    if let Some(ns) = obj.metadata.namespace.as_deref()
-        && !is_dns1123(ns)
-    {
-        err(
-            "metadata.namespace",
-            format!("{} must be a DNS-1123 label", shown(ns)),
-        );
-    }
-    let s = &obj.spec;
-    if !is_js_identifier(&s.class_name) || s.class_name.len() > 128 {
-        err(
-            "spec.className",
-            format!(
-                "{} must be a JavaScript identifier ({JS_IDENTIFIER}, at most 128 characters)",
-                shown(&s.class_name)
-            ),
-        );
-    }
-    let app_name = obj.application_name();
-    if !is_dns_like(app_name, false) {
-        let field = if s.application_name.is_some() {
-            "spec.applicationName"
-        } else {
-            "metadata.name"
-        };
-        err(
-            field,
-            format!(
-                "{} is not a valid application name ({APPLICATION_NAME})",
-                shown(app_name)
-            ),
-        );
-    }
-    match (&s.image, &s.build) {
-        (Some(_), Some(_)) => err(
-            "spec",
-            "exactly one of image or build must be set, not both".into(),
-        ),
-        (None, None) => err("spec", "exactly one of image or build must be set".into()),
-        _ => {}
-    }
-    if let Some(image) = &s.image {
-        match (&image.reference, &image.from_container) {
-            (Some(_), Some(_)) | (None, None) => err(
-                "spec.image",
-                "exactly one of reference or fromContainer must be set".into(),
-            ),
-            _ => {}
-        }
-        if let Some(r) = &image.reference
-            && let Err(e) = Reference::parse(r)
-        {
-            err("spec.image.reference", e.reason.clone());
-        }
-        if let Some(c) = &image.from_container {
-            if !is_dns1123(c) {
-                err(
-                    "spec.image.fromContainer",
-                    format!("{} must be the name of a CloudflareContainer", shown(c)),
-                );
-            } else if c == obj.name() {
-                err(
-                    "spec.image.fromContainer",
-                    "cannot promote from itself".into(),
-                );
-            }
-        }
-    }
-    if let Some(b) = &s.build {
-        if b.context.trim().is_empty() {
-            err("spec.build.context", "is required".into());
-        }
-        if let Some(p) = &b.platform
-            && p != "linux/amd64"
-        {
-            err(
-                "spec.build.platform",
-                format!("{}: only linux/amd64 runs on Cloudflare", shown(p)),
-            );
-        }
-    }
-    if let Some(t) = &s.tag
-        && !is_tag(t)
-    {
-        err("spec.tag", format!("{} must match {TAG}", shown(t)));
-    }
-    if s.instance_type.is_some() && s.resources.is_some() {
-        err(
-            "spec.resources",
-            "instanceType and resources are mutually exclusive".into(),
-        );
-    }
-    if let Some(r) = &s.resources {
-        if !(r.vcpu.is_finite() && (0.0625..=64.0).contains(&r.vcpu)) {
-            err(
-                "spec.resources.vcpu",
-                format!("{} must be between 0.0625 and 64", r.vcpu),
-            );
-        }
-        if !(128..=262_144).contains(&r.memory_mib) {
-            err(
-                "spec.resources.memoryMib",
-                format!("{} must be between 128 and 262144", r.memory_mib),
-            );
-        }
-        if let Some(d) = r.disk_mb
-            && !(512..=1_048_576).contains(&d)
-        {
-            err(
-                "spec.resources.diskMb",
-                format!("{d} must be between 512 and 1048576"),
-            );
-        }
-    }
-    if !(0..=100_000).contains(&s.instances) {
-        err(
-            "spec.instances",
-            format!("{} must be between 0 and 100000", s.instances),
-        );
-    }
-    if !(0..=100_000).contains(&s.max_instances) {
-        err(
-            "spec.maxInstances",
-            format!("{} must be between 0 and 100000", s.max_instances),
-        );
-    }
-    if s.instances > s.max_instances {
-        err(
-            "spec.instances",
-            format!(
-                "{} must not exceed maxInstances ({})",
-                s.instances, s.max_instances
-            ),
-        );
-    }
-    for k in s.env.keys() {
-        if !is_env_name(k) {
-            let key: String = k.chars().take(64).collect();
-            err(
-                &format!("spec.env.{key}"),
-                format!("environment variable name must match {ENV_NAME}"),
-            );
-        }
-    }
-    if let Some(p) = s.rollout.step_percentage
-        && !crate::cloudflare::types::STEP_PERCENTAGES.contains(&p)
-    {
-        err(
-            "spec.rollout.stepPercentage",
-            format!("{p} must be one of 5, 10, 20, 25, 50, 100"),
-        );
-    }
-    if !(0..=604_800).contains(&s.rollout.active_grace_period_seconds) {
-        err(
-            "spec.rollout.activeGracePeriodSeconds",
-            format!(
-                "{} must be between 0 and 604800",
-                s.rollout.active_grace_period_seconds
-            ),
-        );
-    }
-    if !is_dns_like(&s.worker.script_name, true) {
-        err(
-            "spec.worker.scriptName",
-            format!("{} must match {SCRIPT_NAME}", shown(&s.worker.script_name)),
-        );
-    }
-    if let Some(b) = &s.worker.binding_name
-        && !is_js_identifier(b)
-    {
-        err(
-            "spec.worker.bindingName",
-            format!("{} must be a JavaScript identifier", shown(b)),
-        );
-    }
-    errors
 }

@@ -1,0 +1,284 @@
+//! The CloudflareContainer controller: finalizer, credentials, reconcile through the
+//! core, status, Events and drift reports, cleanup.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use kube::Api;
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::runtime::finalizer::{self, Event as FinalizerEvent};
+use tracing::Instrument;
+
+use super::credentials::{
+    CredentialsOwner, credentials, protect_secret, pull_credentials, secret_still_used,
+};
+use super::status::{container_problem, write_container_status};
+use super::{Context, Error, FINALIZER, jittered};
+use crate::reconcile::status::{condition, is_ready, is_stalled};
+use crate::reconcile::{DeleteOutcome, ReconcileOutcome};
+use crate::spec::{CloudflareContainer, CloudflareContainerStatus};
+
+fn owner(obj: &CloudflareContainer) -> CredentialsOwner<'_> {
+    CredentialsOwner {
+        namespace: obj.namespace_or_default(),
+        uid: obj.metadata.uid.as_deref(),
+        secret: obj.spec.credentials_secret_ref.as_ref(),
+    }
+}
+
+/// Reconciles one object (the kube-runtime entry point).
+pub async fn reconcile(obj: Arc<CloudflareContainer>, ctx: Arc<Context>) -> Result<Action, Error> {
+    if !ctx.leader.load(Ordering::Relaxed) {
+        // A standby watches but never writes.
+        return Ok(Action::requeue(Duration::from_secs(15)));
+    }
+    let started = std::time::Instant::now();
+    let api: Api<CloudflareContainer> =
+        Api::namespaced(ctx.client.clone(), obj.namespace_or_default());
+    let span = tracing::info_span!("reconcile", object = %obj.key());
+    let result = finalizer::finalizer(&api, FINALIZER, obj.clone(), |event| async {
+        match event {
+            FinalizerEvent::Apply(o) => apply(o, ctx.clone()).await,
+            FinalizerEvent::Cleanup(o) => cleanup(o, ctx.clone()).await,
+        }
+    })
+    .instrument(span)
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)));
+    ctx.metrics
+        .reconcile_duration
+        .observe(started.elapsed().as_secs_f64());
+    if result.is_err() {
+        ctx.metrics
+            .reconciliations
+            .with_label_values(&["error"])
+            .inc();
+    }
+    result
+}
+
+async fn apply(obj: Arc<CloudflareContainer>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let key = obj.key();
+    let (account_id, token) = match credentials(&owner(&obj), &ctx).await {
+        Ok(c) => c,
+        Err(message) => {
+            let status = container_problem(&obj, "CredentialsUnavailable", &message, true);
+            let was_stalled = obj.status.as_ref().is_some_and(is_stalled);
+            write_container_status(&ctx, &obj, &status).await?;
+            if !was_stalled {
+                ctx.publish(
+                    obj.as_ref(),
+                    EventType::Warning,
+                    "CredentialsUnavailable",
+                    message.clone(),
+                )
+                .await;
+            }
+            tracing::warn!(object = %key, %message, "credentials unavailable");
+            ctx.metrics
+                .reconciliations
+                .with_label_values(&["stalled"])
+                .inc();
+            ctx.metrics.set_ready(&key, Some(false));
+            // The Secret is watched: its creation or change triggers a reconcile.
+            return Ok(Action::await_change());
+        }
+    };
+    protect_secret(&ctx, &owner(&obj), true).await?;
+    let account = ctx.account(&account_id, &token).await?;
+    let reconciler = &account.reconciler;
+    let pull_ref = obj
+        .spec
+        .image
+        .as_ref()
+        .and_then(|i| i.pull_secret_ref.as_ref());
+    match pull_credentials(obj.namespace_or_default(), pull_ref, &ctx).await {
+        Ok(pull) => reconciler.images.set_pull_credentials(&key, pull),
+        Err(message) => {
+            let status = container_problem(&obj, "PullSecretUnavailable", &message, false);
+            write_container_status(&ctx, &obj, &status).await?;
+            ctx.metrics.set_ready(&key, Some(false));
+            return Err(Error::Credentials(message));
+        }
+    }
+    let previous = obj.status.clone();
+    let was_ready = previous.as_ref().is_some_and(is_ready);
+    if previous.as_ref().is_some_and(|s| {
+        s.rollout
+            .as_ref()
+            .is_some_and(|r| r.status == "progressing")
+    }) {
+        reconciler
+            .view
+            .expire_applications(ctx.settings.progress_poll)
+            .await;
+    }
+    let peers = ctx.peers();
+    let outcome = reconciler.reconcile(&obj, previous.as_ref(), &peers).await;
+    report(&ctx, &obj, previous.as_ref(), was_ready, &outcome).await;
+    write_container_status(&ctx, &obj, &outcome.status).await?;
+    ctx.metrics.set_ready(&key, Some(outcome.ready()));
+    if let Some(e) = outcome.error {
+        if e.is_terminal() {
+            ctx.metrics
+                .reconciliations
+                .with_label_values(&["stalled"])
+                .inc();
+            return Ok(Action::await_change());
+        }
+        return Err(Error::Cloudflare(e));
+    }
+    ctx.failures().remove(&key);
+    let (result, action) = if outcome.ready() {
+        ("ready", Action::requeue(jittered(ctx.settings.resync)))
+    } else if outcome.stalled() {
+        ("stalled", Action::await_change())
+    } else {
+        ("progressing", Action::requeue(ctx.settings.progress_poll))
+    };
+    ctx.metrics
+        .reconciliations
+        .with_label_values(&[result])
+        .inc();
+    Ok(action)
+}
+
+/// Events and logs for what a reconcile did and what changed in the status.
+async fn report(
+    ctx: &Context,
+    obj: &CloudflareContainer,
+    previous: Option<&CloudflareContainerStatus>,
+    was_ready: bool,
+    outcome: &ReconcileOutcome,
+) {
+    let key = obj.key();
+    let spec_unchanged = previous.and_then(|s| s.observed_generation) == obj.metadata.generation;
+    if was_ready && spec_unchanged && !outcome.plan.actions.is_empty() {
+        let changes: Vec<String> = outcome
+            .plan
+            .changes
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        let message = format!(
+            "Cloudflare drifted from the spec; corrected: {}",
+            changes.join("; ")
+        );
+        tracing::warn!(object = %key, %message, "drift corrected");
+        ctx.publish(obj, EventType::Warning, "DriftCorrected", message)
+            .await;
+    }
+    for h in &outcome.events {
+        tracing::info!(object = %key, reason = h.reason, "{}", h.message);
+        ctx.publish(obj, EventType::Normal, h.reason, h.message.clone())
+            .await;
+    }
+    let rollout_was = previous
+        .and_then(|s| s.rollout.as_ref())
+        .map(|r| (r.id.clone(), r.status.clone()));
+    if let (Some((id, was)), Some(now)) = (rollout_was, outcome.status.rollout.as_ref())
+        && was == "progressing"
+        && now.status == "completed"
+        && now.id == id
+    {
+        ctx.publish(
+            obj,
+            EventType::Normal,
+            "RolloutCompleted",
+            format!("rollout {id} completed"),
+        )
+        .await;
+    }
+    let stalled_before = previous.is_some_and(is_stalled);
+    if outcome.stalled() && !stalled_before {
+        let message = condition(&outcome.status, "Stalled")
+            .map(|c| c.message.clone())
+            .unwrap_or_default();
+        tracing::warn!(object = %key, %message, "refused");
+        let image_reason = condition(&outcome.status, "ImageReady").map(|c| c.reason.as_str());
+        let reason = if image_reason == Some("BuildFailed") {
+            "BuildFailed"
+        } else {
+            "Refused"
+        };
+        ctx.publish(obj, EventType::Warning, reason, message).await;
+    }
+    if let Some(e) = &outcome.error {
+        tracing::warn!(object = %key, error = %e, "reconcile failed");
+    }
+}
+
+async fn cleanup(obj: Arc<CloudflareContainer>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let key = obj.key();
+    let deleted = match credentials(&owner(&obj), &ctx).await {
+        Ok((account_id, token)) => {
+            let account = ctx.account(&account_id, &token).await?;
+            account.reconciler.delete(&obj).await
+        }
+        Err(message) if obj.spec.deletion_policy == crate::spec::DeletionPolicy::Orphan => {
+            tracing::info!(object = %key, %message, "deletionPolicy Orphan: nothing to delete");
+            Ok(DeleteOutcome::Orphaned(vec![]))
+        }
+        Err(message) => {
+            ctx.publish(
+                obj.as_ref(),
+                EventType::Warning,
+                "CleanupBlocked",
+                message.clone(),
+            )
+            .await;
+            return Err(Error::Credentials(message));
+        }
+    };
+    match deleted {
+        Ok(DeleteOutcome::Deleted(names)) => {
+            if !names.is_empty() {
+                ctx.publish(
+                    obj.as_ref(),
+                    EventType::Normal,
+                    "Deleted",
+                    format!("deleted application(s) {}", names.join(", ")),
+                )
+                .await;
+            }
+        }
+        Ok(DeleteOutcome::Orphaned(names)) => {
+            if !names.is_empty() {
+                ctx.publish(
+                    obj.as_ref(),
+                    EventType::Normal,
+                    "Orphaned",
+                    format!("left application(s) {} running", names.join(", ")),
+                )
+                .await;
+            }
+        }
+        Err(e) => {
+            ctx.publish(
+                obj.as_ref(),
+                EventType::Warning,
+                "DeleteFailed",
+                e.to_string(),
+            )
+            .await;
+            return Err(Error::Cloudflare(e));
+        }
+    }
+    if !secret_still_used(&ctx, &owner(&obj)) {
+        protect_secret(&ctx, &owner(&obj), false).await?;
+    }
+    ctx.metrics.set_ready(&key, None);
+    ctx.failures().remove(&key);
+    ctx.metrics
+        .reconciliations
+        .with_label_values(&["deleted"])
+        .inc();
+    Ok(Action::await_change())
+}
+
+/// Per-object exponential backoff: 2ⁿ seconds, at most 5 minutes.
+pub fn error_policy(obj: Arc<CloudflareContainer>, error: &Error, ctx: Arc<Context>) -> Action {
+    super::backoff(&ctx, &obj.key(), error)
+}

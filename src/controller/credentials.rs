@@ -1,0 +1,260 @@
+//! Credentials from Secrets: the Cloudflare token and account of an object
+//! (`credentialsSecretRef`, cached and kept current by the Secret watch, or the
+//! operator's default), registry pull credentials (`pullSecretRef`), secret values a
+//! Worker binds, and the finalizer that protects a credentials Secret while an object
+//! still needs it for its cleanup.
+
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::api::{Patch, PatchParams};
+use kube::{Api, ResourceExt};
+use serde_json::json;
+
+use super::{CREDENTIALS_TTL, Context, SECRET_FINALIZER};
+use crate::cloudflare::Secret as SecretString;
+use crate::oci::client::docker_config_auths;
+use crate::reconcile::images::SourceCredentials;
+use crate::reconcile::worker::inputs::DataMap;
+use crate::spec::SecretRef;
+
+/// What an object needs of the credentials machinery: where it lives and which
+/// credentials Secret it names.
+pub struct CredentialsOwner<'a> {
+    pub namespace: &'a str,
+    pub uid: Option<&'a str>,
+    pub secret: Option<&'a SecretRef>,
+}
+
+/// A Secret an object names in `field`; a missing one is an error naming it.
+pub(super) async fn read_secret(
+    ctx: &Context,
+    ns: &str,
+    name: &str,
+    field: &str,
+) -> Result<Secret, String> {
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    secrets
+        .get_opt(name)
+        .await
+        .map_err(|e| format!("cannot read Secret {ns}/{name}: {e}"))?
+        .ok_or_else(|| format!("Secret {ns}/{name} ({field}) does not exist"))
+}
+
+/// `(account id, token)` from a credentials Secret (keys `accountId`, `apiToken`).
+pub(super) fn credentials_from(secret: &Secret) -> Result<(String, SecretString), String> {
+    let ns = secret.namespace().unwrap_or_default();
+    let name = secret.name_any();
+    let value = |key: &str| -> Result<String, String> {
+        let data = secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(key))
+            .map(|b| b.0.clone());
+        let string = secret
+            .string_data
+            .as_ref()
+            .and_then(|d| d.get(key))
+            .map(|s| s.clone().into_bytes());
+        let bytes = data
+            .or(string)
+            .ok_or_else(|| format!("Secret {ns}/{name} has no key {key}"))?;
+        let text = String::from_utf8(bytes)
+            .map_err(|_| format!("Secret {ns}/{name}: {key} is not UTF-8"))?;
+        let text = text.trim().to_string();
+        if text.is_empty() {
+            return Err(format!("Secret {ns}/{name}: {key} is empty"));
+        }
+        Ok(text)
+    };
+    Ok((value("accountId")?, SecretString::new(value("apiToken")?)))
+}
+
+/// `(account id, token)` for an object: its Secret (cached, kept current by the
+/// Secret watch), or the operator's default.
+pub(super) async fn credentials(
+    owner: &CredentialsOwner<'_>,
+    ctx: &Context,
+) -> Result<(String, SecretString), String> {
+    let Some(reference) = owner.secret else {
+        return ctx.settings.default_credentials.clone().ok_or_else(|| {
+            "no credentials: set spec.credentialsSecretRef, or give the operator CLOUDFLARE_API_TOKEN and CLOUDFLARE_ACCOUNT_ID".to_string()
+        });
+    };
+    let ns = owner.namespace;
+    let key = (ns.to_string(), reference.name.clone());
+    if let Some(c) = ctx.cached_credentials().get(&key)
+        && c.read.elapsed() < CREDENTIALS_TTL
+        && c.result.is_ok()
+    {
+        return c.result.clone();
+    }
+    let secret = read_secret(ctx, ns, &reference.name, "spec.credentialsSecretRef").await?;
+    ctx.remember_secret(&secret);
+    credentials_from(&secret)
+}
+
+/// Source registry credentials from a `pullSecretRef` (a `kubernetes.io/dockerconfigjson`
+/// Secret in the object's namespace).
+pub(super) async fn pull_credentials(
+    ns: &str,
+    reference: Option<&SecretRef>,
+    ctx: &Context,
+) -> Result<Option<SourceCredentials>, String> {
+    let Some(reference) = reference else {
+        return Ok(None);
+    };
+    let secret = read_secret(ctx, ns, &reference.name, "spec.image.pullSecretRef").await?;
+    let json = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(".dockerconfigjson"))
+        .map(|b| String::from_utf8_lossy(&b.0).to_string())
+        .or_else(|| {
+            secret
+                .string_data
+                .as_ref()
+                .and_then(|d| d.get(".dockerconfigjson"))
+                .cloned()
+        })
+        .ok_or_else(|| {
+            format!(
+                "Secret {ns}/{} has no .dockerconfigjson key",
+                reference.name
+            )
+        })?;
+    docker_config_auths(&json)
+        .map(Some)
+        .map_err(|e| format!("Secret {ns}/{}: {e}", reference.name))
+}
+
+/// Adds or removes our finalizer on the credentials Secret (known state from the
+/// cache: nothing is read or written when it is already as wanted).
+pub(super) async fn protect_secret(
+    ctx: &Context,
+    owner: &CredentialsOwner<'_>,
+    protect: bool,
+) -> Result<(), kube::Error> {
+    let Some(reference) = owner.secret else {
+        return Ok(());
+    };
+    let ns = owner.namespace;
+    let key = (ns.to_string(), reference.name.clone());
+    if ctx
+        .cached_credentials()
+        .get(&key)
+        .is_some_and(|c| c.protected == protect)
+    {
+        return Ok(());
+    }
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    let Some(secret) = secrets.get_opt(&reference.name).await? else {
+        return Ok(());
+    };
+    let mut finalizers = secret.finalizers().to_vec();
+    let has = finalizers.iter().any(|f| f == SECRET_FINALIZER);
+    if protect != has {
+        if protect {
+            finalizers.push(SECRET_FINALIZER.to_string());
+        } else {
+            finalizers.retain(|f| f != SECRET_FINALIZER);
+        }
+        let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": secret.resource_version()}});
+        let updated = secrets
+            .patch(
+                &reference.name,
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await?;
+        ctx.remember_secret(&updated);
+    } else {
+        ctx.remember_secret(&secret);
+    }
+    Ok(())
+}
+
+/// Does another live object (of either kind) still use this object's credentials
+/// Secret?
+pub(super) fn secret_still_used(ctx: &Context, owner: &CredentialsOwner<'_>) -> bool {
+    let Some(reference) = owner.secret else {
+        return false;
+    };
+    let uses = |uid: &Option<String>, deleting: bool, ns: &str, r: Option<&SecretRef>| {
+        uid.as_deref() != owner.uid
+            && !deleting
+            && ns == owner.namespace
+            && r.map(|r| &r.name) == Some(&reference.name)
+    };
+    let containers = ctx.store.get().is_some_and(|store| {
+        store.state().iter().any(|o| {
+            uses(
+                &o.metadata.uid,
+                o.metadata.deletion_timestamp.is_some(),
+                o.namespace_or_default(),
+                o.spec.credentials_secret_ref.as_ref(),
+            )
+        })
+    });
+    containers
+        || ctx.worker_store.get().is_some_and(|store| {
+            store.state().iter().any(|o| {
+                uses(
+                    &o.metadata.uid,
+                    o.metadata.deletion_timestamp.is_some(),
+                    o.namespace_or_default(),
+                    o.spec.credentials_secret_ref.as_ref(),
+                )
+            })
+        })
+}
+
+/// The keys of a Secret (data and stringData).
+pub(super) fn secret_data(secret: &Secret) -> DataMap {
+    let mut out: DataMap = secret
+        .data
+        .iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), v.0.clone()))
+        .collect();
+    for (k, v) in secret.string_data.iter().flatten() {
+        out.insert(k.clone(), v.clone().into_bytes());
+    }
+    out
+}
+
+/// The keys of a ConfigMap (data and binaryData).
+pub(super) fn config_map_data(cm: &ConfigMap) -> DataMap {
+    let mut out: DataMap = cm
+        .binary_data
+        .iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), v.0.clone()))
+        .collect();
+    for (k, v) in cm.data.iter().flatten() {
+        out.insert(k.clone(), v.clone().into_bytes());
+    }
+    out
+}
+
+/// A ConfigMap of the namespace, `None` when it does not exist.
+pub(super) async fn read_config_map(
+    ctx: &Context,
+    ns: &str,
+    name: &str,
+) -> Result<Option<ConfigMap>, String> {
+    let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
+    api.get_opt(name)
+        .await
+        .map_err(|e| format!("cannot read ConfigMap {ns}/{name}: {e}"))
+}
+
+/// A Secret of the namespace, `None` when it does not exist.
+pub(super) async fn read_secret_opt(
+    ctx: &Context,
+    ns: &str,
+    name: &str,
+) -> Result<Option<Secret>, String> {
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    api.get_opt(name)
+        .await
+        .map_err(|e| format!("cannot read Secret {ns}/{name}: {e}"))
+}

@@ -1,0 +1,374 @@
+//! `flaredock run`: connects to the cluster, serves the endpoints, elects a leader, and
+//! runs both controllers with their watches and the periodic resync.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{Controller, watcher};
+use kube::{Api, Client, ResourceExt};
+
+use super::{Context, Settings, jittered, server};
+use crate::spec::{CloudflareContainer, CloudflareWorker};
+use crate::telemetry::metrics::Metrics;
+
+/// How `flaredock run` is configured (beyond [`Settings`]).
+#[derive(Clone, Debug)]
+pub struct RunConfig {
+    pub settings: Settings,
+    pub metrics_address: SocketAddr,
+    pub leader_election: bool,
+    pub lease_name: String,
+    pub lease_namespace: String,
+    pub lease_duration: Duration,
+    pub identity: String,
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {},
+                    _ = term.recv() => {},
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+/// Runs the controller until SIGTERM/SIGINT. Returns the process exit code.
+pub async fn run(config: RunConfig) -> i32 {
+    let client = match tokio::time::timeout(Duration::from_secs(10), Client::try_default()).await {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => {
+            eprintln!(
+                "error: no Kubernetes configuration: {e} (in a cluster the service account is used; elsewhere KUBECONFIG or ~/.kube/config)"
+            );
+            return 1;
+        }
+        Err(_) => {
+            eprintln!("error: loading the Kubernetes configuration timed out");
+            return 1;
+        }
+    };
+    let cluster = client.default_namespace().to_string();
+    match tokio::time::timeout(Duration::from_secs(10), client.apiserver_version()).await {
+        Ok(Ok(v)) => {
+            tracing::info!(version = %v.git_version, "connected to the Kubernetes API server")
+        }
+        Ok(Err(e)) => {
+            eprintln!("error: cannot reach the Kubernetes API server of the current context: {e}");
+            return 1;
+        }
+        Err(_) => {
+            eprintln!(
+                "error: the Kubernetes API server did not answer within 10 s (check KUBECONFIG and the current context)"
+            );
+            return 1;
+        }
+    }
+    let api: Api<CloudflareContainer> = match &config.settings.namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let workers_api: Api<CloudflareWorker> = match &config.settings.namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    if let Err(e) = api.list(&kube::api::ListParams::default().limit(1)).await {
+        eprintln!(
+            "error: cannot list CloudflareContainers ({e}); are the CRDs installed? kubectl apply -k crds/"
+        );
+        return 1;
+    }
+    if let Err(e) = workers_api
+        .list(&kube::api::ListParams::default().limit(1))
+        .await
+    {
+        eprintln!(
+            "error: cannot list CloudflareWorkers ({e}); are the CRDs installed? kubectl apply -k crds/"
+        );
+        return 1;
+    }
+    tracing::info!(default_namespace = %cluster, "CloudflareContainer and CloudflareWorker APIs available");
+
+    let metrics = Arc::new(Metrics::new());
+    let leader = Arc::new(AtomicBool::new(!config.leader_election));
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        config.settings.clone(),
+        metrics,
+        leader.clone(),
+    ));
+    let server = match server::serve(config.metrics_address, ctx.clone()).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!(
+                "error: cannot serve metrics on {}: {e}",
+                config.metrics_address
+            );
+            return 1;
+        }
+    };
+
+    // Leader election: a standby watches; when it becomes leader, everything is resynced.
+    let (trigger_tx, _) = tokio::sync::broadcast::channel::<()>(4);
+    let mut lease_task = None;
+    if config.leader_election {
+        let manager =
+            kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &config.lease_name)
+                .with_namespace(&config.lease_namespace)
+                .with_identity(&config.identity)
+                .with_duration(config.lease_duration.as_secs().max(2))
+                .with_grace((config.lease_duration.as_secs() / 3).max(1))
+                .build()
+                .await;
+        let manager = match manager {
+            Ok(m) => m,
+            Err(e) => {
+                eprintln!(
+                    "error: leader election on Lease {}/{}: {e}",
+                    config.lease_namespace, config.lease_name
+                );
+                return 1;
+            }
+        };
+        let (mut rx, handle) = manager.watch().await;
+        let leader = leader.clone();
+        let tx = trigger_tx.clone();
+        lease_task = Some((
+            tokio::spawn(async move {
+                loop {
+                    let is_leader = *rx.borrow_and_update();
+                    if leader.swap(is_leader, Ordering::SeqCst) != is_leader {
+                        tracing::info!(leader = is_leader, "leadership changed");
+                        if is_leader {
+                            let _ = tx.send(());
+                        }
+                    }
+                    if rx.changed().await.is_err() {
+                        break;
+                    }
+                }
+            }),
+            handle,
+        ));
+    }
+
+    // The periodic resync: every account's view goes stale, every object of both kinds
+    // is reconciled. Leadership gained triggers the same.
+    let resync_ctx = ctx.clone();
+    let period = config.settings.resync;
+    let resync_tx = trigger_tx.clone();
+    let resync_task = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(jittered(period)).await;
+            resync_ctx.invalidate_all().await;
+            tracing::info!("periodic resync");
+            let _ = resync_tx.send(());
+        }
+    });
+    let triggers = |tx: &tokio::sync::broadcast::Sender<()>| {
+        futures::stream::unfold(tx.subscribe(), |mut rx| async move {
+            loop {
+                match rx.recv().await {
+                    Ok(()) => return Some(((), rx)),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(_) => return None,
+                }
+            }
+        })
+    };
+
+    let scoped = |c: &Client| -> (
+        Api<Secret>,
+        Api<ConfigMap>,
+        Api<k8s_openapi::api::batch::v1::Job>,
+    ) {
+        match &config.settings.namespace {
+            Some(ns) => (
+                Api::namespaced(c.clone(), ns),
+                Api::namespaced(c.clone(), ns),
+                Api::namespaced(c.clone(), ns),
+            ),
+            None => (
+                Api::all(c.clone()),
+                Api::all(c.clone()),
+                Api::all(c.clone()),
+            ),
+        }
+    };
+    let (secrets, config_maps, jobs) = scoped(&client);
+    // A build Job that finishes wakes its CloudflareContainer up; a CloudflareWorker
+    // that changes wakes the containers that name it.
+    let containers = Controller::new(api.clone(), watcher::Config::default().any_semantic()).owns(
+        jobs,
+        watcher::Config::default().labels(crate::build::job::BUILD_LABEL),
+    );
+    let workers = Controller::new(
+        workers_api.clone(),
+        watcher::Config::default().any_semantic(),
+    );
+    let store = containers.store();
+    let worker_store = workers.store();
+    ctx.set_stores(store.clone(), worker_store.clone());
+    ctx.ready.store(true, Ordering::SeqCst);
+
+    let (s1, s2) = (store.clone(), store.clone());
+    let secret_ctx = ctx.clone();
+    let containers = containers
+        .watches(
+            secrets.clone(),
+            watcher::Config::default(),
+            move |secret: Secret| {
+                secret_ctx.remember_secret(&secret);
+                let ns = secret.namespace();
+                let name = secret.name_any();
+                s1.state()
+                    .iter()
+                    .filter(|o| o.metadata.namespace == ns)
+                    .filter(|o| {
+                        o.spec
+                            .credentials_secret_ref
+                            .as_ref()
+                            .is_some_and(|r| r.name == name)
+                    })
+                    .map(|o| ObjectRef::from_obj(&**o))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .watches(
+            workers_api.clone(),
+            watcher::Config::default(),
+            move |w: CloudflareWorker| {
+                s2.state()
+                    .iter()
+                    .filter(|o| o.metadata.namespace == w.metadata.namespace)
+                    .filter(|o| o.worker_object() == Some(w.name()))
+                    .map(|o| ObjectRef::from_obj(&**o))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .reconcile_all_on(triggers(&trigger_tx))
+        .graceful_shutdown_on(shutdown_signal())
+        .with_config(
+            kube::runtime::controller::Config::default().concurrency(config.settings.concurrency),
+        )
+        .run(super::reconcile, super::error_policy, ctx.clone())
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "container controller event");
+            }
+        });
+
+    let (w1, w2, w3) = (
+        worker_store.clone(),
+        worker_store.clone(),
+        worker_store.clone(),
+    );
+    let workers = workers
+        .watches(
+            secrets,
+            watcher::Config::default(),
+            move |secret: Secret| {
+                let ns = secret.namespace();
+                let name = secret.name_any();
+                w1.state()
+                    .iter()
+                    .filter(|o| o.metadata.namespace == ns)
+                    .filter(|o| {
+                        o.spec
+                            .credentials_secret_ref
+                            .as_ref()
+                            .is_some_and(|r| r.name == name)
+                            || o.spec.secrets.iter().any(|s| s.secret_key_ref.name == name)
+                            || o.spec
+                                .source
+                                .image
+                                .as_ref()
+                                .and_then(|i| i.pull_secret_ref.as_ref())
+                                .is_some_and(|r| r.name == name)
+                    })
+                    .map(|o| ObjectRef::from_obj(&**o))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .watches(
+            config_maps,
+            watcher::Config::default(),
+            move |cm: ConfigMap| {
+                let ns = cm.namespace();
+                let name = cm.name_any();
+                w2.state()
+                    .iter()
+                    .filter(|o| o.metadata.namespace == ns)
+                    .filter(|o| {
+                        o.spec
+                            .source
+                            .config_map_ref
+                            .as_ref()
+                            .is_some_and(|r| r.name == name)
+                    })
+                    .map(|o| ObjectRef::from_obj(&**o))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .watches(
+            api,
+            watcher::Config::default(),
+            move |c: CloudflareContainer| {
+                // A container's class joins or leaves its Worker's upload.
+                w3.state()
+                    .iter()
+                    .filter(|o| o.metadata.namespace == c.metadata.namespace)
+                    .filter(|o| c.worker_object() == Some(o.name()))
+                    .map(|o| ObjectRef::from_obj(&**o))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .reconcile_all_on(triggers(&trigger_tx))
+        .graceful_shutdown_on(shutdown_signal())
+        .with_config(
+            kube::runtime::controller::Config::default().concurrency(config.settings.concurrency),
+        )
+        .run(
+            super::reconcile_worker,
+            super::worker_error_policy,
+            ctx.clone(),
+        )
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "worker controller event");
+            }
+        });
+    futures::join!(containers, workers);
+    resync_task.abort();
+    tracing::info!("shutting down");
+    ctx.ready.store(false, Ordering::SeqCst);
+    if let Some((watcher_task, lease_handle)) = lease_task {
+        // Dropping the receiver makes the lease manager release the Lease.
+        watcher_task.abort();
+        let _ = watcher_task.await;
+        match tokio::time::timeout(Duration::from_secs(5), lease_handle).await {
+            Ok(Ok(Ok(_))) => tracing::info!("lease released"),
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "lease release failed"),
+            _ => tracing::warn!("lease release did not finish in time"),
+        }
+    }
+    server.abort();
+    0
+}

@@ -1,0 +1,347 @@
+//! The CloudflareWorker controller: finalizer, credentials, the code from a ConfigMap or
+//! a registry and the secret values from Secrets, the container classes of the
+//! CloudflareContainers that name the Worker, reconcile through the core, status,
+//! Events, and cleanup that waits until no CloudflareContainer names the Worker.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use kube::Api;
+use kube::api::ListParams;
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::runtime::finalizer::{self, Event as FinalizerEvent};
+use tracing::Instrument;
+
+use super::credentials::{
+    CredentialsOwner, config_map_data, credentials, protect_secret, pull_credentials,
+    read_config_map, read_secret_opt, secret_data, secret_still_used,
+};
+use super::status::{worker_problem, write_worker_status};
+use super::{Context, Error, FINALIZER, jittered};
+use crate::reconcile::worker::inputs::SourceData;
+use crate::reconcile::worker::{WorkerOutcome, classes_for};
+use crate::reconcile::{DeleteOutcome, Reconciler};
+use crate::spec::{CloudflareContainer, CloudflareWorker, CloudflareWorkerStatus};
+
+fn owner(obj: &CloudflareWorker) -> CredentialsOwner<'_> {
+    CredentialsOwner {
+        namespace: obj.namespace_or_default(),
+        uid: obj.metadata.uid.as_deref(),
+        secret: obj.spec.credentials_secret_ref.as_ref(),
+    }
+}
+
+/// The metrics and failure key of a Worker.
+fn metric_key(obj: &CloudflareWorker) -> String {
+    format!("CloudflareWorker/{}", obj.key())
+}
+
+/// Reconciles one CloudflareWorker (the kube-runtime entry point).
+pub async fn reconcile_worker(
+    obj: Arc<CloudflareWorker>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
+    if !ctx.leader.load(Ordering::Relaxed) {
+        // A standby watches but never writes.
+        return Ok(Action::requeue(Duration::from_secs(15)));
+    }
+    let started = std::time::Instant::now();
+    let api: Api<CloudflareWorker> =
+        Api::namespaced(ctx.client.clone(), obj.namespace_or_default());
+    let span = tracing::info_span!("reconcile", worker = %obj.key());
+    let result = finalizer::finalizer(&api, FINALIZER, obj.clone(), |event| async {
+        match event {
+            FinalizerEvent::Apply(o) => apply(o, ctx.clone()).await,
+            FinalizerEvent::Cleanup(o) => cleanup(o, ctx.clone()).await,
+        }
+    })
+    .instrument(span)
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)));
+    ctx.metrics
+        .reconcile_duration
+        .observe(started.elapsed().as_secs_f64());
+    if result.is_err() {
+        ctx.metrics
+            .reconciliations
+            .with_label_values(&["error"])
+            .inc();
+    }
+    result
+}
+
+/// The ConfigMap and Secrets the Worker reads, from the API server. A missing one is
+/// simply absent (the core says what it waits for); an unreadable one is an error.
+async fn source_data(obj: &CloudflareWorker, ctx: &Context) -> Result<SourceData, String> {
+    let ns = obj.namespace_or_default();
+    let mut data = SourceData::default();
+    if let Some(c) = &obj.spec.source.config_map_ref
+        && let Some(cm) = read_config_map(ctx, ns, &c.name).await?
+    {
+        data.config_maps
+            .insert(format!("{ns}/{}", c.name), config_map_data(&cm));
+    }
+    let mut names: Vec<&str> = obj
+        .spec
+        .secrets
+        .iter()
+        .map(|s| s.secret_key_ref.name.as_str())
+        .collect();
+    names.sort();
+    names.dedup();
+    for name in names {
+        if let Some(secret) = read_secret_opt(ctx, ns, name).await? {
+            data.secrets
+                .insert(format!("{ns}/{name}"), secret_data(&secret));
+        }
+    }
+    Ok(data)
+}
+
+async fn stalled_without_cloudflare(
+    ctx: &Context,
+    obj: &CloudflareWorker,
+    reason: &str,
+    message: String,
+) -> Result<Action, Error> {
+    let status = worker_problem(obj, reason, &message, true);
+    let was_stalled = obj.status.as_ref().is_some_and(|s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == "Stalled" && c.status == "True" && c.reason == reason)
+    });
+    write_worker_status(ctx, obj, &status).await?;
+    if !was_stalled {
+        ctx.publish(obj, EventType::Warning, reason, message.clone())
+            .await;
+    }
+    tracing::warn!(worker = %obj.key(), %message, "{reason}");
+    ctx.metrics
+        .reconciliations
+        .with_label_values(&["stalled"])
+        .inc();
+    ctx.metrics.set_ready(&metric_key(obj), Some(false));
+    Ok(Action::await_change())
+}
+
+async fn apply(obj: Arc<CloudflareWorker>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let (account_id, token) = match credentials(&owner(&obj), &ctx).await {
+        Ok(c) => c,
+        // The Secret is watched: its creation or change triggers a reconcile.
+        Err(message) => {
+            return stalled_without_cloudflare(&ctx, &obj, "CredentialsUnavailable", message).await;
+        }
+    };
+    protect_secret(&ctx, &owner(&obj), true).await?;
+    let account = ctx.account(&account_id, &token).await?;
+    let reconciler = &account.reconciler;
+    let pull_ref = obj
+        .spec
+        .source
+        .image
+        .as_ref()
+        .and_then(|i| i.pull_secret_ref.as_ref());
+    match pull_credentials(obj.namespace_or_default(), pull_ref, &ctx).await {
+        Ok(pull) => reconciler
+            .images
+            .set_pull_credentials(&Reconciler::worker_pull_key(&obj), pull),
+        Err(message) => return Err(Error::Credentials(message)),
+    }
+    let data = source_data(&obj, &ctx).await.map_err(Error::Credentials)?;
+    let containers = ctx.containers();
+    let refs: Vec<&CloudflareContainer> = containers.iter().map(|c| c.as_ref()).collect();
+    let classes = classes_for(&obj, &refs);
+    let previous = obj.status.clone();
+    let was_ready = previous.as_ref().is_some_and(is_ready);
+    let outcome = reconciler
+        .reconcile_worker(&obj, classes, &data, previous.as_ref())
+        .await;
+    report(&ctx, &obj, previous.as_ref(), was_ready, &outcome).await;
+    write_worker_status(&ctx, &obj, &outcome.status).await?;
+    let key = metric_key(&obj);
+    ctx.metrics.set_ready(&key, Some(outcome.ready()));
+    if let Some(e) = outcome.error {
+        if e.is_terminal() {
+            ctx.metrics
+                .reconciliations
+                .with_label_values(&["stalled"])
+                .inc();
+            return Ok(Action::await_change());
+        }
+        return Err(Error::Cloudflare(e));
+    }
+    ctx.failures().remove(&key);
+    let (result, action) = if outcome.ready() {
+        ("ready", Action::requeue(jittered(ctx.settings.resync)))
+    } else if outcome.stalled() {
+        ("stalled", Action::await_change())
+    } else {
+        // Waiting for a ConfigMap, a Secret or a bundle: their watches (or this
+        // requeue, for a registry) bring it back.
+        (
+            "progressing",
+            Action::requeue(ctx.settings.progress_poll.max(Duration::from_secs(5))),
+        )
+    };
+    ctx.metrics
+        .reconciliations
+        .with_label_values(&[result])
+        .inc();
+    Ok(action)
+}
+
+fn is_ready(status: &CloudflareWorkerStatus) -> bool {
+    status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == "Ready" && c.status == "True")
+}
+
+/// Events and logs for what a reconcile did.
+async fn report(
+    ctx: &Context,
+    obj: &CloudflareWorker,
+    previous: Option<&CloudflareWorkerStatus>,
+    was_ready: bool,
+    outcome: &WorkerOutcome,
+) {
+    let key = obj.key();
+    let spec_unchanged = previous.and_then(|s| s.observed_generation) == obj.metadata.generation;
+    if was_ready && spec_unchanged && !outcome.plan.actions.is_empty() {
+        let changes: Vec<String> = outcome
+            .plan
+            .changes
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        let message = format!(
+            "the Worker script differs from what flaredock uploaded (or its inputs changed); uploaded again: {}",
+            changes.join("; ")
+        );
+        tracing::warn!(worker = %key, %message, "drift corrected");
+        ctx.publish(obj, EventType::Warning, "DriftCorrected", message)
+            .await;
+    }
+    for h in &outcome.events {
+        tracing::info!(worker = %key, reason = h.reason, "{}", h.message);
+        ctx.publish(obj, EventType::Normal, h.reason, h.message.clone())
+            .await;
+    }
+    let stalled_before = previous.is_some_and(|s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == "Stalled" && c.status == "True")
+    });
+    if outcome.stalled() && !stalled_before {
+        let message = outcome
+            .status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Stalled")
+            .map(|c| c.message.clone())
+            .unwrap_or_default();
+        tracing::warn!(worker = %key, %message, "refused");
+        ctx.publish(obj, EventType::Warning, "Refused", message)
+            .await;
+    }
+    if let Some(e) = &outcome.error {
+        tracing::warn!(worker = %key, error = %e, "reconcile failed");
+    }
+}
+
+/// Deletes the script as the policy says, once no CloudflareContainer names the Worker
+/// (decided on a fresh list: their applications use its classes).
+async fn cleanup(obj: Arc<CloudflareWorker>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let ns = obj.namespace_or_default();
+    let api: Api<CloudflareContainer> = Api::namespaced(ctx.client.clone(), ns);
+    let list = api.list(&ListParams::default()).await?;
+    let naming: Vec<String> = list
+        .items
+        .iter()
+        .filter(|c| c.worker_object() == Some(obj.name()))
+        .map(|c| c.name().to_string())
+        .collect();
+    if !naming.is_empty() {
+        let message = format!(
+            "waiting for CloudflareContainer(s) {} that name this Worker to be deleted first",
+            naming.join(", ")
+        );
+        ctx.publish(
+            obj.as_ref(),
+            EventType::Normal,
+            "WaitingForContainers",
+            message.clone(),
+        )
+        .await;
+        return Err(Error::Waiting(message));
+    }
+    let deleted = match credentials(&owner(&obj), &ctx).await {
+        Ok((account_id, token)) => {
+            let account = ctx.account(&account_id, &token).await?;
+            account.reconciler.delete_worker(&obj).await
+        }
+        Err(message) if obj.spec.deletion_policy == crate::spec::DeletionPolicy::Orphan => {
+            tracing::info!(worker = %obj.key(), %message, "deletionPolicy Orphan: nothing to delete");
+            Ok(DeleteOutcome::Orphaned(vec![]))
+        }
+        Err(message) => {
+            ctx.publish(
+                obj.as_ref(),
+                EventType::Warning,
+                "CleanupBlocked",
+                message.clone(),
+            )
+            .await;
+            return Err(Error::Credentials(message));
+        }
+    };
+    match deleted {
+        Ok(DeleteOutcome::Deleted(names)) if !names.is_empty() => {
+            ctx.publish(
+                obj.as_ref(),
+                EventType::Normal,
+                "Deleted",
+                format!("deleted Worker script {}", names.join(", ")),
+            )
+            .await;
+        }
+        Ok(DeleteOutcome::Orphaned(names)) if !names.is_empty() => {
+            ctx.publish(
+                obj.as_ref(),
+                EventType::Normal,
+                "Orphaned",
+                format!("left Worker script {} in place", names.join(", ")),
+            )
+            .await;
+        }
+        Ok(_) => {}
+        Err(e) => {
+            ctx.publish(
+                obj.as_ref(),
+                EventType::Warning,
+                "DeleteFailed",
+                e.to_string(),
+            )
+            .await;
+            return Err(Error::Cloudflare(e));
+        }
+    }
+    if !secret_still_used(&ctx, &owner(&obj)) {
+        protect_secret(&ctx, &owner(&obj), false).await?;
+    }
+    let key = metric_key(&obj);
+    ctx.metrics.set_ready(&key, None);
+    ctx.failures().remove(&key);
+    ctx.metrics
+        .reconciliations
+        .with_label_values(&["deleted"])
+        .inc();
+    Ok(Action::await_change())
+}
+
+/// Per-object exponential backoff: 2ⁿ seconds, at most 5 minutes.
+pub fn worker_error_policy(obj: Arc<CloudflareWorker>, error: &Error, ctx: Arc<Context>) -> Action {
+    super::backoff(&ctx, &metric_key(&obj), error)
+}

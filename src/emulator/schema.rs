@@ -1,0 +1,211 @@
+//! The official Cloudflare API extract (`cloudflare-api/` in the repository, embedded)
+//! as JSON Schema, so that the emulator checks requests against Cloudflare's contract
+//! rather than against flaredock's own types. The contract tests use it too.
+//!
+//! OpenAPI 3.0 is turned into JSON Schema 2020-12 the usual way: `nullable` becomes a
+//! `null` type; `oneOf` becomes `anyOf` (the extract's `oneOf`s overlap, e.g. the two
+//! migration forms, so exclusivity cannot hold for any valid value); binding kinds the
+//! extract omits are matched by their `type` through the discriminator mapping.
+
+use std::sync::OnceLock;
+
+use serde_json::{Map, Value, json};
+
+/// The containers extract, as vendored.
+pub const CONTAINERS_JSON: &str =
+    include_str!("../../cloudflare-api/containers-openapi-subset.json");
+/// The Workers and Durable Objects extract, as vendored.
+pub const WORKERS_JSON: &str = include_str!("../../cloudflare-api/workers-openapi-subset.json");
+
+/// OpenAPI 3.0 schema → JSON Schema 2020-12.
+pub fn convert(v: &Value) -> Value {
+    match v {
+        Value::Array(a) => Value::Array(a.iter().map(convert).collect()),
+        Value::Object(o) => {
+            let mut out = Map::new();
+            for (k, val) in o {
+                match k.as_str() {
+                    "nullable" | "discriminator" | "example" => {}
+                    "oneOf" => {
+                        out.insert("anyOf".into(), convert(val));
+                    }
+                    _ => {
+                        out.insert(k.clone(), convert(val));
+                    }
+                }
+            }
+            if o.get("nullable") == Some(&Value::Bool(true)) {
+                match out.get_mut("type") {
+                    Some(Value::String(t)) => {
+                        let t = t.clone();
+                        out.insert("type".into(), json!([t, "null"]));
+                    }
+                    _ => {
+                        let inner = Value::Object(out);
+                        return json!({"anyOf": [inner, {"type": "null"}]});
+                    }
+                }
+                if let Some(Value::Array(e)) = out.get_mut("enum")
+                    && !e.contains(&Value::Null)
+                {
+                    e.push(Value::Null);
+                }
+            }
+            Value::Object(out)
+        }
+        other => other.clone(),
+    }
+}
+
+/// One converted OpenAPI document.
+pub struct Spec {
+    pub doc: Value,
+    components: Value,
+}
+
+impl Spec {
+    /// Parses and converts an extract (`CONTAINERS_JSON`, `WORKERS_JSON`).
+    pub fn parse(text: &str) -> Spec {
+        let mut doc: Value = serde_json::from_str(text).unwrap_or(Value::Null);
+        // Omitted binding kinds: match them by their discriminator value.
+        let mapping: Vec<(String, String)> = doc
+            .pointer("/components/schemas/workers_binding_item/discriminator/mapping")
+            .and_then(Value::as_object)
+            .map(|m| {
+                m.iter()
+                    .map(|(kind, r)| {
+                        let name = r.as_str().unwrap_or("").rsplit('/').next().unwrap_or("");
+                        (kind.clone(), name.to_string())
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        if let Some(schemas) = doc
+            .pointer_mut("/components/schemas")
+            .and_then(Value::as_object_mut)
+        {
+            for (kind, schema_name) in mapping {
+                if let Some(s) = schemas.get_mut(&schema_name)
+                    && s.get("x-omitted-from-subset").is_some()
+                {
+                    *s = json!({"type": "object", "properties": {"type": {"const": kind}}, "required": ["type", "name"]});
+                }
+            }
+        }
+        let doc = convert(&doc);
+        let components = doc["components"].clone();
+        Spec { doc, components }
+    }
+
+    /// The Workers extract, parsed once.
+    pub fn workers() -> &'static Spec {
+        static SPEC: OnceLock<Spec> = OnceLock::new();
+        SPEC.get_or_init(|| Spec::parse(WORKERS_JSON))
+    }
+
+    /// The containers extract, parsed once.
+    pub fn containers() -> &'static Spec {
+        static SPEC: OnceLock<Spec> = OnceLock::new();
+        SPEC.get_or_init(|| Spec::parse(CONTAINERS_JSON))
+    }
+
+    /// A schema of this document by JSON pointer (e.g.
+    /// `/components/schemas/workers_containers`).
+    pub fn at(&self, pointer: &str) -> Option<&Value> {
+        self.doc.pointer(pointer)
+    }
+
+    /// The operation of a request path (relative to the API root) and method.
+    pub fn operation(&self, method: &str, path: &str) -> Option<(String, &Value)> {
+        let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+        for (template, ops) in self.doc["paths"].as_object()? {
+            let tsegs: Vec<&str> = template.trim_matches('/').split('/').collect();
+            if tsegs.len() != segs.len() {
+                continue;
+            }
+            let matches = tsegs
+                .iter()
+                .zip(&segs)
+                .all(|(t, s)| (t.starts_with('{') && t.ends_with('}')) || t == s);
+            if matches && let Some(op) = ops.get(method.to_lowercase()) {
+                return Some((template.clone(), op));
+            }
+        }
+        None
+    }
+
+    /// Every violation of `schema` by `instance`, each naming the field
+    /// (`what` prefixes the path). A schema that does not compile is one violation.
+    pub fn violations(&self, schema: &Value, instance: &Value, what: &str) -> Vec<String> {
+        let root = json!({
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "$ref": "#/$defs/target",
+            "$defs": {"target": schema},
+            "components": self.components,
+        });
+        let validator = match jsonschema::options()
+            .with_draft(jsonschema::Draft::Draft202012)
+            .should_validate_formats(false)
+            .build(&root)
+        {
+            Ok(v) => v,
+            Err(e) => return vec![format!("{what}: the schema does not compile: {e}")],
+        };
+        validator
+            .iter_errors(instance)
+            .map(|e| {
+                let path = e.instance_path().to_string();
+                let field = path.trim_start_matches('/').replace('/', ".");
+                if field.is_empty() {
+                    format!("{what}: {e}")
+                } else {
+                    format!("{what}.{field}: {e}")
+                }
+            })
+            .collect()
+    }
+}
+
+/// The official schema of an upload's `metadata` part, with `containers` checked as
+/// `workers_containers` (the official metadata schema does not list it; wrangler sends
+/// it and `workers_durable_object_export` refers to it).
+pub fn upload_metadata_violations(metadata: &Value) -> Vec<String> {
+    let spec = Spec::workers();
+    let mut out = Vec::new();
+    match spec
+        .at("/components/requestBodies/workers_script_upload/content/multipart~1form-data/schema")
+    {
+        Some(body) => {
+            let form = json!({"metadata": metadata});
+            out.extend(spec.violations(body, &form, "upload"));
+        }
+        None => out.push("the official upload schema is missing from the extract".into()),
+    }
+    if let Some(containers) = metadata.get("containers") {
+        let schema = json!({"$ref": "#/components/schemas/workers_containers"});
+        out.extend(spec.violations(&schema, containers, "metadata.containers"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_misspelt_or_mistyped_metadata_field_is_named() {
+        let good = json!({"main_module": "index.js", "compatibility_date": "2026-01-01", "tags": ["a"], "containers": [{"class_name": "A"}]});
+        assert!(
+            upload_metadata_violations(&good).is_empty(),
+            "{:?}",
+            upload_metadata_violations(&good)
+        );
+        let bad = json!({"main_module": 3, "containers": [{"klass": "A"}]});
+        let v = upload_metadata_violations(&bad);
+        assert!(
+            v.iter().any(|m| m.contains("metadata.main_module")),
+            "{v:?}"
+        );
+        assert!(v.iter().any(|m| m.contains("metadata.containers")), "{v:?}");
+    }
+}

@@ -1,0 +1,176 @@
+//! Converging a set of objects from the command line: rounds in which every pending
+//! CloudflareWorker is reconciled first (its upload container-enables the classes), then
+//! every pending CloudflareContainer, until each is Ready or stalled, or the timeout.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use futures::StreamExt;
+
+use super::images::PeerIndex;
+use super::worker::inputs::SourceData;
+use super::worker::{WorkerOutcome, classes_for};
+use super::{ReconcileOutcome, Reconciler};
+use crate::spec::{CloudflareContainer, CloudflareWorker};
+
+/// How [`converge`] runs.
+#[derive(Clone, Debug)]
+pub struct ConvergeOptions {
+    /// Keep going until every object is Ready (or stalled), or the timeout.
+    pub wait: bool,
+    pub timeout: Duration,
+    /// Objects reconciled at once.
+    pub concurrency: usize,
+    /// Pause between rounds.
+    pub poll: Duration,
+}
+
+impl Default for ConvergeOptions {
+    fn default() -> Self {
+        ConvergeOptions {
+            wait: true,
+            timeout: Duration::from_secs(300),
+            concurrency: 16,
+            poll: Duration::from_millis(250),
+        }
+    }
+}
+
+/// What to converge: both kinds, and the ConfigMaps and Secrets they read.
+#[derive(Clone, Copy)]
+pub struct Manifests<'a> {
+    pub containers: &'a [CloudflareContainer],
+    pub workers: &'a [CloudflareWorker],
+    pub data: &'a SourceData,
+}
+
+/// Outcomes by `namespace/name`, per kind.
+#[derive(Clone, Debug, Default)]
+pub struct Converged {
+    pub containers: HashMap<String, ReconcileOutcome>,
+    pub workers: HashMap<String, WorkerOutcome>,
+}
+
+/// Appends what earlier rounds did: the events tell the whole story.
+fn keep_events<T>(
+    map: &mut HashMap<String, T>,
+    results: Vec<(String, T)>,
+    events: impl Fn(&mut T) -> &mut Vec<super::Happening>,
+) {
+    for (key, mut outcome) in results {
+        if let Some(mut previous) = map.remove(&key) {
+            let mut all = std::mem::take(events(&mut previous));
+            all.append(events(&mut outcome));
+            *events(&mut outcome) = all;
+        }
+        map.insert(key, outcome);
+    }
+}
+
+/// Reconciles CloudflareContainers only (their Workers deployed elsewhere).
+pub async fn converge(
+    reconciler: &Reconciler,
+    objects: &[CloudflareContainer],
+    options: &ConvergeOptions,
+    mut on_round: impl FnMut(usize, &HashMap<String, ReconcileOutcome>),
+) -> HashMap<String, ReconcileOutcome> {
+    let data = SourceData::default();
+    let manifests = Manifests {
+        containers: objects,
+        workers: &[],
+        data: &data,
+    };
+    converge_all(reconciler, manifests, options, |round, c| {
+        on_round(round, &c.containers)
+    })
+    .await
+    .containers
+}
+
+/// Reconciles both kinds in rounds (one account view refresh per round, shared by all).
+pub async fn converge_all(
+    reconciler: &Reconciler,
+    manifests: Manifests<'_>,
+    options: &ConvergeOptions,
+    mut on_round: impl FnMut(usize, &Converged),
+) -> Converged {
+    let deadline = tokio::time::Instant::now() + options.timeout;
+    let mut done = Converged::default();
+    let mut pending_workers: Vec<&CloudflareWorker> = manifests.workers.iter().collect();
+    let mut pending: Vec<&CloudflareContainer> = manifests.containers.iter().collect();
+    let all_containers: Vec<&CloudflareContainer> = manifests.containers.iter().collect();
+    let concurrency = options.concurrency.max(1);
+    let mut round = 0usize;
+    loop {
+        round += 1;
+        if round > 1 {
+            reconciler.view.invalidate().await;
+            reconciler.images.new_round().await;
+        }
+        let results: Vec<(String, WorkerOutcome)> =
+            futures::stream::iter(pending_workers.iter().copied())
+                .map(|w| {
+                    let previous = done.workers.get(&w.key()).map(|o| o.status.clone());
+                    let classes = classes_for(w, &all_containers);
+                    async move {
+                        let outcome = reconciler
+                            .reconcile_worker(w, classes, manifests.data, previous.as_ref())
+                            .await;
+                        (w.key(), outcome)
+                    }
+                })
+                .buffer_unordered(concurrency)
+                .collect()
+                .await;
+        keep_events(&mut done.workers, results, |o| &mut o.events);
+
+        let peers = PeerIndex {
+            images: done
+                .containers
+                .iter()
+                .filter(|(_, o)| o.ready())
+                .filter_map(|(k, o)| o.status.image.clone().map(|i| (k.clone(), i)))
+                .collect(),
+            workers: manifests
+                .workers
+                .iter()
+                .map(|w| (w.key(), w.script_name().to_string()))
+                .collect(),
+        };
+        let results: Vec<(String, ReconcileOutcome)> =
+            futures::stream::iter(pending.iter().copied())
+                .map(|obj| {
+                    let previous = done.containers.get(&obj.key()).map(|o| o.status.clone());
+                    let peers = &peers;
+                    async move {
+                        let outcome = reconciler.reconcile(obj, previous.as_ref(), peers).await;
+                        (obj.key(), outcome)
+                    }
+                })
+                .buffer_unordered(concurrency)
+                .collect()
+                .await;
+        keep_events(&mut done.containers, results, |o| &mut o.events);
+        on_round(round, &done);
+        pending_workers.retain(|w| {
+            done.workers
+                .get(&w.key())
+                .is_none_or(|x| !x.ready() && !x.stalled())
+        });
+        pending.retain(|o| {
+            done.containers
+                .get(&o.key())
+                .is_none_or(|x| !x.ready() && !x.stalled())
+        });
+        let idle = pending.is_empty() && pending_workers.is_empty();
+        if idle || !options.wait || tokio::time::Instant::now() >= deadline {
+            return done;
+        }
+        tokio::time::sleep(
+            options
+                .poll
+                .min(deadline.saturating_duration_since(tokio::time::Instant::now())),
+        )
+        .await;
+    }
+}

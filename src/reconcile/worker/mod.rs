@@ -1,0 +1,293 @@
+//! CloudflareWorkers in the reconcile core: resolve the code and secrets
+//! ([`inputs`]), compare the desired upload with the script list's tags ([`model`],
+//! [`plan`]), upload only on a difference, derive the status ([`status`]). The
+//! CloudflareContainers that name a Worker add their classes to its upload; the Worker
+//! is uploaded (container-enabling the classes) before any of their applications exist.
+
+pub mod inputs;
+pub mod model;
+pub mod plan;
+pub mod status;
+
+use crate::cloudflare::ApiError;
+use crate::oci::Reference;
+use crate::spec::{CloudflareContainer, CloudflareWorker, CloudflareWorkerStatus, DeletionPolicy};
+
+use super::plan::{Blocked, Plan};
+use super::{DeleteOutcome, Happening, Reconciler};
+use inputs::{SourceData, modules_from, resolve_local, resolve_secrets};
+use model::{ContainerClass, DesiredWorker, RecordedTags, WorkerInputs};
+use plan::{ObservedWorker, blocked_plan, plan_worker};
+use status::WorkerStatusInput;
+
+/// The result of one reconcile of one CloudflareWorker.
+#[derive(Clone, Debug)]
+pub struct WorkerOutcome {
+    pub plan: Plan,
+    pub status: CloudflareWorkerStatus,
+    pub events: Vec<Happening>,
+    pub error: Option<ApiError>,
+}
+
+impl WorkerOutcome {
+    pub fn ready(&self) -> bool {
+        self.status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True")
+    }
+
+    pub fn stalled(&self) -> bool {
+        self.status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Stalled" && c.status == "True")
+    }
+}
+
+/// The container classes the CloudflareContainers among `containers` ask of `worker`
+/// (same namespace, `spec.worker.name` naming it). A container being deleted keeps its
+/// class until it is gone: its application still runs on the class.
+pub fn classes_for(
+    worker: &CloudflareWorker,
+    containers: &[&CloudflareContainer],
+) -> Vec<ContainerClass> {
+    let ns = worker.namespace_or_default();
+    let mut out: Vec<ContainerClass> = containers
+        .iter()
+        .filter(|c| c.namespace_or_default() == ns && c.worker_object() == Some(worker.name()))
+        .map(|c| ContainerClass {
+            class_name: c.spec.class_name.clone(),
+            binding_name: c.spec.worker.binding_name.clone().unwrap_or_default(),
+            container: c.key(),
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn registry_blocked(e: &crate::oci::RegistryError) -> Blocked {
+    use crate::oci::RegistryError as R;
+    match e {
+        R::NotFound { .. } | R::Transport { .. } => Blocked::Waiting {
+            reason: "BundleUnavailable".into(),
+            message: e.to_string(),
+        },
+        _ => Blocked::Refused {
+            reason: "BundleInvalid".into(),
+            message: e.to_string(),
+        },
+    }
+}
+
+impl Reconciler {
+    /// The object key under which a Worker's pull credentials are kept.
+    pub fn worker_pull_key(obj: &CloudflareWorker) -> String {
+        format!("CloudflareWorker/{}", obj.key())
+    }
+
+    /// The Worker's modules and secret values: inline or from a ConfigMap (in `data`),
+    /// or pulled from the registry for an image source (the files of a digest, once).
+    pub async fn worker_inputs(
+        &self,
+        obj: &CloudflareWorker,
+        data: &SourceData,
+    ) -> Result<WorkerInputs, Blocked> {
+        if let Some(local) = resolve_local(obj, data) {
+            return local;
+        }
+        let Some(image) = &obj.spec.source.image else {
+            return Err(Blocked::Refused {
+                reason: "NoSource".into(),
+                message: "spec.source names no code".into(),
+            });
+        };
+        let reference = Reference::parse(&image.reference).map_err(|e| Blocked::Refused {
+            reason: "BundleInvalid".into(),
+            message: e.to_string(),
+        })?;
+        let host = reference.api_host().unwrap_or_default().to_string();
+        let creds = self
+            .images
+            .source_credentials(&Self::worker_pull_key(obj), &host);
+        let registry = self.images.registry();
+        let cached = self.bundles.lock().await.get(&image.reference).cloned();
+        let files = match cached {
+            Some((digest, files))
+                if registry
+                    .head_manifest(
+                        &host,
+                        &reference.repository,
+                        reference.manifest_reference(),
+                        creds.as_ref(),
+                    )
+                    .await
+                    .ok()
+                    .flatten()
+                    .is_some_and(|m| m.digest == digest) =>
+            {
+                files
+            }
+            _ => {
+                let (digest, files) =
+                    crate::oci::bundle::fetch_bundle(registry, &reference, creds.as_ref())
+                        .await
+                        .map_err(|e| registry_blocked(&e))?;
+                self.bundles
+                    .lock()
+                    .await
+                    .insert(image.reference.clone(), (digest, files.clone()));
+                files
+            }
+        };
+        if !files.iter().any(|(n, _)| *n == image.main_module) {
+            return Err(Blocked::Refused {
+                reason: "MainModuleMissing".into(),
+                message: format!(
+                    "the bundle {} has no file {} (spec.source.image.mainModule)",
+                    image.reference, image.main_module
+                ),
+            });
+        }
+        Ok(WorkerInputs {
+            modules: modules_from(files),
+            secrets: resolve_secrets(obj, data)?,
+        })
+    }
+
+    /// The desired upload of `obj`, or what blocks it.
+    pub async fn desired_worker(
+        &self,
+        obj: &CloudflareWorker,
+        containers: Vec<ContainerClass>,
+        data: &SourceData,
+    ) -> Result<DesiredWorker, Blocked> {
+        let inputs = self.worker_inputs(obj, data).await?;
+        let key = self.view.client().token_fingerprint();
+        Ok(DesiredWorker::new(obj, inputs, containers, &key))
+    }
+
+    async fn observe_worker(&self, script: &str) -> Result<ObservedWorker, ApiError> {
+        Ok(ObservedWorker {
+            script: self.view.script(script).await?,
+            namespaced_classes: self.view.namespaced_classes(script).await?,
+        })
+    }
+
+    /// The Worker plan, without acting (what `flaredock plan` prints).
+    pub async fn preview_worker(
+        &self,
+        obj: &CloudflareWorker,
+        containers: Vec<ContainerClass>,
+        data: &SourceData,
+    ) -> Result<Plan, ApiError> {
+        match self.desired_worker(obj, containers, data).await {
+            Err(b) => Ok(blocked_plan(b)),
+            Ok(desired) => {
+                let observed = self.observe_worker(&desired.script_name).await?;
+                Ok(plan_worker(&desired, &observed))
+            }
+        }
+    }
+
+    /// One full reconcile of a Worker: resolve, observe, plan, upload, observe again.
+    pub async fn reconcile_worker(
+        &self,
+        obj: &CloudflareWorker,
+        containers: Vec<ContainerClass>,
+        data: &SourceData,
+        previous: Option<&CloudflareWorkerStatus>,
+    ) -> WorkerOutcome {
+        let now = jiff::Timestamp::now();
+        let script = obj.script_name().to_string();
+        let status_of = |desired: Option<&DesiredWorker>,
+                         observed: Option<&ObservedWorker>,
+                         remaining: Option<&Plan>,
+                         error: Option<&ApiError>| {
+            status::derive(
+                previous,
+                &WorkerStatusInput {
+                    generation: obj.metadata.generation,
+                    script_name: &script,
+                    desired,
+                    observed,
+                    remaining,
+                    error,
+                },
+                now,
+            )
+        };
+        let desired = match self.desired_worker(obj, containers, data).await {
+            Ok(d) => d,
+            Err(blocked) => {
+                let plan = blocked_plan(blocked);
+                // Show what the account has while the inputs are missing.
+                let observed = self.observe_worker(&script).await.ok();
+                return WorkerOutcome {
+                    status: status_of(None, observed.as_ref(), Some(&plan), None),
+                    plan,
+                    events: vec![],
+                    error: None,
+                };
+            }
+        };
+        let first = match self.observe_worker(&script).await {
+            Ok(o) => o,
+            Err(e) => {
+                return WorkerOutcome {
+                    status: status_of(Some(&desired), None, None, Some(&e)),
+                    plan: Plan::default(),
+                    events: vec![],
+                    error: Some(e),
+                };
+            }
+        };
+        let the_plan = plan_worker(&desired, &first);
+        let mut events = Vec::new();
+        let acted = self
+            .act(&desired.owner, &script, &the_plan, &mut events)
+            .await;
+        let (observed, error) = match acted {
+            Ok(()) if the_plan.actions.is_empty() => (Ok(first), None),
+            Ok(()) => (self.observe_worker(&script).await, None),
+            Err(e) => (Ok(first), Some(e)),
+        };
+        let (observed, error) = match observed {
+            Ok(o) => (Some(o), error),
+            Err(e) => (None, Some(e)),
+        };
+        let remaining = observed.as_ref().map(|o| plan_worker(&desired, o));
+        WorkerOutcome {
+            status: status_of(
+                Some(&desired),
+                observed.as_ref(),
+                remaining.as_ref(),
+                error.as_ref(),
+            ),
+            plan: the_plan,
+            events,
+            error,
+        }
+    }
+
+    /// Deletes the Worker script as `deletionPolicy` says, decided on a fresh read of the
+    /// script list: a script this object does not own is never touched. The caller
+    /// makes sure no CloudflareContainer still names the Worker.
+    pub async fn delete_worker(&self, obj: &CloudflareWorker) -> Result<DeleteOutcome, ApiError> {
+        let script = obj.script_name();
+        self.view.invalidate_scripts().await;
+        let Some(info) = self.view.script(script).await? else {
+            return Ok(DeleteOutcome::Deleted(vec![]));
+        };
+        if RecordedTags::read(&info).owner.as_deref() != Some(obj.owner_id().as_str()) {
+            return Ok(DeleteOutcome::Deleted(vec![]));
+        }
+        if obj.spec.deletion_policy == DeletionPolicy::Orphan {
+            return Ok(DeleteOutcome::Orphaned(vec![script.to_string()]));
+        }
+        self.view.client().delete_script(script).await?;
+        self.view.remove_script(script).await;
+        self.view.invalidate_namespaces().await;
+        Ok(DeleteOutcome::Deleted(vec![script.to_string()]))
+    }
+}

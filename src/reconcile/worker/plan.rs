@@ -1,0 +1,280 @@
+//! The Worker plan: a pure function from (desired upload, observed script) to at most
+//! one upload, with a diff per part. Uploads happen only on a difference; a class that
+//! leaves the Worker keeps its namespace and data (no `deleted_classes`, ever).
+
+use super::model::*;
+use crate::cloudflare::types::*;
+use crate::reconcile::plan::{Action, Blocked, Change, Plan};
+
+/// What the account shows of one script.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct ObservedWorker {
+    /// The script from `GET /workers/scripts`, when it exists.
+    pub script: Option<ScriptInfo>,
+    /// Classes of this script that have a Durable Object namespace.
+    pub namespaced_classes: Vec<String>,
+}
+
+/// How the migration of an upload moves the script's tag.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MigrationStep {
+    pub old_tag: Option<String>,
+    pub new_tag: String,
+    pub new_sqlite_classes: Vec<String>,
+}
+
+fn change(plan: &mut Plan, field: String, from: impl Into<String>, to: impl Into<String>) {
+    plan.changes.push(Change {
+        field,
+        from: from.into(),
+        to: to.into(),
+    });
+}
+
+/// Two containers asking for the same class with different bindings, one binding for
+/// two classes, or a binding that is also a var or secret.
+fn conflicts(desired: &DesiredWorker) -> Option<String> {
+    for pair in desired.containers.windows(2) {
+        if pair[0].class_name == pair[1].class_name && pair[0].binding_name != pair[1].binding_name
+        {
+            return Some(format!(
+                "CloudflareContainers {} and {} bind class {} under different names ({} and {})",
+                pair[0].container,
+                pair[1].container,
+                pair[0].class_name,
+                pair[0].binding_name,
+                pair[1].binding_name
+            ));
+        }
+    }
+    let mut seen: std::collections::BTreeMap<&str, &ContainerClass> = Default::default();
+    for c in &desired.containers {
+        if let Some(other) = seen.insert(&c.binding_name, c)
+            && other.class_name != c.class_name
+        {
+            return Some(format!(
+                "binding {} is asked for classes {} ({}) and {} ({})",
+                c.binding_name, other.class_name, other.container, c.class_name, c.container
+            ));
+        }
+        if desired.vars.contains_key(&c.binding_name)
+            || desired
+                .inputs
+                .secrets
+                .iter()
+                .any(|s| s.name == c.binding_name)
+        {
+            return Some(format!(
+                "binding {} of CloudflareContainer {} is also a var or secret of the Worker",
+                c.binding_name, c.container
+            ));
+        }
+    }
+    None
+}
+
+/// The metadata and parts of the upload that makes the script match.
+pub fn upload_for(
+    desired: &DesiredWorker,
+    tags: Vec<String>,
+    migration: Option<&MigrationStep>,
+) -> ScriptUpload {
+    let mut bindings: Vec<Binding> = desired
+        .vars
+        .iter()
+        .map(|(k, v)| Binding::plain_text(k, v))
+        .collect();
+    let mut seen = std::collections::BTreeSet::new();
+    for c in &desired.containers {
+        if seen.insert(&c.binding_name) {
+            bindings.push(Binding::durable_object(&c.binding_name, &c.class_name));
+        }
+    }
+    ScriptUpload {
+        metadata: UploadMetadata {
+            main_module: desired.main_module.clone(),
+            compatibility_date: desired.compatibility_date.clone(),
+            compatibility_flags: desired.compatibility_flags.clone(),
+            bindings,
+            secrets: desired
+                .inputs
+                .secrets
+                .iter()
+                .map(|s| SecretBinding {
+                    name: s.name.clone(),
+                    text: s.value.clone(),
+                })
+                .collect(),
+            migrations: migration.map(|m| Migrations {
+                old_tag: m.old_tag.clone(),
+                new_tag: Some(m.new_tag.clone()),
+                new_sqlite_classes: m.new_sqlite_classes.clone(),
+                ..Default::default()
+            }),
+            containers: desired
+                .classes()
+                .into_iter()
+                .map(|class_name| ContainerItem { class_name })
+                .collect(),
+            tags,
+        },
+        modules: desired.inputs.modules.clone(),
+    }
+}
+
+/// Desired vs observed → at most one upload.
+pub fn plan_worker(desired: &DesiredWorker, observed: &ObservedWorker) -> Plan {
+    let mut plan = Plan::default();
+    if let Some(message) = conflicts(desired) {
+        return Plan::refuse("BindingConflict", message);
+    }
+    let recorded = observed.script.as_ref().map(RecordedTags::read);
+    let foreign = recorded
+        .as_ref()
+        .map(|r| r.foreign.clone())
+        .unwrap_or_default();
+    let tags = match desired.tags(&foreign) {
+        Ok(t) => t,
+        Err(message) => return Plan::refuse("TooManyContainers", message),
+    };
+    let script = &desired.script_name;
+    let mut adopts = false;
+    if let (Some(info), Some(recorded)) = (&observed.script, &recorded) {
+        match &recorded.owner {
+            Some(o) if *o == desired.owner => {}
+            Some(o) => {
+                return Plan::refuse(
+                    "ScriptOwnedElsewhere",
+                    format!(
+                        "Worker script {script} is owned by flaredock object {o}; flaredock never takes a script another object owns"
+                    ),
+                );
+            }
+            None if !desired.adopt => {
+                return Plan::refuse(
+                    "ScriptNotOwned",
+                    format!(
+                        "Worker script {script} already exists and was not uploaded by flaredock; set spec.adopt: true to take it over (its migration tag {} is kept)",
+                        info.migration_tag.as_deref().unwrap_or("(none)")
+                    ),
+                );
+            }
+            None => {
+                adopts = true;
+                change(
+                    &mut plan,
+                    format!("worker.{script}.owner"),
+                    "not flaredock",
+                    &desired.owner,
+                );
+            }
+        }
+        let live = recorded.hashes.clone().unwrap_or_default();
+        for ((part, want), (_, have)) in desired.hashes.parts().iter().zip(live.parts()) {
+            if want != &have {
+                let what = match *part {
+                    "code" => "modules",
+                    "config" => "compatibility",
+                    "secrets" => "secrets (values not shown)",
+                    p => p,
+                };
+                let from = if have.is_empty() {
+                    "unknown".to_string()
+                } else {
+                    format!("hash {have}")
+                };
+                change(
+                    &mut plan,
+                    format!("worker.{script}.{what}"),
+                    from,
+                    format!("hash {want}"),
+                );
+            }
+        }
+    } else {
+        change(&mut plan, format!("worker.{script}"), "absent", "uploaded");
+    }
+
+    let live_classes: Vec<String> = recorded
+        .as_ref()
+        .map(|r| r.containers.clone())
+        .unwrap_or_default();
+    let classes = desired.classes();
+    for c in &desired.containers {
+        if !live_classes.contains(&c.class_name) {
+            change(
+                &mut plan,
+                format!("worker.{script}.containers.{}", c.class_name),
+                "absent",
+                format!(
+                    "container-enabled, binding {} (for {})",
+                    c.binding_name, c.container
+                ),
+            );
+        }
+    }
+    for gone in live_classes.iter().filter(|c| !classes.contains(c)) {
+        change(
+            &mut plan,
+            format!("worker.{script}.containers.{gone}"),
+            "container-enabled",
+            "removed (the class, its namespace and its Durable Object data are kept: flaredock never sends deleted_classes; keep exporting the class)",
+        );
+    }
+    let new_classes: Vec<String> = classes
+        .iter()
+        .filter(|c| !observed.namespaced_classes.contains(c))
+        .cloned()
+        .collect();
+    let current_tag = observed
+        .script
+        .as_ref()
+        .and_then(|s| s.migration_tag.clone());
+    let migration = (!new_classes.is_empty()).then(|| MigrationStep {
+        old_tag: current_tag.clone(),
+        new_tag: next_migration_tag(current_tag.as_deref()),
+        new_sqlite_classes: new_classes.clone(),
+    });
+    if let Some(m) = &migration {
+        change(
+            &mut plan,
+            format!("worker.{script}.migration"),
+            m.old_tag.clone().unwrap_or_else(|| "(none)".into()),
+            format!(
+                "{} (new_sqlite_classes {})",
+                m.new_tag,
+                m.new_sqlite_classes.join(", ")
+            ),
+        );
+    }
+    let tags_match = observed
+        .script
+        .as_ref()
+        .is_some_and(|s| s.tags() == tags.as_slice());
+    if plan.changes.is_empty() && migration.is_none() && tags_match {
+        return plan;
+    }
+    if plan.changes.is_empty() {
+        change(
+            &mut plan,
+            format!("worker.{script}.tags"),
+            "differ",
+            "flaredock's tags",
+        );
+    }
+    plan.actions.push(Action::UploadScript {
+        script: script.clone(),
+        upload: Box::new(upload_for(desired, tags, migration.as_ref())),
+        creates: observed.script.is_none(),
+        adopts,
+    });
+    plan
+}
+
+/// Why a Worker cannot be planned yet (its code or a Secret is missing).
+pub fn blocked_plan(blocked: Blocked) -> Plan {
+    Plan {
+        blocked: Some(blocked),
+        ..Default::default()
+    }
+}

@@ -1,0 +1,198 @@
+//! The `CloudflareWorker` resource (`flaredock.dev/v1alpha1`): a Worker script that
+//! flaredock uploads, with the Durable Object classes of the CloudflareContainers that
+//! name it container-enabled (`metadata.containers` of the upload).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{DeletionPolicy, SecretKeyRef, SecretRef};
+
+/// A Worker script uploaded by flaredock. CloudflareContainers name it in
+/// `spec.worker.name`; each adds its class to the upload's `containers`, a Durable
+/// Object binding and, for a class the script did not have, a migration.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "flaredock.dev",
+    version = "v1alpha1",
+    kind = "CloudflareWorker",
+    plural = "cloudflareworkers",
+    shortname = "cfw",
+    namespaced,
+    status = "CloudflareWorkerStatus",
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Script","type":"string","jsonPath":".status.scriptName"}"#,
+    printcolumn = r#"{"name":"Containers","type":"string","jsonPath":".status.containers","priority":1}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CloudflareWorkerSpec {
+    /// Name of the Worker script. Defaults to metadata.name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[a-z0-9]([a-z0-9_-]{0,61}[a-z0-9])?$"))]
+    pub script_name: Option<String>,
+
+    /// Workers runtime compatibility date (YYYY-MM-DD).
+    #[schemars(regex(pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"))]
+    pub compatibility_date: String,
+
+    /// Workers runtime compatibility flags (e.g. nodejs_compat).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub compatibility_flags: Vec<String>,
+
+    /// Where the code comes from: exactly one of inline, configMapRef or image.
+    pub source: WorkerSource,
+
+    /// Plain-text bindings (`plain_text`), visible in the dashboard.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[x_kube(validation = Rule::new("self.all(k, k.matches('^[A-Za-z_$][A-Za-z0-9_$]*$'))").message("variable names must be JavaScript identifiers"))]
+    pub vars: BTreeMap<String, String>,
+
+    /// Secret bindings (`secret_text`), values read from Kubernetes Secrets of this
+    /// namespace. Values are never logged, printed or written to status.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<WorkerSecret>,
+
+    /// Take over an existing script of the same name that flaredock did not upload
+    /// (its migration tag is kept).
+    #[serde(default)]
+    pub adopt: bool,
+
+    /// What happens to the script when this object is deleted. `Delete` removes only a
+    /// script this object owns, and with it the Durable Object data of its classes.
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
+
+    /// Secret with keys apiToken and accountId (the controller only; the command line
+    /// reads CLOUDFLARE_API_TOKEN and CLOUDFLARE_ACCOUNT_ID).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret_ref: Option<SecretRef>,
+}
+
+/// The Worker's modules: exactly one source.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(validation = Rule::new("(has(self.inline) ? 1 : 0) + (has(self.configMapRef) ? 1 : 0) + (has(self.image) ? 1 : 0) == 1").message("exactly one of inline, configMapRef or image must be set"))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WorkerSource {
+    /// Modules written in the manifest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inline: Option<InlineSource>,
+    /// A ConfigMap of this namespace: each key is a module (binaryData for Wasm).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map_ref: Option<ConfigMapSource>,
+    /// An OCI artifact or image whose files are the bundle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<ImageBundleSource>,
+}
+
+/// Modules in the manifest.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(validation = Rule::new("self.mainModule in self.modules").message("mainModule must be one of the modules"))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct InlineSource {
+    /// The module exporting the default handler and the Durable Object classes.
+    #[schemars(length(min = 1, max = 256))]
+    pub main_module: String,
+    /// Module name → source text.
+    #[schemars(length(min = 1))]
+    pub modules: BTreeMap<String, String>,
+}
+
+/// Modules from a ConfigMap.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ConfigMapSource {
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    #[schemars(length(min = 1, max = 256))]
+    pub main_module: String,
+}
+
+/// Modules from an OCI artifact or image in a registry.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ImageBundleSource {
+    /// Reference of the artifact (`ghcr.io/acme/shop-worker:1.4`, or by digest).
+    #[schemars(length(min = 1, max = 512))]
+    pub reference: String,
+    /// Secret of type kubernetes.io/dockerconfigjson for a private registry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_secret_ref: Option<SecretRef>,
+    #[schemars(length(min = 1, max = 256))]
+    pub main_module: String,
+}
+
+/// One `secret_text` binding.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WorkerSecret {
+    /// Binding name (a JavaScript identifier).
+    #[schemars(regex(pattern = r"^[A-Za-z_$][A-Za-z0-9_$]*$"), length(max = 128))]
+    pub name: String,
+    pub secret_key_ref: SecretKeyRef,
+}
+
+/// Observed state, kstatus compatible.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct CloudflareWorkerStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Ready, Reconciling, Stalled.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub script_name: Option<String>,
+    /// Durable Object migration tag of the script.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migration_tag: Option<String>,
+    /// Hash of what was uploaded (keyed: it reveals nothing of secret values).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload_hash: Option<String>,
+    /// Container-enabled classes of the upload, sorted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub containers: Vec<String>,
+}
+
+impl CloudflareWorker {
+    /// `namespace/name` (namespace `default` when unset).
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.namespace_or_default(), self.name())
+    }
+
+    pub fn namespace_or_default(&self) -> &str {
+        self.metadata.namespace.as_deref().unwrap_or("default")
+    }
+
+    pub fn name(&self) -> &str {
+        self.metadata.name.as_deref().unwrap_or("")
+    }
+
+    /// The Worker script name.
+    pub fn script_name(&self) -> &str {
+        self.spec.script_name.as_deref().unwrap_or(self.name())
+    }
+
+    /// The owner recorded in the script's tags: `namespace.name`.
+    pub fn owner_id(&self) -> String {
+        format!("{}.{}", self.namespace_or_default(), self.name())
+    }
+
+    /// The main module's name, whatever the source.
+    pub fn main_module(&self) -> &str {
+        let s = &self.spec.source;
+        if let Some(i) = &s.inline {
+            &i.main_module
+        } else if let Some(c) = &s.config_map_ref {
+            &c.main_module
+        } else if let Some(i) = &s.image {
+            &i.main_module
+        } else {
+            ""
+        }
+    }
+}
