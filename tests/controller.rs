@@ -5,9 +5,8 @@
 
 mod common;
 
-use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use flaredock::cloudflare::types::*;
@@ -15,156 +14,9 @@ use flaredock::controller::{self, Context, FINALIZER, SECRET_FINALIZER, Settings
 use flaredock::emulator::{DEMO_CLASS, DEMO_SCRIPT, RunningEmulator, ScriptedFault};
 use flaredock::spec::CloudflareContainer;
 use flaredock::telemetry::metrics::Metrics;
-use http::{Request, Response};
-use kube::client::Body;
 use serde_json::{Value, json};
 
-#[derive(Clone, Debug)]
-struct Recorded {
-    method: String,
-    path: String,
-    body: Value,
-}
-
-#[derive(Default)]
-struct FakeState {
-    objects: Mutex<HashMap<String, Value>>,
-    requests: Mutex<Vec<Recorded>>,
-}
-
-impl FakeState {
-    fn requests(&self) -> Vec<Recorded> {
-        self.requests.lock().unwrap().clone()
-    }
-    fn writes(&self, fragment: &str) -> Vec<Recorded> {
-        self.requests()
-            .into_iter()
-            .filter(|r| r.method != "GET" && r.path.contains(fragment))
-            .collect()
-    }
-}
-
-fn not_found() -> (u16, Value) {
-    (
-        404,
-        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"}),
-    )
-}
-
-/// Applies the JSON patch the finalizer helper sends (test / add / remove).
-fn json_patch(target: &mut Value, ops: &Value) {
-    for op in ops.as_array().into_iter().flatten() {
-        let path = op["path"].as_str().unwrap_or("");
-        match op["op"].as_str() {
-            Some("add") if path == "/metadata/finalizers" => {
-                target["metadata"]["finalizers"] = op["value"].clone()
-            }
-            Some("add") if path == "/metadata/finalizers/-" => {
-                let list = target["metadata"]["finalizers"].as_array_mut().unwrap();
-                list.push(op["value"].clone());
-            }
-            Some("remove") => {
-                let index: usize = path.rsplit('/').next().unwrap().parse().unwrap();
-                target["metadata"]["finalizers"]
-                    .as_array_mut()
-                    .unwrap()
-                    .remove(index);
-            }
-            _ => {}
-        }
-    }
-}
-
-fn respond(state: &FakeState, method: &str, path: &str, body: &Value) -> (u16, Value) {
-    let mut objects = state.objects.lock().unwrap();
-    let key = path.trim_end_matches("/status").to_string();
-    match method {
-        "GET" if path.ends_with("/pods") => {
-            let items: Vec<Value> = objects
-                .iter()
-                .filter(|(k, _)| k.starts_with(&format!("{path}/")) && !k.ends_with("/log"))
-                .map(|(_, v)| v.clone())
-                .collect();
-            (
-                200,
-                json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": items}),
-            )
-        }
-        "GET" => objects
-            .get(&key)
-            .cloned()
-            .map(|o| (200, o))
-            .unwrap_or_else(not_found),
-        "POST" if path.contains("/events") => (201, body.clone()),
-        "POST" => {
-            let name = body["metadata"]["name"].as_str().unwrap_or("").to_string();
-            let at = format!("{path}/{name}");
-            if objects.contains_key(&at) {
-                return (
-                    409,
-                    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "AlreadyExists", "code": 409, "message": "exists"}),
-                );
-            }
-            objects.insert(at, body.clone());
-            (201, body.clone())
-        }
-        "DELETE" => match objects.remove(&key) {
-            Some(_) => (
-                200,
-                json!({"kind": "Status", "apiVersion": "v1", "status": "Success", "code": 200}),
-            ),
-            None => not_found(),
-        },
-        "PATCH" => {
-            let Some(obj) = objects.get_mut(&key) else {
-                return not_found();
-            };
-            if path.ends_with("/status") {
-                obj["status"] = body["status"].clone();
-            } else if body.is_array() {
-                json_patch(obj, body);
-            } else if let Some(f) = body.pointer("/metadata/finalizers") {
-                obj["metadata"]["finalizers"] = f.clone();
-            }
-            (200, obj.clone())
-        }
-        _ => not_found(),
-    }
-}
-
-fn fake_kube() -> (kube::Client, Arc<FakeState>) {
-    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let state = Arc::new(FakeState::default());
-    let fake = state.clone();
-    tokio::spawn(async move {
-        while let Some((request, send)) = handle.next_request().await {
-            let method = request.method().to_string();
-            let path = request.uri().path().to_string();
-            let bytes = request.into_body().collect_bytes().await.unwrap();
-            let body: Value = serde_json::from_slice(&bytes)
-                .or_else(|_| serde_yaml_ng::from_slice(&bytes))
-                .unwrap_or(Value::Null);
-            fake.requests.lock().unwrap().push(Recorded {
-                method: method.clone(),
-                path: path.clone(),
-                body: body.clone(),
-            });
-            let (status, answer) = respond(&fake, &method, &path, &body);
-            // Logs are plain text.
-            let bytes = match (&answer, path.ends_with("/log")) {
-                (Value::String(text), true) => text.clone().into_bytes(),
-                _ => serde_json::to_vec(&answer).unwrap(),
-            };
-            let response = Response::builder()
-                .status(status)
-                .header("content-type", "application/json")
-                .body(Body::from(bytes))
-                .unwrap();
-            send.send_response(response);
-        }
-    });
-    (kube::Client::new(service, "default"), state)
-}
+use common::fake_kube::{FakeState, fake_kube};
 
 const OBJECT_PATH: &str = "/apis/flaredock.dev/v1alpha1/namespaces/apps/cloudflarecontainers/shop";
 const SECRET_PATH: &str = "/api/v1/namespaces/apps/secrets/cloudflare";
@@ -174,7 +26,10 @@ fn object(extra: &str, finalizers: &[&str]) -> Value {
         "apiVersion: flaredock.dev/v1alpha1\nkind: CloudflareContainer\nmetadata:\n  name: shop\n  namespace: apps\n  uid: uid-1\n  generation: 1\n  resourceVersion: '1'\nspec:\n  className: {DEMO_CLASS}\n  image: {{reference: 'hello:v1'}}\n  worker: {{scriptName: {DEMO_SCRIPT}}}\n  credentialsSecretRef: {{name: cloudflare}}\n{extra}"
     );
     let mut v: Value = serde_yaml_ng::from_str(&doc).unwrap();
-    v["metadata"]["finalizers"] = json!(finalizers);
+    // As the API server stores it: no finalizers means no field.
+    if !finalizers.is_empty() {
+        v["metadata"]["finalizers"] = json!(finalizers);
+    }
     v
 }
 

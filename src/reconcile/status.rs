@@ -54,6 +54,18 @@ pub fn is_converged(observed: &Observed, remaining: &Plan) -> bool {
             .is_some_and(|a| a.active_rollout_id.is_none())
 }
 
+/// An error as the status says it, with the way out where flaredock knows it.
+fn explain(e: &ApiError, desired: &Desired) -> String {
+    match e {
+        ApiError::NotContainerEnabled { .. } => format!(
+            "class {class} of Worker {script} is not container-enabled: deploy that Worker with {class} in its containers (wrangler deploy), or manage it as a CloudflareWorker (spec.worker.name) ({e})",
+            class = desired.class_name,
+            script = desired.worker.script().unwrap_or("?"),
+        ),
+        _ => e.to_string(),
+    }
+}
+
 /// Derives the status; `previous` supplies transition times of unchanged conditions.
 pub fn derive(
     previous: Option<&CloudflareContainerStatus>,
@@ -192,7 +204,9 @@ pub fn derive(
     let converged = matches!((observed, remaining), (Some(o), Some(p)) if is_converged(o, p))
         && input.error.is_none();
     let stalled = match (input.error, blocked) {
-        (Some(e), _) if e.is_terminal() => Some((e.reason().to_string(), e.to_string())),
+        (Some(e), _) if e.is_terminal() => {
+            Some((e.reason().to_string(), explain(e, input.desired)))
+        }
         (_, Some(Blocked::Refused { reason, message })) => Some((reason.clone(), message.clone())),
         _ => None,
     };
@@ -208,7 +222,7 @@ pub fn derive(
     } else if let Some((r, m)) = &stalled {
         (r.clone(), m.clone())
     } else if let Some(e) = input.error {
-        (e.reason().to_string(), e.to_string())
+        (e.reason().to_string(), explain(e, input.desired))
     } else if let Some(c) = conds.iter().find(|c| !c.ok) {
         (c.reason.clone(), c.message.clone())
     } else {

@@ -2,6 +2,8 @@
 //! process (the CNCF distribution registry) with htpasswd auth, and synthetic images.
 #![allow(dead_code)]
 
+pub mod fake_kube;
+
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};

@@ -1,0 +1,225 @@
+//! A fake Kubernetes API server for the controller tests: kube's client over a
+//! tower-test mock service that answers like the API server would (objects by path,
+//! lists of a collection, status and finalizer patches, JSON patches with `test`
+//! operations, `resourceVersion` bumped on every write).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use http::{Request, Response};
+use kube::client::Body;
+use serde_json::{Value, json};
+
+#[derive(Clone, Debug)]
+pub struct Recorded {
+    pub method: String,
+    pub path: String,
+    pub body: Value,
+}
+
+#[derive(Default)]
+pub struct FakeState {
+    pub objects: Mutex<HashMap<String, Value>>,
+    pub requests: Mutex<Vec<Recorded>>,
+}
+
+impl FakeState {
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.requests.lock().unwrap().clone()
+    }
+    pub fn writes(&self, fragment: &str) -> Vec<Recorded> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.method != "GET" && r.path.contains(fragment))
+            .collect()
+    }
+}
+
+fn not_found() -> (u16, Value) {
+    (
+        404,
+        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"}),
+    )
+}
+
+fn status_failure(code: u16, reason: &str, message: &str) -> (u16, Value) {
+    (
+        code,
+        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": reason, "code": code, "message": message}),
+    )
+}
+
+/// Applies a JSON patch (test / add / remove / replace on finalizers), all or nothing:
+/// a failed `test` rejects the whole patch, as the API server does (422).
+fn json_patch(target: &mut Value, ops: &Value) -> Result<(), (u16, Value)> {
+    let mut patched = target.clone();
+    for op in ops.as_array().into_iter().flatten() {
+        let path = op["path"].as_str().unwrap_or("");
+        let pointer = path.trim_end_matches("/-");
+        match op["op"].as_str() {
+            Some("test") => {
+                let found = patched.pointer(path).cloned().unwrap_or(Value::Null);
+                if found != op["value"] {
+                    return Err(status_failure(
+                        422,
+                        "Invalid",
+                        &format!("test of {path} failed"),
+                    ));
+                }
+            }
+            Some("add") if path.ends_with("/-") => {
+                let Some(list) = patched.pointer_mut(pointer).and_then(Value::as_array_mut) else {
+                    return Err(status_failure(
+                        422,
+                        "Invalid",
+                        &format!("{pointer} is not a list"),
+                    ));
+                };
+                list.push(op["value"].clone());
+            }
+            Some("add") | Some("replace") if path == "/metadata/finalizers" => {
+                patched["metadata"]["finalizers"] = op["value"].clone()
+            }
+            Some("remove") => {
+                let (parent, index) = path.rsplit_once('/').unwrap();
+                let index: usize = index.parse().unwrap();
+                let Some(list) = patched.pointer_mut(parent).and_then(Value::as_array_mut) else {
+                    return Err(status_failure(
+                        422,
+                        "Invalid",
+                        &format!("{parent} is not a list"),
+                    ));
+                };
+                if index >= list.len() {
+                    return Err(status_failure(
+                        422,
+                        "Invalid",
+                        &format!("{path} does not exist"),
+                    ));
+                }
+                list.remove(index);
+            }
+            other => panic!("the fake API does not know JSON patch op {other:?} at {path}"),
+        }
+    }
+    *target = patched;
+    Ok(())
+}
+
+/// The next `resourceVersion` of an object.
+fn bump(obj: &mut Value) {
+    let rv: u64 = obj["metadata"]["resourceVersion"]
+        .as_str()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    obj["metadata"]["resourceVersion"] = json!((rv + 1).to_string());
+}
+
+fn respond(state: &FakeState, method: &str, path: &str, body: &Value) -> (u16, Value) {
+    let mut objects = state.objects.lock().unwrap();
+    let key = path.trim_end_matches("/status").to_string();
+    match method {
+        "GET" if !objects.contains_key(&key) => {
+            // A collection: the objects one segment below it.
+            let prefix = format!("{path}/");
+            let items: Vec<Value> = objects
+                .iter()
+                .filter(|(k, _)| {
+                    k.strip_prefix(&prefix)
+                        .is_some_and(|rest| !rest.contains('/'))
+                })
+                .map(|(_, v)| v.clone())
+                .collect();
+            if items.is_empty() && !path.ends_with('s') {
+                return not_found();
+            }
+            (
+                200,
+                json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": "1"}, "items": items}),
+            )
+        }
+        "GET" => (200, objects[&key].clone()),
+        "POST" if path.contains("/events") => (201, body.clone()),
+        "POST" => {
+            let name = body["metadata"]["name"].as_str().unwrap_or("").to_string();
+            let at = format!("{path}/{name}");
+            if objects.contains_key(&at) {
+                return status_failure(409, "AlreadyExists", "exists");
+            }
+            let mut created = body.clone();
+            bump(&mut created);
+            objects.insert(at, created.clone());
+            (201, created)
+        }
+        "DELETE" => match objects.remove(&key) {
+            Some(_) => (
+                200,
+                json!({"kind": "Status", "apiVersion": "v1", "status": "Success", "code": 200}),
+            ),
+            None => not_found(),
+        },
+        "PATCH" => {
+            let Some(obj) = objects.get_mut(&key) else {
+                return not_found();
+            };
+            // A merge patch naming a resourceVersion must match it (optimistic locking).
+            if let Some(rv) = body
+                .pointer("/metadata/resourceVersion")
+                .and_then(Value::as_str)
+                && obj["metadata"]["resourceVersion"].as_str() != Some(rv)
+            {
+                return status_failure(
+                    409,
+                    "Conflict",
+                    "the object has been modified; please apply your changes to the latest version and try again",
+                );
+            }
+            if path.ends_with("/status") {
+                obj["status"] = body["status"].clone();
+            } else if body.is_array() {
+                if let Err(e) = json_patch(obj, body) {
+                    return e;
+                }
+            } else if let Some(f) = body.pointer("/metadata/finalizers") {
+                obj["metadata"]["finalizers"] = f.clone();
+            }
+            bump(obj);
+            (200, obj.clone())
+        }
+        _ => not_found(),
+    }
+}
+
+pub fn fake_kube() -> (kube::Client, Arc<FakeState>) {
+    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let state = Arc::new(FakeState::default());
+    let fake = state.clone();
+    tokio::spawn(async move {
+        while let Some((request, send)) = handle.next_request().await {
+            let method = request.method().to_string();
+            let path = request.uri().path().to_string();
+            let bytes = request.into_body().collect_bytes().await.unwrap();
+            let body: Value = serde_json::from_slice(&bytes)
+                .or_else(|_| serde_yaml_ng::from_slice(&bytes))
+                .unwrap_or(Value::Null);
+            fake.requests.lock().unwrap().push(Recorded {
+                method: method.clone(),
+                path: path.clone(),
+                body: body.clone(),
+            });
+            let (status, answer) = respond(&fake, &method, &path, &body);
+            // Logs are plain text.
+            let bytes = match (&answer, path.ends_with("/log")) {
+                (Value::String(text), true) => text.clone().into_bytes(),
+                _ => serde_json::to_vec(&answer).unwrap(),
+            };
+            let response = Response::builder()
+                .status(status)
+                .header("content-type", "application/json")
+                .body(Body::from(bytes))
+                .unwrap();
+            send.send_response(response);
+        }
+    });
+    (kube::Client::new(service, "default"), state)
+}

@@ -1,0 +1,280 @@
+//! The CloudflareWorker controller against the fake Kubernetes API and the emulator:
+//! the Worker is uploaded with the classes of the containers that name it, the
+//! containers follow, a Secret change re-uploads once, and deleting a Worker waits for
+//! the containers that still name it.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use flaredock::controller::{self, Context, FINALIZER, Settings};
+use flaredock::emulator::RunningEmulator;
+use flaredock::spec::{CloudflareContainer, CloudflareWorker};
+use flaredock::telemetry::metrics::Metrics;
+use kube::runtime::reflector::store::Writer;
+use kube::runtime::watcher;
+use serde_json::{Value, json};
+
+use common::fake_kube::{FakeState, fake_kube};
+
+const WORKER_PATH: &str = "/apis/flaredock.dev/v1alpha1/namespaces/apps/cloudflareworkers/shop";
+const CONTAINER_PATH: &str =
+    "/apis/flaredock.dev/v1alpha1/namespaces/apps/cloudflarecontainers/shop";
+const CONTAINERS: &str = "/apis/flaredock.dev/v1alpha1/namespaces/apps/cloudflarecontainers";
+const CREDENTIALS_PATH: &str = "/api/v1/namespaces/apps/secrets/cloudflare";
+const SECRET_PATH: &str = "/api/v1/namespaces/apps/secrets/shop-secrets";
+const SECRET_VALUE: &str = "first-secret-value";
+
+fn worker_object() -> Value {
+    let doc = "apiVersion: flaredock.dev/v1alpha1\nkind: CloudflareWorker\nmetadata:\n  name: shop\n  namespace: apps\n  uid: w-1\n  generation: 1\n  resourceVersion: '1'\n  finalizers: [flaredock.dev/cleanup]\nspec:\n  compatibilityDate: '2026-06-01'\n  source:\n    inline:\n      mainModule: index.js\n      modules: {index.js: 'export class Shop {}\\nexport default {}'}\n  secrets:\n    - {name: API_KEY, secretKeyRef: {name: shop-secrets, key: api-key}}\n  credentialsSecretRef: {name: cloudflare}\n";
+    serde_yaml_ng::from_str(doc).unwrap()
+}
+
+fn container_object() -> Value {
+    let doc = "apiVersion: flaredock.dev/v1alpha1\nkind: CloudflareContainer\nmetadata:\n  name: shop\n  namespace: apps\n  uid: c-1\n  generation: 1\n  resourceVersion: '1'\n  finalizers: [flaredock.dev/cleanup]\nspec:\n  className: Shop\n  image: {reference: 'hello:v1'}\n  worker: {name: shop, bindingName: SHOP}\n  credentialsSecretRef: {name: cloudflare}\n";
+    serde_yaml_ng::from_str(doc).unwrap()
+}
+
+struct Setup {
+    em: RunningEmulator,
+    fake: Arc<FakeState>,
+    ctx: Arc<Context>,
+    containers: Writer<CloudflareContainer>,
+    workers: Writer<CloudflareWorker>,
+}
+
+impl Setup {
+    fn get<K: serde::de::DeserializeOwned>(&self, path: &str) -> Arc<K> {
+        Arc::new(serde_json::from_value(self.fake.objects.lock().unwrap()[path].clone()).unwrap())
+    }
+
+    /// Feeds the fake API's current objects to the controller's stores (the watches).
+    fn sync_stores(&mut self) {
+        let objects = self.fake.objects.lock().unwrap().clone();
+        self.containers.apply_watcher_event(&watcher::Event::Init);
+        for (path, v) in &objects {
+            if path.starts_with(CONTAINERS) {
+                let c: CloudflareContainer = serde_json::from_value(v.clone()).unwrap();
+                self.containers
+                    .apply_watcher_event(&watcher::Event::InitApply(c));
+            }
+        }
+        self.containers
+            .apply_watcher_event(&watcher::Event::InitDone);
+        self.workers.apply_watcher_event(&watcher::Event::Init);
+        if let Some(v) = objects.get(WORKER_PATH) {
+            let w: CloudflareWorker = serde_json::from_value(v.clone()).unwrap();
+            self.workers
+                .apply_watcher_event(&watcher::Event::InitApply(w));
+        }
+        self.workers.apply_watcher_event(&watcher::Event::InitDone);
+    }
+
+    async fn reconcile_worker(
+        &mut self,
+    ) -> Result<kube::runtime::controller::Action, controller::Error> {
+        self.sync_stores();
+        controller::reconcile_worker(self.get(WORKER_PATH), self.ctx.clone()).await
+    }
+
+    async fn reconcile_container(&mut self) {
+        self.sync_stores();
+        controller::reconcile(self.get(CONTAINER_PATH), self.ctx.clone())
+            .await
+            .unwrap();
+    }
+
+    fn uploads(&self) -> usize {
+        self.em
+            .shared
+            .requests()
+            .iter()
+            .filter(|r| r.method == "PUT" && r.path.contains("/workers/scripts/"))
+            .count()
+    }
+
+    fn status(&self, path: &str) -> Value {
+        self.fake.objects.lock().unwrap()[path]["status"].clone()
+    }
+}
+
+fn ready(status: &Value) -> bool {
+    status["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| c["type"] == "Ready" && c["status"] == "True")
+}
+
+async fn setup() -> Setup {
+    let em = common::start_emulator(|_| {}).await;
+    let (client, fake) = fake_kube();
+    {
+        let mut objects = fake.objects.lock().unwrap();
+        objects.insert(WORKER_PATH.into(), worker_object());
+        objects.insert(CONTAINER_PATH.into(), container_object());
+        objects.insert(
+            CREDENTIALS_PATH.into(),
+            json!({"apiVersion": "v1", "kind": "Secret",
+                   "metadata": {"name": "cloudflare", "namespace": "apps", "resourceVersion": "7"},
+                   "stringData": {"apiToken": em.api_token(), "accountId": em.account_id()}}),
+        );
+        objects.insert(
+            SECRET_PATH.into(),
+            json!({"apiVersion": "v1", "kind": "Secret",
+                   "metadata": {"name": "shop-secrets", "namespace": "apps", "resourceVersion": "3"},
+                   "stringData": {"api-key": SECRET_VALUE}}),
+        );
+    }
+    let settings = Settings {
+        api_base_url: em.base_url(),
+        progress_poll: Duration::from_millis(50),
+        rate_limit: flaredock::cloudflare::RateLimit {
+            requests: 1_000_000 + fastrand::u32(..1000),
+            window: Duration::from_secs(1),
+        },
+        ..Default::default()
+    };
+    let ctx = Arc::new(Context::new(
+        client,
+        settings,
+        Arc::new(Metrics::new()),
+        Arc::new(AtomicBool::new(true)),
+    ));
+    let containers = Writer::<CloudflareContainer>::default();
+    let workers = Writer::<CloudflareWorker>::default();
+    ctx.set_stores(containers.as_reader(), workers.as_reader());
+    Setup {
+        em,
+        fake,
+        ctx,
+        containers,
+        workers,
+    }
+}
+
+#[tokio::test]
+async fn the_worker_is_uploaded_with_its_containers_class_then_the_container_follows() {
+    let mut s = setup().await;
+    // The container first: it waits for its Worker, writing nothing at Cloudflare.
+    s.reconcile_container().await;
+    let status = s.status(CONTAINER_PATH);
+    assert!(!ready(&status));
+    assert!(status.to_string().contains("WorkerNotReady"), "{status}");
+    assert!(common::cloudflare_writes(&s.em).is_empty());
+
+    s.reconcile_worker().await.unwrap();
+    let status = s.status(WORKER_PATH);
+    assert!(ready(&status), "{status}");
+    assert_eq!(status["containers"], json!(["Shop"]));
+    assert_eq!(status["migrationTag"], "v1");
+    assert!(!status.to_string().contains(SECRET_VALUE));
+    assert_eq!(s.uploads(), 1);
+    let events: Vec<String> = s
+        .fake
+        .writes("/events")
+        .iter()
+        .map(|r| r.body["reason"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert!(events.contains(&"Uploaded".to_string()), "{events:?}");
+    assert!(
+        !format!("{:?}", s.fake.requests()).contains(SECRET_VALUE),
+        "no Secret value in any Kubernetes write"
+    );
+
+    s.reconcile_container().await;
+    assert!(
+        ready(&s.status(CONTAINER_PATH)),
+        "{}",
+        s.status(CONTAINER_PATH)
+    );
+    let apps = common::client_for(&s.em).list_applications().await.unwrap();
+    assert_eq!(apps.len(), 1);
+
+    // A resync that finds nothing changed uploads nothing and writes no status.
+    s.em.shared.clear_requests();
+    s.fake.requests.lock().unwrap().clear();
+    s.ctx.invalidate_all().await;
+    s.reconcile_worker().await.unwrap();
+    assert_eq!(s.uploads(), 0);
+    assert!(s.fake.writes("/status").is_empty());
+}
+
+#[tokio::test]
+async fn a_secret_change_uploads_the_worker_once() {
+    let mut s = setup().await;
+    s.reconcile_worker().await.unwrap();
+    let first_hash = s.status(WORKER_PATH)["uploadHash"].clone();
+    s.em.shared.clear_requests();
+    {
+        let mut objects = s.fake.objects.lock().unwrap();
+        objects.get_mut(SECRET_PATH).unwrap()["stringData"]["api-key"] = json!("rotated-value");
+    }
+    s.reconcile_worker().await.unwrap();
+    assert_eq!(s.uploads(), 1, "{:?}", s.em.shared.requests());
+    s.reconcile_worker().await.unwrap();
+    s.reconcile_worker().await.unwrap();
+    assert_eq!(s.uploads(), 1, "once, not on every reconcile");
+    assert_ne!(s.status(WORKER_PATH)["uploadHash"], first_hash);
+    let state = s.em.shared.account();
+    let bindings = &state.scripts["shop"].bindings;
+    let secret = bindings.iter().find(|b| b["name"] == "API_KEY").unwrap();
+    assert_eq!(
+        secret["text"], "rotated-value",
+        "the new value reached Cloudflare"
+    );
+}
+
+#[tokio::test]
+async fn deleting_a_worker_waits_for_the_containers_that_name_it() {
+    let mut s = setup().await;
+    s.reconcile_worker().await.unwrap();
+    s.reconcile_container().await;
+    assert!(ready(&s.status(CONTAINER_PATH)));
+
+    // The Worker is deleted while the container still names it.
+    s.fake.objects.lock().unwrap().get_mut(WORKER_PATH).unwrap()["metadata"]["deletionTimestamp"] =
+        json!("2026-11-27T00:00:00Z");
+    s.em.shared.clear_requests();
+    let waited = s.reconcile_worker().await;
+    assert!(waited.is_err(), "cleanup waits");
+    assert!(format!("{:?}", waited.unwrap_err()).contains("shop"));
+    assert_eq!(
+        s.fake.objects.lock().unwrap()[WORKER_PATH]["metadata"]["finalizers"],
+        json!([FINALIZER]),
+        "the finalizer stays"
+    );
+    assert!(
+        s.em.shared.requests().iter().all(|r| r.method != "DELETE"),
+        "nothing deleted at Cloudflare: {:?}",
+        s.em.shared.requests()
+    );
+
+    // The container goes (its application with it); then the Worker's script goes.
+    s.fake
+        .objects
+        .lock()
+        .unwrap()
+        .get_mut(CONTAINER_PATH)
+        .unwrap()["metadata"]["deletionTimestamp"] = json!("2026-11-27T00:00:00Z");
+    s.reconcile_container().await;
+    assert!(
+        common::client_for(&s.em)
+            .list_applications()
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    s.fake.objects.lock().unwrap().remove(CONTAINER_PATH);
+    s.reconcile_worker().await.unwrap();
+    let scripts = common::client_for(&s.em).list_scripts().await.unwrap();
+    assert!(scripts.iter().all(|x| x.id != "shop"), "{scripts:?}");
+    let finalizers = s.fake.objects.lock().unwrap()[WORKER_PATH]["metadata"]["finalizers"].clone();
+    assert_eq!(
+        finalizers,
+        json!([]),
+        "cleanup done: the finalizer is removed"
+    );
+}

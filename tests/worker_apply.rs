@@ -1,0 +1,361 @@
+//! End-to-end: CloudflareWorkers and CloudflareContainers from one directory, against
+//! the emulator (which models container enablement), through the `flaredock` binary
+//! and through the reconcile core.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use flaredock::emulator::RunningEmulator;
+use flaredock::reconcile::converge::{Converged, Manifests};
+use flaredock::reconcile::{ConvergeOptions, Reconciler, converge_all};
+
+const WORKER: &str = r#"apiVersion: flaredock.dev/v1alpha1
+kind: CloudflareWorker
+metadata: {name: shop, namespace: apps}
+spec:
+  scriptName: shop-worker
+  compatibilityDate: "2026-06-01"
+  source:
+    configMapRef: {name: shop-code, mainModule: index.js}
+  vars: {MODE: production}
+  secrets:
+    - {name: API_KEY, secretKeyRef: {name: shop-secrets, key: api-key}}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: shop-code, namespace: apps}
+data:
+  index.js: |
+    import { hello } from "./lib.js";
+    export class Shop {}
+    export class Cart {}
+    export default { fetch: () => new Response(hello()) };
+  lib.js: |
+    export const hello = () => "CODE_VERSION";
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: shop-secrets, namespace: apps}
+stringData: {api-key: SECRET_VALUE}
+"#;
+
+fn container(name: &str, class: &str, binding: &str) -> String {
+    format!(
+        "apiVersion: flaredock.dev/v1alpha1\nkind: CloudflareContainer\nmetadata: {{name: {name}, namespace: apps}}\nspec:\n  className: {class}\n  image: {{reference: 'hello:v1'}}\n  maxInstances: 3\n  worker: {{name: shop, bindingName: {binding}}}\n"
+    )
+}
+
+fn write_dir(dir: &Path, code_version: &str, secret: &str, containers: &[(&str, &str, &str)]) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        std::fs::remove_file(entry.unwrap().path()).unwrap();
+    }
+    std::fs::write(
+        dir.join("worker.yaml"),
+        WORKER
+            .replace("CODE_VERSION", code_version)
+            .replace("SECRET_VALUE", secret),
+    )
+    .unwrap();
+    for (name, class, binding) in containers {
+        std::fs::write(
+            dir.join(format!("{name}.yaml")),
+            container(name, class, binding),
+        )
+        .unwrap();
+    }
+}
+
+async fn converge_dir(reconciler: &Reconciler, dir: &Path) -> Converged {
+    let loaded = flaredock::manifest::load(&[dir.to_path_buf()]);
+    assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
+    let containers: Vec<_> = loaded.objects.iter().map(|l| l.object.clone()).collect();
+    let workers: Vec<_> = loaded.workers.iter().map(|l| l.object.clone()).collect();
+    reconciler.view.invalidate().await;
+    let options = ConvergeOptions {
+        timeout: Duration::from_secs(30),
+        poll: Duration::from_millis(20),
+        ..Default::default()
+    };
+    let manifests = Manifests {
+        containers: &containers,
+        workers: &workers,
+        data: &loaded.data,
+    };
+    converge_all(reconciler, manifests, &options, |_, _| {}).await
+}
+
+fn count(em: &RunningEmulator, method: &str, fragment: &str) -> usize {
+    em.shared
+        .requests()
+        .iter()
+        .filter(|r| r.method == method && r.path.contains(fragment))
+        .count()
+}
+
+fn all_ready(done: &Converged) -> bool {
+    done.workers.values().all(|w| w.ready()) && done.containers.values().all(|c| c.ready())
+}
+
+#[tokio::test]
+async fn worker_and_containers_converge_from_one_directory_and_stay_quiet() {
+    let em = common::start_emulator(|_| {}).await;
+    let dir = tempfile::tempdir().unwrap();
+    write_dir(
+        dir.path(),
+        "v1",
+        "s3cret",
+        &[("shop", "Shop", "SHOP"), ("cart", "Cart", "CART")],
+    );
+    let client = common::client_for(&em);
+    let reconciler = common::reconciler_for(&client);
+
+    let done = converge_dir(&reconciler, dir.path()).await;
+    assert!(all_ready(&done), "{done:#?}");
+    assert_eq!(
+        count(&em, "PUT", "/workers/scripts/shop-worker"),
+        1,
+        "one upload"
+    );
+    // Each application sits on the container-enabled namespace of (script, class).
+    let namespaces = client.list_namespaces().await.unwrap();
+    let apps = client.list_applications().await.unwrap();
+    assert_eq!(apps.len(), 2);
+    {
+        let account = em.shared.account();
+        for app in apps {
+            let ns = namespaces
+                .iter()
+                .find(|n| Some(n.id.as_str()) == app.namespace_id())
+                .expect("bound to a namespace");
+            assert_eq!(ns.script.as_deref(), Some("shop-worker"));
+            assert_eq!(
+                ns.class.as_deref(),
+                Some(if app.name == "shop" { "Shop" } else { "Cart" })
+            );
+            assert!(
+                account.container_enabled.contains(&ns.id),
+                "{ns:?} is container-enabled"
+            );
+        }
+        let script = &account.scripts["shop-worker"];
+        assert_eq!(script.migration_tag.as_deref(), Some("v1"));
+        assert_eq!(
+            script.containers.iter().collect::<Vec<_>>(),
+            ["Cart", "Shop"]
+        );
+    }
+    let worker_status = &done.workers["apps/shop"].status;
+    assert_eq!(worker_status.containers, ["Cart", "Shop"]);
+    assert_eq!(worker_status.migration_tag.as_deref(), Some("v1"));
+
+    // Re-applying unchanged objects writes nothing and reads little.
+    em.shared.clear_requests();
+    let fresh = common::reconciler_for(&common::client_for(&em));
+    let again = converge_dir(&fresh, dir.path()).await;
+    assert!(all_ready(&again));
+    assert!(
+        common::cloudflare_writes(&em).is_empty(),
+        "{:?}",
+        common::cloudflare_writes(&em)
+    );
+    assert!(
+        em.shared.requests().len() <= 5,
+        "{:?}",
+        em.shared.requests()
+    );
+
+    // A code change is one upload and no rollout; so is a secret change.
+    for (code, secret) in [("v2", "s3cret"), ("v2", "rotated")] {
+        write_dir(
+            dir.path(),
+            code,
+            secret,
+            &[("shop", "Shop", "SHOP"), ("cart", "Cart", "CART")],
+        );
+        em.shared.clear_requests();
+        let done = converge_dir(&fresh, dir.path()).await;
+        assert!(all_ready(&done), "{done:#?}");
+        assert_eq!(
+            count(&em, "PUT", "/workers/scripts/"),
+            1,
+            "{:?}",
+            em.shared.requests()
+        );
+        assert_eq!(count(&em, "POST", "/rollouts"), 0, "no container rollout");
+        assert_eq!(common::cloudflare_writes(&em).len(), 1);
+    }
+    let state = em.shared.account();
+    assert!(
+        state.scripts["shop-worker"].modules["lib.js"]
+            .content
+            .contains("v2")
+    );
+    drop(state);
+
+    // No request ever went to /settings.
+    assert_eq!(count(&em, "PATCH", "/settings"), 0);
+}
+
+#[tokio::test]
+async fn a_removed_container_leaves_the_class_and_its_data() {
+    let em = common::start_emulator(|_| {}).await;
+    let dir = tempfile::tempdir().unwrap();
+    write_dir(
+        dir.path(),
+        "v1",
+        "s",
+        &[("shop", "Shop", "SHOP"), ("cart", "Cart", "CART")],
+    );
+    let client = common::client_for(&em);
+    let reconciler = common::reconciler_for(&client);
+    assert!(all_ready(&converge_dir(&reconciler, dir.path()).await));
+    // The cart container goes (its application deleted by `delete`), the Worker stays.
+    let loaded =
+        flaredock::manifest::load(&[dir.path().join("cart.yaml"), dir.path().join("worker.yaml")]);
+    reconciler.delete(&loaded.objects[0].object).await.unwrap();
+    write_dir(dir.path(), "v1", "s", &[("shop", "Shop", "SHOP")]);
+    em.shared.clear_requests();
+    let done = converge_dir(&reconciler, dir.path()).await;
+    assert!(all_ready(&done), "{done:#?}");
+    assert_eq!(done.workers["apps/shop"].status.containers, ["Shop"]);
+    let uploads: Vec<_> = em
+        .shared
+        .exchanges()
+        .into_iter()
+        .filter(|x| x.method == "PUT")
+        .collect();
+    assert!(
+        uploads.is_empty()
+            || !String::from_utf8_lossy(&uploads[0].request_body).contains("deleted_classes")
+    );
+    let namespaces = client.list_namespaces().await.unwrap();
+    assert!(
+        namespaces
+            .iter()
+            .any(|n| n.class.as_deref() == Some("Cart")),
+        "the Cart namespace (its Durable Object data) is kept"
+    );
+    assert_eq!(count(&em, "PUT", "/workers/scripts/"), 1);
+}
+
+fn flaredock(em: &RunningEmulator, args: &[&str], file: &Path) -> (Option<i32>, String, String) {
+    let mut args: Vec<&str> = args.to_vec();
+    if args[0] == "apply" {
+        args.splice(1..1, ["--timeout", "3s"]);
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_flaredock"))
+        .args(&args)
+        .arg(file)
+        .env("CLOUDFLARE_API_BASE_URL", em.base_url())
+        .env("CLOUDFLARE_ACCOUNT_ID", em.account_id())
+        .env("CLOUDFLARE_API_TOKEN", em.api_token())
+        .output()
+        .expect("flaredock runs");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_external_worker_without_the_class_container_enabled_fails_naming_containers() {
+    let em = common::start_emulator(|_| {}).await;
+    // Deployed with wrangler, but without the class in `containers`.
+    em.shared
+        .account()
+        .seed_script("legacy", vec!["Legacy".into()], None, true, false);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("legacy.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: flaredock.dev/v1alpha1\nkind: CloudflareContainer\nmetadata: {name: legacy, namespace: apps}\nspec:\n  className: Legacy\n  image: {reference: 'hello:v1'}\n  worker: {scriptName: legacy}\n",
+    )
+    .unwrap();
+    let (code, stdout, stderr) = flaredock(&em, &["apply", "-f"], &file);
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    assert!(stdout.contains("NotContainerEnabled"), "{stdout}");
+    assert!(
+        stdout.contains("containers"),
+        "the message says how to fix it: {stdout}"
+    );
+    assert!(stdout.contains("CloudflareWorker"), "{stdout}");
+    assert!(
+        em.shared
+            .requests()
+            .iter()
+            .all(|r| !r.path.contains("/workers/scripts/legacy") || r.method == "GET"),
+        "flaredock never uploads or patches an external Worker: {:?}",
+        em.shared.requests()
+    );
+    assert_eq!(count(&em, "PATCH", "/settings"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_plans_applies_and_deletes_both_kinds() {
+    let em = common::start_emulator(|_| {}).await;
+    let dir = tempfile::tempdir().unwrap();
+    write_dir(
+        dir.path(),
+        "v1",
+        "top-secret-value",
+        &[("shop", "Shop", "SHOP")],
+    );
+    let (code, stdout, stderr) = flaredock(&em, &["plan", "-f"], dir.path());
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("CloudflareWorker apps/shop:"), "{stdout}");
+    assert!(stdout.contains("worker.shop-worker.migration"), "{stdout}");
+    assert!(stdout.contains("upload new Worker shop-worker"), "{stdout}");
+    assert!(stdout.contains("WorkerNotReady"), "{stdout}");
+    assert!(!format!("{stdout}{stderr}").contains("top-secret-value"));
+    assert!(
+        common::cloudflare_writes(&em).is_empty(),
+        "plan writes nothing"
+    );
+
+    let (code, stdout, stderr) = flaredock(&em, &["apply", "-f"], dir.path());
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("CloudflareWorker apps/shop: Ready=True"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("apps/shop: Ready=True"), "{stdout}");
+    assert!(!format!("{stdout}{stderr}").contains("top-secret-value"));
+
+    // A typo in worker.name is refused before any API call.
+    std::fs::write(
+        dir.path().join("bad.yaml"),
+        container("bad", "Bad", "BAD").replace("name: shop,", "name: shpo,"),
+    )
+    .unwrap();
+    em.shared.clear_requests();
+    let (code, _, stderr) = flaredock(&em, &["apply", "-f"], dir.path());
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("spec.worker.name") && stderr.contains("apps/shpo"),
+        "{stderr}"
+    );
+    assert!(em.shared.requests().is_empty());
+    std::fs::remove_file(dir.path().join("bad.yaml")).unwrap();
+
+    // Delete: the container first, then the Worker it used.
+    let (code, stdout, stderr) = flaredock(&em, &["delete", "-f"], dir.path());
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("deleted Worker script shop-worker"),
+        "{stdout}"
+    );
+    let client = common::client_for(&em);
+    assert!(client.list_applications().await.unwrap().is_empty());
+    assert!(
+        client
+            .list_scripts()
+            .await
+            .unwrap()
+            .iter()
+            .all(|s| s.id != "shop-worker")
+    );
+}
