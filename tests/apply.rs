@@ -344,6 +344,11 @@ async fn the_quickstart_converges_on_the_embedded_emulator() {
     );
     assert!(stdout.contains("default/hello: Ready=True"), "{stdout}");
     assert!(
+        stdout.contains("CloudflareWorker default/hello: Ready=True")
+            && stdout.contains("containers HelloContainer"),
+        "the Worker was uploaded with its class container-enabled: {stdout}"
+    );
+    assert!(
         stdout.contains("/hello@sha256:"),
         "deployed by digest: {stdout}"
     );
@@ -358,6 +363,11 @@ fn every_example_is_a_valid_manifest() {
         loaded.objects.len() >= 7,
         "{} objects",
         loaded.objects.len()
+    );
+    assert!(
+        loaded.workers.len() >= 2,
+        "{} Workers",
+        loaded.workers.len()
     );
 }
 

@@ -215,13 +215,15 @@ fn the_argocd_health_check_follows_the_conditions() {
     );
     let patch = std::fs::read_to_string(root().join("deploy/argocd/argocd-cm-patch.yaml")).unwrap();
     let doc: Value = serde_yaml_ng::from_str(&patch).unwrap();
-    let script = doc["data"]["resource.customizations.health.flaredock.dev_CloudflareContainer"]
-        .as_str()
-        .unwrap();
     let file = std::fs::read_to_string(root().join("deploy/argocd/health.lua")).unwrap();
-    assert_eq!(
-        script.trim(),
-        file.trim(),
-        "argocd-cm-patch.yaml carries health.lua"
-    );
+    for kind in ["CloudflareContainer", "CloudflareWorker"] {
+        let script = doc["data"][format!("resource.customizations.health.flaredock.dev_{kind}")]
+            .as_str()
+            .unwrap_or_else(|| panic!("no health check for {kind}"));
+        assert_eq!(
+            script.trim(),
+            file.trim(),
+            "argocd-cm-patch.yaml carries health.lua for {kind}"
+        );
+    }
 }

@@ -1,6 +1,6 @@
--- Argo CD health check for flaredock.dev/CloudflareContainer (kstatus conditions).
--- Install it as resource.customizations.health.flaredock.dev_CloudflareContainer in
--- argocd-cm (see argocd-cm-patch.yaml next to this file).
+-- Argo CD health check for flaredock.dev/CloudflareContainer and CloudflareWorker
+-- (kstatus conditions). Install it as resource.customizations.health.flaredock.dev_<Kind>
+-- in argocd-cm for both kinds (see argocd-cm-patch.yaml next to this file).
 local hs = {}
 if obj.status == nil or obj.status.conditions == nil then
   hs.status = "Progressing"

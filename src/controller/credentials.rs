@@ -146,30 +146,42 @@ pub(super) async fn protect_secret(
         return Ok(());
     }
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
-    let Some(secret) = secrets.get_opt(&reference.name).await? else {
-        return Ok(());
-    };
-    let mut finalizers = secret.finalizers().to_vec();
-    let has = finalizers.iter().any(|f| f == SECRET_FINALIZER);
-    if protect != has {
+    // The patch names the resourceVersion it read (others' finalizers are kept); when
+    // another reconcile changed the Secret meanwhile (409), read again and retry.
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let Some(secret) = secrets.get_opt(&reference.name).await? else {
+            return Ok(());
+        };
+        let mut finalizers = secret.finalizers().to_vec();
+        let has = finalizers.iter().any(|f| f == SECRET_FINALIZER);
+        if protect == has {
+            ctx.remember_secret(&secret);
+            return Ok(());
+        }
         if protect {
             finalizers.push(SECRET_FINALIZER.to_string());
         } else {
             finalizers.retain(|f| f != SECRET_FINALIZER);
         }
         let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": secret.resource_version()}});
-        let updated = secrets
+        match secrets
             .patch(
                 &reference.name,
                 &PatchParams::default(),
                 &Patch::Merge(&patch),
             )
-            .await?;
-        ctx.remember_secret(&updated);
-    } else {
-        ctx.remember_secret(&secret);
+            .await
+        {
+            Ok(updated) => {
+                ctx.remember_secret(&updated);
+                return Ok(());
+            }
+            Err(kube::Error::Api(e)) if e.code == 409 && attempt < 5 => continue,
+            Err(e) => return Err(e),
+        }
     }
-    Ok(())
 }
 
 /// Does another live object (of either kind) still use this object's credentials

@@ -4,16 +4,38 @@
 //! injection, latency, a request log and (without `--registry-host`) an embedded OCI
 //! registry standing in for Cloudflare's.
 //!
-//! State lives in [`state`]; the embedded registry in [`registry`]; HTTP in [`api`].
+//! Applications and rollouts live in [`state`]; Worker scripts, namespaces and container
+//! enablement in [`scripts`]; the official schema in [`schema`]; the embedded registry
+//! in [`registry`]; HTTP in [`api`].
 //!
 //! Deviations from Cloudflare, where the official schema and wrangler's client disagree
 //! the official schema is followed:
 //! - `scheduling_policy` accepts only `default`, rollout `strategy` `rolling` and
 //!   `new_instances`, registry permissions `pull`, `push`, `list` (official enums).
 //! - Validation errors use code 1000 (`VALIDATE_INPUT`), a missing application 1404,
-//!   rate limiting 1015; Cloudflare's exact numbers for these are not documented.
-//! - A finished rollout clears `active_rollout_id`; code upload is not emulated (scripts
-//!   are seeded with `PUT /__emulator/scripts/{name}`); migration tags are not checked.
+//!   rate limiting 1015, a Worker upload that breaks a Durable Object rule 10021;
+//!   Cloudflare's exact numbers for these are not documented. The containers error enums
+//!   (`DURABLE_OBJECT_NOT_CONTAINER_ENABLED`, `DURABLE_OBJECT_ALREADY_HAS_APPLICATION`)
+//!   are written as Cloudflare writes them, as JSON inside `errors[].message`; the first
+//!   carries code 1000, the second 1608 (the number Alchemy reports); the client reads
+//!   the enum, not the number.
+//! - `metadata.containers` of an upload: the official `workers_multipart-script.metadata`
+//!   does not list it, but `workers_durable_object_export.container` refers to it and
+//!   wrangler sends it; the emulator accepts it and checks it against the official
+//!   `workers_containers` schema. Items linked by `name` through declarative `exports`
+//!   (wrangler's other form) are not emulated: each item needs `class_name`.
+//! - Uploads: module syntax only (`main_module`; a `body_part` service-worker upload is
+//!   refused), text modules only; `renamed_classes` and `transferred_classes` migrations
+//!   are refused as not emulated. Exported classes are found by reading the main module
+//!   for `export class Name`, `export default class Name` and `export { A, B as C }`.
+//!   Dropping a class from `containers` turns its namespace's container enablement off.
+//! - `DELETE /workers/scripts/{name}`: the official operation declares a JSON request
+//!   body with no schema; the emulator accepts the delete without one (as flaredock
+//!   sends it). Without `force=true` a script with Durable Object namespaces is refused;
+//!   a namespace that backs a container application blocks the delete either way.
+//! - Settings (`GET`/`PATCH …/settings`) are served for other tools; a namespace a
+//!   settings migration creates is never container-enabled.
+//! - A finished rollout clears `active_rollout_id`.
 //! - `--state FILE` persists the account (applications, rollouts, namespaces, scripts),
 //!   not the embedded registry's content.
 

@@ -12,10 +12,14 @@ use crate::cloudflare::types::*;
 use crate::cloudflare::{ApiError, CloudflareClient};
 use crate::spec::OWNER_LABEL;
 
+/// The application list, indexed the ways reconciles look it up (by name, by owner
+/// label, by namespace), so that a lookup does not scan the account.
 #[derive(Default)]
 struct Apps {
     by_id: HashMap<String, Application>,
     by_name: HashMap<String, String>,
+    by_owner: HashMap<String, std::collections::BTreeSet<String>>,
+    by_namespace: HashMap<String, String>,
 }
 
 impl Apps {
@@ -28,18 +32,39 @@ impl Apps {
     }
 
     fn insert(&mut self, app: Application) {
-        if let Some(old) = self.by_id.get(&app.id)
-            && old.name != app.name
-        {
-            self.by_name.remove(&old.name);
-        }
+        self.remove(&app.id);
         self.by_name.insert(app.name.clone(), app.id.clone());
+        if let Some(owner) = app.configuration.label(OWNER_LABEL) {
+            self.by_owner
+                .entry(owner.to_string())
+                .or_default()
+                .insert(app.id.clone());
+        }
+        if let Some(ns) = app.namespace_id() {
+            self.by_namespace.insert(ns.to_string(), app.id.clone());
+        }
         self.by_id.insert(app.id.clone(), app);
     }
 
     fn remove(&mut self, id: &str) {
-        if let Some(old) = self.by_id.remove(id) {
+        let Some(old) = self.by_id.remove(id) else {
+            return;
+        };
+        if self.by_name.get(&old.name).is_some_and(|x| x == id) {
             self.by_name.remove(&old.name);
+        }
+        if let Some(owner) = old.configuration.label(OWNER_LABEL)
+            && let Some(ids) = self.by_owner.get_mut(owner)
+        {
+            ids.remove(id);
+            if ids.is_empty() {
+                self.by_owner.remove(owner);
+            }
+        }
+        if let Some(ns) = old.namespace_id()
+            && self.by_namespace.get(ns).is_some_and(|x| x == id)
+        {
+            self.by_namespace.remove(ns);
         }
     }
 }
@@ -48,11 +73,38 @@ impl Apps {
 struct State {
     apps: Option<Apps>,
     apps_fetched: Option<tokio::time::Instant>,
-    namespaces: Option<Vec<DurableObjectNamespace>>,
+    namespaces: Option<Namespaces>,
     /// The account's scripts by name (one `GET /workers/scripts`).
     scripts: Option<HashMap<String, ScriptInfo>>,
     /// Target configuration of rollouts flaredock started, by rollout id.
     rollout_targets: HashMap<String, DeploymentConfiguration>,
+}
+
+/// The namespace list, indexed by (script, class).
+struct Namespaces {
+    by_key: HashMap<(String, String), DurableObjectNamespace>,
+    classes_of: HashMap<String, Vec<String>>,
+}
+
+impl Namespaces {
+    fn from(list: Vec<DurableObjectNamespace>) -> Namespaces {
+        let mut by_key = HashMap::new();
+        let mut classes_of: HashMap<String, Vec<String>> = HashMap::new();
+        for n in list {
+            if let (Some(script), Some(class)) = (n.script.clone(), n.class.clone()) {
+                let list = classes_of.entry(script.clone()).or_default();
+                if !list.contains(&class) {
+                    list.push(class.clone());
+                }
+                // The first one listed wins (the list may hold preview namespaces too).
+                by_key.entry((script, class)).or_insert(n);
+            }
+        }
+        for classes in classes_of.values_mut() {
+            classes.sort();
+        }
+        Namespaces { by_key, classes_of }
+    }
 }
 
 /// The cached view of one account.
@@ -134,9 +186,9 @@ impl AccountView {
         namespace_id: &str,
     ) -> Result<Option<Application>, ApiError> {
         self.with_apps(|a| {
-            a.by_id
-                .values()
-                .find(|x| x.namespace_id() == Some(namespace_id))
+            a.by_namespace
+                .get(namespace_id)
+                .and_then(|id| a.by_id.get(id))
                 .cloned()
         })
         .await
@@ -146,9 +198,11 @@ impl AccountView {
     pub async fn applications_owned_by(&self, owner: &str) -> Result<Vec<Application>, ApiError> {
         self.with_apps(|a| {
             let mut v: Vec<Application> = a
-                .by_id
-                .values()
-                .filter(|x| x.configuration.label(OWNER_LABEL) == Some(owner))
+                .by_owner
+                .get(owner)
+                .into_iter()
+                .flatten()
+                .filter_map(|id| a.by_id.get(id))
                 .cloned()
                 .collect();
             v.sort_by(|x, y| x.name.cmp(&y.name));
@@ -202,15 +256,23 @@ impl AccountView {
         script: &str,
         class: &str,
     ) -> Result<Option<DurableObjectNamespace>, ApiError> {
-        let mut st = self.state.lock().await;
-        if st.namespaces.is_none() {
-            st.namespaces = Some(self.client.list_namespaces().await?);
-        }
-        Ok(st.namespaces.as_ref().and_then(|list| {
-            list.iter()
-                .find(|n| n.script.as_deref() == Some(script) && n.class.as_deref() == Some(class))
+        self.with_namespaces(|n| {
+            n.by_key
+                .get(&(script.to_string(), class.to_string()))
                 .cloned()
-        }))
+        })
+        .await
+    }
+
+    async fn with_namespaces<R>(&self, f: impl FnOnce(&Namespaces) -> R) -> Result<R, ApiError> {
+        let mut st = self.state.lock().await;
+        let namespaces = match st.namespaces.take() {
+            Some(n) => n,
+            None => Namespaces::from(self.client.list_namespaces().await?),
+        };
+        let result = f(&namespaces);
+        st.namespaces = Some(namespaces);
+        Ok(result)
     }
 
     /// The script of this name from the account's script list (listed once, then kept
@@ -237,22 +299,10 @@ impl AccountView {
         }
     }
 
-    /// Classes of `script` that have a Durable Object namespace.
+    /// Classes of `script` that have a Durable Object namespace (sorted).
     pub async fn namespaced_classes(&self, script: &str) -> Result<Vec<String>, ApiError> {
-        let mut st = self.state.lock().await;
-        if st.namespaces.is_none() {
-            st.namespaces = Some(self.client.list_namespaces().await?);
-        }
-        let mut classes: Vec<String> = st
-            .namespaces
-            .iter()
-            .flatten()
-            .filter(|n| n.script.as_deref() == Some(script))
-            .filter_map(|n| n.class.clone())
-            .collect();
-        classes.sort();
-        classes.dedup();
-        Ok(classes)
+        self.with_namespaces(|n| n.classes_of.get(script).cloned().unwrap_or_default())
+            .await
     }
 
     /// The lock serialising changes to one Worker script.
