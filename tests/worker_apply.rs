@@ -201,7 +201,7 @@ async fn worker_and_containers_converge_from_one_directory_and_stay_quiet() {
 
 #[tokio::test]
 async fn a_removed_container_leaves_the_class_and_its_data() {
-    let em = common::start_emulator(|_| {}).await;
+    let em = common::start_emulator(|c| c.capture_bodies = true).await;
     let dir = tempfile::tempdir().unwrap();
     write_dir(
         dir.path(),
@@ -227,10 +227,14 @@ async fn a_removed_container_leaves_the_class_and_its_data() {
         .into_iter()
         .filter(|x| x.method == "PUT")
         .collect();
-    assert!(
-        uploads.is_empty()
-            || !String::from_utf8_lossy(&uploads[0].request_body).contains("deleted_classes")
+    assert_eq!(
+        uploads.len(),
+        2,
+        "the first upload, then one that drops the class from containers"
     );
+    let body = String::from_utf8_lossy(&uploads[1].request_body);
+    assert!(!body.contains("deleted_classes"), "{body}");
+    assert!(!body.contains("\"CART\""), "the binding goes: {body}");
     let namespaces = client.list_namespaces().await.unwrap();
     assert!(
         namespaces
@@ -357,5 +361,123 @@ async fn the_binary_plans_applies_and_deletes_both_kinds() {
             .unwrap()
             .iter()
             .all(|s| s.id != "shop-worker")
+    );
+}
+
+/// An OCI artifact as `oras push` makes it: one layer per file, named by its title.
+fn artifact(files: &[(&str, &[u8])]) -> (Vec<Vec<u8>>, Vec<u8>) {
+    let config = b"{}".to_vec();
+    let layers: Vec<Vec<u8>> = files.iter().map(|(_, c)| c.to_vec()).collect();
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "artifactType": "application/vnd.flaredock.worker.bundle",
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": common::digest_of(&config), "size": config.len()},
+        "layers": files.iter().map(|(name, c)| serde_json::json!({
+            "mediaType": "application/octet-stream", "digest": common::digest_of(c), "size": c.len(),
+            "annotations": {"org.opencontainers.image.title": name}
+        })).collect::<Vec<_>>(),
+    });
+    let mut blobs = layers;
+    blobs.push(config);
+    (blobs, manifest.to_string().into_bytes())
+}
+
+async fn push_artifact(host: &str, repo: &str, tag: &str, files: &[(&str, &[u8])]) {
+    let http = reqwest::Client::new();
+    let (blobs, manifest) = artifact(files);
+    for b in &blobs {
+        common::push_blob(&http, host, repo, b, None).await;
+    }
+    common::push_manifest(
+        &http,
+        host,
+        repo,
+        tag,
+        "application/vnd.oci.image.manifest.v1+json",
+        &manifest,
+        None,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_worker_bundle_is_read_from_an_oci_artifact_once_per_digest() {
+    let registry = common::DockerRegistry::start_open();
+    let host = registry.as_external().host;
+    let em = common::start_emulator(|_| {}).await;
+    push_artifact(
+        &host,
+        "acme/shop-worker",
+        "1.4",
+        &[
+            ("index.js", b"import { v } from './lib.js';\nexport class Shop {}\nexport default { fetch: () => new Response(v) };\n"),
+            ("lib.js", b"export const v = 'one';\n"),
+        ],
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("w.yaml"),
+        format!("apiVersion: flaredock.dev/v1alpha1\nkind: CloudflareWorker\nmetadata: {{name: shop, namespace: apps}}\nspec:\n  compatibilityDate: '2026-06-01'\n  source:\n    image: {{reference: '{host}/acme/shop-worker:1.4', mainModule: index.js}}\n---\n{}", container("shop", "Shop", "SHOP")),
+    )
+    .unwrap();
+    let reconciler = common::reconciler_for(&common::client_for(&em));
+    let done = converge_dir(&reconciler, dir.path()).await;
+    assert!(all_ready(&done), "{done:#?}");
+    {
+        let account = em.shared.account();
+        let script = &account.scripts["shop"];
+        assert_eq!(script.modules.len(), 2);
+        assert!(script.modules["lib.js"].content.contains("'one'"));
+        assert_eq!(
+            script.modules["index.js"].content_type,
+            "application/javascript+module"
+        );
+    }
+    // Unchanged: no upload. A new push under the same tag: one upload.
+    em.shared.clear_requests();
+    let again = converge_dir(&reconciler, dir.path()).await;
+    assert!(all_ready(&again));
+    assert_eq!(count(&em, "PUT", "/workers/scripts/"), 0);
+    push_artifact(
+        &host,
+        "acme/shop-worker",
+        "1.4",
+        &[
+            ("index.js", b"import { v } from './lib.js';\nexport class Shop {}\nexport default { fetch: () => new Response(v) };\n"),
+            ("lib.js", b"export const v = 'two';\n"),
+        ],
+    )
+    .await;
+    let changed = converge_dir(&reconciler, dir.path()).await;
+    assert!(all_ready(&changed));
+    assert_eq!(count(&em, "PUT", "/workers/scripts/"), 1);
+    assert!(
+        em.shared.account().scripts["shop"].modules["lib.js"]
+            .content
+            .contains("'two'")
+    );
+
+    // A bundle without the main module is refused, naming it.
+    push_artifact(
+        &host,
+        "acme/broken",
+        "1",
+        &[("other.js", b"export default {}")],
+    )
+    .await;
+    std::fs::write(
+        dir.path().join("w.yaml"),
+        format!("apiVersion: flaredock.dev/v1alpha1\nkind: CloudflareWorker\nmetadata: {{name: shop, namespace: apps}}\nspec:\n  compatibilityDate: '2026-06-01'\n  source:\n    image: {{reference: '{host}/acme/broken:1', mainModule: index.js}}\n"),
+    )
+    .unwrap();
+    let broken = converge_dir(&reconciler, dir.path()).await;
+    let w = &broken.workers["apps/shop"];
+    assert!(w.stalled(), "{:#?}", w.status);
+    assert!(
+        w.status.conditions[0].message.contains("index.js"),
+        "{:?}",
+        w.status.conditions[0]
     );
 }
