@@ -2,20 +2,15 @@
 //! core, status, Events and drift reports, cleanup.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
-use std::time::Duration;
 
-use kube::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
-use kube::runtime::finalizer::{self, Event as FinalizerEvent};
-use tracing::Instrument;
 
 use super::credentials::{
     CredentialsOwner, credentials, protect_secret, pull_credentials, secret_still_used,
 };
 use super::status::{container_problem, write_container_status};
-use super::{Context, Error, FINALIZER, jittered};
+use super::{Context, Error, jittered};
 use crate::reconcile::status::{condition, is_ready, is_stalled};
 use crate::reconcile::{DeleteOutcome, ReconcileOutcome};
 use crate::spec::{CloudflareContainer, CloudflareContainerStatus};
@@ -30,33 +25,8 @@ fn owner(obj: &CloudflareContainer) -> CredentialsOwner<'_> {
 
 /// Reconciles one object (the kube-runtime entry point).
 pub async fn reconcile(obj: Arc<CloudflareContainer>, ctx: Arc<Context>) -> Result<Action, Error> {
-    if !ctx.leader.load(Ordering::Relaxed) {
-        // A standby watches but never writes.
-        return Ok(Action::requeue(Duration::from_secs(15)));
-    }
-    let started = std::time::Instant::now();
-    let api: Api<CloudflareContainer> =
-        Api::namespaced(ctx.client.clone(), obj.namespace_or_default());
-    let span = tracing::info_span!("reconcile", object = %obj.key());
-    let result = finalizer::finalizer(&api, FINALIZER, obj.clone(), |event| async {
-        match event {
-            FinalizerEvent::Apply(o) => apply(o, ctx.clone()).await,
-            FinalizerEvent::Cleanup(o) => cleanup(o, ctx.clone()).await,
-        }
-    })
-    .instrument(span)
-    .await
-    .map_err(|e| Error::Finalizer(Box::new(e)));
-    ctx.metrics
-        .reconcile_duration
-        .observe(started.elapsed().as_secs_f64());
-    if result.is_err() {
-        ctx.metrics
-            .reconciliations
-            .with_label_values(&["error"])
-            .inc();
-    }
-    result
+    let key = obj.key();
+    super::with_finalizer(obj, ctx, key, apply, cleanup).await
 }
 
 async fn apply(obj: Arc<CloudflareContainer>, ctx: Arc<Context>) -> Result<Action, Error> {

@@ -190,32 +190,24 @@ pub(super) fn secret_still_used(ctx: &Context, owner: &CredentialsOwner<'_>) -> 
     let Some(reference) = owner.secret else {
         return false;
     };
-    let uses = |uid: &Option<String>, deleting: bool, ns: &str, r: Option<&SecretRef>| {
-        uid.as_deref() != owner.uid
-            && !deleting
-            && ns == owner.namespace
+    let uses = |meta: &kube::api::ObjectMeta, r: Option<&SecretRef>| {
+        meta.uid.as_deref() != owner.uid
+            && meta.deletion_timestamp.is_none()
+            && meta.namespace.as_deref().unwrap_or("default") == owner.namespace
             && r.map(|r| &r.name) == Some(&reference.name)
     };
-    let containers = ctx.store.get().is_some_and(|store| {
-        store.state().iter().any(|o| {
-            uses(
-                &o.metadata.uid,
-                o.metadata.deletion_timestamp.is_some(),
-                o.namespace_or_default(),
-                o.spec.credentials_secret_ref.as_ref(),
-            )
-        })
+    let by_container = ctx.store.get().is_some_and(|store| {
+        store
+            .state()
+            .iter()
+            .any(|o| uses(&o.metadata, o.spec.credentials_secret_ref.as_ref()))
     });
-    containers
+    by_container
         || ctx.worker_store.get().is_some_and(|store| {
-            store.state().iter().any(|o| {
-                uses(
-                    &o.metadata.uid,
-                    o.metadata.deletion_timestamp.is_some(),
-                    o.namespace_or_default(),
-                    o.spec.credentials_secret_ref.as_ref(),
-                )
-            })
+            store
+                .state()
+                .iter()
+                .any(|o| uses(&o.metadata, o.spec.credentials_secret_ref.as_ref()))
         })
 }
 

@@ -311,6 +311,67 @@ impl Context {
     }
 }
 
+/// The kube-runtime entry point shared by both kinds: only the leader acts; the
+/// finalizer runs `apply` or, once the object is being deleted, `cleanup`; durations and
+/// failures are counted.
+async fn with_finalizer<K, A, AF, C, CF>(
+    obj: Arc<K>,
+    ctx: Arc<Context>,
+    key: String,
+    apply: A,
+    cleanup: C,
+) -> Result<kube::runtime::controller::Action, Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+    A: FnOnce(Arc<K>, Arc<Context>) -> AF,
+    AF: std::future::Future<Output = Result<kube::runtime::controller::Action, Error>>,
+    C: FnOnce(Arc<K>, Arc<Context>) -> CF,
+    CF: std::future::Future<Output = Result<kube::runtime::controller::Action, Error>>,
+{
+    use kube::runtime::finalizer::Event as FinalizerEvent;
+    use tracing::Instrument;
+    if !ctx.leader.load(std::sync::atomic::Ordering::Relaxed) {
+        // A standby watches but never writes.
+        return Ok(kube::runtime::controller::Action::requeue(
+            Duration::from_secs(15),
+        ));
+    }
+    let started = std::time::Instant::now();
+    let ns = obj
+        .meta()
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
+    let api: kube::Api<K> = kube::Api::namespaced(ctx.client.clone(), &ns);
+    let span = tracing::info_span!("reconcile", object = %key);
+    let result = finalizer::finalizer(&api, FINALIZER, obj, |event| async {
+        match event {
+            FinalizerEvent::Apply(o) => apply(o, ctx.clone()).await,
+            FinalizerEvent::Cleanup(o) => cleanup(o, ctx.clone()).await,
+        }
+    })
+    .instrument(span)
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)));
+    ctx.metrics
+        .reconcile_duration
+        .observe(started.elapsed().as_secs_f64());
+    if result.is_err() {
+        ctx.metrics
+            .reconciliations
+            .with_label_values(&["error"])
+            .inc();
+    }
+    result
+}
+
 /// Per-object exponential backoff: 2ⁿ seconds, at most 5 minutes.
 fn backoff(ctx: &Context, key: &str, error: &Error) -> kube::runtime::controller::Action {
     let n = {

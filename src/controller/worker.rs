@@ -4,22 +4,19 @@
 //! Events, and cleanup that waits until no CloudflareContainer names the Worker.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use kube::Api;
 use kube::api::ListParams;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
-use kube::runtime::finalizer::{self, Event as FinalizerEvent};
-use tracing::Instrument;
 
 use super::credentials::{
     CredentialsOwner, config_map_data, credentials, protect_secret, pull_credentials,
     read_config_map, read_secret_opt, secret_data, secret_still_used,
 };
 use super::status::{worker_problem, write_worker_status};
-use super::{Context, Error, FINALIZER, jittered};
+use super::{Context, Error, jittered};
 use crate::reconcile::worker::inputs::SourceData;
 use crate::reconcile::worker::{WorkerOutcome, classes_for};
 use crate::reconcile::{DeleteOutcome, Reconciler};
@@ -43,33 +40,8 @@ pub async fn reconcile_worker(
     obj: Arc<CloudflareWorker>,
     ctx: Arc<Context>,
 ) -> Result<Action, Error> {
-    if !ctx.leader.load(Ordering::Relaxed) {
-        // A standby watches but never writes.
-        return Ok(Action::requeue(Duration::from_secs(15)));
-    }
-    let started = std::time::Instant::now();
-    let api: Api<CloudflareWorker> =
-        Api::namespaced(ctx.client.clone(), obj.namespace_or_default());
-    let span = tracing::info_span!("reconcile", worker = %obj.key());
-    let result = finalizer::finalizer(&api, FINALIZER, obj.clone(), |event| async {
-        match event {
-            FinalizerEvent::Apply(o) => apply(o, ctx.clone()).await,
-            FinalizerEvent::Cleanup(o) => cleanup(o, ctx.clone()).await,
-        }
-    })
-    .instrument(span)
-    .await
-    .map_err(|e| Error::Finalizer(Box::new(e)));
-    ctx.metrics
-        .reconcile_duration
-        .observe(started.elapsed().as_secs_f64());
-    if result.is_err() {
-        ctx.metrics
-            .reconciliations
-            .with_label_values(&["error"])
-            .inc();
-    }
-    result
+    let key = metric_key(&obj);
+    super::with_finalizer(obj, ctx, key, apply, cleanup).await
 }
 
 /// The ConfigMap and Secrets the Worker reads, from the API server. A missing one is

@@ -418,32 +418,40 @@ pub struct CloudflareContainerStatus {
     pub health: Option<HealthSummary>,
 }
 
+/// The naming helpers both kinds share: `key`, `namespace_or_default`, `name` and
+/// `owner_id` (the owner recorded at Cloudflare).
+macro_rules! object_names {
+    ($kind:ty) => {
+        impl $kind {
+            /// `namespace/name` (namespace `default` when unset).
+            pub fn key(&self) -> String {
+                format!("{}/{}", self.namespace_or_default(), self.name())
+            }
+
+            pub fn namespace_or_default(&self) -> &str {
+                self.metadata.namespace.as_deref().unwrap_or("default")
+            }
+
+            pub fn name(&self) -> &str {
+                self.metadata.name.as_deref().unwrap_or("")
+            }
+
+            /// The owner flaredock records at Cloudflare for this object:
+            /// `namespace.name`.
+            pub fn owner_id(&self) -> String {
+                format!("{}.{}", self.namespace_or_default(), self.name())
+            }
+        }
+    };
+}
+
+object_names!(CloudflareContainer);
+object_names!(CloudflareWorker);
+
 impl CloudflareContainer {
-    /// `namespace/name` (namespace `default` when unset).
-    pub fn key(&self) -> String {
-        format!(
-            "{}/{}",
-            self.namespace_or_default(),
-            self.metadata.name.as_deref().unwrap_or("")
-        )
-    }
-
-    pub fn namespace_or_default(&self) -> &str {
-        self.metadata.namespace.as_deref().unwrap_or("default")
-    }
-
-    pub fn name(&self) -> &str {
-        self.metadata.name.as_deref().unwrap_or("")
-    }
-
     /// The Cloudflare application name.
     pub fn application_name(&self) -> &str {
         self.spec.application_name.as_deref().unwrap_or(self.name())
-    }
-
-    /// The value of [`OWNER_LABEL`] for this object: `namespace.name`.
-    pub fn owner_id(&self) -> String {
-        format!("{}.{}", self.namespace_or_default(), self.name())
     }
 
     /// The CloudflareWorker this container names (`spec.worker.name`), if any.

@@ -159,27 +159,9 @@ pub struct CloudflareWorkerStatus {
 }
 
 impl CloudflareWorker {
-    /// `namespace/name` (namespace `default` when unset).
-    pub fn key(&self) -> String {
-        format!("{}/{}", self.namespace_or_default(), self.name())
-    }
-
-    pub fn namespace_or_default(&self) -> &str {
-        self.metadata.namespace.as_deref().unwrap_or("default")
-    }
-
-    pub fn name(&self) -> &str {
-        self.metadata.name.as_deref().unwrap_or("")
-    }
-
     /// The Worker script name.
     pub fn script_name(&self) -> &str {
         self.spec.script_name.as_deref().unwrap_or(self.name())
-    }
-
-    /// The owner recorded in the script's tags: `namespace.name`.
-    pub fn owner_id(&self) -> String {
-        format!("{}.{}", self.namespace_or_default(), self.name())
     }
 
     /// The main module's name, whatever the source.
