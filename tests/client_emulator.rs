@@ -714,3 +714,47 @@ fn the_emulator_starts_from_the_cli_and_answers_with_an_envelope() {
         json!({"success": true, "errors": [], "messages": [], "result": []})
     );
 }
+
+#[tokio::test]
+async fn a_request_body_is_checked_against_the_official_schema_naming_the_field() {
+    let em = common::start_emulator(|_| {}).await;
+    let http = reqwest::Client::new();
+    let url = format!(
+        "{}/accounts/{}/containers/applications",
+        em.base_url(),
+        em.account_id()
+    );
+    let image = format!("{}/{}/hello:v1", em.registry_host(), em.account_id());
+    let body = |instances: Value, strategy: &str| {
+        json!({
+            "name": "typed", "scheduling_policy": strategy, "instances": instances,
+            "configuration": {"image": image},
+        })
+    };
+    let send = |b: Value| {
+        let http = http.clone();
+        let url = url.clone();
+        let token = em.api_token().to_string();
+        async move {
+            let r = http
+                .post(url)
+                .bearer_auth(token)
+                .json(&b)
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    let (status, text) = send(body(json!("zero"), "default")).await;
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("body.instances"), "{text}");
+    let (status, text) = send(body(json!(0), "moon")).await;
+    assert_eq!(status, 400, "{text}");
+    assert!(
+        text.contains("body.scheduling_policy"),
+        "the official enum: {text}"
+    );
+    let (status, text) = send(body(json!(0), "default")).await;
+    assert_eq!(status, 201, "{text}");
+}

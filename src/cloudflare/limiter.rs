@@ -63,14 +63,15 @@ struct State {
 pub struct RateLimiter {
     limit: RateLimit,
     /// Slack added to the window so that a request the server receives a little late
-    /// still falls outside the server's window.
+    /// still falls outside the server's window: 1% of it, at least 50 ms (scheduling on
+    /// a loaded machine delays sends by tens of milliseconds), at most 2 s.
     margin: Duration,
     state: Mutex<State>,
 }
 
 impl RateLimiter {
     pub fn new(limit: RateLimit) -> Self {
-        let margin = (limit.window / 100).clamp(Duration::from_millis(20), Duration::from_secs(2));
+        let margin = (limit.window / 100).clamp(Duration::from_millis(50), Duration::from_secs(2));
         RateLimiter {
             limit,
             margin,

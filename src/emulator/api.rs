@@ -265,6 +265,10 @@ async fn gate_inner(shared: &Shared, req: Request, next: Next) -> (u16, Response
         }
         return (429, r);
     }
+    let req = match check_body(req).await {
+        Ok(r) => r,
+        Err(f) => return (f.status, fail(f)),
+    };
     let scripted = shared.take_fault(req.method().as_str());
     if let Some(super::ScriptedFault::RateLimit(secs)) = scripted {
         crate::lock(&shared.limiter).block_for(Instant::now(), Duration::from_secs(secs));
@@ -316,6 +320,47 @@ async fn gate_inner(shared: &Shared, req: Request, next: Next) -> (u16, Response
             (response.status().as_u16(), response)
         }
     }
+}
+
+/// Checks a JSON request body against the official schema of its operation (the
+/// emulator never trusts flaredock's own types); a violation is a 400 naming the field.
+async fn check_body(req: Request) -> Result<Request, Failure> {
+    let is_json = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if req.method() == Method::GET || !is_json {
+        return Ok(req);
+    }
+    let path = req
+        .extensions()
+        .get::<axum::extract::OriginalUri>()
+        .map(|u| u.0.path().to_string())
+        .unwrap_or_else(|| req.uri().path().to_string());
+    let path = path.trim_start_matches("/client/v4").to_string();
+    let method = req.method().to_string();
+    let (parts, body) = req.into_parts();
+    let bytes = axum::body::to_bytes(body, 64 * 1024 * 1024)
+        .await
+        .map_err(|e| Failure::invalid(format!("request body: {e}")))?;
+    if !bytes.is_empty() {
+        let value: Value = parse_json(&bytes)?;
+        let spec = if path.contains("/containers/") {
+            super::schema::Spec::containers()
+        } else {
+            super::schema::Spec::workers()
+        };
+        let violations = spec.request_violations(&method, &path, &value);
+        if let Some(first) = violations.first() {
+            let more = match violations.len() {
+                1 => String::new(),
+                n => format!(" (and {} more)", n - 1),
+            };
+            return Err(Failure::invalid(format!("{first}{more}")));
+        }
+    }
+    Ok(Request::from_parts(parts, Body::from(bytes)))
 }
 
 async fn no_route(req: Request) -> Response {

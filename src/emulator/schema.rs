@@ -61,6 +61,9 @@ pub fn convert(v: &Value) -> Value {
 pub struct Spec {
     pub doc: Value,
     components: Value,
+    /// Compiled validators of request bodies, by operation id.
+    compiled:
+        std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<jsonschema::Validator>>>,
 }
 
 impl Spec {
@@ -94,7 +97,11 @@ impl Spec {
         }
         let doc = convert(&doc);
         let components = doc["components"].clone();
-        Spec { doc, components }
+        Spec {
+            doc,
+            components,
+            compiled: Default::default(),
+        }
     }
 
     /// The Workers extract, parsed once.
@@ -134,36 +141,70 @@ impl Spec {
         None
     }
 
-    /// Every violation of `schema` by `instance`, each naming the field
-    /// (`what` prefixes the path). A schema that does not compile is one violation.
-    pub fn violations(&self, schema: &Value, instance: &Value, what: &str) -> Vec<String> {
+    fn compile(&self, schema: &Value) -> Result<jsonschema::Validator, String> {
         let root = json!({
             "$schema": "https://json-schema.org/draft/2020-12/schema",
             "$ref": "#/$defs/target",
             "$defs": {"target": schema},
             "components": self.components,
         });
-        let validator = match jsonschema::options()
+        jsonschema::options()
             .with_draft(jsonschema::Draft::Draft202012)
             .should_validate_formats(false)
             .build(&root)
-        {
-            Ok(v) => v,
-            Err(e) => return vec![format!("{what}: the schema does not compile: {e}")],
-        };
-        validator
-            .iter_errors(instance)
-            .map(|e| {
-                let path = e.instance_path().to_string();
-                let field = path.trim_start_matches('/').replace('/', ".");
-                if field.is_empty() {
-                    format!("{what}: {e}")
-                } else {
-                    format!("{what}.{field}: {e}")
-                }
-            })
-            .collect()
+            .map_err(|e| format!("the schema does not compile: {e}"))
     }
+
+    /// Every violation of the JSON request body of `method path` (relative to the API
+    /// root) against its operation's official schema; nothing for an operation the
+    /// extract does not describe or one without a JSON body.
+    pub fn request_violations(&self, method: &str, path: &str, body: &Value) -> Vec<String> {
+        let Some((_, op)) = self.operation(method, path) else {
+            return vec![];
+        };
+        let Some(schema) = op.pointer("/requestBody/content/application~1json/schema") else {
+            return vec![];
+        };
+        let id = op["operationId"].as_str().unwrap_or(path).to_string();
+        let cached = crate::lock(&self.compiled).get(&id).cloned();
+        let validator = match cached {
+            Some(v) => v,
+            None => match self.compile(schema) {
+                Ok(v) => {
+                    let v = std::sync::Arc::new(v);
+                    crate::lock(&self.compiled).insert(id, v.clone());
+                    v
+                }
+                Err(e) => return vec![e],
+            },
+        };
+        describe(&validator, body, "body")
+    }
+
+    /// Every violation of `schema` by `instance`, each naming the field
+    /// (`what` prefixes the path). A schema that does not compile is one violation.
+    pub fn violations(&self, schema: &Value, instance: &Value, what: &str) -> Vec<String> {
+        match self.compile(schema) {
+            Ok(v) => describe(&v, instance, what),
+            Err(e) => vec![format!("{what}: {e}")],
+        }
+    }
+}
+
+/// The violations a validator finds, each naming the field.
+fn describe(validator: &jsonschema::Validator, instance: &Value, what: &str) -> Vec<String> {
+    validator
+        .iter_errors(instance)
+        .map(|e| {
+            let path = e.instance_path().to_string();
+            let field = path.trim_start_matches('/').replace('/', ".");
+            if field.is_empty() {
+                format!("{what}: {e}")
+            } else {
+                format!("{what}.{field}: {e}")
+            }
+        })
+        .collect()
 }
 
 /// The official schema of an upload's `metadata` part, with `containers` checked as
