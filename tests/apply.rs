@@ -409,3 +409,35 @@ async fn promotion_deploys_the_digest_the_source_deployed() {
     assert_eq!(p.status.image, s.status.image);
     assert!(p.status.image.as_deref().unwrap().contains("@sha256:"));
 }
+
+#[test]
+fn an_unreachable_api_fails_within_a_minute_naming_the_url() {
+    let port = common::free_port();
+    let base = format!("http://127.0.0.1:{port}/client/v4");
+    let started = std::time::Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_flaredock"))
+        .args(["apply", "-f"])
+        .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/quickstart.yaml"))
+        .env("CLOUDFLARE_API_BASE_URL", &base)
+        .env("CLOUDFLARE_ACCOUNT_ID", "acc")
+        .env("CLOUDFLARE_API_TOKEN", "token")
+        .output()
+        .expect("flaredock runs");
+    let elapsed = started.elapsed();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(elapsed < Duration::from_secs(60), "took {elapsed:?}");
+    assert!(
+        stderr.contains("retrying Cloudflare call") && stderr.contains(&base),
+        "each retry is reported as it happens, naming the URL: {stderr}"
+    );
+    assert!(
+        stdout.contains(&base),
+        "the final status names the URL: {stdout}"
+    );
+    assert!(
+        !format!("{stdout}{stderr}").contains("Bearer"),
+        "no credentials printed"
+    );
+}

@@ -471,7 +471,12 @@ impl CloudflareClient {
             }
             if !matches!(err, ApiError::RateLimited { .. }) {
                 let delay = backoff(self.config.backoff, attempt);
-                tracing::debug!(operation, attempt, delay_ms = delay.as_millis() as u64, error = %err, "retrying Cloudflare call");
+                if matches!(err, ApiError::Transport { .. }) {
+                    // Unreachable or cut off: worth telling whoever watches, as it happens.
+                    tracing::warn!(operation, attempt, retry_in_ms = delay.as_millis() as u64, error = %err, "retrying Cloudflare call");
+                } else {
+                    tracing::debug!(operation, attempt, delay_ms = delay.as_millis() as u64, error = %err, "retrying Cloudflare call");
+                }
                 tokio::time::sleep(delay).await;
             }
         }
@@ -521,12 +526,12 @@ impl CloudflareClient {
             Ok(r) => r,
             Err(e) => {
                 self.stats.record(operation, "error".into());
-                tracing::debug!(operation, %method, error = %describe_transport(&e), "Cloudflare call failed");
+                tracing::debug!(operation, %method, error = %describe_transport(&e, &self.config.base_url), "Cloudflare call failed");
                 return Err(ApiError::Transport {
                     operation,
                     // Without the connect phase failing, the server may have applied it.
                     maybe_applied: !e.is_connect(),
-                    reason: describe_transport(&e),
+                    reason: describe_transport(&e, &self.config.base_url),
                 });
             }
         };
@@ -545,7 +550,10 @@ impl CloudflareClient {
             Err(e) => {
                 return Err(ApiError::Transport {
                     operation,
-                    reason: format!("response body cut off: {}", describe_transport(&e)),
+                    reason: format!(
+                        "response body cut off: {}",
+                        describe_transport(&e, &self.config.base_url)
+                    ),
                     maybe_applied: true,
                 });
             }
@@ -601,7 +609,8 @@ fn to_json<T: Serialize>(value: &T) -> Value {
     serde_json::to_value(value).unwrap_or(Value::Null)
 }
 
-fn describe_transport(e: &reqwest::Error) -> String {
+/// What went wrong on the wire, naming the API base (never a token: it is a header).
+fn describe_transport(e: &reqwest::Error, base_url: &str) -> String {
     let kind = if e.is_timeout() {
         "timed out"
     } else if e.is_connect() {
@@ -618,9 +627,9 @@ fn describe_transport(e: &reqwest::Error) -> String {
         source = s.source();
     }
     if detail.is_empty() {
-        kind.to_string()
+        format!("{kind} to {base_url}")
     } else {
-        format!("{kind} ({detail})")
+        format!("{kind} to {base_url} ({detail})")
     }
 }
 

@@ -113,10 +113,27 @@ impl AccountState {
         }
     }
 
+    /// A Durable Object namespace id: 32 hex characters, like Cloudflare's; unique
+    /// within the emulator.
     pub(super) fn new_id(&mut self) -> String {
         self.next_id += 1;
-        // 32 hex characters, like Cloudflare's ids; unique within the emulator.
         format!("{:016x}{:016x}", fastrand::u64(..), self.next_id)
+    }
+
+    /// An application or rollout id: a version-4 UUID, as Cloudflare's containers API
+    /// gives (and as `wrangler containers` expects).
+    fn new_uuid(&mut self) -> String {
+        self.next_id += 1;
+        let hi = fastrand::u64(..);
+        let lo = fastrand::u64(..) ^ self.next_id;
+        format!(
+            "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
+            hi >> 32,
+            (hi >> 16) & 0xffff,
+            hi & 0x0fff,
+            ((lo >> 48) & 0x3fff) | 0x8000,
+            lo & 0xffff_ffff_ffff
+        )
     }
 
     // ---- applications -------------------------------------------------------------
@@ -235,7 +252,7 @@ impl AccountState {
                 detail.to_string(),
             ));
         }
-        let id = self.new_id();
+        let id = self.new_uuid();
         let now = timestamp();
         let app = Application {
             id: id.clone(),
@@ -337,7 +354,7 @@ impl AccountState {
         }
         check_configuration(&req.target_configuration, "target_configuration")?;
         let step_ms = self.rollout_step_ms;
-        let rollout_id = self.new_id();
+        let rollout_id = self.new_uuid();
         let app = self
             .applications
             .get_mut(id)
@@ -596,4 +613,36 @@ fn check_configuration(c: &DeploymentConfiguration, field: &str) -> Outcome<()> 
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn application_and_rollout_ids_are_uuids() {
+        let mut account = AccountState::new("acc", 0);
+        let mut seen = BTreeSet::new();
+        for _ in 0..100 {
+            let id = account.new_uuid();
+            let parts: Vec<&str> = id.split('-').collect();
+            let lens: Vec<usize> = parts.iter().map(|p| p.len()).collect();
+            assert_eq!(lens, [8, 4, 4, 4, 12], "{id}");
+            assert!(
+                id.chars().all(|c| c == '-' || c.is_ascii_hexdigit()),
+                "{id}"
+            );
+            assert!(parts[2].starts_with('4'), "version 4: {id}");
+            assert!(
+                matches!(&parts[3][..1], "8" | "9" | "a" | "b"),
+                "RFC 4122 variant: {id}"
+            );
+            assert!(seen.insert(id));
+        }
+        assert_eq!(
+            account.new_id().len(),
+            32,
+            "namespace ids stay 32 hex characters"
+        );
+    }
 }

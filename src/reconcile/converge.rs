@@ -13,6 +13,11 @@ use super::worker::{WorkerOutcome, classes_for};
 use super::{ReconcileOutcome, Reconciler};
 use crate::spec::{CloudflareContainer, CloudflareWorker};
 
+/// Rounds in a row, and time, with the API unreachable for every object before
+/// converging gives up (each round already retried every call with backoff).
+const UNREACHABLE_ROUNDS: usize = 3;
+const UNREACHABLE_FOR: Duration = Duration::from_secs(10);
+
 /// How [`converge`] runs.
 #[derive(Clone, Debug)]
 pub struct ConvergeOptions {
@@ -101,6 +106,8 @@ pub async fn converge_all(
     let all_containers: Vec<&CloudflareContainer> = manifests.containers.iter().collect();
     let concurrency = options.concurrency.max(1);
     let mut round = 0usize;
+    // Rounds in a row in which every object failed to reach the API at all.
+    let mut unreachable: Option<(usize, tokio::time::Instant)> = None;
     loop {
         round += 1;
         if round > 1 {
@@ -164,6 +171,37 @@ pub async fn converge_all(
         });
         let idle = pending.is_empty() && pending_workers.is_empty();
         if idle || !options.wait || tokio::time::Instant::now() >= deadline {
+            return done;
+        }
+        // An API that cannot be reached at all (connection refused, DNS, TLS) will not
+        // come back by waiting out the whole timeout: give up after a few rounds.
+        let cut_off = |e: &Option<crate::cloudflare::ApiError>| {
+            matches!(
+                e,
+                Some(crate::cloudflare::ApiError::Transport {
+                    maybe_applied: false,
+                    ..
+                })
+            )
+        };
+        let all_cut_off = pending_workers.iter().all(|w| {
+            done.workers
+                .get(&w.key())
+                .is_some_and(|o| cut_off(&o.error))
+        }) && pending.iter().all(|c| {
+            done.containers
+                .get(&c.key())
+                .is_some_and(|o| cut_off(&o.error))
+        });
+        unreachable = match (all_cut_off, unreachable) {
+            (false, _) => None,
+            (true, None) => Some((1, tokio::time::Instant::now())),
+            (true, Some((n, since))) => Some((n + 1, since)),
+        };
+        if let Some((n, since)) = unreachable
+            && n >= UNREACHABLE_ROUNDS
+            && since.elapsed() >= UNREACHABLE_FOR
+        {
             return done;
         }
         tokio::time::sleep(
