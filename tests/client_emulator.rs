@@ -323,6 +323,8 @@ async fn rollouts_progress_and_update_the_application() {
         .unwrap();
     assert_eq!(app.version, 1);
     let mut target = app.configuration.clone();
+    // The answer holds the expanded size; a target names a type instead.
+    (target.vcpu, target.memory_mib, target.disk) = (None, None, None);
     target.instance_type = Some(InstanceType::Basic);
     let r = client
         .create_rollout(
@@ -341,10 +343,12 @@ async fn rollouts_progress_and_update_the_application() {
     assert_eq!(r.progress.as_ref().unwrap().total_steps, 4);
     let during = client.get_application(&app.id).await.unwrap();
     assert_eq!(during.active_rollout_id.as_deref(), Some(r.id.as_str()));
+    // The API answers sizes expanded (the named type's vCPU, memory and disk).
+    assert_eq!(during.configuration.instance_type, None);
     assert_eq!(
-        during.configuration.instance_type,
-        Some(InstanceType::Lite),
-        "not applied before the rollout ends"
+        (during.configuration.vcpu, during.configuration.memory_mib),
+        (Some(0.0625), Some(256)),
+        "lite, not applied before the rollout ends"
     );
     let versions = client.list_versions(&app.id).await.unwrap();
     assert_eq!(versions.len(), 2);
@@ -352,7 +356,15 @@ async fn rollouts_progress_and_update_the_application() {
     let after = client.get_application(&app.id).await.unwrap();
     assert_eq!(after.active_rollout_id, None);
     assert_eq!(after.version, 2);
-    assert_eq!(after.configuration.instance_type, Some(InstanceType::Basic));
+    assert_eq!(
+        (
+            after.configuration.vcpu,
+            after.configuration.memory_mib,
+            after.configuration.disk.as_ref().and_then(|d| d.size_mb)
+        ),
+        (Some(0.25), Some(1024), Some(4000)),
+        "basic, expanded"
+    );
 }
 
 /// Sends a settings PATCH as another tool would (flaredock itself never does).

@@ -32,7 +32,14 @@ async fn a_container_goes_ready_and_is_cleaned_up_on_a_real_cluster() {
         &Patch::Apply(&CloudflareContainer::crd()),
     )
     .await
-    .expect("install the CRD");
+    .expect("install the CloudflareContainer CRD");
+    crds.patch(
+        "cloudflareworkers.flaredock.dev",
+        &PatchParams::apply("flaredock-e2e").force(),
+        &Patch::Apply(&flaredock::spec::CloudflareWorker::crd()),
+    )
+    .await
+    .expect("install the CloudflareWorker CRD");
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     let ns = format!("flaredock-e2e-{:06x}", fastrand::u32(..0xffffff));

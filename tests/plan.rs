@@ -168,6 +168,32 @@ fn a_converged_application_plans_nothing() {
 }
 
 #[test]
+fn a_named_size_and_its_expanded_form_are_the_same_size_both_ways() {
+    // The spec names a type; the API answers it expanded.
+    let d = desired("  instanceType: standard-1\n");
+    let mut app = app_for(&d, IMAGE);
+    app.configuration.instance_type = None;
+    app.configuration.vcpu = Some(0.5);
+    app.configuration.memory_mib = Some(4096);
+    app.configuration.disk = Some(Disk {
+        size_mb: Some(8000),
+    });
+    assert!(plan(&d, &observed(Some(app.clone()))).is_noop());
+    // The spec writes the expanded form; the application names the type.
+    let d2 = desired("  resources: {vcpu: 0.5, memoryMib: 4096, diskMb: 8000}\n");
+    let mut named = app_for(&d2, IMAGE);
+    named.configuration.vcpu = None;
+    named.configuration.memory_mib = None;
+    named.configuration.disk = None;
+    named.configuration.instance_type = Some(InstanceType::Standard1);
+    assert!(plan(&d2, &observed(Some(named))).is_noop());
+    // Another size is a rollout.
+    app.configuration.memory_mib = Some(6144);
+    let p = plan(&d, &observed(Some(app)));
+    assert!(fields(&p).contains(&"configuration.instance_type"), "{p:?}");
+}
+
+#[test]
 fn in_place_fields_are_one_patch_and_no_rollout() {
     let d = desired(
         "  maxInstances: 10\n  instances: 1\n  constraints: {regions: [WEUR]}\n  observability: {logs: true}\n  rollout: {activeGracePeriodSeconds: 30}\n",

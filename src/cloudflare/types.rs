@@ -80,6 +80,45 @@ pub enum InstanceType {
 }
 
 impl InstanceType {
+    /// The named types, smallest first.
+    pub const NAMED: [InstanceType; 6] = [
+        InstanceType::Lite,
+        InstanceType::Basic,
+        InstanceType::Standard1,
+        InstanceType::Standard2,
+        InstanceType::Standard3,
+        InstanceType::Standard4,
+    ];
+
+    /// Cloudflare's published size of a named type: (vCPU, memory MiB, disk MB), from
+    /// developers.cloudflare.com/containers/platform/limits (lite 1/16 vCPU, 256 MiB,
+    /// 2 GB … standard-4 4 vCPU, 12 GiB, 20 GB). The API may answer a configuration in
+    /// this expanded form (wrangler rebuilds `instance_type` from it).
+    pub fn resources(self) -> Option<(f64, i64, i64)> {
+        Some(match self {
+            InstanceType::Lite => (0.0625, 256, 2000),
+            InstanceType::Basic => (0.25, 1024, 4000),
+            InstanceType::Standard1 => (0.5, 4096, 8000),
+            InstanceType::Standard2 => (1.0, 6144, 12000),
+            InstanceType::Standard3 => (2.0, 8192, 16000),
+            InstanceType::Standard4 => (4.0, 12288, 20000),
+            InstanceType::Unknown => return None,
+        })
+    }
+
+    /// The named type of exactly these resources (a missing disk matches any).
+    pub fn from_resources(
+        vcpu: f64,
+        memory_mib: i64,
+        disk_mb: Option<i64>,
+    ) -> Option<InstanceType> {
+        InstanceType::NAMED.into_iter().find(|t| {
+            t.resources().is_some_and(|(v, m, d)| {
+                (v - vcpu).abs() < 1e-9 && m == memory_mib && disk_mb.is_none_or(|x| x == d)
+            })
+        })
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             InstanceType::Lite => "lite",

@@ -99,6 +99,20 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// A configuration as the API answers it: a named instance type expanded to `vcpu`,
+/// `memory_mib` and `disk.size_mb` (wrangler's client rebuilds the name from those).
+fn expanded(mut c: DeploymentConfiguration) -> DeploymentConfiguration {
+    if let Some((vcpu, memory_mib, disk_mb)) = c.instance_type.and_then(InstanceType::resources) {
+        c.instance_type = None;
+        c.vcpu = Some(vcpu);
+        c.memory_mib = Some(memory_mib);
+        c.disk = Some(Disk {
+            size_mb: Some(disk_mb),
+        });
+    }
+    c
+}
+
 pub(super) fn timestamp() -> String {
     jiff::Timestamp::now().to_string()
 }
@@ -264,7 +278,7 @@ impl AccountState {
             scheduling_policy: req.scheduling_policy,
             instances: req.instances,
             max_instances: req.max_instances,
-            configuration: req.configuration,
+            configuration: expanded(req.configuration),
             constraints: req.constraints,
             durable_objects: namespace_id
                 .map(|namespace_id| ApplicationDurableObjects { namespace_id }),
@@ -404,7 +418,7 @@ impl AccountState {
             current_version: app.version,
             target_version: app.version + 1,
             current_configuration: app.configuration.clone(),
-            target_configuration: req.target_configuration,
+            target_configuration: expanded(req.target_configuration),
             status: RolloutStatus::Progressing,
             health: ApplicationHealth::default(),
             progress: Some(RolloutProgress {

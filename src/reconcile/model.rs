@@ -66,6 +66,27 @@ impl Size {
         }
     }
 
+    /// The named type this size is, when it is one (a named type and its expanded
+    /// form are the same size, both ways).
+    fn canonical(&self) -> Size {
+        match self {
+            Size::Custom {
+                vcpu,
+                memory_mib,
+                disk_mb,
+            } => match InstanceType::from_resources(*vcpu, *memory_mib, *disk_mb) {
+                Some(t) => Size::Type(t),
+                None => self.clone(),
+            },
+            Size::Type(_) => self.clone(),
+        }
+    }
+
+    /// Is this the same size as `other`, whichever form each is written in?
+    pub fn same_as(&self, other: &Size) -> bool {
+        self.canonical() == other.canonical()
+    }
+
     pub fn apply(&self, config: &mut DeploymentConfiguration) {
         config.instance_type = None;
         config.vcpu = None;

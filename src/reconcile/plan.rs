@@ -448,7 +448,7 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
         rollout_needed = true;
     }
     let live_size = Size::of(&target);
-    if live_size != desired.size {
+    if !live_size.same_as(&desired.size) {
         plan.change("configuration.instance_type", &live_size, &desired.size);
         rollout_needed = true;
     }
