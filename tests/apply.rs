@@ -441,3 +441,60 @@ fn an_unreachable_api_fails_within_a_minute_naming_the_url() {
         "no credentials printed"
     );
 }
+
+#[tokio::test]
+async fn adopting_an_application_with_observability_in_its_configuration_works() {
+    let s = setup().await;
+    let client = common::client_for(&s.em);
+    // As wrangler makes it: observability inside the configuration.
+    let mut request = common::foreign_application(
+        "shop",
+        &s.v1,
+        Some(DurableObjectsConfiguration::ScriptAndClass {
+            script_name: DEMO_SCRIPT.into(),
+            class_name: DEMO_CLASS.into(),
+        }),
+    );
+    request.configuration.observability = Some(Observability {
+        logs: Some(ObservabilityLogs {
+            enabled: Some(false),
+        }),
+    });
+    client.create_application(&request).await.unwrap();
+    let reconciler = common::reconciler_for(&client);
+    let out = apply(
+        &reconciler,
+        &manifest(
+            "  image: {reference: 'shop:v1'}\n  adopt: true\n  observability: {logs: true}\n",
+        ),
+    )
+    .await;
+    assert!(out.ready(), "{:#?}", out.status);
+    let live = apps(&s.em).await;
+    assert_eq!(live.len(), 1);
+    assert!(live[0].observability.is_none(), "still in wrangler's form");
+    assert!(
+        live[0]
+            .configuration
+            .observability
+            .as_ref()
+            .is_some_and(Observability::logs_enabled),
+        "{:?}",
+        live[0].configuration
+    );
+    // And a re-apply changes nothing.
+    s.em.shared.clear_requests();
+    let again = apply(
+        &common::reconciler_for(&client),
+        &manifest(
+            "  image: {reference: 'shop:v1'}\n  adopt: true\n  observability: {logs: true}\n",
+        ),
+    )
+    .await;
+    assert!(again.ready());
+    assert!(
+        common::cloudflare_writes(&s.em).is_empty(),
+        "{:?}",
+        common::cloudflare_writes(&s.em)
+    );
+}

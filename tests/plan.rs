@@ -194,6 +194,43 @@ fn a_named_size_and_its_expanded_form_are_the_same_size_both_ways() {
 }
 
 #[test]
+fn observability_is_changed_in_the_form_the_application_uses() {
+    // Made by wrangler: observability inside the configuration, none at the top level.
+    let d = desired("  observability: {logs: true}\n  adopt: true\n");
+    let mut app = app_for(&d, IMAGE);
+    app.observability = None;
+    app.configuration.labels = None;
+    app.configuration.observability = Some(Observability {
+        logs: Some(ObservabilityLogs {
+            enabled: Some(false),
+        }),
+    });
+    let p = plan(&d, &observed(Some(app.clone())));
+    assert!(
+        p.actions
+            .iter()
+            .all(|a| !matches!(a, Action::ModifyApplication { .. })),
+        "no top-level observability PATCH: {p:?}"
+    );
+    let Some(Action::CreateRollout { request, .. }) = p.actions.last() else {
+        panic!("{p:?}")
+    };
+    assert!(
+        request
+            .target_configuration
+            .observability
+            .as_ref()
+            .is_some_and(Observability::logs_enabled),
+        "the rollout writes it in the configuration"
+    );
+    assert!(fields(&p).contains(&"configuration.observability.logs.enabled"));
+    // Already as wanted in that form: nothing to change about it.
+    app.configuration.observability = Some(d.observability());
+    app.configuration.labels = d.configuration(IMAGE, None).labels;
+    assert!(plan(&d, &observed(Some(app))).is_noop());
+}
+
+#[test]
 fn in_place_fields_are_one_patch_and_no_rollout() {
     let d = desired(
         "  maxInstances: 10\n  instances: 1\n  constraints: {regions: [WEUR]}\n  observability: {logs: true}\n  rollout: {activeGracePeriodSeconds: 30}\n",

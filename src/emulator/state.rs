@@ -306,6 +306,11 @@ impl AccountState {
             .applications
             .get_mut(id)
             .ok_or_else(|| Failure::not_found("application"))?;
+        if req.observability.is_some() && app.configuration.observability.is_some() {
+            return Err(Failure::invalid(
+                "observability: mutually exclusive with configuration.observability, which this application uses",
+            ));
+        }
         if let Some(v) = req.instances {
             app.instances = v;
         }
@@ -367,6 +372,16 @@ impl AccountState {
             }
         }
         check_configuration(&req.target_configuration, "target_configuration")?;
+        if req.target_configuration.observability.is_some()
+            && self
+                .applications
+                .get(id)
+                .is_some_and(|a| a.observability.is_some())
+        {
+            return Err(Failure::invalid(
+                "target_configuration.observability: mutually exclusive with the application's observability",
+            ));
+        }
         let step_ms = self.rollout_step_ms;
         let rollout_id = self.new_uuid();
         let app = self

@@ -259,7 +259,9 @@ impl Desired {
         }
     }
 
-    /// The deployment configuration to run `image`, keeping labels others have set.
+    /// The deployment configuration to run `image`, keeping labels others have set, and
+    /// observability in the configuration when the application keeps it there (the
+    /// official schema makes that form and the top-level one mutually exclusive).
     pub fn configuration(
         &self,
         image: &str,
@@ -283,6 +285,9 @@ impl Desired {
             ..Default::default()
         };
         self.size.apply(&mut config);
+        if live.is_some_and(|c| c.observability.is_some()) {
+            config.observability = Some(self.observability());
+        }
         config
     }
 

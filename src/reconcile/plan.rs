@@ -417,11 +417,22 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
         );
         modify.constraints = Some(desired.constraints.clone().unwrap_or_default());
     }
-    let live_logs = app
-        .observability
-        .as_ref()
-        .is_some_and(Observability::logs_enabled);
-    if live_logs != desired.logs {
+    // Observability lives at the top level (flaredock's form) or in the configuration
+    // (wrangler's); the official schema makes them mutually exclusive, so a change is
+    // written in the form the application already uses.
+    let in_configuration = target.observability.is_some();
+    let live_logs = if in_configuration {
+        target
+            .observability
+            .as_ref()
+            .is_some_and(Observability::logs_enabled)
+    } else {
+        app.observability
+            .as_ref()
+            .is_some_and(Observability::logs_enabled)
+    };
+    let logs_change = live_logs != desired.logs;
+    if logs_change && !in_configuration {
         plan.change("observability.logs.enabled", live_logs, desired.logs);
         modify.observability = Some(desired.observability());
     }
@@ -458,6 +469,14 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
             "configuration.environment_variables",
             show_env(&live_env),
             show_env(&desired.env),
+        );
+        rollout_needed = true;
+    }
+    if logs_change && in_configuration {
+        plan.change(
+            "configuration.observability.logs.enabled",
+            live_logs,
+            desired.logs,
         );
         rollout_needed = true;
     }
