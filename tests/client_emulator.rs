@@ -770,3 +770,56 @@ async fn a_request_body_is_checked_against_the_official_schema_naming_the_field(
     let (status, text) = send(body(json!(0), "default")).await;
     assert_eq!(status, 201, "{text}");
 }
+
+#[tokio::test]
+async fn the_client_follows_the_policy_the_api_announces() {
+    // The emulator allows 20 requests per second and says so in `Ratelimit-Policy`; the
+    // client was configured for far more.
+    let server = RateLimit {
+        requests: 20,
+        window: Duration::from_secs(1),
+    };
+    let em = common::start_emulator(|c| c.rate_limit = server).await;
+    let client = common::client_for(&em);
+    let started = Instant::now();
+    for _ in 0..50 {
+        client.list_applications().await.unwrap();
+    }
+    let log = em.shared.requests();
+    assert_eq!(
+        log.iter().filter(|r| r.status == 429).count(),
+        0,
+        "no 429, so no block"
+    );
+    assert_eq!(
+        client.limiter().limit(),
+        server,
+        "the announced policy was adopted"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "paced: {:?}",
+        started.elapsed()
+    );
+    // The headers, as Cloudflare documents them.
+    let r = reqwest::Client::new()
+        .get(format!(
+            "{}/accounts/{}/containers/applications",
+            em.base_url(),
+            em.account_id()
+        ))
+        .bearer_auth(em.api_token())
+        .send()
+        .await
+        .unwrap();
+    let policy = r.headers()["ratelimit-policy"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(policy, "\"default\";q=20;w=1");
+    let now = r.headers()["ratelimit"].to_str().unwrap().to_string();
+    assert!(
+        now.starts_with("\"default\";r=") && now.contains(";t="),
+        "{now}"
+    );
+}

@@ -538,6 +538,14 @@ impl CloudflareClient {
         let status = response.status();
         self.stats.record(operation, status.as_u16().to_string());
         tracing::debug!(operation, %method, status = status.as_u16(), "Cloudflare call");
+        if let Some(policy) = response
+            .headers()
+            .get("ratelimit-policy")
+            .and_then(|v| v.to_str().ok())
+            .and_then(super::limiter::parse_policy)
+        {
+            self.limiter.adopt(policy);
+        }
         let retry_after = response
             .headers()
             .get(RETRY_AFTER)

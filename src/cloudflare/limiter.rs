@@ -47,6 +47,28 @@ impl RateLimit {
     }
 }
 
+/// The first policy of a `Ratelimit-Policy` header (`"default";q=1200;w=300`, as
+/// Cloudflare documents it): `q` requests per `w` seconds.
+pub fn parse_policy(header: &str) -> Option<RateLimit> {
+    let first = header.split(',').next()?;
+    let mut q = None;
+    let mut w = None;
+    for param in first.split(';').skip(1) {
+        match param.trim().split_once('=') {
+            Some(("q", v)) => q = v.trim().parse::<u32>().ok(),
+            Some(("w", v)) => w = v.trim().parse::<f64>().ok(),
+            _ => {}
+        }
+    }
+    match (q, w) {
+        (Some(q), Some(w)) if q > 0 && w > 0.0 && w.is_finite() => Some(RateLimit {
+            requests: q,
+            window: Duration::from_secs_f64(w),
+        }),
+        _ => None,
+    }
+}
+
 impl std::fmt::Display for RateLimit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}/{}", self.requests, self.window.as_secs_f64())
@@ -54,29 +76,32 @@ impl std::fmt::Display for RateLimit {
 }
 
 struct State {
-    sent: VecDeque<Instant>,
-    blocked_until: Option<Instant>,
-    waited: Duration,
-}
-
-/// A sliding-window limiter. Cheap to share through `Arc`.
-pub struct RateLimiter {
     limit: RateLimit,
     /// Slack added to the window so that a request the server receives a little late
     /// still falls outside the server's window: 1% of it, at least 50 ms (scheduling on
     /// a loaded machine delays sends by tens of milliseconds), at most 2 s.
     margin: Duration,
+    sent: VecDeque<Instant>,
+    blocked_until: Option<Instant>,
+    waited: Duration,
+}
+
+fn margin_of(limit: RateLimit) -> Duration {
+    (limit.window / 100).clamp(Duration::from_millis(50), Duration::from_secs(2))
+}
+
+/// A sliding-window limiter. Cheap to share through `Arc`.
+pub struct RateLimiter {
     state: Mutex<State>,
 }
 
 impl RateLimiter {
     pub fn new(limit: RateLimit) -> Self {
-        let margin = (limit.window / 100).clamp(Duration::from_millis(50), Duration::from_secs(2));
         RateLimiter {
-            limit,
-            margin,
             state: Mutex::new(State {
-                sent: VecDeque::with_capacity(limit.requests as usize),
+                limit,
+                margin: margin_of(limit),
+                sent: VecDeque::with_capacity(limit.requests.min(100_000) as usize),
                 blocked_until: None,
                 waited: Duration::ZERO,
             }),
@@ -95,7 +120,21 @@ impl RateLimiter {
     }
 
     pub fn limit(&self) -> RateLimit {
-        self.limit
+        crate::lock(&self.state).limit
+    }
+
+    /// Follows the policy the API announces (`Ratelimit-Policy`) when it differs from
+    /// the configured one, so that a limit configured wrongly on either side does not
+    /// cost a 429 and its block. Returns whether it changed.
+    pub fn adopt(&self, policy: RateLimit) -> bool {
+        let mut st = crate::lock(&self.state);
+        if st.limit == policy {
+            return false;
+        }
+        tracing::warn!(configured = %st.limit, announced = %policy, "the API announces another rate-limit policy; following it");
+        st.limit = policy;
+        st.margin = margin_of(policy);
+        true
     }
 
     /// Total time callers have waited for a slot.
@@ -110,7 +149,7 @@ impl RateLimiter {
             let wake = {
                 let mut st = crate::lock(&self.state);
                 let now = Instant::now();
-                let window = self.limit.window + self.margin;
+                let window = st.limit.window + st.margin;
                 while st
                     .sent
                     .front()
@@ -122,7 +161,7 @@ impl RateLimiter {
                     Some(until) if until > now => Some(until),
                     _ => {
                         st.blocked_until = None;
-                        if st.sent.len() < self.limit.requests as usize {
+                        if st.sent.len() < st.limit.requests as usize {
                             st.sent.push_back(now);
                             st.waited += now.duration_since(started);
                             None
@@ -152,6 +191,20 @@ impl RateLimiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parses_the_policy_header() {
+        assert_eq!(
+            parse_policy(r#""default";q=1200;w=300"#),
+            Some(RateLimit::CLOUDFLARE)
+        );
+        assert_eq!(
+            parse_policy(r#""burst";q=100;w=60, "default";q=1200;w=300"#).map(|p| p.requests),
+            Some(100)
+        );
+        assert_eq!(parse_policy("garbage"), None);
+        assert_eq!(parse_policy(r#""x";q=0;w=1"#), None);
+    }
 
     #[test]
     fn parses_limits() {

@@ -12,5 +12,5 @@ pub use client::{
     CLOUDFLARE_REGISTRY, CallStats, ClientConfig, CloudflareClient, DEFAULT_BASE_URL,
 };
 pub use error::ApiError;
-pub use limiter::{RateLimit, RateLimiter};
+pub use limiter::{RateLimit, RateLimiter, parse_policy};
 pub use token::{ApiToken, Secret};

@@ -67,6 +67,45 @@ impl ServerLimiter {
         self.accepted.push_back(now);
         Ok(())
     }
+
+    /// The `Ratelimit` and `Ratelimit-Policy` headers Cloudflare documents:
+    /// `"default";r=<remaining>;t=<seconds until a slot frees>` and
+    /// `"default";q=<requests>;w=<window seconds>`.
+    fn headers(&self, now: Instant) -> (String, String) {
+        let used = self
+            .accepted
+            .iter()
+            .filter(|t| now.duration_since(**t) < self.limit.window)
+            .count();
+        let remaining = (self.limit.requests as usize).saturating_sub(used);
+        let reset = match (self.blocked_until, self.accepted.front()) {
+            (Some(until), _) if until > now => until - now,
+            (_, Some(first)) => (*first + self.limit.window).saturating_duration_since(now),
+            _ => Duration::ZERO,
+        };
+        (
+            format!(
+                "\"default\";r={remaining};t={}",
+                reset.as_secs_f64().ceil() as u64
+            ),
+            format!(
+                "\"default\";q={};w={}",
+                self.limit.requests,
+                self.limit.window.as_secs_f64().ceil() as u64
+            ),
+        )
+    }
+}
+
+/// Adds the rate-limit headers to an API response.
+fn with_rate_headers(shared: &Shared, mut response: Response) -> Response {
+    let (now, policy) = crate::lock(&shared.limiter).headers(Instant::now());
+    for (name, value) in [("ratelimit", now), ("ratelimit-policy", policy)] {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            response.headers_mut().insert(name, v);
+        }
+    }
+    response
 }
 
 pub fn router(shared: Arc<Shared>) -> Router {
@@ -195,7 +234,10 @@ async fn gate(State(shared): Shr, req: Request, next: Next) -> Response {
             path,
             status,
         });
-        return response;
+        if status == 0 {
+            return response;
+        }
+        return with_rate_headers(&shared, response);
     }
     let content_type = req
         .headers()
@@ -229,7 +271,10 @@ async fn gate(State(shared): Shr, req: Request, next: Next) -> Response {
         status,
         response_body: response_body.clone(),
     });
-    Response::from_parts(parts, Body::from(response_body))
+    with_rate_headers(
+        &shared,
+        Response::from_parts(parts, Body::from(response_body)),
+    )
 }
 
 async fn gate_inner(shared: &Shared, req: Request, next: Next) -> (u16, Response) {
