@@ -227,6 +227,10 @@ pub struct EmulatorArgs {
     /// Duration of one rollout step, in milliseconds.
     #[arg(long, default_value_t = 20)]
     pub rollout_step_ms: u64,
+    /// How long a deleted application stays listed, its name and namespace taken
+    /// (Cloudflare deletes asynchronously), in milliseconds.
+    #[arg(long, default_value_t = 2000)]
+    pub delete_delay_ms: u64,
     /// Keep the account's state in this file across restarts.
     #[arg(long)]
     pub state: Option<PathBuf>,
@@ -768,6 +772,7 @@ async fn run_emulator(args: EmulatorArgs) -> i32 {
         fault_rate: args.fault_rate,
         latency: Duration::from_millis(args.latency_ms),
         rollout_step: Duration::from_millis(args.rollout_step_ms),
+        delete_delay: Duration::from_millis(args.delete_delay_ms),
         state_file: args.state,
         seed_demo: true,
         capture_bodies: false,

@@ -498,3 +498,48 @@ async fn adopting_an_application_with_observability_in_its_configuration_works()
         common::cloudflare_writes(&s.em)
     );
 }
+
+#[tokio::test]
+async fn a_replacement_under_asynchronous_deletes_converges_to_one_application() {
+    let registry = common::DockerRegistry::start_with_auth("cf-user", "cf-pass");
+    let em = common::start_emulator(|c| {
+        c.registry = Some(registry.as_external());
+        c.delete_delay = Duration::from_millis(600);
+    })
+    .await;
+    common::push_to_cloudflare(&em, "shop", "v1", &common::synthetic_image(&[1024], 1)).await;
+    let client = common::client_for(&em);
+    let reconciler = common::reconciler_for(&client);
+    assert!(
+        apply(&reconciler, &manifest("  image: {reference: 'shop:v1'}\n"))
+            .await
+            .ready()
+    );
+    // A new applicationName replaces the application on the same namespace: the old one
+    // is deleted, stays listed (name and namespace taken) for a while, then the new one
+    // is created.
+    let renamed = manifest("  image: {reference: 'shop:v1'}\n  applicationName: shop-v2\n");
+    let out = apply(&reconciler, &renamed).await;
+    assert!(out.ready(), "{:#?}", out.status);
+    let live = apps(&em).await;
+    assert_eq!(live.len(), 1, "{live:?}");
+    assert_eq!(live[0].name, "shop-v2");
+    let creates = em
+        .shared
+        .requests()
+        .iter()
+        .filter(|r| r.method == "POST" && r.path.ends_with("/containers/applications"))
+        .count();
+    assert_eq!(
+        creates, 2,
+        "one create each, no failed attempt against the old one"
+    );
+    assert!(
+        em.shared
+            .requests()
+            .iter()
+            .all(|r| r.status != 400 && r.status != 409),
+        "nothing refused: {:?}",
+        em.shared.requests()
+    );
+}

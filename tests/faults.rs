@@ -92,7 +92,12 @@ fn check_ready_means_matching(
 
 #[tokio::test]
 async fn two_hundred_objects_converge_through_a_fault_rate_of_a_fifth() {
-    let em = common::start_emulator(|c| c.fault_rate = 0.2).await;
+    // With Cloudflare's asynchronous deletes too.
+    let em = common::start_emulator(|c| {
+        c.fault_rate = 0.2;
+        c.delete_delay = Duration::from_millis(300);
+    })
+    .await;
     seed_script(&em, "w", 200);
     let objs = objects(200, "w");
     let client = common::client_with(&em, |c| c.max_attempts = 3);
@@ -237,7 +242,7 @@ async fn the_cli_killed_mid_apply_converges_on_rerun_without_duplicates_or_orpha
 
 #[tokio::test]
 async fn deleting_everything_leaves_no_owned_application_and_spares_the_others() {
-    let em = common::start_emulator(|_| {}).await;
+    let em = common::start_emulator(|c| c.delete_delay = Duration::from_millis(300)).await;
     seed_script(&em, "w", 12);
     let client = common::client_for(&em);
     // Someone else's application.
@@ -260,6 +265,8 @@ async fn deleting_everything_leaves_no_owned_application_and_spares_the_others()
     for obj in &objs[1..] {
         reconciler.delete(obj).await.unwrap();
     }
+    // Deletes are asynchronous: the applications go after a while.
+    tokio::time::sleep(Duration::from_millis(400)).await;
     let left: Vec<String> = client
         .list_applications()
         .await

@@ -86,6 +86,7 @@ fn observed(app: Option<Application>) -> Observed {
         namespace: Some(namespace()),
         namespace_application: None,
         script: Some(script(&[])),
+        deleting: None,
     }
 }
 
@@ -424,8 +425,35 @@ fn a_changed_class_replaces_our_own_application() {
         ..namespace()
     });
     let p = plan(&d, &o);
-    assert_eq!(kinds(&p), ["delete", "create"]);
+    // Cloudflare deletes asynchronously: the name stays taken, so the create waits.
+    assert_eq!(kinds(&p), ["delete"]);
+    assert_eq!(p.blocked.as_ref().unwrap().reason(), "PreviousDeleting");
     assert!(fields(&p).contains(&"durable_objects.namespace_id"));
+    // Still listed while it is being deleted: nothing to do but wait.
+    let deleted = o.application.take().unwrap();
+    o.deleting = Some(deleted);
+    let p = plan(&d, &o);
+    assert!(p.actions.is_empty(), "{p:?}");
+    assert!(
+        p.blocked
+            .as_ref()
+            .unwrap()
+            .message()
+            .contains("asynchronous deletion")
+    );
+    // Gone: the new application is created on the new namespace.
+    o.deleting = None;
+    let p = plan(&d, &o);
+    assert_eq!(kinds(&p), ["create"]);
+    let Action::CreateApplication { request } = &p.actions[0] else {
+        unreachable!()
+    };
+    assert_eq!(
+        request.durable_objects,
+        Some(DurableObjectsConfiguration::NamespaceId {
+            namespace_id: "ns-2".into()
+        })
+    );
 }
 
 trait TapClass {
@@ -447,9 +475,16 @@ fn a_renamed_application_is_replaced() {
     o.owned_elsewhere = vec![old.clone()];
     o.namespace_application = Some(old);
     let p = plan(&d, &o);
-    // The namespace admits one application: the old one goes first.
-    assert_eq!(kinds(&p), ["delete", "create"]);
-    let Action::CreateApplication { request } = &p.actions[1] else {
+    // The namespace admits one application: the old one goes first, and the new one
+    // waits until its asynchronous deletion is over.
+    assert_eq!(kinds(&p), ["delete"]);
+    assert_eq!(p.blocked.as_ref().unwrap().reason(), "PreviousDeleting");
+    let mut o = observed(None);
+    o.deleting = Some(app_for(&desired(""), IMAGE));
+    assert!(plan(&d, &o).actions.is_empty());
+    let p = plan(&d, &observed(None));
+    assert_eq!(kinds(&p), ["create"]);
+    let Action::CreateApplication { request } = &p.actions[0] else {
         unreachable!()
     };
     assert_eq!(request.name, "shop-v2");

@@ -36,6 +36,9 @@
 //! - Settings (`GET`/`PATCH …/settings`) are served for other tools; a namespace a
 //!   settings migration creates is never container-enabled.
 //! - A finished rollout clears `active_rollout_id`.
+//! - An application being deleted (`--delete-delay-ms`, default 2000) looks exactly
+//!   like a live one in lists and reads — nothing in the official schema marks it —
+//!   while its name and namespace stay taken; changing it answers 409.
 //! - `--state FILE` persists the account (applications, rollouts, namespaces, scripts),
 //!   not the embedded registry's content.
 
@@ -89,6 +92,8 @@ pub struct EmulatorConfig {
     pub fault_rate: f64,
     pub latency: Duration,
     pub rollout_step: Duration,
+    /// How long a deleted application stays listed (Cloudflare deletes asynchronously).
+    pub delete_delay: Duration,
     pub state_file: Option<PathBuf>,
     /// Seed the demo image (embedded registry) and the demo Worker script.
     pub seed_demo: bool,
@@ -107,6 +112,7 @@ impl Default for EmulatorConfig {
             fault_rate: 0.0,
             latency: Duration::ZERO,
             rollout_step: Duration::from_millis(20),
+            delete_delay: Duration::from_millis(2000),
             state_file: None,
             seed_demo: true,
             capture_bodies: false,
@@ -372,6 +378,7 @@ pub async fn start(config: EmulatorConfig) -> Result<RunningEmulator, StartError
         _ => AccountState::new(&config.account_id, rollout_step_ms),
     };
     account.rollout_step_ms = rollout_step_ms;
+    account.delete_delay_ms = config.delete_delay.as_millis() as u64;
     let mut registry = Registry::default();
     if config.seed_demo {
         if !account.scripts.contains_key(DEMO_SCRIPT) {

@@ -90,6 +90,12 @@ pub struct AccountState {
     /// How long one rollout step takes, in milliseconds.
     #[serde(default)]
     pub rollout_step_ms: u64,
+    /// How long a deleted application stays listed, its name and namespace taken.
+    #[serde(default)]
+    pub delete_delay_ms: u64,
+    /// Applications being deleted: id → when they go (milliseconds since the epoch).
+    #[serde(default)]
+    deleting: BTreeMap<String, u64>,
 }
 
 fn now_ms() -> u64 {
@@ -302,6 +308,7 @@ impl AccountState {
             check_constraints(c)?;
         }
         check_grace(req.rollout_active_grace_period)?;
+        self.not_deleting(id)?;
         let app = self
             .applications
             .get_mut(id)
@@ -330,14 +337,48 @@ impl AccountState {
         Ok(app.clone())
     }
 
+    /// `DELETE`: asynchronous, as on Cloudflare. The application stays listed (name
+    /// and namespace taken) for `delete_delay_ms`, then goes; a second delete meanwhile
+    /// answers the same.
     pub fn delete_application(&mut self, id: &str) -> Outcome<DeleteApplicationResponse> {
-        if self.applications.remove(id).is_none() {
+        self.purge_deleted();
+        if !self.applications.contains_key(id) {
             return Err(Failure::not_found("application"));
         }
-        self.rollouts.retain(|_, r| r.application_id != id);
+        let gone_at = now_ms() + self.delete_delay_ms;
+        self.deleting.entry(id.to_string()).or_insert(gone_at);
+        self.purge_deleted();
         Ok(DeleteApplicationResponse {
             message: "starting asynchronous deletion".into(),
         })
+    }
+
+    /// Removes the applications whose deletion has finished.
+    fn purge_deleted(&mut self) {
+        let now = now_ms();
+        let done: Vec<String> = self
+            .deleting
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in done {
+            self.deleting.remove(&id);
+            self.applications.remove(&id);
+            self.rollouts.retain(|_, r| r.application_id != id);
+        }
+    }
+
+    /// Refuses changes to an application that is being deleted.
+    fn not_deleting(&self, id: &str) -> Outcome<()> {
+        if self.deleting.contains_key(id) {
+            return Err(Failure::new(
+                409,
+                codes::VALIDATE_INPUT,
+                "the application is being deleted",
+            ));
+        }
+        Ok(())
     }
 
     pub fn create_rollout(
@@ -372,6 +413,7 @@ impl AccountState {
             }
         }
         check_configuration(&req.target_configuration, "target_configuration")?;
+        self.not_deleting(id)?;
         if req.target_configuration.observability.is_some()
             && self
                 .applications
@@ -518,6 +560,7 @@ impl AccountState {
     /// Moves every progressing rollout forward by the time elapsed; a finished one
     /// becomes the application's configuration and version.
     pub fn advance_rollouts(&mut self) {
+        self.purge_deleted();
         let now = now_ms();
         let step_ms = self.rollout_step_ms;
         for record in self.rollouts.values_mut() {

@@ -148,8 +148,15 @@ impl Reconciler {
                 .filter(|a| application.as_ref().is_none_or(|b| b.id != a.id)),
             None => None,
         };
+        let deleting = view
+            .deleting_in_the_way(
+                &desired.application_name,
+                namespace.as_ref().map(|n| n.id.as_str()),
+            )
+            .await?;
         Ok((
             Observed {
+                deleting,
                 image,
                 application,
                 target_configuration,

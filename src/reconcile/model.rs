@@ -317,6 +317,9 @@ pub struct Observed {
     pub namespace_application: Option<Application>,
     /// The Worker script, from the account's script list.
     pub script: Option<ScriptInfo>,
+    /// An application flaredock deleted that still holds the desired name or the
+    /// class's namespace (Cloudflare deletes asynchronously).
+    pub deleting: Option<Application>,
 }
 
 /// Owner label of an application's configuration.

@@ -262,6 +262,60 @@ pub fn worker_gate(desired: &Desired, observed: &Observed) -> Result<(), Blocked
 
 /// Desired vs observed → the plan.
 pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
+    let mut plan = plan_actions(desired, observed);
+    defer_blocked_creates(&mut plan, observed);
+    plan
+}
+
+/// Cloudflare deletes applications asynchronously: their name and namespace stay taken
+/// for a while. A create that would meet an application being deleted (one flaredock
+/// deleted before, or one this plan deletes) waits for the next reconcile instead of
+/// failing, or worse, finding the old one by name and taking it for its own.
+fn defer_blocked_creates(plan: &mut Plan, observed: &Observed) {
+    let known: Vec<&Application> = observed
+        .application
+        .iter()
+        .chain(observed.owned_elsewhere.iter())
+        .chain(observed.namespace_application.iter())
+        .collect();
+    let mut blockers: Vec<Application> = observed.deleting.iter().cloned().collect();
+    let mut kept = Vec::new();
+    for action in std::mem::take(&mut plan.actions) {
+        match &action {
+            Action::DeleteApplication { id, .. } => {
+                if let Some(app) = known.iter().find(|a| a.id == *id) {
+                    blockers.push((*app).clone());
+                }
+            }
+            Action::CreateApplication { request } => {
+                let ns = match &request.durable_objects {
+                    Some(DurableObjectsConfiguration::NamespaceId { namespace_id }) => {
+                        Some(namespace_id.as_str())
+                    }
+                    _ => None,
+                };
+                if let Some(b) = blockers
+                    .iter()
+                    .find(|b| b.name == request.name || (ns.is_some() && b.namespace_id() == ns))
+                {
+                    plan.blocked = Some(Blocked::Waiting {
+                        reason: "PreviousDeleting".into(),
+                        message: format!(
+                            "waiting for application {} ({}) to finish its asynchronous deletion before creating {}",
+                            b.name, b.id, request.name
+                        ),
+                    });
+                    continue;
+                }
+            }
+            _ => {}
+        }
+        kept.push(action);
+    }
+    plan.actions = kept;
+}
+
+fn plan_actions(desired: &Desired, observed: &Observed) -> Plan {
     let mut plan = Plan::default();
 
     // The Worker must have uploaded the class container-enabled first.

@@ -78,7 +78,33 @@ struct State {
     scripts: Option<HashMap<String, ScriptInfo>>,
     /// Target configuration of rollouts flaredock started, by rollout id.
     rollout_targets: HashMap<String, DeploymentConfiguration>,
+    /// Applications flaredock deleted that the account may still list: Cloudflare
+    /// deletes asynchronously, and their name and namespace stay taken until they are
+    /// gone. Not looked up as live; kept until a list no longer shows them.
+    deleting: HashMap<String, Application>,
 }
+
+impl State {
+    /// A fresh list, with the applications being deleted set apart.
+    fn set_list(&mut self, list: Vec<Application>) {
+        let mut apps = Apps::from(list);
+        let deleting = std::mem::take(&mut self.deleting);
+        for (id, old) in deleting {
+            match apps.by_id.get(&id).cloned() {
+                Some(still) => {
+                    apps.remove(&id);
+                    self.deleting.insert(id, still);
+                }
+                None => drop(old),
+            }
+        }
+        self.apps = Some(apps);
+        self.apps_fetched = Some(tokio::time::Instant::now());
+    }
+}
+
+/// While deletes are pending, the list is read again at most this often.
+const DELETING_POLL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The namespace list, indexed by (script, class).
 struct Namespaces {
@@ -150,20 +176,42 @@ impl AccountView {
 
     async fn with_apps<R>(&self, f: impl FnOnce(&Apps) -> R) -> Result<R, ApiError> {
         let mut st = self.state.lock().await;
-        if st.apps.is_none() {
+        let waiting_for_deletes =
+            !st.deleting.is_empty() && st.apps_fetched.is_none_or(|t| t.elapsed() >= DELETING_POLL);
+        if st.apps.is_none() || waiting_for_deletes {
             let list = self.client.list_applications().await?;
-            st.apps = Some(Apps::from(list));
-            st.apps_fetched = Some(tokio::time::Instant::now());
+            st.set_list(list);
         }
         Ok(f(st.apps.as_ref().unwrap_or(&Apps::default())))
+    }
+
+    /// An application flaredock deleted that still holds `name` or the namespace
+    /// `namespace_id` (its asynchronous deletion has not finished).
+    pub async fn deleting_in_the_way(
+        &self,
+        name: &str,
+        namespace_id: Option<&str>,
+    ) -> Result<Option<Application>, ApiError> {
+        self.with_apps(|_| ()).await?;
+        let st = self.state.lock().await;
+        Ok(st
+            .deleting
+            .values()
+            .find(|a| {
+                a.name == name || (namespace_id.is_some() && a.namespace_id() == namespace_id)
+            })
+            .cloned())
+    }
+
+    /// Whether `id` is an application flaredock deleted that is still listed.
+    pub async fn is_deleting(&self, id: &str) -> bool {
+        self.state.lock().await.deleting.contains_key(id)
     }
 
     /// Lists the applications again now (used after a create whose answer was lost).
     pub async fn refresh_applications(&self) -> Result<(), ApiError> {
         let list = self.client.list_applications().await?;
-        let mut st = self.state.lock().await;
-        st.apps = Some(Apps::from(list));
-        st.apps_fetched = Some(tokio::time::Instant::now());
+        self.state.lock().await.set_list(list);
         Ok(())
     }
 
@@ -222,9 +270,17 @@ impl AccountView {
         }
     }
 
+    /// Records that flaredock deleted this application: it is no longer looked up as
+    /// live, and it blocks its name and namespace until a list no longer shows it.
     pub async fn remove_application(&self, id: &str) {
-        if let Some(apps) = self.state.lock().await.apps.as_mut() {
+        let mut st = self.state.lock().await;
+        let removed = st.apps.as_mut().and_then(|apps| {
+            let app = apps.by_id.get(id).cloned();
             apps.remove(id);
+            app
+        });
+        if let Some(app) = removed {
+            st.deleting.insert(id.to_string(), app);
         }
     }
 

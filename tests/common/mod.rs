@@ -23,8 +23,10 @@ pub fn digest_of(data: &[u8]) -> String {
 }
 
 pub async fn start_emulator(tweak: impl FnOnce(&mut EmulatorConfig)) -> RunningEmulator {
+    // Deletes are synchronous unless a test asks for Cloudflare's asynchronous ones.
     let mut config = EmulatorConfig {
         rollout_step: Duration::from_millis(5),
+        delete_delay: Duration::ZERO,
         ..Default::default()
     };
     tweak(&mut config);
