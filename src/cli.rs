@@ -231,6 +231,9 @@ pub struct EmulatorArgs {
     /// (Cloudflare deletes asynchronously), in milliseconds.
     #[arg(long, default_value_t = 2000)]
     pub delete_delay_ms: u64,
+    /// Share of rollouts that end reverted (0 to 1).
+    #[arg(long, default_value = "0", value_parser = parse_fraction)]
+    pub rollout_revert_rate: f64,
     /// Keep the account's state in this file across restarts.
     #[arg(long)]
     pub state: Option<PathBuf>,
@@ -773,6 +776,7 @@ async fn run_emulator(args: EmulatorArgs) -> i32 {
         latency: Duration::from_millis(args.latency_ms),
         rollout_step: Duration::from_millis(args.rollout_step_ms),
         delete_delay: Duration::from_millis(args.delete_delay_ms),
+        rollout_revert_rate: args.rollout_revert_rate,
         state_file: args.state,
         seed_demo: true,
         capture_bodies: false,

@@ -543,3 +543,86 @@ async fn a_replacement_under_asynchronous_deletes_converges_to_one_application()
         em.shared.requests()
     );
 }
+
+#[tokio::test]
+async fn a_reverted_rollout_stalls_and_is_not_retried_until_asked() {
+    let s = setup().await;
+    let client = common::client_for(&s.em);
+    let reconciler = common::reconciler_for(&client);
+    assert!(
+        apply(&reconciler, &manifest("  image: {reference: 'shop:v1'}\n"))
+            .await
+            .ready()
+    );
+    // Cloudflare will revert the next rollout.
+    reqwest::Client::new()
+        .post(format!("http://{}/__emulator/faults", s.em.addr))
+        .json(&serde_json::json!({"next": ["revert"]}))
+        .send()
+        .await
+        .unwrap();
+    let mut obj = manifest("  image: {reference: 'shop:v2'}\n");
+    obj.metadata.generation = Some(2);
+    let peers = std::collections::HashMap::new();
+    let mut status = None;
+    for _ in 0..40 {
+        reconciler.view.invalidate().await;
+        let out = reconciler.reconcile(&obj, status.as_ref(), &peers).await;
+        status = Some(out.status.clone());
+        if out.stalled() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    let stalled = status.clone().unwrap();
+    let cond = flaredock::reconcile::status::condition(&stalled, "Stalled").unwrap();
+    assert_eq!(cond.status, "True", "{stalled:#?}");
+    assert_eq!(cond.reason, "RolloutReverted");
+    assert!(cond.message.contains("version 1"), "{}", cond.message);
+    assert_eq!(stalled.rollout.as_ref().unwrap().status, "reverted");
+    assert!(!flaredock::reconcile::status::is_ready(&stalled));
+    let rollouts = |em: &RunningEmulator| {
+        em.shared
+            .requests()
+            .iter()
+            .filter(|r| r.method == "POST" && r.path.ends_with("/rollouts"))
+            .count()
+    };
+    // Several more reconciles of the same generation: no new rollout.
+    for _ in 0..3 {
+        reconciler.view.invalidate().await;
+        let out = reconciler.reconcile(&obj, status.as_ref(), &peers).await;
+        assert!(out.stalled());
+        status = Some(out.status);
+    }
+    assert_eq!(rollouts(&s.em), 1, "exactly one rollout");
+    assert_eq!(
+        apps(&s.em).await[0].configuration.image,
+        s.v1,
+        "v1 still runs"
+    );
+
+    // The retry annotation starts one new rollout, which completes.
+    obj.metadata.annotations = Some(
+        [(
+            flaredock::spec::RETRY_ROLLOUT_ANNOTATION.to_string(),
+            "1".to_string(),
+        )]
+        .into(),
+    );
+    for _ in 0..40 {
+        reconciler.view.invalidate().await;
+        let out = reconciler.reconcile(&obj, status.as_ref(), &peers).await;
+        status = Some(out.status.clone());
+        if out.ready() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    assert!(
+        flaredock::reconcile::status::is_ready(status.as_ref().unwrap()),
+        "{status:#?}"
+    );
+    assert_eq!(rollouts(&s.em), 2);
+    assert_eq!(apps(&s.em).await[0].configuration.image, s.v2);
+}

@@ -625,6 +625,8 @@ fn status_is_stable_across_a_resync_that_changed_nothing() {
         remaining: Some(&remaining),
         error: None,
         rollout_progress: None,
+        reverted: None,
+        retry: None,
     };
     let t1 = jiff::Timestamp::from_second(1_700_000_000).unwrap();
     let t2 = jiff::Timestamp::from_second(1_700_000_600).unwrap();
@@ -668,6 +670,8 @@ fn status_is_not_ready_while_a_rollout_runs_and_stalled_on_refusal() {
             remaining: Some(&remaining),
             error: None,
             rollout_progress: Some(("r-9".into(), 10)),
+            reverted: None,
+            retry: None,
         },
         jiff::Timestamp::now(),
     );
@@ -696,6 +700,8 @@ fn status_is_not_ready_while_a_rollout_runs_and_stalled_on_refusal() {
             remaining: Some(&remaining),
             error: None,
             rollout_progress: None,
+            reverted: None,
+            retry: None,
         },
         jiff::Timestamp::now(),
     );

@@ -802,7 +802,8 @@ async fn hook_put_script(State(shared): Shr, Path(name): Path<String>, body: Byt
 
 #[derive(serde::Deserialize)]
 struct FaultScript {
-    /// Faults for the next requests, in order: `500`, `drop`, `drop_after`, `429:SECONDS`.
+    /// Faults for the next requests, in order: `500`, `drop`, `drop_after`, `429:SECONDS`;
+    /// `revert` makes the next rollout end reverted.
     next: Vec<String>,
     /// Only requests of this method take them (any when unset).
     #[serde(default)]
@@ -815,6 +816,11 @@ async fn hook_faults(State(shared): Shr, body: Bytes) -> Response {
         Err(e) => return (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
     };
     for f in &script.next {
+        if f == "revert" {
+            // Not a fault of a request: the next rollout is reverted by "Cloudflare".
+            shared.account().reverts_scripted += 1;
+            continue;
+        }
         match super::ScriptedFault::parse(f) {
             Ok(f) => shared.push_fault(script.method.as_deref(), f),
             Err(e) => return (StatusCode::BAD_REQUEST, e).into_response(),

@@ -35,7 +35,9 @@
 //!   a namespace that backs a container application blocks the delete either way.
 //! - Settings (`GET`/`PATCH …/settings`) are served for other tools; a namespace a
 //!   settings migration creates is never container-enabled.
-//! - A finished rollout clears `active_rollout_id`.
+//! - A finished rollout clears `active_rollout_id`. A rollout chosen to revert
+//!   (`--rollout-revert-rate`, or the scripted fault `revert`) runs its steps, then ends
+//!   `reverted` with the application still on its version.
 //! - An application being deleted (`--delete-delay-ms`, default 2000) looks exactly
 //!   like a live one in lists and reads — nothing in the official schema marks it —
 //!   while its name and namespace stay taken; changing it answers 409.
@@ -94,6 +96,8 @@ pub struct EmulatorConfig {
     pub rollout_step: Duration,
     /// How long a deleted application stays listed (Cloudflare deletes asynchronously).
     pub delete_delay: Duration,
+    /// Share of rollouts that end reverted.
+    pub rollout_revert_rate: f64,
     pub state_file: Option<PathBuf>,
     /// Seed the demo image (embedded registry) and the demo Worker script.
     pub seed_demo: bool,
@@ -113,6 +117,7 @@ impl Default for EmulatorConfig {
             latency: Duration::ZERO,
             rollout_step: Duration::from_millis(20),
             delete_delay: Duration::from_millis(2000),
+            rollout_revert_rate: 0.0,
             state_file: None,
             seed_demo: true,
             capture_bodies: false,
@@ -379,6 +384,7 @@ pub async fn start(config: EmulatorConfig) -> Result<RunningEmulator, StartError
     };
     account.rollout_step_ms = rollout_step_ms;
     account.delete_delay_ms = config.delete_delay.as_millis() as u64;
+    account.rollout_revert_rate = config.rollout_revert_rate;
     let mut registry = Registry::default();
     if config.seed_demo {
         if !account.scripts.contains_key(DEMO_SCRIPT) {

@@ -73,6 +73,9 @@ struct RolloutRecord {
     application_id: String,
     rollout: ApplicationRollout,
     started_ms: u64,
+    /// Cloudflare reverts this rollout when it reaches its last step.
+    #[serde(default)]
+    reverts: bool,
 }
 
 /// Everything the emulated account holds. Serializable for `--state FILE`.
@@ -96,6 +99,12 @@ pub struct AccountState {
     /// Applications being deleted: id → when they go (milliseconds since the epoch).
     #[serde(default)]
     deleting: BTreeMap<String, u64>,
+    /// Share of rollouts Cloudflare reverts (`--rollout-revert-rate`).
+    #[serde(default)]
+    pub rollout_revert_rate: f64,
+    /// Rollouts to revert next, whatever the rate (the scripted fault `revert`).
+    #[serde(default)]
+    pub reverts_scripted: u32,
 }
 
 fn now_ms() -> u64 {
@@ -425,6 +434,12 @@ impl AccountState {
             ));
         }
         let step_ms = self.rollout_step_ms;
+        let reverts = if self.reverts_scripted > 0 {
+            self.reverts_scripted -= 1;
+            true
+        } else {
+            self.rollout_revert_rate > 0.0 && fastrand::f64() < self.rollout_revert_rate
+        };
         let rollout_id = self.new_uuid();
         let app = self
             .applications
@@ -505,6 +520,7 @@ impl AccountState {
                 application_id: id.to_string(),
                 rollout: rollout.clone(),
                 started_ms: now_ms(),
+                reverts,
             },
         );
         if step_ms == 0 {
@@ -597,7 +613,16 @@ impl AccountState {
                 }
             }
             record.rollout.last_updated_at = timestamp();
-            if done {
+            if done && record.reverts {
+                // Reverted: every instance back on the version it came from.
+                record.rollout.status = RolloutStatus::Reverted;
+                if let Some(app) = self.applications.get_mut(&record.application_id)
+                    && app.active_rollout_id.as_deref() == Some(record.rollout.id.as_str())
+                {
+                    app.active_rollout_id = None;
+                    app.updated_at = timestamp();
+                }
+            } else if done {
                 record.rollout.status = RolloutStatus::Completed;
                 if let Some(app) = self.applications.get_mut(&record.application_id)
                     && app.active_rollout_id.as_deref() == Some(record.rollout.id.as_str())

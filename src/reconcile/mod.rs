@@ -204,6 +204,8 @@ impl Reconciler {
                         remaining: None,
                         error: Some(&e),
                         rollout_progress: None,
+                        reverted: None,
+                        retry: None,
                     },
                     now,
                 );
@@ -215,7 +217,18 @@ impl Reconciler {
                 };
             }
         };
-        let the_plan = plan(&desired, &first.0);
+        let retry = obj
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(crate::spec::RETRY_ROLLOUT_ANNOTATION))
+            .cloned();
+        let mut the_plan = plan(&desired, &first.0);
+        let reverted =
+            reverted_rollout(previous, generation, retry.as_deref(), &first.0, &the_plan);
+        if let Some(r) = &reverted {
+            hold_rollout(&mut the_plan, r, &first.0);
+        }
         let mut events = Vec::new();
         let acted = self
             .act(
@@ -234,7 +247,13 @@ impl Reconciler {
             Ok((o, p)) => (Some(o), p, error),
             Err(e) => (None, None, Some(e)),
         };
-        let remaining = observed.as_ref().map(|o| plan(&desired, o));
+        let remaining = observed.as_ref().map(|o| {
+            let mut p = plan(&desired, o);
+            if let Some(r) = &reverted {
+                hold_rollout(&mut p, r, o);
+            }
+            p
+        });
         let status = status::derive(
             previous,
             &StatusInput {
@@ -244,6 +263,8 @@ impl Reconciler {
                 remaining: remaining.as_ref(),
                 error: error.as_ref(),
                 rollout_progress: progress,
+                reverted: reverted.as_ref(),
+                retry: retry.as_deref(),
             },
             now,
         );
@@ -430,6 +451,64 @@ impl Reconciler {
         }
         Ok(DeleteOutcome::Deleted(names))
     }
+}
+
+/// The rollout Cloudflare reverted, when no new rollout may start for it: the one the
+/// previous status followed (progressing, or already known reverted) for this same
+/// generation, gone from the application while the application still differs from the
+/// spec, unless the retry annotation changed since it started.
+fn reverted_rollout(
+    previous: Option<&CloudflareContainerStatus>,
+    generation: Option<i64>,
+    retry: Option<&str>,
+    observed: &Observed,
+    plan: &Plan,
+) -> Option<crate::spec::RolloutProgressStatus> {
+    let previous = previous?;
+    let r = previous.rollout.as_ref()?;
+    if previous.observed_generation != generation
+        || (retry.is_some() && r.retry.as_deref() != retry)
+    {
+        return None;
+    }
+    let app = observed.application.as_ref()?;
+    let still_wanted = plan
+        .actions
+        .iter()
+        .any(|a| matches!(a, Action::CreateRollout { .. }));
+    let ended = app.active_rollout_id.as_deref() != Some(r.id.as_str());
+    match r.status.as_str() {
+        "reverted" if still_wanted => Some(r.clone()),
+        "progressing" if ended && still_wanted => Some(crate::spec::RolloutProgressStatus {
+            status: "reverted".into(),
+            progress: 0,
+            ..r.clone()
+        }),
+        _ => None,
+    }
+}
+
+/// Takes the rollout out of a plan and says why: Cloudflare reverted the last one.
+fn hold_rollout(
+    plan: &mut Plan,
+    reverted: &crate::spec::RolloutProgressStatus,
+    observed: &Observed,
+) {
+    plan.actions
+        .retain(|a| !matches!(a, Action::CreateRollout { .. }));
+    let version = observed
+        .application
+        .as_ref()
+        .map(|a| format!("version {} ({})", a.version, a.configuration.image))
+        .unwrap_or_else(|| "the previous version".into());
+    plan.blocked = Some(plan::Blocked::Refused {
+        reason: "RolloutReverted".into(),
+        message: format!(
+            "rollout {} was reverted by Cloudflare; {version} runs. flaredock starts no new rollout for this generation: change the spec, or set the annotation {}",
+            reverted.id,
+            crate::spec::RETRY_ROLLOUT_ANNOTATION
+        ),
+    });
 }
 
 /// The desired state of a container, its Worker looked up among the peers.

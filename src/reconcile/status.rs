@@ -22,6 +22,10 @@ pub struct StatusInput<'a> {
     pub error: Option<&'a ApiError>,
     /// Percentage of instances on the target version of the active rollout.
     pub rollout_progress: Option<(String, i64)>,
+    /// The rollout Cloudflare reverted, when no new one may start.
+    pub reverted: Option<&'a RolloutProgressStatus>,
+    /// The retry annotation's value now (recorded on a new rollout).
+    pub retry: Option<&'a str>,
 }
 
 struct Cond {
@@ -282,20 +286,26 @@ pub fn derive(
         app.and_then(|a| a.active_rollout_id.clone()),
         previous.and_then(|p| p.rollout.clone()),
     ) {
-        (Some(id), _) => Some(RolloutProgressStatus {
+        (Some(id), prev) => Some(RolloutProgressStatus {
             progress: input
                 .rollout_progress
                 .as_ref()
                 .filter(|(rid, _)| *rid == id)
                 .map(|(_, p)| *p)
                 .unwrap_or(0),
+            // A rollout keeps the retry value it started under.
+            retry: match prev {
+                Some(p) if p.id == id => p.retry,
+                _ => input.retry.map(str::to_string),
+            },
             id,
             status: "progressing".into(),
         }),
+        (None, _) if input.reverted.is_some() => input.reverted.cloned(),
         (None, Some(prev)) if app.is_some() => Some(RolloutProgressStatus {
-            id: prev.id,
             status: "completed".into(),
             progress: 100,
+            ..prev
         }),
         _ => None,
     };

@@ -18,6 +18,9 @@ pub mod worker;
 pub use validate::{FieldError, is_js_identifier, validate, validate_worker};
 pub use worker::*;
 
+/// Annotation that retries a reverted rollout (any new value) without a spec change.
+pub const RETRY_ROLLOUT_ANNOTATION: &str = "flaredock.dev/retry-rollout";
+
 /// Label on the Cloudflare application's configuration naming the object that owns it.
 pub const OWNER_LABEL: &str = "flaredock.dev/owner";
 
@@ -383,6 +386,10 @@ pub struct RolloutProgressStatus {
     /// Share of instances on the new version, in percent.
     #[serde(default)]
     pub progress: i64,
+    /// The `flaredock.dev/retry-rollout` annotation when this rollout started; another
+    /// value retries a reverted rollout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<String>,
 }
 
 /// Instance health as Cloudflare reports it.
