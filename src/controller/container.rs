@@ -125,26 +125,16 @@ async fn report(
 ) {
     let key = obj.key();
     let spec_unchanged = previous.and_then(|s| s.observed_generation) == obj.metadata.generation;
-    if was_ready && spec_unchanged && !outcome.plan.actions.is_empty() {
-        let changes: Vec<String> = outcome
-            .plan
-            .changes
-            .iter()
-            .map(ToString::to_string)
-            .collect();
-        let message = format!(
-            "Cloudflare drifted from the spec; corrected: {}",
-            changes.join("; ")
-        );
-        tracing::warn!(object = %key, %message, "drift corrected");
-        ctx.publish(obj, EventType::Warning, "DriftCorrected", message)
-            .await;
-    }
-    for h in &outcome.events {
-        tracing::info!(object = %key, reason = h.reason, "{}", h.message);
-        ctx.publish(obj, EventType::Normal, h.reason, h.message.clone())
-            .await;
-    }
+    super::publish_changes(
+        ctx,
+        obj,
+        &key,
+        was_ready && spec_unchanged,
+        &outcome.plan,
+        &outcome.events,
+        "Cloudflare drifted from the spec; corrected",
+    )
+    .await;
     let rollout_was = previous
         .and_then(|s| s.rollout.as_ref())
         .map(|r| (r.id.clone(), r.status.clone()));

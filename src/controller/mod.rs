@@ -385,6 +385,32 @@ fn backoff(ctx: &Context, key: &str, error: &Error) -> kube::runtime::controller
     kube::runtime::controller::Action::requeue(jittered(delay))
 }
 
+/// Publishes what a reconcile did: a `DriftCorrected` warning when a Ready object
+/// whose spec did not change needed changes (`lead` says what drifted), then one Event
+/// per happening, each also logged.
+async fn publish_changes<K: Resource<DynamicType = ()>>(
+    ctx: &Context,
+    obj: &K,
+    key: &str,
+    drifted: bool,
+    plan: &crate::reconcile::plan::Plan,
+    events: &[crate::reconcile::Happening],
+    lead: &str,
+) {
+    if drifted && !plan.actions.is_empty() {
+        let changes: Vec<String> = plan.changes.iter().map(ToString::to_string).collect();
+        let message = format!("{lead}: {}", changes.join("; "));
+        tracing::warn!(object = %key, %message, "drift corrected");
+        ctx.publish(obj, EventType::Warning, "DriftCorrected", message)
+            .await;
+    }
+    for h in events {
+        tracing::info!(object = %key, reason = h.reason, "{}", h.message);
+        ctx.publish(obj, EventType::Normal, h.reason, h.message.clone())
+            .await;
+    }
+}
+
 /// A duration with ±10% jitter.
 fn jittered(d: Duration) -> Duration {
     d.mul_f64(0.9 + fastrand::f64() * 0.2)

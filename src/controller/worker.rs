@@ -181,26 +181,16 @@ async fn report(
 ) {
     let key = obj.key();
     let spec_unchanged = previous.and_then(|s| s.observed_generation) == obj.metadata.generation;
-    if was_ready && spec_unchanged && !outcome.plan.actions.is_empty() {
-        let changes: Vec<String> = outcome
-            .plan
-            .changes
-            .iter()
-            .map(ToString::to_string)
-            .collect();
-        let message = format!(
-            "the Worker script differs from what flaredock uploaded (or its inputs changed); uploaded again: {}",
-            changes.join("; ")
-        );
-        tracing::warn!(worker = %key, %message, "drift corrected");
-        ctx.publish(obj, EventType::Warning, "DriftCorrected", message)
-            .await;
-    }
-    for h in &outcome.events {
-        tracing::info!(worker = %key, reason = h.reason, "{}", h.message);
-        ctx.publish(obj, EventType::Normal, h.reason, h.message.clone())
-            .await;
-    }
+    super::publish_changes(
+        ctx,
+        obj,
+        &key,
+        was_ready && spec_unchanged,
+        &outcome.plan,
+        &outcome.events,
+        "the Worker script differs from what flaredock uploaded (or its inputs changed); uploaded again",
+    )
+    .await;
     let stalled_before = previous.is_some_and(|s| {
         s.conditions
             .iter()
