@@ -1,0 +1,464 @@
+//! HTTP side of the emulator: the router, Cloudflare's envelope, and the gate every API
+//! request passes (latency, bearer token, rate limit and its headers, the official
+//! schema of the body, faults, request log). The handlers live in rooms: [`containers`]
+//! and [`workers`] under `/client/v4`, [`hooks`] under `/__emulator`, and the embedded
+//! registry under `/v2` ([`registry_http`]).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, Multipart, Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post, put};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+mod containers;
+mod hooks;
+mod registry_http;
+mod workers;
+
+use containers::*;
+use hooks::*;
+use registry_http::*;
+use workers::*;
+
+use super::state::{Failure, Outcome, codes};
+use super::{RequestRecord, Shared};
+use crate::cloudflare::RateLimit;
+use crate::cloudflare::types::*;
+
+type Shr = State<Arc<Shared>>;
+
+/// The server-side sliding window: over the limit, 429 and the token blocked for W.
+pub struct ServerLimiter {
+    limit: RateLimit,
+    accepted: VecDeque<Instant>,
+    blocked_until: Option<Instant>,
+}
+
+impl ServerLimiter {
+    pub fn new(limit: RateLimit) -> Self {
+        ServerLimiter {
+            limit,
+            accepted: VecDeque::new(),
+            blocked_until: None,
+        }
+    }
+
+    /// Blocks the token for `d` from `now`.
+    pub fn block_for(&mut self, now: Instant, d: Duration) {
+        self.blocked_until = Some(now + d);
+    }
+
+    /// `Ok` to serve, `Err(retry_after)` when rate limited.
+    fn admit(&mut self, now: Instant) -> Result<(), Duration> {
+        if let Some(until) = self.blocked_until {
+            if until > now {
+                return Err(until - now);
+            }
+            self.blocked_until = None;
+        }
+        while self
+            .accepted
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= self.limit.window)
+        {
+            self.accepted.pop_front();
+        }
+        if self.accepted.len() >= self.limit.requests as usize {
+            self.blocked_until = Some(now + self.limit.window);
+            return Err(self.limit.window);
+        }
+        self.accepted.push_back(now);
+        Ok(())
+    }
+
+    /// The `Ratelimit` and `Ratelimit-Policy` headers Cloudflare documents:
+    /// `"default";r=<remaining>;t=<seconds until a slot frees>` and
+    /// `"default";q=<requests>;w=<window seconds>`.
+    fn headers(&self, now: Instant) -> (String, String) {
+        let used = self
+            .accepted
+            .iter()
+            .filter(|t| now.duration_since(**t) < self.limit.window)
+            .count();
+        let remaining = (self.limit.requests as usize).saturating_sub(used);
+        let reset = match (self.blocked_until, self.accepted.front()) {
+            (Some(until), _) if until > now => until - now,
+            (_, Some(first)) => (*first + self.limit.window).saturating_duration_since(now),
+            _ => Duration::ZERO,
+        };
+        (
+            format!(
+                "\"default\";r={remaining};t={}",
+                reset.as_secs_f64().ceil() as u64
+            ),
+            format!(
+                "\"default\";q={};w={}",
+                self.limit.requests,
+                self.limit.window.as_secs_f64().ceil() as u64
+            ),
+        )
+    }
+}
+
+/// Adds the rate-limit headers to an API response.
+fn with_rate_headers(shared: &Shared, mut response: Response) -> Response {
+    let (now, policy) = crate::lock(&shared.limiter).headers(Instant::now());
+    for (name, value) in [("ratelimit", now), ("ratelimit-policy", policy)] {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            response.headers_mut().insert(name, v);
+        }
+    }
+    response
+}
+
+pub fn router(shared: Arc<Shared>) -> Router {
+    let accounts = Router::new()
+        .route(
+            "/containers/applications",
+            get(list_applications).post(create_application),
+        )
+        .route(
+            "/containers/applications/{id}",
+            get(get_application)
+                .patch(modify_application)
+                .delete(delete_application),
+        )
+        .route(
+            "/containers/applications/{id}/rollouts",
+            post(create_rollout),
+        )
+        .route("/containers/applications/{id}/versions", get(list_versions))
+        .route(
+            "/containers/registries/{domain}/credentials",
+            post(registry_credentials),
+        )
+        .route("/workers/durable_objects/namespaces", get(list_namespaces))
+        .route("/workers/scripts", get(list_scripts))
+        .route(
+            "/workers/scripts/{script}",
+            put(upload_script).delete(delete_script),
+        )
+        .route(
+            "/workers/scripts/{script}/settings",
+            get(get_settings).patch(patch_settings),
+        );
+    let api = Router::new()
+        .nest("/accounts/{account}", accounts)
+        .fallback(no_route)
+        .layer(middleware::from_fn_with_state(shared.clone(), gate));
+    Router::new()
+        .nest("/client/v4", api)
+        .route(
+            "/__emulator/requests",
+            get(hook_requests).delete(hook_clear_requests),
+        )
+        .route("/__emulator/scripts/{name}", put(hook_put_script))
+        .route("/__emulator/state", get(hook_state))
+        .route("/__emulator/faults", post(hook_faults))
+        .route("/v2", any(registry_entry))
+        .route("/v2/", any(registry_entry))
+        .route("/v2/{*path}", any(registry_entry))
+        .layer(DefaultBodyLimit::disable())
+        .with_state(shared)
+}
+
+// ---- envelope -----------------------------------------------------------------------
+
+fn ok<T: Serialize>(status: StatusCode, result: T) -> Response {
+    let body = json!({"success": true, "errors": [], "messages": [], "result": result});
+    (status, axum::Json(body)).into_response()
+}
+
+fn fail(f: Failure) -> Response {
+    let status = StatusCode::from_u16(f.status).unwrap_or(StatusCode::BAD_REQUEST);
+    let body = json!({
+        "success": false,
+        "errors": [{"code": f.code, "message": f.message}],
+        "messages": [],
+        "result": null,
+    });
+    (status, axum::Json(body)).into_response()
+}
+
+fn respond<T: Serialize>(status: StatusCode, outcome: Outcome<T>) -> Response {
+    match outcome {
+        Ok(t) => ok(status, t),
+        Err(f) => fail(f),
+    }
+}
+
+fn parse_json<T: DeserializeOwned>(body: &Bytes) -> Outcome<T> {
+    serde_json::from_slice(body).map_err(|e| Failure::invalid(format!("VALIDATE_INPUT: {e}")))
+}
+
+fn check_account(shared: &Shared, account: &str) -> Outcome<()> {
+    if account != shared.config.account_id {
+        return Err(Failure::new(
+            403,
+            codes::FORBIDDEN,
+            "Unauthorized to access requested resource",
+        ));
+    }
+    Ok(())
+}
+
+/// A response whose body fails: the client sees the connection drop.
+fn dropped(status: StatusCode) -> Response {
+    let stream = futures::stream::once(async {
+        Err::<Bytes, std::io::Error>(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "fault injected by the emulator",
+        ))
+    });
+    let mut r = Response::new(Body::from_stream(stream));
+    *r.status_mut() = status;
+    r
+}
+
+// ---- gate ---------------------------------------------------------------------------
+
+enum Fault {
+    None,
+    ServerError(u16),
+    DropBefore,
+    DropAfter,
+}
+
+async fn gate(State(shared): Shr, req: Request, next: Next) -> Response {
+    let method = req.method().to_string();
+    let path = match req.extensions().get::<axum::extract::OriginalUri>() {
+        Some(original) => original.0.path().to_string(),
+        None => req.uri().path().to_string(),
+    };
+    if !shared.config.capture_bodies {
+        let (status, response) = gate_inner(&shared, req, next).await;
+        shared.record(RequestRecord {
+            method,
+            path,
+            status,
+        });
+        if status == 0 {
+            return response;
+        }
+        return with_rate_headers(&shared, response);
+    }
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let (parts, body) = req.into_parts();
+    let request_body = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .unwrap_or_default();
+    let req = Request::from_parts(parts, Body::from(request_body.clone()));
+    let (status, response) = gate_inner(&shared, req, next).await;
+    shared.record(RequestRecord {
+        method: method.clone(),
+        path: path.clone(),
+        status,
+    });
+    if status == 0 {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let response_body = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .unwrap_or_default();
+    shared.capture(super::Exchange {
+        method,
+        path,
+        request_content_type: content_type,
+        request_body,
+        status,
+        response_body: response_body.clone(),
+    });
+    with_rate_headers(
+        &shared,
+        Response::from_parts(parts, Body::from(response_body)),
+    )
+}
+
+async fn gate_inner(shared: &Shared, req: Request, next: Next) -> (u16, Response) {
+    let config = &shared.config;
+    if !config.latency.is_zero() {
+        tokio::time::sleep(config.latency).await;
+    }
+    let token = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if token != Some(config.api_token.as_str()) {
+        return (
+            401,
+            fail(Failure::new(
+                401,
+                codes::AUTHENTICATION,
+                "Authentication error",
+            )),
+        );
+    }
+    let admitted = crate::lock(&shared.limiter).admit(Instant::now());
+    if let Err(retry_after) = admitted {
+        let mut r = fail(Failure::new(
+            429,
+            codes::RATE_LIMITED,
+            "Rate limited: more than the allowed requests in the window; please wait and consider throttling your request speed",
+        ));
+        let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
+        if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+            r.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return (429, r);
+    }
+    let req = match check_body(req).await {
+        Ok(r) => r,
+        Err(f) => return (f.status, fail(f)),
+    };
+    let scripted = shared.take_fault(req.method().as_str());
+    if let Some(super::ScriptedFault::RateLimit(secs)) = scripted {
+        crate::lock(&shared.limiter).block_for(Instant::now(), Duration::from_secs(secs));
+        let mut r = fail(Failure::new(
+            429,
+            codes::RATE_LIMITED,
+            "Rate limited: please wait and consider throttling your request speed",
+        ));
+        if let Ok(v) = HeaderValue::from_str(&secs.max(1).to_string()) {
+            r.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return (429, r);
+    }
+    let fault = if let Some(f) = scripted {
+        match f {
+            super::ScriptedFault::ServerError(s) => Fault::ServerError(s),
+            super::ScriptedFault::DropBefore => Fault::DropBefore,
+            _ => Fault::DropAfter,
+        }
+    } else if config.fault_rate > 0.0 && fastrand::f64() < config.fault_rate {
+        match fastrand::u8(0..3) {
+            0 => Fault::ServerError([500u16, 502, 503][fastrand::usize(0..3)]),
+            1 => Fault::DropBefore,
+            _ => Fault::DropAfter,
+        }
+    } else {
+        Fault::None
+    };
+    match fault {
+        Fault::ServerError(status) => (
+            status,
+            fail(Failure::new(
+                status,
+                codes::INTERNAL,
+                "An internal error has occurred",
+            )),
+        ),
+        Fault::DropBefore => (0, dropped(StatusCode::BAD_GATEWAY)),
+        Fault::DropAfter => {
+            let response = next.run(req).await;
+            (0, dropped(response.status()))
+        }
+        Fault::None => {
+            let is_write = req.method() != Method::GET;
+            let response = next.run(req).await;
+            if is_write && response.status().is_success() {
+                shared.persist();
+            }
+            (response.status().as_u16(), response)
+        }
+    }
+}
+
+/// Checks a JSON request body against the official schema of its operation (the
+/// emulator never trusts flaredock's own types); a violation is a 400 naming the field.
+async fn check_body(req: Request) -> Result<Request, Failure> {
+    let is_json = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if req.method() == Method::GET || !is_json {
+        return Ok(req);
+    }
+    let path = req
+        .extensions()
+        .get::<axum::extract::OriginalUri>()
+        .map(|u| u.0.path().to_string())
+        .unwrap_or_else(|| req.uri().path().to_string());
+    let path = path.trim_start_matches("/client/v4").to_string();
+    let method = req.method().to_string();
+    let (parts, body) = req.into_parts();
+    let bytes = axum::body::to_bytes(body, 64 * 1024 * 1024)
+        .await
+        .map_err(|e| Failure::invalid(format!("request body: {e}")))?;
+    if !bytes.is_empty() {
+        let value: Value = parse_json(&bytes)?;
+        let spec = if path.contains("/containers/") {
+            super::schema::Spec::containers()
+        } else {
+            super::schema::Spec::workers()
+        };
+        let violations = spec.request_violations(&method, &path, &value);
+        if let Some(first) = violations.first() {
+            let more = match violations.len() {
+                1 => String::new(),
+                n => format!(" (and {} more)", n - 1),
+            };
+            return Err(Failure::invalid(format!("{first}{more}")));
+        }
+    }
+    Ok(Request::from_parts(parts, Body::from(bytes)))
+}
+
+async fn no_route(req: Request) -> Response {
+    let status = if req.uri().path().contains("/accounts/") {
+        StatusCode::NOT_FOUND
+    } else {
+        StatusCode::BAD_REQUEST
+    };
+    fail(Failure::new(
+        status.as_u16(),
+        codes::NO_ROUTE,
+        "No route for the URI",
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_limiter_blocks_for_the_window() {
+        let mut l = ServerLimiter::new(RateLimit {
+            requests: 2,
+            window: Duration::from_secs(10),
+        });
+        let t0 = Instant::now();
+        assert!(l.admit(t0).is_ok());
+        assert!(l.admit(t0).is_ok());
+        assert_eq!(l.admit(t0), Err(Duration::from_secs(10)));
+        // Still blocked after the first requests left the window: the block lasts W.
+        assert!(l.admit(t0 + Duration::from_secs(9)).is_err());
+        assert!(l.admit(t0 + Duration::from_secs(11)).is_ok());
+    }
+
+    #[test]
+    fn reads_basic_credentials() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Basic djE6c2VjcmV0"),
+        );
+        assert_eq!(basic_credentials(&h), Some(("v1".into(), "secret".into())));
+    }
+}

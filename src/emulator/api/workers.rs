@@ -1,0 +1,159 @@
+//! Workers operations: Durable Object namespaces, script uploads, the script list,
+//! deletes and settings.
+
+use super::*;
+
+pub(super) async fn list_namespaces(
+    State(shared): Shr,
+    Path(account): Path<String>,
+    req: Request,
+) -> Response {
+    if let Err(f) = check_account(&shared, &account) {
+        return fail(f);
+    }
+    let pairs = query_pairs(req.uri());
+    let num = |key: &str, default: usize| -> Result<usize, Failure> {
+        match pairs.iter().find(|(k, _)| k == key) {
+            None => Ok(default),
+            Some((_, v)) => v
+                .parse::<usize>()
+                .map_err(|_| Failure::invalid(format!("{key}: must be a whole number"))),
+        }
+    };
+    let (page, per_page) = match (num("page", 1), num("per_page", 20)) {
+        (Ok(p), Ok(pp)) => (p, pp),
+        (Err(f), _) | (_, Err(f)) => return fail(f),
+    };
+    if page < 1 || !(1..=1000).contains(&per_page) {
+        return fail(Failure::invalid(
+            "page must be ≥ 1 and per_page between 1 and 1000",
+        ));
+    }
+    let (items, info) = shared.account().list_namespaces(page, per_page);
+    let body = json!({"success": true, "errors": [], "messages": [], "result": items, "result_info": info});
+    (StatusCode::OK, axum::Json(body)).into_response()
+}
+
+/// The parts of a `multipart/form-data` body: `(field name, file name, content type,
+/// bytes)`. A body of another type is refused, naming what was expected.
+pub(super) async fn multipart_parts(
+    headers: &HeaderMap,
+    req: Request,
+    expected: &str,
+) -> Outcome<Vec<(String, Option<String>, String, Bytes)>> {
+    let is_multipart = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("multipart/form-data"));
+    if !is_multipart {
+        return Err(Failure::new(
+            400,
+            10001,
+            format!("must be sent as multipart/form-data with {expected}"),
+        ));
+    }
+    let mut multipart = <Multipart as axum::extract::FromRequest<()>>::from_request(req, &())
+        .await
+        .map_err(|e| Failure::invalid(format!("malformed multipart body: {e}")))?;
+    let mut parts = Vec::new();
+    loop {
+        match multipart.next_field().await {
+            Ok(Some(field)) => {
+                let name = field.name().unwrap_or("").to_string();
+                let file_name = field.file_name().map(str::to_string);
+                let content_type = field.content_type().unwrap_or("text/plain").to_string();
+                let bytes = field
+                    .bytes()
+                    .await
+                    .map_err(|e| Failure::invalid(format!("part {name}: {e}")))?;
+                parts.push((name, file_name, content_type, bytes));
+            }
+            Ok(None) => return Ok(parts),
+            Err(e) => return Err(Failure::invalid(format!("malformed multipart body: {e}"))),
+        }
+    }
+}
+
+pub(super) async fn list_scripts(State(shared): Shr, Path(account): Path<String>) -> Response {
+    let outcome = check_account(&shared, &account).map(|_| shared.account().list_scripts());
+    respond(StatusCode::OK, outcome)
+}
+
+pub(super) async fn upload_script(
+    State(shared): Shr,
+    Path((account, script)): Path<(String, String)>,
+    headers: HeaderMap,
+    req: Request,
+) -> Response {
+    let outcome = async {
+        check_account(&shared, &account)?;
+        let parts = multipart_parts(&headers, req, "a metadata part and module parts").await?;
+        let mut metadata: Option<Value> = None;
+        let mut modules = Vec::new();
+        for (name, file_name, content_type, bytes) in parts {
+            if name == "metadata" {
+                metadata = Some(parse_json::<Value>(&bytes)?);
+            } else {
+                modules.push((file_name.unwrap_or(name), content_type, bytes.to_vec()));
+            }
+        }
+        let metadata =
+            metadata.ok_or_else(|| Failure::invalid("the upload has no metadata part"))?;
+        let violations = crate::emulator::schema::upload_metadata_violations(&metadata);
+        if let Some(first) = violations.first() {
+            return Err(Failure::invalid(format!(
+                "{first}{}",
+                if violations.len() > 1 {
+                    format!(" (and {} more)", violations.len() - 1)
+                } else {
+                    String::new()
+                }
+            )));
+        }
+        shared.account().upload_script(&script, &metadata, modules)
+    }
+    .await;
+    respond(StatusCode::OK, outcome)
+}
+
+pub(super) async fn delete_script(
+    State(shared): Shr,
+    Path((account, script)): Path<(String, String)>,
+    req: Request,
+) -> Response {
+    let force = query_pairs(req.uri())
+        .iter()
+        .any(|(k, v)| k == "force" && v == "true");
+    let outcome = check_account(&shared, &account)
+        .and_then(|_| shared.account().delete_script(&script, force));
+    respond(StatusCode::OK, outcome.map(|_| Value::Null))
+}
+
+pub(super) async fn get_settings(
+    State(shared): Shr,
+    Path((account, script)): Path<(String, String)>,
+) -> Response {
+    let outcome =
+        check_account(&shared, &account).and_then(|_| shared.account().script_settings(&script));
+    respond(StatusCode::OK, outcome)
+}
+
+pub(super) async fn patch_settings(
+    State(shared): Shr,
+    Path((account, script)): Path<(String, String)>,
+    headers: HeaderMap,
+    req: Request,
+) -> Response {
+    let outcome = async {
+        check_account(&shared, &account)?;
+        let parts = multipart_parts(&headers, req, "a part named settings").await?;
+        let (_, _, _, bytes) = parts
+            .into_iter()
+            .find(|(name, ..)| name == "settings")
+            .ok_or_else(|| Failure::invalid("the multipart body has no settings part"))?;
+        let settings: Value = parse_json(&bytes)?;
+        shared.account().patch_script_settings(&script, &settings)
+    }
+    .await;
+    respond(StatusCode::OK, outcome)
+}
