@@ -1,8 +1,8 @@
 //! HTTP side of the emulator: the router, Cloudflare's envelope, and the gate every API
 //! request passes (latency, bearer token, rate limit and its headers, the official
-//! schema of the body, faults, request log). The handlers live in rooms: [`containers`]
-//! and [`workers`] under `/client/v4`, [`hooks`] under `/__emulator`, and the embedded
-//! registry under `/v2` ([`registry_http`]).
+//! schema of the body, faults, request log). The handlers live in rooms: `containers`
+//! and `workers` under `/client/v4`, `hooks` under `/__emulator`, and the embedded
+//! registry under `/v2` (`registry_http`).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
