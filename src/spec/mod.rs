@@ -45,6 +45,7 @@ pub const TAG: &str = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$";
     kind = "CloudflareContainer",
     plural = "cloudflarecontainers",
     shortname = "cfc",
+    category = "flaredock",
     namespaced,
     status = "CloudflareContainerStatus",
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,

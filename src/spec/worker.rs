@@ -21,6 +21,7 @@ use super::{DeletionPolicy, SecretKeyRef, SecretRef};
     kind = "CloudflareWorker",
     plural = "cloudflareworkers",
     shortname = "cfw",
+    category = "flaredock",
     namespaced,
     status = "CloudflareWorkerStatus",
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
