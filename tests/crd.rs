@@ -28,7 +28,10 @@ fn worker_crd_carries_its_rules() {
     let crd: serde_json::Value =
         serde_yaml_ng::from_str(&flaredock::spec::worker_crd_yaml()).unwrap();
     assert_eq!(crd["spec"]["names"]["shortNames"][0], "cfw");
-    assert_eq!(crd["spec"]["names"]["categories"][0], "flaredock", "kubectl get flaredock");
+    assert_eq!(
+        crd["spec"]["names"]["categories"][0], "flaredock",
+        "kubectl get flaredock"
+    );
     assert_eq!(crd["spec"]["scope"], "Namespaced");
     let spec = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
     let required: Vec<&str> = spec["required"]
