@@ -10,7 +10,7 @@ use super::credentials::{
     CredentialsOwner, credentials, protect_secret, pull_credentials, secret_still_used,
 };
 use super::status::{container_problem, write_container_status};
-use super::{Context, Error, jittered};
+use super::{Context, Error};
 use crate::reconcile::status::{condition, is_ready, is_stalled};
 use crate::reconcile::{DeleteOutcome, ReconcileOutcome};
 use crate::spec::{CloudflareContainer, CloudflareContainerStatus};
@@ -89,30 +89,14 @@ async fn apply(obj: Arc<CloudflareContainer>, ctx: Arc<Context>) -> Result<Actio
     let outcome = reconciler.reconcile(&obj, previous.as_ref(), &peers).await;
     report(&ctx, &obj, previous.as_ref(), was_ready, &outcome).await;
     write_container_status(&ctx, &obj, &outcome.status).await?;
-    ctx.metrics.set_ready(&key, Some(outcome.ready()));
-    if let Some(e) = outcome.error {
-        if e.is_terminal() {
-            ctx.metrics
-                .reconciliations
-                .with_label_values(&["stalled"])
-                .inc();
-            return Ok(Action::await_change());
-        }
-        return Err(Error::Cloudflare(e));
-    }
-    ctx.failures().remove(&key);
-    let (result, action) = if outcome.ready() {
-        ("ready", Action::requeue(jittered(ctx.settings.resync)))
-    } else if outcome.stalled() {
-        ("stalled", Action::await_change())
-    } else {
-        ("progressing", Action::requeue(ctx.settings.progress_poll))
-    };
-    ctx.metrics
-        .reconciliations
-        .with_label_values(&[result])
-        .inc();
-    Ok(action)
+    super::next_action(
+        &ctx,
+        &key,
+        outcome.ready(),
+        outcome.stalled(),
+        outcome.error,
+        ctx.settings.progress_poll,
+    )
 }
 
 /// Events and logs for what a reconcile did and what changed in the status.

@@ -372,6 +372,44 @@ where
     result
 }
 
+/// What comes after a reconcile of either kind, counted in the metrics: a terminal
+/// Cloudflare error or a stall waits for a change, another error backs off, Ready
+/// comes back at the resync, anything else after `progress`.
+fn next_action(
+    ctx: &Context,
+    key: &str,
+    ready: bool,
+    stalled: bool,
+    error: Option<ApiError>,
+    progress: Duration,
+) -> Result<kube::runtime::controller::Action, Error> {
+    use kube::runtime::controller::Action;
+    ctx.metrics.set_ready(key, Some(ready));
+    if let Some(e) = error {
+        if e.is_terminal() {
+            ctx.metrics
+                .reconciliations
+                .with_label_values(&["stalled"])
+                .inc();
+            return Ok(Action::await_change());
+        }
+        return Err(Error::Cloudflare(e));
+    }
+    ctx.failures().remove(key);
+    let (result, action) = if ready {
+        ("ready", Action::requeue(jittered(ctx.settings.resync)))
+    } else if stalled {
+        ("stalled", Action::await_change())
+    } else {
+        ("progressing", Action::requeue(progress))
+    };
+    ctx.metrics
+        .reconciliations
+        .with_label_values(&[result])
+        .inc();
+    Ok(action)
+}
+
 /// Per-object exponential backoff: 2ⁿ seconds, at most 5 minutes.
 fn backoff(ctx: &Context, key: &str, error: &Error) -> kube::runtime::controller::Action {
     let n = {

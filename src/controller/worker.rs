@@ -16,7 +16,7 @@ use super::credentials::{
     read_config_map, read_secret_opt, secret_data, secret_still_used,
 };
 use super::status::{worker_problem, write_worker_status};
-use super::{Context, Error, jittered};
+use super::{Context, Error};
 use crate::reconcile::worker::inputs::SourceData;
 use crate::reconcile::worker::{WorkerOutcome, classes_for};
 use crate::reconcile::{DeleteOutcome, Reconciler};
@@ -132,36 +132,16 @@ async fn apply(obj: Arc<CloudflareWorker>, ctx: Arc<Context>) -> Result<Action, 
         .await;
     report(&ctx, &obj, previous.as_ref(), was_ready, &outcome).await;
     write_worker_status(&ctx, &obj, &outcome.status).await?;
-    let key = metric_key(&obj);
-    ctx.metrics.set_ready(&key, Some(outcome.ready()));
-    if let Some(e) = outcome.error {
-        if e.is_terminal() {
-            ctx.metrics
-                .reconciliations
-                .with_label_values(&["stalled"])
-                .inc();
-            return Ok(Action::await_change());
-        }
-        return Err(Error::Cloudflare(e));
-    }
-    ctx.failures().remove(&key);
-    let (result, action) = if outcome.ready() {
-        ("ready", Action::requeue(jittered(ctx.settings.resync)))
-    } else if outcome.stalled() {
-        ("stalled", Action::await_change())
-    } else {
-        // Waiting for a ConfigMap, a Secret or a bundle: their watches (or this
-        // requeue, for a registry) bring it back.
-        (
-            "progressing",
-            Action::requeue(ctx.settings.progress_poll.max(Duration::from_secs(5))),
-        )
-    };
-    ctx.metrics
-        .reconciliations
-        .with_label_values(&[result])
-        .inc();
-    Ok(action)
+    // Waiting for a ConfigMap, a Secret or a bundle: their watches (or the requeue,
+    // for a registry) bring it back.
+    super::next_action(
+        &ctx,
+        &metric_key(&obj),
+        outcome.ready(),
+        outcome.stalled(),
+        outcome.error,
+        ctx.settings.progress_poll.max(Duration::from_secs(5)),
+    )
 }
 
 fn is_ready(status: &CloudflareWorkerStatus) -> bool {
