@@ -24,4 +24,14 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
+# Every emulator of the suite (in-process or a `flaredock` subprocess) checks each
+# exchange against the official contract and appends any problem here.
+export FLAREDOCK_CONTRACT_LOG="${CARGO_TARGET_DIR:-target}/contract-problems.log"
+mkdir -p "$(dirname "$FLAREDOCK_CONTRACT_LOG")"
+: >"$FLAREDOCK_CONTRACT_LOG"
 cargo test --locked "$@"
+if [ -s "$FLAREDOCK_CONTRACT_LOG" ]; then
+  echo "contract violations (official extract in cloudflare-api/):" >&2
+  sort -u "$FLAREDOCK_CONTRACT_LOG" >&2
+  exit 1
+fi

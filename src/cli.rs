@@ -779,7 +779,7 @@ async fn run_emulator(args: EmulatorArgs) -> i32 {
         rollout_revert_rate: args.rollout_revert_rate,
         state_file: args.state,
         seed_demo: true,
-        capture_bodies: false,
+        ..Default::default()
     };
     let default_token = config.api_token == emulator::DEFAULT_API_TOKEN;
     let em = match emulator::start(config).await {

@@ -23,7 +23,7 @@ fn manifest(extra: &str) -> CloudflareContainer {
 
 struct Setup {
     _registry: common::DockerRegistry,
-    em: RunningEmulator,
+    em: common::Emulator,
     v1: String,
     v2: String,
 }

@@ -254,6 +254,26 @@ async fn emulator_validates_like_cloudflare() {
     );
     let (s, _) = send(json!({"name": "x", "scheduling_policy": "default", "instances": 0, "configuration": {"image": image, "instance_type": "huge"}})).await;
     assert_eq!(s, 400);
+    // A misspelt optional field, at the top and nested: Cloudflare refuses unknown fields.
+    for (body, field) in [
+        (
+            json!({"name": "x", "scheduling_policy": "default", "instances": 0, "max_instance": 3, "configuration": {"image": image}}),
+            "max_instance",
+        ),
+        (
+            json!({"name": "x", "scheduling_policy": "default", "instances": 0, "configuration": {"image": image, "instance_typ": "lite"}}),
+            "instance_typ",
+        ),
+    ] {
+        let (s, b) = send(body).await;
+        assert_eq!(s, 400, "{b}");
+        let message = b["errors"][0]["message"].as_str().unwrap();
+        assert!(message.contains(field), "{message}");
+    }
+    assert!(
+        em.shared.account().application_count() == 0,
+        "nothing was created by a refused body"
+    );
     // An image outside the account's registry.
     let (s, b) = send(json!({"name": "x", "scheduling_policy": "default", "instances": 0, "configuration": {"image": "docker.io/library/nginx:latest"}})).await;
     assert_eq!(s, 400);
@@ -575,6 +595,10 @@ async fn a_misspelt_or_mistyped_metadata_field_is_refused_naming_it() {
     assert!(body.contains("main_module"), "{body}");
     let (status, body) = send(json!({"main_module": "index.js", "tags": ["a,b"]})).await;
     assert_eq!(status, 400, "{body}");
+    let (status, body) =
+        send(json!({"main_module": "index.js", "compatibility_dat": "2026-01-01"})).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("compatibility_dat"), "{body}");
     let (status, body) =
         send(json!({"main_module": "index.js", "compatibility_date": "2026-01-01"})).await;
     assert_eq!(status, 200, "{body}");

@@ -1,7 +1,9 @@
 //! Contract tests: every request the client sends and every response the emulator
 //! returns in this suite is validated against the schema that Cloudflare's official
 //! OpenAPI extract (`cloudflare-api/`, vendored) declares for that operation and status,
-//! converted to JSON Schema by `flaredock::emulator::schema` (see its docs).
+//! converted to JSON Schema by `flaredock::emulator::schema` (see its docs). Every other
+//! test's emulator runs the same check on its exchanges (`tests/common`), so the
+//! contract covers every request of the whole suite.
 
 mod common;
 
@@ -9,40 +11,10 @@ use std::collections::BTreeSet;
 
 use flaredock::cloudflare::types::*;
 use flaredock::cloudflare::{ApiError, CLOUDFLARE_REGISTRY};
-use flaredock::emulator::schema::{Spec, upload_metadata_violations};
+use flaredock::emulator::contract;
+use flaredock::emulator::schema::Spec;
 use flaredock::emulator::{DEMO_CLASS, DEMO_SCRIPT, ScriptedFault};
-use serde_json::{Value, json};
-
-/// The containers or the Workers extract, by request path.
-fn spec_for(path: &str) -> (&'static Spec, bool) {
-    if path.contains("/containers/") {
-        (Spec::containers(), true)
-    } else {
-        (Spec::workers(), false)
-    }
-}
-
-/// The named part of a multipart body, as JSON.
-fn multipart_json(content_type: &str, body: &[u8], name: &str) -> Value {
-    let boundary = content_type
-        .split("boundary=")
-        .nth(1)
-        .expect("multipart boundary")
-        .trim_matches('"');
-    let text = String::from_utf8_lossy(body);
-    for part in text.split(&format!("--{boundary}")) {
-        if part.contains(&format!("name=\"{name}\"")) {
-            let (headers, content) = part.split_once("\r\n\r\n").expect("part body");
-            assert!(
-                headers.to_lowercase().contains("application/json"),
-                "{name} part must be application/json: {headers}"
-            );
-            return serde_json::from_str(content.trim_end_matches("\r\n"))
-                .expect("the part is JSON");
-        }
-    }
-    panic!("no {name} part in the multipart body");
-}
+use serde_json::json;
 
 #[tokio::test]
 async fn every_exchange_matches_the_official_schema() {
@@ -227,7 +199,7 @@ async fn every_exchange_matches_the_official_schema() {
         "a second delete finds it gone"
     );
 
-    // Validate every exchange.
+    // Validate every exchange (the emulator also checked each as it happened).
     let exchanges = em.shared.exchanges();
     assert!(
         exchanges.len() >= 20,
@@ -237,67 +209,9 @@ async fn every_exchange_matches_the_official_schema() {
     let mut problems = Vec::new();
     let mut covered = BTreeSet::new();
     for x in &exchanges {
-        let path = x.path.strip_prefix("/client/v4").expect("API path");
-        let (spec, is_containers) = spec_for(path);
-        let Some((template, op)) = spec.operation(&x.method, path) else {
-            problems.push(format!(
-                "{} {path}: no such operation in the official extract",
-                x.method
-            ));
-            continue;
-        };
-        let op_id = op["operationId"].as_str().unwrap_or("?").to_string();
-        covered.insert(op_id.clone());
-        let what = format!("{op_id} ({} {template})", x.method);
-        // The request.
-        if let Some(content) = op.pointer("/requestBody/content") {
-            if let Some(schema) = content.pointer("/application~1json/schema") {
-                let body: Value = serde_json::from_slice(&x.request_body).expect("request is JSON");
-                problems.extend(spec.violations(schema, &body, &format!("{what} request")));
-            } else if content
-                .pointer("/multipart~1form-data/schema/allOf")
-                .is_some()
-            {
-                // The module upload: its metadata part.
-                let metadata = multipart_json(&x.request_content_type, &x.request_body, "metadata");
-                problems.extend(
-                    upload_metadata_violations(&metadata)
-                        .into_iter()
-                        .map(|p| format!("{what} request: {p}")),
-                );
-            }
-        }
-        // The response.
-        let responses = &op["responses"];
-        let status = x.status.to_string();
-        let class = format!("{}XX", &status[..1]);
-        let declared = responses
-            .get(&status)
-            .or_else(|| responses.get(&class))
-            .or_else(|| responses.get("default"));
-        let schema = match declared.and_then(|r| r.pointer("/content/application~1json/schema")) {
-            Some(s) => s.clone(),
-            None if x.status >= 400 => {
-                // Not declared for this operation (e.g. 429): the common failure envelope.
-                if is_containers {
-                    json!({"$ref": "#/components/schemas/cc_V4BaseErrorResponse"})
-                } else {
-                    json!({"$ref": "#/components/schemas/workers_api-response-common-failure"})
-                }
-            }
-            None => {
-                problems.push(format!("{what}: status {status} is not declared"));
-                continue;
-            }
-        };
-        let body: Value = match serde_json::from_slice(&x.response_body) {
-            Ok(v) => v,
-            Err(e) => {
-                problems.push(format!("{what}: response is not JSON: {e}"));
-                continue;
-            }
-        };
-        problems.extend(spec.violations(&schema, &body, &format!("{what} response {status}")));
+        let (op, found) = contract::check(x);
+        problems.extend(found);
+        covered.extend(op);
     }
     assert!(
         problems.is_empty(),

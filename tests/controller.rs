@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use flaredock::cloudflare::types::*;
 use flaredock::controller::{self, Context, FINALIZER, SECRET_FINALIZER, Settings};
-use flaredock::emulator::{DEMO_CLASS, DEMO_SCRIPT, RunningEmulator, ScriptedFault};
+use flaredock::emulator::{DEMO_CLASS, DEMO_SCRIPT, ScriptedFault};
 use flaredock::spec::CloudflareContainer;
 use flaredock::telemetry::metrics::Metrics;
 use serde_json::{Value, json};
@@ -34,7 +34,7 @@ fn object(extra: &str, finalizers: &[&str]) -> Value {
 }
 
 struct Setup {
-    em: RunningEmulator,
+    em: common::Emulator,
     fake: Arc<FakeState>,
     ctx: Arc<Context>,
 }

@@ -10,7 +10,6 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use flaredock::controller::{self, Context, FINALIZER, Settings};
-use flaredock::emulator::RunningEmulator;
 use flaredock::spec::{CloudflareContainer, CloudflareWorker};
 use flaredock::telemetry::metrics::Metrics;
 use kube::runtime::reflector::store::Writer;
@@ -38,7 +37,7 @@ fn container_object() -> Value {
 }
 
 struct Setup {
-    em: RunningEmulator,
+    em: common::Emulator,
     fake: Arc<FakeState>,
     ctx: Arc<Context>,
     containers: Writer<CloudflareContainer>,

@@ -45,6 +45,7 @@
 //!   not the embedded registry's content.
 
 pub mod api;
+pub mod contract;
 pub mod registry;
 pub mod schema;
 pub mod scripts;
@@ -103,6 +104,9 @@ pub struct EmulatorConfig {
     pub seed_demo: bool,
     /// Keep every API request and response body (for contract tests).
     pub capture_bodies: bool,
+    /// Check every exchange against the official contract (`contract`), keeping the
+    /// problems; on by default when `FLAREDOCK_CONTRACT_LOG` is set.
+    pub check_contract: bool,
 }
 
 impl Default for EmulatorConfig {
@@ -121,6 +125,7 @@ impl Default for EmulatorConfig {
             state_file: None,
             seed_demo: true,
             capture_bodies: false,
+            check_contract: std::env::var_os(contract::LOG_ENV).is_some(),
         }
     }
 }
@@ -172,6 +177,7 @@ pub struct Exchange {
     pub method: String,
     pub path: String,
     pub request_content_type: String,
+    pub user_agent: String,
     pub request_body: bytes::Bytes,
     pub status: u16,
     pub response_body: bytes::Bytes,
@@ -195,6 +201,7 @@ pub struct Shared {
     minted: Mutex<Vec<Minted>>,
     faults: Mutex<std::collections::VecDeque<(Option<String>, ScriptedFault)>>,
     exchanges: Mutex<Vec<Exchange>>,
+    contract_problems: Mutex<Vec<String>>,
 }
 
 impl Shared {
@@ -236,8 +243,22 @@ impl Shared {
         crate::lock(&self.exchanges).clone()
     }
 
+    /// Every contract problem found so far (with `check_contract`).
+    pub fn contract_problems(&self) -> Vec<String> {
+        crate::lock(&self.contract_problems).clone()
+    }
+
     fn capture(&self, e: Exchange) {
-        crate::lock(&self.exchanges).push(e);
+        if self.config.check_contract {
+            let (_, problems) = contract::check(&e);
+            if !problems.is_empty() {
+                contract::log(&problems);
+                crate::lock(&self.contract_problems).extend(problems);
+            }
+        }
+        if self.config.capture_bodies {
+            crate::lock(&self.exchanges).push(e);
+        }
     }
 
     fn mint(&self, minutes: i64) -> (String, String) {
@@ -411,6 +432,7 @@ pub async fn start(config: EmulatorConfig) -> Result<RunningEmulator, StartError
         minted: Mutex::new(Vec::new()),
         faults: Mutex::new(Default::default()),
         exchanges: Mutex::new(Vec::new()),
+        contract_problems: Mutex::new(Vec::new()),
     });
     let app = api::router(shared.clone());
     let (tx, rx) = oneshot::channel::<()>();

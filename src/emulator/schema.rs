@@ -6,6 +6,14 @@
 //! `null` type; `oneOf` becomes `anyOf` (the extract's `oneOf`s overlap, e.g. the two
 //! migration forms, so exclusivity cannot hold for any valid value); binding kinds the
 //! extract omits are matched by their `type` through the discriminator mapping.
+//!
+//! **Unknown fields are refused.** The extract never says `additionalProperties:
+//! false`, so taken literally it accepts `max_instance` for `max_instances`. Cloudflare
+//! answers such a body with a validation error, so the converted schemas are *closed*
+//! at every use site: a request or response body, each property, array item and map
+//! value whose schema declares properties gets `unevaluatedProperties: false` around it
+//! (not inside `allOf` branches, which would refuse each other's fields). A schema that
+//! is free-form somewhere (an `anyOf` branch of bare `type: object`) stays open.
 
 use std::sync::OnceLock;
 
@@ -95,7 +103,8 @@ impl Spec {
                 }
             }
         }
-        let doc = convert(&doc);
+        let mut doc = convert(&doc);
+        close_document(&mut doc);
         let components = doc["components"].clone();
         Spec {
             doc,
@@ -142,6 +151,7 @@ impl Spec {
     }
 
     fn compile(&self, schema: &Value) -> Result<jsonschema::Validator, String> {
+        let schema = closed(schema.clone(), &self.components);
         let root = json!({
             "$schema": "https://json-schema.org/draft/2020-12/schema",
             "$ref": "#/$defs/target",
@@ -191,6 +201,198 @@ impl Spec {
     }
 }
 
+/// How a schema constrains the fields of an object.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Fields {
+    /// Not an object schema, or says nothing about fields.
+    Silent,
+    /// Declares its fields (`properties`, `additionalProperties`, `patternProperties`).
+    Declared,
+    /// Admits any field (a free-form `anyOf` branch): must stay open.
+    Free,
+}
+
+/// What `schema` (following `$ref`s into `components`) says about fields.
+fn fields(schema: &Value, components: &Value, depth: usize) -> Fields {
+    let Some(o) = schema.as_object() else {
+        return Fields::Silent;
+    };
+    if depth > 24 {
+        return Fields::Free;
+    }
+    if o.get("additionalProperties") == Some(&Value::Bool(true)) {
+        return Fields::Free;
+    }
+    let mut result = if ["properties", "additionalProperties", "patternProperties"]
+        .iter()
+        .any(|k| o.contains_key(*k))
+    {
+        Fields::Declared
+    } else {
+        Fields::Silent
+    };
+    if let Some(target) = o.get("$ref").and_then(Value::as_str) {
+        let resolved = target
+            .strip_prefix("#/components")
+            .and_then(|p| components.pointer(p));
+        match resolved.map(|r| fields(r, components, depth + 1)) {
+            Some(Fields::Free) | None => return Fields::Free,
+            Some(Fields::Declared) => result = Fields::Declared,
+            Some(Fields::Silent) => {}
+        }
+    }
+    for (key, is_choice) in [("allOf", false), ("anyOf", true)] {
+        let Some(branches) = o.get(key).and_then(Value::as_array) else {
+            continue;
+        };
+        for b in branches {
+            match fields(b, components, depth + 1) {
+                Fields::Free => return Fields::Free,
+                Fields::Declared => result = Fields::Declared,
+                // A bare object alternative admits anything.
+                Fields::Silent
+                    if is_choice && b.get("type") == Some(&Value::String("object".into())) =>
+                {
+                    return Fields::Free;
+                }
+                Fields::Silent => {}
+            }
+        }
+    }
+    result
+}
+
+/// `schema`, refusing fields it does not declare (when it declares some).
+fn closed(schema: Value, components: &Value) -> Value {
+    if fields(&schema, components, 0) == Fields::Declared {
+        json!({"allOf": [schema], "unevaluatedProperties": false})
+    } else {
+        schema
+    }
+}
+
+/// Closes the use sites inside every schema of an OpenAPI document.
+fn close_document(doc: &mut Value) {
+    let components = doc.get("components").cloned().unwrap_or(Value::Null);
+    close_in(doc, &components, false);
+}
+
+/// Walks a document (`in_schema` false) or a schema (true), closing use sites.
+fn close_in(v: &mut Value, components: &Value, in_schema: bool) {
+    match v {
+        Value::Array(a) => a
+            .iter_mut()
+            .for_each(|x| close_in(x, components, in_schema)),
+        Value::Object(o) if !in_schema => {
+            for (k, x) in o.iter_mut() {
+                match k.as_str() {
+                    "schema" => close_in(x, components, true),
+                    "schemas" => {
+                        if let Some(m) = x.as_object_mut() {
+                            m.values_mut().for_each(|s| close_in(s, components, true));
+                        }
+                    }
+                    _ => close_in(x, components, false),
+                }
+            }
+        }
+        Value::Object(o) => {
+            hoist_shared_properties(o, components);
+            for (k, x) in o.iter_mut() {
+                match k.as_str() {
+                    "properties" | "patternProperties" => {
+                        if let Some(m) = x.as_object_mut() {
+                            for s in m.values_mut() {
+                                close_in(s, components, true);
+                                *s = closed(s.take(), components);
+                            }
+                        }
+                    }
+                    "items" | "additionalProperties" if x.is_object() => {
+                        close_in(x, components, true);
+                        *x = closed(x.take(), components);
+                    }
+                    "allOf" | "anyOf" => close_in(x, components, true),
+                    _ => {}
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// A field that several `allOf` branches describe (the upload's `metadata`) moves up
+/// to the `allOf`'s own `properties` as the conjunction of its descriptions, so that
+/// closing it sees all of them; the branches involved are inlined without it. The
+/// schema means the same.
+fn hoist_shared_properties(o: &mut Map<String, Value>, components: &Value) {
+    let Some(branches) = o.get("allOf").and_then(Value::as_array) else {
+        return;
+    };
+    let resolve = |b: &Value| -> Value {
+        match b.get("$ref").and_then(Value::as_str) {
+            Some(r) if b.as_object().is_some_and(|m| m.len() == 1) => r
+                .strip_prefix("#/components")
+                .and_then(|p| components.pointer(p))
+                .cloned()
+                .unwrap_or_else(|| b.clone()),
+            _ => b.clone(),
+        }
+    };
+    let inlined: Vec<Value> = branches.iter().map(resolve).collect();
+    let mut seen: std::collections::BTreeMap<String, usize> = Default::default();
+    for b in &inlined {
+        if let Some(props) = b.get("properties").and_then(Value::as_object) {
+            for name in props.keys() {
+                *seen.entry(name.clone()).or_default() += 1;
+            }
+        }
+    }
+    let shared: Vec<String> = seen
+        .into_iter()
+        .filter(|(_, n)| *n > 1)
+        .map(|(k, _)| k)
+        .collect();
+    if shared.is_empty() {
+        return;
+    }
+    let mut hoisted: Map<String, Value> = Map::new();
+    let mut new_branches = Vec::new();
+    for (mut inline, original) in inlined.into_iter().zip(branches) {
+        let mut touched = false;
+        if let Some(props) = inline.get_mut("properties").and_then(Value::as_object_mut) {
+            for name in &shared {
+                if let Some(sub) = props.remove(name) {
+                    touched = true;
+                    let entry = hoisted
+                        .entry(name.clone())
+                        .or_insert_with(|| json!({"allOf": []}));
+                    if let Some(all) = entry.get_mut("allOf").and_then(Value::as_array_mut) {
+                        all.push(sub);
+                    }
+                }
+            }
+        }
+        new_branches.push(if touched { inline } else { original.clone() });
+    }
+    o.insert("allOf".into(), Value::Array(new_branches));
+    let own = o
+        .entry("properties")
+        .or_insert_with(|| Value::Object(Map::new()));
+    if let Some(own) = own.as_object_mut() {
+        for (name, sub) in hoisted {
+            match own.remove(&name) {
+                Some(existing) => {
+                    own.insert(name, json!({"allOf": [existing, sub]}));
+                }
+                None => {
+                    own.insert(name, sub);
+                }
+            }
+        }
+    }
+}
+
 /// The violations a validator finds, each naming the field.
 fn describe(validator: &jsonschema::Validator, instance: &Value, what: &str) -> Vec<String> {
     validator
@@ -217,6 +419,11 @@ pub fn upload_metadata_violations(metadata: &Value) -> Vec<String> {
         .at("/components/requestBodies/workers_script_upload/content/multipart~1form-data/schema")
     {
         Some(body) => {
+            // `containers` is not in the official metadata schema: checked below.
+            let mut metadata = metadata.clone();
+            if let Some(m) = metadata.as_object_mut() {
+                m.remove("containers");
+            }
             let form = json!({"metadata": metadata});
             out.extend(spec.violations(body, &form, "upload"));
         }
@@ -241,8 +448,13 @@ mod tests {
             "{:?}",
             upload_metadata_violations(&good)
         );
-        let bad = json!({"main_module": 3, "containers": [{"klass": "A"}]});
+        let bad =
+            json!({"main_module": 3, "containers": [{"klass": "A"}], "compatibility_dat": "x"});
         let v = upload_metadata_violations(&bad);
+        assert!(
+            v.iter().any(|m| m.contains("compatibility_dat")),
+            "a misspelt field is refused: {v:?}"
+        );
         assert!(
             v.iter().any(|m| m.contains("metadata.main_module")),
             "{v:?}"

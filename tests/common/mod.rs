@@ -22,15 +22,59 @@ pub fn digest_of(data: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(data)))
 }
 
-pub async fn start_emulator(tweak: impl FnOnce(&mut EmulatorConfig)) -> RunningEmulator {
+/// An in-process emulator that holds every exchange of its test to the official
+/// contract (`flaredock::emulator::contract`): dropping it fails the test when
+/// flaredock sent a request, or the emulator gave an answer, that the extract does
+/// not allow.
+pub struct Emulator(Option<RunningEmulator>);
+
+impl std::ops::Deref for Emulator {
+    type Target = RunningEmulator;
+    fn deref(&self) -> &RunningEmulator {
+        self.0.as_ref().expect("the emulator is running")
+    }
+}
+
+impl Emulator {
+    /// Stops the server, after the contract check.
+    pub async fn stop(mut self) {
+        self.assert_contract();
+        if let Some(inner) = self.0.take() {
+            inner.stop().await;
+        }
+    }
+
+    fn assert_contract(&self) {
+        let Some(inner) = &self.0 else { return };
+        let problems = inner.shared.contract_problems();
+        assert!(
+            problems.is_empty(),
+            "contract violations in this test's exchanges:\n{}",
+            problems.join("\n")
+        );
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            self.assert_contract();
+        }
+    }
+}
+
+pub async fn start_emulator(tweak: impl FnOnce(&mut EmulatorConfig)) -> Emulator {
     // Deletes are synchronous unless a test asks for Cloudflare's asynchronous ones.
     let mut config = EmulatorConfig {
         rollout_step: Duration::from_millis(5),
         delete_delay: Duration::ZERO,
+        check_contract: true,
         ..Default::default()
     };
     tweak(&mut config);
-    emulator::start(config).await.expect("emulator starts")
+    Emulator(Some(
+        emulator::start(config).await.expect("emulator starts"),
+    ))
 }
 
 pub fn client_for(em: &RunningEmulator) -> CloudflareClient {

@@ -239,7 +239,7 @@ async fn gate(State(shared): Shr, req: Request, next: Next) -> Response {
         Some(original) => original.0.path().to_string(),
         None => req.uri().path().to_string(),
     };
-    if !shared.config.capture_bodies {
+    if !shared.config.capture_bodies && !shared.config.check_contract {
         let (status, response) = gate_inner(&shared, req, next).await;
         shared.record(RequestRecord {
             method,
@@ -254,6 +254,12 @@ async fn gate(State(shared): Shr, req: Request, next: Next) -> Response {
     let content_type = req
         .headers()
         .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let user_agent = req
+        .headers()
+        .get(header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string();
@@ -279,6 +285,7 @@ async fn gate(State(shared): Shr, req: Request, next: Next) -> Response {
         method,
         path,
         request_content_type: content_type,
+        user_agent,
         request_body,
         status,
         response_body: response_body.clone(),
@@ -418,6 +425,13 @@ async fn check_body(req: Request) -> Result<Request, Failure> {
         }
     }
     Ok(Request::from_parts(parts, Body::from(bytes)))
+}
+
+/// Whether `method path` (relative to the API root) is one of the endpoints only
+/// wrangler's internal client documents (not in the official extract).
+pub fn wrangler_only(method: &str, path: &str) -> bool {
+    let _ = (method, path);
+    false
 }
 
 async fn no_route(req: Request) -> Response {

@@ -1,0 +1,234 @@
+//! The contract check of one API exchange: flaredock's request against the official
+//! schema of its operation, and the emulator's answer against the status and schema
+//! that operation declares. The emulator runs it on every exchange when
+//! `check_contract` is on (the test suite always; `FLAREDOCK_CONTRACT_LOG=FILE` turns
+//! it on in every emulator of a process tree and appends each problem to FILE, which
+//! `scripts/test.sh` requires to stay empty).
+//!
+//! Requests of other clients (tests that send broken bodies on purpose, wrangler) are
+//! checked by the emulator itself (a 400); only flaredock's own are held to the
+//! contract here, recognised by their `User-Agent`.
+
+use serde_json::{Value, json};
+
+use super::Exchange;
+use super::schema::{Spec, upload_metadata_violations};
+
+/// The environment variable naming the file that collects contract problems.
+pub const LOG_ENV: &str = "FLAREDOCK_CONTRACT_LOG";
+
+/// The operation id of an exchange (when the extract describes it) and every way it
+/// breaks the contract.
+pub fn check(x: &Exchange) -> (Option<String>, Vec<String>) {
+    let Some(path) = x.path.strip_prefix("/client/v4") else {
+        return (None, vec![]);
+    };
+    let (spec, is_containers) = if path.contains("/containers/") {
+        (Spec::containers(), true)
+    } else {
+        (Spec::workers(), false)
+    };
+    let Some((template, op)) = spec.operation(&x.method, path) else {
+        if super::api::wrangler_only(&x.method, path) || x.status == 404 {
+            return (None, vec![]);
+        }
+        return (
+            None,
+            vec![format!(
+                "{} {path}: no such operation in the official extract",
+                x.method
+            )],
+        );
+    };
+    let op_id = op["operationId"].as_str().unwrap_or("?").to_string();
+    let what = format!("{op_id} ({} {template})", x.method);
+    let mut problems = Vec::new();
+    if x.user_agent.starts_with("flaredock/") && x.status != 0 {
+        problems.extend(request_problems(spec, op, x, &what));
+    }
+    problems.extend(response_problems(spec, is_containers, op, x, &what));
+    (Some(op_id), problems)
+}
+
+fn request_problems(spec: &Spec, op: &Value, x: &Exchange, what: &str) -> Vec<String> {
+    let Some(content) = op.pointer("/requestBody/content") else {
+        return vec![];
+    };
+    if let Some(schema) = content.pointer("/application~1json/schema") {
+        return match serde_json::from_slice::<Value>(&x.request_body) {
+            Ok(body) => spec.violations(schema, &body, &format!("{what} request")),
+            Err(e) => vec![format!("{what} request is not JSON: {e}")],
+        };
+    }
+    if content.pointer("/multipart~1form-data").is_some() {
+        return match multipart_json(&x.request_content_type, &x.request_body, "metadata") {
+            Ok(metadata) => upload_metadata_violations(&metadata)
+                .into_iter()
+                .map(|p| format!("{what} request: {p}"))
+                .collect(),
+            Err(e) => vec![format!("{what} request: {e}")],
+        };
+    }
+    vec![]
+}
+
+fn response_problems(
+    spec: &Spec,
+    is_containers: bool,
+    op: &Value,
+    x: &Exchange,
+    what: &str,
+) -> Vec<String> {
+    let responses = &op["responses"];
+    let status = x.status.to_string();
+    let class = format!("{}XX", status.get(..1).unwrap_or("?"));
+    let declared = responses
+        .get(&status)
+        .or_else(|| responses.get(&class))
+        .or_else(|| responses.get("default"));
+    let schema = match declared.and_then(|r| r.pointer("/content/application~1json/schema")) {
+        Some(s) => s.clone(),
+        // Not declared for this operation (e.g. 429): the common failure envelope.
+        None if x.status >= 400 && is_containers => {
+            json!({"$ref": "#/components/schemas/cc_V4BaseErrorResponse"})
+        }
+        None if x.status >= 400 => {
+            json!({"$ref": "#/components/schemas/workers_api-response-common-failure"})
+        }
+        None => return vec![format!("{what}: status {status} is not declared")],
+    };
+    match serde_json::from_slice::<Value>(&x.response_body) {
+        Ok(body) => spec.violations(&schema, &body, &format!("{what} response {status}")),
+        Err(e) => vec![format!("{what}: response is not JSON: {e}")],
+    }
+}
+
+/// The named part of a multipart body, as JSON.
+pub fn multipart_json(content_type: &str, body: &[u8], name: &str) -> Result<Value, String> {
+    let boundary = content_type
+        .split("boundary=")
+        .nth(1)
+        .ok_or("no multipart boundary")?
+        .trim_matches('"');
+    let text = String::from_utf8_lossy(body);
+    for part in text.split(&format!("--{boundary}")) {
+        if !part.contains(&format!("name=\"{name}\"")) {
+            continue;
+        }
+        let (headers, content) = part
+            .split_once("\r\n\r\n")
+            .ok_or_else(|| format!("the {name} part has no body"))?;
+        if !headers.to_lowercase().contains("application/json") {
+            return Err(format!("the {name} part must be application/json"));
+        }
+        return serde_json::from_str(content.trim_end_matches("\r\n"))
+            .map_err(|e| format!("the {name} part is not JSON: {e}"));
+    }
+    Err(format!("no {name} part in the multipart body"))
+}
+
+/// Appends problems to the file named by `FLAREDOCK_CONTRACT_LOG`, when set.
+pub fn log(problems: &[String]) {
+    use std::io::Write;
+    let Some(path) = std::env::var_os(LOG_ENV) else {
+        return;
+    };
+    let written = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .and_then(|mut f| problems.iter().try_for_each(|p| writeln!(f, "{p}")));
+    if let Err(e) = written {
+        tracing::warn!(error = %e, "emulator: could not append to {LOG_ENV}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exchange(
+        method: &str,
+        path: &str,
+        request: Value,
+        status: u16,
+        response: Value,
+    ) -> Exchange {
+        Exchange {
+            method: method.into(),
+            path: format!("/client/v4/accounts/a{path}"),
+            request_content_type: "application/json".into(),
+            user_agent: "flaredock/0".into(),
+            request_body: request.to_string().into(),
+            status,
+            response_body: response.to_string().into(),
+        }
+    }
+
+    #[test]
+    fn unknown_fields_undeclared_statuses_and_invented_fields_are_problems() {
+        let ok = json!({"success": true, "errors": [], "messages": [], "result": {"id": "x"}});
+        let body = json!({"max_instances": 2});
+        let (op, problems) = check(&exchange(
+            "PATCH",
+            "/containers/applications/x",
+            body,
+            200,
+            ok.clone(),
+        ));
+        assert_eq!(op.as_deref(), Some("modifyApplication"));
+        assert!(
+            problems.iter().all(|p| !p.contains("request")),
+            "{problems:?}"
+        );
+        let typo = json!({"max_instance": 2});
+        let (_, problems) = check(&exchange(
+            "PATCH",
+            "/containers/applications/x",
+            typo,
+            200,
+            ok,
+        ));
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("request") && p.contains("max_instance")),
+            "{problems:?}"
+        );
+        let invented =
+            json!({"success": true, "errors": [], "messages": [], "result": [], "extra_field": 1});
+        let (_, problems) = check(&exchange(
+            "GET",
+            "/containers/applications",
+            Value::Null,
+            200,
+            invented,
+        ));
+        assert!(
+            problems.iter().any(|p| p.contains("extra_field")),
+            "{problems:?}"
+        );
+        let (_, problems) = check(&exchange(
+            "GET",
+            "/containers/applications",
+            Value::Null,
+            204,
+            Value::Null,
+        ));
+        assert!(
+            problems.iter().any(|p| p.contains("204 is not declared")),
+            "{problems:?}"
+        );
+        let (_, problems) = check(&exchange(
+            "GET",
+            "/containers/nowhere",
+            Value::Null,
+            200,
+            Value::Null,
+        ));
+        assert!(
+            problems.iter().any(|p| p.contains("no such operation")),
+            "{problems:?}"
+        );
+    }
+}
