@@ -5,6 +5,7 @@
 #   kubernetes-client (kubectl: `kubectl kustomize`, offline, renders deploy/)
 #   lua5.4           (runs the Argo CD health check)
 #   buildah          (builds FROM scratch Dockerfiles, chroot isolation, vfs storage)
+#   wrangler 4.86    (npm; Cloudflare's CLI, run against the emulator by tests/wrangler.rs)
 # Extra arguments go to `cargo test` (e.g. scripts/test.sh --test plan).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,12 +17,21 @@ command -v kubectl >/dev/null 2>&1 || missing+=(kubernetes-client)
 command -v lua5.4 >/dev/null 2>&1 || missing+=(lua5.4)
 command -v buildah >/dev/null 2>&1 || missing+=(buildah)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
+if ! command -v wrangler >/dev/null 2>&1 && ! command -v npm >/dev/null 2>&1; then
+  missing+=(npm)
+fi
 if ((${#missing[@]})); then
   echo "installing ${missing[*]} ..." >&2
   sudo=""
   [ "$(id -u)" = 0 ] || sudo=sudo
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+if ! command -v wrangler >/dev/null 2>&1; then
+  echo "installing wrangler@4.86.0 (npm) ..." >&2
+  sudo=""
+  [ "$(id -u)" = 0 ] || sudo=sudo
+  $sudo npm install -g --no-fund --no-audit wrangler@4.86.0 >/dev/null
 fi
 
 # Every emulator of the suite (in-process or a `flaredock` subprocess) checks each

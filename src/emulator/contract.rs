@@ -29,7 +29,10 @@ pub fn check(x: &Exchange) -> (Option<String>, Vec<String>) {
         (Spec::workers(), false)
     };
     let Some((template, op)) = spec.operation(&x.method, path) else {
-        if super::api::wrangler_only(&x.method, path) || x.status == 404 {
+        if let Some(result) = super::api::wrangler_only_result(&x.method, path) {
+            return (None, wrangler_only_problems(spec, &result, x));
+        }
+        if x.status == 404 {
             return (None, vec![]);
         }
         return (
@@ -101,6 +104,21 @@ fn response_problems(
         Ok(body) => spec.violations(&schema, &body, &format!("{what} response {status}")),
         Err(e) => vec![format!("{what}: response is not JSON: {e}")],
     }
+}
+
+/// An answer of a wrangler-only endpoint: the envelope, and its `result` against
+/// wrangler's own definition.
+fn wrangler_only_problems(spec: &Spec, result: &Value, x: &Exchange) -> Vec<String> {
+    let what = format!("wrangler-only {} {}", x.method, x.path);
+    let body: Value = match serde_json::from_slice(&x.response_body) {
+        Ok(v) => v,
+        Err(e) => return vec![format!("{what}: response is not JSON: {e}")],
+    };
+    if x.status >= 400 {
+        let envelope = json!({"$ref": "#/components/schemas/cc_V4BaseErrorResponse"});
+        return spec.violations(&envelope, &body, &format!("{what} {}", x.status));
+    }
+    spec.violations(result, &body["result"], &format!("{what} result"))
 }
 
 /// The named part of a multipart body, as JSON.

@@ -69,6 +69,8 @@ pub fn convert(v: &Value) -> Value {
 pub struct Spec {
     pub doc: Value,
     components: Value,
+    /// wrangler's internal client definitions (`x-workers-sdk-internal-client`).
+    internal: Value,
     /// Compiled validators of request bodies, by operation id.
     compiled:
         std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<jsonschema::Validator>>>,
@@ -106,9 +108,12 @@ impl Spec {
         let mut doc = convert(&doc);
         close_document(&mut doc);
         let components = doc["components"].clone();
+        let internal =
+            json!({"definitions": doc["x-workers-sdk-internal-client"]["definitions"].clone()});
         Spec {
             doc,
             components,
+            internal,
             compiled: Default::default(),
         }
     }
@@ -151,12 +156,13 @@ impl Spec {
     }
 
     fn compile(&self, schema: &Value) -> Result<jsonschema::Validator, String> {
-        let schema = closed(schema.clone(), &self.components);
+        let schema = closed(schema.clone(), &self.doc);
         let root = json!({
             "$schema": "https://json-schema.org/draft/2020-12/schema",
             "$ref": "#/$defs/target",
             "$defs": {"target": schema},
             "components": self.components,
+            "x-workers-sdk-internal-client": self.internal,
         });
         jsonschema::options()
             .with_draft(jsonschema::Draft::Draft202012)
@@ -212,8 +218,8 @@ enum Fields {
     Free,
 }
 
-/// What `schema` (following `$ref`s into `components`) says about fields.
-fn fields(schema: &Value, components: &Value, depth: usize) -> Fields {
+/// What `schema` (following `$ref`s in the document `root`) says about fields.
+fn fields(schema: &Value, root: &Value, depth: usize) -> Fields {
     let Some(o) = schema.as_object() else {
         return Fields::Silent;
     };
@@ -232,10 +238,8 @@ fn fields(schema: &Value, components: &Value, depth: usize) -> Fields {
         Fields::Silent
     };
     if let Some(target) = o.get("$ref").and_then(Value::as_str) {
-        let resolved = target
-            .strip_prefix("#/components")
-            .and_then(|p| components.pointer(p));
-        match resolved.map(|r| fields(r, components, depth + 1)) {
+        let resolved = target.strip_prefix('#').and_then(|p| root.pointer(p));
+        match resolved.map(|r| fields(r, root, depth + 1)) {
             Some(Fields::Free) | None => return Fields::Free,
             Some(Fields::Declared) => result = Fields::Declared,
             Some(Fields::Silent) => {}
@@ -246,7 +250,7 @@ fn fields(schema: &Value, components: &Value, depth: usize) -> Fields {
             continue;
         };
         for b in branches {
-            match fields(b, components, depth + 1) {
+            match fields(b, root, depth + 1) {
                 Fields::Free => return Fields::Free,
                 Fields::Declared => result = Fields::Declared,
                 // A bare object alternative admits anything.
@@ -262,9 +266,10 @@ fn fields(schema: &Value, components: &Value, depth: usize) -> Fields {
     result
 }
 
-/// `schema`, refusing fields it does not declare (when it declares some).
-fn closed(schema: Value, components: &Value) -> Value {
-    if fields(&schema, components, 0) == Fields::Declared {
+/// `schema`, refusing fields it does not declare (when it declares some); `$ref`s
+/// resolve in the document `root`.
+fn closed(schema: Value, root: &Value) -> Value {
+    if fields(&schema, root, 0) == Fields::Declared {
         json!({"allOf": [schema], "unevaluatedProperties": false})
     } else {
         schema
@@ -273,46 +278,44 @@ fn closed(schema: Value, components: &Value) -> Value {
 
 /// Closes the use sites inside every schema of an OpenAPI document.
 fn close_document(doc: &mut Value) {
-    let components = doc.get("components").cloned().unwrap_or(Value::Null);
-    close_in(doc, &components, false);
+    let root = doc.clone();
+    close_in(doc, &root, false);
 }
 
 /// Walks a document (`in_schema` false) or a schema (true), closing use sites.
-fn close_in(v: &mut Value, components: &Value, in_schema: bool) {
+fn close_in(v: &mut Value, root: &Value, in_schema: bool) {
     match v {
-        Value::Array(a) => a
-            .iter_mut()
-            .for_each(|x| close_in(x, components, in_schema)),
+        Value::Array(a) => a.iter_mut().for_each(|x| close_in(x, root, in_schema)),
         Value::Object(o) if !in_schema => {
             for (k, x) in o.iter_mut() {
                 match k.as_str() {
-                    "schema" => close_in(x, components, true),
-                    "schemas" => {
+                    "schema" => close_in(x, root, true),
+                    "schemas" | "definitions" => {
                         if let Some(m) = x.as_object_mut() {
-                            m.values_mut().for_each(|s| close_in(s, components, true));
+                            m.values_mut().for_each(|s| close_in(s, root, true));
                         }
                     }
-                    _ => close_in(x, components, false),
+                    _ => close_in(x, root, false),
                 }
             }
         }
         Value::Object(o) => {
-            hoist_shared_properties(o, components);
+            hoist_shared_properties(o, root);
             for (k, x) in o.iter_mut() {
                 match k.as_str() {
                     "properties" | "patternProperties" => {
                         if let Some(m) = x.as_object_mut() {
                             for s in m.values_mut() {
-                                close_in(s, components, true);
-                                *s = closed(s.take(), components);
+                                close_in(s, root, true);
+                                *s = closed(s.take(), root);
                             }
                         }
                     }
                     "items" | "additionalProperties" if x.is_object() => {
-                        close_in(x, components, true);
-                        *x = closed(x.take(), components);
+                        close_in(x, root, true);
+                        *x = closed(x.take(), root);
                     }
-                    "allOf" | "anyOf" => close_in(x, components, true),
+                    "allOf" | "anyOf" => close_in(x, root, true),
                     _ => {}
                 }
             }
@@ -325,15 +328,15 @@ fn close_in(v: &mut Value, components: &Value, in_schema: bool) {
 /// to the `allOf`'s own `properties` as the conjunction of its descriptions, so that
 /// closing it sees all of them; the branches involved are inlined without it. The
 /// schema means the same.
-fn hoist_shared_properties(o: &mut Map<String, Value>, components: &Value) {
+fn hoist_shared_properties(o: &mut Map<String, Value>, root: &Value) {
     let Some(branches) = o.get("allOf").and_then(Value::as_array) else {
         return;
     };
     let resolve = |b: &Value| -> Value {
         match b.get("$ref").and_then(Value::as_str) {
             Some(r) if b.as_object().is_some_and(|m| m.len() == 1) => r
-                .strip_prefix("#/components")
-                .and_then(|p| components.pointer(p))
+                .strip_prefix('#')
+                .and_then(|p| root.pointer(p))
                 .cloned()
                 .unwrap_or_else(|| b.clone()),
             _ => b.clone(),

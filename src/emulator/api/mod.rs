@@ -23,11 +23,14 @@ mod containers;
 mod hooks;
 mod registry_http;
 mod workers;
+mod wrangler;
 
 use containers::*;
 use hooks::*;
 use registry_http::*;
 use workers::*;
+pub use wrangler::{WRANGLER_ONLY, wrangler_only_result};
+use wrangler::{list_dash_applications, list_dash_instances};
 
 use super::state::{Failure, Outcome, codes};
 use super::{RequestRecord, Shared};
@@ -137,6 +140,11 @@ pub fn router(shared: Arc<Shared>) -> Router {
             post(create_rollout),
         )
         .route("/containers/applications/{id}/versions", get(list_versions))
+        .route("/containers/dash/applications", get(list_dash_applications))
+        .route(
+            "/containers/dash/applications/{id}/instances",
+            get(list_dash_instances),
+        )
         .route(
             "/containers/registries/{domain}/credentials",
             post(registry_credentials),
@@ -425,13 +433,6 @@ async fn check_body(req: Request) -> Result<Request, Failure> {
         }
     }
     Ok(Request::from_parts(parts, Body::from(bytes)))
-}
-
-/// Whether `method path` (relative to the API root) is one of the endpoints only
-/// wrangler's internal client documents (not in the official extract).
-pub fn wrangler_only(method: &str, path: &str) -> bool {
-    let _ = (method, path);
-    false
 }
 
 async fn no_route(req: Request) -> Response {
