@@ -523,7 +523,6 @@ mod tests {
         let obj = parse_document(GOOD, "f.yaml", 1).unwrap().unwrap();
         assert_eq!(obj.key(), "apps/shop");
         assert_eq!(obj.spec.max_instances, 20);
-        assert_eq!(obj.spec.instances, 0);
     }
 
     #[test]

@@ -64,7 +64,7 @@ fn app_for(d: &Desired, image: &str) -> Application {
         account_id: "acc".into(),
         name: d.application_name.clone(),
         version: 1,
-        instances: d.instances,
+        instances: 0,
         max_instances: Some(d.max_instances),
         configuration: d.configuration(image, None),
         constraints: d.constraints.clone(),
@@ -234,16 +234,17 @@ fn observability_is_changed_in_the_form_the_application_uses() {
 #[test]
 fn in_place_fields_are_one_patch_and_no_rollout() {
     let d = desired(
-        "  maxInstances: 10\n  instances: 1\n  constraints: {regions: [WEUR]}\n  observability: {logs: true}\n  rollout: {activeGracePeriodSeconds: 30}\n",
+        "  maxInstances: 10\n  constraints: {regions: [WEUR]}\n  observability: {logs: true}\n  rollout: {activeGracePeriodSeconds: 30}\n",
     );
     let mut app = app_for(&desired(""), IMAGE);
     app.max_instances = Some(20);
+    // The Durable Object scaled the application up: not flaredock's to undo.
+    app.instances = 3;
     let p = plan(&d, &observed(Some(app)));
     assert_eq!(kinds(&p), ["modify"]);
     assert_eq!(
         fields(&p),
         [
-            "instances",
             "max_instances",
             "constraints",
             "observability.logs.enabled",
@@ -254,7 +255,7 @@ fn in_place_fields_are_one_patch_and_no_rollout() {
         unreachable!()
     };
     assert_eq!(request.max_instances, Some(10));
-    assert_eq!(request.instances, Some(1));
+    assert_eq!(request.instances, None, "instances is never patched");
     assert_eq!(request.rollout_active_grace_period, Some(30));
 }
 

@@ -144,7 +144,6 @@ pub struct Desired {
     pub application_name: String,
     pub class_name: String,
     pub worker: WorkerTarget,
-    pub instances: i64,
     pub max_instances: i64,
     /// Normalised: regions sorted and deduplicated; `None` when nothing is constrained.
     pub constraints: Option<ApplicationConstraints>,
@@ -235,7 +234,6 @@ impl Desired {
             application_name: obj.application_name().to_string(),
             class_name: s.class_name.clone(),
             worker,
-            instances: s.instances,
             max_instances: s.max_instances,
             constraints: normalise_constraints(constraints.as_ref()),
             logs: s.observability.as_ref().is_some_and(|o| o.logs),

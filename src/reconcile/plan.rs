@@ -353,7 +353,9 @@ fn plan_actions(desired: &Desired, observed: &Observed) -> Plan {
             request: CreateApplicationRequest {
                 name: desired.application_name.clone(),
                 scheduling_policy: SchedulingPolicy::Default,
-                instances: desired.instances,
+                // The Durable Object starts instances on demand: `instances` is its
+                // to manage, 0 at creation and never patched.
+                instances: 0,
                 max_instances: Some(desired.max_instances),
                 configuration: desired.configuration(&image, None),
                 constraints: desired.constraints.clone(),
@@ -450,10 +452,6 @@ fn plan_actions(desired: &Desired, observed: &Observed) -> Plan {
 
     // Fields that change in place.
     let mut modify = ModifyApplicationRequest::default();
-    if app.instances != desired.instances {
-        plan.change("instances", app.instances, desired.instances);
-        modify.instances = Some(desired.instances);
-    }
     if app.max_instances != Some(desired.max_instances) {
         plan.change(
             "max_instances",

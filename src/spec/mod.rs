@@ -55,8 +55,7 @@ pub const TAG: &str = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$";
 )]
 #[x_kube(
     validation = Rule::new("has(self.image) != has(self.build)").message("exactly one of image or build must be set"),
-    validation = Rule::new("!(has(self.instanceType) && has(self.resources))").message("instanceType and resources are mutually exclusive"),
-    validation = Rule::new("self.instances <= self.maxInstances").message("instances must not exceed maxInstances")
+    validation = Rule::new("!(has(self.instanceType) && has(self.resources))").message("instanceType and resources are mutually exclusive")
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CloudflareContainerSpec {
@@ -95,12 +94,6 @@ pub struct CloudflareContainerSpec {
     /// Custom instance size, instead of instanceType.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<Resources>,
-
-    /// Instances kept running (0 for Durable Object backed applications, which start
-    /// instances on demand).
-    #[serde(default)]
-    #[schemars(range(min = 0, max = 100000))]
-    pub instances: i64,
 
     /// Upper bound of instances the application may run.
     #[serde(default = "default_max_instances")]

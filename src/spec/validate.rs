@@ -228,25 +228,10 @@ pub fn validate(obj: &CloudflareContainer) -> Vec<FieldError> {
             );
         }
     }
-    if !(0..=100_000).contains(&s.instances) {
-        err(
-            "spec.instances",
-            format!("{} must be between 0 and 100000", s.instances),
-        );
-    }
     if !(0..=100_000).contains(&s.max_instances) {
         err(
             "spec.maxInstances",
             format!("{} must be between 0 and 100000", s.max_instances),
-        );
-    }
-    if s.instances > s.max_instances {
-        err(
-            "spec.instances",
-            format!(
-                "{} must not exceed maxInstances ({})",
-                s.instances, s.max_instances
-            ),
         );
     }
     for k in s.env.keys() {
