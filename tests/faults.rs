@@ -17,10 +17,15 @@ use flaredock::reconcile::{ConvergeOptions, ReconcileOutcome, converge};
 use flaredock::spec::{CloudflareContainer, OWNER_LABEL};
 
 fn objects(count: usize, script: &str) -> Vec<CloudflareContainer> {
+    objects_at(count, script, 1)
+}
+
+/// `count` objects at `generation`; from generation 2 on, their env changes (a rollout).
+fn objects_at(count: usize, script: &str, generation: i64) -> Vec<CloudflareContainer> {
     (0..count)
         .map(|i| {
             let doc = format!(
-                "apiVersion: flaredock.dev/v1alpha1\nkind: CloudflareContainer\nmetadata: {{name: app-{i}, namespace: faults}}\nspec:\n  className: C{i}\n  image: {{reference: 'hello:v1'}}\n  maxInstances: {}\n  env: {{INDEX: '{i}'}}\n  worker: {{scriptName: {script}}}\n",
+                "apiVersion: flaredock.dev/v1alpha1\nkind: CloudflareContainer\nmetadata: {{name: app-{i}, namespace: faults, generation: {generation}}}\nspec:\n  className: C{i}\n  image: {{reference: 'hello:v1'}}\n  maxInstances: {}\n  env: {{INDEX: '{i}', GENERATION: '{generation}'}}\n  worker: {{scriptName: {script}}}\n",
                 2 + i % 5
             );
             parse_document(&doc, "gen.yaml", 1).unwrap().unwrap()
@@ -87,6 +92,22 @@ fn check_ready_means_matching(
             "{} Ready during a rollout",
             obj.key()
         );
+        // What runs, by the versions: every instance on the spec's image and env.
+        let versions = em.shared.account().list_versions(&app.id).unwrap();
+        let on_spec: i64 = versions
+            .iter()
+            .filter(|v| {
+                v.configuration.image == image
+                    && v.configuration.environment_variables.as_ref() == Some(&d.env)
+            })
+            .map(|v| v.percentage)
+            .sum();
+        assert_eq!(
+            on_spec,
+            100,
+            "{} Ready while the versions differ from its spec: {versions:?}",
+            obj.key()
+        );
     }
 }
 
@@ -131,6 +152,81 @@ async fn two_hundred_objects_converge_through_a_fault_rate_of_a_fifth() {
         .count();
     assert!(failures > 20, "the faults really happened ({failures})");
     assert!(rounds >= 1);
+}
+
+#[tokio::test]
+async fn reverted_rollouts_and_asynchronous_deletes_never_pass_for_ready() {
+    let em = common::start_emulator(|c| {
+        c.rollout_revert_rate = 0.5;
+        c.delete_delay = Duration::from_millis(300);
+        c.rollout_step = Duration::from_millis(20);
+    })
+    .await;
+    seed_script(&em, "w", 40);
+    let reconciler = common::reconciler_for(&common::client_for(&em));
+    let options = ConvergeOptions {
+        timeout: Duration::from_secs(60),
+        poll: Duration::from_millis(20),
+        ..Default::default()
+    };
+    let first = objects_at(40, "w", 1);
+    let outcomes = converge(&reconciler, &first, &options, |_, o| {
+        check_ready_means_matching(&em, &first, o)
+    })
+    .await;
+    assert!(outcomes.values().all(ReconcileOutcome::ready));
+
+    // Generation 2 changes every env: one rollout each, half of them reverted.
+    em.shared.clear_requests();
+    let second = objects_at(40, "w", 2);
+    let outcomes = converge(&reconciler, &second, &options, |_, o| {
+        check_ready_means_matching(&em, &second, o)
+    })
+    .await;
+    let reverted: Vec<&ReconcileOutcome> = outcomes.values().filter(|o| !o.ready()).collect();
+    assert!(
+        !reverted.is_empty() && reverted.len() < 40,
+        "the revert rate took effect ({} of 40 not Ready)",
+        reverted.len()
+    );
+    for o in &reverted {
+        assert!(o.stalled(), "{:?}", o.status.conditions);
+        let ready = o
+            .status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Ready")
+            .unwrap();
+        assert_eq!(ready.reason, "RolloutReverted", "{}", ready.message);
+    }
+    // Exactly one rollout per application for the generation, however many rounds.
+    let mut per_app: HashMap<String, usize> = HashMap::new();
+    for r in em.shared.requests() {
+        if r.method == "POST" && r.path.ends_with("/rollouts") {
+            *per_app.entry(r.path.clone()).or_default() += 1;
+        }
+    }
+    assert_eq!(per_app.len(), 40, "{per_app:?}");
+    assert!(per_app.values().all(|n| *n == 1), "{per_app:?}");
+    // Reconciles of the same generation, as the controller runs them with the status it
+    // wrote, start nothing new (a fresh `apply` run has no status: it is a retry).
+    em.shared.clear_requests();
+    let peers: HashMap<String, String> = HashMap::new();
+    for obj in &second {
+        let previous = &outcomes[&obj.key()];
+        if previous.ready() {
+            continue;
+        }
+        let again = reconciler
+            .reconcile(obj, Some(&previous.status), &peers)
+            .await;
+        assert!(again.stalled(), "{:?}", again.status.conditions);
+    }
+    assert!(
+        common::cloudflare_writes(&em).is_empty(),
+        "{:?}",
+        common::cloudflare_writes(&em)
+    );
 }
 
 #[tokio::test]

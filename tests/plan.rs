@@ -4,7 +4,7 @@
 use flaredock::cloudflare::types::*;
 use flaredock::manifest::parse_document;
 use flaredock::reconcile::model::{Desired, ImageState, Observed};
-use flaredock::reconcile::plan::{Action, Blocked, Plan, plan};
+use flaredock::reconcile::plan::{Action, Blocked, Plan, plan, runs_spec};
 use flaredock::reconcile::status::{self, StatusInput};
 use flaredock::spec::{CloudflareContainer, OWNER_LABEL};
 
@@ -87,6 +87,7 @@ fn observed(app: Option<Application>) -> Observed {
         namespace_application: None,
         script: Some(script(&[])),
         deleting: None,
+        on_spec: None,
     }
 }
 
@@ -712,4 +713,61 @@ fn status_is_not_ready_while_a_rollout_runs_and_stalled_on_refusal() {
         status::condition(&s, "Stalled").unwrap().reason,
         "ApplicationNotOwned"
     );
+}
+
+#[test]
+fn ready_needs_the_versions_at_one_hundred_percent_on_the_spec() {
+    // The application's configuration is the spec's and no rollout is active, but the
+    // versions say 40 % of instances still run something else: not Ready.
+    let d = desired("");
+    let mut o = observed(Some(app_for(&d, IMAGE)));
+    let derive = |o: &Observed| {
+        let remaining = plan(&d, o);
+        status::derive(
+            None,
+            &StatusInput {
+                generation: Some(1),
+                desired: &d,
+                observed: Some(o),
+                remaining: Some(&remaining),
+                error: None,
+                rollout_progress: None,
+                reverted: None,
+                retry: None,
+            },
+            jiff::Timestamp::now(),
+        )
+    };
+    o.on_spec = Some(60);
+    let s = derive(&o);
+    assert!(!status::is_ready(&s));
+    let rollout = status::condition(&s, "RolloutComplete").unwrap();
+    assert_eq!(rollout.status, "False");
+    assert_eq!(rollout.reason, "VersionsDiffer");
+    assert!(rollout.message.contains("60%"), "{}", rollout.message);
+    assert_eq!(status::condition(&s, "Reconciling").unwrap().status, "True");
+    o.on_spec = Some(100);
+    assert!(status::is_ready(&derive(&o)));
+}
+
+#[test]
+fn a_version_runs_the_spec_by_image_size_env_and_logs() {
+    let d = desired("  env: {A: '1'}\n  instanceType: basic\n");
+    let config = d.configuration(IMAGE, None);
+    assert!(runs_spec(&d, IMAGE, &config));
+    assert!(!runs_spec(&d, IMAGE2, &config));
+    let mut other_env = config.clone();
+    other_env.environment_variables = Some(vec![]);
+    assert!(!runs_spec(&d, IMAGE, &other_env));
+    // Cloudflare answers sizes expanded: the same size.
+    let mut expanded = config.clone();
+    expanded.instance_type = None;
+    expanded.vcpu = Some(0.25);
+    expanded.memory_mib = Some(1024);
+    expanded.disk = Some(Disk {
+        size_mb: Some(4000),
+    });
+    assert!(runs_spec(&d, IMAGE, &expanded));
+    expanded.memory_mib = Some(2048);
+    assert!(!runs_spec(&d, IMAGE, &expanded));
 }

@@ -103,15 +103,19 @@ impl Reconciler {
         obj: &CloudflareContainer,
         desired: &Desired,
         peers: &dyn Peers,
+        confirm: bool,
     ) -> Result<Observation, ApiError> {
         let image = self.images.resolve(obj, peers).await;
-        self.observe_with(image, desired).await
+        self.observe_with(image, desired, confirm).await
     }
 
+    /// `confirm`: read the application's versions even without an active rollout, so
+    /// that Ready rests on what Cloudflare says runs (the first Ready of a generation).
     async fn observe_with(
         &self,
         image: model::ImageState,
         desired: &Desired,
+        confirm: bool,
     ) -> Result<Observation, ApiError> {
         let view = &self.view;
         let application = view.application_by_name(&desired.application_name).await?;
@@ -124,16 +128,27 @@ impl Reconciler {
         };
         let mut progress = None;
         let mut target_configuration = None;
+        let mut on_spec = None;
         if let Some(app) = &application
-            && let Some(rollout_id) = &app.active_rollout_id
+            && (confirm || app.active_rollout_id.is_some())
         {
             let versions = view.client().list_versions(&app.id).await?;
-            let newest = versions.iter().max_by_key(|v| v.version);
-            progress = newest.map(|v| (rollout_id.clone(), v.percentage));
-            target_configuration = match view.rollout_target(rollout_id).await {
-                Some(t) => Some(t),
-                None => newest.map(|v| v.configuration.clone()),
-            };
+            if let model::ImageState::Ready(reference) = &image {
+                let pct: i64 = versions
+                    .iter()
+                    .filter(|v| plan::runs_spec(desired, reference, &v.configuration))
+                    .map(|v| v.percentage)
+                    .sum();
+                on_spec = Some(pct.clamp(0, 100));
+            }
+            if let Some(rollout_id) = &app.active_rollout_id {
+                let newest = versions.iter().max_by_key(|v| v.version);
+                progress = Some((rollout_id.clone(), on_spec.unwrap_or(0)));
+                target_configuration = match view.rollout_target(rollout_id).await {
+                    Some(t) => Some(t),
+                    None => newest.map(|v| v.configuration.clone()),
+                };
+            }
         }
         let owned_elsewhere = view
             .applications_owned_by(&desired.owner)
@@ -164,6 +179,7 @@ impl Reconciler {
                 namespace,
                 namespace_application,
                 script,
+                on_spec,
             },
             progress,
         ))
@@ -178,7 +194,7 @@ impl Reconciler {
         let desired = desired_of(obj, peers);
         // Nothing is copied or built for a preview.
         let image = self.images.preview(obj, peers).await;
-        let (observed, _) = self.observe_with(image, &desired).await?;
+        let (observed, _) = self.observe_with(image, &desired, false).await?;
         Ok((plan(&desired, &observed), observed))
     }
 
@@ -192,7 +208,14 @@ impl Reconciler {
         let desired = desired_of(obj, peers);
         let generation = obj.metadata.generation;
         let now = jiff::Timestamp::now();
-        let first = match self.observe(obj, &desired, peers).await {
+        // Ready is confirmed from the application's versions (what runs), not from its
+        // configuration: whenever a rollout is active, after flaredock changed the
+        // application, and while an earlier status of this object is not Ready for
+        // this generation. An object seen Ready, or seen for the first time with
+        // nothing to do, costs no versions read.
+        let confirm =
+            previous.is_some_and(|s| !(status::is_ready(s) && s.observed_generation == generation));
+        let first = match self.observe(obj, &desired, peers, confirm).await {
             Ok(o) => o,
             Err(e) => {
                 let status = status::derive(
@@ -240,7 +263,14 @@ impl Reconciler {
             .await;
         let (after, error) = match acted {
             Ok(()) if the_plan.actions.is_empty() => (Ok(first), None),
-            Ok(()) => (self.observe(obj, &desired, peers).await, None),
+            Ok(()) => {
+                let changed_app = the_plan
+                    .actions
+                    .iter()
+                    .any(|a| !matches!(a, Action::UploadScript { .. }));
+                let confirm = confirm || changed_app;
+                (self.observe(obj, &desired, peers, confirm).await, None)
+            }
             Err(e) => (Ok(first), Some(e)),
         };
         let (observed, progress, error) = match after {
@@ -528,7 +558,7 @@ mod send_checks {
         p: &'static Plan,
     ) {
         let peers: &'static HashMap<String, String> = Box::leak(Box::default());
-        is_send(r.observe(o, d, peers));
+        is_send(r.observe(o, d, peers, true));
         is_send(r.reconcile(o, None, peers));
         is_send(r.delete(o));
         let mut ev = Vec::new();

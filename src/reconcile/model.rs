@@ -318,6 +318,10 @@ pub struct Observed {
     /// An application flaredock deleted that still holds the desired name or the
     /// class's namespace (Cloudflare deletes asynchronously).
     pub deleting: Option<Application>,
+    /// Share of instances, in percent, on a version whose configuration is the spec's,
+    /// read from `GET …/applications/{id}/versions`; `None` when they were not read
+    /// (no rollout active and the object already Ready for this generation).
+    pub on_spec: Option<i64>,
 }
 
 /// Owner label of an application's configuration.

@@ -261,6 +261,20 @@ pub fn worker_gate(desired: &Desired, observed: &Observed) -> Result<(), Blocked
 }
 
 /// Desired vs observed → the plan.
+/// Whether a deployment configuration (an application's, a version's) runs what the
+/// spec asks for: image, size, environment, logs when the configuration carries them.
+/// The owner label is not compared: adopting is the plan's business.
+pub fn runs_spec(desired: &Desired, image: &str, config: &DeploymentConfiguration) -> bool {
+    let logs_match = config
+        .observability
+        .as_ref()
+        .is_none_or(|o| o.logs_enabled() == desired.logs);
+    config.image == image
+        && Size::of(config).same_as(&desired.size)
+        && sorted_env(config) == desired.env
+        && logs_match
+}
+
 pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
     let mut plan = plan_actions(desired, observed);
     defer_blocked_creates(&mut plan, observed);

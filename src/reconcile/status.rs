@@ -50,12 +50,15 @@ fn cond(
 }
 
 /// Is this observation and remaining plan the converged state?
+/// Converged: nothing left to do, no rollout active, and (when the versions were read)
+/// every instance on a version whose configuration is the spec's.
 pub fn is_converged(observed: &Observed, remaining: &Plan) -> bool {
     remaining.is_noop()
         && observed
             .application
             .as_ref()
             .is_some_and(|a| a.active_rollout_id.is_none())
+        && observed.on_spec.is_none_or(|p| p == 100)
 }
 
 /// An error as the status says it, with the way out where flaredock knows it.
@@ -189,12 +192,22 @@ pub fn derive(
                 format!("rollout in progress: {pct}% of instances updated"),
             )
         }
-        Some(_) => cond(
-            "RolloutComplete",
-            true,
-            "RolloutComplete",
-            "no rollout in progress",
-        ),
+        Some(_) => match observed.and_then(|o| o.on_spec) {
+            Some(pct) if pct < 100 => cond(
+                "RolloutComplete",
+                false,
+                "VersionsDiffer",
+                format!("{pct}% of instances run a version with the spec's configuration"),
+            ),
+            // The same words whether or not the versions were read this time, so
+            // that a quiet resync writes no status.
+            _ => cond(
+                "RolloutComplete",
+                true,
+                "RolloutComplete",
+                "no rollout in progress",
+            ),
+        },
         None => cond(
             "RolloutComplete",
             false,
