@@ -269,7 +269,30 @@ async fn emulator_validates_like_cloudflare() {
         assert_eq!(s, 400, "{b}");
         let message = b["errors"][0]["message"].as_str().unwrap();
         assert!(message.contains(field), "{message}");
+        // As Cloudflare's containers API writes it: the error enum as JSON.
+        let inner: Value = serde_json::from_str(message).expect("an error enum");
+        assert_eq!(inner["error"], "VALIDATE_INPUT");
+        assert!(
+            inner["details"]["message"]
+                .as_str()
+                .unwrap()
+                .contains(field)
+        );
     }
+    // Through the client, the typed error names the enum and its detail.
+    let mut request = app_request(&em, "x");
+    request.configuration.image = "docker.io/library/nginx:latest".into();
+    let e = common::client_for(&em)
+        .create_application(&request)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ApiError::Validation { .. }), "{e:?}");
+    assert_eq!(e.error_enum().as_deref(), Some("VALIDATE_INPUT"));
+    assert!(
+        e.to_string()
+            .contains("VALIDATE_INPUT: configuration.image"),
+        "{e}"
+    );
     assert!(
         em.shared.account().application_count() == 0,
         "nothing was created by a refused body"

@@ -288,6 +288,10 @@ async fn an_external_worker_without_the_class_container_enabled_fails_naming_con
     );
     assert!(stdout.contains("CloudflareWorker"), "{stdout}");
     assert!(
+        stdout.contains("DURABLE_OBJECT_NOT_CONTAINER_ENABLED"),
+        "the condition names Cloudflare's error enum: {stdout}"
+    );
+    assert!(
         em.shared
             .requests()
             .iter()

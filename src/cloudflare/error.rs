@@ -19,7 +19,8 @@ pub const ENUM_NOT_CONTAINER_ENABLED: &str = "DURABLE_OBJECT_NOT_CONTAINER_ENABL
 /// Error code: a just-uploaded Worker version is not visible yet.
 pub const CODE_VERSION_NOT_VISIBLE: i64 = 100146;
 
-/// The `{code, message}` list of a failed call, printed `[code] message; …`.
+/// The `{code, message}` list of a failed call, printed `[code] message; …`; a
+/// message carrying a containers error enum prints as `[code] ENUM: detail`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Messages(pub Vec<Message>);
 
@@ -32,7 +33,10 @@ impl fmt::Display for Messages {
             if i > 0 {
                 f.write_str("; ")?;
             }
-            write!(f, "{m}")?;
+            match ErrorEnum::parse(&m.message) {
+                Some(e) => write!(f, "[{}] {e}", m.code)?,
+                None => write!(f, "{m}")?,
+            }
         }
         Ok(())
     }
@@ -41,6 +45,14 @@ impl fmt::Display for Messages {
 impl Messages {
     pub fn has_code(&self, code: i64) -> bool {
         self.0.iter().any(|m| m.code == code)
+    }
+
+    /// The first containers error enum among the messages (`VALIDATE_INPUT`, …).
+    pub fn error_enum(&self) -> Option<String> {
+        self.0
+            .iter()
+            .find_map(|m| ErrorEnum::parse(&m.message))
+            .map(|e| e.error)
     }
 }
 
@@ -60,7 +72,7 @@ pub enum ApiError {
         errors: Messages,
     },
     #[error(
-        "{operation}: the Durable Object namespace already has application {application_name:?} ({application_id}) (HTTP {status})"
+        "{operation}: the Durable Object namespace already has application {application_name:?} ({application_id}) (HTTP {status}): {errors}"
     )]
     NamespaceHasApplication {
         operation: &'static str,
@@ -153,6 +165,20 @@ struct ErrorEnum {
 impl ErrorEnum {
     fn parse(message: &str) -> Option<ErrorEnum> {
         serde_json::from_str(message.trim()).ok()
+    }
+}
+
+/// `ENUM: message` when the details are only a message, else `ENUM {details}`.
+impl fmt::Display for ErrorEnum {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.error)?;
+        let Some(details) = self.details.as_object().filter(|d| !d.is_empty()) else {
+            return Ok(());
+        };
+        match details.get("message").and_then(|m| m.as_str()) {
+            Some(message) if details.len() == 1 => write!(f, ": {message}"),
+            _ => write!(f, " {}", self.details),
+        }
     }
 }
 
@@ -278,6 +304,24 @@ impl ApiError {
         }
     }
 
+    /// The containers error enum Cloudflare answered with, when it did.
+    pub fn error_enum(&self) -> Option<String> {
+        match self {
+            ApiError::NotFound { errors, .. }
+            | ApiError::NameTaken { errors, .. }
+            | ApiError::NamespaceHasApplication { errors, .. }
+            | ApiError::NotContainerEnabled { errors, .. }
+            | ApiError::VersionNotVisible { errors, .. }
+            | ApiError::RateLimited { errors, .. }
+            | ApiError::Unauthorized { errors, .. }
+            | ApiError::Forbidden { errors, .. }
+            | ApiError::Validation { errors, .. }
+            | ApiError::Server { errors, .. }
+            | ApiError::Other { errors, .. } => errors.error_enum(),
+            ApiError::InvalidResponse { .. } | ApiError::Transport { .. } => None,
+        }
+    }
+
     /// HTTP status of the answer, when there was one.
     pub fn status(&self) -> Option<u16> {
         match self {
@@ -393,6 +437,36 @@ mod tests {
             None,
         );
         assert!(matches!(e, ApiError::Validation { .. }));
+    }
+
+    #[test]
+    fn the_enum_and_its_details_are_named_in_the_error() {
+        let m = r#"{"error":"VALIDATE_INPUT","details":{"message":"configuration.image: not in this account's registry"}}"#;
+        let e = ApiError::from_failure("create application", 400, vec![msg(1000, m)], None);
+        assert!(matches!(e, ApiError::Validation { .. }));
+        assert_eq!(e.error_enum().as_deref(), Some("VALIDATE_INPUT"));
+        let text = e.to_string();
+        assert!(
+            text.contains(
+                "[1000] VALIDATE_INPUT: configuration.image: not in this account's registry"
+            ),
+            "{text}"
+        );
+        let m = r#"{"error":"DURABLE_OBJECT_ALREADY_HAS_APPLICATION","details":{"name":"other","id":"app-9"}}"#;
+        let e = ApiError::from_failure("create application", 400, vec![msg(1608, m)], None);
+        let text = e.to_string();
+        assert!(
+            text.contains("DURABLE_OBJECT_ALREADY_HAS_APPLICATION") && text.contains("app-9"),
+            "{text}"
+        );
+        // A name already taken, carried as VALIDATE_INPUT.
+        let m = r#"{"error":"VALIDATE_INPUT","details":{"message":"An application with the name a already exists"}}"#;
+        let e = ApiError::from_failure("create application", 400, vec![msg(1000, m)], None);
+        assert!(matches!(e, ApiError::NameTaken { .. }));
+        assert!(e.to_string().contains("VALIDATE_INPUT"));
+        // Plain text has no enum.
+        let e = ApiError::from_failure("x", 400, vec![msg(1001, "bad")], None);
+        assert_eq!(e.error_enum(), None);
     }
 
     #[test]

@@ -14,7 +14,7 @@ pub(super) async fn list_applications(
     req: Request,
 ) -> Response {
     if let Err(f) = check_account(&shared, &account) {
-        return fail(f);
+        return fail_containers(f);
     }
     let pairs = query_pairs(req.uri());
     let name = pairs
@@ -42,9 +42,9 @@ pub(super) async fn get_application(
     Path((account, id)): Path<(String, String)>,
 ) -> Response {
     if let Err(f) = check_account(&shared, &account) {
-        return fail(f);
+        return fail_containers(f);
     }
-    respond(StatusCode::OK, shared.account().get_application(&id))
+    respond_containers(StatusCode::OK, shared.account().get_application(&id))
 }
 
 /// The image of a deployment must live in this account's part of the registry; with the
@@ -82,7 +82,7 @@ pub(super) async fn create_application(
         let check = |image: &str| check_image(&shared, image);
         shared.account().create_application(req, check)
     })();
-    respond(StatusCode::CREATED, outcome)
+    respond_containers(StatusCode::CREATED, outcome)
 }
 
 pub(super) async fn modify_application(
@@ -110,7 +110,7 @@ pub(super) async fn modify_application(
         let req: ModifyApplicationRequest = parse_json(&body)?;
         shared.account().modify_application(&id, req)
     })();
-    respond(StatusCode::OK, outcome)
+    respond_containers(StatusCode::OK, outcome)
 }
 
 pub(super) async fn delete_application(
@@ -119,7 +119,7 @@ pub(super) async fn delete_application(
 ) -> Response {
     let outcome =
         check_account(&shared, &account).and_then(|_| shared.account().delete_application(&id));
-    respond(StatusCode::OK, outcome)
+    respond_containers(StatusCode::OK, outcome)
 }
 
 pub(super) async fn create_rollout(
@@ -133,7 +133,7 @@ pub(super) async fn create_rollout(
         check_image(&shared, &req.target_configuration.image).map_err(Failure::invalid)?;
         shared.account().create_rollout(&id, req)
     })();
-    respond(StatusCode::CREATED, outcome)
+    respond_containers(StatusCode::CREATED, outcome)
 }
 
 pub(super) async fn list_versions(
@@ -142,7 +142,7 @@ pub(super) async fn list_versions(
 ) -> Response {
     let outcome =
         check_account(&shared, &account).and_then(|_| shared.account().list_versions(&id));
-    respond(StatusCode::OK, outcome)
+    respond_containers(StatusCode::OK, outcome)
 }
 
 pub(super) async fn registry_credentials(
@@ -172,5 +172,5 @@ pub(super) async fn registry_credentials(
             "password": password,
         }))
     })();
-    respond(StatusCode::CREATED, outcome)
+    respond_containers(StatusCode::CREATED, outcome)
 }

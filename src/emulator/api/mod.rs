@@ -197,6 +197,25 @@ fn fail(f: Failure) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
+/// A containers failure as Cloudflare writes it: the error enum as JSON inside the
+/// message (`{"error": "VALIDATE_INPUT", "details": {"message": …}}`). A message that
+/// is already an enum, and failures other than input validation, stay as they are.
+fn containers_failure(mut f: Failure) -> Failure {
+    if f.code == codes::VALIDATE_INPUT && serde_json::from_str::<Value>(&f.message).is_err() {
+        f.message =
+            json!({"error": "VALIDATE_INPUT", "details": {"message": f.message}}).to_string();
+    }
+    f
+}
+
+fn fail_containers(f: Failure) -> Response {
+    fail(containers_failure(f))
+}
+
+fn respond_containers<T: Serialize>(status: StatusCode, outcome: Outcome<T>) -> Response {
+    respond(status, outcome.map_err(containers_failure))
+}
+
 fn respond<T: Serialize>(status: StatusCode, outcome: Outcome<T>) -> Response {
     match outcome {
         Ok(t) => ok(status, t),
@@ -429,7 +448,12 @@ async fn check_body(req: Request) -> Result<Request, Failure> {
                 1 => String::new(),
                 n => format!(" (and {} more)", n - 1),
             };
-            return Err(Failure::invalid(format!("{first}{more}")));
+            let failure = Failure::invalid(format!("{first}{more}"));
+            return Err(if path.contains("/containers/") {
+                containers_failure(failure)
+            } else {
+                failure
+            });
         }
     }
     Ok(Request::from_parts(parts, Body::from(bytes)))

@@ -81,7 +81,7 @@ pub(super) async fn list_dash_applications(
         None => 25,
         Some((_, v)) => match v.parse::<usize>() {
             Ok(n) if (1..=1000).contains(&n) => n,
-            _ => return fail(Failure::invalid("per_page: must be between 1 and 1000")),
+            _ => return fail_containers(Failure::invalid("per_page: must be between 1 and 1000")),
         },
     };
     let after = pairs
