@@ -8,17 +8,40 @@
 //! enablement in [`scripts`]; the official schema in [`schema`]; the embedded registry
 //! in [`registry`]; HTTP in [`api`].
 //!
-//! Deviations from Cloudflare, where the official schema and wrangler's client disagree
-//! the official schema is followed:
+//! Every request body is checked against the official extract (`cloudflare-api/`,
+//! [`schema`]) with unknown fields refused, and in tests every answer is checked against
+//! the status and schema the extract declares ([`contract`]).
+//!
+//! **Remaining deviations from the official schema and from wrangler's behaviour.**
+//! Where the two disagree, the official schema is followed:
 //! - `scheduling_policy` accepts only `default`, rollout `strategy` `rolling` and
-//!   `new_instances`, registry permissions `pull`, `push`, `list` (official enums).
+//!   `new_instances`, registry permissions `pull`, `push`, `list` (official enums;
+//!   wrangler's client also knows `moon`, `gpu`, `regional`, `fill_metals`).
+//! - Unknown fields are refused everywhere ([`schema`] closes the extract's objects);
+//!   the extract itself never says `additionalProperties: false`.
 //! - Validation errors use code 1000 (`VALIDATE_INPUT`), a missing application 1404,
 //!   rate limiting 1015, a Worker upload that breaks a Durable Object rule 10021;
-//!   Cloudflare's exact numbers for these are not documented. The containers error enums
-//!   (`DURABLE_OBJECT_NOT_CONTAINER_ENABLED`, `DURABLE_OBJECT_ALREADY_HAS_APPLICATION`)
-//!   are written as Cloudflare writes them, as JSON inside `errors[].message`; the first
-//!   carries code 1000, the second 1608 (the number Alchemy reports); the client reads
-//!   the enum, not the number.
+//!   Cloudflare's exact numbers for these are not documented. Containers failures carry
+//!   their error enum as JSON inside `errors[].message`, as Cloudflare writes them:
+//!   input errors `{"error": "VALIDATE_INPUT", "details": {"message": …}}` (the shape
+//!   of `details` for this enum is not documented: the emulator puts the text there),
+//!   `DURABLE_OBJECT_NOT_CONTAINER_ENABLED` with code 1000 and
+//!   `DURABLE_OBJECT_ALREADY_HAS_APPLICATION` with 1608 (the number Alchemy reports);
+//!   the client reads the enum, not the number. Not-found answers stay plain text.
+//! - Sizes are answered expanded (`vcpu`, `memory_mib`, `disk.size_mb`) even when the
+//!   request named an `instance_type`; wrangler's client rebuilds the name from them.
+//! - `instances` is whatever the creator sent (flaredock: 0) and no instance ever runs:
+//!   `health.instances` stays at zero and the versions carry the percentages of the
+//!   rollout's current step.
+//! - Wrangler-only endpoints ([`api::WRANGLER_ONLY`]): `GET /containers/dash/applications`
+//!   and `…/dash/applications/{id}/instances` are served (checked against wrangler's own
+//!   definitions), their `health` derived from the official one (`healthy` = `assigned`,
+//!   `failed`/`starting`/`scheduling` 0). Not served (404): `GET`/`PATCH /me`, the
+//!   rollout list, get, step/revert (`POST …/rollouts/{id}`) and delete, and the
+//!   registry list/create/delete; so `wrangler containers apply`/`deploy` and the
+//!   registry commands other than `credentials` do not work against the emulator.
+//! - `registries credentials` works for Cloudflare's own registry only (the domain in
+//!   the path is not checked); the answer's `registry_host` is the emulator's registry.
 //! - `metadata.containers` of an upload: the official `workers_multipart-script.metadata`
 //!   does not list it, but `workers_durable_object_export.container` refers to it and
 //!   wrangler sends it; the emulator accepts it and checks it against the official

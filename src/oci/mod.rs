@@ -1,4 +1,4 @@
-//! OCI images: references ([`reference`]) and the registry client ([`client`]).
+//! OCI images: references ([`reference`](mod@reference)) and the registry client ([`client`]).
 
 pub mod bundle;
 pub mod client;
