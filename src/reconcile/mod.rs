@@ -209,10 +209,11 @@ impl Reconciler {
         let generation = obj.metadata.generation;
         let now = jiff::Timestamp::now();
         // Ready is confirmed from the application's versions (what runs), not from its
-        // configuration: whenever a rollout is active, after flaredock changed the
-        // application, and while an earlier status of this object is not Ready for
-        // this generation. An object seen Ready, or seen for the first time with
-        // nothing to do, costs no versions read.
+        // configuration: whenever a rollout is active (its progress), and while an
+        // earlier status of this object is not Ready for this generation. An object
+        // seen Ready, seen for the first time with nothing to do, or just created
+        // (its only version is the configuration it was created with) costs no
+        // versions read: API calls per object stay flat.
         let confirm =
             previous.is_some_and(|s| !(status::is_ready(s) && s.observed_generation == generation));
         let first = match self.observe(obj, &desired, peers, confirm).await {
@@ -263,14 +264,7 @@ impl Reconciler {
             .await;
         let (after, error) = match acted {
             Ok(()) if the_plan.actions.is_empty() => (Ok(first), None),
-            Ok(()) => {
-                let changed_app = the_plan
-                    .actions
-                    .iter()
-                    .any(|a| !matches!(a, Action::UploadScript { .. }));
-                let confirm = confirm || changed_app;
-                (self.observe(obj, &desired, peers, confirm).await, None)
-            }
+            Ok(()) => (self.observe(obj, &desired, peers, confirm).await, None),
             Err(e) => (Ok(first), Some(e)),
         };
         let (observed, progress, error) = match after {
