@@ -56,6 +56,16 @@ pub struct RunArgs {
     /// Watch only this namespace (default: all namespaces).
     #[arg(long, env = "FLAREDOCK_NAMESPACE")]
     pub namespace: Option<String>,
+
+    /// Namespaces whose objects may use the default credentials (`--api-token` and
+    /// `--account-id`) without `credentialsSecretRef`, besides namespaces labelled
+    /// `flaredock.dev/default-credentials: allow`. Elsewhere such objects are Stalled.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        env = "FLAREDOCK_DEFAULT_CREDENTIALS_NAMESPACES"
+    )]
+    pub default_credentials_namespaces: Vec<String>,
     /// Address of the /metrics, /healthz and /readyz endpoints.
     #[arg(
         long,
@@ -493,6 +503,7 @@ async fn run_controller(args: RunArgs) -> i32 {
             rate_limit: args.access.rate_limit,
             insecure_registries: args.access.insecure_registries,
             default_credentials,
+            default_credentials_namespaces: args.default_credentials_namespaces,
             build: crate::build::job::JobSettings {
                 image: args.builder_image,
                 active_deadline_seconds: args.build_deadline.as_secs().max(60) as i64,

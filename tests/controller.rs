@@ -339,6 +339,19 @@ async fn a_foreign_application_stalls_with_no_writes() {
     assert!(reasons.contains(&"Refused".to_string()));
 }
 
+/// When a reconcile asked to come back.
+fn requeue_after(action: &kube::runtime::controller::Action) -> Duration {
+    // `Action` keeps its delay private; its Debug form is `Action { requeue_after: Some(…) }`.
+    let text = format!("{action:?}");
+    let secs = text
+        .split("Some(")
+        .nth(1)
+        .and_then(|r| r.split('s').next())
+        .and_then(|n| n.parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("no requeue in {text}"));
+    Duration::from_secs_f64(secs)
+}
+
 #[tokio::test]
 async fn a_non_leader_makes_no_writes() {
     let s = setup(object("", &[FINALIZER]), false).await;
@@ -361,7 +374,12 @@ async fn a_missing_credentials_secret_stalls_loudly() {
     let action = controller::reconcile(current(&s), s.ctx.clone())
         .await
         .unwrap();
-    assert_eq!(action, kube::runtime::controller::Action::await_change());
+    // Nothing watches Secrets: looked at again within about a minute, not in a loop.
+    let again = requeue_after(&action);
+    assert!(
+        again >= Duration::from_secs(50) && again <= Duration::from_secs(70),
+        "{action:?}"
+    );
     let status = &s.fake.writes("/status")[0].body["status"];
     let stalled = condition(status, "Stalled");
     assert_eq!(stalled["status"], "True");
@@ -634,11 +652,20 @@ async fn a_private_source_is_copied_with_the_pull_secret() {
     let patch: Value = serde_yaml_ng::from_str(&format!("spec:\n{extra}")).unwrap();
     obj["spec"]["image"] = patch["spec"]["image"].clone();
     let s = setup(obj, true).await;
-    // Without the Secret: a clear problem, nothing at Cloudflare.
-    let err = controller::reconcile(current(&s), s.ctx.clone())
+    // Without the Secret: a clear problem in the status, nothing at Cloudflare.
+    controller::reconcile(current(&s), s.ctx.clone())
         .await
-        .unwrap_err();
-    assert!(err.to_string().contains("pullSecretRef"), "{err}");
+        .unwrap();
+    let status = &s.fake.writes("/status")[0].body["status"];
+    let stalled = condition(status, "Stalled");
+    assert_eq!(stalled["reason"], "CredentialsUnavailable", "{status}");
+    assert!(
+        stalled["message"]
+            .as_str()
+            .unwrap()
+            .contains("pullSecretRef"),
+        "{status}"
+    );
     assert!(
         common::client_for(&s.em)
             .list_applications()
@@ -907,4 +934,128 @@ async fn concurrent_reconciles_protecting_one_secret_survive_the_conflict() {
         json!([SECRET_FINALIZER]),
         "one finalizer, added once"
     );
+}
+
+/// No request of the run listed or watched Secrets (only `get` by name).
+fn assert_no_secret_list_or_watch(fake: &FakeState) {
+    for r in fake.requests() {
+        assert!(
+            !(r.path.ends_with("/secrets")
+                || r.query.contains("watch") && r.path.contains("/secrets")),
+            "flaredock listed or watched Secrets: {} {}?{}",
+            r.method,
+            r.path,
+            r.query
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_namespace_not_onboarded_gives_credentials_forbidden_without_listing_secrets() {
+    let s = setup(object("", &[FINALIZER]), true).await;
+    // The tenant RoleBinding is missing: Secrets of `apps` answer 403.
+    s.fake
+        .forbidden
+        .lock()
+        .unwrap()
+        .push("/api/v1/namespaces/apps/secrets".into());
+    let action = controller::reconcile(current(&s), s.ctx.clone())
+        .await
+        .unwrap();
+    let status = &s.fake.writes("/status")[0].body["status"];
+    let stalled = condition(status, "Stalled");
+    assert_eq!(stalled["status"], "True");
+    assert_eq!(stalled["reason"], "CredentialsForbidden", "{status}");
+    let message = stalled["message"].as_str().unwrap();
+    assert!(
+        message.contains("flaredock-tenant") && message.contains("deploy/tenant"),
+        "the message names the RoleBinding to add: {message}"
+    );
+    // Not retried in a tight loop.
+    assert!(
+        requeue_after(&action) >= Duration::from_secs(240),
+        "{action:?}"
+    );
+    assert!(s.em.shared.requests().is_empty(), "nothing at Cloudflare");
+    // Onboarded, it goes through; Secrets were only ever read by name.
+    s.fake.forbidden.lock().unwrap().clear();
+    controller::reconcile(current(&s), s.ctx.clone())
+        .await
+        .unwrap();
+    let writes = s.fake.writes("/status");
+    let status = &writes.last().unwrap().body["status"];
+    assert_eq!(condition(status, "Ready")["status"], "True", "{status}");
+    assert_no_secret_list_or_watch(&s.fake);
+}
+
+/// The object without `credentialsSecretRef`, against a context whose default
+/// credentials are the emulator's.
+async fn default_credentials_setup(allowed_by_flag: bool) -> Setup {
+    let mut obj = object("", &[FINALIZER]);
+    obj["spec"]
+        .as_object_mut()
+        .unwrap()
+        .remove("credentialsSecretRef");
+    let mut s = setup(obj, true).await;
+    let mut settings = s.ctx.settings.clone();
+    settings.default_credentials = Some((
+        s.em.account_id().to_string(),
+        flaredock::cloudflare::Secret::new(s.em.api_token()),
+    ));
+    if allowed_by_flag {
+        settings.default_credentials_namespaces = vec!["apps".into()];
+    }
+    s.ctx = Arc::new(Context::new(
+        s.ctx.client.clone(),
+        settings,
+        Arc::new(Metrics::new()),
+        Arc::new(AtomicBool::new(true)),
+    ));
+    s.fake.objects.lock().unwrap().insert(
+        "/api/v1/namespaces/apps".into(),
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "apps"}}),
+    );
+    s
+}
+
+#[tokio::test]
+async fn an_unlabelled_namespace_gets_no_default_credentials() {
+    let s = default_credentials_setup(false).await;
+    controller::reconcile(current(&s), s.ctx.clone())
+        .await
+        .unwrap();
+    let status = &s.fake.writes("/status")[0].body["status"];
+    let stalled = condition(status, "Stalled");
+    assert_eq!(
+        stalled["reason"], "DefaultCredentialsNotAllowed",
+        "{status}"
+    );
+    assert!(
+        stalled["message"]
+            .as_str()
+            .unwrap()
+            .contains("flaredock.dev/default-credentials=allow")
+    );
+    assert!(s.em.shared.requests().is_empty(), "nothing at Cloudflare");
+
+    // The label opts the namespace in (a fresh controller: the label is cached a minute).
+    let labelled = default_credentials_setup(false).await;
+    labelled.fake.objects.lock().unwrap().insert(
+        "/api/v1/namespaces/apps".into(),
+        json!({"apiVersion": "v1", "kind": "Namespace",
+               "metadata": {"name": "apps", "labels": {"flaredock.dev/default-credentials": "allow"}}}),
+    );
+    controller::reconcile(current(&labelled), labelled.ctx.clone())
+        .await
+        .unwrap();
+    let status = &labelled.fake.writes("/status")[0].body["status"];
+    assert_eq!(condition(status, "Ready")["status"], "True", "{status}");
+
+    // So does --default-credentials-namespaces.
+    let listed = default_credentials_setup(true).await;
+    controller::reconcile(current(&listed), listed.ctx.clone())
+        .await
+        .unwrap();
+    let status = &listed.fake.writes("/status")[0].body["status"];
+    assert_eq!(condition(status, "Ready")["status"], "True", "{status}");
 }

@@ -91,49 +91,69 @@ fn the_base_renders_and_is_hardened() {
             }
         }
     }
-    let role = find(&docs, "ClusterRole", "flaredock");
-    let rules = role["rules"].as_array().unwrap();
-    let verbs = |resource: &str| -> Vec<String> {
-        rules
+    // No Secret access at cluster scope in the default install: the only ClusterRole
+    // bound cluster-wide grants none, and the Secret rules live in flaredock-tenant,
+    // bound per namespace by deploy/tenant.
+    for binding in docs.iter().filter(|d| d["kind"] == "ClusterRoleBinding") {
+        let role = find(
+            &docs,
+            "ClusterRole",
+            binding["roleRef"]["name"].as_str().unwrap(),
+        );
+        assert!(
+            grants(role)
+                .iter()
+                .all(|(resource, _)| resource != "secrets"),
+            "ClusterRoleBinding {} grants Secrets cluster-wide",
+            binding["metadata"]["name"]
+        );
+    }
+    // Exactly the verbs the code uses (each named in a comment of deploy/base/rbac.yaml).
+    let expected = |pairs: &[(&str, &[&str])]| -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = pairs
             .iter()
-            .filter(|r| {
-                r["resources"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .any(|x| x == resource)
-            })
-            .flat_map(|r| {
-                r["verbs"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|v| v.as_str().unwrap().to_string())
-            })
-            .collect()
+            .flat_map(|(r, verbs)| verbs.iter().map(move |v| (r.to_string(), v.to_string())))
+            .collect();
+        out.sort();
+        out
     };
-    assert!(verbs("cloudflarecontainers/status").contains(&"patch".to_string()));
-    assert!(verbs("cloudflareworkers/status").contains(&"patch".to_string()));
-    assert!(verbs("cloudflareworkers/finalizers").contains(&"update".to_string()));
     assert_eq!(
-        verbs("configmaps"),
-        ["get", "list", "watch"],
-        "ConfigMaps are only read"
+        grants(find(&docs, "ClusterRole", "flaredock")),
+        expected(&[
+            ("cloudflarecontainers", &["list", "watch", "patch"]),
+            ("cloudflareworkers", &["list", "watch", "patch"]),
+            ("cloudflarecontainers/status", &["patch"]),
+            ("cloudflareworkers/status", &["patch"]),
+            ("cloudflarecontainers/finalizers", &["update"]),
+            ("configmaps", &["get", "list", "watch"]),
+            ("namespaces", &["get"]),
+            ("jobs", &["get", "list", "watch", "create"]),
+            ("events", &["create", "patch"]),
+        ])
     );
-    assert!(verbs("cloudflarecontainers/finalizers").contains(&"update".to_string()));
-    assert!(verbs("secrets").contains(&"watch".to_string()));
-    assert!(
-        !verbs("secrets").contains(&"update".to_string()),
-        "Secrets are patched for the finalizer, never rewritten"
+    assert_eq!(
+        grants(find(&docs, "ClusterRole", "flaredock-tenant")),
+        expected(&[
+            ("secrets", &["get", "patch", "create", "delete"]),
+            ("pods", &["list"]),
+            ("pods/log", &["get"]),
+        ]),
+        "Secrets are read by name and patched for the finalizer, never listed, watched or rewritten"
     );
-    assert!(
-        verbs("jobs").contains(&"create".to_string())
-            && verbs("pods/log").contains(&"get".to_string())
-    );
-    assert!(verbs("events").contains(&"create".to_string()));
     let lease = find(&docs, "Role", "flaredock-leader-election");
     assert_eq!(lease["metadata"]["namespace"], "flaredock-system");
-    assert_eq!(lease["rules"][0]["resources"][0], "leases");
+    assert_eq!(
+        grants(lease),
+        expected(&[("leases", &["get", "create", "patch"])])
+    );
+    // Hardening around the pods.
+    let ns = find(&docs, "Namespace", "flaredock-system");
+    assert_eq!(
+        ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"],
+        "restricted"
+    );
+    let pdb = find(&docs, "PodDisruptionBudget", "flaredock");
+    assert_eq!(pdb["spec"]["minAvailable"], 1);
 
     // The Deployment.
     let deploy = find(&docs, "Deployment", "flaredock");
@@ -163,6 +183,83 @@ fn the_base_renders_and_is_hardened() {
     assert_eq!(c["args"][0], "run");
 }
 
+/// Every `(resource, verb)` a Role or ClusterRole grants, sorted.
+fn grants(role: &Value) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for rule in role["rules"].as_array().unwrap() {
+        for r in rule["resources"].as_array().unwrap() {
+            for v in rule["verbs"].as_array().unwrap() {
+                out.push((
+                    r.as_str().unwrap().to_string(),
+                    v.as_str().unwrap().to_string(),
+                ));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn a_tenant_namespace_is_onboarded_with_a_rolebinding_there() {
+    let docs = kustomize("deploy/tenant-example");
+    assert_eq!(docs.len(), 1, "{docs:?}");
+    let binding = find(&docs, "RoleBinding", "flaredock-tenant");
+    assert_eq!(binding["metadata"]["namespace"], "team-a");
+    assert_eq!(binding["roleRef"]["kind"], "ClusterRole");
+    assert_eq!(binding["roleRef"]["name"], "flaredock-tenant");
+    assert_eq!(binding["subjects"][0]["name"], "flaredock");
+    assert_eq!(
+        binding["subjects"][0]["namespace"], "flaredock-system",
+        "the subject is the operator's service account, not one of the tenant"
+    );
+    // The single-tenant alternative binds the same role everywhere, and says so.
+    let docs = kustomize("deploy/optional/cluster-secrets");
+    let everywhere = find(&docs, "ClusterRoleBinding", "flaredock-tenant-everywhere");
+    assert_eq!(everywhere["roleRef"]["name"], "flaredock-tenant");
+}
+
+#[test]
+fn the_kustomizations_use_current_syntax() {
+    for dir in [
+        "deploy",
+        "deploy/base",
+        "deploy/overlays/production",
+        "deploy/optional/networkpolicy",
+        "deploy/optional/servicemonitor",
+        "deploy/optional/cluster-secrets",
+        "deploy/tenant",
+        "deploy/tenant-example",
+    ] {
+        let text = std::fs::read_to_string(root().join(dir).join("kustomization.yaml")).unwrap();
+        let doc: Value = serde_yaml_ng::from_str(&text).unwrap();
+        for old in ["bases", "commonLabels", "patchesStrategicMerge", "vars"] {
+            assert!(
+                doc.get(old).is_none(),
+                "{dir}/kustomization.yaml uses {old}"
+            );
+        }
+    }
+    let docs = kustomize("deploy/");
+    let deploy = find(&docs, "Deployment", "flaredock");
+    assert_eq!(
+        deploy["spec"]["selector"]["matchLabels"],
+        serde_json::json!({"app.kubernetes.io/name": "flaredock"}),
+        "labels are not added to the immutable selector"
+    );
+    let spread = deploy["spec"]["template"]["spec"]["topologySpreadConstraints"]
+        .as_array()
+        .unwrap();
+    let keys: Vec<&str> = spread
+        .iter()
+        .map(|c| c["topologyKey"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        keys,
+        ["topology.kubernetes.io/zone", "kubernetes.io/hostname"]
+    );
+}
+
 #[test]
 fn the_production_overlay_adds_monitoring_and_network_policy() {
     let docs = kustomize("deploy/overlays/production");
@@ -171,6 +268,10 @@ fn the_production_overlay_adds_monitoring_and_network_policy() {
     assert_eq!(
         np["spec"]["policyTypes"],
         serde_json::json!(["Ingress", "Egress"])
+    );
+    assert!(
+        np["spec"]["ingress"][0]["from"][0]["namespaceSelector"].is_object(),
+        "the metrics port is reachable only from the scraping namespace"
     );
 }
 

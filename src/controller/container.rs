@@ -7,7 +7,8 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 
 use super::credentials::{
-    CredentialsOwner, credentials, protect_secret, pull_credentials, secret_still_used,
+    CredentialsOwner, SecretProblem, credentials, protect_secret, pull_credentials,
+    secret_still_used,
 };
 use super::status::{container_problem, write_container_status};
 use super::{Context, Error};
@@ -33,28 +34,7 @@ async fn apply(obj: Arc<CloudflareContainer>, ctx: Arc<Context>) -> Result<Actio
     let key = obj.key();
     let (account_id, token) = match credentials(&owner(&obj), &ctx).await {
         Ok(c) => c,
-        Err(message) => {
-            let status = container_problem(&obj, "CredentialsUnavailable", &message, true);
-            let was_stalled = obj.status.as_ref().is_some_and(is_stalled);
-            write_container_status(&ctx, &obj, &status).await?;
-            if !was_stalled {
-                ctx.publish(
-                    obj.as_ref(),
-                    EventType::Warning,
-                    "CredentialsUnavailable",
-                    message.clone(),
-                )
-                .await;
-            }
-            tracing::warn!(object = %key, %message, "credentials unavailable");
-            ctx.metrics
-                .reconciliations
-                .with_label_values(&["stalled"])
-                .inc();
-            ctx.metrics.set_ready(&key, Some(false));
-            // The Secret is watched: its creation or change triggers a reconcile.
-            return Ok(Action::await_change());
-        }
+        Err(problem) => return refuse(&ctx, &obj, problem).await,
     };
     protect_secret(&ctx, &owner(&obj), true).await?;
     let account = ctx.account(&account_id, &token).await?;
@@ -66,12 +46,7 @@ async fn apply(obj: Arc<CloudflareContainer>, ctx: Arc<Context>) -> Result<Actio
         .and_then(|i| i.pull_secret_ref.as_ref());
     match pull_credentials(obj.namespace_or_default(), pull_ref, &ctx).await {
         Ok(pull) => reconciler.images.set_pull_credentials(&key, pull),
-        Err(message) => {
-            let status = container_problem(&obj, "PullSecretUnavailable", &message, false);
-            write_container_status(&ctx, &obj, &status).await?;
-            ctx.metrics.set_ready(&key, Some(false));
-            return Err(Error::Credentials(message));
-        }
+        Err(problem) => return refuse(&ctx, &obj, problem).await,
     }
     let previous = obj.status.clone();
     let was_ready = previous.as_ref().is_some_and(is_ready);
@@ -97,6 +72,38 @@ async fn apply(obj: Arc<CloudflareContainer>, ctx: Arc<Context>) -> Result<Actio
         outcome.error,
         ctx.settings.progress_poll,
     )
+}
+
+/// A Secret problem before anything reached Cloudflare. A refusal is written to the
+/// status (Stalled, with its reason; an Event the first time) and looked at again
+/// after its delay (nothing watches Secrets); a transient failure backs off.
+async fn refuse(
+    ctx: &Context,
+    obj: &CloudflareContainer,
+    problem: SecretProblem,
+) -> Result<Action, Error> {
+    let key = obj.key();
+    let retry = problem.retry_after();
+    let (reason, message) = match problem {
+        SecretProblem::Transient(message) => return Err(Error::Credentials(message)),
+        SecretProblem::Refused { reason, message } => (reason, message),
+    };
+    let status = container_problem(obj, reason, &message, true);
+    let was_stalled = obj.status.as_ref().is_some_and(|s| {
+        is_stalled(s) && condition(s, "Stalled").is_some_and(|c| c.reason == reason)
+    });
+    write_container_status(ctx, obj, &status).await?;
+    if !was_stalled {
+        ctx.publish(obj, EventType::Warning, reason, message.clone())
+            .await;
+    }
+    tracing::warn!(object = %key, %message, "{reason}");
+    ctx.metrics
+        .reconciliations
+        .with_label_values(&["stalled"])
+        .inc();
+    ctx.metrics.set_ready(&key, Some(false));
+    Ok(Action::requeue(super::jittered(retry)))
 }
 
 /// Events and logs for what a reconcile did and what changed in the status.
@@ -161,11 +168,12 @@ async fn cleanup(obj: Arc<CloudflareContainer>, ctx: Arc<Context>) -> Result<Act
             let account = ctx.account(&account_id, &token).await?;
             account.reconciler.delete(&obj).await
         }
-        Err(message) if obj.spec.deletion_policy == crate::spec::DeletionPolicy::Orphan => {
-            tracing::info!(object = %key, %message, "deletionPolicy Orphan: nothing to delete");
+        Err(problem) if obj.spec.deletion_policy == crate::spec::DeletionPolicy::Orphan => {
+            tracing::info!(object = %key, %problem, "deletionPolicy Orphan: nothing to delete");
             Ok(DeleteOutcome::Orphaned(vec![]))
         }
-        Err(message) => {
+        Err(problem) => {
+            let message = problem.to_string();
             ctx.publish(
                 obj.as_ref(),
                 EventType::Warning,

@@ -1,8 +1,16 @@
 //! Credentials from Secrets: the Cloudflare token and account of an object
-//! (`credentialsSecretRef`, cached and kept current by the Secret watch, or the
-//! operator's default), registry pull credentials (`pullSecretRef`), secret values a
-//! Worker binds, and the finalizer that protects a credentials Secret while an object
-//! still needs it for its cleanup.
+//! (`credentialsSecretRef`, or the operator's default where a namespace allows it),
+//! registry pull credentials (`pullSecretRef`), secret values a Worker binds, and the
+//! finalizer that protects a credentials Secret while an object still needs it for its
+//! cleanup.
+//!
+//! Least privilege: Secrets are only ever read by name (`get`) in the object's own
+//! namespace, never listed or watched, so the install needs no Secret access at
+//! cluster scope; a namespace is onboarded with the RoleBinding of `deploy/tenant/`.
+//! Credentials are cached for [`CREDENTIALS_TTL`](super::CREDENTIALS_TTL), so a
+//! rotated token is used from the next reconcile after that. A namespace that is not
+//! onboarded gives `CredentialsForbidden` and is retried slowly, never in a tight loop;
+//! a transient failure (timeout, 5xx) is retried with backoff and never called Stalled.
 
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{Patch, PatchParams};
@@ -10,6 +18,54 @@ use kube::{Api, ResourceExt};
 use serde_json::json;
 
 use super::{CREDENTIALS_TTL, Context, SECRET_FINALIZER};
+
+/// The namespace label that lets objects without `credentialsSecretRef` use the
+/// operator's default credentials.
+pub const DEFAULT_CREDENTIALS_LABEL: &str = "flaredock.dev/default-credentials";
+
+/// Why a Secret an object names (or the default credentials) cannot be had.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SecretProblem {
+    /// Needs a person (namespace not onboarded, Secret or key missing, default
+    /// credentials not allowed here): reported with `reason`, retried slowly.
+    Refused {
+        reason: &'static str,
+        message: String,
+    },
+    /// Timeout, 5xx, connection: retried with backoff, not reported as Stalled.
+    Transient(String),
+}
+
+impl std::fmt::Display for SecretProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SecretProblem::Refused { message, .. } | SecretProblem::Transient(message) => {
+                f.write_str(message)
+            }
+        }
+    }
+}
+
+impl SecretProblem {
+    fn missing(message: String) -> Self {
+        SecretProblem::Refused {
+            reason: "CredentialsUnavailable",
+            message,
+        }
+    }
+
+    /// When to look again: a missing onboarding changes rarely, a missing Secret may
+    /// appear any moment (nothing watches Secrets).
+    pub fn retry_after(&self) -> std::time::Duration {
+        match self {
+            SecretProblem::Refused {
+                reason: "CredentialsForbidden" | "DefaultCredentialsNotAllowed",
+                ..
+            } => std::time::Duration::from_secs(300),
+            _ => std::time::Duration::from_secs(60),
+        }
+    }
+}
 use crate::cloudflare::Secret as SecretString;
 use crate::oci::client::docker_config_auths;
 use crate::reconcile::images::SourceCredentials;
@@ -30,13 +86,36 @@ pub(super) async fn read_secret(
     ns: &str,
     name: &str,
     field: &str,
-) -> Result<Secret, String> {
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
-    secrets
-        .get_opt(name)
-        .await
-        .map_err(|e| format!("cannot read Secret {ns}/{name}: {e}"))?
-        .ok_or_else(|| format!("Secret {ns}/{name} ({field}) does not exist"))
+) -> Result<Secret, SecretProblem> {
+    read_secret_opt(ctx, ns, name, field).await?.ok_or_else(|| {
+        SecretProblem::missing(format!("Secret {ns}/{name} ({field}) does not exist"))
+    })
+}
+
+/// A Secret of the namespace by name (`get`, the only way flaredock reads Secrets),
+/// `None` when it does not exist.
+pub(super) async fn read_secret_opt(
+    ctx: &Context,
+    ns: &str,
+    name: &str,
+    field: &str,
+) -> Result<Option<Secret>, SecretProblem> {
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    match api.get_opt(name).await {
+        Ok(s) => Ok(s),
+        Err(kube::Error::Api(e)) if e.code == 403 => Err(SecretProblem::Refused {
+            reason: "CredentialsForbidden",
+            message: format!(
+                "flaredock may not read Secret {ns}/{name} ({field}): namespace {ns} is not onboarded; add the RoleBinding flaredock-tenant there (kubectl apply -k of deploy/tenant with namespace: {ns})"
+            ),
+        }),
+        Err(e) => {
+            tracing::warn!(namespace = ns, secret = name, verb = "get", error = %e, "cannot read a Secret");
+            Err(SecretProblem::Transient(format!(
+                "cannot read Secret {ns}/{name}: {e}"
+            )))
+        }
+    }
 }
 
 /// `(account id, token)` from a credentials Secret (keys `accountId`, `apiToken`).
@@ -68,28 +147,39 @@ pub(super) fn credentials_from(secret: &Secret) -> Result<(String, SecretString)
     Ok((value("accountId")?, SecretString::new(value("apiToken")?)))
 }
 
-/// `(account id, token)` for an object: its Secret (cached, kept current by the
-/// Secret watch), or the operator's default.
+/// `(account id, token)` for an object: its Secret (read by name, cached for
+/// `CREDENTIALS_TTL`), or the operator's default where the namespace allows it.
 pub(super) async fn credentials(
     owner: &CredentialsOwner<'_>,
     ctx: &Context,
-) -> Result<(String, SecretString), String> {
-    let Some(reference) = owner.secret else {
-        return ctx.settings.default_credentials.clone().ok_or_else(|| {
-            "no credentials: set spec.credentialsSecretRef, or give the operator CLOUDFLARE_API_TOKEN and CLOUDFLARE_ACCOUNT_ID".to_string()
-        });
-    };
+) -> Result<(String, SecretString), SecretProblem> {
     let ns = owner.namespace;
+    let Some(reference) = owner.secret else {
+        let Some(default) = ctx.settings.default_credentials.clone() else {
+            return Err(SecretProblem::missing(
+                "no credentials: set spec.credentialsSecretRef, or give the operator CLOUDFLARE_API_TOKEN and CLOUDFLARE_ACCOUNT_ID".into(),
+            ));
+        };
+        if !ctx.default_credentials_allowed(ns).await {
+            return Err(SecretProblem::Refused {
+                reason: "DefaultCredentialsNotAllowed",
+                message: format!(
+                    "namespace {ns} may not use the operator's default credentials: set spec.credentialsSecretRef, or label the namespace {DEFAULT_CREDENTIALS_LABEL}=allow (or list it in --default-credentials-namespaces)"
+                ),
+            });
+        }
+        return Ok(default);
+    };
     let key = (ns.to_string(), reference.name.clone());
     if let Some(c) = ctx.cached_credentials().get(&key)
         && c.read.elapsed() < CREDENTIALS_TTL
         && c.result.is_ok()
     {
-        return c.result.clone();
+        return c.result.clone().map_err(SecretProblem::missing);
     }
     let secret = read_secret(ctx, ns, &reference.name, "spec.credentialsSecretRef").await?;
     ctx.remember_secret(&secret);
-    credentials_from(&secret)
+    credentials_from(&secret).map_err(SecretProblem::missing)
 }
 
 /// Source registry credentials from a `pullSecretRef` (a `kubernetes.io/dockerconfigjson`
@@ -98,7 +188,7 @@ pub(super) async fn pull_credentials(
     ns: &str,
     reference: Option<&SecretRef>,
     ctx: &Context,
-) -> Result<Option<SourceCredentials>, String> {
+) -> Result<Option<SourceCredentials>, SecretProblem> {
     let Some(reference) = reference else {
         return Ok(None);
     };
@@ -116,14 +206,14 @@ pub(super) async fn pull_credentials(
                 .cloned()
         })
         .ok_or_else(|| {
-            format!(
+            SecretProblem::missing(format!(
                 "Secret {ns}/{} has no .dockerconfigjson key",
                 reference.name
-            )
+            ))
         })?;
     docker_config_auths(&json)
         .map(Some)
-        .map_err(|e| format!("Secret {ns}/{}: {e}", reference.name))
+        .map_err(|e| SecretProblem::missing(format!("Secret {ns}/{}: {e}", reference.name)))
 }
 
 /// Adds or removes our finalizer on the credentials Secret (known state from the
@@ -249,16 +339,4 @@ pub(super) async fn read_config_map(
     api.get_opt(name)
         .await
         .map_err(|e| format!("cannot read ConfigMap {ns}/{name}: {e}"))
-}
-
-/// A Secret of the namespace, `None` when it does not exist.
-pub(super) async fn read_secret_opt(
-    ctx: &Context,
-    ns: &str,
-    name: &str,
-) -> Result<Option<Secret>, String> {
-    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
-    api.get_opt(name)
-        .await
-        .map_err(|e| format!("cannot read Secret {ns}/{name}: {e}"))
 }

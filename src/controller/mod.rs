@@ -64,6 +64,9 @@ pub struct Settings {
     pub insecure_registries: Vec<String>,
     /// Credentials for objects without `credentialsSecretRef`: (account id, token).
     pub default_credentials: Option<(String, SecretString)>,
+    /// Namespaces whose objects may use `default_credentials` besides those labelled
+    /// `flaredock.dev/default-credentials: allow`.
+    pub default_credentials_namespaces: Vec<String>,
     /// How in-cluster build Jobs are made.
     pub build: crate::build::job::JobSettings,
 }
@@ -79,6 +82,7 @@ impl Default for Settings {
             rate_limit: RateLimit::CLOUDFLARE,
             insecure_registries: vec![],
             default_credentials: None,
+            default_credentials_namespaces: vec![],
             build: Default::default(),
         }
     }
@@ -124,8 +128,10 @@ pub struct Context {
     failures: std::sync::Mutex<HashMap<String, u32>>,
     store: OnceLock<Store<CloudflareContainer>>,
     worker_store: OnceLock<Store<CloudflareWorker>>,
-    /// Credentials read from Secrets, kept current by the Secret watch.
+    /// Credentials read from Secrets (by name), for `CREDENTIALS_TTL`.
     credentials: std::sync::Mutex<HashMap<(String, String), CachedCredentials>>,
+    /// Whether a namespace allows the default credentials, with when it was read.
+    default_allowed: std::sync::Mutex<HashMap<String, (bool, std::time::Instant)>>,
 }
 
 /// Credentials of one Secret, with when they were read.
@@ -137,8 +143,11 @@ struct CachedCredentials {
     protected: bool,
 }
 
-/// Cached credentials are read again after this long, whatever the watch said.
-const CREDENTIALS_TTL: Duration = Duration::from_secs(600);
+/// Cached credentials are read again after this long: a rotated token is in use
+/// within a minute of the rotation (at the object's next reconcile after that).
+const CREDENTIALS_TTL: Duration = Duration::from_secs(30);
+/// Entries older than this are dropped from the caches (deleted Secrets, namespaces).
+const CACHE_FORGET: Duration = Duration::from_secs(600);
 
 impl Context {
     pub fn new(
@@ -163,7 +172,45 @@ impl Context {
             store: OnceLock::new(),
             worker_store: OnceLock::new(),
             credentials: Default::default(),
+            default_allowed: Default::default(),
         }
+    }
+
+    /// Whether objects of `ns` may use the operator's default credentials: listed in
+    /// `--default-credentials-namespaces`, or the namespace carries the label
+    /// `flaredock.dev/default-credentials: allow` (read by name, cached a minute).
+    async fn default_credentials_allowed(&self, ns: &str) -> bool {
+        if self
+            .settings
+            .default_credentials_namespaces
+            .iter()
+            .any(|n| n == ns)
+        {
+            return true;
+        }
+        if let Some((allowed, read)) = crate::lock(&self.default_allowed).get(ns)
+            && read.elapsed() < Duration::from_secs(60)
+        {
+            return *allowed;
+        }
+        let api: kube::Api<k8s_openapi::api::core::v1::Namespace> =
+            kube::Api::all(self.client.clone());
+        let allowed = match api.get_opt(ns).await {
+            Ok(found) => found.is_some_and(|n| {
+                n.labels()
+                    .get(credentials::DEFAULT_CREDENTIALS_LABEL)
+                    .map(String::as_str)
+                    == Some("allow")
+            }),
+            Err(e) => {
+                tracing::warn!(namespace = ns, resource = "namespaces", verb = "get", error = %e, "cannot read a namespace's labels");
+                false
+            }
+        };
+        let mut cache = crate::lock(&self.default_allowed);
+        cache.retain(|_, (_, read)| read.elapsed() < CACHE_FORGET);
+        cache.insert(ns.to_string(), (allowed, std::time::Instant::now()));
+        allowed
     }
 
     /// The reconcile machinery of an account (created on first use).
@@ -280,7 +327,8 @@ impl Context {
         crate::lock(&self.credentials)
     }
 
-    /// Records what a Secret now says (called by the Secret watch and after reads).
+    /// Records what a Secret now says (after each read or patch). Entries not read
+    /// for a while (deleted Secrets, gone objects) are dropped.
     pub fn remember_secret(&self, secret: &Secret) {
         let key = (secret.namespace().unwrap_or_default(), secret.name_any());
         let entry = CachedCredentials {
@@ -288,7 +336,9 @@ impl Context {
             read: std::time::Instant::now(),
             protected: secret.finalizers().iter().any(|f| f == SECRET_FINALIZER),
         };
-        self.cached_credentials().insert(key, entry);
+        let mut cache = self.cached_credentials();
+        cache.retain(|_, c| c.read.elapsed() < CACHE_FORGET);
+        cache.insert(key, entry);
     }
 
     async fn publish<K: Resource<DynamicType = ()>>(

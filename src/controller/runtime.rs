@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::core::v1::ConfigMap;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, watcher};
 use kube::{Api, Client, ResourceExt};
@@ -194,25 +194,16 @@ pub async fn run(config: RunConfig) -> i32 {
         })
     };
 
-    let scoped = |c: &Client| -> (
-        Api<Secret>,
-        Api<ConfigMap>,
-        Api<k8s_openapi::api::batch::v1::Job>,
-    ) {
+    let scoped = |c: &Client| -> (Api<ConfigMap>, Api<k8s_openapi::api::batch::v1::Job>) {
         match &config.settings.namespace {
             Some(ns) => (
                 Api::namespaced(c.clone(), ns),
                 Api::namespaced(c.clone(), ns),
-                Api::namespaced(c.clone(), ns),
             ),
-            None => (
-                Api::all(c.clone()),
-                Api::all(c.clone()),
-                Api::all(c.clone()),
-            ),
+            None => (Api::all(c.clone()), Api::all(c.clone())),
         }
     };
-    let (secrets, config_maps, jobs) = scoped(&client);
+    let (config_maps, jobs) = scoped(&client);
     // A build Job that finishes wakes its CloudflareContainer up; a CloudflareWorker
     // that changes wakes the containers that name it.
     let containers = Controller::new(api.clone(), watcher::Config::default().any_semantic()).owns(
@@ -228,29 +219,10 @@ pub async fn run(config: RunConfig) -> i32 {
     ctx.set_stores(store.clone(), worker_store.clone());
     ctx.ready.store(true, Ordering::SeqCst);
 
-    let (s1, s2) = (store.clone(), store.clone());
-    let secret_ctx = ctx.clone();
+    let s2 = store.clone();
+    // Secrets are never listed or watched (no Secret access at cluster scope): they are
+    // read by name on reconcile, and a Ready object is reconciled again at the resync.
     let containers = containers
-        .watches(
-            secrets.clone(),
-            watcher::Config::default(),
-            move |secret: Secret| {
-                secret_ctx.remember_secret(&secret);
-                let ns = secret.namespace();
-                let name = secret.name_any();
-                s1.state()
-                    .iter()
-                    .filter(|o| o.metadata.namespace == ns)
-                    .filter(|o| {
-                        o.spec
-                            .credentials_secret_ref
-                            .as_ref()
-                            .is_some_and(|r| r.name == name)
-                    })
-                    .map(|o| ObjectRef::from_obj(&**o))
-                    .collect::<Vec<_>>()
-            },
-        )
         .watches(
             workers_api.clone(),
             watcher::Config::default(),
@@ -275,38 +247,8 @@ pub async fn run(config: RunConfig) -> i32 {
             }
         });
 
-    let (w1, w2, w3) = (
-        worker_store.clone(),
-        worker_store.clone(),
-        worker_store.clone(),
-    );
+    let (w2, w3) = (worker_store.clone(), worker_store.clone());
     let workers = workers
-        .watches(
-            secrets,
-            watcher::Config::default(),
-            move |secret: Secret| {
-                let ns = secret.namespace();
-                let name = secret.name_any();
-                w1.state()
-                    .iter()
-                    .filter(|o| o.metadata.namespace == ns)
-                    .filter(|o| {
-                        o.spec
-                            .credentials_secret_ref
-                            .as_ref()
-                            .is_some_and(|r| r.name == name)
-                            || o.spec.secrets.iter().any(|s| s.secret_key_ref.name == name)
-                            || o.spec
-                                .source
-                                .image
-                                .as_ref()
-                                .and_then(|i| i.pull_secret_ref.as_ref())
-                                .is_some_and(|r| r.name == name)
-                    })
-                    .map(|o| ObjectRef::from_obj(&**o))
-                    .collect::<Vec<_>>()
-            },
-        )
         .watches(
             config_maps,
             watcher::Config::default(),

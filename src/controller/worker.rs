@@ -12,8 +12,8 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 
 use super::credentials::{
-    CredentialsOwner, config_map_data, credentials, protect_secret, pull_credentials,
-    read_config_map, read_secret_opt, secret_data, secret_still_used,
+    CredentialsOwner, SecretProblem, config_map_data, credentials, protect_secret,
+    pull_credentials, read_config_map, read_secret_opt, secret_data, secret_still_used,
 };
 use super::status::{worker_problem, write_worker_status};
 use super::{Context, Error};
@@ -46,11 +46,13 @@ pub async fn reconcile_worker(
 
 /// The ConfigMap and Secrets the Worker reads, from the API server. A missing one is
 /// simply absent (the core says what it waits for); an unreadable one is an error.
-async fn source_data(obj: &CloudflareWorker, ctx: &Context) -> Result<SourceData, String> {
+async fn source_data(obj: &CloudflareWorker, ctx: &Context) -> Result<SourceData, SecretProblem> {
     let ns = obj.namespace_or_default();
     let mut data = SourceData::default();
     if let Some(c) = &obj.spec.source.config_map_ref
-        && let Some(cm) = read_config_map(ctx, ns, &c.name).await?
+        && let Some(cm) = read_config_map(ctx, ns, &c.name)
+            .await
+            .map_err(SecretProblem::Transient)?
     {
         data.config_maps
             .insert(format!("{ns}/{}", c.name), config_map_data(&cm));
@@ -64,7 +66,7 @@ async fn source_data(obj: &CloudflareWorker, ctx: &Context) -> Result<SourceData
     names.sort();
     names.dedup();
     for name in names {
-        if let Some(secret) = read_secret_opt(ctx, ns, name).await? {
+        if let Some(secret) = read_secret_opt(ctx, ns, name, "spec.secrets").await? {
             data.secrets
                 .insert(format!("{ns}/{name}"), secret_data(&secret));
         }
@@ -72,12 +74,19 @@ async fn source_data(obj: &CloudflareWorker, ctx: &Context) -> Result<SourceData
     Ok(data)
 }
 
-async fn stalled_without_cloudflare(
+/// A Secret problem before anything reached Cloudflare. A refusal is written to the
+/// status (Stalled, with its reason; an Event the first time) and looked at again
+/// after its delay (nothing watches Secrets); a transient failure backs off.
+async fn refuse(
     ctx: &Context,
     obj: &CloudflareWorker,
-    reason: &str,
-    message: String,
+    problem: SecretProblem,
 ) -> Result<Action, Error> {
+    let retry = problem.retry_after();
+    let (reason, message) = match problem {
+        SecretProblem::Transient(message) => return Err(Error::Credentials(message)),
+        SecretProblem::Refused { reason, message } => (reason, message),
+    };
     let status = worker_problem(obj, reason, &message, true);
     let was_stalled = obj.status.as_ref().is_some_and(|s| {
         s.conditions
@@ -95,16 +104,13 @@ async fn stalled_without_cloudflare(
         .with_label_values(&["stalled"])
         .inc();
     ctx.metrics.set_ready(&metric_key(obj), Some(false));
-    Ok(Action::await_change())
+    Ok(Action::requeue(super::jittered(retry)))
 }
 
 async fn apply(obj: Arc<CloudflareWorker>, ctx: Arc<Context>) -> Result<Action, Error> {
     let (account_id, token) = match credentials(&owner(&obj), &ctx).await {
         Ok(c) => c,
-        // The Secret is watched: its creation or change triggers a reconcile.
-        Err(message) => {
-            return stalled_without_cloudflare(&ctx, &obj, "CredentialsUnavailable", message).await;
-        }
+        Err(problem) => return refuse(&ctx, &obj, problem).await,
     };
     protect_secret(&ctx, &owner(&obj), true).await?;
     let account = ctx.account(&account_id, &token).await?;
@@ -119,9 +125,12 @@ async fn apply(obj: Arc<CloudflareWorker>, ctx: Arc<Context>) -> Result<Action, 
         Ok(pull) => reconciler
             .images
             .set_pull_credentials(&Reconciler::worker_pull_key(&obj), pull),
-        Err(message) => return Err(Error::Credentials(message)),
+        Err(problem) => return refuse(&ctx, &obj, problem).await,
     }
-    let data = source_data(&obj, &ctx).await.map_err(Error::Credentials)?;
+    let data = match source_data(&obj, &ctx).await {
+        Ok(d) => d,
+        Err(problem) => return refuse(&ctx, &obj, problem).await,
+    };
     let containers = ctx.containers();
     let refs: Vec<&CloudflareContainer> = containers.iter().map(|c| c.as_ref()).collect();
     let classes = classes_for(&obj, &refs);
@@ -132,17 +141,28 @@ async fn apply(obj: Arc<CloudflareWorker>, ctx: Arc<Context>) -> Result<Action, 
         .await;
     report(&ctx, &obj, previous.as_ref(), was_ready, &outcome).await;
     write_worker_status(&ctx, &obj, &outcome.status).await?;
-    // Waiting for a ConfigMap, a Secret or a bundle: their watches (or the requeue,
-    // for a registry) bring it back.
-    super::next_action(
+    // Waiting for a ConfigMap or a bundle: the ConfigMap watch (or the requeue, for a
+    // registry or a Secret) brings it back.
+    let ready = outcome.ready();
+    let action = super::next_action(
         &ctx,
         &metric_key(&obj),
-        outcome.ready(),
+        ready,
         outcome.stalled(),
         outcome.error,
         ctx.settings.progress_poll.max(Duration::from_secs(5)),
-    )
+    )?;
+    // Secrets are not watched: a Worker binding some reads them again within a minute
+    // (Kubernetes reads only; Cloudflare sees an upload only when a value changed).
+    if ready && !obj.spec.secrets.is_empty() {
+        let soon = ctx.settings.resync.min(SECRET_POLL);
+        return Ok(Action::requeue(super::jittered(soon)));
+    }
+    Ok(action)
 }
+
+/// How often a Ready Worker that binds Secrets reads them again.
+const SECRET_POLL: Duration = Duration::from_secs(60);
 
 fn is_ready(status: &CloudflareWorkerStatus) -> bool {
     status
@@ -224,11 +244,12 @@ async fn cleanup(obj: Arc<CloudflareWorker>, ctx: Arc<Context>) -> Result<Action
             let account = ctx.account(&account_id, &token).await?;
             account.reconciler.delete_worker(&obj).await
         }
-        Err(message) if obj.spec.deletion_policy == crate::spec::DeletionPolicy::Orphan => {
-            tracing::info!(worker = %obj.key(), %message, "deletionPolicy Orphan: nothing to delete");
+        Err(problem) if obj.spec.deletion_policy == crate::spec::DeletionPolicy::Orphan => {
+            tracing::info!(worker = %obj.key(), %problem, "deletionPolicy Orphan: nothing to delete");
             Ok(DeleteOutcome::Orphaned(vec![]))
         }
-        Err(message) => {
+        Err(problem) => {
+            let message = problem.to_string();
             ctx.publish(
                 obj.as_ref(),
                 EventType::Warning,

@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 pub struct Recorded {
     pub method: String,
     pub path: String,
+    pub query: String,
     pub body: Value,
 }
 
@@ -21,6 +22,8 @@ pub struct Recorded {
 pub struct FakeState {
     pub objects: Mutex<HashMap<String, Value>>,
     pub requests: Mutex<Vec<Recorded>>,
+    /// RBAC: path prefixes the service account may not touch (answered 403).
+    pub forbidden: Mutex<Vec<String>>,
 }
 
 impl FakeState {
@@ -116,6 +119,19 @@ fn bump(obj: &mut Value) {
 }
 
 fn respond(state: &FakeState, method: &str, path: &str, body: &Value) -> (u16, Value) {
+    if state
+        .forbidden
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|p| path.starts_with(p.as_str()))
+    {
+        return status_failure(
+            403,
+            "Forbidden",
+            &format!("{method} {path} is forbidden: the service account may not do that"),
+        );
+    }
     let mut objects = state.objects.lock().unwrap();
     let key = path.trim_end_matches("/status").to_string();
     match method {
@@ -198,6 +214,7 @@ pub fn fake_kube() -> (kube::Client, Arc<FakeState>) {
         while let Some((request, send)) = handle.next_request().await {
             let method = request.method().to_string();
             let path = request.uri().path().to_string();
+            let query = request.uri().query().unwrap_or("").to_string();
             let bytes = request.into_body().collect_bytes().await.unwrap();
             let body: Value = serde_json::from_slice(&bytes)
                 .or_else(|_| serde_yaml_ng::from_slice(&bytes))
@@ -205,6 +222,7 @@ pub fn fake_kube() -> (kube::Client, Arc<FakeState>) {
             fake.requests.lock().unwrap().push(Recorded {
                 method: method.clone(),
                 path: path.clone(),
+                query,
                 body: body.clone(),
             });
             let (status, answer) = respond(&fake, &method, &path, &body);
