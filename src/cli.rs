@@ -155,6 +155,10 @@ pub struct ApiAccess {
         value_delimiter = ','
     )]
     pub insecure_registries: Vec<String>,
+    /// Name of this cluster, part of the owner recorded at Cloudflare: two clusters
+    /// sharing an account never take each other's applications or scripts.
+    #[arg(long, env = "FLAREDOCK_CLUSTER_NAME", default_value = crate::spec::DEFAULT_CLUSTER)]
+    pub cluster_name: String,
 }
 
 /// Where Cloudflare is and how to talk to it.
@@ -426,6 +430,7 @@ pub struct Session {
 }
 
 pub async fn connect(conn: &Connection) -> Result<Session, String> {
+    crate::spec::set_cluster_name(&conn.access.cluster_name)?;
     let mut emulator = None;
     let (base_url, account_id, token) = if conn.emulator {
         let em = emulator::start(EmulatorConfig::default())
@@ -485,6 +490,10 @@ pub async fn connect(conn: &Connection) -> Result<Session, String> {
 }
 
 async fn run_controller(args: RunArgs) -> i32 {
+    if let Err(e) = crate::spec::set_cluster_name(&args.access.cluster_name) {
+        eprintln!("error: {e}");
+        return EXIT_INVALID;
+    }
     let default_credentials = match (args.access.account_id, args.access.api_token) {
         (Some(a), Some(t)) if !a.is_empty() && !t.is_empty() => Some((a, Secret::new(t))),
         _ => None,

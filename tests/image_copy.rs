@@ -618,6 +618,66 @@ async fn a_source_behind_the_bearer_token_flow_is_copied() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_one_namespace_obtained_is_not_used_for_another() {
+    let upstream = DockerRegistry::start_open();
+    let dst = DockerRegistry::start_open();
+    let image = synthetic_image(&[3000], 13);
+    push_image(&upstream.host, "team/app", "v1", &image, None).await;
+    let front = bearer_front(upstream.host.clone()).await;
+    let from = r(&format!("{front}/team/app:v1"));
+    // One client for both, as in the controller: its token cache is shared.
+    let shared = client();
+    let team_a = Credentials {
+        username: "reader".into(),
+        password: Secret::new("s3cret"),
+    };
+    copy_image(
+        &shared,
+        &from,
+        Some(&team_a),
+        &r(&format!("{}/acc/a:v1", dst.host)),
+        None,
+        &CopyOptions::default(),
+    )
+    .await
+    .unwrap();
+    // Team B names no pull Secret: the token team A's Secret obtained is not sent.
+    let err = copy_image(
+        &shared,
+        &from,
+        None,
+        &r(&format!("{}/acc/b:v1", dst.host)),
+        None,
+        &CopyOptions::default(),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(err, CopyError::Registry(RegistryError::Unauthorized { .. })),
+        "{err:?}"
+    );
+    // Nor with other credentials.
+    let team_c = Credentials {
+        username: "reader".into(),
+        password: Secret::new("guess"),
+    };
+    let err = copy_image(
+        &shared,
+        &from,
+        Some(&team_c),
+        &r(&format!("{}/acc/c:v1", dst.host)),
+        None,
+        &CopyOptions::default(),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(err, CopyError::Registry(RegistryError::Unauthorized { .. })),
+        "{err:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plan_shows_the_digest_a_copy_would_deploy_and_copies_nothing() {
     let source = DockerRegistry::start_open();
     let cloudflare = DockerRegistry::start_with_auth("cf", "cf-pass");

@@ -399,8 +399,40 @@ fn a_foreign_application_is_refused_unless_adopted() {
         value: "apps.other".into(),
     }]);
     let p = plan(&desired(""), &observed(Some(app)));
-    assert_eq!(refused(&p), "ApplicationNotOwned");
+    assert_eq!(refused(&p), "ApplicationOwnedByAnother");
     assert!(p.blocked.as_ref().unwrap().message().contains("apps.other"));
+}
+
+#[test]
+fn adopt_never_takes_another_objects_application() {
+    // Another object of this namespace, of another namespace, of another cluster.
+    for owner in ["apps.other", "team-b.shop", "prod-eu/apps.shop"] {
+        let d = desired("  adopt: true\n");
+        let mut app = app_for(&d, IMAGE);
+        app.configuration.labels = Some(vec![Label {
+            name: OWNER_LABEL.into(),
+            value: owner.into(),
+        }]);
+        let p = plan(&d, &observed(Some(app)));
+        assert_eq!(refused(&p), "ApplicationOwnedByAnother", "{owner}");
+        assert!(p.actions.is_empty());
+        let message = p.blocked.as_ref().unwrap().message();
+        assert!(
+            message.contains(owner),
+            "the message names the owner: {message}"
+        );
+    }
+}
+
+#[test]
+fn the_cluster_name_is_part_of_the_owner() {
+    use flaredock::spec::owner_id;
+    assert_eq!(owner_id("default", "apps", "shop"), "apps.shop");
+    assert_eq!(owner_id("prod-eu", "apps", "shop"), "prod-eu/apps.shop");
+    assert_ne!(
+        owner_id("prod-eu", "apps", "shop"),
+        owner_id("prod-us", "apps", "shop")
+    );
 }
 
 #[test]

@@ -485,3 +485,55 @@ async fn a_worker_bundle_is_read_from_an_oci_artifact_once_per_digest() {
         w.status.conditions[0]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_cluster_never_takes_what_this_one_owns() {
+    let em = common::start_emulator(|_| {}).await;
+    let quickstart = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/quickstart.yaml");
+    let (code, stdout, stderr) = flaredock(&em, &["apply", "-f"], &quickstart);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    // The same objects, with adopt, applied from another cluster sharing the account.
+    let text = std::fs::read_to_string(&quickstart).unwrap();
+    let adopting = text.replace("spec:\n", "spec:\n  adopt: true\n");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("quickstart.yaml");
+    std::fs::write(&file, adopting).unwrap();
+    em.shared.clear_requests();
+    let out = Command::new(env!("CARGO_BIN_EXE_flaredock"))
+        .args([
+            "apply",
+            "--timeout",
+            "3s",
+            "--cluster-name",
+            "prod-eu",
+            "-f",
+        ])
+        .arg(&file)
+        .env("CLOUDFLARE_API_BASE_URL", em.base_url())
+        .env("CLOUDFLARE_ACCOUNT_ID", em.account_id())
+        .env("CLOUDFLARE_API_TOKEN", em.api_token())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("ApplicationOwnedByAnother") && stdout.contains("default.hello"),
+        "{stdout}"
+    );
+    assert!(
+        common::cloudflare_writes(&em).is_empty(),
+        "nothing of the other cluster's was touched: {:?}",
+        common::cloudflare_writes(&em)
+    );
+    // A bad cluster name is refused before anything happens.
+    let out = Command::new(env!("CARGO_BIN_EXE_flaredock"))
+        .args(["plan", "--cluster-name", "Prod_EU", "-f"])
+        .arg(&file)
+        .env("CLOUDFLARE_API_BASE_URL", em.base_url())
+        .env("CLOUDFLARE_ACCOUNT_ID", em.account_id())
+        .env("CLOUDFLARE_API_TOKEN", em.api_token())
+        .output()
+        .unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--cluster-name"));
+}

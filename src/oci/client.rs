@@ -22,6 +22,17 @@ pub struct Credentials {
     pub password: Secret,
 }
 
+/// (host, scope, credentials fingerprint): the key of a cached bearer token.
+type TokenKey = (String, String, [u8; 32]);
+
+/// Who asks: a fingerprint of the credentials (all zeros when anonymous).
+fn asker(creds: Option<&Credentials>) -> [u8; 32] {
+    match creds {
+        Some(c) => Secret::new(format!("{}\0{}", c.username, c.password.expose())).fingerprint(),
+        None => [0; 32],
+    }
+}
+
 /// A registry failure.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum RegistryError {
@@ -88,8 +99,11 @@ pub fn is_loopback(host: &str) -> bool {
 pub struct RegistryClient {
     http: reqwest::Client,
     insecure: Arc<Vec<String>>,
-    /// Bearer tokens by (host, scope).
-    tokens: Arc<Mutex<HashMap<(String, String), String>>>,
+    /// Bearer tokens by (host, scope, the credentials that obtained them): a token one
+    /// namespace's pull Secret obtained is only ever sent again with those same
+    /// credentials, never for an object without them (another namespace's, or an
+    /// anonymous one).
+    tokens: Arc<Mutex<HashMap<TokenKey, String>>>,
 }
 
 impl RegistryClient {
@@ -130,7 +144,7 @@ impl RegistryClient {
             "repository:{repository}:{}",
             if push { "pull,push" } else { "pull" }
         );
-        let cached = self.token(host, &scope);
+        let cached = self.token(host, &scope, creds);
         let mut req = build(&self.http);
         if let Some(t) = &cached {
             req = req.bearer_auth(t);
@@ -193,7 +207,7 @@ impl RegistryClient {
     ) -> Result<Response, RegistryError> {
         let scope = format!("repository:{repository}:pull,push");
         let mut req = build(&self.http).body(body);
-        if let Some(t) = self.token(host, &scope) {
+        if let Some(t) = self.token(host, &scope, creds) {
             req = req.bearer_auth(t);
         } else if let Some(c) = creds {
             req = req.basic_auth(&c.username, Some(c.password.expose()));
@@ -209,9 +223,9 @@ impl RegistryClient {
         Ok(resp)
     }
 
-    fn token(&self, host: &str, scope: &str) -> Option<String> {
+    fn token(&self, host: &str, scope: &str, creds: Option<&Credentials>) -> Option<String> {
         crate::lock(&self.tokens)
-            .get(&(host.to_string(), scope.to_string()))
+            .get(&(host.to_string(), scope.to_string(), asker(creds)))
             .cloned()
     }
 
@@ -253,7 +267,10 @@ impl RegistryClient {
                 host: host.to_string(),
                 message: "token response without a token".into(),
             })?;
-        crate::lock(&self.tokens).insert((host.to_string(), scope.to_string()), token.clone());
+        crate::lock(&self.tokens).insert(
+            (host.to_string(), scope.to_string(), asker(creds)),
+            token.clone(),
+        );
         Ok(token)
     }
 

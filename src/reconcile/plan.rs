@@ -419,18 +419,28 @@ fn plan_actions(desired: &Desired, observed: &Observed) -> Plan {
         .unwrap_or_else(|| app.configuration.clone());
     let owner = target.label(OWNER_LABEL).or(owner_of(app));
     let ours = owner == Some(desired.owner.as_str());
-    if !ours && !desired.adopt {
-        let who = match owner {
-            Some(o) => format!("owned by {o}"),
-            None => "not created by flaredock".into(),
-        };
-        return Plan::refuse(
-            "ApplicationNotOwned",
-            format!(
-                "application {} ({}) already exists and is {who}; set spec.adopt: true to take it over",
-                app.name, app.id
-            ),
-        );
+    match owner {
+        // Another flaredock object's, in this namespace, another or another cluster:
+        // never taken, `adopt` or not.
+        Some(other) if !ours => {
+            return Plan::refuse(
+                "ApplicationOwnedByAnother",
+                format!(
+                    "application {} ({}) is owned by flaredock object {other}; flaredock never takes an application another object owns, adopt or not (delete that object, or give this one another applicationName)",
+                    app.name, app.id
+                ),
+            );
+        }
+        None if !desired.adopt => {
+            return Plan::refuse(
+                "ApplicationNotOwned",
+                format!(
+                    "application {} ({}) already exists and was not created by flaredock; set spec.adopt: true to take it over",
+                    app.name, app.id
+                ),
+            );
+        }
+        _ => {}
     }
 
     // Bound to another namespace (or none): replace our own, never steal someone else's.

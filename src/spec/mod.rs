@@ -438,12 +438,56 @@ macro_rules! object_names {
             }
 
             /// The owner flaredock records at Cloudflare for this object:
-            /// `namespace.name`.
+            /// `namespace.name` in the cluster `default`, `cluster/namespace.name` in
+            /// another (`--cluster-name`), so that two clusters sharing an account never
+            /// take each other's applications or scripts.
             pub fn owner_id(&self) -> String {
-                format!("{}.{}", self.namespace_or_default(), self.name())
+                owner_id(cluster_name(), self.namespace_or_default(), self.name())
             }
         }
     };
+}
+
+/// The cluster name of ownership when none is set.
+pub const DEFAULT_CLUSTER: &str = "default";
+
+static CLUSTER_NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Sets the cluster name this process records in owner ids (`--cluster-name`), once,
+/// at startup. A name that is not 1–40 lowercase letters, digits or `-` is refused.
+pub fn set_cluster_name(name: &str) -> Result<(), String> {
+    let valid = !name.is_empty()
+        && name.len() <= 40
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if !valid {
+        return Err(format!(
+            "--cluster-name {name:?}: use 1 to 40 lowercase letters, digits or '-'"
+        ));
+    }
+    match CLUSTER_NAME.set(name.to_string()) {
+        Ok(()) => Ok(()),
+        Err(_) if cluster_name() == name => Ok(()),
+        Err(_) => Err("the cluster name is already set".into()),
+    }
+}
+
+/// The cluster name of this process (`default` unless set).
+pub fn cluster_name() -> &'static str {
+    CLUSTER_NAME
+        .get()
+        .map(String::as_str)
+        .unwrap_or(DEFAULT_CLUSTER)
+}
+
+/// The owner id of `namespace/name` in `cluster`.
+pub fn owner_id(cluster: &str, namespace: &str, name: &str) -> String {
+    if cluster == DEFAULT_CLUSTER {
+        format!("{namespace}.{name}")
+    } else {
+        format!("{cluster}/{namespace}.{name}")
+    }
 }
 
 object_names!(CloudflareContainer);
