@@ -870,3 +870,26 @@ async fn the_client_follows_the_policy_the_api_announces() {
         "{now}"
     );
 }
+
+#[tokio::test]
+async fn a_closed_write_gate_stops_writes_and_lets_reads_through() {
+    let em = common::start_emulator(|_| {}).await;
+    let open = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let gate = open.clone();
+    let client = common::client_with(&em, |c| {
+        c.write_gate = Some(flaredock::cloudflare::client::WriteGate(
+            std::sync::Arc::new(move || gate.load(std::sync::atomic::Ordering::SeqCst)),
+        ))
+    });
+    assert!(client.list_applications().await.unwrap().is_empty());
+    let request = app_request(&em, "gated");
+    let e = client.create_application(&request).await.unwrap_err();
+    assert!(matches!(e, ApiError::NotLeader { .. }), "{e:?}");
+    assert!(
+        em.shared.requests().iter().all(|r| r.method == "GET"),
+        "nothing but reads reached Cloudflare: {:?}",
+        em.shared.requests()
+    );
+    open.store(true, std::sync::atomic::Ordering::SeqCst);
+    client.create_application(&request).await.unwrap();
+}

@@ -1059,3 +1059,58 @@ async fn an_unlabelled_namespace_gets_no_default_credentials() {
     let status = &listed.fake.writes("/status")[0].body["status"];
     assert_eq!(condition(status, "Ready")["status"], "True", "{status}");
 }
+
+#[tokio::test]
+async fn a_replica_whose_renewals_fail_writes_nothing_after_its_local_deadline() {
+    use flaredock::controller::leadership::Leadership;
+    let mut s = setup(object("", &[FINALIZER]), true).await;
+    let leadership = Arc::new(Leadership::elected(Duration::from_millis(600)));
+    s.ctx = Arc::new(
+        Context::new(
+            s.ctx.client.clone(),
+            s.ctx.settings.clone(),
+            Arc::new(Metrics::new()),
+            Arc::new(AtomicBool::new(true)),
+        )
+        .with_leadership(leadership.clone()),
+    );
+    // A renewal seen: a writer for 600 − 200 ms.
+    leadership.observe(true, Some("2026-11-27T10:00:00Z"));
+    controller::reconcile(current(&s), s.ctx.clone())
+        .await
+        .unwrap();
+    assert_eq!(s.fake.writes("/status").len(), 1, "the leader writes");
+    assert_eq!(common::cloudflare_writes(&s.em).len(), 1, "and creates");
+
+    // The renewals fail (the Lease keeps its old renewal time); the lease manager
+    // still says leader. The spec changes, asking for a Cloudflare write.
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    leadership.observe(true, Some("2026-11-27T10:00:00Z"));
+    assert!(s.ctx.leader.load(Ordering::SeqCst));
+    s.fake.requests.lock().unwrap().clear();
+    s.em.shared.clear_requests();
+    {
+        let mut objects = s.fake.objects.lock().unwrap();
+        let obj = objects.get_mut(OBJECT_PATH).unwrap();
+        obj["spec"]["maxInstances"] = json!(7);
+        obj["metadata"]["generation"] = json!(2);
+    }
+    let _ = controller::reconcile(current(&s), s.ctx.clone()).await;
+    assert!(
+        s.fake.requests().iter().all(|r| r.method == "GET"),
+        "no Kubernetes write past the deadline: {:?}",
+        s.fake.requests()
+    );
+    assert!(
+        common::cloudflare_writes(&s.em).is_empty(),
+        "no Cloudflare write past the deadline: {:?}",
+        common::cloudflare_writes(&s.em)
+    );
+    // A renewal seen again: it writes again.
+    leadership.observe(true, Some("2026-11-27T10:00:09Z"));
+    controller::reconcile(current(&s), s.ctx.clone())
+        .await
+        .unwrap();
+    let apps = common::client_for(&s.em).list_applications().await.unwrap();
+    assert_eq!(apps[0].max_instances, Some(7));
+}

@@ -21,6 +21,17 @@ pub const DEFAULT_BASE_URL: &str = "https://api.cloudflare.com/client/v4";
 /// The registry domain credentials are minted for.
 pub const CLOUDFLARE_REGISTRY: &str = "registry.cloudflare.com";
 
+/// Asked immediately before each write (any method but GET): `false` refuses it with
+/// [`ApiError::NotLeader`]. The controller's leadership deadline.
+#[derive(Clone)]
+pub struct WriteGate(pub Arc<dyn Fn() -> bool + Send + Sync>);
+
+impl std::fmt::Debug for WriteGate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WriteGate")
+    }
+}
+
 /// How to reach and pace the API.
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
@@ -33,6 +44,8 @@ pub struct ClientConfig {
     pub max_attempts: u32,
     /// First backoff delay; doubles each attempt, with jitter.
     pub backoff: Duration,
+    /// When set, a write is sent only while it says so.
+    pub write_gate: Option<WriteGate>,
 }
 
 impl ClientConfig {
@@ -49,6 +62,7 @@ impl ClientConfig {
             rate_limit: RateLimit::CLOUDFLARE,
             max_attempts: 5,
             backoff: Duration::from_millis(200),
+            write_gate: None,
         }
     }
 }
@@ -490,6 +504,13 @@ impl CloudflareClient {
         body: &Body,
     ) -> Result<(T, Option<ResultInfo>), ApiError> {
         self.limiter.acquire().await;
+        // Checked after any wait for the limiter: exactly when the write would leave.
+        if method != Method::GET
+            && let Some(gate) = &self.config.write_gate
+            && !(gate.0)()
+        {
+            return Err(ApiError::NotLeader { operation });
+        }
         let mut auth = HeaderValue::from_str(&format!("Bearer {}", self.config.token.expose()))
             .map_err(|_| ApiError::Transport {
                 operation,

@@ -144,6 +144,8 @@ pub enum ApiError {
         reason: String,
         excerpt: String,
     },
+    #[error("{operation}: not sent: this replica no longer holds the leader Lease")]
+    NotLeader { operation: &'static str },
     #[error("{operation}: no response from Cloudflare: {reason}")]
     Transport {
         operation: &'static str,
@@ -318,7 +320,9 @@ impl ApiError {
             | ApiError::Validation { errors, .. }
             | ApiError::Server { errors, .. }
             | ApiError::Other { errors, .. } => errors.error_enum(),
-            ApiError::InvalidResponse { .. } | ApiError::Transport { .. } => None,
+            ApiError::InvalidResponse { .. }
+            | ApiError::Transport { .. }
+            | ApiError::NotLeader { .. } => None,
         }
     }
 
@@ -326,7 +330,7 @@ impl ApiError {
     pub fn status(&self) -> Option<u16> {
         match self {
             ApiError::RateLimited { .. } => Some(429),
-            ApiError::Transport { .. } => None,
+            ApiError::Transport { .. } | ApiError::NotLeader { .. } => None,
             ApiError::NotFound { status, .. }
             | ApiError::NameTaken { status, .. }
             | ApiError::NamespaceHasApplication { status, .. }
@@ -380,6 +384,7 @@ impl ApiError {
             ApiError::Other { .. } => "CloudflareError",
             ApiError::InvalidResponse { .. } => "InvalidResponse",
             ApiError::Transport { .. } => "CloudflareUnreachable",
+            ApiError::NotLeader { .. } => "NotLeader",
         }
     }
 }

@@ -226,6 +226,9 @@ pub(super) async fn protect_secret(
     let Some(reference) = owner.secret else {
         return Ok(());
     };
+    if !ctx.may_write() {
+        return Ok(());
+    }
     let ns = owner.namespace;
     let key = (ns.to_string(), reference.name.clone());
     if ctx

@@ -9,6 +9,7 @@
 
 pub mod container;
 pub mod credentials;
+pub mod leadership;
 pub mod runtime;
 pub mod server;
 pub mod status;
@@ -120,8 +121,10 @@ pub struct Context {
     pub settings: Settings,
     pub metrics: Arc<Metrics>,
     pub recorder: Recorder,
-    /// Only the leader changes anything.
+    /// Only the leader changes anything: what the lease manager says…
     pub leader: Arc<AtomicBool>,
+    /// …and, with leader election, until the local deadline of the last renewal seen.
+    pub leadership: Arc<leadership::Leadership>,
     /// Set once the controller watches; `/readyz` answers 200 from then on.
     pub ready: Arc<AtomicBool>,
     accounts: tokio::sync::Mutex<HashMap<AccountKey, Arc<Account>>>,
@@ -166,6 +169,7 @@ impl Context {
             settings,
             metrics,
             leader,
+            leadership: Arc::new(leadership::Leadership::always()),
             ready: Arc::new(AtomicBool::new(false)),
             accounts: Default::default(),
             failures: Default::default(),
@@ -174,6 +178,24 @@ impl Context {
             credentials: Default::default(),
             default_allowed: Default::default(),
         }
+    }
+
+    /// With the local deadline of leader election (`flaredock run`).
+    pub fn with_leadership(mut self, leadership: Arc<leadership::Leadership>) -> Self {
+        self.leadership = leadership;
+        self
+    }
+
+    /// May this replica write now (to Kubernetes or Cloudflare)? Asked immediately
+    /// before each write.
+    pub fn may_write(&self) -> bool {
+        self.leader.load(std::sync::atomic::Ordering::SeqCst) && self.leadership.may_write()
+    }
+
+    /// Forgets every account's machinery and cached view (leadership regained: what
+    /// another replica did meanwhile is read afresh).
+    pub async fn drop_accounts(&self) {
+        self.accounts.lock().await.clear();
     }
 
     /// Whether objects of `ns` may use the operator's default credentials: listed in
@@ -226,6 +248,10 @@ impl Context {
             token.clone(),
         );
         config.rate_limit = self.settings.rate_limit;
+        let (leader, leadership) = (self.leader.clone(), self.leadership.clone());
+        config.write_gate = Some(crate::cloudflare::client::WriteGate(Arc::new(move || {
+            leader.load(std::sync::atomic::Ordering::SeqCst) && leadership.may_write()
+        })));
         let client = CloudflareClient::new(config)?;
         let registry = RegistryClient::new(self.settings.insecure_registries.clone())
             .map_err(|e| Error::Credentials(e.to_string()))?;
@@ -348,6 +374,9 @@ impl Context {
         reason: &str,
         note: String,
     ) {
+        if !self.may_write() {
+            return;
+        }
         let event = Event {
             type_,
             reason: reason.to_string(),
@@ -387,8 +416,8 @@ where
 {
     use kube::runtime::finalizer::Event as FinalizerEvent;
     use tracing::Instrument;
-    if !ctx.leader.load(std::sync::atomic::Ordering::Relaxed) {
-        // A standby watches but never writes.
+    if !ctx.may_write() {
+        // A standby (or a leader past its local deadline) watches but never writes.
         return Ok(kube::runtime::controller::Action::requeue(
             Duration::from_secs(15),
         ));

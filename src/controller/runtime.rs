@@ -108,12 +108,20 @@ pub async fn run(config: RunConfig) -> i32 {
 
     let metrics = Arc::new(Metrics::new());
     let leader = Arc::new(AtomicBool::new(!config.leader_election));
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        config.settings.clone(),
-        metrics,
-        leader.clone(),
-    ));
+    let leadership = Arc::new(if config.leader_election {
+        super::leadership::Leadership::elected(config.lease_duration)
+    } else {
+        super::leadership::Leadership::always()
+    });
+    let ctx = Arc::new(
+        Context::new(
+            client.clone(),
+            config.settings.clone(),
+            metrics,
+            leader.clone(),
+        )
+        .with_leadership(leadership.clone()),
+    );
     let server = match server::serve(config.metrics_address, ctx.clone()).await {
         Ok(s) => s,
         Err(e) => {
@@ -150,13 +158,19 @@ pub async fn run(config: RunConfig) -> i32 {
         let (mut rx, handle) = manager.watch().await;
         let leader = leader.clone();
         let tx = trigger_tx.clone();
+        let (lease_ctx, lease_leadership) = (ctx.clone(), leadership.clone());
         lease_task = Some((
             tokio::spawn(async move {
                 loop {
                     let is_leader = *rx.borrow_and_update();
+                    if !is_leader {
+                        lease_leadership.lose();
+                    }
                     if leader.swap(is_leader, Ordering::SeqCst) != is_leader {
                         tracing::info!(leader = is_leader, "leadership changed");
                         if is_leader {
+                            // What the other replica did meanwhile is read afresh.
+                            lease_ctx.drop_accounts().await;
                             let _ = tx.send(());
                         }
                     }
@@ -167,6 +181,29 @@ pub async fn run(config: RunConfig) -> i32 {
             }),
             handle,
         ));
+        // The local deadline: the Lease read every poll interval; a renewal seen moves
+        // it, a failed renewal (or an unreachable API server) lets it pass.
+        let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+            Api::namespaced(client.clone(), &config.lease_namespace);
+        let (lease_name, identity) = (config.lease_name.clone(), config.identity.clone());
+        let observer = leadership.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(observer.poll_interval()).await;
+                match leases.get_opt(&lease_name).await {
+                    Ok(Some(lease)) => {
+                        let spec = lease.spec.unwrap_or_default();
+                        let holder = spec.holder_identity.as_deref() == Some(identity.as_str());
+                        let renewal = spec.renew_time.map(|t| t.0.to_string());
+                        observer.observe(holder, renewal.as_deref());
+                    }
+                    Ok(None) => observer.observe(false, None),
+                    Err(e) => {
+                        tracing::warn!(resource = "leases", verb = "get", name = %lease_name, error = %e, "cannot read the leader Lease; no writes past the local deadline");
+                    }
+                }
+            }
+        });
     }
 
     // The periodic resync: every account's view goes stale, every object of both kinds

@@ -34,6 +34,14 @@ where
     if current == Some(status) {
         return Ok(());
     }
+    if !ctx.may_write() {
+        tracing::debug!(
+            namespace = ns,
+            name,
+            "not the leader (any more): status not written"
+        );
+        return Ok(());
+    }
     let api: Api<K> = Api::namespaced(ctx.client.clone(), ns);
     let patch = json!({
         "apiVersion": K::api_version(&()),
