@@ -626,3 +626,55 @@ async fn a_reverted_rollout_stalls_and_is_not_retried_until_asked() {
     assert_eq!(rollouts(&s.em), 2);
     assert_eq!(apps(&s.em).await[0].configuration.image, s.v2);
 }
+
+#[tokio::test]
+async fn a_delete_decided_from_a_stale_view_still_deletes_the_application() {
+    let em = common::start_emulator(|_| {}).await;
+    let client = common::client_for(&em);
+    let reconciler = common::reconciler_for(&client);
+    let doc = format!(
+        "apiVersion: flaredock.dev/v1alpha1\nkind: CloudflareContainer\nmetadata: {{name: late, namespace: apps}}\nspec:\n  className: {DEMO_CLASS}\n  image: {{reference: 'hello:v1'}}\n  worker: {{scriptName: {DEMO_SCRIPT}}}\n"
+    );
+    let obj: CloudflareContainer = parse_document(&doc, "late.yaml", 1).unwrap().unwrap();
+    // The view is loaded: no application yet.
+    assert!(reconciler.view.all_applications().await.unwrap().is_empty());
+    // Then the application appears behind its back (another replica's create).
+    let namespace = client
+        .list_namespaces()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|n| n.class.as_deref() == Some(DEMO_CLASS))
+        .unwrap();
+    let request = CreateApplicationRequest {
+        name: "late".into(),
+        scheduling_policy: SchedulingPolicy::Default,
+        instances: 0,
+        max_instances: Some(2),
+        configuration: DeploymentConfiguration {
+            image: format!("{}/{}/hello:v1", em.registry_host(), em.account_id()),
+            instance_type: Some(InstanceType::Lite),
+            labels: Some(vec![Label {
+                name: "flaredock.dev/owner".into(),
+                value: "apps.late".into(),
+            }]),
+            ..Default::default()
+        },
+        constraints: None,
+        durable_objects: Some(DurableObjectsConfiguration::NamespaceId {
+            namespace_id: namespace.id,
+        }),
+        observability: None,
+        rollout_active_grace_period: None,
+    };
+    client.create_application(&request).await.unwrap();
+    let outcome = reconciler.delete(&obj).await.unwrap();
+    assert_eq!(
+        outcome,
+        flaredock::reconcile::DeleteOutcome::Deleted(vec!["late".into()])
+    );
+    assert!(
+        client.list_applications().await.unwrap().is_empty(),
+        "nothing orphaned"
+    );
+}

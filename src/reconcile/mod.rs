@@ -265,7 +265,11 @@ impl Reconciler {
         let (after, error) = match acted {
             Ok(()) if the_plan.actions.is_empty() => (Ok(first), None),
             Ok(()) => (self.observe(obj, &desired, peers, confirm).await, None),
-            Err(e) => (Ok(first), Some(e)),
+            Err(e) => {
+                // A failed write may have half-happened: what the view says is stale.
+                self.view.invalidate_applications().await;
+                (Ok(first), Some(e))
+            }
         };
         let (observed, progress, error) = match after {
             Ok((o, p)) => (Some(o), p, error),
@@ -464,7 +468,22 @@ impl Reconciler {
     /// not own are never touched.
     pub async fn delete(&self, obj: &CloudflareContainer) -> Result<DeleteOutcome, ApiError> {
         let desired = Desired::from_spec(obj, &|_, _| None);
-        let owned = self.view.applications_owned_by(&desired.owner).await?;
+        // Decided on a fresh read, never on the cached view: an application created
+        // since the view was loaded (or by another replica) is not orphaned.
+        self.view.refresh_applications().await?;
+        let mut owned = self.view.applications_owned_by(&desired.owner).await?;
+        if let Some(id) = obj
+            .status
+            .as_ref()
+            .and_then(|s| s.application_id.as_deref())
+            && !owned.iter().any(|a| a.id == id)
+        {
+            match self.view.client().get_application(id).await {
+                Ok(app) if owner_of(&app) == Some(desired.owner.as_str()) => owned.push(app),
+                Ok(_) | Err(ApiError::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
         let names: Vec<String> = owned.iter().map(|a| a.name.clone()).collect();
         if desired.deletion_policy == DeletionPolicy::Orphan {
             return Ok(DeleteOutcome::Orphaned(names));

@@ -69,6 +69,9 @@ impl Apps {
     }
 }
 
+/// How old a script list may be before a script missing from it is looked up again.
+const MISSING_RECHECK: std::time::Duration = std::time::Duration::from_secs(5);
+
 #[derive(Default)]
 struct State {
     apps: Option<Apps>,
@@ -76,6 +79,7 @@ struct State {
     namespaces: Option<Namespaces>,
     /// The account's scripts by name (one `GET /workers/scripts`).
     scripts: Option<HashMap<String, ScriptInfo>>,
+    scripts_fetched: Option<tokio::time::Instant>,
     /// Target configuration of rollouts flaredock started, by rollout id.
     rollout_targets: HashMap<String, DeploymentConfiguration>,
     /// Applications flaredock deleted that the account may still list: Cloudflare
@@ -332,12 +336,19 @@ impl AccountView {
     }
 
     /// The script of this name from the account's script list (listed once, then kept
-    /// current by our own uploads and deletes).
+    /// current by our own uploads and deletes). A missing script is not trusted to the
+    /// cache: the list is read again when it is older than [`MISSING_RECHECK`] (someone
+    /// may have deployed it meanwhile).
     pub async fn script(&self, name: &str) -> Result<Option<ScriptInfo>, ApiError> {
         let mut st = self.state.lock().await;
-        if st.scripts.is_none() {
+        let missing_and_old = st.scripts.as_ref().is_some_and(|m| !m.contains_key(name))
+            && st
+                .scripts_fetched
+                .is_none_or(|t| t.elapsed() >= MISSING_RECHECK);
+        if st.scripts.is_none() || missing_and_old {
             let list = self.client.list_scripts().await?;
             st.scripts = Some(list.into_iter().map(|s| (s.id.clone(), s)).collect());
+            st.scripts_fetched = Some(tokio::time::Instant::now());
         }
         Ok(st.scripts.as_ref().and_then(|m| m.get(name).cloned()))
     }
