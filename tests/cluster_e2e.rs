@@ -29,14 +29,14 @@ async fn a_container_goes_ready_and_is_cleaned_up_on_a_real_cluster() {
     crds.patch(
         "cloudflarecontainers.flaredock.dev",
         &PatchParams::apply("flaredock-e2e").force(),
-        &Patch::Apply(&CloudflareContainer::crd()),
+        &Patch::Apply(&flaredock::spec::container_crd()),
     )
     .await
     .expect("install the CloudflareContainer CRD");
     crds.patch(
         "cloudflareworkers.flaredock.dev",
         &PatchParams::apply("flaredock-e2e").force(),
-        &Patch::Apply(&flaredock::spec::CloudflareWorker::crd()),
+        &Patch::Apply(&flaredock::spec::worker_crd()),
     )
     .await
     .expect("install the CloudflareWorker CRD");

@@ -112,3 +112,46 @@ fn crd_has_validation_columns_and_descriptions() {
     assert_eq!(types.len(), 6);
     assert!(version["subresources"]["status"].is_object());
 }
+
+#[test]
+fn both_crds_are_hardened() {
+    for yaml in [
+        flaredock::spec::crd_yaml(),
+        flaredock::spec::worker_crd_yaml(),
+    ] {
+        let crd: serde_json::Value = serde_yaml_ng::from_str(&yaml).unwrap();
+        let root = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
+        let kind = crd["spec"]["names"]["kind"].as_str().unwrap();
+        assert_eq!(
+            root["x-kubernetes-validations"][0]["rule"], "self.metadata.name.size() <= 63",
+            "{kind}"
+        );
+        let conditions = &root["properties"]["status"]["properties"]["conditions"];
+        assert_eq!(conditions["x-kubernetes-list-type"], "map", "{kind}");
+        assert_eq!(
+            conditions["x-kubernetes-list-map-keys"][0], "type",
+            "{kind}"
+        );
+        assert_eq!(
+            conditions["items"]["properties"]["message"]["maxLength"],
+            32768
+        );
+        assert_eq!(crd["spec"]["names"]["categories"][0], "flaredock");
+    }
+    let crd: serde_json::Value = serde_yaml_ng::from_str(&flaredock::spec::crd_yaml()).unwrap();
+    let env = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+        ["env"];
+    assert_eq!(
+        env["maxProperties"], 128,
+        "a map a CEL rule iterates is bounded"
+    );
+    assert!(env["additionalProperties"]["maxLength"].is_number());
+    let crd: serde_json::Value =
+        serde_yaml_ng::from_str(&flaredock::spec::worker_crd_yaml()).unwrap();
+    let spec = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
+    assert_eq!(spec["properties"]["vars"]["maxProperties"], 128);
+    assert_eq!(
+        spec["properties"]["source"]["properties"]["inline"]["properties"]["modules"]["maxProperties"],
+        64
+    );
+}

@@ -96,6 +96,14 @@ fn check_metadata(name: Option<&str>, namespace: Option<&str>, err: &mut impl Fn
                 shown(n)
             ),
         ),
+        Some(n) if n.len() > 63 => err(
+            "metadata.name",
+            format!(
+                "{} is {} characters; at most 63 (it is recorded at Cloudflare as part of the owner)",
+                shown(n),
+                n.len()
+            ),
+        ),
         _ => {}
     }
     if let Some(ns) = namespace
