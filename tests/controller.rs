@@ -1114,3 +1114,62 @@ async fn a_replica_whose_renewals_fail_writes_nothing_after_its_local_deadline()
     let apps = common::client_for(&s.em).list_applications().await.unwrap();
     assert_eq!(apps[0].max_instances, Some(7));
 }
+
+#[tokio::test]
+async fn an_outage_keeps_the_last_observed_state_and_the_backoff_holds() {
+    let s = setup(object("", &[FINALIZER]), true).await;
+    controller::reconcile(current(&s), s.ctx.clone())
+        .await
+        .unwrap();
+    // Cloudflare stops answering (every attempt of the next call fails).
+    for _ in 0..5 {
+        s.em.shared
+            .push_fault(None, ScriptedFault::ServerError(503));
+    }
+    s.ctx.invalidate_all().await;
+    s.fake.requests.lock().unwrap().clear();
+    let error = controller::reconcile(current(&s), s.ctx.clone())
+        .await
+        .unwrap_err();
+    let action = controller::error_policy(current(&s), &error, s.ctx.clone());
+    let writes = s.fake.writes("/status");
+    assert_eq!(writes.len(), 1, "one status write says so");
+    let status = &writes[0].body["status"];
+    assert_eq!(
+        condition(status, "Ready")["status"],
+        "True",
+        "a healthy object stays Ready (the last observed state): {status}"
+    );
+    let outage = condition(status, "CloudflareReachable");
+    assert_eq!(outage["status"], "False");
+    assert_eq!(outage["reason"], "CloudflareServerError");
+    assert!(outage["lastTransitionTime"].is_string());
+    // The periodic resync comes early: the backoff holds, nothing is sent anywhere.
+    s.em.shared.clear_requests();
+    s.fake.requests.lock().unwrap().clear();
+    let early = controller::reconcile(current(&s), s.ctx.clone())
+        .await
+        .unwrap();
+    assert!(
+        s.em.shared.requests().is_empty(),
+        "no call during the backoff"
+    );
+    assert!(s.fake.requests().is_empty());
+    assert!(requeue_after(&early) <= requeue_after(&action));
+    // Once the backoff has passed and Cloudflare answers, the condition goes away.
+    tokio::time::sleep(requeue_after(&early) + Duration::from_millis(50)).await;
+    controller::reconcile(current(&s), s.ctx.clone())
+        .await
+        .unwrap();
+    let writes = s.fake.writes("/status");
+    let status = &writes.last().unwrap().body["status"];
+    assert!(
+        status["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["type"] != "CloudflareReachable"),
+        "{status}"
+    );
+    assert_eq!(condition(status, "Ready")["status"], "True");
+}

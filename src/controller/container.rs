@@ -232,5 +232,5 @@ async fn cleanup(obj: Arc<CloudflareContainer>, ctx: Arc<Context>) -> Result<Act
 
 /// Per-object exponential backoff: 2ⁿ seconds, at most 5 minutes.
 pub fn error_policy(obj: Arc<CloudflareContainer>, error: &Error, ctx: Arc<Context>) -> Action {
-    super::backoff(&ctx, &obj.key(), error)
+    super::backoff(&ctx, &obj.key(), obj.metadata.generation, error)
 }

@@ -112,6 +112,14 @@ struct Account {
     account_id: String,
 }
 
+/// An object whose reconciles fail: how often in a row, the generation they failed
+/// for, and when the next attempt is due.
+struct Failing {
+    count: u32,
+    generation: Option<i64>,
+    until: tokio::time::Instant,
+}
+
 /// Account id and token fingerprint.
 type AccountKey = (String, [u8; 32]);
 
@@ -128,7 +136,7 @@ pub struct Context {
     /// Set once the controller watches; `/readyz` answers 200 from then on.
     pub ready: Arc<AtomicBool>,
     accounts: tokio::sync::Mutex<HashMap<AccountKey, Arc<Account>>>,
-    failures: std::sync::Mutex<HashMap<String, u32>>,
+    failures: std::sync::Mutex<HashMap<String, Failing>>,
     store: OnceLock<Store<CloudflareContainer>>,
     worker_store: OnceLock<Store<CloudflareWorker>>,
     /// Credentials read from Secrets (by name), for `CREDENTIALS_TTL`.
@@ -296,8 +304,18 @@ impl Context {
         }
     }
 
-    fn failures(&self) -> std::sync::MutexGuard<'_, HashMap<String, u32>> {
+    fn failures(&self) -> std::sync::MutexGuard<'_, HashMap<String, Failing>> {
         crate::lock(&self.failures)
+    }
+
+    /// How long an object that keeps failing still waits before its next attempt, when
+    /// a trigger other than a spec change (the periodic resync, a watched change)
+    /// comes early: the backoff holds through a Cloudflare outage.
+    fn backing_off(&self, key: &str, generation: Option<i64>) -> Option<Duration> {
+        let failures = self.failures();
+        let f = failures.get(key)?;
+        let now = tokio::time::Instant::now();
+        (f.generation == generation && now < f.until).then(|| f.until - now)
     }
 
     /// The watched objects (the runtime sets them; tests may too).
@@ -422,6 +440,11 @@ where
             Duration::from_secs(15),
         ));
     }
+    if obj.meta().deletion_timestamp.is_none()
+        && let Some(wait) = ctx.backing_off(&key, obj.meta().generation)
+    {
+        return Ok(kube::runtime::controller::Action::requeue(wait));
+    }
     let started = std::time::Instant::now();
     let ns = obj
         .meta()
@@ -489,18 +512,34 @@ fn next_action(
     Ok(action)
 }
 
-/// Per-object exponential backoff: 2ⁿ seconds, at most 5 minutes.
-fn backoff(ctx: &Context, key: &str, error: &Error) -> kube::runtime::controller::Action {
-    let n = {
-        let mut failures = ctx.failures();
-        let n = failures.entry(key.to_string()).or_default();
-        *n = n.saturating_add(1);
-        *n
-    };
-    let delay = Duration::from_secs(1u64 << n.min(8)).min(Duration::from_secs(300));
+/// Per-object exponential backoff: 2ⁿ seconds (jittered), at most 5 minutes; early
+/// triggers of the same generation wait it out too ([`Context::backing_off`]).
+fn backoff(
+    ctx: &Context,
+    key: &str,
+    generation: Option<i64>,
+    error: &Error,
+) -> kube::runtime::controller::Action {
+    let mut failures = ctx.failures();
+    let count = failures
+        .get(key)
+        .filter(|f| f.generation == generation)
+        .map_or(1, |f| f.count.saturating_add(1));
+    let delay = jittered(Duration::from_secs(1u64 << count.min(8)).min(MAX_BACKOFF));
+    failures.insert(
+        key.to_string(),
+        Failing {
+            count,
+            generation,
+            until: tokio::time::Instant::now() + delay,
+        },
+    );
     tracing::warn!(object = %key, error = %error, retry_in_s = delay.as_secs(), "reconcile failed");
-    kube::runtime::controller::Action::requeue(jittered(delay))
+    kube::runtime::controller::Action::requeue(delay)
 }
+
+/// The longest wait between two attempts of a failing object.
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
 
 /// Publishes what a reconcile did: a `DriftCorrected` warning when a Ready object
 /// whose spec did not change needed changes (`lead` says what drifted), then one Event

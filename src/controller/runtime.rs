@@ -50,6 +50,21 @@ async fn shutdown_signal() {
     }
 }
 
+/// A controller's stream error: a failing watch (a 403 names the resource, the verb
+/// and the namespace in its message) is a warning; a reconcile error was logged by the
+/// error policy already.
+fn log_controller_error<E: std::fmt::Display + std::fmt::Debug>(
+    controller: &str,
+    e: &kube::runtime::controller::Error<E, kube::runtime::watcher::Error>,
+) {
+    match e {
+        kube::runtime::controller::Error::QueueError(w) => {
+            tracing::warn!(controller, error = %w, "a watch failed (the message names the resource, verb and namespace); retrying with backoff")
+        }
+        other => tracing::debug!(controller, error = %other, "controller event"),
+    }
+}
+
 /// Runs the controller until SIGTERM/SIGINT. Returns the process exit code.
 pub async fn run(config: RunConfig) -> i32 {
     let client = match tokio::time::timeout(Duration::from_secs(10), Client::try_default()).await {
@@ -254,7 +269,20 @@ pub async fn run(config: RunConfig) -> i32 {
     let store = containers.store();
     let worker_store = workers.store();
     ctx.set_stores(store.clone(), worker_store.clone());
-    ctx.ready.store(true, Ordering::SeqCst);
+    // `/readyz` turns ready once both kinds' watches have listed everything.
+    let (ready_ctx, ready_containers, ready_workers) =
+        (ctx.clone(), store.clone(), worker_store.clone());
+    let ready_task = tokio::spawn(async move {
+        let synced = futures::future::join(
+            ready_containers.wait_until_ready(),
+            ready_workers.wait_until_ready(),
+        )
+        .await;
+        if let (Ok(()), Ok(())) = synced {
+            tracing::info!("watches synced: ready");
+            ready_ctx.ready.store(true, Ordering::SeqCst);
+        }
+    });
 
     let s2 = store.clone();
     // Secrets are never listed or watched (no Secret access at cluster scope): they are
@@ -280,7 +308,7 @@ pub async fn run(config: RunConfig) -> i32 {
         .run(super::reconcile, super::error_policy, ctx.clone())
         .for_each(|result| async move {
             if let Err(e) = result {
-                tracing::debug!(error = %e, "container controller event");
+                log_controller_error("CloudflareContainer", &e);
             }
         });
 
@@ -331,11 +359,12 @@ pub async fn run(config: RunConfig) -> i32 {
         )
         .for_each(|result| async move {
             if let Err(e) = result {
-                tracing::debug!(error = %e, "worker controller event");
+                log_controller_error("CloudflareWorker", &e);
             }
         });
     futures::join!(containers, workers);
     resync_task.abort();
+    ready_task.abort();
     tracing::info!("shutting down");
     ctx.ready.store(false, Ordering::SeqCst);
     if let Some((watcher_task, lease_handle)) = lease_task {

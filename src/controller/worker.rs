@@ -306,5 +306,5 @@ async fn cleanup(obj: Arc<CloudflareWorker>, ctx: Arc<Context>) -> Result<Action
 
 /// Per-object exponential backoff: 2ⁿ seconds, at most 5 minutes.
 pub fn worker_error_policy(obj: Arc<CloudflareWorker>, error: &Error, ctx: Arc<Context>) -> Action {
-    super::backoff(&ctx, &metric_key(&obj), error)
+    super::backoff(&ctx, &metric_key(&obj), obj.metadata.generation, error)
 }

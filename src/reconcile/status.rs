@@ -79,6 +79,18 @@ pub fn derive(
     input: &StatusInput<'_>,
     now: jiff::Timestamp,
 ) -> CloudflareContainerStatus {
+    // Cloudflare unreachable (or failing) before anything was observed: the last
+    // observed state stands, with a condition saying since when the API is not
+    // answering. Healthy objects do not all turn Progressing during an outage.
+    if input.observed.is_none()
+        && let (Some(previous), Some(e)) = (previous, input.error)
+        && e.is_retryable()
+        && previous.observed_generation == input.generation
+    {
+        let mut kept = previous.clone();
+        kept.conditions = with_unreachable(&previous.conditions, e, input.generation, now);
+        return kept;
+    }
     let mut conds: Vec<Cond> = Vec::new();
     let observed = input.observed;
     let remaining = input.remaining;
@@ -337,6 +349,37 @@ pub fn derive(
             errors: h.errors.len() as i64,
         }),
     }
+}
+
+/// The condition type saying the Cloudflare API does not answer.
+pub const UNREACHABLE: &str = "CloudflareReachable";
+
+/// `previous` conditions with `CloudflareReachable=False` (its transition time is when
+/// the outage was first seen). The condition goes away with the next observation.
+pub fn with_unreachable(
+    previous: &[Condition],
+    e: &ApiError,
+    generation: Option<i64>,
+    now: jiff::Timestamp,
+) -> Vec<Condition> {
+    let outage = condition_since(
+        previous,
+        UNREACHABLE,
+        false,
+        e.reason(),
+        &format!(
+            "Cloudflare's API is not answering; the conditions above are the last observed state ({e})"
+        ),
+        generation,
+        now,
+    );
+    let mut out: Vec<Condition> = previous
+        .iter()
+        .filter(|c| c.type_ != UNREACHABLE)
+        .cloned()
+        .collect();
+    out.push(outage);
+    out
 }
 
 /// A condition of `kind` evaluated for `generation`, keeping the previous transition
