@@ -99,6 +99,14 @@ pub struct RunArgs {
     pub identity: Option<String>,
     #[command(flatten)]
     pub access: ApiAccess,
+    /// Run in-cluster builds (`spec.build`) as BuildKit Jobs. Off by default: objects
+    /// with `spec.build` are then Stalled, naming this flag.
+    #[arg(long, env = "FLAREDOCK_ENABLE_BUILDS")]
+    pub enable_builds: bool,
+    /// Namespace of the build Jobs and their push credentials (its Pod Security level
+    /// and NetworkPolicy come with deploy/optional/builds).
+    #[arg(long, env = "FLAREDOCK_BUILD_NAMESPACE", default_value = crate::build::job::DEFAULT_BUILD_NAMESPACE)]
+    pub build_namespace: String,
     /// Rootless BuildKit image of in-cluster build Jobs.
     #[arg(long, env = "FLAREDOCK_BUILDER_IMAGE", default_value = crate::build::job::DEFAULT_BUILDKIT_IMAGE)]
     pub builder_image: String,
@@ -514,6 +522,8 @@ async fn run_controller(args: RunArgs) -> i32 {
             default_credentials,
             default_credentials_namespaces: args.default_credentials_namespaces,
             build: crate::build::job::JobSettings {
+                enabled: args.enable_builds,
+                namespace: args.build_namespace,
                 image: args.builder_image,
                 active_deadline_seconds: args.build_deadline.as_secs().max(60) as i64,
                 registry_cache: args.build_cache,

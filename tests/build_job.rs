@@ -64,6 +64,15 @@ fn the_build_job_is_golden() {
     let name = job_name(&owner(), r.destination.tag.as_deref().unwrap());
     assert!(name.len() <= 63 && name.starts_with("flaredock-build-shop-"));
     let job = build_job(&owner(), &name, &name, &r, &JobSettings::default()).unwrap();
+    let other_tenant = Owner {
+        namespace: "team-b".into(),
+        ..owner()
+    };
+    assert_ne!(
+        job_name(&other_tenant, r.destination.tag.as_deref().unwrap()),
+        name,
+        "two tenants' builds never share a Job in the build namespace"
+    );
     golden("build-job.yaml", &serde_yaml_ng::to_string(&job).unwrap());
     let spec = job.spec.unwrap();
     assert_eq!(spec.backoff_limit, Some(0));
@@ -82,6 +91,21 @@ fn the_build_job_is_golden() {
         "--export-cache type=registry,ref=registry.cloudflare.com/acc123/shop:buildcache"
     ));
     assert_eq!(pod.security_context.unwrap().run_as_non_root, Some(true));
+    // In the build namespace, on amd64 nodes, labelled with its object.
+    assert_eq!(job.metadata.namespace.as_deref(), Some("flaredock-builds"));
+    let labels = job.metadata.labels.as_ref().unwrap();
+    assert_eq!(labels["flaredock.dev/build-for"], "shop");
+    assert_eq!(labels["flaredock.dev/build-for-namespace"], "apps");
+    assert_eq!(
+        pod.node_selector.as_ref().unwrap()["kubernetes.io/arch"],
+        "amd64"
+    );
+    // Rootless BuildKit's newuidmap is setuid: escalation must be allowed (BuildKit's
+    // job.rootless.yaml), and nothing else is granted.
+    let sc = c.security_context.as_ref().unwrap();
+    assert_eq!(sc.allow_privilege_escalation, Some(true));
+    assert!(sc.privileged.is_none() && sc.capabilities.is_none());
+    assert_eq!(pod.automount_service_account_token, Some(false));
     assert!(
         !serde_yaml_ng::to_string(&pod.containers)
             .unwrap()
@@ -92,15 +116,23 @@ fn the_build_job_is_golden() {
 
 #[test]
 fn the_build_secret_is_golden() {
-    let secret = build_secret(&owner(), "flaredock-build-shop-x", &request());
+    let secret = build_secret(
+        &owner(),
+        "flaredock-builds",
+        "flaredock-build-shop-x",
+        &request(),
+    );
     assert_eq!(
         secret.type_.as_deref(),
         Some("kubernetes.io/dockerconfigjson")
     );
-    let owner_ref = &secret.metadata.owner_references.as_ref().unwrap()[0];
     assert_eq!(
-        (owner_ref.kind.as_str(), owner_ref.controller),
-        ("CloudflareContainer", Some(true))
+        secret.metadata.namespace.as_deref(),
+        Some("flaredock-builds")
+    );
+    assert_eq!(
+        secret.metadata.labels.as_ref().unwrap()["flaredock.dev/build-for-namespace"],
+        "apps"
     );
     golden(
         "build-secret.yaml",

@@ -717,11 +717,25 @@ async fn fake_git(commit: &'static str) -> String {
     format!("http://{addr}/shop.git")
 }
 
+const BUILDS: &str = "/api/v1/namespaces/flaredock-builds";
+
 async fn build_setup(context: String, registry: &common::DockerRegistry) -> Setup {
+    build_setup_with(context, registry, true).await
+}
+
+async fn build_setup_with(
+    context: String,
+    registry: &common::DockerRegistry,
+    enabled: bool,
+) -> Setup {
     let mut obj = object("", &[FINALIZER]);
     obj["spec"].as_object_mut().unwrap().remove("image");
     obj["spec"]["build"] = json!({ "context": context });
-    let em = common::start_emulator(|c| c.registry = Some(registry.as_external())).await;
+    let em = common::start_emulator(|c| {
+        c.registry = Some(registry.as_external());
+        c.capture_bodies = true;
+    })
+    .await;
     let (client, fake) = fake_kube();
     fake.objects.lock().unwrap().insert(OBJECT_PATH.into(), obj);
     fake.objects.lock().unwrap().insert(
@@ -729,10 +743,11 @@ async fn build_setup(context: String, registry: &common::DockerRegistry) -> Setu
         json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "cloudflare", "namespace": "apps"},
                "stringData": {"apiToken": em.api_token(), "accountId": em.account_id()}}),
     );
-    let settings = Settings {
+    let mut settings = Settings {
         api_base_url: em.base_url(),
         ..Default::default()
     };
+    settings.build.enabled = enabled;
     let ctx = Arc::new(Context::new(
         client,
         settings,
@@ -764,15 +779,29 @@ async fn an_in_cluster_build_runs_as_a_job_then_deploys_by_digest() {
         .unwrap();
     let (job_path, job) = the_job(&s);
     let name = job["metadata"]["name"].as_str().unwrap().to_string();
-    assert_eq!(
-        job["metadata"]["ownerReferences"][0]["kind"],
-        "CloudflareContainer"
+    assert!(
+        job_path.starts_with("/apis/batch/v1/namespaces/flaredock-builds/jobs/"),
+        "the Job runs in the build namespace, not the tenant's: {job_path}"
     );
-    let secret_path = format!("/api/v1/namespaces/apps/secrets/{name}");
+    assert_eq!(
+        job["metadata"]["labels"]["flaredock.dev/build-for-namespace"],
+        "apps"
+    );
+    let secret_path = format!("{BUILDS}/secrets/{name}");
     assert!(
         s.fake.objects.lock().unwrap().contains_key(&secret_path),
         "push credentials Secret created"
     );
+    // Its own credentials, minted to outlive the Job's deadline (30 min) by 10 minutes.
+    let minted: Vec<i64> =
+        s.em.shared
+            .exchanges()
+            .iter()
+            .filter(|x| x.path.ends_with("/credentials"))
+            .filter_map(|x| serde_json::from_slice::<Value>(&x.request_body).ok())
+            .filter_map(|b| b["expiration_minutes"].as_i64())
+            .collect();
+    assert!(minted.contains(&40), "{minted:?}");
     let writes = s.fake.writes("/status");
     let status = &writes.last().unwrap().body["status"];
     assert_eq!(
@@ -850,11 +879,11 @@ async fn a_failed_build_job_reports_its_log_tail() {
         let mut objects = s.fake.objects.lock().unwrap();
         objects.get_mut(&job_path).unwrap()["status"] = json!({"failed": 1});
         objects.insert(
-            format!("/api/v1/namespaces/apps/pods/{name}-x7k2p"),
-            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": format!("{name}-x7k2p"), "namespace": "apps", "labels": {"job-name": name}}}),
+            format!("{BUILDS}/pods/{name}-x7k2p"),
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": format!("{name}-x7k2p"), "namespace": "flaredock-builds", "labels": {"job-name": name}}}),
         );
         objects.insert(
-            format!("/api/v1/namespaces/apps/pods/{name}-x7k2p/log"),
+            format!("{BUILDS}/pods/{name}-x7k2p/log"),
             json!("#5 [2/3] RUN make\n#5 ERROR: process \"make\" did not complete successfully: exit code: 2\n"),
         );
     }
@@ -885,8 +914,100 @@ async fn a_failed_build_job_reports_its_log_tail() {
             .objects
             .lock()
             .unwrap()
-            .contains_key(&format!("/api/v1/namespaces/apps/secrets/{name}"))
+            .contains_key(&format!("{BUILDS}/secrets/{name}"))
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_build_past_its_deadline_fails_and_its_secret_goes() {
+    let registry = common::DockerRegistry::start_with_auth("cf", "cf-pass");
+    let git = fake_git("1111111111111111111111111111111111111111").await;
+    let s = build_setup(format!("{git}#main"), &registry).await;
+    controller::reconcile(current(&s), s.ctx.clone())
+        .await
+        .unwrap();
+    let (job_path, job) = the_job(&s);
+    let name = job["metadata"]["name"].as_str().unwrap().to_string();
+    assert!(
+        s.fake
+            .objects
+            .lock()
+            .unwrap()
+            .contains_key(&format!("{BUILDS}/secrets/{name}"))
+    );
+    s.fake.objects.lock().unwrap().get_mut(&job_path).unwrap()["status"] = json!({
+        "conditions": [{"type": "Failed", "status": "True", "reason": "DeadlineExceeded"}]
+    });
+    controller::reconcile(current(&s), s.ctx.clone())
+        .await
+        .unwrap();
+    let writes = s.fake.writes("/status");
+    let image = condition(&writes.last().unwrap().body["status"], "ImageReady").clone();
+    assert_eq!(image["reason"], "BuildFailed");
+    assert!(
+        image["message"].as_str().unwrap().contains("deadline"),
+        "{image}"
+    );
+    assert!(
+        !s.fake
+            .objects
+            .lock()
+            .unwrap()
+            .contains_key(&format!("{BUILDS}/secrets/{name}")),
+        "the push credentials are gone"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_the_cluster_refuses_fails_the_build_at_once() {
+    let registry = common::DockerRegistry::start_with_auth("cf", "cf-pass");
+    let git = fake_git("2222222222222222222222222222222222222222").await;
+    let s = build_setup(format!("{git}#main"), &registry).await;
+    // A quota (or an admission policy) refuses Jobs in the build namespace.
+    s.fake
+        .forbidden
+        .lock()
+        .unwrap()
+        .push("POST /apis/batch/v1/namespaces/flaredock-builds/jobs".into());
+    let _ = controller::reconcile(current(&s), s.ctx.clone()).await;
+    let writes = s.fake.writes("/status");
+    let image = condition(&writes.last().unwrap().body["status"], "ImageReady").clone();
+    assert_eq!(image["reason"], "BuildFailed", "{image}");
+    assert!(
+        image["message"]
+            .as_str()
+            .unwrap()
+            .contains("cannot be created"),
+        "{image}"
+    );
+    let objects = s.fake.objects.lock().unwrap();
+    assert!(
+        objects
+            .keys()
+            .all(|k| !k.contains("/secrets/flaredock-build-")),
+        "no push credentials left behind: {:?}",
+        objects.keys().collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn builds_are_off_unless_enabled() {
+    let registry = common::DockerRegistry::start_with_auth("cf", "cf-pass");
+    let git = fake_git("3333333333333333333333333333333333333333").await;
+    let s = build_setup_with(format!("{git}#main"), &registry, false).await;
+    let _ = controller::reconcile(current(&s), s.ctx.clone()).await;
+    let writes = s.fake.writes("/status");
+    let status = &writes.last().unwrap().body["status"];
+    let image = condition(status, "ImageReady");
+    assert!(
+        image["message"]
+            .as_str()
+            .unwrap()
+            .contains("--enable-builds"),
+        "{status}"
+    );
+    assert!(s.fake.writes("/jobs").is_empty());
+    assert!(s.fake.writes("/secrets/flaredock-build").is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

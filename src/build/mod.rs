@@ -411,6 +411,12 @@ pub enum BuildOutcome {
 /// A builder: something that turns a [`BuildRequest`] into a pushed image.
 pub trait Builder: Send + Sync {
     fn build<'a>(&'a self, request: &'a BuildRequest) -> BoxFuture<'a, BuildOutcome>;
+
+    /// How long a build's push credentials must stay valid, when the builder needs
+    /// its own (a Job that may run until its deadline); `None` uses the shared ones.
+    fn credentials_lifetime(&self) -> Option<std::time::Duration> {
+        None
+    }
 }
 
 /// The last `lines` lines of a log, at most `max_bytes` long.

@@ -246,22 +246,28 @@ pub async fn run(config: RunConfig) -> i32 {
         })
     };
 
-    let scoped = |c: &Client| -> (Api<ConfigMap>, Api<k8s_openapi::api::batch::v1::Job>) {
-        match &config.settings.namespace {
-            Some(ns) => (
-                Api::namespaced(c.clone(), ns),
-                Api::namespaced(c.clone(), ns),
-            ),
-            None => (Api::all(c.clone()), Api::all(c.clone())),
-        }
+    let config_maps: Api<ConfigMap> = match &config.settings.namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
     };
-    let (config_maps, jobs) = scoped(&client);
     // A build Job that finishes wakes its CloudflareContainer up; a CloudflareWorker
     // that changes wakes the containers that name it.
-    let containers = Controller::new(api.clone(), watcher::Config::default().any_semantic()).owns(
-        jobs,
-        watcher::Config::default().labels(crate::build::job::BUILD_LABEL),
-    );
+    let mut containers = Controller::new(api.clone(), watcher::Config::default().any_semantic());
+    if config.settings.build.enabled {
+        // Build Jobs live in the build namespace, labelled with their object.
+        let jobs: Api<k8s_openapi::api::batch::v1::Job> =
+            Api::namespaced(client.clone(), &config.settings.build.namespace);
+        containers = containers.watches(
+            jobs,
+            watcher::Config::default().labels(crate::build::job::BUILD_LABEL),
+            |job| {
+                let labels = job.labels();
+                let name = labels.get(crate::build::job::BUILD_LABEL)?;
+                let ns = labels.get(crate::build::job::BUILD_NAMESPACE_LABEL)?;
+                Some(ObjectRef::<CloudflareContainer>::new(name).within(ns))
+            },
+        );
+    }
     let workers = Controller::new(
         workers_api.clone(),
         watcher::Config::default().any_semantic(),

@@ -385,6 +385,29 @@ impl ImageResolver {
                 "spec.build: no builder available (install buildah or docker buildx)",
             );
         };
+        // A builder that outlives this reconcile (a Job) gets credentials of its own,
+        // minted to outlive its deadline; minted once, when the build starts.
+        let build_creds = match builder.credentials_lifetime() {
+            Some(lifetime) if !running => {
+                let minutes = lifetime.as_secs().div_ceil(60).max(1) as i64;
+                match self
+                    .client
+                    .registry_credentials(
+                        CLOUDFLARE_REGISTRY,
+                        &[RegistryPermission::Pull, RegistryPermission::Push],
+                        minutes,
+                    )
+                    .await
+                {
+                    Ok(c) => Credentials {
+                        username: c.username,
+                        password: c.password,
+                    },
+                    Err(e) => return api_state(&e),
+                }
+            }
+            _ => creds.clone(),
+        };
         let request = BuildRequest {
             object: obj.key(),
             source,
@@ -395,7 +418,7 @@ impl ImageResolver {
                 tag: Some(tag.clone()),
                 digest: None,
             },
-            credentials: creds.clone(),
+            credentials: build_creds,
             owner: Some(Owner {
                 name: obj.name().to_string(),
                 namespace: obj.namespace_or_default().to_string(),

@@ -22,7 +22,8 @@ pub struct Recorded {
 pub struct FakeState {
     pub objects: Mutex<HashMap<String, Value>>,
     pub requests: Mutex<Vec<Recorded>>,
-    /// RBAC: path prefixes the service account may not touch (answered 403).
+    /// RBAC, quotas, admission: path prefixes (or `METHOD prefix`) the service account
+    /// may not touch (answered 403).
     pub forbidden: Mutex<Vec<String>>,
 }
 
@@ -119,13 +120,17 @@ fn bump(obj: &mut Value) {
 }
 
 fn respond(state: &FakeState, method: &str, path: &str, body: &Value) -> (u16, Value) {
-    if state
+    // An entry is a path prefix, or `METHOD prefix` for that method only.
+    let forbidden = state
         .forbidden
         .lock()
         .unwrap()
         .iter()
-        .any(|p| path.starts_with(p.as_str()))
-    {
+        .any(|rule| match rule.split_once(' ') {
+            Some((m, prefix)) => m == method && path.starts_with(prefix),
+            None => path.starts_with(rule.as_str()),
+        });
+    if forbidden {
         return status_failure(
             403,
             "Forbidden",
