@@ -1294,3 +1294,57 @@ async fn an_outage_keeps_the_last_observed_state_and_the_backoff_holds() {
     );
     assert_eq!(condition(status, "Ready")["status"], "True");
 }
+
+#[tokio::test]
+async fn a_changed_credentials_secret_ref_releases_the_old_secret() {
+    let s = setup(object("", &[FINALIZER]), true).await;
+    controller::reconcile(current(&s), s.ctx.clone())
+        .await
+        .unwrap();
+    let finalizers =
+        |path: &str| s.fake.objects.lock().unwrap()[path]["metadata"]["finalizers"].to_string();
+    assert!(finalizers(SECRET_PATH).contains(SECRET_FINALIZER));
+    // The object moves to another Secret (status written by the fake is kept).
+    let new_path = "/api/v1/namespaces/apps/secrets/cloudflare-2";
+    {
+        let mut objects = s.fake.objects.lock().unwrap();
+        let old = objects[SECRET_PATH].clone();
+        let mut new = old.clone();
+        new["metadata"]["name"] = json!("cloudflare-2");
+        new["metadata"]
+            .as_object_mut()
+            .unwrap()
+            .remove("finalizers");
+        objects.insert(new_path.into(), new);
+        let obj = objects.get_mut(OBJECT_PATH).unwrap();
+        obj["spec"]["credentialsSecretRef"]["name"] = json!("cloudflare-2");
+        obj["metadata"]["generation"] = json!(2);
+    }
+    assert_eq!(
+        current(&s)
+            .status
+            .clone()
+            .unwrap()
+            .protected_secret
+            .as_deref(),
+        Some("cloudflare")
+    );
+    controller::reconcile(current(&s), s.ctx.clone())
+        .await
+        .unwrap();
+    assert!(finalizers(new_path).contains(SECRET_FINALIZER));
+    assert!(
+        !finalizers(SECRET_PATH).contains(SECRET_FINALIZER),
+        "the old Secret is released: {}",
+        finalizers(SECRET_PATH)
+    );
+    assert_eq!(
+        current(&s)
+            .status
+            .clone()
+            .unwrap()
+            .protected_secret
+            .as_deref(),
+        Some("cloudflare-2")
+    );
+}

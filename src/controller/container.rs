@@ -8,7 +8,7 @@ use kube::runtime::events::EventType;
 
 use super::credentials::{
     CredentialsOwner, SecretProblem, credentials, protect_secret, pull_credentials,
-    secret_still_used,
+    release_previous_secret, secret_still_used,
 };
 use super::status::{container_problem, write_container_status};
 use super::{Context, Error};
@@ -37,6 +37,11 @@ async fn apply(obj: Arc<CloudflareContainer>, ctx: Arc<Context>) -> Result<Actio
         Err(problem) => return refuse(&ctx, &obj, problem).await,
     };
     protect_secret(&ctx, &owner(&obj), true).await?;
+    let previous_secret = obj
+        .status
+        .as_ref()
+        .and_then(|s| s.protected_secret.as_deref());
+    release_previous_secret(&ctx, &owner(&obj), previous_secret).await?;
     let account = ctx.account(&account_id, &token).await?;
     let reconciler = &account.reconciler;
     let pull_ref = obj
@@ -166,6 +171,8 @@ async fn cleanup(obj: Arc<CloudflareContainer>, ctx: Arc<Context>) -> Result<Act
     let deleted = match credentials(&owner(&obj), &ctx).await {
         Ok((account_id, token)) => {
             let account = ctx.account(&account_id, &token).await?;
+            // The object's pull credentials are not kept past it.
+            account.reconciler.images.set_pull_credentials(&key, None);
             account.reconciler.delete(&obj).await
         }
         Err(problem) if obj.spec.deletion_policy == crate::spec::DeletionPolicy::Orphan => {

@@ -277,6 +277,31 @@ pub(super) async fn protect_secret(
     }
 }
 
+/// Releases the Secret an object protected before its `credentialsSecretRef` changed
+/// (`previous`, from its status), unless another object still uses it.
+pub(super) async fn release_previous_secret(
+    ctx: &Context,
+    owner: &CredentialsOwner<'_>,
+    previous: Option<&str>,
+) -> Result<(), kube::Error> {
+    let Some(old) = previous else { return Ok(()) };
+    if owner.secret.is_some_and(|r| r.name == old) {
+        return Ok(());
+    }
+    let reference = SecretRef {
+        name: old.to_string(),
+    };
+    let old_owner = CredentialsOwner {
+        namespace: owner.namespace,
+        uid: owner.uid,
+        secret: Some(&reference),
+    };
+    if secret_still_used(ctx, &old_owner) {
+        return Ok(());
+    }
+    protect_secret(ctx, &old_owner, false).await
+}
+
 /// Does another live object (of either kind) still use this object's credentials
 /// Secret?
 pub(super) fn secret_still_used(ctx: &Context, owner: &CredentialsOwner<'_>) -> bool {

@@ -110,7 +110,13 @@ struct Account {
     reconciler: Arc<Reconciler>,
     client: CloudflareClient,
     account_id: String,
+    /// When an object last used it: accounts (and tokens) nobody uses are dropped.
+    last_used: std::sync::Mutex<std::time::Instant>,
 }
+
+/// An account's machinery unused this long is dropped (a rotated token's old account,
+/// deleted objects' accounts).
+const ACCOUNT_IDLE: Duration = Duration::from_secs(3600);
 
 /// An object whose reconciles fail: how often in a row, the generation they failed
 /// for, and when the next attempt is due.
@@ -247,7 +253,9 @@ impl Context {
     async fn account(&self, account_id: &str, token: &SecretString) -> Result<Arc<Account>, Error> {
         let key = (account_id.to_string(), token.fingerprint());
         let mut accounts = self.accounts.lock().await;
+        accounts.retain(|_, a| crate::lock(&a.last_used).elapsed() < ACCOUNT_IDLE);
         if let Some(a) = accounts.get(&key) {
+            *crate::lock(&a.last_used) = std::time::Instant::now();
             return Ok(a.clone());
         }
         let mut config = ClientConfig::new(
@@ -281,6 +289,7 @@ impl Context {
             )),
             client,
             account_id: account_id.to_string(),
+            last_used: std::sync::Mutex::new(std::time::Instant::now()),
         });
         accounts.insert(key, account.clone());
         Ok(account)

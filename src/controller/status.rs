@@ -62,12 +62,18 @@ pub(super) async fn write_container_status(
     obj: &CloudflareContainer,
     status: &CloudflareContainerStatus,
 ) -> Result<(), kube::Error> {
+    let mut status = status.clone();
+    status.protected_secret = obj
+        .spec
+        .credentials_secret_ref
+        .as_ref()
+        .map(|r| r.name.clone());
     write_status::<CloudflareContainer, _>(
         ctx,
         obj.namespace_or_default(),
         obj.name(),
         obj.status.as_ref(),
-        status,
+        &status,
     )
     .await
 }
@@ -77,12 +83,18 @@ pub(super) async fn write_worker_status(
     obj: &CloudflareWorker,
     status: &CloudflareWorkerStatus,
 ) -> Result<(), kube::Error> {
+    let mut status = status.clone();
+    status.protected_secret = obj
+        .spec
+        .credentials_secret_ref
+        .as_ref()
+        .map(|r| r.name.clone());
     write_status::<CloudflareWorker, _>(
         ctx,
         obj.namespace_or_default(),
         obj.name(),
         obj.status.as_ref(),
-        status,
+        &status,
     )
     .await
 }

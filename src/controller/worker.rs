@@ -13,7 +13,8 @@ use kube::runtime::events::EventType;
 
 use super::credentials::{
     CredentialsOwner, SecretProblem, config_map_data, credentials, protect_secret,
-    pull_credentials, read_config_map, read_secret_opt, secret_data, secret_still_used,
+    pull_credentials, read_config_map, read_secret_opt, release_previous_secret, secret_data,
+    secret_still_used,
 };
 use super::status::{worker_problem, write_worker_status};
 use super::{Context, Error};
@@ -113,6 +114,11 @@ async fn apply(obj: Arc<CloudflareWorker>, ctx: Arc<Context>) -> Result<Action, 
         Err(problem) => return refuse(&ctx, &obj, problem).await,
     };
     protect_secret(&ctx, &owner(&obj), true).await?;
+    let previous_secret = obj
+        .status
+        .as_ref()
+        .and_then(|s| s.protected_secret.as_deref());
+    release_previous_secret(&ctx, &owner(&obj), previous_secret).await?;
     let account = ctx.account(&account_id, &token).await?;
     let reconciler = &account.reconciler;
     let pull_ref = obj

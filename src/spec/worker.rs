@@ -143,6 +143,11 @@ pub struct WorkerSecret {
 pub struct CloudflareWorkerStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// The credentials Secret that carries this object's finalizer
+    /// `flaredock.dev/credentials-in-use` (released when `credentialsSecretRef` changes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protected_secret: Option<String>,
+
     /// Ready, Reconciling, Stalled.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,

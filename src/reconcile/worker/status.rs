@@ -82,6 +82,7 @@ pub fn derive(
     ];
     CloudflareWorkerStatus {
         observed_generation: input.generation,
+        protected_secret: previous.and_then(|p| p.protected_secret.clone()),
         conditions,
         script_name: Some(input.script_name.to_string()),
         migration_tag: script
