@@ -878,6 +878,15 @@ async fn a_failed_build_job_reports_its_log_tail() {
     {
         let mut objects = s.fake.objects.lock().unwrap();
         objects.get_mut(&job_path).unwrap()["status"] = json!({"failed": 1});
+        // Another Job's pod, listed first: the label selector must leave it out.
+        objects.insert(
+            format!("{BUILDS}/pods/a-other-pod"),
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "a-other-pod", "namespace": "flaredock-builds", "labels": {"job-name": "another-build"}}}),
+        );
+        objects.insert(
+            format!("{BUILDS}/pods/a-other-pod/log"),
+            json!("someone else's log\n"),
+        );
         objects.insert(
             format!("{BUILDS}/pods/{name}-x7k2p"),
             json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": format!("{name}-x7k2p"), "namespace": "flaredock-builds", "labels": {"job-name": name}}}),

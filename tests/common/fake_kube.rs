@@ -119,7 +119,38 @@ fn bump(obj: &mut Value) {
     obj["metadata"]["resourceVersion"] = json!((rv + 1).to_string());
 }
 
-fn respond(state: &FakeState, method: &str, path: &str, body: &Value) -> (u16, Value) {
+/// Whether an object's labels satisfy a `labelSelector` (`k=v`, `k==v`, `k!=v`, `k`,
+/// `!k`, comma-separated: all must hold), as the API server reads it.
+pub fn selects(selector: &str, obj: &Value) -> bool {
+    let labels = &obj["metadata"]["labels"];
+    selector
+        .split(',')
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+        .all(|req| {
+            if let Some((k, v)) = req.split_once("!=") {
+                labels[k.trim()].as_str() != Some(v.trim())
+            } else if let Some((k, v)) = req.split_once("==").or_else(|| req.split_once('=')) {
+                labels[k.trim()].as_str() == Some(v.trim())
+            } else if let Some(k) = req.strip_prefix('!') {
+                labels.get(k.trim()).is_none()
+            } else {
+                labels.get(req).is_some()
+            }
+        })
+}
+
+fn respond_to(
+    state: &FakeState,
+    method: &str,
+    path: &str,
+    query: &str,
+    body: &Value,
+) -> (u16, Value) {
+    let selector: String = url::form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == "labelSelector")
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default();
     // An entry is a path prefix, or `METHOD prefix` for that method only.
     let forbidden = state
         .forbidden
@@ -149,6 +180,7 @@ fn respond(state: &FakeState, method: &str, path: &str, body: &Value) -> (u16, V
                     k.strip_prefix(&prefix)
                         .is_some_and(|rest| !rest.contains('/'))
                 })
+                .filter(|(_, v)| selects(&selector, v))
                 .map(|(_, v)| v.clone())
                 .collect();
             if items.is_empty() && !path.ends_with('s') {
@@ -230,7 +262,14 @@ pub fn fake_kube() -> (kube::Client, Arc<FakeState>) {
                 query,
                 body: body.clone(),
             });
-            let (status, answer) = respond(&fake, &method, &path, &body);
+            let query = fake
+                .requests
+                .lock()
+                .unwrap()
+                .last()
+                .map(|r| r.query.clone())
+                .unwrap_or_default();
+            let (status, answer) = respond_to(&fake, &method, &path, &query, &body);
             // Logs are plain text.
             let bytes = match (&answer, path.ends_with("/log")) {
                 (Value::String(text), true) => text.clone().into_bytes(),
