@@ -3,7 +3,7 @@
 #   docker-registry  (the CNCF distribution registry, as "Cloudflare's registry")
 #   apache2-utils    (htpasswd, for the registry's basic auth)
 #   kubernetes-client (kubectl: `kubectl kustomize`, offline, renders deploy/)
-#   lua5.4           (runs the Argo CD health check)
+#   lua5.1           (runs the Argo CD health checks: gopher-lua is Lua 5.1)
 #   buildah          (builds FROM scratch Dockerfiles, chroot isolation, vfs storage)
 #   wrangler 4.86    (npm; Cloudflare's CLI, run against the emulator by tests/wrangler.rs)
 # Extra arguments go to `cargo test` (e.g. scripts/test.sh --test plan).
@@ -14,7 +14,7 @@ missing=()
 command -v docker-registry >/dev/null 2>&1 || missing+=(docker-registry)
 command -v htpasswd >/dev/null 2>&1 || missing+=(apache2-utils)
 command -v kubectl >/dev/null 2>&1 || missing+=(kubernetes-client)
-command -v lua5.4 >/dev/null 2>&1 || missing+=(lua5.4)
+command -v lua5.1 >/dev/null 2>&1 || missing+=(lua5.1)
 command -v buildah >/dev/null 2>&1 || missing+=(buildah)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 if ! command -v wrangler >/dev/null 2>&1 && ! command -v npm >/dev/null 2>&1; then

@@ -659,10 +659,11 @@ async fn apply(args: ApplyArgs) -> i32 {
         let Some(outcome) = outcomes.workers.get(&key) else {
             continue;
         };
+        // A suspended object is reported, not waited for: nothing was written.
         let converged = if args.no_wait {
             outcome.error.is_none() && !outcome.stalled()
         } else {
-            outcome.ready()
+            outcome.ready() || outcome.suspended()
         };
         if !converged {
             code = EXIT_FAILED;
@@ -686,10 +687,11 @@ async fn apply(args: ApplyArgs) -> i32 {
         let Some(outcome) = outcomes.containers.get(&key) else {
             continue;
         };
+        // A suspended object is reported, not waited for: nothing was written.
         let converged = if args.no_wait {
             outcome.error.is_none() && !outcome.stalled()
         } else {
-            outcome.ready()
+            outcome.ready() || outcome.suspended()
         };
         if !converged {
             code = EXIT_FAILED;

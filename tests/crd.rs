@@ -65,7 +65,17 @@ fn crd_has_validation_columns_and_descriptions() {
         .iter()
         .map(|c| c["name"].as_str().unwrap())
         .collect();
-    assert_eq!(columns, ["Ready", "Image", "Application", "Age"]);
+    assert_eq!(
+        columns,
+        [
+            "Ready",
+            "Image",
+            "Application",
+            "Rollout",
+            "Suspended",
+            "Age"
+        ]
+    );
     let spec = &version["schema"]["openAPIV3Schema"]["properties"]["spec"];
     let rules: Vec<&str> = spec["x-kubernetes-validations"]
         .as_array()

@@ -537,3 +537,45 @@ async fn another_cluster_never_takes_what_this_one_owns() {
     assert_ne!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--cluster-name"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suspended_objects_are_observed_and_never_written() {
+    let em = common::start_emulator(|_| {}).await;
+    let quickstart = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/quickstart.yaml");
+    let text = std::fs::read_to_string(&quickstart).unwrap();
+    let suspended = text.replace("spec:\n", "spec:\n  suspend: true\n");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("quickstart.yaml");
+    std::fs::write(&file, &suspended).unwrap();
+    let (code, stdout, stderr) = flaredock(&em, &["apply", "-f"], &file);
+    assert_eq!(
+        code,
+        Some(0),
+        "suspended objects are reported, not failed: {stdout}{stderr}"
+    );
+    assert!(
+        common::cloudflare_writes(&em).is_empty(),
+        "zero writes: {:?}",
+        common::cloudflare_writes(&em)
+    );
+    assert_eq!(
+        stdout.matches("Ready=False Suspended").count(),
+        2,
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("pending: worker.hello"),
+        "the pending change is named: {stdout}"
+    );
+    // Resumed: it converges.
+    let (code, stdout, _) = flaredock(&em, &["apply", "-f"], &quickstart);
+    assert_eq!(code, Some(0), "{stdout}");
+    // Suspended again with a change pending: still nothing written.
+    em.shared.clear_requests();
+    let changed = suspended.replace("hello from flaredock", "hello again");
+    std::fs::write(&file, changed).unwrap();
+    let (code, stdout, _) = flaredock(&em, &["apply", "-f"], &file);
+    assert_eq!(code, Some(0), "{stdout}");
+    assert!(common::cloudflare_writes(&em).is_empty());
+    assert!(stdout.contains("Suspended"), "{stdout}");
+}

@@ -1,7 +1,14 @@
 -- Argo CD health check for flaredock.dev/CloudflareContainer and CloudflareWorker
--- (kstatus conditions). Install it as resource.customizations.health.flaredock.dev_<Kind>
--- in argocd-cm for both kinds (see argocd-cm-patch.yaml next to this file).
+-- (kstatus conditions). Lua 5.1, as Argo CD's gopher-lua runs it. Install it as
+-- resource.customizations.health.flaredock.dev_<Kind> in argocd-cm for both kinds
+-- (argocd-cm-patch.yaml next to this file), or from resource_customizations/ (Argo CD's
+-- upstream layout, with health_test.yaml and testdata/).
 local hs = {}
+if obj.spec ~= nil and obj.spec.suspend == true then
+  hs.status = "Suspended"
+  hs.message = "spec.suspend is true: flaredock makes no change at Cloudflare"
+  return hs
+end
 if obj.status == nil or obj.status.conditions == nil then
   hs.status = "Progressing"
   hs.message = "Waiting for flaredock to report a status"
@@ -25,10 +32,15 @@ for _, c in ipairs(obj.status.conditions) do
   if c.type == "Ready" then
     if c.status == "True" then
       hs.status = "Healthy"
+      hs.message = c.message
     else
       hs.status = "Progressing"
+      hs.message = c.message
+      local r = obj.status.rollout
+      if r ~= nil and r.status == "progressing" and r.progress ~= nil then
+        hs.message = "rollout " .. tostring(r.progress) .. "%: " .. tostring(c.message)
+      end
     end
-    hs.message = c.message
     return hs
   end
 end

@@ -69,6 +69,11 @@ async fn apply(obj: Arc<CloudflareContainer>, ctx: Arc<Context>) -> Result<Actio
     let outcome = reconciler.reconcile(&obj, previous.as_ref(), &peers).await;
     report(&ctx, &obj, previous.as_ref(), was_ready, &outcome).await;
     write_container_status(&ctx, &obj, &outcome.status).await?;
+    if outcome.suspended() && outcome.error.is_none() {
+        // Observed again at the resync; a spec change (suspend: false) comes at once.
+        ctx.metrics.set_ready(&key, Some(false));
+        return Ok(Action::requeue(super::jittered(ctx.settings.resync)));
+    }
     super::next_action(
         &ctx,
         &key,

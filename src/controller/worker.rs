@@ -149,6 +149,11 @@ async fn apply(obj: Arc<CloudflareWorker>, ctx: Arc<Context>) -> Result<Action, 
     write_worker_status(&ctx, &obj, &outcome.status).await?;
     // Waiting for a ConfigMap or a bundle: the ConfigMap watch (or the requeue, for a
     // registry or a Secret) brings it back.
+    if outcome.suspended() && outcome.error.is_none() {
+        // Observed again at the resync; a spec change (suspend: false) comes at once.
+        ctx.metrics.set_ready(&metric_key(&obj), Some(false));
+        return Ok(Action::requeue(super::jittered(ctx.settings.resync)));
+    }
     let ready = outcome.ready();
     let action = super::next_action(
         &ctx,

@@ -162,12 +162,12 @@ pub async fn converge_all(
         pending_workers.retain(|w| {
             done.workers
                 .get(&w.key())
-                .is_none_or(|x| !x.ready() && !x.stalled())
+                .is_none_or(|x| !x.ready() && !x.stalled() && !x.suspended())
         });
         pending.retain(|o| {
             done.containers
                 .get(&o.key())
-                .is_none_or(|x| !x.ready() && !x.stalled())
+                .is_none_or(|x| !x.ready() && !x.stalled() && !x.suspended())
         });
         let idle = pending.is_empty() && pending_workers.is_empty();
         if idle || !options.wait || tokio::time::Instant::now() >= deadline {

@@ -63,6 +63,11 @@ impl ReconcileOutcome {
     pub fn stalled(&self) -> bool {
         status::is_stalled(&self.status)
     }
+
+    /// `spec.suspend`: observed, nothing written.
+    pub fn suspended(&self) -> bool {
+        status::is_suspended(&self.status.conditions)
+    }
 }
 
 /// What deleting an object did.
@@ -248,6 +253,9 @@ impl Reconciler {
             .and_then(|a| a.get(crate::spec::RETRY_ROLLOUT_ANNOTATION))
             .cloned();
         let mut the_plan = plan(&desired, &first.0);
+        let suspend = obj.spec.suspend;
+        // Suspended: the plan says what is pending, nothing is done.
+        let pending = suspend.then(|| std::mem::take(&mut the_plan.actions));
         let reverted =
             reverted_rollout(previous, generation, retry.as_deref(), &first.0, &the_plan);
         if let Some(r) = &reverted {
@@ -296,6 +304,11 @@ impl Reconciler {
             },
             now,
         );
+        let mut status = status;
+        if pending.is_some() {
+            let left = remaining.unwrap_or_default();
+            status.conditions = status::suspended(status.conditions, &left, generation, now);
+        }
         ReconcileOutcome {
             plan: the_plan,
             status,

@@ -352,6 +352,60 @@ pub fn derive(
     }
 }
 
+/// The conditions of a suspended object (`spec.suspend`): `Ready=False`,
+/// `Reconciling=False` and `Stalled=False`, each with reason `Suspended`; the message
+/// names what is pending. The other conditions are observed as usual.
+pub fn suspended(
+    conditions: Vec<Condition>,
+    pending: &Plan,
+    generation: Option<i64>,
+    now: jiff::Timestamp,
+) -> Vec<Condition> {
+    let fields: Vec<&str> = pending.changes.iter().map(|c| c.field.as_str()).collect();
+    let mut message = if fields.is_empty() {
+        "spec.suspend is true: flaredock makes no change at Cloudflare (nothing pending)"
+            .to_string()
+    } else {
+        format!(
+            "spec.suspend is true: flaredock makes no change at Cloudflare (pending: {})",
+            fields.join(", ")
+        )
+    };
+    if let Some(b) = &pending.blocked {
+        message.push_str(&format!("; and then: {}", b.message()));
+    }
+    let previous = conditions.clone();
+    conditions
+        .into_iter()
+        .map(|c| match c.type_.as_str() {
+            "Ready" | "Reconciling" | "Stalled" => condition_since(
+                &previous,
+                match c.type_.as_str() {
+                    "Ready" => "Ready",
+                    "Reconciling" => "Reconciling",
+                    _ => "Stalled",
+                },
+                false,
+                SUSPENDED,
+                &message,
+                generation,
+                now,
+            ),
+            _ => c,
+        })
+        .collect()
+}
+
+/// The reason of a suspended object's `Ready` condition.
+pub const SUSPENDED: &str = "Suspended";
+
+/// Is this status a suspended object's?
+pub fn is_suspended(conditions: &[Condition]) -> bool {
+    conditions
+        .iter()
+        .any(|c| c.type_ == "Ready" && c.reason == SUSPENDED)
+}
+
 /// The condition type saying the Cloudflare API does not answer.
 pub const UNREACHABLE: &str = "CloudflareReachable";
 

@@ -51,6 +51,8 @@ pub const TAG: &str = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$";
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Image","type":"string","jsonPath":".status.image","priority":0}"#,
     printcolumn = r#"{"name":"Application","type":"string","jsonPath":".status.applicationName"}"#,
+    printcolumn = r#"{"name":"Rollout","type":"integer","jsonPath":".status.rollout.progress","description":"Percent of instances on the new version during a rollout"}"#,
+    printcolumn = r#"{"name":"Suspended","type":"boolean","jsonPath":".spec.suspend"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[x_kube(
@@ -123,6 +125,11 @@ pub struct CloudflareContainerSpec {
 
     /// The Worker whose Durable Object class owns the instances.
     pub worker: WorkerRef,
+
+    /// Stop every write to Cloudflare for this object (Flux's convention): it is still
+    /// observed, its status says `Ready=False, Suspended` with what is pending.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub suspend: bool,
 
     /// Take over an existing application of the same name that flaredock did not create.
     #[serde(default)]

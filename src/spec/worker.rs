@@ -27,6 +27,7 @@ use super::{DeletionPolicy, SecretKeyRef, SecretRef};
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Script","type":"string","jsonPath":".status.scriptName"}"#,
     printcolumn = r#"{"name":"Containers","type":"string","jsonPath":".status.containers","priority":1}"#,
+    printcolumn = r#"{"name":"Suspended","type":"boolean","jsonPath":".spec.suspend"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -57,6 +58,11 @@ pub struct CloudflareWorkerSpec {
     /// namespace. Values are never logged, printed or written to status.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secrets: Vec<WorkerSecret>,
+
+    /// Stop every write to Cloudflare for this object (Flux's convention): it is still
+    /// observed, its status says `Ready=False, Suspended` with what is pending.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub suspend: bool,
 
     /// Take over an existing script of the same name that flaredock did not upload
     /// (its migration tag is kept).

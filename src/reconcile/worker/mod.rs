@@ -43,6 +43,11 @@ impl WorkerOutcome {
             .iter()
             .any(|c| c.type_ == "Stalled" && c.status == "True")
     }
+
+    /// `spec.suspend`: observed, nothing written.
+    pub fn suspended(&self) -> bool {
+        crate::reconcile::status::is_suspended(&self.status.conditions)
+    }
 }
 
 /// The container classes the CloudflareContainers among `containers` ask of `worker`
@@ -242,7 +247,12 @@ impl Reconciler {
                 };
             }
         };
-        let the_plan = plan_worker(&desired, &first);
+        let mut the_plan = plan_worker(&desired, &first);
+        // Suspended: the plan says what is pending, nothing is done.
+        let suspend = obj.spec.suspend;
+        if suspend {
+            the_plan.actions.clear();
+        }
         let mut events = Vec::new();
         let acted = self
             .act(&desired.owner, &script, &the_plan, &mut events)
@@ -257,13 +267,23 @@ impl Reconciler {
             Err(e) => (None, Some(e)),
         };
         let remaining = observed.as_ref().map(|o| plan_worker(&desired, o));
+        let mut status = status_of(
+            Some(&desired),
+            observed.as_ref(),
+            remaining.as_ref(),
+            error.as_ref(),
+        );
+        if suspend {
+            let left = remaining.unwrap_or_default();
+            status.conditions = crate::reconcile::status::suspended(
+                status.conditions,
+                &left,
+                obj.metadata.generation,
+                now,
+            );
+        }
         WorkerOutcome {
-            status: status_of(
-                Some(&desired),
-                observed.as_ref(),
-                remaining.as_ref(),
-                error.as_ref(),
-            ),
+            status,
             plan: the_plan,
             events,
             error,
