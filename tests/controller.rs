@@ -1357,3 +1357,84 @@ async fn a_changed_credentials_secret_ref_releases_the_old_secret() {
         Some("cloudflare-2")
     );
 }
+
+#[tokio::test]
+async fn a_suspended_object_is_observed_and_never_written_to_cloudflare() {
+    let s = setup(object("  suspend: true\n", &[FINALIZER]), true).await;
+    let action = controller::reconcile(current(&s), s.ctx.clone())
+        .await
+        .unwrap();
+    assert!(
+        common::cloudflare_writes(&s.em).is_empty(),
+        "{:?}",
+        common::cloudflare_writes(&s.em)
+    );
+    let status = &s.fake.writes("/status")[0].body["status"];
+    let ready = condition(status, "Ready");
+    assert_eq!(ready["status"], "False");
+    assert_eq!(ready["reason"], "Suspended");
+    assert!(
+        ready["message"]
+            .as_str()
+            .unwrap()
+            .contains("pending: application"),
+        "{ready}"
+    );
+    assert_eq!(condition(status, "Stalled")["status"], "False");
+    assert!(
+        requeue_after(&action) >= Duration::from_secs(500),
+        "observed again at the resync, not polled: {action:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_requested_reconcile_runs_once_and_is_echoed() {
+    let s = setup(object("", &[FINALIZER]), true).await;
+    controller::reconcile(current(&s), s.ctx.clone())
+        .await
+        .unwrap();
+    // Fail once, so that the object is in backoff.
+    for _ in 0..5 {
+        s.em.shared
+            .push_fault(None, ScriptedFault::ServerError(503));
+    }
+    s.ctx.invalidate_all().await;
+    let error = controller::reconcile(current(&s), s.ctx.clone())
+        .await
+        .unwrap_err();
+    controller::error_policy(current(&s), &error, s.ctx.clone());
+    // Someone runs `flux reconcile`-style: the annotation gets a new value.
+    s.em.shared.clear_requests();
+    s.fake.objects.lock().unwrap().get_mut(OBJECT_PATH).unwrap()["metadata"]["annotations"] =
+        json!({"reconcile.fluxcd.io/requestedAt": "2026-11-27T10:05:00Z"});
+    controller::reconcile(current(&s), s.ctx.clone())
+        .await
+        .unwrap();
+    assert!(
+        !s.em.shared.requests().is_empty(),
+        "the request is not held back by the backoff, and reads Cloudflare afresh"
+    );
+    let status = current(&s).status.clone().unwrap();
+    assert_eq!(
+        status.last_handled_reconcile_at.as_deref(),
+        Some("2026-11-27T10:05:00Z")
+    );
+    // Handled: the same value does not trigger again while the backoff holds.
+    for _ in 0..5 {
+        s.em.shared
+            .push_fault(None, ScriptedFault::ServerError(503));
+    }
+    s.ctx.invalidate_all().await;
+    if let Err(e) = controller::reconcile(current(&s), s.ctx.clone()).await {
+        controller::error_policy(current(&s), &e, s.ctx.clone());
+    }
+    s.em.shared.clear_requests();
+    controller::reconcile(current(&s), s.ctx.clone())
+        .await
+        .unwrap();
+    assert!(
+        s.em.shared.requests().is_empty(),
+        "{:?}",
+        s.em.shared.requests()
+    );
+}

@@ -14,6 +14,7 @@ use super::status::{container_problem, write_container_status};
 use super::{Context, Error};
 use crate::reconcile::status::{condition, is_ready, is_stalled};
 use crate::reconcile::{DeleteOutcome, ReconcileOutcome};
+use crate::spec::ReconcileRequest;
 use crate::spec::{CloudflareContainer, CloudflareContainerStatus};
 
 fn owner(obj: &CloudflareContainer) -> CredentialsOwner<'_> {
@@ -44,6 +45,10 @@ async fn apply(obj: Arc<CloudflareContainer>, ctx: Arc<Context>) -> Result<Actio
     release_previous_secret(&ctx, &owner(&obj), previous_secret).await?;
     let account = ctx.account(&account_id, &token).await?;
     let reconciler = &account.reconciler;
+    if obj.reconcile_requested() {
+        // Asked to reconcile now: from a fresh read of the account, not the cache.
+        reconciler.view.invalidate().await;
+    }
     let pull_ref = obj
         .spec
         .image

@@ -433,6 +433,7 @@ where
         + serde::de::DeserializeOwned
         + serde::Serialize
         + std::fmt::Debug
+        + crate::spec::ReconcileRequest
         + Send
         + Sync
         + 'static,
@@ -449,7 +450,9 @@ where
             Duration::from_secs(15),
         ));
     }
+    // A requested reconcile (reconcile.fluxcd.io/requestedAt) is not held back.
     if obj.meta().deletion_timestamp.is_none()
+        && !obj.reconcile_requested()
         && let Some(wait) = ctx.backing_off(&key, obj.meta().generation)
     {
         return Ok(kube::runtime::controller::Action::requeue(wait));

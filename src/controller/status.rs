@@ -14,6 +14,7 @@ use super::{Context, FIELD_MANAGER};
 use crate::reconcile::status::condition_since;
 use crate::spec::{
     CloudflareContainer, CloudflareContainerStatus, CloudflareWorker, CloudflareWorkerStatus,
+    ReconcileRequest,
 };
 
 /// Writes `status` of the object `ns/name` of kind `K` unless it equals `current`.
@@ -68,6 +69,7 @@ pub(super) async fn write_container_status(
         .credentials_secret_ref
         .as_ref()
         .map(|r| r.name.clone());
+    status.last_handled_reconcile_at = obj.requested_at().map(str::to_string);
     write_status::<CloudflareContainer, _>(
         ctx,
         obj.namespace_or_default(),
@@ -89,6 +91,7 @@ pub(super) async fn write_worker_status(
         .credentials_secret_ref
         .as_ref()
         .map(|r| r.name.clone());
+    status.last_handled_reconcile_at = obj.requested_at().map(str::to_string);
     write_status::<CloudflareWorker, _>(
         ctx,
         obj.namespace_or_default(),

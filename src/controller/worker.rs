@@ -21,6 +21,7 @@ use super::{Context, Error};
 use crate::reconcile::worker::inputs::SourceData;
 use crate::reconcile::worker::{WorkerOutcome, classes_for};
 use crate::reconcile::{DeleteOutcome, Reconciler};
+use crate::spec::ReconcileRequest;
 use crate::spec::{CloudflareContainer, CloudflareWorker, CloudflareWorkerStatus};
 
 fn owner(obj: &CloudflareWorker) -> CredentialsOwner<'_> {
@@ -121,6 +122,10 @@ async fn apply(obj: Arc<CloudflareWorker>, ctx: Arc<Context>) -> Result<Action, 
     release_previous_secret(&ctx, &owner(&obj), previous_secret).await?;
     let account = ctx.account(&account_id, &token).await?;
     let reconciler = &account.reconciler;
+    if obj.reconcile_requested() {
+        // Asked to reconcile now: from a fresh read of the account, not the cache.
+        reconciler.view.invalidate().await;
+    }
     let pull_ref = obj
         .spec
         .source

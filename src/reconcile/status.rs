@@ -337,6 +337,7 @@ pub fn derive(
     CloudflareContainerStatus {
         observed_generation: input.generation,
         protected_secret: previous.and_then(|p| p.protected_secret.clone()),
+        last_handled_reconcile_at: previous.and_then(|p| p.last_handled_reconcile_at.clone()),
         conditions,
         application_id: app.map(|a| a.id.clone()),
         application_name: app.map(|a| a.name.clone()),

@@ -412,6 +412,10 @@ pub struct CloudflareContainerStatus {
     /// `flaredock.dev/credentials-in-use` (released when `credentialsSecretRef` changes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub protected_secret: Option<String>,
+    /// The last `reconcile.fluxcd.io/requestedAt` annotation value handled (Flux's
+    /// "reconcile now").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_handled_reconcile_at: Option<String>,
 
     /// Ready, Reconciling, Stalled, ImageReady, WorkerReady, ApplicationSynced, RolloutComplete.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -499,6 +503,51 @@ pub fn owner_id(cluster: &str, namespace: &str, name: &str) -> String {
         format!("{namespace}.{name}")
     } else {
         format!("{cluster}/{namespace}.{name}")
+    }
+}
+
+/// The annotation that asks for a reconcile now (Flux's convention; any new value).
+pub const RECONCILE_REQUEST_ANNOTATION: &str = "reconcile.fluxcd.io/requestedAt";
+
+/// An object that can be asked to reconcile now.
+pub trait ReconcileRequest {
+    /// The annotation's value, when set.
+    fn requested_at(&self) -> Option<&str>;
+    /// The value the status says was last handled.
+    fn handled_at(&self) -> Option<&str>;
+    /// A request not handled yet?
+    fn reconcile_requested(&self) -> bool {
+        self.requested_at().is_some() && self.requested_at() != self.handled_at()
+    }
+}
+
+impl ReconcileRequest for CloudflareContainer {
+    fn requested_at(&self) -> Option<&str> {
+        self.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(RECONCILE_REQUEST_ANNOTATION))
+            .map(String::as_str)
+    }
+    fn handled_at(&self) -> Option<&str> {
+        self.status
+            .as_ref()
+            .and_then(|s| s.last_handled_reconcile_at.as_deref())
+    }
+}
+
+impl ReconcileRequest for CloudflareWorker {
+    fn requested_at(&self) -> Option<&str> {
+        self.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(RECONCILE_REQUEST_ANNOTATION))
+            .map(String::as_str)
+    }
+    fn handled_at(&self) -> Option<&str> {
+        self.status
+            .as_ref()
+            .and_then(|s| s.last_handled_reconcile_at.as_deref())
     }
 }
 

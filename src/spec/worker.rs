@@ -153,6 +153,10 @@ pub struct CloudflareWorkerStatus {
     /// `flaredock.dev/credentials-in-use` (released when `credentialsSecretRef` changes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub protected_secret: Option<String>,
+    /// The last `reconcile.fluxcd.io/requestedAt` annotation value handled (Flux's
+    /// "reconcile now").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_handled_reconcile_at: Option<String>,
 
     /// Ready, Reconciling, Stalled.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -83,6 +83,7 @@ pub fn derive(
     CloudflareWorkerStatus {
         observed_generation: input.generation,
         protected_secret: previous.and_then(|p| p.protected_secret.clone()),
+        last_handled_reconcile_at: previous.and_then(|p| p.last_handled_reconcile_at.clone()),
         conditions,
         script_name: Some(input.script_name.to_string()),
         migration_tag: script
