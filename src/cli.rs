@@ -125,7 +125,7 @@ pub enum Command {
     /// Print the CloudflareContainer CustomResourceDefinition (YAML).
     Crd,
     /// Show what apply would change, object by object; changes nothing.
-    Plan(PlanArgs),
+    Plan(PlanCommand),
     /// Make Cloudflare match the manifests and wait until each object is Ready.
     Apply(ApplyArgs),
     /// Delete what the manifests' objects own at Cloudflare (as deletionPolicy says).
@@ -190,6 +190,30 @@ pub struct PlanArgs {
     #[command(flatten)]
     pub connection: Connection,
 }
+
+/// `flaredock plan`: the manifests, and how to report.
+#[derive(Args, Debug)]
+pub struct PlanCommand {
+    #[command(flatten)]
+    pub args: PlanArgs,
+    /// Output: text for people, json for CI (stable; schemas/plan.schema.json).
+    #[arg(short = 'o', long = "output", default_value = "text")]
+    pub output: PlanOutput,
+    /// Exit 3 when something would change, 0 when nothing would (2: invalid
+    /// manifests, 1: errors), as `terraform plan -detailed-exitcode`.
+    #[arg(long)]
+    pub exit_code: bool,
+}
+
+/// Output format of plan.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PlanOutput {
+    Text,
+    Json,
+}
+
+/// `plan --exit-code`: something would change.
+pub const EXIT_CHANGES: i32 = 3;
 
 /// Output format of apply.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -557,7 +581,8 @@ fn print_plan(out: &mut impl Write, key: &str, plan: &Plan) {
     }
 }
 
-async fn plan(args: PlanArgs) -> i32 {
+async fn plan(command: PlanCommand) -> i32 {
+    let args = &command.args;
     let (loaded, session) = match load_and_connect(&args.files, &args.connection).await {
         Ok(x) => x,
         Err(code) => return code,
@@ -565,29 +590,72 @@ async fn plan(args: PlanArgs) -> i32 {
     let peers = loaded.peers();
     let containers: Vec<&CloudflareContainer> = loaded.containers.iter().collect();
     let mut code = EXIT_OK;
+    let mut changes = false;
+    let mut objects = Vec::new();
     let mut out = std::io::stdout().lock();
+    let text = command.output == PlanOutput::Text;
+    let mut report =
+        |kind: &str, key: String, result: Result<Plan, crate::cloudflare::ApiError>| {
+            let (namespace, name) = key.split_once('/').unwrap_or(("default", key.as_str()));
+            let mut entry = serde_json::json!({"kind": kind, "namespace": namespace, "name": name});
+            let shown = if kind == manifest::WORKER_KIND {
+                format!("{kind} {key}")
+            } else {
+                key.clone()
+            };
+            match result {
+                Ok(plan) => {
+                    changes |= !plan.actions.is_empty();
+                    if text {
+                        print_plan(&mut out, &shown, &plan);
+                    }
+                    if let (Some(e), serde_json::Value::Object(p)) =
+                        (entry.as_object_mut(), plan.to_json())
+                    {
+                        e.extend(p);
+                    }
+                }
+                Err(e) => {
+                    if text {
+                        let _ = writeln!(out, "{shown}:\n  ! {e}");
+                    }
+                    entry["error"] = serde_json::json!(e.to_string());
+                    code = EXIT_FAILED;
+                }
+            }
+            objects.push(entry);
+        };
     for w in &loaded.workers {
-        let key = format!("{} {}", manifest::WORKER_KIND, w.key());
-        match session
+        let result = session
             .reconciler
             .preview_worker(w, classes_for(w, &containers), &loaded.data)
-            .await
-        {
-            Ok(plan) => print_plan(&mut out, &key, &plan),
-            Err(e) => {
-                let _ = writeln!(out, "{key}:\n  ! {e}");
-                code = EXIT_FAILED;
-            }
-        }
+            .await;
+        report(manifest::WORKER_KIND, w.key(), result);
     }
     for obj in &loaded.containers {
-        match session.reconciler.preview(obj, &peers).await {
-            Ok((plan, _)) => print_plan(&mut out, &obj.key(), &plan),
-            Err(e) => {
-                let _ = writeln!(out, "{}:\n  ! {e}", obj.key());
-                code = EXIT_FAILED;
-            }
-        }
+        let result = session
+            .reconciler
+            .preview(obj, &peers)
+            .await
+            .map(|(p, _)| p);
+        report("CloudflareContainer", obj.key(), result);
+    }
+    drop(report);
+    drop(out);
+    if command.output == PlanOutput::Json {
+        let document = serde_json::json!({
+            "apiVersion": "flaredock.dev/plan/v1",
+            "changes": changes,
+            "objects": objects,
+        });
+        let _ = writeln!(
+            std::io::stdout(),
+            "{}",
+            serde_json::to_string_pretty(&document).unwrap_or_default()
+        );
+    }
+    if code == EXIT_OK && command.exit_code && changes {
+        return EXIT_CHANGES;
     }
     code
 }

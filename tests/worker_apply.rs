@@ -579,3 +579,60 @@ async fn suspended_objects_are_observed_and_never_written() {
     assert!(common::cloudflare_writes(&em).is_empty());
     assert!(stdout.contains("Suspended"), "{stdout}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_json_is_documented_and_exit_codes_gate_ci() {
+    let em = common::start_emulator(|_| {}).await;
+    let quickstart = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/quickstart.yaml");
+    let schema: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas/plan.schema.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let validator = jsonschema::validator_for(&schema).expect("the schema compiles");
+    // Something to change: 3, and the JSON says what.
+    let (code, stdout, stderr) = flaredock(
+        &em,
+        &["plan", "-o", "json", "--exit-code", "-f"],
+        &quickstart,
+    );
+    assert_eq!(code, Some(3), "{stdout}{stderr}");
+    let doc: serde_json::Value = serde_json::from_str(&stdout).expect("plan -o json is JSON");
+    let problems: Vec<String> = validator.iter_errors(&doc).map(|e| e.to_string()).collect();
+    assert!(problems.is_empty(), "{problems:?}\n{doc:#}");
+    assert_eq!(doc["changes"], true);
+    let worker = doc["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["kind"] == "CloudflareWorker")
+        .unwrap();
+    assert_eq!(worker["actions"][0]["kind"], "upload-script");
+    assert!(
+        common::cloudflare_writes(&em).is_empty(),
+        "plan writes nothing"
+    );
+    // Without --exit-code, a plan with changes is a success.
+    let (code, _, _) = flaredock(&em, &["plan", "-f"], &quickstart);
+    assert_eq!(code, Some(0));
+    // Nothing to change: 0.
+    let (code, stdout, _) = flaredock(&em, &["apply", "-f"], &quickstart);
+    assert_eq!(code, Some(0), "{stdout}");
+    let (code, stdout, _) = flaredock(
+        &em,
+        &["plan", "-o", "json", "--exit-code", "-f"],
+        &quickstart,
+    );
+    assert_eq!(code, Some(0), "{stdout}");
+    let doc: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert!(validator.is_valid(&doc));
+    assert_eq!(doc["changes"], false);
+    // Invalid manifests: 2, before anything is read.
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, "apiVersion: flaredock.dev/v1alpha1\nkind: CloudflareContainer\nmetadata: {name: Bad_Name}\nspec: {}\n").unwrap();
+    let (code, _, stderr) = flaredock(&em, &["plan", "--exit-code", "-f"], &bad);
+    assert_eq!(code, Some(2), "{stderr}");
+}

@@ -133,6 +133,40 @@ pub enum Blocked {
     Waiting { reason: String, message: String },
 }
 
+impl Action {
+    /// A stable machine name of the action (the JSON plan's `actions[].kind`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Action::UploadScript { .. } => "upload-script",
+            Action::CreateApplication { .. } => "create-application",
+            Action::ModifyApplication { .. } => "modify-application",
+            Action::CreateRollout { .. } => "create-rollout",
+            Action::DeleteApplication { .. } => "delete-application",
+        }
+    }
+}
+
+impl Plan {
+    /// The plan as the stable JSON of `flaredock plan -o json` (one object's entry;
+    /// `schemas/plan.schema.json`). Secret values never appear: changes name secrets
+    /// by their hash or source only.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "changes": self.changes.iter().map(|c| serde_json::json!({
+                "field": c.field, "from": c.from, "to": c.to,
+            })).collect::<Vec<_>>(),
+            "actions": self.actions.iter().map(|a| serde_json::json!({
+                "kind": a.kind(), "description": a.to_string(),
+            })).collect::<Vec<_>>(),
+            "blocked": self.blocked.as_ref().map(|b| serde_json::json!({
+                "waiting": matches!(b, Blocked::Waiting { .. }),
+                "reason": b.reason(),
+                "message": b.message(),
+            })),
+        })
+    }
+}
+
 impl Blocked {
     pub fn reason(&self) -> &str {
         match self {
