@@ -640,7 +640,6 @@ async fn plan(command: PlanCommand) -> i32 {
             .map(|(p, _)| p);
         report("CloudflareContainer", obj.key(), result);
     }
-    drop(report);
     drop(out);
     if command.output == PlanOutput::Json {
         let document = serde_json::json!({
