@@ -507,10 +507,9 @@ pub async fn connect(conn: &Connection) -> Result<Session, String> {
         None => SourceCredentials::new(),
     };
     let mut images = ImageResolver::new(client.clone(), registry, sources, CopyOptions::default());
-    if let Some(builder) =
-        crate::build::local::LocalBuilder::detect(conn.access.insecure_registries.clone())
-    {
-        images = images.with_builder(Arc::new(builder), true);
+    match crate::build::local::LocalBuilder::detect(conn.access.insecure_registries.clone()) {
+        Ok(builder) => images = images.with_builder(Arc::new(builder), true),
+        Err(why) => images = images.without_builder(why, true),
     }
     let images = Arc::new(images);
     let view = Arc::new(AccountView::new(client.clone()));

@@ -208,3 +208,42 @@ async fn plan_builds_nothing() {
     assert!(plan.blocked.as_ref().unwrap().message().contains(":build-"));
     assert_eq!(builds.load(Ordering::SeqCst), 0, "nothing was built");
 }
+
+#[test]
+fn a_missing_builder_is_named_without_another_tools_usage_text() {
+    let example = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/dockerfile-build.yaml"
+    );
+    let run = |path: &std::path::Path| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_flaredock"))
+            .args(["apply", "--emulator", "--timeout", "5s", "-f", example])
+            .env("PATH", path)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    // Neither tool.
+    let empty = tempfile::tempdir().unwrap();
+    let (code, text) = run(empty.path());
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("buildah not found, nor docker"), "{text}");
+    // A docker without buildx: named as such, its usage text not shown.
+    let dir = tempfile::tempdir().unwrap();
+    let docker = dir.path().join("docker");
+    std::fs::write(
+        &docker,
+        "#!/bin/sh\necho \"Usage:  docker [OPTIONS] COMMAND\" >&2\nexit 1\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&docker, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (code, text) = run(dir.path());
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("has no buildx plugin"), "{text}");
+    assert!(!text.contains("Usage:"), "{text}");
+}

@@ -40,19 +40,36 @@ fn on_path(name: &str) -> Option<PathBuf> {
 }
 
 impl LocalBuilder {
-    /// buildah if it is on PATH, else docker (with buildx), else none.
-    pub fn detect(insecure_registries: Vec<String>) -> Option<LocalBuilder> {
+    /// buildah if it is on PATH (chosen when both are), else docker with its buildx
+    /// plugin; otherwise why neither can build, in words a person can act on (never
+    /// the usage text of the wrong tool).
+    pub fn detect(insecure_registries: Vec<String>) -> Result<LocalBuilder, String> {
         let tool = if let Some(binary) = on_path("buildah") {
             Tool::Buildah {
                 binary,
                 storage: vec![],
             }
-        } else {
-            Tool::DockerBuildx {
-                binary: on_path("docker")?,
+        } else if let Some(binary) = on_path("docker") {
+            let buildx = std::process::Command::new(&binary)
+                .args(["buildx", "version"])
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if !buildx {
+                return Err(format!(
+                    "buildah not found, and {} has no buildx plugin (`docker buildx version` failed): install buildah or the docker buildx plugin, or build elsewhere and set spec.image",
+                    binary.display()
+                ));
             }
+            Tool::DockerBuildx { binary }
+        } else {
+            return Err(
+                "buildah not found, nor docker: install buildah (or Docker with buildx), or build elsewhere and set spec.image".into(),
+            );
         };
-        Some(LocalBuilder {
+        Ok(LocalBuilder {
             tool,
             insecure_registries,
         })

@@ -95,6 +95,8 @@ pub struct ImageResolver {
     bytes_skipped: AtomicU64,
     /// Who builds `spec.build` images, if anyone.
     builder: Option<std::sync::Arc<dyn Builder>>,
+    /// Why there is no builder, when there is none.
+    no_builder: String,
     /// Local directory contexts are allowed (the command line).
     local_contexts: bool,
     /// Builds seen running (`object|tag`): asked again until they end, so that the
@@ -153,6 +155,7 @@ impl ImageResolver {
             bytes_copied: AtomicU64::new(0),
             bytes_skipped: AtomicU64::new(0),
             builder: None,
+            no_builder: "no builder available (install buildah or docker buildx)".into(),
             local_contexts: false,
             in_flight: Default::default(),
             http: reqwest::Client::new(),
@@ -160,6 +163,15 @@ impl ImageResolver {
     }
 
     /// Builds `spec.build` images with `builder`; `local_contexts` allows directories.
+    /// No builder here, and why (said by objects with `spec.build`); `local_contexts`
+    /// as for [`ImageResolver::with_builder`].
+    pub fn without_builder(mut self, why: String, local_contexts: bool) -> Self {
+        self.builder = None;
+        self.no_builder = why;
+        self.local_contexts = local_contexts;
+        self
+    }
+
     pub fn with_builder(
         mut self,
         builder: std::sync::Arc<dyn Builder>,
@@ -380,10 +392,7 @@ impl ImageResolver {
             );
         }
         let Some(builder) = &self.builder else {
-            return failed(
-                "NoBuilder",
-                "spec.build: no builder available (install buildah or docker buildx)",
-            );
+            return failed("NoBuilder", format!("spec.build: {}", self.no_builder));
         };
         // A builder that outlives this reconcile (a Job) gets credentials of its own,
         // minted to outlive its deadline; minted once, when the build starts.
