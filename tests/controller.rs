@@ -193,6 +193,70 @@ async fn drift_is_corrected_and_reported() {
             .contains("max_instances: 99 → 20"),
         "{drift}"
     );
+    // …and listed in status.drift: field, found, wanted, when.
+    let status = current(&s).status.clone().unwrap();
+    let entry = status
+        .drift
+        .iter()
+        .find(|d| d.field == "max_instances")
+        .unwrap_or_else(|| panic!("{:?}", status.drift));
+    assert_eq!((entry.found.as_str(), entry.wanted.as_str()), ("99", "20"));
+    assert!(entry.at.parse::<jiff::Timestamp>().is_ok(), "{}", entry.at);
+}
+
+#[tokio::test]
+async fn an_observe_object_writes_nothing_and_lists_its_differences() {
+    let s = setup(object("", &[FINALIZER]), true).await;
+    controller::reconcile(current(&s), s.ctx.clone())
+        .await
+        .unwrap();
+    // Switched to Observe; then someone changes the application behind flaredock.
+    s.fake.objects.lock().unwrap().get_mut(OBJECT_PATH).unwrap()["spec"]["managementPolicy"] =
+        json!("Observe");
+    let client = common::client_for(&s.em);
+    let app = client.list_applications().await.unwrap().remove(0);
+    client
+        .modify_application(
+            &app.id,
+            &ModifyApplicationRequest {
+                max_instances: Some(77),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    s.ctx.invalidate_all().await;
+    s.em.shared.clear_requests();
+    controller::reconcile(current(&s), s.ctx.clone())
+        .await
+        .unwrap();
+    assert!(
+        common::cloudflare_writes(&s.em).is_empty(),
+        "{:?}",
+        common::cloudflare_writes(&s.em)
+    );
+    assert_eq!(
+        client.get_application(&app.id).await.unwrap().max_instances,
+        Some(77),
+        "left as found"
+    );
+    let status = current(&s).status.clone().unwrap();
+    let ready = flaredock::reconcile::status::condition(&status, "Ready").unwrap();
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "Observing")
+    );
+    assert!(ready.message.contains("max_instances"), "{}", ready.message);
+    assert_eq!(status.drift.len(), 1, "{:?}", status.drift);
+    assert_eq!(status.drift[0].found, "77");
+    // Seen again: the same entry, first-seen time kept.
+    let first = status.drift[0].at.clone();
+    s.ctx.invalidate_all().await;
+    controller::reconcile(current(&s), s.ctx.clone())
+        .await
+        .unwrap();
+    assert_eq!(current(&s).status.clone().unwrap().drift[0].at, first);
+    assert!(common::cloudflare_writes(&s.em).is_empty());
 }
 
 async fn delete_with(policy: &str) -> (Setup, Vec<Application>) {

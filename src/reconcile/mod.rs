@@ -253,9 +253,16 @@ impl Reconciler {
             .and_then(|a| a.get(crate::spec::RETRY_ROLLOUT_ANNOTATION))
             .cloned();
         let mut the_plan = plan(&desired, &first.0);
-        let suspend = obj.spec.suspend;
-        // Suspended: the plan says what is pending, nothing is done.
+        let observe_only = obj.spec.management_policy == crate::spec::ManagementPolicy::Observe;
+        let suspend = obj.spec.suspend || observe_only;
+        // Suspended or observed only: the plan says what is pending, nothing is done.
         let pending = suspend.then(|| std::mem::take(&mut the_plan.actions));
+        // Drift: a Ready object of this generation that needs changes was changed at
+        // Cloudflare behind flaredock's back.
+        let drifted = !suspend
+            && !the_plan.actions.is_empty()
+            && previous.is_some_and(|s| status::is_ready(s) && s.observed_generation == generation);
+        let drift = drifted.then(|| status::drift_of(&the_plan.changes, &[], now));
         let reverted =
             reverted_rollout(previous, generation, retry.as_deref(), &first.0, &the_plan);
         if let Some(r) = &reverted {
@@ -305,7 +312,35 @@ impl Reconciler {
             now,
         );
         let mut status = status;
-        if pending.is_some() {
+        if let Some(d) = drift {
+            status.drift = d;
+        }
+        if observe_only && !obj.spec.suspend {
+            let left = remaining.unwrap_or_default();
+            let previous_drift = previous.map(|p| p.drift.as_slice()).unwrap_or(&[]);
+            status.drift = status::drift_of(&left.changes, previous_drift, now);
+            if !left.changes.is_empty() || left.blocked.is_some() {
+                let fields: Vec<&str> = left.changes.iter().map(|c| c.field.as_str()).collect();
+                let mut message = format!(
+                    "managementPolicy Observe: flaredock writes nothing; the application differs from the spec in: {}",
+                    if fields.is_empty() {
+                        "(nothing)".to_string()
+                    } else {
+                        fields.join(", ")
+                    }
+                );
+                if let Some(b) = &left.blocked {
+                    message.push_str(&format!("; {}", b.message()));
+                }
+                status.conditions = status::held(
+                    status.conditions,
+                    status::OBSERVING,
+                    &message,
+                    generation,
+                    now,
+                );
+            }
+        } else if pending.is_some() {
             let left = remaining.unwrap_or_default();
             status.conditions = status::suspended(status.conditions, &left, generation, now);
         }

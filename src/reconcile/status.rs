@@ -338,6 +338,10 @@ pub fn derive(
         observed_generation: input.generation,
         protected_secret: previous.and_then(|p| p.protected_secret.clone()),
         last_handled_reconcile_at: previous.and_then(|p| p.last_handled_reconcile_at.clone()),
+        drift: previous
+            .filter(|p| p.observed_generation == input.generation)
+            .map(|p| p.drift.clone())
+            .unwrap_or_default(),
         conditions,
         application_id: app.map(|a| a.id.clone()),
         application_name: app.map(|a| a.name.clone()),
@@ -375,6 +379,18 @@ pub fn suspended(
     if let Some(b) = &pending.blocked {
         message.push_str(&format!("; and then: {}", b.message()));
     }
+    held(conditions, SUSPENDED, &message, generation, now)
+}
+
+/// `Ready`, `Reconciling` and `Stalled` all False with `reason`: an object flaredock
+/// deliberately writes nothing for (suspended, observed only).
+pub fn held(
+    conditions: Vec<Condition>,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+    now: jiff::Timestamp,
+) -> Vec<Condition> {
     let previous = conditions.clone();
     conditions
         .into_iter()
@@ -387,8 +403,8 @@ pub fn suspended(
                     _ => "Stalled",
                 },
                 false,
-                SUSPENDED,
-                &message,
+                reason,
+                message,
                 generation,
                 now,
             ),
@@ -397,14 +413,42 @@ pub fn suspended(
         .collect()
 }
 
+/// The reason of an `Observe` object whose application differs from its spec.
+pub const OBSERVING: &str = "Observing";
+
+/// `changes` as drift entries, keeping when each was first seen in `previous`.
+pub fn drift_of(
+    changes: &[crate::reconcile::plan::Change],
+    previous: &[crate::spec::DriftEntry],
+    now: jiff::Timestamp,
+) -> Vec<crate::spec::DriftEntry> {
+    changes
+        .iter()
+        .map(|c| {
+            let at = previous
+                .iter()
+                .find(|p| p.field == c.field && p.found == c.from && p.wanted == c.to)
+                .map(|p| p.at.clone())
+                .unwrap_or_else(|| now.to_string());
+            crate::spec::DriftEntry {
+                field: c.field.clone(),
+                found: c.from.clone(),
+                wanted: c.to.clone(),
+                at,
+            }
+        })
+        .collect()
+}
+
 /// The reason of a suspended object's `Ready` condition.
 pub const SUSPENDED: &str = "Suspended";
 
-/// Is this status a suspended object's?
+/// Is this status an object flaredock deliberately writes nothing for (suspended, or
+/// observed only and differing)? Nothing to wait for.
 pub fn is_suspended(conditions: &[Condition]) -> bool {
     conditions
         .iter()
-        .any(|c| c.type_ == "Ready" && c.reason == SUSPENDED)
+        .any(|c| c.type_ == "Ready" && (c.reason == SUSPENDED || c.reason == OBSERVING))
 }
 
 /// The condition type saying the Cloudflare API does not answer.

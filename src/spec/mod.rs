@@ -139,6 +139,12 @@ pub struct CloudflareContainerSpec {
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
 
+    /// `Manage` (default): make Cloudflare match. `Observe`: read the application,
+    /// report its state and its differences from the spec (`status.drift`), never
+    /// write — how an application made elsewhere is imported and reviewed.
+    #[serde(default, skip_serializing_if = "ManagementPolicy::is_manage")]
+    pub management_policy: ManagementPolicy,
+
     /// Secret with keys apiToken and accountId (the controller only; the command line
     /// reads CLOUDFLARE_API_TOKEN and CLOUDFLARE_ACCOUNT_ID).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -347,6 +353,34 @@ pub struct WorkerRef {
     pub script_name: Option<String>,
 }
 
+/// Management policy.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ManagementPolicy {
+    /// Make Cloudflare match the spec.
+    #[default]
+    Manage,
+    /// Only read and report; never write.
+    Observe,
+}
+
+impl ManagementPolicy {
+    pub fn is_manage(&self) -> bool {
+        *self == ManagementPolicy::Manage
+    }
+}
+
+/// A field Cloudflare had otherwise than the spec: corrected (`Manage`, found at a
+/// resync of a Ready object) or only reported (`Observe`).
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct DriftEntry {
+    pub field: String,
+    pub found: String,
+    pub wanted: String,
+    /// When it was first seen (RFC 3339).
+    pub at: String,
+}
+
 /// Deletion policy.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum DeletionPolicy {
@@ -416,6 +450,10 @@ pub struct CloudflareContainerStatus {
     /// "reconcile now").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_handled_reconcile_at: Option<String>,
+    /// Differences from the spec found at Cloudflare: corrected at the last resync
+    /// (`Manage`), or standing (`Observe`). Cleared by a new generation.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub drift: Vec<DriftEntry>,
 
     /// Ready, Reconciling, Stalled, ImageReady, WorkerReady, ApplicationSynced, RolloutComplete.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
