@@ -418,3 +418,72 @@ fn the_argocd_health_checks_pass_their_upstream_tests() {
     }
     assert!(cases >= 12);
 }
+
+#[tokio::test]
+async fn the_grafana_dashboard_queries_only_exported_metrics() {
+    let docs = kustomize("deploy/optional/grafana");
+    let cm = find(&docs, "ConfigMap", "flaredock-grafana-dashboard");
+    assert_eq!(cm["metadata"]["labels"]["grafana_dashboard"], "1");
+    let dashboard: Value =
+        serde_json::from_str(cm["data"]["flaredock-dashboard.json"].as_str().unwrap()).unwrap();
+    // What the code exports: every family of a registry with each metric touched once.
+    let metrics = flaredock::telemetry::metrics::Metrics::new();
+    metrics.reconciliations.with_label_values(&["ready"]).inc();
+    metrics.reconcile_errors.with_label_values(&["x"]).inc();
+    metrics.set_ready("a/b", Some(true));
+    metrics.set_rollout("a/b", true);
+    let mut config = flaredock::cloudflare::ClientConfig::new(
+        "http://127.0.0.1:9",
+        "acc",
+        flaredock::cloudflare::Secret::new("t"),
+    );
+    config.max_attempts = 1;
+    let em = flaredock::cloudflare::CloudflareClient::new(config).unwrap();
+    // One call (refused: nothing listens there) so that the call counter has a sample.
+    assert!(em.list_applications().await.is_err());
+    let images = flaredock::reconcile::images::ImageResolver::new(
+        em.clone(),
+        flaredock::oci::RegistryClient::new(vec![]).unwrap(),
+        Default::default(),
+        Default::default(),
+    );
+    metrics.collect_from("acc", &em, &images);
+    let text = metrics.render();
+    let exported: std::collections::BTreeSet<String> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_string)
+        .collect();
+    let mut queried = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            let names: Vec<&str> = expr
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .filter(|w| w.starts_with("flaredock_"))
+                .collect();
+            assert!(!names.is_empty(), "{expr} queries no flaredock metric");
+            for name in names {
+                let family = name.trim_end_matches("_bucket");
+                assert!(
+                    exported.contains(family),
+                    "{} queries {name}, which flaredock does not export ({exported:?})",
+                    panel["title"]
+                );
+                queried += 1;
+            }
+        }
+    }
+    assert!(queried >= 10);
+    for wanted in [
+        "flaredock_reconcile_errors_total",
+        "flaredock_rate_limit_headroom_requests",
+        "flaredock_rollouts_in_progress",
+    ] {
+        assert!(
+            dashboard.to_string().contains(wanted),
+            "the dashboard shows {wanted}"
+        );
+    }
+}

@@ -137,6 +137,19 @@ impl RateLimiter {
         true
     }
 
+    /// Requests that still fit in the current window (the headroom before waiting).
+    pub fn headroom(&self) -> u64 {
+        let st = crate::lock(&self.state);
+        let now = Instant::now();
+        let window = st.limit.window + st.margin;
+        let used = st
+            .sent
+            .iter()
+            .filter(|t| now.duration_since(**t) < window)
+            .count() as u64;
+        u64::from(st.limit.requests).saturating_sub(used)
+    }
+
     /// Total time callers have waited for a slot.
     pub fn waited(&self) -> Duration {
         crate::lock(&self.state).waited

@@ -73,6 +73,12 @@ async fn apply(obj: Arc<CloudflareContainer>, ctx: Arc<Context>) -> Result<Actio
     let peers = ctx.peers();
     let outcome = reconciler.reconcile(&obj, previous.as_ref(), &peers).await;
     report(&ctx, &obj, previous.as_ref(), was_ready, &outcome).await;
+    let rolling = outcome
+        .status
+        .rollout
+        .as_ref()
+        .is_some_and(|r| r.status == "progressing");
+    ctx.metrics.set_rollout(&key, rolling);
     write_container_status(&ctx, &obj, &outcome.status).await?;
     if outcome.suspended() && outcome.error.is_none() {
         // Observed again at the resync; a spec change (suspend: false) comes at once.
@@ -239,6 +245,7 @@ async fn cleanup(obj: Arc<CloudflareContainer>, ctx: Arc<Context>) -> Result<Act
         protect_secret(&ctx, &owner(&obj), false).await?;
     }
     ctx.metrics.set_ready(&key, None);
+    ctx.metrics.set_rollout(&key, false);
     ctx.failures().remove(&key);
     ctx.metrics
         .reconciliations

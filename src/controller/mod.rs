@@ -546,8 +546,29 @@ fn backoff(
             until: tokio::time::Instant::now() + delay,
         },
     );
-    tracing::warn!(object = %key, error = %error, retry_in_s = delay.as_secs(), "reconcile failed");
+    let reason = error_reason(error);
+    ctx.metrics
+        .reconcile_errors
+        .with_label_values(&[reason])
+        .inc();
+    tracing::warn!(object = %key, error = %error, reason, retry_in_s = delay.as_secs(), "reconcile failed");
     kube::runtime::controller::Action::requeue(delay)
+}
+
+/// A short reason of a reconcile error, for metrics and logs (through the finalizer).
+fn error_reason(error: &Error) -> &'static str {
+    match error {
+        Error::Cloudflare(e) => e.reason(),
+        Error::Kube(_) => "KubernetesError",
+        Error::Credentials(_) => "CredentialsUnavailable",
+        Error::Waiting(_) => "Waiting",
+        Error::Finalizer(f) => match f.as_ref() {
+            finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => {
+                error_reason(e)
+            }
+            _ => "FinalizerError",
+        },
+    }
 }
 
 /// The longest wait between two attempts of a failing object.

@@ -17,6 +17,11 @@ pub struct Metrics {
     registry: Registry,
     pub reconciliations: IntCounterVec,
     pub reconcile_duration: Histogram,
+    /// Failed reconciles by reason.
+    pub reconcile_errors: IntCounterVec,
+    /// CloudflareContainers with a rollout in progress.
+    pub rollouts: prometheus::IntGauge,
+    headroom: IntGaugeVec,
     api_calls: IntCounterVec,
     limiter_wait: IntCounterVec,
     image_bytes: IntCounterVec,
@@ -24,6 +29,7 @@ pub struct Metrics {
     /// Last totals seen per account, to turn cumulative sources into counter increments.
     seen: Mutex<HashMap<String, u64>>,
     ready: Mutex<HashMap<String, bool>>,
+    rolling: Mutex<std::collections::HashSet<String>>,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -67,7 +73,34 @@ impl Metrics {
         registry
             .register(Box::new(objects.clone()))
             .unwrap_or_else(|e| panic!("gauge: {e}"));
+        let headroom = IntGaugeVec::new(
+            Opts::new(
+                "flaredock_rate_limit_headroom_requests",
+                "Requests that still fit in the rate-limit window, per account",
+            ),
+            &["account"],
+        )
+        .unwrap_or_else(|e| panic!("gauge: {e}"));
+        registry
+            .register(Box::new(headroom.clone()))
+            .unwrap_or_else(|e| panic!("gauge: {e}"));
+        let rollouts = prometheus::IntGauge::with_opts(Opts::new(
+            "flaredock_rollouts_in_progress",
+            "CloudflareContainers whose rollout is in progress",
+        ))
+        .unwrap_or_else(|e| panic!("gauge: {e}"));
+        registry
+            .register(Box::new(rollouts.clone()))
+            .unwrap_or_else(|e| panic!("gauge: {e}"));
         Metrics {
+            headroom,
+            rollouts,
+            reconcile_errors: counter(
+                &registry,
+                "flaredock_reconcile_errors_total",
+                "Failed reconciles by reason (Cloudflare's error reason, Kubernetes, Credentials)",
+                &["reason"],
+            ),
             reconciliations: counter(
                 &registry,
                 "flaredock_reconciliations_total",
@@ -97,6 +130,7 @@ impl Metrics {
             registry,
             seen: Mutex::new(HashMap::new()),
             ready: Mutex::new(HashMap::new()),
+            rolling: Mutex::new(Default::default()),
         }
     }
 
@@ -118,6 +152,17 @@ impl Metrics {
             .set(map.len() as i64 - ready);
     }
 
+    /// Records whether an object's rollout is in progress (`false` when it is gone).
+    pub fn set_rollout(&self, key: &str, in_progress: bool) {
+        let mut set = crate::lock(&self.rolling);
+        if in_progress {
+            set.insert(key.to_string());
+        } else {
+            set.remove(key);
+        }
+        self.rollouts.set(set.len() as i64);
+    }
+
     fn advance(&self, key: String, total: u64) -> u64 {
         let mut seen = crate::lock(&self.seen);
         let last = seen.insert(key, total).unwrap_or(0);
@@ -132,6 +177,9 @@ impl Metrics {
                 .with_label_values(&[op, status.as_str()])
                 .inc_by(delta);
         }
+        self.headroom
+            .with_label_values(&[account])
+            .set(client.limiter().headroom() as i64);
         let waited = client.limiter().waited().as_millis() as u64;
         let delta = self.advance(format!("{account}|wait"), waited);
         self.limiter_wait
