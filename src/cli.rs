@@ -658,6 +658,70 @@ async fn plan(command: PlanCommand) -> i32 {
     code
 }
 
+/// The step an object is on, in a few words: `Ready`, the reason it is not, and the
+/// rollout's percentage while one runs.
+fn step_of(
+    conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+    rollout: Option<i64>,
+) -> String {
+    let ready = conditions.iter().find(|c| c.type_ == "Ready");
+    let mut step = match ready {
+        Some(c) if c.status == "True" => "Ready".to_string(),
+        Some(c) => c.reason.clone(),
+        None => "Pending".to_string(),
+    };
+    if let Some(p) = rollout {
+        step.push_str(&format!(" (rollout {p}%)"));
+    }
+    step
+}
+
+/// `apply`'s progress on stderr while it waits: on a terminal, one line per object,
+/// redrawn in place under the events; elsewhere (CI logs), a new line each time an
+/// object's step changes.
+struct Progress {
+    tty: bool,
+    drawn: usize,
+    last: HashMap<String, String>,
+}
+
+impl Progress {
+    fn new() -> Self {
+        use std::io::IsTerminal;
+        Progress {
+            tty: std::io::stderr().is_terminal(),
+            drawn: 0,
+            last: HashMap::new(),
+        }
+    }
+
+    /// Erases the block drawn on a terminal (before other output).
+    fn clear(&mut self) {
+        if self.tty && self.drawn > 0 {
+            eprint!("\x1b[{}A\x1b[J", self.drawn);
+            self.drawn = 0;
+        }
+    }
+
+    fn show(&mut self, steps: impl Iterator<Item = (String, String)>) {
+        let mut steps: Vec<(String, String)> = steps.collect();
+        steps.sort();
+        if self.tty {
+            for (key, step) in &steps {
+                eprintln!("  {key}: {step}");
+            }
+            self.drawn = steps.len();
+            return;
+        }
+        for (key, step) in steps {
+            if self.last.get(&key) != Some(&step) {
+                eprintln!("{key}: {step}");
+                self.last.insert(key, step);
+            }
+        }
+    }
+}
+
 async fn apply(args: ApplyArgs) -> i32 {
     let (loaded, session) = match load_and_connect(&args.files, &args.connection).await {
         Ok(x) => x,
@@ -677,11 +741,13 @@ async fn apply(args: ApplyArgs) -> i32 {
     };
     let text = args.output == Output::Text;
     let mut printed: HashMap<String, usize> = HashMap::new();
+    let mut progress = Progress::new();
     let outcomes = converge_all(
         &session.reconciler,
         loaded.manifests(),
         &options,
         |_, done| {
+            progress.clear();
             if text {
                 let mut lines: Vec<(String, &[crate::reconcile::Happening])> = done
                     .workers
@@ -707,9 +773,29 @@ async fn apply(args: ApplyArgs) -> i32 {
                     *done = events.len();
                 }
             }
+            let steps = done
+                .workers
+                .iter()
+                .map(|(k, o)| {
+                    (
+                        format!("{} {k}", manifest::WORKER_KIND),
+                        step_of(&o.status.conditions, None),
+                    )
+                })
+                .chain(done.containers.iter().map(|(k, o)| {
+                    let rollout = o
+                        .status
+                        .rollout
+                        .as_ref()
+                        .filter(|r| r.status == "progressing")
+                        .map(|r| r.progress);
+                    (k.clone(), step_of(&o.status.conditions, rollout))
+                }));
+            progress.show(steps);
         },
     )
     .await;
+    progress.clear();
     let mut code = EXIT_OK;
     let mut statuses = serde_json::Map::new();
     let ready_line =

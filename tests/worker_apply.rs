@@ -636,3 +636,37 @@ async fn plan_json_is_documented_and_exit_codes_gate_ci() {
     let (code, _, stderr) = flaredock(&em, &["plan", "--exit-code", "-f"], &bad);
     assert_eq!(code, Some(2), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_shows_each_objects_step_and_the_rollout_percentage() {
+    let em = common::start_emulator(|c| c.rollout_step = Duration::from_millis(700)).await;
+    let quickstart = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/quickstart.yaml");
+    let (code, _, stderr) = flaredock(&em, &["apply", "-f"], &quickstart);
+    assert_eq!(code, Some(0), "{stderr}");
+    // Not a terminal (CI): a line each time an object's step changes.
+    assert!(stderr.contains("default/hello: Ready"), "{stderr}");
+    let changed = std::fs::read_to_string(&quickstart)
+        .unwrap()
+        .replace("GREETING: hello from flaredock", "GREETING: hello again");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("quickstart.yaml");
+    std::fs::write(&file, changed).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_flaredock"))
+        .args(["apply", "--timeout", "30s", "-f"])
+        .arg(&file)
+        .env("CLOUDFLARE_API_BASE_URL", em.base_url())
+        .env("CLOUDFLARE_ACCOUNT_ID", em.account_id())
+        .env("CLOUDFLARE_API_TOKEN", em.api_token())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("default/hello: RolloutInProgress (rollout 10%)"),
+        "the rollout's percentage is shown while it runs: {stderr}"
+    );
+    assert!(
+        !stderr.contains('\x1b'),
+        "no terminal control codes in CI logs: {stderr}"
+    );
+}
