@@ -327,14 +327,19 @@ pub fn parse_any(text: &str, file: &str, index: usize) -> Result<Document, Vec<M
         };
         vec![base(object.clone(), Some(field), message)]
     };
+    // The CRD's own schema and CEL rules, as the API server applies them; then what
+    // only code can say (references that must parse, rules across objects).
+    let as_json: serde_json::Value = serde_json::to_value(&value).unwrap_or_default();
     let (document, problems) = if kind == KIND {
         let obj: CloudflareContainer =
             serde_path_to_error::deserialize(value).map_err(typed_error)?;
-        let problems = spec::validate(&obj);
+        let mut problems = spec::crd_rules::CrdValidator::container().violations(&as_json);
+        merge_precise(&mut problems, spec::validate(&obj));
         (Document::Container(Box::new(obj)), problems)
     } else {
         let obj: CloudflareWorker = serde_path_to_error::deserialize(value).map_err(typed_error)?;
-        let problems = spec::validate_worker(&obj);
+        let mut problems = spec::crd_rules::CrdValidator::worker().violations(&as_json);
+        merge_precise(&mut problems, spec::validate_worker(&obj));
         (Document::Worker(Box::new(obj)), problems)
     };
     if !problems.is_empty() {
@@ -344,6 +349,17 @@ pub fn parse_any(text: &str, file: &str, index: usize) -> Result<Document, Vec<M
             .collect());
     }
     Ok(document)
+}
+
+/// Adds the hand-written checks' findings to the CRD's, except where the CRD already
+/// named the same field: a CRD rule names the object it sits on (`spec.env`), the
+/// check the exact entry (`spec.env.1BAD`), and both help.
+fn merge_precise(problems: &mut Vec<spec::FieldError>, precise: Vec<spec::FieldError>) {
+    for p in precise {
+        if !problems.iter().any(|q| q.field == p.field) {
+            problems.push(p);
+        }
+    }
 }
 
 /// Splits a YAML stream into documents (`---` lines).

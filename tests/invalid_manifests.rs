@@ -95,3 +95,100 @@ fn a_directory_with_a_bad_file_is_refused_whole() {
         "nothing was applied"
     );
 }
+
+/// Cases that only code can refuse: what a schema cannot say (a reference that must
+/// parse, rules across objects or files) or what is refused before the schema is
+/// reached (YAML that does not parse, a document that is not an object).
+const CODE_ONLY: &[&str] = &[
+    // References that must parse.
+    "bad-digest.yaml",
+    "bad-reference.yaml",
+    // Rules across objects and files.
+    "container-worker-not-in-files.yaml",
+    "duplicate-object.yaml",
+    "from-container-self.yaml",
+    // The API server's own rules, not the CRD's: names, metadata, the API version.
+    "bad-name.yaml",
+    "unknown-metadata-field.yaml",
+    "missing-api-version.yaml",
+    "wrong-api-version.yaml",
+    // Refused before any schema: not YAML, not an object.
+    "malformed-yaml.yaml",
+    "not-a-mapping.yaml",
+    // A module path that leaves the bundle (a path rule over map keys).
+    "worker-module-escapes.yaml",
+];
+
+#[test]
+fn the_crds_own_schema_and_cel_rules_refuse_the_corpus() {
+    use flaredock::spec::crd_rules::CrdValidator;
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/invalid");
+    let mut refused = 0;
+    let mut missed = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut caught = false;
+        for doc in serde_yaml_ng::Deserializer::from_str(&text) {
+            // A stream that does not parse is refused before any schema (and its
+            // iterator would repeat the error).
+            let Ok(value) = <serde_json::Value as serde::Deserialize>::deserialize(doc) else {
+                break;
+            };
+            let validator = match value["kind"].as_str() {
+                Some("CloudflareContainer") => CrdValidator::container(),
+                Some("CloudflareWorker") => CrdValidator::worker(),
+                _ => continue,
+            };
+            if !validator.violations(&value).is_empty() {
+                caught = true;
+            }
+        }
+        if caught {
+            refused += 1;
+            assert!(
+                !CODE_ONLY.contains(&name.as_str()),
+                "{name} is refused by the CRD: not code-only"
+            );
+        } else if !CODE_ONLY.contains(&name.as_str()) {
+            missed.push(name);
+        }
+    }
+    missed.sort();
+    assert!(
+        missed.is_empty(),
+        "not refused by the CRD's schema and rules: {missed:?}"
+    );
+    assert!(refused >= 25, "{refused}");
+}
+
+#[test]
+fn a_rule_added_only_to_the_crd_is_enforced_by_the_command_line() {
+    use flaredock::spec::crd_rules::CrdValidator;
+    // A platform team adds a rule to its copy of the CRD: at most 10 instances.
+    let mut crd = serde_json::to_value(flaredock::spec::container_crd()).unwrap();
+    let spec = crd
+        .pointer_mut("/spec/versions/0/schema/openAPIV3Schema/properties/spec")
+        .unwrap();
+    spec["x-kubernetes-validations"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({"rule": "self.maxInstances <= 10", "message": "at most 10 instances here"}));
+    let validator = CrdValidator::new(&crd);
+    let doc = |max: i64| {
+        serde_json::json!({"apiVersion": "flaredock.dev/v1alpha1", "kind": "CloudflareContainer",
+            "metadata": {"name": "shop", "namespace": "apps"},
+            "spec": {"className": "Shop", "image": {"reference": "shop:v1"}, "worker": {"scriptName": "w"}, "maxInstances": max}})
+    };
+    assert!(validator.violations(&doc(5)).is_empty());
+    let found = validator.violations(&doc(20));
+    assert!(
+        found
+            .iter()
+            .any(|e| e.field == "spec" && e.message == "at most 10 instances here"),
+        "{found:?}"
+    );
+    // The shipped CRD has no such rule.
+    assert!(CrdValidator::container().violations(&doc(20)).is_empty());
+}

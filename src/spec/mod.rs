@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::oci::Reference;
 
+pub mod crd_rules;
 mod validate;
 pub mod worker;
 
