@@ -492,12 +492,32 @@ macro_rules! object_names {
                 self.metadata.name.as_deref().unwrap_or("")
             }
 
+            /// The `reconcile.fluxcd.io/requestedAt` annotation, when set.
+            pub fn reconcile_requested_at(&self) -> Option<&str> {
+                self.metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(RECONCILE_REQUEST_ANNOTATION))
+                    .map(String::as_str)
+            }
+
             /// The owner flaredock records at Cloudflare for this object:
             /// `namespace.name` in the cluster `default`, `cluster/namespace.name` in
             /// another (`--cluster-name`), so that two clusters sharing an account never
             /// take each other's applications or scripts.
             pub fn owner_id(&self) -> String {
                 owner_id(cluster_name(), self.namespace_or_default(), self.name())
+            }
+        }
+
+        impl ReconcileRequest for $kind {
+            fn requested_at(&self) -> Option<&str> {
+                self.reconcile_requested_at()
+            }
+            fn handled_at(&self) -> Option<&str> {
+                self.status
+                    .as_ref()
+                    .and_then(|s| s.last_handled_reconcile_at.as_deref())
             }
         }
     };
@@ -557,36 +577,6 @@ pub trait ReconcileRequest {
     /// A request not handled yet?
     fn reconcile_requested(&self) -> bool {
         self.requested_at().is_some() && self.requested_at() != self.handled_at()
-    }
-}
-
-impl ReconcileRequest for CloudflareContainer {
-    fn requested_at(&self) -> Option<&str> {
-        self.metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(RECONCILE_REQUEST_ANNOTATION))
-            .map(String::as_str)
-    }
-    fn handled_at(&self) -> Option<&str> {
-        self.status
-            .as_ref()
-            .and_then(|s| s.last_handled_reconcile_at.as_deref())
-    }
-}
-
-impl ReconcileRequest for CloudflareWorker {
-    fn requested_at(&self) -> Option<&str> {
-        self.metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(RECONCILE_REQUEST_ANNOTATION))
-            .map(String::as_str)
-    }
-    fn handled_at(&self) -> Option<&str> {
-        self.status
-            .as_ref()
-            .and_then(|s| s.last_handled_reconcile_at.as_deref())
     }
 }
 
