@@ -7,7 +7,7 @@
 //! Least privilege: Secrets are only ever read by name (`get`) in the object's own
 //! namespace, never listed or watched, so the install needs no Secret access at
 //! cluster scope; a namespace is onboarded with the RoleBinding of `deploy/tenant/`.
-//! Credentials are cached for [`CREDENTIALS_TTL`](super::CREDENTIALS_TTL), so a
+//! Credentials are cached for `CREDENTIALS_TTL` (30 s), so a
 //! rotated token is used from the next reconcile after that. A namespace that is not
 //! onboarded gives `CredentialsForbidden` and is retried slowly, never in a tight loop;
 //! a transient failure (timeout, 5xx) is retried with backoff and never called Stalled.

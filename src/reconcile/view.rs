@@ -337,7 +337,7 @@ impl AccountView {
 
     /// The script of this name from the account's script list (listed once, then kept
     /// current by our own uploads and deletes). A missing script is not trusted to the
-    /// cache: the list is read again when it is older than [`MISSING_RECHECK`] (someone
+    /// cache: the list is read again when it is older than `MISSING_RECHECK` (someone
     /// may have deployed it meanwhile).
     pub async fn script(&self, name: &str) -> Result<Option<ScriptInfo>, ApiError> {
         let mut st = self.state.lock().await;

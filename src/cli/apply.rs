@@ -1,0 +1,283 @@
+//! `flaredock apply` and `flaredock delete`: converge the manifests (with progress
+//! while waiting), or delete what they own.
+
+use super::*;
+
+/// The step an object is on, in a few words: `Ready`, the reason it is not, and the
+/// rollout's percentage while one runs.
+fn step_of(
+    conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+    rollout: Option<i64>,
+) -> String {
+    let ready = conditions.iter().find(|c| c.type_ == "Ready");
+    let mut step = match ready {
+        Some(c) if c.status == "True" => "Ready".to_string(),
+        Some(c) => c.reason.clone(),
+        None => "Pending".to_string(),
+    };
+    if let Some(p) = rollout {
+        step.push_str(&format!(" (rollout {p}%)"));
+    }
+    step
+}
+
+/// `apply`'s progress on stderr while it waits: on a terminal, one line per object,
+/// redrawn in place under the events; elsewhere (CI logs), a new line each time an
+/// object's step changes.
+struct Progress {
+    tty: bool,
+    drawn: usize,
+    last: HashMap<String, String>,
+}
+
+impl Progress {
+    fn new() -> Self {
+        use std::io::IsTerminal;
+        Progress {
+            tty: std::io::stderr().is_terminal(),
+            drawn: 0,
+            last: HashMap::new(),
+        }
+    }
+
+    /// Erases the block drawn on a terminal (before other output).
+    fn clear(&mut self) {
+        if self.tty && self.drawn > 0 {
+            eprint!("\x1b[{}A\x1b[J", self.drawn);
+            self.drawn = 0;
+        }
+    }
+
+    fn show(&mut self, steps: impl Iterator<Item = (String, String)>) {
+        let mut steps: Vec<(String, String)> = steps.collect();
+        steps.sort();
+        if self.tty {
+            for (key, step) in &steps {
+                eprintln!("  {key}: {step}");
+            }
+            self.drawn = steps.len();
+            return;
+        }
+        for (key, step) in steps {
+            if self.last.get(&key) != Some(&step) {
+                eprintln!("{key}: {step}");
+                self.last.insert(key, step);
+            }
+        }
+    }
+}
+
+pub(super) async fn apply(args: ApplyArgs) -> i32 {
+    let (loaded, session) = match load_and_connect(&args.files, &args.connection).await {
+        Ok(x) => x,
+        Err(code) => return code,
+    };
+    if let Some(em) = &session.emulator {
+        eprintln!(
+            "using the in-process Cloudflare API emulator at {}",
+            em.base_url()
+        );
+    }
+    let options = ConvergeOptions {
+        wait: !args.no_wait,
+        timeout: args.timeout,
+        concurrency: args.concurrency,
+        ..Default::default()
+    };
+    let text = args.output == Output::Text;
+    let mut printed: HashMap<String, usize> = HashMap::new();
+    let mut progress = Progress::new();
+    let outcomes = converge_all(
+        &session.reconciler,
+        loaded.manifests(),
+        &options,
+        |_, done| {
+            progress.clear();
+            if text {
+                let mut lines: Vec<(String, &[crate::reconcile::Happening])> = done
+                    .workers
+                    .iter()
+                    .map(|(k, o)| {
+                        (
+                            format!("{} {k}", manifest::WORKER_KIND),
+                            o.events.as_slice(),
+                        )
+                    })
+                    .chain(
+                        done.containers
+                            .iter()
+                            .map(|(k, o)| (k.clone(), o.events.as_slice())),
+                    )
+                    .collect();
+                lines.sort_by(|a, b| a.0.cmp(&b.0));
+                for (key, events) in lines {
+                    let done = printed.entry(key.clone()).or_default();
+                    for e in events.iter().skip(*done) {
+                        eprintln!("{key}: {e}");
+                    }
+                    *done = events.len();
+                }
+            }
+            let steps = done
+                .workers
+                .iter()
+                .map(|(k, o)| {
+                    (
+                        format!("{} {k}", manifest::WORKER_KIND),
+                        step_of(&o.status.conditions, None),
+                    )
+                })
+                .chain(done.containers.iter().map(|(k, o)| {
+                    let rollout = o
+                        .status
+                        .rollout
+                        .as_ref()
+                        .filter(|r| r.status == "progressing")
+                        .map(|r| r.progress);
+                    (k.clone(), step_of(&o.status.conditions, rollout))
+                }));
+            progress.show(steps);
+        },
+    )
+    .await;
+    progress.clear();
+    let mut code = EXIT_OK;
+    let mut statuses = serde_json::Map::new();
+    let ready_line =
+        |conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition]| {
+            let ready = conditions.iter().find(|c| c.type_ == "Ready");
+            let (state, reason, message) = ready
+                .map(|c| (c.status.as_str(), c.reason.as_str(), c.message.as_str()))
+                .unwrap_or(("Unknown", "", ""));
+            format!("Ready={state} {reason}: {message}")
+        };
+    for w in &loaded.workers {
+        let key = w.key();
+        let Some(outcome) = outcomes.workers.get(&key) else {
+            continue;
+        };
+        // A suspended object is reported, not waited for: nothing was written.
+        let converged = if args.no_wait {
+            outcome.error.is_none() && !outcome.stalled()
+        } else {
+            outcome.ready() || outcome.suspended()
+        };
+        if !converged {
+            code = EXIT_FAILED;
+        }
+        match args.output {
+            Output::Text => println!(
+                "{} {key}: {}",
+                manifest::WORKER_KIND,
+                ready_line(&outcome.status.conditions)
+            ),
+            _ => {
+                statuses.insert(
+                    format!("{} {key}", manifest::WORKER_KIND),
+                    serde_json::to_value(&outcome.status).unwrap_or_default(),
+                );
+            }
+        }
+    }
+    for obj in &loaded.containers {
+        let key = obj.key();
+        let Some(outcome) = outcomes.containers.get(&key) else {
+            continue;
+        };
+        // A suspended object is reported, not waited for: nothing was written.
+        let converged = if args.no_wait {
+            outcome.error.is_none() && !outcome.stalled()
+        } else {
+            outcome.ready() || outcome.suspended()
+        };
+        if !converged {
+            code = EXIT_FAILED;
+        }
+        match args.output {
+            Output::Text => {
+                println!("{key}: {}", ready_line(&outcome.status.conditions));
+                if let Some(image) = &outcome.status.image {
+                    println!("  image: {image}");
+                }
+                if let Some(id) = &outcome.status.application_id {
+                    println!(
+                        "  application: {} ({id})",
+                        outcome.status.application_name.as_deref().unwrap_or("")
+                    );
+                }
+            }
+            _ => {
+                statuses.insert(
+                    key,
+                    serde_json::to_value(&outcome.status).unwrap_or_default(),
+                );
+            }
+        }
+    }
+    match args.output {
+        Output::Yaml => print!(
+            "{}",
+            serde_yaml_ng::to_string(&statuses).unwrap_or_default()
+        ),
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&statuses).unwrap_or_default()
+        ),
+        Output::Text => {}
+    }
+    if let Some(em) = session.emulator {
+        em.stop().await;
+    }
+    code
+}
+
+fn print_deleted(
+    key: &str,
+    what: &str,
+    deleted: Result<DeleteOutcome, crate::cloudflare::ApiError>,
+) -> bool {
+    match deleted {
+        Ok(DeleteOutcome::Deleted(names)) if names.is_empty() => {
+            println!("{key}: nothing to delete")
+        }
+        Ok(DeleteOutcome::Deleted(names)) => {
+            println!("{key}: deleted {what} {}", names.join(", "))
+        }
+        Ok(DeleteOutcome::Orphaned(names)) => println!(
+            "{key}: deletionPolicy Orphan: left {what} {} in place",
+            if names.is_empty() {
+                "(none)".into()
+            } else {
+                names.join(", ")
+            }
+        ),
+        Err(e) => {
+            eprintln!("{key}: {e}");
+            return false;
+        }
+    }
+    true
+}
+
+/// Deletes containers first, then the Workers (whose classes their applications use).
+pub(super) async fn delete(args: PlanArgs) -> i32 {
+    let (loaded, session) = match load_and_connect(&args.files, &args.connection).await {
+        Ok(x) => x,
+        Err(code) => return code,
+    };
+    let mut code = EXIT_OK;
+    for obj in &loaded.containers {
+        let deleted = session.reconciler.delete(obj).await;
+        if !print_deleted(&obj.key(), "application(s)", deleted) {
+            code = EXIT_FAILED;
+        }
+    }
+    for w in &loaded.workers {
+        let key = format!("{} {}", manifest::WORKER_KIND, w.key());
+        let deleted = session.reconciler.delete_worker(w).await;
+        if !print_deleted(&key, "Worker script", deleted) {
+            code = EXIT_FAILED;
+        }
+    }
+    code
+}

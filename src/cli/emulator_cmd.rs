@@ -1,0 +1,52 @@
+//! `flaredock emulator`: the Cloudflare API emulator as a process.
+
+use super::*;
+
+pub(super) async fn run_emulator(args: EmulatorArgs) -> i32 {
+    let registry = match (
+        args.registry_host,
+        args.registry_username,
+        args.registry_password,
+    ) {
+        (Some(host), Some(username), Some(password)) => Some(ExternalRegistry {
+            host,
+            username,
+            password,
+        }),
+        _ => None,
+    };
+    let config = EmulatorConfig {
+        listen: args.listen,
+        account_id: args.account_id,
+        api_token: args.api_token,
+        rate_limit: args.rate_limit,
+        registry,
+        fault_rate: args.fault_rate,
+        latency: Duration::from_millis(args.latency_ms),
+        rollout_step: Duration::from_millis(args.rollout_step_ms),
+        delete_delay: Duration::from_millis(args.delete_delay_ms),
+        rollout_revert_rate: args.rollout_revert_rate,
+        state_file: args.state,
+        seed_demo: true,
+        ..Default::default()
+    };
+    let default_token = config.api_token == emulator::DEFAULT_API_TOKEN;
+    let em = match emulator::start(config).await {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_FAILED;
+        }
+    };
+    println!("flaredock emulator: Cloudflare API at {}", em.base_url());
+    println!("  export CLOUDFLARE_API_BASE_URL={}", em.base_url());
+    println!("  export CLOUDFLARE_ACCOUNT_ID={}", em.account_id());
+    if default_token {
+        println!("  export CLOUDFLARE_API_TOKEN={}", em.api_token());
+    }
+    println!("  registry: {}", em.registry_host());
+    tracing::info!(address = %em.addr, "emulator listening");
+    let _ = tokio::signal::ctrl_c().await;
+    em.stop().await;
+    EXIT_OK
+}

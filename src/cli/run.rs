@@ -1,0 +1,46 @@
+//! `flaredock run`: the controller, configured from the command line.
+
+use super::*;
+
+pub(super) async fn run_controller(args: RunArgs) -> i32 {
+    if let Err(e) = crate::spec::set_cluster_name(&args.access.cluster_name) {
+        eprintln!("error: {e}");
+        return EXIT_INVALID;
+    }
+    let default_credentials = match (args.access.account_id, args.access.api_token) {
+        (Some(a), Some(t)) if !a.is_empty() && !t.is_empty() => Some((a, Secret::new(t))),
+        _ => None,
+    };
+    let identity = args
+        .identity
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| format!("flaredock-{:08x}", fastrand::u32(..)));
+    let config = crate::controller::RunConfig {
+        settings: crate::controller::Settings {
+            namespace: args.namespace,
+            resync: args.resync,
+            progress_poll: args.progress_poll,
+            concurrency: args.concurrency,
+            api_base_url: args.access.api_base_url,
+            rate_limit: args.access.rate_limit,
+            insecure_registries: args.access.insecure_registries,
+            default_credentials,
+            default_credentials_namespaces: args.default_credentials_namespaces,
+            build: crate::build::job::JobSettings {
+                enabled: args.enable_builds,
+                namespace: args.build_namespace,
+                image: args.builder_image,
+                active_deadline_seconds: args.build_deadline.as_secs().max(60) as i64,
+                registry_cache: args.build_cache,
+                ..Default::default()
+            },
+        },
+        metrics_address: args.metrics_address,
+        leader_election: args.leader_election,
+        lease_name: args.lease_name,
+        lease_namespace: args.lease_namespace,
+        lease_duration: args.lease_duration,
+        identity,
+    };
+    crate::controller::run(config).await
+}
