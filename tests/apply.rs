@@ -181,7 +181,9 @@ async fn a_foreign_application_is_refused_then_adopted_never_duplicated() {
     // An app without a Durable Object binding cannot be taken for a DO class: still refused.
     let adopted = apply(
         &reconciler,
-        &manifest("  image: {reference: 'shop:v1'}\n  adopt: true\n"),
+        &manifest(
+            "  image: {reference: 'shop:v1'}\n  adopt: true\n  adoptionApproval: Automatic\n",
+        ),
     )
     .await;
     assert!(adopted.stalled(), "{:#?}", adopted.status);
@@ -208,12 +210,47 @@ async fn adopt_takes_over_an_application_in_the_same_namespace() {
     let reconciler = common::reconciler_for(&client);
     let refused = apply(&reconciler, &manifest("  image: {reference: 'shop:v1'}\n")).await;
     assert!(refused.stalled());
-    let out = apply(
+    // adopt: the changes adoption would make wait for a person's approval, by hash.
+    s.em.shared.clear_requests();
+    let pending = apply(
         &reconciler,
         &manifest("  image: {reference: 'shop:v1'}\n  adopt: true\n"),
     )
     .await;
+    assert!(pending.awaiting_approval(), "{:#?}", pending.status);
+    assert!(
+        common::cloudflare_writes(&s.em).is_empty(),
+        "nothing written before approval: {:?}",
+        common::cloudflare_writes(&s.em)
+    );
+    let p = pending.status.pending_adoption.clone().unwrap();
+    assert!(
+        p.changes.iter().any(|c| c.field == "max_instances"),
+        "{p:?}"
+    );
+    let ready = flaredock::reconcile::status::condition(&pending.status, "Ready").unwrap();
+    assert_eq!(ready.reason, "AdoptionPending");
+    assert!(ready.message.contains(&p.hash), "{}", ready.message);
+    // A stale approval (another hash) is ignored.
+    let stale = manifest("  image: {reference: 'shop:v1'}\n  adopt: true\n");
+    let mut stale = stale;
+    stale.metadata.annotations = Some(
+        [(
+            "flaredock.dev/approve-adoption".to_string(),
+            "0123456789ab".to_string(),
+        )]
+        .into(),
+    );
+    let still = apply(&reconciler, &stale).await;
+    assert!(still.awaiting_approval());
+    assert!(common::cloudflare_writes(&s.em).is_empty());
+    // The matching hash approves it.
+    let mut approved = manifest("  image: {reference: 'shop:v1'}\n  adopt: true\n");
+    approved.metadata.annotations =
+        Some([("flaredock.dev/approve-adoption".to_string(), p.hash.clone())].into());
+    let out = apply(&reconciler, &approved).await;
     assert!(out.ready(), "{:#?}", out.status);
+    assert!(out.status.pending_adoption.is_none());
     assert!(
         out.events.iter().any(|e| e.reason == "Adopted"),
         "{:?}",
@@ -465,7 +502,7 @@ async fn adopting_an_application_with_observability_in_its_configuration_works()
     let out = apply(
         &reconciler,
         &manifest(
-            "  image: {reference: 'shop:v1'}\n  adopt: true\n  observability: {logs: true}\n",
+            "  image: {reference: 'shop:v1'}\n  adopt: true\n  adoptionApproval: Automatic\n  observability: {logs: true}\n",
         ),
     )
     .await;
@@ -487,7 +524,7 @@ async fn adopting_an_application_with_observability_in_its_configuration_works()
     let again = apply(
         &common::reconciler_for(&client),
         &manifest(
-            "  image: {reference: 'shop:v1'}\n  adopt: true\n  observability: {logs: true}\n",
+            "  image: {reference: 'shop:v1'}\n  adopt: true\n  adoptionApproval: Automatic\n  observability: {logs: true}\n",
         ),
     )
     .await;

@@ -80,7 +80,7 @@ async fn apply(obj: Arc<CloudflareContainer>, ctx: Arc<Context>) -> Result<Actio
         .is_some_and(|r| r.status == "progressing");
     ctx.metrics.set_rollout(&key, rolling);
     write_container_status(&ctx, &obj, &outcome.status).await?;
-    if outcome.suspended() && outcome.error.is_none() {
+    if (outcome.suspended() || outcome.awaiting_approval()) && outcome.error.is_none() {
         // Observed again at the resync; a spec change (suspend: false) comes at once.
         ctx.metrics.set_ready(&key, Some(false));
         return Ok(Action::requeue(super::jittered(ctx.settings.resync)));

@@ -165,9 +165,9 @@ pub async fn converge_all(
                 .is_none_or(|x| !x.ready() && !x.stalled() && !x.suspended())
         });
         pending.retain(|o| {
-            done.containers
-                .get(&o.key())
-                .is_none_or(|x| !x.ready() && !x.stalled() && !x.suspended())
+            done.containers.get(&o.key()).is_none_or(|x| {
+                !x.ready() && !x.stalled() && !x.suspended() && !x.awaiting_approval()
+            })
         });
         let idle = pending.is_empty() && pending_workers.is_empty();
         if idle || !options.wait || tokio::time::Instant::now() >= deadline {

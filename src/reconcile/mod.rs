@@ -68,6 +68,11 @@ impl ReconcileOutcome {
     pub fn suspended(&self) -> bool {
         status::is_suspended(&self.status.conditions)
     }
+
+    /// An adoption waits for a person's approval (`status.pendingAdoption`).
+    pub fn awaiting_approval(&self) -> bool {
+        self.status.pending_adoption.is_some()
+    }
 }
 
 /// What deleting an object did.
@@ -263,6 +268,31 @@ impl Reconciler {
             && !the_plan.actions.is_empty()
             && previous.is_some_and(|s| status::is_ready(s) && s.observed_generation == generation);
         let drift = drifted.then(|| status::drift_of(&the_plan.changes, &[], now));
+        // An adoption waits for a person's approval of exactly these changes.
+        let adopting = the_plan
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::CreateRollout { adopts: true, .. }));
+        let pending_adoption = (adopting
+            && obj.spec.adoption_approval == crate::spec::AdoptionApproval::Manual)
+            .then(|| {
+                let hash = status::adoption_hash(&the_plan.changes);
+                let approved = obj
+                    .metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(crate::spec::APPROVE_ADOPTION_ANNOTATION))
+                    == Some(&hash);
+                (hash, approved)
+            })
+            .filter(|(_, approved)| !approved)
+            .map(|(hash, _)| {
+                the_plan.actions.clear();
+                crate::spec::PendingAdoption {
+                    hash,
+                    changes: status::drift_of(&the_plan.changes, &[], now),
+                }
+            });
         let reverted =
             reverted_rollout(previous, generation, retry.as_deref(), &first.0, &the_plan);
         if let Some(r) = &reverted {
@@ -314,6 +344,30 @@ impl Reconciler {
         let mut status = status;
         if let Some(d) = drift {
             status.drift = d;
+        }
+        if let Some(p) = pending_adoption {
+            let message = format!(
+                "adopting application {} would change: {}; approve with the annotation {}={} (kubectl annotate cfc {} {}={})",
+                desired.application_name,
+                p.changes
+                    .iter()
+                    .map(|c| c.field.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                crate::spec::APPROVE_ADOPTION_ANNOTATION,
+                p.hash,
+                obj.name(),
+                crate::spec::APPROVE_ADOPTION_ANNOTATION,
+                p.hash,
+            );
+            status.conditions = status::held(
+                status.conditions,
+                status::ADOPTION_PENDING,
+                &message,
+                generation,
+                now,
+            );
+            status.pending_adoption = Some(p);
         }
         if observe_only && !obj.spec.suspend {
             let left = remaining.unwrap_or_default();

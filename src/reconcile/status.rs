@@ -342,6 +342,7 @@ pub fn derive(
             .filter(|p| p.observed_generation == input.generation)
             .map(|p| p.drift.clone())
             .unwrap_or_default(),
+        pending_adoption: None,
         conditions,
         application_id: app.map(|a| a.id.clone()),
         application_name: app.map(|a| a.name.clone()),
@@ -411,6 +412,24 @@ pub fn held(
             _ => c,
         })
         .collect()
+}
+
+/// The reason of an adoption waiting for approval.
+pub const ADOPTION_PENDING: &str = "AdoptionPending";
+
+/// The hash a person approves an adoption by: of the changes it would make.
+pub fn adoption_hash(changes: &[crate::reconcile::plan::Change]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for c in changes {
+        h.update(c.field.as_bytes());
+        h.update([0]);
+        h.update(c.from.as_bytes());
+        h.update([0]);
+        h.update(c.to.as_bytes());
+        h.update([1]);
+    }
+    hex::encode(h.finalize())[..12].to_string()
 }
 
 /// The reason of an `Observe` object whose application differs from its spec.

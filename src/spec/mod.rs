@@ -138,6 +138,12 @@ pub struct CloudflareContainerSpec {
     #[serde(default)]
     pub adopt: bool,
 
+    /// With `adopt`: `Manual` (default) writes the adoption's changes and their hash to
+    /// `status.pendingAdoption` and waits for the annotation
+    /// `flaredock.dev/approve-adoption: <hash>`; `Automatic` adopts at once.
+    #[serde(default, skip_serializing_if = "AdoptionApproval::is_manual")]
+    pub adoption_approval: AdoptionApproval,
+
     /// What happens to the Cloudflare application when this object is deleted.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
@@ -356,6 +362,34 @@ pub struct WorkerRef {
     pub script_name: Option<String>,
 }
 
+/// How an adoption is approved.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum AdoptionApproval {
+    /// A person approves the plan, by its hash.
+    #[default]
+    Manual,
+    /// Adopt at once.
+    Automatic,
+}
+
+impl AdoptionApproval {
+    pub fn is_manual(&self) -> bool {
+        *self == AdoptionApproval::Manual
+    }
+}
+
+/// The annotation that approves a pending adoption, by its plan's hash.
+pub const APPROVE_ADOPTION_ANNOTATION: &str = "flaredock.dev/approve-adoption";
+
+/// An adoption waiting for approval: what it would change, and the hash to approve.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingAdoption {
+    /// Approve with the annotation `flaredock.dev/approve-adoption: <hash>`.
+    pub hash: String,
+    pub changes: Vec<DriftEntry>,
+}
+
 /// Management policy.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum ManagementPolicy {
@@ -457,6 +491,9 @@ pub struct CloudflareContainerStatus {
     /// (`Manage`), or standing (`Observe`). Cleared by a new generation.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub drift: Vec<DriftEntry>,
+    /// An adoption waiting for approval (`adoptionApproval: Manual`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_adoption: Option<PendingAdoption>,
 
     /// Ready, Reconciling, Stalled, ImageReady, WorkerReady, ApplicationSynced, RolloutComplete.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
