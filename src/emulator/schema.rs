@@ -71,7 +71,7 @@ pub struct Spec {
     components: Value,
     /// wrangler's internal client definitions (`x-workers-sdk-internal-client`).
     internal: Value,
-    /// Compiled validators of request bodies, by operation id.
+    /// Compiled validators, by operation (request bodies) or by schema text.
     compiled:
         std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<jsonschema::Validator>>>,
 }
@@ -181,26 +181,32 @@ impl Spec {
         let Some(schema) = op.pointer("/requestBody/content/application~1json/schema") else {
             return vec![];
         };
-        let id = op["operationId"].as_str().unwrap_or(path).to_string();
-        let cached = crate::lock(&self.compiled).get(&id).cloned();
-        let validator = match cached {
-            Some(v) => v,
-            None => match self.compile(schema) {
-                Ok(v) => {
-                    let v = std::sync::Arc::new(v);
-                    crate::lock(&self.compiled).insert(id, v.clone());
-                    v
-                }
-                Err(e) => return vec![e],
-            },
-        };
-        describe(&validator, body, "body")
+        let key = format!("request {}", op["operationId"].as_str().unwrap_or(path));
+        match self.validator(key, schema) {
+            Ok(v) => describe(&v, body, "body"),
+            Err(e) => vec![e],
+        }
+    }
+
+    /// The compiled validator of `schema`, compiled once per `key` (compiling the
+    /// closed, converted schema is what costs; the suite checks every exchange).
+    fn validator(
+        &self,
+        key: String,
+        schema: &Value,
+    ) -> Result<std::sync::Arc<jsonschema::Validator>, String> {
+        if let Some(v) = crate::lock(&self.compiled).get(&key) {
+            return Ok(v.clone());
+        }
+        let v = std::sync::Arc::new(self.compile(schema)?);
+        crate::lock(&self.compiled).insert(key, v.clone());
+        Ok(v)
     }
 
     /// Every violation of `schema` by `instance`, each naming the field
     /// (`what` prefixes the path). A schema that does not compile is one violation.
     pub fn violations(&self, schema: &Value, instance: &Value, what: &str) -> Vec<String> {
-        match self.compile(schema) {
+        match self.validator(schema.to_string(), schema) {
             Ok(v) => describe(&v, instance, what),
             Err(e) => vec![format!("{what}: {e}")],
         }
