@@ -142,6 +142,15 @@ pub(super) async fn apply(args: ApplyArgs) -> i32 {
     .await;
     progress.clear();
     let mut code = EXIT_OK;
+    // What counts as done, for either kind. A suspended object is reported, not waited
+    // for: nothing was written.
+    let converged = |no_error: bool, ready: bool, stalled: bool, suspended: bool| {
+        if args.no_wait {
+            no_error && !stalled
+        } else {
+            ready || suspended
+        }
+    };
     let mut statuses = serde_json::Map::new();
     let ready_line =
         |conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition]| {
@@ -156,13 +165,12 @@ pub(super) async fn apply(args: ApplyArgs) -> i32 {
         let Some(outcome) = outcomes.workers.get(&key) else {
             continue;
         };
-        // A suspended object is reported, not waited for: nothing was written.
-        let converged = if args.no_wait {
-            outcome.error.is_none() && !outcome.stalled()
-        } else {
-            outcome.ready() || outcome.suspended()
-        };
-        if !converged {
+        if !converged(
+            outcome.error.is_none(),
+            outcome.ready(),
+            outcome.stalled(),
+            outcome.suspended(),
+        ) {
             code = EXIT_FAILED;
         }
         match args.output {
@@ -184,13 +192,12 @@ pub(super) async fn apply(args: ApplyArgs) -> i32 {
         let Some(outcome) = outcomes.containers.get(&key) else {
             continue;
         };
-        // A suspended object is reported, not waited for: nothing was written.
-        let converged = if args.no_wait {
-            outcome.error.is_none() && !outcome.stalled()
-        } else {
-            outcome.ready() || outcome.suspended()
-        };
-        if !converged {
+        if !converged(
+            outcome.error.is_none(),
+            outcome.ready(),
+            outcome.stalled(),
+            outcome.suspended(),
+        ) {
             code = EXIT_FAILED;
         }
         match args.output {
