@@ -325,6 +325,12 @@ pub fn parse_any(text: &str, file: &str, index: usize) -> Result<Document, Vec<M
         } else {
             path
         };
+        if field == "spec.env" && message.contains("expected a sequence") {
+            // The map form of earlier releases.
+            message.push_str(
+                "; env is a list, as a Pod's: `- {name: MODE, value: live}` or `- {name: DB_PASSWORD, valueFrom: {secretKeyRef: {name: SECRET, key: KEY}}}`",
+            );
+        }
         vec![base(object.clone(), Some(field), message)]
     };
     // The CRD's own schema and CEL rules, as the API server applies them; then what
@@ -502,20 +508,88 @@ fn load_text(text: &str, file: &str, seen: &mut BTreeMap<String, String>, result
     }
 }
 
-/// Every `spec.worker.name` names a CloudflareWorker among the files: checked before
-/// any API call, so that a typo is refused instead of waiting forever.
+/// Where a loaded object came from: (file, document).
+fn source_of(source: &str) -> (String, usize) {
+    let (file, document) = source.rsplit_once('#').unwrap_or((source, "0"));
+    (file.to_string(), document.parse().unwrap_or(0))
+}
+
+/// A `secretKeyRef` must name a Secret among the files, with that key (the command line
+/// has no other place to find it). `None` when it does.
+fn missing_secret(data: &SourceData, ns: &str, name: &str, key: &str) -> Option<String> {
+    match data.secrets.get(&format!("{ns}/{name}")) {
+        None => Some(format!(
+            "no Secret {ns}/{name} among the files; add a `kind: Secret` document (data or stringData)"
+        )),
+        Some(secret) if !secret.contains_key(key) => Some(format!(
+            "Secret {ns}/{name} among the files has no key {key}; it has {}",
+            secret.keys().cloned().collect::<Vec<_>>().join(", ")
+        )),
+        Some(_) => None,
+    }
+}
+
+/// Every `spec.worker.name` names a CloudflareWorker among the files, and every
+/// `secretKeyRef` a Secret and key among them: checked before any API call, so that a
+/// typo is refused instead of waiting forever.
 fn check_references(result: &mut LoadResult) {
     let workers: std::collections::BTreeSet<String> =
         result.workers.iter().map(|w| w.object.key()).collect();
+    let mut missing = Vec::new();
+    for c in &result.objects {
+        let obj = &c.object;
+        let ns = obj.namespace_or_default();
+        for (i, e) in obj.spec.env.iter().enumerate() {
+            let Some(r) = e.value_from.as_ref().map(|f| &f.secret_key_ref) else {
+                continue;
+            };
+            if let Some(message) = missing_secret(&result.data, ns, &r.name, &r.key) {
+                missing.push((
+                    c.source.clone(),
+                    KIND,
+                    obj.key(),
+                    format!("spec.env[{i}].valueFrom.secretKeyRef"),
+                    message,
+                ));
+            }
+        }
+    }
+    for w in &result.workers {
+        let obj = &w.object;
+        let ns = obj.namespace_or_default();
+        for (i, s) in obj.spec.secrets.iter().enumerate() {
+            let r = &s.secret_key_ref;
+            if let Some(message) = missing_secret(&result.data, ns, &r.name, &r.key) {
+                missing.push((
+                    w.source.clone(),
+                    WORKER_KIND,
+                    obj.key(),
+                    format!("spec.secrets[{i}].secretKeyRef"),
+                    message,
+                ));
+            }
+        }
+    }
+    for (source, kind, object, field, message) in missing {
+        let (file, document) = source_of(&source);
+        result.errors.push(ManifestError {
+            file,
+            document,
+            kind: Some(kind.into()),
+            object: Some(object),
+            field: Some(field),
+            message,
+        });
+    }
     for c in &result.objects {
         let obj = &c.object;
         if let Some(name) = obj.worker_object() {
             let key = format!("{}/{name}", obj.namespace_or_default());
             if !workers.contains(&key) {
-                let (file, document) = c.source.rsplit_once('#').unwrap_or((&c.source, "0"));
+                let (file, document) = source_of(&c.source);
                 result.errors.push(ManifestError {
-                    file: file.to_string(),
-                    document: document.parse().unwrap_or(0),
+                    file,
+                    document,
                     kind: Some(KIND.into()),
                     object: Some(obj.key()),
                     field: Some("spec.worker.name".into()),

@@ -1502,3 +1502,268 @@ async fn a_requested_reconcile_runs_once_and_is_echoed() {
         s.em.shared.requests()
     );
 }
+
+const ENV_SECRET_PATH: &str = "/api/v1/namespaces/apps/secrets/shop-secrets";
+
+#[tokio::test]
+async fn env_from_a_secret_rolls_out_once_per_change_and_is_never_shown() {
+    let s = setup(
+        object(
+            "  env:\n    - {name: MODE, value: live}\n    - name: DB_PASSWORD\n      valueFrom: {secretKeyRef: {name: shop-secrets, key: db-password}}\n",
+            &[FINALIZER],
+        ),
+        true,
+    )
+    .await;
+    // No Secret yet: waits, writes nothing at Cloudflare, says what it waits for.
+    controller::reconcile(current(&s), s.ctx.clone())
+        .await
+        .unwrap();
+    let status = current(&s).status.clone().unwrap();
+    let ready = flaredock::reconcile::status::condition(&status, "Ready").unwrap();
+    assert_eq!(ready.status, "False");
+    assert!(
+        ready.message.contains("apps/shop-secrets"),
+        "{}",
+        ready.message
+    );
+    assert!(
+        !common::cloudflare_writes(&s.em)
+            .iter()
+            .any(|w| w.contains("applications")),
+        "{:?}",
+        common::cloudflare_writes(&s.em)
+    );
+
+    let set_secret = |value: &str, rv: &str| {
+        s.fake.objects.lock().unwrap().insert(
+            ENV_SECRET_PATH.into(),
+            json!({
+                "apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": "shop-secrets", "namespace": "apps", "resourceVersion": rv},
+                "data": {"db-password": base64_of(value)},
+            }),
+        );
+    };
+    set_secret("first-password-3141", "20");
+    s.ctx.invalidate_all().await;
+    controller::reconcile(current(&s), s.ctx.clone())
+        .await
+        .unwrap();
+    let status = current(&s).status.clone().unwrap();
+    assert!(
+        flaredock::reconcile::status::is_ready(&status),
+        "{status:?}"
+    );
+    let client = common::client_for(&s.em);
+    let app = client.list_applications().await.unwrap().remove(0);
+    let env = app.configuration.environment_variables.clone().unwrap();
+    assert!(
+        env.iter()
+            .any(|e| e.name == "DB_PASSWORD" && e.value == "first-password-3141")
+    );
+
+    // The Secret changes; at the next resync exactly one rollout carries it, and the
+    // one after does nothing.
+    set_secret("second-password-2718", "21");
+    s.em.shared.clear_requests();
+    s.fake.requests.lock().unwrap().clear();
+    for _ in 0..3 {
+        s.ctx.invalidate_all().await;
+        controller::reconcile(current(&s), s.ctx.clone())
+            .await
+            .unwrap();
+    }
+    let rollouts: Vec<String> = common::cloudflare_writes(&s.em)
+        .into_iter()
+        .filter(|w| w.contains("/rollouts"))
+        .collect();
+    assert_eq!(rollouts.len(), 1, "{rollouts:?}");
+    let versions = client.list_versions(&app.id).await.unwrap();
+    let newest = versions.iter().max_by_key(|v| v.version).unwrap();
+    assert!(
+        newest
+            .configuration
+            .environment_variables
+            .iter()
+            .flatten()
+            .any(|e| e.value == "second-password-2718")
+    );
+    let status = current(&s).status.clone().unwrap();
+    assert!(
+        flaredock::reconcile::status::is_ready(&status),
+        "{status:?}"
+    );
+    assert!(status.drift.is_empty(), "a Secret's change is not drift");
+    let events: Vec<Value> = s
+        .fake
+        .writes("/events")
+        .into_iter()
+        .map(|r| r.body)
+        .collect();
+    assert!(
+        events.iter().any(|e| e["reason"] == "RolloutStarted"),
+        "{events:?}"
+    );
+    assert!(!events.iter().any(|e| e["reason"] == "DriftCorrected"));
+    // Nothing flaredock wrote to Kubernetes holds either value.
+    let written: String = s
+        .fake
+        .requests
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|r| r.method != "GET")
+        .map(|r| r.body.to_string())
+        .collect();
+    assert!(!written.is_empty());
+    for value in ["first-password-3141", "second-password-2718"] {
+        assert!(
+            !written.contains(value),
+            "a Secret's value reached Kubernetes"
+        );
+        assert!(!serde_json::to_string(&status).unwrap().contains(value));
+    }
+    // Secrets are polled, not watched: a Ready object comes back within a minute, and
+    // that poll costs nothing at Cloudflare when nothing changed.
+    s.em.shared.clear_requests();
+    let action = controller::reconcile(current(&s), s.ctx.clone())
+        .await
+        .unwrap();
+    assert!(
+        requeue_after(&action) <= Duration::from_secs(66),
+        "{action:?}"
+    );
+    assert!(
+        s.em.shared.requests().is_empty(),
+        "{:?}",
+        s.em.shared.requests()
+    );
+}
+
+fn base64_of(value: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(value)
+}
+
+#[tokio::test]
+async fn an_adoption_waits_for_the_approval_of_what_is_there_now() {
+    let s = setup(object("  adopt: true\n", &[FINALIZER]), true).await;
+    let client = common::client_for(&s.em);
+    let foreign = client
+        .create_application(&common::foreign_application(
+            "shop",
+            &format!("{}/{}/hello:v1", s.em.registry_host(), s.em.account_id()),
+            Some(DurableObjectsConfiguration::ScriptAndClass {
+                script_name: DEMO_SCRIPT.into(),
+                class_name: DEMO_CLASS.into(),
+            }),
+        ))
+        .await
+        .unwrap();
+    s.em.shared.clear_requests();
+    let container_writes = |s: &Setup| -> Vec<String> {
+        common::cloudflare_writes(&s.em)
+            .into_iter()
+            .filter(|w| w.contains("/containers/"))
+            .collect()
+    };
+    controller::reconcile(current(&s), s.ctx.clone())
+        .await
+        .unwrap();
+    assert!(
+        container_writes(&s).is_empty(),
+        "{:?}",
+        container_writes(&s)
+    );
+    let status = current(&s).status.clone().unwrap();
+    let pending = status
+        .pending_adoption
+        .clone()
+        .expect("an adoption to review");
+    let ready = flaredock::reconcile::status::condition(&status, "Ready").unwrap();
+    assert_eq!(ready.reason, "AdoptionPending");
+    assert!(
+        ready.message.contains(&format!(
+            "kubectl annotate cfc shop flaredock.dev/approve-adoption={}",
+            pending.hash
+        )),
+        "{}",
+        ready.message
+    );
+    let annotate = |value: &str| {
+        s.fake.objects.lock().unwrap().get_mut(OBJECT_PATH).unwrap()["metadata"]["annotations"] =
+            json!({"flaredock.dev/approve-adoption": value});
+    };
+    // A stale hash: nothing.
+    annotate("0123456789ab");
+    controller::reconcile(current(&s), s.ctx.clone())
+        .await
+        .unwrap();
+    assert!(container_writes(&s).is_empty());
+    // Someone changes the application after the review: the approved hash no longer
+    // describes it, and it is read afresh (not from the cache) before anything is done.
+    client
+        .modify_application(
+            &foreign.id,
+            &ModifyApplicationRequest {
+                max_instances: Some(9),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    s.em.shared.clear_requests();
+    annotate(&pending.hash);
+    controller::reconcile(current(&s), s.ctx.clone())
+        .await
+        .unwrap();
+    assert!(
+        container_writes(&s).is_empty(),
+        "{:?}",
+        container_writes(&s)
+    );
+    let again = current(&s).status.clone().unwrap();
+    let renewed = again.pending_adoption.clone().expect("still to review");
+    assert_ne!(renewed.hash, pending.hash);
+    assert!(
+        renewed
+            .changes
+            .iter()
+            .any(|c| c.field == "max_instances" && c.found == "9"),
+        "{renewed:?}"
+    );
+    // The new hash approves it; the rollout that adopts it runs to the end.
+    annotate(&renewed.hash);
+    for _ in 0..50 {
+        controller::reconcile(current(&s), s.ctx.clone())
+            .await
+            .unwrap();
+        if current(&s)
+            .status
+            .as_ref()
+            .is_some_and(flaredock::reconcile::status::is_ready)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let status = current(&s).status.clone().unwrap();
+    assert!(
+        flaredock::reconcile::status::is_ready(&status),
+        "{status:?}"
+    );
+    assert!(status.pending_adoption.is_none());
+    let app = client.get_application(&foreign.id).await.unwrap();
+    assert_eq!(
+        app.configuration.label(flaredock::spec::OWNER_LABEL),
+        Some("apps.shop")
+    );
+    let reasons: Vec<String> = s
+        .fake
+        .writes("/events")
+        .iter()
+        .map(|r| r.body["reason"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert!(reasons.contains(&"Adopted".to_string()), "{reasons:?}");
+}

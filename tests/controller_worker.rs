@@ -277,3 +277,120 @@ async fn deleting_a_worker_waits_for_the_containers_that_name_it() {
         "cleanup done: the finalizer is removed"
     );
 }
+
+#[tokio::test]
+async fn adopting_a_script_waits_for_its_approval_and_observe_uploads_nothing() {
+    let mut s = setup().await;
+    // A script deployed by another tool (no flaredock tags), class Shop included.
+    s.em.shared
+        .account()
+        .seed_script("shop", vec!["Shop".into()], None, true, true);
+    s.fake.objects.lock().unwrap().get_mut(WORKER_PATH).unwrap()["spec"]["adopt"] = json!(true);
+    s.reconcile_worker().await.unwrap();
+    assert_eq!(s.uploads(), 0, "nothing uploaded before approval");
+    let status = s.status(WORKER_PATH);
+    let hash = status["pendingAdoption"]["hash"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{status}"))
+        .to_string();
+    let fields: Vec<&str> = status["pendingAdoption"]["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["field"].as_str().unwrap())
+        .collect();
+    assert!(fields.contains(&"worker.shop.owner"), "{fields:?}");
+    let ready_condition = status["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Ready")
+        .unwrap()
+        .clone();
+    assert_eq!(ready_condition["reason"], "AdoptionPending");
+    assert!(
+        ready_condition["message"]
+            .as_str()
+            .unwrap()
+            .contains(&format!(
+                "kubectl annotate cfw shop flaredock.dev/approve-adoption={hash}"
+            )),
+        "{ready_condition}"
+    );
+    assert!(!status.to_string().contains(SECRET_VALUE));
+
+    // A stale hash approves nothing.
+    let annotate = |s: &Setup, value: &str| {
+        s.fake.objects.lock().unwrap().get_mut(WORKER_PATH).unwrap()["metadata"]["annotations"] =
+            json!({"flaredock.dev/approve-adoption": value});
+    };
+    annotate(&s, "0123456789ab");
+    s.reconcile_worker().await.unwrap();
+    assert_eq!(s.uploads(), 0);
+    assert_eq!(
+        s.status(WORKER_PATH)["pendingAdoption"]["hash"],
+        hash.as_str()
+    );
+
+    // The script is deployed again by its old tool after the review: the approval no
+    // longer matches (read afresh, not from the cache).
+    s.em.shared
+        .account()
+        .seed_script("shop", vec!["Shop".into()], None, true, true);
+    let redeployed = s.em.shared.account().scripts["shop"].etag.clone();
+    annotate(&s, &hash);
+    s.reconcile_worker().await.unwrap();
+    let status = s.status(WORKER_PATH);
+    let new_hash = status["pendingAdoption"]["hash"]
+        .as_str()
+        .map(str::to_string);
+    if s.uploads() == 0 {
+        // The etag moved with the redeploy: a new hash is asked for.
+        assert_ne!(new_hash.as_deref(), Some(hash.as_str()), "{status}");
+    } else {
+        panic!("a stale approval adopted a script changed since (etag {redeployed}): {status}");
+    }
+
+    // The matching hash adopts it: one upload, the migration tag kept.
+    annotate(&s, new_hash.as_deref().unwrap());
+    s.reconcile_worker().await.unwrap();
+    assert_eq!(s.uploads(), 1);
+    let status = s.status(WORKER_PATH);
+    assert!(ready(&status), "{status}");
+    assert!(status.get("pendingAdoption").is_none(), "{status}");
+    let events: Vec<String> = s
+        .fake
+        .writes("/events")
+        .iter()
+        .map(|r| r.body["reason"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert!(events.contains(&"Adopted".to_string()), "{events:?}");
+
+    // Observe: a changed spec is reported, never uploaded.
+    {
+        let mut objects = s.fake.objects.lock().unwrap();
+        let w = objects.get_mut(WORKER_PATH).unwrap();
+        w["spec"]["managementPolicy"] = json!("Observe");
+        w["spec"]["vars"] = json!({"MODE": "observed"});
+        w["metadata"]["generation"] = json!(2);
+    }
+    s.em.shared.clear_requests();
+    s.reconcile_worker().await.unwrap();
+    assert_eq!(s.uploads(), 0, "Observe uploads nothing");
+    assert!(common::cloudflare_writes(&s.em).is_empty());
+    let status = s.status(WORKER_PATH);
+    let drift: Vec<&str> = status["drift"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{status}"))
+        .iter()
+        .map(|d| d["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(drift, ["worker.shop.vars"], "{status}");
+    let ready_condition = status["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Ready")
+        .unwrap();
+    assert_eq!(ready_condition["reason"], "Observing", "{status}");
+}

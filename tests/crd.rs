@@ -151,11 +151,21 @@ fn both_crds_are_hardened() {
     let crd: serde_json::Value = serde_yaml_ng::from_str(&flaredock::spec::crd_yaml()).unwrap();
     let env = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
         ["env"];
+    assert_eq!(env["maxItems"], 128, "env is bounded");
     assert_eq!(
-        env["maxProperties"], 128,
-        "a map a CEL rule iterates is bounded"
+        (
+            &env["x-kubernetes-list-type"],
+            &env["x-kubernetes-list-map-keys"]
+        ),
+        (&serde_json::json!("map"), &serde_json::json!(["name"])),
+        "env is a list map keyed by name, as a Pod's"
     );
-    assert!(env["additionalProperties"]["maxLength"].is_number());
+    assert!(env["items"]["properties"]["value"]["maxLength"].is_number());
+    assert!(
+        env["items"]["x-kubernetes-validations"][0]["rule"]
+            .as_str()
+            .is_some_and(|r| r.contains("valueFrom"))
+    );
     let crd: serde_json::Value =
         serde_yaml_ng::from_str(&flaredock::spec::worker_crd_yaml()).unwrap();
     let spec = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];

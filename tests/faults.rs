@@ -25,7 +25,7 @@ fn objects_at(count: usize, script: &str, generation: i64) -> Vec<CloudflareCont
     (0..count)
         .map(|i| {
             let doc = format!(
-                "apiVersion: flaredock.dev/v1alpha1\nkind: CloudflareContainer\nmetadata: {{name: app-{i}, namespace: faults, generation: {generation}}}\nspec:\n  className: C{i}\n  image: {{reference: 'hello:v1'}}\n  maxInstances: {}\n  env: {{INDEX: '{i}', GENERATION: '{generation}'}}\n  worker: {{scriptName: {script}}}\n",
+                "apiVersion: flaredock.dev/v1alpha1\nkind: CloudflareContainer\nmetadata: {{name: app-{i}, namespace: faults, generation: {generation}}}\nspec:\n  className: C{i}\n  image: {{reference: 'hello:v1'}}\n  maxInstances: {}\n  env: [{{name: INDEX, value: '{i}'}}, {{name: GENERATION, value: '{generation}'}}]\n  worker: {{scriptName: {script}}}\n",
                 2 + i % 5
             );
             parse_document(&doc, "gen.yaml", 1).unwrap().unwrap()
@@ -62,7 +62,7 @@ fn check_ready_means_matching(
         if !outcome.ready() {
             continue;
         }
-        let d = Desired::from_spec(obj, &|_, _| None);
+        let d = Desired::from_spec(obj, &std::collections::HashMap::new());
         let app = apps
             .iter()
             .find(|a| a.name == d.application_name)

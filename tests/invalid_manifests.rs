@@ -51,6 +51,8 @@ async fn every_invalid_manifest_is_refused_before_any_api_call() {
                 failures.push(format!(
                     "{name} ({command}): stderr does not name {expect:?}: {stderr}"
                 ));
+            } else if stderr.contains("secret-value-never-shown") {
+                failures.push(format!("{name} ({command}): a Secret's value is printed"));
             } else if !stderr.contains(name.as_ref()) {
                 failures.push(format!(
                     "{name} ({command}): stderr does not name the file: {stderr}"
@@ -107,6 +109,8 @@ const CODE_ONLY: &[&str] = &[
     "container-worker-not-in-files.yaml",
     "duplicate-object.yaml",
     "from-container-self.yaml",
+    "env-secret-not-among-files.yaml",
+    "env-secret-key-missing.yaml",
     // The API server's own rules, not the CRD's: names, metadata, the API version.
     "bad-name.yaml",
     "unknown-metadata-field.yaml",

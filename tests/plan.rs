@@ -3,6 +3,7 @@
 
 use flaredock::cloudflare::types::*;
 use flaredock::manifest::parse_document;
+use flaredock::reconcile::images::PeerIndex;
 use flaredock::reconcile::model::{Desired, ImageState, Observed};
 use flaredock::reconcile::plan::{Action, Blocked, Plan, plan, runs_spec};
 use flaredock::reconcile::status::{self, StatusInput};
@@ -21,8 +22,12 @@ fn object(extra: &str) -> CloudflareContainer {
         .expect("an object")
 }
 
+fn no_peers() -> PeerIndex {
+    PeerIndex::default()
+}
+
 fn desired(extra: &str) -> Desired {
-    Desired::from_spec(&object(extra), &|_, _| None)
+    Desired::from_spec(&object(extra), &no_peers())
 }
 
 /// A container naming the CloudflareWorker `shop` (script `shop-worker`).
@@ -33,9 +38,11 @@ fn managed(extra: &str) -> Desired {
         binding_name: Some("SHOP".into()),
         script_name: None,
     };
-    Desired::from_spec(&obj, &|ns, name| {
-        (ns == "apps" && name == "shop").then(|| "shop-worker".to_string())
-    })
+    let peers = PeerIndex {
+        workers: [("apps/shop".to_string(), "shop-worker".to_string())].into(),
+        ..Default::default()
+    };
+    Desired::from_spec(&obj, &peers)
 }
 
 fn script(tags: &[&str]) -> ScriptInfo {
@@ -144,7 +151,7 @@ fn no_application_creates_it_linked_to_the_namespace() {
 #[test]
 fn a_converged_application_plans_nothing() {
     let d = desired(
-        "  env: {B: '2', A: '1'}\n  constraints: {regions: [WEUR, ENAM], jurisdiction: eu}\n  observability: {logs: true}\n",
+        "  env: [{name: B, value: '2'}, {name: A, value: '1'}]\n  constraints: {regions: [WEUR, ENAM], jurisdiction: eu}\n  observability: {logs: true}\n",
     );
     let mut app = app_for(&d, IMAGE);
     // Same meaning, other order and defaults left implicit.
@@ -262,7 +269,7 @@ fn in_place_fields_are_one_patch_and_no_rollout() {
 
 #[test]
 fn image_resources_and_env_need_exactly_one_rollout() {
-    let d = desired("  instanceType: standard-1\n  env: {A: '1'}\n");
+    let d = desired("  instanceType: standard-1\n  env: [{name: A, value: '1'}]\n");
     let app = app_for(&desired(""), IMAGE2);
     let p = plan(&d, &observed(Some(app)));
     assert_eq!(kinds(&p), ["rollout"]);
@@ -271,7 +278,7 @@ fn image_resources_and_env_need_exactly_one_rollout() {
         [
             "configuration.image",
             "configuration.instance_type",
-            "configuration.environment_variables"
+            "configuration.environment_variables.A"
         ]
     );
     let Action::CreateRollout {
@@ -323,7 +330,7 @@ fn rollout_strategy_follows_the_spec() {
         ("", None, Some(vec![10, 100])),
     ];
     for (extra, step, steps) in cases {
-        let d = desired(&format!("{extra}  env: {{NEW: '1'}}\n"));
+        let d = desired(&format!("{extra}  env: [{{name: NEW, value: '1'}}]\n"));
         let mut app = app_for(&d, IMAGE);
         app.configuration.environment_variables = None;
         let p = plan(&d, &observed(Some(app)));
@@ -340,7 +347,7 @@ fn rollout_strategy_follows_the_spec() {
             "{extra}"
         );
     }
-    let d = desired("  rollout: {kind: full_manual}\n  env: {NEW: '1'}\n");
+    let d = desired("  rollout: {kind: full_manual}\n  env: [{name: NEW, value: '1'}]\n");
     let p = plan(&d, &observed(Some(app_for(&desired(""), IMAGE))));
     let Action::CreateRollout { request, .. } = &p.actions[0] else {
         unreachable!()
@@ -450,7 +457,7 @@ fn a_foreign_application_in_another_namespace_is_never_stolen() {
 #[test]
 fn a_changed_class_replaces_our_own_application() {
     let old = desired("");
-    let d = Desired::from_spec(&object("").tap_class("Shop2"), &|_, _| None);
+    let d = Desired::from_spec(&object("").tap_class("Shop2"), &no_peers());
     let app = app_for(&old, IMAGE);
     let mut o = observed(Some(app));
     o.namespace = Some(DurableObjectNamespace {
@@ -554,7 +561,7 @@ fn a_container_waits_until_its_cloudflare_worker_uploaded_the_class() {
         binding_name: Some("SHOP".into()),
         script_name: None,
     };
-    let d = Desired::from_spec(&obj, &|_, _| None);
+    let d = Desired::from_spec(&obj, &no_peers());
     let p = plan(&d, &observed(None));
     assert_eq!(p.blocked.as_ref().unwrap().reason(), "WorkerNotReady");
     assert!(
@@ -649,7 +656,7 @@ fn waits_for_a_missing_worker_or_image() {
 #[test]
 fn status_is_stable_across_a_resync_that_changed_nothing() {
     let obj = object("");
-    let d = Desired::from_spec(&obj, &|_, _| None);
+    let d = Desired::from_spec(&obj, &no_peers());
     let o = observed(Some(app_for(&d, IMAGE)));
     let remaining = plan(&d, &o);
     let input = StatusInput {
@@ -784,7 +791,7 @@ fn ready_needs_the_versions_at_one_hundred_percent_on_the_spec() {
 
 #[test]
 fn a_version_runs_the_spec_by_image_size_env_and_logs() {
-    let d = desired("  env: {A: '1'}\n  instanceType: basic\n");
+    let d = desired("  env: [{name: A, value: '1'}]\n  instanceType: basic\n");
     let config = d.configuration(IMAGE, None);
     assert!(runs_spec(&d, IMAGE, &config));
     assert!(!runs_spec(&d, IMAGE2, &config));
@@ -802,4 +809,152 @@ fn a_version_runs_the_spec_by_image_size_env_and_logs() {
     assert!(runs_spec(&d, IMAGE, &expanded));
     expanded.memory_mib = Some(2048);
     assert!(!runs_spec(&d, IMAGE, &expanded));
+}
+
+const DB_PASSWORD: &str = "correct-horse-battery-staple-9137";
+
+/// A container whose `DB_PASSWORD` comes from Secret `shop-secrets`, key `db-password`
+/// (holding `value`, or missing when `None`), and whose `MODE` is literal.
+fn with_secret(value: Option<&str>) -> Desired {
+    let obj = object(
+        "  env:\n    - {name: MODE, value: live}\n    - name: DB_PASSWORD\n      valueFrom: {secretKeyRef: {name: shop-secrets, key: db-password}}\n",
+    );
+    let mut peers = PeerIndex::default();
+    if let Some(v) = value {
+        peers.data.secrets.insert(
+            "apps/shop-secrets".into(),
+            [("db-password".to_string(), v.as_bytes().to_vec())].into(),
+        );
+    }
+    Desired::from_spec(&obj, &peers)
+}
+
+/// Every way a plan can be shown: Display, Debug, the JSON of `plan -o json`, drift.
+fn every_rendering(d: &Desired, p: &Plan) -> String {
+    format!(
+        "{d:?} {p:?} {} {} {}",
+        p.actions
+            .iter()
+            .map(ToString::to_string)
+            .collect::<String>(),
+        p.changes
+            .iter()
+            .map(ToString::to_string)
+            .collect::<String>(),
+        p.to_json()
+    )
+}
+
+#[test]
+fn an_env_value_from_a_secret_is_sent_and_never_shown() {
+    let d = with_secret(Some(DB_PASSWORD));
+    // Created with the value…
+    let p = plan(&d, &observed(None));
+    let Action::CreateApplication { request } = &p.actions[0] else {
+        panic!("{:?}", kinds(&p))
+    };
+    let env = request.configuration.environment_variables.clone().unwrap();
+    assert!(
+        env.iter()
+            .any(|e| e.name == "DB_PASSWORD" && e.value == DB_PASSWORD),
+        "the Secret's value is what Cloudflare gets"
+    );
+    assert!(!every_rendering(&d, &p).contains(DB_PASSWORD));
+
+    // …changed in the Secret: one rollout, the diff naming the source only.
+    let running = app_for(&with_secret(Some("an-older-password")), IMAGE);
+    let p = plan(&d, &observed(Some(running)));
+    assert_eq!(kinds(&p), ["rollout"]);
+    assert_eq!(
+        fields(&p),
+        ["configuration.environment_variables.DB_PASSWORD"]
+    );
+    assert_eq!(p.changes[0].from, "(set)");
+    assert_eq!(
+        p.changes[0].to,
+        "(from Secret shop-secrets/db-password, changed)"
+    );
+    let text = every_rendering(&d, &p);
+    assert!(!text.contains(DB_PASSWORD), "{text}");
+    assert!(!text.contains("an-older-password"), "{text}");
+    // Rolled out once: the application now runs it, nothing more to do.
+    let p = plan(&d, &observed(Some(app_for(&d, IMAGE))));
+    assert!(p.is_noop(), "{:?}", p.changes);
+}
+
+#[test]
+fn a_value_cloudflare_holds_is_never_shown_and_a_literal_one_is() {
+    // The variable used to come from a Secret; the spec now sets it in clear, and
+    // drops DB_PASSWORD: the old values stay unshown.
+    let before = with_secret(Some(DB_PASSWORD));
+    let d = desired("  env:\n    - {name: MODE, value: test}\n");
+    let p = plan(&d, &observed(Some(app_for(&before, IMAGE))));
+    let changes: Vec<String> = p.changes.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        changes,
+        [
+            "configuration.environment_variables.DB_PASSWORD: (set) → unset",
+            "configuration.environment_variables.MODE: (set) → \"test\"",
+        ]
+    );
+    assert!(!every_rendering(&d, &p).contains(DB_PASSWORD));
+}
+
+#[test]
+fn a_missing_secret_or_key_waits_and_writes_nothing() {
+    let d = with_secret(None);
+    let p = plan(&d, &observed(None));
+    assert!(p.actions.is_empty(), "{:?}", kinds(&p));
+    match &p.blocked {
+        Some(Blocked::Waiting { reason, message }) => {
+            assert_eq!(reason, "SecretNotFound");
+            assert!(
+                message.contains("apps/shop-secrets") && message.contains("DB_PASSWORD"),
+                "{message}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    // The Secret exists without the key.
+    let obj = object(
+        "  env:\n    - name: DB_PASSWORD\n      valueFrom: {secretKeyRef: {name: shop-secrets, key: db-password}}\n",
+    );
+    let mut peers = PeerIndex::default();
+    peers.data.secrets.insert(
+        "apps/shop-secrets".into(),
+        [("other".to_string(), b"x".to_vec())].into(),
+    );
+    let d = Desired::from_spec(&obj, &peers);
+    let app = app_for(&desired(""), IMAGE);
+    let p = plan(&d, &observed(Some(app)));
+    assert!(p.actions.is_empty());
+    assert!(
+        p.blocked
+            .as_ref()
+            .is_some_and(|b| b.message().contains("has no key db-password")),
+        "{:?}",
+        p.blocked
+    );
+}
+
+#[test]
+fn observing_an_application_made_elsewhere_lists_what_adopting_would_change() {
+    // Made by wrangler: no owner label, two more instances allowed.
+    let mut app = app_for(&desired(""), IMAGE);
+    app.configuration.labels = None;
+    app.max_instances = Some(22);
+    let d = desired("  managementPolicy: Observe\n");
+    let p = plan(&d, &observed(Some(app)));
+    assert!(p.blocked.is_none(), "not refused: {:?}", p.blocked);
+    let changes: Vec<String> = p.changes.iter().map(ToString::to_string).collect();
+    assert!(
+        changes.contains(&"max_instances: 22 → 20".to_string()),
+        "{changes:?}"
+    );
+    assert!(
+        changes
+            .iter()
+            .any(|c| c.starts_with(&format!("configuration.labels.{OWNER_LABEL}: unset"))),
+        "{changes:?}"
+    );
 }

@@ -28,6 +28,8 @@ impl Write for Buffer {
 
 const TOKEN: &str = "tok-SUPERSECRET-4242";
 const WORKER_SECRET: &str = "worker-secret-value-7331";
+const ENV_SECRET: &str = "env-secret-value-5519";
+const ENV_SECRET_2: &str = "env-secret-rotated-6620";
 
 #[tokio::test]
 async fn trace_logs_never_contain_secrets() {
@@ -66,17 +68,24 @@ async fn trace_logs_never_contain_secrets() {
     // its container), registry access included.
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("quickstart.yaml");
-    let text = include_str!("../examples/quickstart.yaml").replace(
-        "  vars:\n",
-        "  secrets:\n    - {name: API_KEY, secretKeyRef: {name: keys, key: api}}\n  vars:\n",
-    );
+    // …and the container's DB_PASSWORD from a Secret too.
+    let text = include_str!("../examples/quickstart.yaml")
+        .replace(
+            "  vars:\n",
+            "  secrets:\n    - {name: API_KEY, secretKeyRef: {name: keys, key: api}}\n  vars:\n",
+        )
+        .replace(
+            "  env:\n",
+            "  env:\n    - {name: DB_PASSWORD, valueFrom: {secretKeyRef: {name: keys, key: db}}}\n",
+        );
     let secret_doc = format!(
-        "---\napiVersion: v1\nkind: Secret\nmetadata: {{name: keys, namespace: default}}\nstringData: {{api: {WORKER_SECRET}}}\n"
+        "---\napiVersion: v1\nkind: Secret\nmetadata: {{name: keys, namespace: default}}\nstringData: {{api: {WORKER_SECRET}, db: {ENV_SECRET}}}\n"
     );
     std::fs::write(&file, format!("{text}{secret_doc}")).unwrap();
     let loaded = flaredock::manifest::load(&[file]);
     assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
     assert_eq!(loaded.workers[0].object.spec.secrets.len(), 1);
+    assert_eq!(loaded.objects[0].object.spec.env.len(), 2);
     let containers: Vec<_> = loaded.objects.iter().map(|l| l.object.clone()).collect();
     let workers: Vec<_> = loaded.workers.iter().map(|l| l.object.clone()).collect();
     let reconciler = common::reconciler_for(&client);
@@ -131,6 +140,102 @@ async fn trace_logs_never_contain_secrets() {
         loaded.data
     );
     let events = format!("{:?}", worker.events);
+    let container_output = format!(
+        "{} {:?} {} {} {:?} {}",
+        serde_json::to_string(&outcome.status).unwrap(),
+        outcome.plan,
+        outcome
+            .plan
+            .changes
+            .iter()
+            .map(ToString::to_string)
+            .collect::<String>(),
+        outcome.plan.to_json(),
+        outcome.events,
+        outcome
+            .events
+            .iter()
+            .map(ToString::to_string)
+            .collect::<String>(),
+    );
+    let created = em
+        .shared
+        .exchanges()
+        .iter()
+        .filter(|x| x.method == "POST" && x.path.ends_with("/containers/applications"))
+        .map(|x| String::from_utf8_lossy(&x.request_body).to_string())
+        .collect::<String>();
+    assert!(
+        created.contains(ENV_SECRET),
+        "the env value from the Secret reached Cloudflare"
+    );
+
+    // The Secret changes: one rollout carries the new value, then nothing more.
+    let rollouts = |em: &common::Emulator| {
+        em.shared
+            .exchanges()
+            .iter()
+            .filter(|x| x.method == "POST" && x.path.ends_with("/rollouts"))
+            .map(|x| String::from_utf8_lossy(&x.request_body).to_string())
+            .collect::<Vec<_>>()
+    };
+    let mut data = loaded.data.clone();
+    data.secrets
+        .get_mut("default/keys")
+        .unwrap()
+        .insert("db".into(), ENV_SECRET_2.as_bytes().to_vec());
+    // What `flaredock plan` would show.
+    let peers = flaredock::reconcile::images::PeerIndex {
+        workers: workers
+            .iter()
+            .map(|w| (w.key(), w.script_name().to_string()))
+            .collect(),
+        data: data.clone(),
+        ..Default::default()
+    };
+    let (preview, _) = reconciler.preview(&containers[0], &peers).await.unwrap();
+    let mut changed = vec![format!(
+        "{:?} {} {}",
+        preview,
+        preview.to_json(),
+        preview
+            .changes
+            .iter()
+            .map(ToString::to_string)
+            .collect::<String>()
+    )];
+    for _ in 0..2 {
+        reconciler.view.invalidate().await;
+        let again = converge_all(
+            &reconciler,
+            Manifests {
+                containers: &containers,
+                workers: &workers,
+                data: &data,
+            },
+            &ConvergeOptions::default(),
+            |_, _| {},
+        )
+        .await;
+        let o = again.containers.values().next().unwrap();
+        assert!(o.ready(), "{:?}", o.status);
+        assert!(o.drift.is_empty(), "a Secret's new value is not drift");
+        changed.push(format!(
+            "{} {:?} {} {}",
+            serde_json::to_string(&o.status).unwrap(),
+            o.plan,
+            o.plan.to_json(),
+            o.events.iter().map(ToString::to_string).collect::<String>()
+        ));
+    }
+    let rollouts = rollouts(&em);
+    assert_eq!(rollouts.len(), 1, "one rollout for the Secret's change");
+    assert!(rollouts[0].contains(ENV_SECRET_2));
+    assert!(
+        changed[0].contains("(from Secret keys/db, changed)"),
+        "{}",
+        changed[0]
+    );
 
     // Errors, with the token in play.
     let e = client.get_application("missing").await.unwrap_err();
@@ -163,7 +268,18 @@ async fn trace_logs_never_contain_secrets() {
         ("status", status.as_str()),
         ("plan", plan_text.as_str()),
         ("events", events.as_str()),
+        ("the container's outcome", container_output.as_str()),
+        (
+            "the outcome after the Secret changed",
+            changed.join(" ").as_str(),
+        ),
     ] {
+        for value in [ENV_SECRET, ENV_SECRET_2] {
+            assert!(
+                !text.contains(value),
+                "{what} contain an env value from a Secret"
+            );
+        }
         assert!(!text.contains(TOKEN), "{what} contain the API token");
         assert!(
             !text.contains(WORKER_SECRET),

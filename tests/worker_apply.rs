@@ -580,18 +580,161 @@ async fn suspended_objects_are_observed_and_never_written() {
     assert!(stdout.contains("Suspended"), "{stdout}");
 }
 
+fn schema_validator(file: &str) -> (serde_json::Value, jsonschema::Validator) {
+    let schema: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(file)).unwrap(),
+    )
+    .unwrap();
+    let validator = jsonschema::validator_for(&schema).expect("the schema compiles");
+    (schema, validator)
+}
+
+#[test]
+fn the_apply_document_shares_the_plan_documents_definitions() {
+    let (plan, _) = schema_validator("schemas/plan.schema.json");
+    let (apply, _) = schema_validator("schemas/apply.schema.json");
+    for def in ["change", "action", "blocked"] {
+        assert!(
+            plan["$defs"][def].is_object(),
+            "plan.schema.json lacks {def}"
+        );
+        assert_eq!(
+            plan["$defs"][def], apply["$defs"][def],
+            "$defs/{def} differs between the plan and apply schemas"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_json_is_documented_and_says_what_was_done() {
+    let em = common::start_emulator(|c| c.capture_bodies = true).await;
+    let (_, validator) = schema_validator("schemas/apply.schema.json");
+    // The quickstart, its container's DB_PASSWORD from a Secret among the files.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("app.yaml");
+    let password = "apply-json-password-8080";
+    let text = include_str!("../examples/quickstart.yaml").replace(
+        "  env:\n",
+        "  env:\n    - {name: DB_PASSWORD, valueFrom: {secretKeyRef: {name: db, key: password}}}\n",
+    );
+    std::fs::write(
+        &file,
+        format!("{text}---\napiVersion: v1\nkind: Secret\nmetadata: {{name: db}}\nstringData: {{password: {password}}}\n"),
+    )
+    .unwrap();
+    let (code, stdout, stderr) = flaredock(&em, &["apply", "-o", "json", "-f"], &file);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    let doc: serde_json::Value = serde_json::from_str(&stdout).expect("apply -o json is JSON");
+    let problems: Vec<String> = validator.iter_errors(&doc).map(|e| e.to_string()).collect();
+    assert!(problems.is_empty(), "{problems:?}\n{doc:#}");
+    assert_eq!(doc["apiVersion"], "flaredock.dev/apply/v1");
+    assert_eq!(doc["converged"], true);
+    let object = |kind: &str| {
+        doc["objects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["kind"] == kind)
+            .unwrap_or_else(|| panic!("no {kind} in {doc:#}"))
+            .clone()
+    };
+    let worker = object("CloudflareWorker");
+    assert_eq!(worker["state"], "Ready");
+    assert_eq!(worker["actions"][0]["kind"], "upload-script");
+    let container = object("CloudflareContainer");
+    assert_eq!(container["state"], "Ready");
+    assert_eq!(container["actions"][0]["kind"], "create-application");
+    assert!(
+        container["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["reason"] == "Created"),
+        "{container:#}"
+    );
+    let ready = container["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Ready")
+        .unwrap();
+    assert_eq!(ready["status"], "True");
+    assert!(!stdout.contains(password), "the Secret's value is printed");
+    let created = em
+        .shared
+        .exchanges()
+        .iter()
+        .filter(|x| x.method == "POST" && x.path.ends_with("/containers/applications"))
+        .map(|x| String::from_utf8_lossy(&x.request_body).to_string())
+        .collect::<String>();
+    assert!(created.contains(password), "the value reached Cloudflare");
+
+    // The Secret changes: one rollout, named by its source in the document.
+    std::fs::write(
+        &file,
+        format!("{text}---\napiVersion: v1\nkind: Secret\nmetadata: {{name: db}}\nstringData: {{password: rotated-{password}}}\n"),
+    )
+    .unwrap();
+    let (code, stdout, stderr) = flaredock(&em, &["apply", "-o", "yaml", "-f"], &file);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    let doc: serde_json::Value = serde_yaml_ng::from_str(&stdout).expect("apply -o yaml is YAML");
+    assert!(validator.is_valid(&doc), "{doc:#}");
+    assert!(!stdout.contains(password), "the Secret's value is printed");
+    let container = doc["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["kind"] == "CloudflareContainer")
+        .unwrap();
+    let kinds: Vec<&str> = container["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["create-rollout"]);
+    assert_eq!(
+        container["changes"][0]["to"],
+        "(from Secret db/password, changed)"
+    );
+
+    // Suspended: reported as such, exit 0, nothing written.
+    let suspended = text.replace(
+        "  className: HelloContainer\n",
+        "  className: HelloContainer\n  suspend: true\n",
+    );
+    assert_ne!(suspended, text);
+    std::fs::write(
+        &file,
+        format!(
+            "{}---\napiVersion: v1\nkind: Secret\nmetadata: {{name: db}}\nstringData: {{password: rotated-{password}}}\n",
+            suspended.replace(
+                "value: hello from flaredock",
+                "value: changed while suspended",
+            )
+        ),
+    )
+    .unwrap();
+    em.shared.clear_requests();
+    let (code, stdout, stderr) = flaredock(&em, &["apply", "-o", "json", "-f"], &file);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    let doc: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert!(validator.is_valid(&doc), "{doc:#}");
+    let container = doc["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["kind"] == "CloudflareContainer")
+        .unwrap();
+    assert_eq!(container["state"], "Suspended", "{container:#}");
+    assert!(common::cloudflare_writes(&em).is_empty());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plan_json_is_documented_and_exit_codes_gate_ci() {
     let em = common::start_emulator(|_| {}).await;
     let quickstart = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/quickstart.yaml");
-    let schema: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas/plan.schema.json"),
-        )
-        .unwrap(),
-    )
-    .unwrap();
-    let validator = jsonschema::validator_for(&schema).expect("the schema compiles");
+    let (_, validator) = schema_validator("schemas/plan.schema.json");
     // Something to change: 3, and the JSON says what.
     let (code, stdout, stderr) = flaredock(
         &em,
@@ -647,7 +790,7 @@ async fn apply_shows_each_objects_step_and_the_rollout_percentage() {
     assert!(stderr.contains("default/hello: Ready"), "{stderr}");
     let changed = std::fs::read_to_string(&quickstart)
         .unwrap()
-        .replace("GREETING: hello from flaredock", "GREETING: hello again");
+        .replace("value: hello from flaredock", "value: hello again");
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("quickstart.yaml");
     std::fs::write(&file, changed).unwrap();

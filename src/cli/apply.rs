@@ -67,6 +67,76 @@ impl Progress {
     }
 }
 
+/// `apiVersion` of the document `apply -o json|yaml` prints (`schemas/apply.schema.json`).
+const APPLY_API_VERSION: &str = "flaredock.dev/apply/v1";
+
+/// How an object's apply ended.
+struct Ending<'a> {
+    ready: bool,
+    stalled: bool,
+    suspended: bool,
+    awaiting_approval: bool,
+    error: Option<&'a crate::cloudflare::ApiError>,
+}
+
+impl Ending<'_> {
+    /// One word for CI to switch on (the schema's `state` enum).
+    fn state(&self, status: &serde_json::Value) -> &'static str {
+        let observing = status["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["type"] == "Ready" && c["reason"] == "Observing");
+        if self.ready {
+            "Ready"
+        } else if self.stalled {
+            "Stalled"
+        } else if self.awaiting_approval {
+            "AwaitingApproval"
+        } else if self.suspended && observing {
+            "Observing"
+        } else if self.suspended {
+            "Suspended"
+        } else if self.error.is_some() {
+            "Error"
+        } else {
+            "InProgress"
+        }
+    }
+}
+
+/// One object's entry of the apply document: what changed and what was done over every
+/// round, the Events, the final status, and how it ended. Like the plan, it names a
+/// Secret's value by its source only.
+fn applied(
+    kind: &str,
+    key: &str,
+    ending: Ending<'_>,
+    plan: &Plan,
+    events: &[crate::reconcile::Happening],
+    status: serde_json::Value,
+) -> serde_json::Value {
+    let (namespace, name) = key.split_once('/').unwrap_or(("default", key));
+    let mut entry = serde_json::json!({
+        "kind": kind,
+        "namespace": namespace,
+        "name": name,
+        "state": ending.state(&status),
+        "events": events
+            .iter()
+            .map(|e| serde_json::json!({"reason": e.reason, "message": e.message}))
+            .collect::<Vec<_>>(),
+        "status": status,
+    });
+    if let (Some(e), serde_json::Value::Object(p)) = (entry.as_object_mut(), plan.to_json()) {
+        e.extend(p);
+    }
+    if let Some(error) = ending.error {
+        entry["error"] = serde_json::json!(error.to_string());
+    }
+    entry
+}
+
 pub(super) async fn apply(args: ApplyArgs) -> i32 {
     let (loaded, session) = match load_and_connect(&args.files, &args.connection).await {
         Ok(x) => x,
@@ -151,7 +221,7 @@ pub(super) async fn apply(args: ApplyArgs) -> i32 {
             ready || suspended
         }
     };
-    let mut statuses = serde_json::Map::new();
+    let mut objects = Vec::new();
     let ready_line =
         |conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition]| {
             let ready = conditions.iter().find(|c| c.type_ == "Ready");
@@ -165,27 +235,36 @@ pub(super) async fn apply(args: ApplyArgs) -> i32 {
         let Some(outcome) = outcomes.workers.get(&key) else {
             continue;
         };
-        if !converged(
+        let done = converged(
             outcome.error.is_none(),
             outcome.ready(),
             outcome.stalled(),
             outcome.suspended(),
-        ) {
+        );
+        if !done {
             code = EXIT_FAILED;
         }
-        match args.output {
-            Output::Text => println!(
+        if text {
+            println!(
                 "{} {key}: {}",
                 manifest::WORKER_KIND,
                 ready_line(&outcome.status.conditions)
-            ),
-            _ => {
-                statuses.insert(
-                    format!("{} {key}", manifest::WORKER_KIND),
-                    serde_json::to_value(&outcome.status).unwrap_or_default(),
-                );
-            }
+            );
         }
+        objects.push(applied(
+            manifest::WORKER_KIND,
+            &key,
+            Ending {
+                ready: outcome.ready(),
+                stalled: outcome.stalled(),
+                suspended: outcome.suspended(),
+                awaiting_approval: outcome.awaiting_approval(),
+                error: outcome.error.as_ref(),
+            },
+            &outcome.plan,
+            &outcome.events,
+            serde_json::to_value(&outcome.status).unwrap_or_default(),
+        ));
     }
     for obj in &loaded.containers {
         let key = obj.key();
@@ -200,35 +279,46 @@ pub(super) async fn apply(args: ApplyArgs) -> i32 {
         ) {
             code = EXIT_FAILED;
         }
-        match args.output {
-            Output::Text => {
-                println!("{key}: {}", ready_line(&outcome.status.conditions));
-                if let Some(image) = &outcome.status.image {
-                    println!("  image: {image}");
-                }
-                if let Some(id) = &outcome.status.application_id {
-                    println!(
-                        "  application: {} ({id})",
-                        outcome.status.application_name.as_deref().unwrap_or("")
-                    );
-                }
+        if text {
+            println!("{key}: {}", ready_line(&outcome.status.conditions));
+            if let Some(image) = &outcome.status.image {
+                println!("  image: {image}");
             }
-            _ => {
-                statuses.insert(
-                    key,
-                    serde_json::to_value(&outcome.status).unwrap_or_default(),
+            if let Some(id) = &outcome.status.application_id {
+                println!(
+                    "  application: {} ({id})",
+                    outcome.status.application_name.as_deref().unwrap_or("")
                 );
             }
         }
+        objects.push(applied(
+            "CloudflareContainer",
+            &key,
+            Ending {
+                ready: outcome.ready(),
+                stalled: outcome.stalled(),
+                suspended: outcome.suspended(),
+                awaiting_approval: outcome.awaiting_approval(),
+                error: outcome.error.as_ref(),
+            },
+            &outcome.plan,
+            &outcome.events,
+            serde_json::to_value(&outcome.status).unwrap_or_default(),
+        ));
     }
+    let document = serde_json::json!({
+        "apiVersion": APPLY_API_VERSION,
+        "converged": code == EXIT_OK,
+        "objects": objects,
+    });
     match args.output {
         Output::Yaml => print!(
             "{}",
-            serde_yaml_ng::to_string(&statuses).unwrap_or_default()
+            serde_yaml_ng::to_string(&document).unwrap_or_default()
         ),
         Output::Json => println!(
             "{}",
-            serde_json::to_string_pretty(&statuses).unwrap_or_default()
+            serde_json::to_string_pretty(&document).unwrap_or_default()
         ),
         Output::Text => {}
     }

@@ -252,7 +252,8 @@ pub struct ApplyArgs {
     /// Objects reconciled at once.
     #[arg(long, default_value_t = 16)]
     pub concurrency: usize,
-    /// Output format of the final statuses.
+    /// Output: text for people; json or yaml for CI, the document of
+    /// schemas/apply.schema.json (what changed, what was done, Events, final status).
     #[arg(short = 'o', long, value_enum, default_value = "text")]
     pub output: Output,
     #[command(flatten)]
@@ -421,7 +422,8 @@ impl Loaded {
         }
     }
 
-    /// The CloudflareWorkers' script names, for the containers that name them.
+    /// The CloudflareWorkers' script names, for the containers that name them, and the
+    /// Secrets among the files.
     fn peers(&self) -> PeerIndex {
         PeerIndex {
             images: HashMap::new(),
@@ -430,6 +432,7 @@ impl Loaded {
                 .iter()
                 .map(|w| (w.key(), w.script_name().to_string()))
                 .collect(),
+            data: self.data.clone(),
         }
     }
 }

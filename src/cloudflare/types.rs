@@ -142,11 +142,21 @@ pub enum SchedulingPolicy {
     Unknown,
 }
 
-/// `cc_EnvironmentVariable`.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+/// `cc_EnvironmentVariable`. Its `Debug` never shows the value, which may have come
+/// from a Secret.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct EnvironmentVariable {
     pub name: String,
     pub value: String,
+}
+
+impl std::fmt::Debug for EnvironmentVariable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EnvironmentVariable")
+            .field("name", &self.name)
+            .field("value", &"[redacted]")
+            .finish()
+    }
 }
 
 /// `cc_Label`.

@@ -7,12 +7,12 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 
 use super::credentials::{
-    CredentialsOwner, SecretProblem, credentials, protect_secret, pull_credentials,
+    CredentialsOwner, SecretProblem, credentials, protect_secret, pull_credentials, read_secrets,
     release_previous_secret, secret_still_used,
 };
 use super::status::{container_problem, write_container_status};
 use super::{Context, Error};
-use crate::reconcile::status::{condition, is_ready, is_stalled};
+use crate::reconcile::status::{condition, is_stalled};
 use crate::reconcile::{DeleteOutcome, ReconcileOutcome};
 use crate::spec::ReconcileRequest;
 use crate::spec::{CloudflareContainer, CloudflareContainerStatus};
@@ -59,7 +59,6 @@ async fn apply(obj: Arc<CloudflareContainer>, ctx: Arc<Context>) -> Result<Actio
         Err(problem) => return refuse(&ctx, &obj, problem).await,
     }
     let previous = obj.status.clone();
-    let was_ready = previous.as_ref().is_some_and(is_ready);
     if previous.as_ref().is_some_and(|s| {
         s.rollout
             .as_ref()
@@ -70,9 +69,20 @@ async fn apply(obj: Arc<CloudflareContainer>, ctx: Arc<Context>) -> Result<Actio
             .expire_applications(ctx.settings.progress_poll)
             .await;
     }
-    let peers = ctx.peers();
+    let mut peers = ctx.peers();
+    // The Secrets `env` reads, by name in the object's namespace (never listed).
+    let env_secrets = obj
+        .spec
+        .env
+        .iter()
+        .filter_map(|e| e.value_from.as_ref())
+        .map(|f| f.secret_key_ref.name.as_str());
+    match read_secrets(&ctx, obj.namespace_or_default(), env_secrets, "spec.env").await {
+        Ok(secrets) => peers.data.secrets = secrets,
+        Err(problem) => return refuse(&ctx, &obj, problem).await,
+    }
     let outcome = reconciler.reconcile(&obj, previous.as_ref(), &peers).await;
-    report(&ctx, &obj, previous.as_ref(), was_ready, &outcome).await;
+    report(&ctx, &obj, previous.as_ref(), &outcome).await;
     let rolling = outcome
         .status
         .rollout
@@ -85,14 +95,23 @@ async fn apply(obj: Arc<CloudflareContainer>, ctx: Arc<Context>) -> Result<Actio
         ctx.metrics.set_ready(&key, Some(false));
         return Ok(Action::requeue(super::jittered(ctx.settings.resync)));
     }
-    super::next_action(
+    let ready = outcome.ready();
+    let action = super::next_action(
         &ctx,
         &key,
-        outcome.ready(),
+        ready,
         outcome.stalled(),
         outcome.error,
         ctx.settings.progress_poll,
-    )
+    )?;
+    // Secrets are not watched: a Ready container whose environment reads some reads
+    // them again within SECRET_POLL (from the cached account view: Cloudflare sees a
+    // rollout only when a value changed).
+    if ready && obj.spec.env.iter().any(|e| e.value_from.is_some()) {
+        let soon = ctx.settings.resync.min(super::SECRET_POLL);
+        return Ok(Action::requeue(super::jittered(soon)));
+    }
+    Ok(action)
 }
 
 /// A Secret problem before anything reached Cloudflare. A refusal is written to the
@@ -132,17 +151,14 @@ async fn report(
     ctx: &Context,
     obj: &CloudflareContainer,
     previous: Option<&CloudflareContainerStatus>,
-    was_ready: bool,
     outcome: &ReconcileOutcome,
 ) {
     let key = obj.key();
-    let spec_unchanged = previous.and_then(|s| s.observed_generation) == obj.metadata.generation;
     super::publish_changes(
         ctx,
         obj,
         &key,
-        was_ready && spec_unchanged,
-        &outcome.plan,
+        &outcome.drift,
         &outcome.events,
         "Cloudflare drifted from the spec; corrected",
     )

@@ -118,6 +118,25 @@ pub(super) async fn read_secret_opt(
     }
 }
 
+/// The Secrets `names` of namespace `ns` that exist, by `namespace/name`, each read
+/// once (`field` says which part of the spec wants them). A missing one is absent: the
+/// core says what it waits for.
+pub(super) async fn read_secrets<'a>(
+    ctx: &Context,
+    ns: &str,
+    names: impl IntoIterator<Item = &'a str>,
+    field: &str,
+) -> Result<std::collections::HashMap<String, DataMap>, SecretProblem> {
+    let names: std::collections::BTreeSet<&str> = names.into_iter().collect();
+    let mut out = std::collections::HashMap::new();
+    for name in names {
+        if let Some(secret) = read_secret_opt(ctx, ns, name, field).await? {
+            out.insert(format!("{ns}/{name}"), secret_data(&secret));
+        }
+    }
+    Ok(out)
+}
+
 /// `(account id, token)` from a credentials Secret (keys `accountId`, `apiToken`).
 pub(super) fn credentials_from(secret: &Secret) -> Result<(String, SecretString), String> {
     let ns = secret.namespace().unwrap_or_default();

@@ -366,7 +366,11 @@ impl Context {
                     .collect()
             })
             .unwrap_or_default();
-        PeerIndex { images, workers }
+        PeerIndex {
+            images,
+            workers,
+            data: Default::default(),
+        }
     }
 
     /// The CloudflareContainers watched now.
@@ -571,23 +575,26 @@ fn error_reason(error: &Error) -> &'static str {
     }
 }
 
+/// How often a Ready object that reads Secrets (a Worker's `secrets`, a container's
+/// `env[].valueFrom`) reads them again: Secrets are never watched.
+const SECRET_POLL: Duration = Duration::from_secs(60);
+
 /// The longest wait between two attempts of a failing object.
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
 
-/// Publishes what a reconcile did: a `DriftCorrected` warning when a Ready object
-/// whose spec did not change needed changes (`lead` says what drifted), then one Event
-/// per happening, each also logged.
+/// Publishes what a reconcile did: a `DriftCorrected` warning listing `drift`, the
+/// changes that corrected drift (`lead` says what drifted), then one Event per
+/// happening, each also logged.
 async fn publish_changes<K: Resource<DynamicType = ()>>(
     ctx: &Context,
     obj: &K,
     key: &str,
-    drifted: bool,
-    plan: &crate::reconcile::plan::Plan,
+    drift: &[crate::reconcile::plan::Change],
     events: &[crate::reconcile::Happening],
     lead: &str,
 ) {
-    if drifted && !plan.actions.is_empty() {
-        let changes: Vec<String> = plan.changes.iter().map(ToString::to_string).collect();
+    if !drift.is_empty() {
+        let changes: Vec<String> = drift.iter().map(ToString::to_string).collect();
         let message = format!("{lead}: {}", changes.join("; "));
         tracing::warn!(object = %key, %message, "drift corrected");
         ctx.publish(obj, EventType::Warning, "DriftCorrected", message)

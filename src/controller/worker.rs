@@ -13,8 +13,7 @@ use kube::runtime::events::EventType;
 
 use super::credentials::{
     CredentialsOwner, SecretProblem, config_map_data, credentials, protect_secret,
-    pull_credentials, read_config_map, read_secret_opt, release_previous_secret, secret_data,
-    secret_still_used,
+    pull_credentials, read_config_map, read_secrets, release_previous_secret, secret_still_used,
 };
 use super::status::{worker_problem, write_worker_status};
 use super::{Context, Error};
@@ -59,20 +58,12 @@ async fn source_data(obj: &CloudflareWorker, ctx: &Context) -> Result<SourceData
         data.config_maps
             .insert(format!("{ns}/{}", c.name), config_map_data(&cm));
     }
-    let mut names: Vec<&str> = obj
+    let names = obj
         .spec
         .secrets
         .iter()
-        .map(|s| s.secret_key_ref.name.as_str())
-        .collect();
-    names.sort();
-    names.dedup();
-    for name in names {
-        if let Some(secret) = read_secret_opt(ctx, ns, name, "spec.secrets").await? {
-            data.secrets
-                .insert(format!("{ns}/{name}"), secret_data(&secret));
-        }
-    }
+        .map(|s| s.secret_key_ref.name.as_str());
+    data.secrets = read_secrets(ctx, ns, names, "spec.secrets").await?;
     Ok(data)
 }
 
@@ -146,15 +137,14 @@ async fn apply(obj: Arc<CloudflareWorker>, ctx: Arc<Context>) -> Result<Action, 
     let refs: Vec<&CloudflareContainer> = containers.iter().map(|c| c.as_ref()).collect();
     let classes = classes_for(&obj, &refs);
     let previous = obj.status.clone();
-    let was_ready = previous.as_ref().is_some_and(is_ready);
     let outcome = reconciler
         .reconcile_worker(&obj, classes, &data, previous.as_ref())
         .await;
-    report(&ctx, &obj, previous.as_ref(), was_ready, &outcome).await;
+    report(&ctx, &obj, previous.as_ref(), &outcome).await;
     write_worker_status(&ctx, &obj, &outcome.status).await?;
     // Waiting for a ConfigMap or a bundle: the ConfigMap watch (or the requeue, for a
     // registry or a Secret) brings it back.
-    if outcome.suspended() && outcome.error.is_none() {
+    if (outcome.suspended() || outcome.awaiting_approval()) && outcome.error.is_none() {
         // Observed again at the resync; a spec change (suspend: false) comes at once.
         ctx.metrics.set_ready(&metric_key(&obj), Some(false));
         return Ok(Action::requeue(super::jittered(ctx.settings.resync)));
@@ -171,20 +161,10 @@ async fn apply(obj: Arc<CloudflareWorker>, ctx: Arc<Context>) -> Result<Action, 
     // Secrets are not watched: a Worker binding some reads them again within a minute
     // (Kubernetes reads only; Cloudflare sees an upload only when a value changed).
     if ready && !obj.spec.secrets.is_empty() {
-        let soon = ctx.settings.resync.min(SECRET_POLL);
+        let soon = ctx.settings.resync.min(super::SECRET_POLL);
         return Ok(Action::requeue(super::jittered(soon)));
     }
     Ok(action)
-}
-
-/// How often a Ready Worker that binds Secrets reads them again.
-const SECRET_POLL: Duration = Duration::from_secs(60);
-
-fn is_ready(status: &CloudflareWorkerStatus) -> bool {
-    status
-        .conditions
-        .iter()
-        .any(|c| c.type_ == "Ready" && c.status == "True")
 }
 
 /// Events and logs for what a reconcile did.
@@ -192,17 +172,14 @@ async fn report(
     ctx: &Context,
     obj: &CloudflareWorker,
     previous: Option<&CloudflareWorkerStatus>,
-    was_ready: bool,
     outcome: &WorkerOutcome,
 ) {
     let key = obj.key();
-    let spec_unchanged = previous.and_then(|s| s.observed_generation) == obj.metadata.generation;
     super::publish_changes(
         ctx,
         obj,
         &key,
-        was_ready && spec_unchanged,
-        &outcome.plan,
+        &outcome.drift,
         &outcome.events,
         "the Worker script differs from what flaredock uploaded (or its inputs changed); uploaded again",
     )

@@ -235,8 +235,12 @@ impl AccountState {
         if script.created_on.is_empty() {
             script.created_on = now.clone();
         }
+        // Every deployment is a new version with a new etag, as at Cloudflare.
+        script.etag = format!(
+            "{:x}",
+            Sha256::digest(format!("{name}{classes:?}{}{now}", script.etag))
+        );
         script.modified_on = now;
-        script.etag = format!("{:x}", Sha256::digest(format!("{name}{classes:?}")));
         if !namespaces {
             return;
         }

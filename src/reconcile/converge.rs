@@ -49,24 +49,38 @@ pub struct Manifests<'a> {
     pub data: &'a SourceData,
 }
 
-/// Outcomes by `namespace/name`, per kind.
+/// Outcomes by `namespace/name`, per kind. Each outcome tells the whole story of the
+/// rounds: its `events`, and its plan's `changes` and `actions`, are those of every
+/// round in order; its status and `plan.blocked` are the last round's.
 #[derive(Clone, Debug, Default)]
 pub struct Converged {
     pub containers: HashMap<String, ReconcileOutcome>,
     pub workers: HashMap<String, WorkerOutcome>,
 }
 
-/// Appends what earlier rounds did: the events tell the whole story.
-fn keep_events<T>(
+/// Puts what earlier rounds did before what this round did.
+fn keep_history<T>(
     map: &mut HashMap<String, T>,
     results: Vec<(String, T)>,
-    events: impl Fn(&mut T) -> &mut Vec<super::Happening>,
+    parts: impl Fn(&mut T) -> (&mut Vec<super::Happening>, &mut super::plan::Plan),
 ) {
     for (key, mut outcome) in results {
         if let Some(mut previous) = map.remove(&key) {
-            let mut all = std::mem::take(events(&mut previous));
-            all.append(events(&mut outcome));
-            *events(&mut outcome) = all;
+            let (old_events, old_plan) = parts(&mut previous);
+            let (events, plan) = parts(&mut outcome);
+            let mut all = std::mem::take(old_events);
+            all.append(events);
+            *events = all;
+            let mut actions = std::mem::take(&mut old_plan.actions);
+            actions.append(&mut plan.actions);
+            plan.actions = actions;
+            let mut changes = std::mem::take(&mut old_plan.changes);
+            for c in plan.changes.drain(..) {
+                if !changes.contains(&c) {
+                    changes.push(c);
+                }
+            }
+            plan.changes = changes;
         }
         map.insert(key, outcome);
     }
@@ -129,7 +143,7 @@ pub async fn converge_all(
                 .buffer_unordered(concurrency)
                 .collect()
                 .await;
-        keep_events(&mut done.workers, results, |o| &mut o.events);
+        keep_history(&mut done.workers, results, |o| (&mut o.events, &mut o.plan));
 
         let peers = PeerIndex {
             images: done
@@ -143,6 +157,7 @@ pub async fn converge_all(
                 .iter()
                 .map(|w| (w.key(), w.script_name().to_string()))
                 .collect(),
+            data: manifests.data.clone(),
         };
         let results: Vec<(String, ReconcileOutcome)> =
             futures::stream::iter(pending.iter().copied())
@@ -157,12 +172,14 @@ pub async fn converge_all(
                 .buffer_unordered(concurrency)
                 .collect()
                 .await;
-        keep_events(&mut done.containers, results, |o| &mut o.events);
+        keep_history(&mut done.containers, results, |o| {
+            (&mut o.events, &mut o.plan)
+        });
         on_round(round, &done);
         pending_workers.retain(|w| {
-            done.workers
-                .get(&w.key())
-                .is_none_or(|x| !x.ready() && !x.stalled() && !x.suspended())
+            done.workers.get(&w.key()).is_none_or(|x| {
+                !x.ready() && !x.stalled() && !x.suspended() && !x.awaiting_approval()
+            })
         });
         pending.retain(|o| {
             done.containers.get(&o.key()).is_none_or(|x| {

@@ -11,6 +11,7 @@ use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 use super::model::ImageState;
+use super::worker::inputs::{DataMap, SourceData};
 use crate::build::job::Owner;
 use crate::build::{
     BuildInputs, BuildOutcome, BuildRequest, BuildSource, Builder, content_tag, local_context_hash,
@@ -43,6 +44,11 @@ pub trait Peers: Sync {
     fn worker_script(&self, _namespace: &str, _name: &str) -> Option<String> {
         None
     }
+
+    /// The Secret `name` of `namespace` (what `env[].valueFrom` reads), when known.
+    fn secret(&self, _namespace: &str, _name: &str) -> Option<&DataMap> {
+        None
+    }
 }
 
 /// Deployed images only (`namespace/name` → digest reference).
@@ -52,16 +58,23 @@ impl Peers for HashMap<String, String> {
     }
 }
 
-/// Deployed images and the CloudflareWorkers' script names, both by `namespace/name`.
+/// Deployed images, the CloudflareWorkers' script names and the Secrets that
+/// environment variables read, all by `namespace/name`.
 #[derive(Clone, Debug, Default)]
 pub struct PeerIndex {
     pub images: HashMap<String, String>,
     pub workers: HashMap<String, String>,
+    /// Its `Debug` names Secrets and keys, never values.
+    pub data: SourceData,
 }
 
 impl Peers for PeerIndex {
     fn deployed_image(&self, namespace: &str, name: &str) -> Option<String> {
         self.images.deployed_image(namespace, name)
+    }
+
+    fn secret(&self, namespace: &str, name: &str) -> Option<&DataMap> {
+        self.data.secrets.get(&format!("{namespace}/{name}"))
     }
 
     fn worker_script(&self, namespace: &str, name: &str) -> Option<String> {

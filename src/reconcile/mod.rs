@@ -4,6 +4,7 @@
 //! derive the **status**. The CLI and the controller both drive [`Reconciler`].
 
 pub mod converge;
+pub mod holds;
 pub mod images;
 pub mod model;
 pub mod plan;
@@ -51,6 +52,10 @@ pub struct ReconcileOutcome {
     pub status: CloudflareContainerStatus,
     /// What was changed, in order.
     pub events: Vec<Happening>,
+    /// The changes that correct drift: what Cloudflare changed behind flaredock's back
+    /// on a Ready object whose spec did not change (a new value of a Secret that the
+    /// environment reads is not drift).
+    pub drift: Vec<plan::Change>,
     pub error: Option<ApiError>,
 }
 
@@ -226,6 +231,14 @@ impl Reconciler {
         // versions read: API calls per object stay flat.
         let confirm =
             previous.is_some_and(|s| !(status::is_ready(s) && s.observed_generation == generation));
+        // An approval is checked against a fresh read: the application may have changed
+        // since the changes were put up for review.
+        if holds::approval_offered(
+            previous.and_then(|p| p.pending_adoption.as_ref()),
+            obj.metadata.annotations.as_ref(),
+        ) {
+            self.view.invalidate_applications().await;
+        }
         let first = match self.observe(obj, &desired, peers, confirm).await {
             Ok(o) => o,
             Err(e) => {
@@ -247,6 +260,7 @@ impl Reconciler {
                     plan: Plan::default(),
                     status,
                     events: vec![],
+                    drift: vec![],
                     error: Some(e),
                 };
             }
@@ -267,32 +281,20 @@ impl Reconciler {
         let drifted = !suspend
             && !the_plan.actions.is_empty()
             && previous.is_some_and(|s| status::is_ready(s) && s.observed_generation == generation);
-        let drift = drifted.then(|| status::drift_of(&the_plan.changes, &[], now));
-        // An adoption waits for a person's approval of exactly these changes.
-        let adopting = the_plan
-            .actions
+        let drift_changes: Vec<plan::Change> = the_plan
+            .changes
             .iter()
-            .any(|a| matches!(a, Action::CreateRollout { adopts: true, .. }));
-        let pending_adoption = (adopting
-            && obj.spec.adoption_approval == crate::spec::AdoptionApproval::Manual)
-            .then(|| {
-                let hash = status::adoption_hash(&the_plan.changes);
-                let approved = obj
-                    .metadata
-                    .annotations
-                    .as_ref()
-                    .and_then(|a| a.get(crate::spec::APPROVE_ADOPTION_ANNOTATION))
-                    == Some(&hash);
-                (hash, approved)
-            })
-            .filter(|(_, approved)| !approved)
-            .map(|(hash, _)| {
-                the_plan.actions.clear();
-                crate::spec::PendingAdoption {
-                    hash,
-                    changes: status::drift_of(&the_plan.changes, &[], now),
-                }
-            });
+            .filter(|c| drifted && !desired.is_from_secret(&c.field))
+            .cloned()
+            .collect();
+        let drift = (!drift_changes.is_empty()).then(|| status::drift_of(&drift_changes, &[], now));
+        // An adoption waits for a person's approval of exactly these changes.
+        let pending_adoption = holds::gate_adoption(
+            &mut the_plan,
+            obj.spec.adoption_approval,
+            obj.metadata.annotations.as_ref(),
+            now,
+        );
         let reverted =
             reverted_rollout(previous, generation, retry.as_deref(), &first.0, &the_plan);
         if let Some(r) = &reverted {
@@ -346,24 +348,12 @@ impl Reconciler {
             status.drift = d;
         }
         if let Some(p) = pending_adoption {
-            let message = format!(
-                "adopting application {} would change: {}; approve with the annotation {}={} (kubectl annotate cfc {} {}={})",
-                desired.application_name,
-                p.changes
-                    .iter()
-                    .map(|c| c.field.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                crate::spec::APPROVE_ADOPTION_ANNOTATION,
-                p.hash,
-                obj.name(),
-                crate::spec::APPROVE_ADOPTION_ANNOTATION,
-                p.hash,
-            );
-            status.conditions = status::held(
+            status.conditions = holds::adoption_pending(
                 status.conditions,
-                status::ADOPTION_PENDING,
-                &message,
+                &p,
+                &format!("application {}", desired.application_name),
+                "cfc",
+                obj.name(),
                 generation,
                 now,
             );
@@ -372,28 +362,14 @@ impl Reconciler {
         if observe_only && !obj.spec.suspend {
             let left = remaining.unwrap_or_default();
             let previous_drift = previous.map(|p| p.drift.as_slice()).unwrap_or(&[]);
-            status.drift = status::drift_of(&left.changes, previous_drift, now);
-            if !left.changes.is_empty() || left.blocked.is_some() {
-                let fields: Vec<&str> = left.changes.iter().map(|c| c.field.as_str()).collect();
-                let mut message = format!(
-                    "managementPolicy Observe: flaredock writes nothing; the application differs from the spec in: {}",
-                    if fields.is_empty() {
-                        "(nothing)".to_string()
-                    } else {
-                        fields.join(", ")
-                    }
-                );
-                if let Some(b) = &left.blocked {
-                    message.push_str(&format!("; {}", b.message()));
-                }
-                status.conditions = status::held(
-                    status.conditions,
-                    status::OBSERVING,
-                    &message,
-                    generation,
-                    now,
-                );
-            }
+            (status.conditions, status.drift) = holds::observing(
+                status.conditions,
+                &left,
+                previous_drift,
+                "the application",
+                generation,
+                now,
+            );
         } else if pending.is_some() {
             let left = remaining.unwrap_or_default();
             status.conditions = status::suspended(status.conditions, &left, generation, now);
@@ -402,6 +378,7 @@ impl Reconciler {
             plan: the_plan,
             status,
             events,
+            drift: drift_changes,
             error,
         }
     }
@@ -569,7 +546,7 @@ impl Reconciler {
     /// Deletes what this object owns, as its `deletionPolicy` says. Applications it does
     /// not own are never touched.
     pub async fn delete(&self, obj: &CloudflareContainer) -> Result<DeleteOutcome, ApiError> {
-        let desired = Desired::from_spec(obj, &|_, _| None);
+        let desired = Desired::from_spec(obj, &HashMap::new());
         // Decided on a fresh read, never on the cached view: an application created
         // since the view was loaded (or by another replica) is not orphaned.
         self.view.refresh_applications().await?;
@@ -658,7 +635,7 @@ fn hold_rollout(
 
 /// The desired state of a container, its Worker looked up among the peers.
 pub fn desired_of(obj: &CloudflareContainer, peers: &dyn Peers) -> Desired {
-    Desired::from_spec(obj, &|ns, name| peers.worker_script(ns, name))
+    Desired::from_spec(obj, peers)
 }
 
 #[cfg(test)]

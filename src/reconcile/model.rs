@@ -1,6 +1,10 @@
 //! What the plan compares: the desired state derived from a `CloudflareContainer` and
 //! the state observed at Cloudflare. Plain data, no I/O.
 
+use std::collections::BTreeMap;
+
+use super::images::Peers;
+use super::plan::Blocked;
 use crate::cloudflare::types::*;
 use crate::spec::{
     CloudflareContainer, DeletionPolicy, InstanceTypeName, OWNER_LABEL, RolloutKindName,
@@ -150,8 +154,14 @@ pub struct Desired {
     pub logs: bool,
     pub grace_period: i64,
     pub size: Size,
-    /// Sorted by name.
+    /// Sorted by name, with the values of the variables set from Secrets (sent to
+    /// Cloudflare, never shown: a diff names their source, `env_sources`).
     pub env: Vec<EnvironmentVariable>,
+    /// The variables set from Secrets: name → `Secret name/key`.
+    pub env_sources: BTreeMap<String, String>,
+    /// What the environment waits for or refuses: a missing Secret or key, a value
+    /// that is not text. Nothing is written while it is set.
+    pub env_blocked: Option<Blocked>,
     pub rollout: RolloutPolicy,
     pub adopt: bool,
     pub deletion_policy: DeletionPolicy,
@@ -184,16 +194,13 @@ pub fn normalise_constraints(c: Option<&ApplicationConstraints>) -> Option<Appli
 impl Desired {
     /// The desired state of `obj`; `worker_script` gives the script name of a
     /// CloudflareWorker of a namespace (`None` when no such object is known).
-    pub fn from_spec(
-        obj: &CloudflareContainer,
-        worker_script: &dyn Fn(&str, &str) -> Option<String>,
-    ) -> Desired {
+    pub fn from_spec(obj: &CloudflareContainer, peers: &dyn Peers) -> Desired {
         let s = &obj.spec;
         let ns = obj.namespace_or_default();
         let worker = match (&s.worker.name, &s.worker.script_name) {
             (Some(name), _) => WorkerTarget::Managed {
                 object: format!("{ns}/{name}"),
-                script: worker_script(ns, name),
+                script: peers.worker_script(ns, name),
             },
             (None, script) => WorkerTarget::External {
                 script: script.clone().unwrap_or_default(),
@@ -228,6 +235,7 @@ impl Desired {
                 .to_string()
             }),
         });
+        let (env, env_sources, env_blocked) = resolve_env(obj, peers);
         Desired {
             key: obj.key(),
             owner: obj.owner_id(),
@@ -239,20 +247,17 @@ impl Desired {
             logs: s.observability.as_ref().is_some_and(|o| o.logs),
             grace_period: s.rollout.active_grace_period_seconds,
             size,
-            env: s
-                .env
-                .iter()
-                .map(|(k, v)| EnvironmentVariable {
-                    name: k.clone(),
-                    value: v.clone(),
-                })
-                .collect(),
+            env,
+            env_sources,
+            env_blocked,
             rollout: RolloutPolicy {
                 immediate: s.rollout.strategy == RolloutStrategyName::Immediate,
                 step_percentage: s.rollout.step_percentage,
                 manual: s.rollout.kind == RolloutKindName::FullManual,
             },
-            adopt: s.adopt,
+            // Observing an application made elsewhere (wrangler, the dashboard) shows
+            // what adopting it would change, instead of only refusing it.
+            adopt: s.adopt || s.management_policy == crate::spec::ManagementPolicy::Observe,
             deletion_policy: s.deletion_policy,
         }
     }
@@ -289,6 +294,13 @@ impl Desired {
         config
     }
 
+    /// Whether a plan's field is an environment variable set from a Secret.
+    pub fn is_from_secret(&self, field: &str) -> bool {
+        field
+            .strip_prefix("configuration.environment_variables.")
+            .is_some_and(|name| self.env_sources.contains_key(name))
+    }
+
     pub fn observability(&self) -> Observability {
         Observability {
             logs: Some(ObservabilityLogs {
@@ -296,6 +308,74 @@ impl Desired {
             }),
         }
     }
+}
+
+/// The container's environment: literal values and the values of Secret keys (from
+/// `peers`), sorted by name; the sources of the latter; and what blocks it. A missing
+/// Secret or key waits (it may be created next). No message says anything about a
+/// value.
+fn resolve_env(
+    obj: &CloudflareContainer,
+    peers: &dyn Peers,
+) -> (
+    Vec<EnvironmentVariable>,
+    BTreeMap<String, String>,
+    Option<Blocked>,
+) {
+    let ns = obj.namespace_or_default();
+    let mut env = Vec::new();
+    let mut sources = BTreeMap::new();
+    let mut blocked = None;
+    for e in &obj.spec.env {
+        let value = match (&e.value, &e.value_from) {
+            (Some(v), _) => v.clone(),
+            (None, Some(from)) => {
+                let r = &from.secret_key_ref;
+                sources.insert(e.name.clone(), format!("Secret {}/{}", r.name, r.key));
+                let found = peers.secret(ns, &r.name).map(|data| data.get(&r.key));
+                match found {
+                    Some(Some(bytes)) => match String::from_utf8(bytes.clone()) {
+                        Ok(text) => text,
+                        Err(_) => {
+                            blocked.get_or_insert(Blocked::Refused {
+                                reason: "SecretInvalid".into(),
+                                message: format!(
+                                    "Secret {ns}/{} key {} (spec.env {}) is not UTF-8 text",
+                                    r.name, r.key, e.name
+                                ),
+                            });
+                            continue;
+                        }
+                    },
+                    Some(None) | None => {
+                        let message = if found.is_none() {
+                            format!(
+                                "Secret {ns}/{} (spec.env {}) does not exist",
+                                r.name, e.name
+                            )
+                        } else {
+                            format!(
+                                "Secret {ns}/{} has no key {} (spec.env {})",
+                                r.name, r.key, e.name
+                            )
+                        };
+                        blocked.get_or_insert(Blocked::Waiting {
+                            reason: "SecretNotFound".into(),
+                            message,
+                        });
+                        continue;
+                    }
+                }
+            }
+            (None, None) => String::new(),
+        };
+        env.push(EnvironmentVariable {
+            name: e.name.clone(),
+            value,
+        });
+    }
+    env.sort();
+    (env, sources, blocked)
 }
 
 /// What was observed at Cloudflare for one object.

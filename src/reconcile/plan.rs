@@ -1,6 +1,7 @@
 //! The plan: a pure function from (desired, observed) to ordered actions with a
 //! field-level diff. No I/O; the CLI prints it, the actor runs it, most tests hit it.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use super::model::*;
@@ -227,15 +228,40 @@ fn show_opt<T: fmt::Debug>(v: &Option<T>) -> String {
     }
 }
 
-fn show_env(env: &[EnvironmentVariable]) -> String {
-    if env.is_empty() {
-        return "{}".into();
-    }
-    let items: Vec<String> = env
+/// One change per environment variable that differs, as
+/// `configuration.environment_variables.NAME`. A value Cloudflare holds is never shown
+/// (`(set)`): it may have come from a Secret, under this spec or an earlier one, or
+/// from another tool. A wanted value is shown when the spec holds it; a Secret's is
+/// named by its source, `(from Secret name/key, changed)`.
+fn env_changes(plan: &mut Plan, live: &[EnvironmentVariable], desired: &Desired) {
+    let live: BTreeMap<&str, &str> = live
         .iter()
-        .map(|e| format!("{}={}", e.name, e.value))
+        .map(|e| (e.name.as_str(), e.value.as_str()))
         .collect();
-    format!("{{{}}}", items.join(", "))
+    let wanted: BTreeMap<&str, &str> = desired
+        .env
+        .iter()
+        .map(|e| (e.name.as_str(), e.value.as_str()))
+        .collect();
+    let names: std::collections::BTreeSet<&str> =
+        live.keys().chain(wanted.keys()).copied().collect();
+    for name in names {
+        let (from, to) = (live.get(name), wanted.get(name));
+        if from == to {
+            continue;
+        }
+        let shown_to = match (to, desired.env_sources.get(name)) {
+            (None, _) => "unset".to_string(),
+            (Some(_), Some(source)) if from.is_some() => format!("(from {source}, changed)"),
+            (Some(_), Some(source)) => format!("(from {source})"),
+            (Some(v), None) => format!("{v:?}"),
+        };
+        plan.change(
+            &format!("configuration.environment_variables.{name}"),
+            if from.is_some() { "(set)" } else { "unset" },
+            shown_to,
+        );
+    }
 }
 
 fn sorted_env(config: &DeploymentConfiguration) -> Vec<EnvironmentVariable> {
@@ -369,6 +395,11 @@ fn plan_actions(desired: &Desired, observed: &Observed) -> Plan {
     // The Worker must have uploaded the class container-enabled first.
     if let Err(blocked) = worker_gate(desired, observed) {
         plan.blocked = Some(blocked);
+        return plan;
+    }
+    // Every Secret the environment reads must be there: nothing runs without a value.
+    if let Some(blocked) = &desired.env_blocked {
+        plan.blocked = Some(blocked.clone());
         return plan;
     }
 
@@ -575,11 +606,7 @@ fn plan_actions(desired: &Desired, observed: &Observed) -> Plan {
     }
     let live_env = sorted_env(&target);
     if live_env != desired.env {
-        plan.change(
-            "configuration.environment_variables",
-            show_env(&live_env),
-            show_env(&desired.env),
-        );
+        env_changes(&mut plan, &live_env, desired);
         rollout_needed = true;
     }
     if logs_change && in_configuration {
@@ -613,12 +640,19 @@ fn plan_actions(desired: &Desired, observed: &Observed) -> Plan {
             };
             (None, Some(vec![step(10), step(100)]))
         };
-        let what: Vec<&str> = plan
+        let mut what: Vec<&str> = plan
             .changes
             .iter()
-            .filter(|c| c.field.starts_with("configuration."))
-            .map(|c| c.field.trim_start_matches("configuration."))
+            .filter_map(|c| c.field.strip_prefix("configuration."))
+            .map(|f| {
+                if f.starts_with("environment_variables.") {
+                    "environment_variables"
+                } else {
+                    f
+                }
+            })
             .collect();
+        what.dedup();
         plan.actions.push(Action::CreateRollout {
             id: app.id.clone(),
             request: CreateRolloutRequest {

@@ -179,13 +179,15 @@ pub fn derive(
             "ChangesPending",
             "the application differs from the spec",
         ),
+        // What keeps the application from being created or updated (a Secret the
+        // environment reads, the image, the Worker).
+        (_, Some(b), false) => cond("ApplicationSynced", false, b.reason(), b.message()),
         (None, _, _) => cond(
             "ApplicationSynced",
             false,
             "ApplicationAbsent",
             "the application does not exist yet",
         ),
-        (Some(_), Some(b), false) => cond("ApplicationSynced", false, b.reason(), b.message()),
     };
     conds.push(synced);
 

@@ -36,8 +36,10 @@ pub fn worker_crd() -> Crd {
 /// Bounds the derive cannot say, set on the generated schema:
 /// - `metadata.name` at most 63 characters (it becomes part of the owner recorded at
 ///   Cloudflare and of label values);
-/// - `maxProperties` and value `maxLength` on the maps CEL rules iterate (`env`, `vars`,
+/// - `maxProperties` and value `maxLength` on the maps CEL rules iterate (`vars`,
 ///   `modules`, build `args`), so the API server can bound the rules' cost;
+/// - `spec.env` a list map keyed by `name`, as a Pod's (one entry per name; server-side
+///   apply merges entries);
 /// - `status.conditions` a list map keyed by `type` (one condition per type, merged by
 ///   server-side apply), each field bounded as `metav1.Condition` is.
 fn harden(crd: Crd) -> Crd {
@@ -57,7 +59,6 @@ fn harden(crd: Crd) -> Crd {
                 "message": "metadata.name must be at most 63 characters (it is recorded at Cloudflare as part of the owner)",
             }]);
             for (pointer, max_properties, max_value) in [
-                ("/properties/spec/properties/env", 128, 32_768),
                 ("/properties/spec/properties/vars", 128, 5_120),
                 (
                     "/properties/spec/properties/build/properties/args",
@@ -79,6 +80,16 @@ fn harden(crd: Crd) -> Crd {
                         values.insert("maxLength".into(), max_value.into());
                     }
                 }
+            }
+            if let Some(env) = root
+                .pointer_mut("/properties/spec/properties/env")
+                .and_then(|c| c.as_object_mut())
+            {
+                env.insert("x-kubernetes-list-type".into(), "map".into());
+                env.insert(
+                    "x-kubernetes-list-map-keys".into(),
+                    serde_json::json!(["name"]),
+                );
             }
             if let Some(conditions) = root
                 .pointer_mut("/properties/status/properties/conditions")

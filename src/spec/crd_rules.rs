@@ -72,7 +72,7 @@ impl CrdValidator {
             Ok(v) => {
                 for e in v.iter_errors(object) {
                     let path = e.instance_path().to_string();
-                    let field = path.trim_start_matches('/').replace('/', ".");
+                    let field = field_of(&path);
                     out.push(FieldError {
                         field: if field.is_empty() {
                             "(document)".into()
@@ -94,6 +94,23 @@ impl CrdValidator {
         }
         out
     }
+}
+
+/// A JSON pointer as the field paths of errors read: `/spec/env/0/name` →
+/// `spec.env[0].name` (the form the CEL rules' and the hand checks' errors use).
+fn field_of(pointer: &str) -> String {
+    let mut out = String::new();
+    for segment in pointer.split('/').filter(|s| !s.is_empty()) {
+        if !segment.is_empty() && segment.chars().all(|c| c.is_ascii_digit()) {
+            out.push_str(&format!("[{segment}]"));
+        } else {
+            if !out.is_empty() {
+                out.push('.');
+            }
+            out.push_str(&segment.replace("~1", "/").replace("~0", "~"));
+        }
+    }
+    out
 }
 
 /// OpenAPI v3 (Kubernetes flavour) → JSON Schema: `nullable`, and objects with
@@ -198,8 +215,37 @@ fn rules(schema: &Value, value: &Value, path: &str, out: &mut Vec<FieldError>) {
         }
     }
     if let (Some(s), Some(items)) = (schema.get("items"), value.as_array()) {
+        if schema["x-kubernetes-list-type"] == "map" {
+            duplicate_keys(schema, items, here, out);
+        }
         for (i, v) in items.iter().enumerate() {
             rules(s, v, &format!("{path}[{i}]"), out);
+        }
+    }
+}
+
+/// A list map (`x-kubernetes-list-type: map`) holds one entry per key, as the API
+/// server insists.
+fn duplicate_keys(schema: &Value, items: &[Value], path: &str, out: &mut Vec<FieldError>) {
+    let keys: Vec<&str> = schema["x-kubernetes-list-map-keys"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    let mut seen = std::collections::HashSet::new();
+    for (i, item) in items.iter().enumerate() {
+        let key: Vec<&Value> = keys.iter().map(|k| &item[*k]).collect();
+        if !seen.insert(serde_json::to_string(&key).unwrap_or_default()) {
+            let shown: Vec<String> = keys
+                .iter()
+                .zip(&key)
+                .map(|(k, v)| format!("{k}: {v}"))
+                .collect();
+            out.push(FieldError {
+                field: format!("{path}[{i}]"),
+                message: format!("Duplicate value: {{{}}}", shown.join(", ")),
+            });
         }
     }
 }
@@ -254,9 +300,33 @@ mod tests {
             "{found:?}"
         );
         let env = container(
-            json!({"className": "Shop", "image": {"reference": "shop:v1"}, "worker": {"scriptName": "w"}, "env": {"9X": "1"}}),
+            json!({"className": "Shop", "image": {"reference": "shop:v1"}, "worker": {"scriptName": "w"}, "env": [{"name": "9X", "value": "1"}]}),
         );
         let found = v.violations(&env);
-        assert!(found.iter().any(|e| e.field == "spec.env"), "{found:?}");
+        assert!(
+            found.iter().any(|e| e.field == "spec.env[0].name"),
+            "{found:?}"
+        );
+        let both = container(
+            json!({"className": "Shop", "image": {"reference": "shop:v1"}, "worker": {"scriptName": "w"},
+                   "env": [{"name": "A", "value": "1", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]}),
+        );
+        let found = v.violations(&both);
+        assert!(
+            found.iter().any(|e| e.field == "spec.env[0]"
+                && e.message.contains("exactly one of value or valueFrom")),
+            "{found:?}"
+        );
+        let twice = container(
+            json!({"className": "Shop", "image": {"reference": "shop:v1"}, "worker": {"scriptName": "w"},
+                   "env": [{"name": "A", "value": "1"}, {"name": "A", "value": "2"}]}),
+        );
+        let found = v.violations(&twice);
+        assert!(
+            found
+                .iter()
+                .any(|e| e.field == "spec.env[1]" && e.message.contains("Duplicate value")),
+            "{found:?}"
+        );
     }
 }

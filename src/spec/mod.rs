@@ -117,10 +117,12 @@ pub struct CloudflareContainerSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observability: Option<ObservabilitySpec>,
 
-    /// Environment variables of the container (names are letters, digits and '_').
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[x_kube(validation = Rule::new("self.all(k, k.matches('^[A-Za-z_][A-Za-z0-9_]*$'))").message("environment variable names must match ^[A-Za-z_][A-Za-z0-9_]*$"))]
-    pub env: BTreeMap<String, String>,
+    /// Environment variables of the container, as a Pod's: `{name, value}` or
+    /// `{name, valueFrom: {secretKeyRef: {name, key}}}` (a Secret of this namespace;
+    /// its value is sent to Cloudflare and never printed, logged or put in status).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 128))]
+    pub env: Vec<EnvVar>,
 
     /// How image, resource and environment changes are rolled out.
     #[serde(default)]
@@ -434,6 +436,45 @@ pub enum DeletionPolicy {
 pub struct SecretRef {
     #[schemars(length(min = 1, max = 253))]
     pub name: String,
+}
+
+/// One environment variable: a literal value, or a key of a Secret.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[x_kube(validation = Rule::new("has(self.value) != has(self.valueFrom)").message("exactly one of value or valueFrom must be set"))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EnvVar {
+    /// Letters, digits and '_', not starting with a digit.
+    #[schemars(
+        regex(pattern = r"^[A-Za-z_][A-Za-z0-9_]*$"),
+        length(min = 1, max = 256)
+    )]
+    pub name: String,
+    /// The value, in clear in the manifest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32768))]
+    pub value: Option<String>,
+    /// Where the value comes from instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_from: Option<EnvVarSource>,
+}
+
+impl EnvVar {
+    /// A literal variable.
+    pub fn literal(name: &str, value: &str) -> EnvVar {
+        EnvVar {
+            name: name.into(),
+            value: Some(value.into()),
+            value_from: None,
+        }
+    }
+}
+
+/// The source of an environment variable's value.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EnvVarSource {
+    /// A key of a Secret in the object's namespace.
+    pub secret_key_ref: SecretKeyRef,
 }
 
 /// A key of a Secret in the same namespace.

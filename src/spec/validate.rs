@@ -242,12 +242,35 @@ pub fn validate(obj: &CloudflareContainer) -> Vec<FieldError> {
             format!("{} must be between 0 and 100000", s.max_instances),
         );
     }
-    for k in s.env.keys() {
-        if !is_env_name(k) {
-            let key: String = k.chars().take(64).collect();
+    let mut env_names = std::collections::HashSet::new();
+    for (i, e) in s.env.iter().enumerate() {
+        if !is_env_name(&e.name) {
             err(
-                &format!("spec.env.{key}"),
-                format!("environment variable name must match {ENV_NAME}"),
+                &format!("spec.env[{i}].name"),
+                format!(
+                    "{} must match {ENV_NAME} (an environment variable name)",
+                    shown(&e.name)
+                ),
+            );
+        }
+        if !env_names.insert(e.name.as_str()) {
+            err(
+                &format!("spec.env[{i}].name"),
+                format!("{} is set twice", shown(&e.name)),
+            );
+        }
+        if e.value.is_some() == e.value_from.is_some() {
+            err(
+                &format!("spec.env[{i}]"),
+                "exactly one of value or valueFrom must be set".into(),
+            );
+        }
+        if let Some(r) = e.value_from.as_ref().map(|f| &f.secret_key_ref)
+            && !is_dns1123(&r.name)
+        {
+            err(
+                &format!("spec.env[{i}].valueFrom.secretKeyRef.name"),
+                format!("{} must be the name of a Secret", shown(&r.name)),
             );
         }
     }

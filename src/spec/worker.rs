@@ -9,7 +9,10 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{DeletionPolicy, SecretKeyRef, SecretRef};
+use super::{
+    AdoptionApproval, DeletionPolicy, DriftEntry, ManagementPolicy, PendingAdoption, SecretKeyRef,
+    SecretRef,
+};
 
 /// A Worker script uploaded by flaredock. CloudflareContainers name it in
 /// `spec.worker.name`; each adds its class to the upload's `containers`, a Durable
@@ -68,6 +71,17 @@ pub struct CloudflareWorkerSpec {
     /// (its migration tag is kept).
     #[serde(default)]
     pub adopt: bool,
+
+    /// With `adopt`: `Manual` (default) writes what the adopting upload would change
+    /// and its hash to `status.pendingAdoption` and waits for the annotation
+    /// `flaredock.dev/approve-adoption: <hash>`; `Automatic` adopts at once.
+    #[serde(default, skip_serializing_if = "AdoptionApproval::is_manual")]
+    pub adoption_approval: AdoptionApproval,
+
+    /// `Manage` (default): upload what the spec says. `Observe`: read the script and
+    /// report how it differs from the spec (`status.drift`), never upload.
+    #[serde(default, skip_serializing_if = "ManagementPolicy::is_manage")]
+    pub management_policy: ManagementPolicy,
 
     /// What happens to the script when this object is deleted. `Delete` removes only a
     /// script this object owns, and with it the Durable Object data of its classes.
@@ -172,6 +186,13 @@ pub struct CloudflareWorkerStatus {
     /// Container-enabled classes of the upload, sorted.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub containers: Vec<String>,
+    /// What differs from the spec: for `managementPolicy: Observe`, the differences
+    /// found; otherwise what the last resync corrected. Part hashes only, never values.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub drift: Vec<DriftEntry>,
+    /// An adoption waiting for approval (`adopt: true`, `adoptionApproval: Manual`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_adoption: Option<PendingAdoption>,
 }
 
 impl CloudflareWorker {

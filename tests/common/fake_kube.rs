@@ -39,6 +39,18 @@ impl FakeState {
     }
 }
 
+/// Whether `path` names a collection (`/api/v1/namespaces/NS/secrets`,
+/// `/apis/GROUP/VERSION/RESOURCE`…) rather than one object, by its shape.
+fn is_collection(path: &str) -> bool {
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let rest = match segments.first() {
+        Some(&"api") => &segments[segments.len().min(2)..],
+        Some(&"apis") => &segments[segments.len().min(3)..],
+        _ => return false,
+    };
+    matches!(rest, [_] | ["namespaces", _, _])
+}
+
 fn not_found() -> (u16, Value) {
     (
         404,
@@ -183,7 +195,7 @@ fn respond_to(
                 .filter(|(_, v)| selects(&selector, v))
                 .map(|(_, v)| v.clone())
                 .collect();
-            if items.is_empty() && !path.ends_with('s') {
+            if !is_collection(path) {
                 return not_found();
             }
             (

@@ -11,10 +11,12 @@ pub mod status;
 
 use crate::cloudflare::ApiError;
 use crate::oci::Reference;
-use crate::spec::{CloudflareContainer, CloudflareWorker, CloudflareWorkerStatus, DeletionPolicy};
+use crate::spec::{
+    CloudflareContainer, CloudflareWorker, CloudflareWorkerStatus, DeletionPolicy, ManagementPolicy,
+};
 
 use super::plan::{Blocked, Plan};
-use super::{DeleteOutcome, Happening, Reconciler};
+use super::{DeleteOutcome, Happening, Reconciler, holds};
 use inputs::{SourceData, modules_from, resolve_local, resolve_secrets};
 use model::{ContainerClass, DesiredWorker, RecordedTags, WorkerInputs};
 use plan::{ObservedWorker, blocked_plan, plan_worker};
@@ -26,7 +28,17 @@ pub struct WorkerOutcome {
     pub plan: Plan,
     pub status: CloudflareWorkerStatus,
     pub events: Vec<Happening>,
+    /// The changes that correct drift (a Ready Worker of this generation whose script
+    /// differs: changed behind flaredock's back, or its inputs changed).
+    pub drift: Vec<super::plan::Change>,
     pub error: Option<ApiError>,
+}
+
+impl WorkerOutcome {
+    /// Is this outcome waiting for an adoption's approval?
+    pub fn awaiting_approval(&self) -> bool {
+        self.status.pending_adoption.is_some()
+    }
 }
 
 impl WorkerOutcome {
@@ -222,6 +234,14 @@ impl Reconciler {
                 now,
             )
         };
+        // An approval is checked against a fresh read: the script may have been
+        // uploaded again since the changes were put up for review.
+        if holds::approval_offered(
+            previous.and_then(|p| p.pending_adoption.as_ref()),
+            obj.metadata.annotations.as_ref(),
+        ) {
+            self.view.invalidate_scripts().await;
+        }
         let desired = match self.desired_worker(obj, containers, data).await {
             Ok(d) => d,
             Err(blocked) => {
@@ -232,6 +252,7 @@ impl Reconciler {
                     status: status_of(None, observed.as_ref(), Some(&plan), None),
                     plan,
                     events: vec![],
+                    drift: vec![],
                     error: None,
                 };
             }
@@ -243,16 +264,35 @@ impl Reconciler {
                     status: status_of(Some(&desired), None, None, Some(&e)),
                     plan: Plan::default(),
                     events: vec![],
+                    drift: vec![],
                     error: Some(e),
                 };
             }
         };
         let mut the_plan = plan_worker(&desired, &first);
-        // Suspended: the plan says what is pending, nothing is done.
-        let suspend = obj.spec.suspend;
+        // Suspended or observed only: the plan says what is pending, nothing is done.
+        let observe_only = obj.spec.management_policy == ManagementPolicy::Observe;
+        let suspend = obj.spec.suspend || observe_only;
         if suspend {
             the_plan.actions.clear();
         }
+        // Taking over a script flaredock did not upload waits for approval.
+        let pending_adoption = holds::gate_adoption(
+            &mut the_plan,
+            obj.spec.adoption_approval,
+            obj.metadata.annotations.as_ref(),
+            now,
+        );
+        // A Ready Worker of this generation whose script differs was changed behind
+        // flaredock's back (or its ConfigMap, Secrets or containers changed).
+        let generation = obj.metadata.generation;
+        let drifted = !the_plan.actions.is_empty()
+            && previous.is_some_and(|p| {
+                p.observed_generation == generation
+                    && p.conditions
+                        .iter()
+                        .any(|c| c.type_ == "Ready" && c.status == "True")
+            });
         let mut events = Vec::new();
         let acted = self
             .act(&desired.owner, &script, &the_plan, &mut events)
@@ -273,19 +313,45 @@ impl Reconciler {
             remaining.as_ref(),
             error.as_ref(),
         );
-        if suspend {
-            let left = remaining.unwrap_or_default();
-            status.conditions = crate::reconcile::status::suspended(
+        let drift = if drifted {
+            status.drift = crate::reconcile::status::drift_of(&the_plan.changes, &[], now);
+            the_plan.changes.clone()
+        } else {
+            vec![]
+        };
+        if let Some(p) = pending_adoption {
+            status.conditions = holds::adoption_pending(
                 status.conditions,
-                &left,
-                obj.metadata.generation,
+                &p,
+                &format!("Worker script {script}"),
+                "cfw",
+                obj.name(),
+                generation,
                 now,
             );
+            status.pending_adoption = Some(p);
+        }
+        if observe_only && !obj.spec.suspend {
+            let left = remaining.unwrap_or_default();
+            let previous_drift = previous.map(|p| p.drift.as_slice()).unwrap_or(&[]);
+            (status.conditions, status.drift) = holds::observing(
+                status.conditions,
+                &left,
+                previous_drift,
+                "the Worker script",
+                generation,
+                now,
+            );
+        } else if suspend {
+            let left = remaining.unwrap_or_default();
+            status.conditions =
+                crate::reconcile::status::suspended(status.conditions, &left, generation, now);
         }
         WorkerOutcome {
             status,
             plan: the_plan,
             events,
+            drift,
             error,
         }
     }

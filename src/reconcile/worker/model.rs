@@ -262,7 +262,8 @@ impl DesiredWorker {
                 secrets: inputs.secrets,
             },
             containers,
-            adopt: s.adopt,
+            // Observing a script uploaded elsewhere shows what adopting it would change.
+            adopt: s.adopt || s.management_policy == crate::spec::ManagementPolicy::Observe,
             deletion_policy: s.deletion_policy,
             hashes: PartHashes {
                 code,

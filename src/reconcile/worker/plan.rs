@@ -161,10 +161,22 @@ pub fn plan_worker(desired: &DesiredWorker, observed: &ObservedWorker) -> Plan {
             }
             None => {
                 adopts = true;
+                // The version taken over is named, so that an approval of this
+                // adoption is stale once someone uploads the script again.
+                let version = info
+                    .etag
+                    .as_deref()
+                    .map(|e| format!(" (etag {})", e.chars().take(16).collect::<String>()))
+                    .or_else(|| {
+                        info.modified_on
+                            .as_deref()
+                            .map(|m| format!(" (modified {m})"))
+                    })
+                    .unwrap_or_default();
                 change(
                     &mut plan,
                     format!("worker.{script}.owner"),
-                    "not flaredock",
+                    format!("not flaredock{version}"),
                     &desired.owner,
                 );
             }

@@ -100,5 +100,10 @@ pub fn derive(
                     .map(|d| d.hashes.combined())
             }),
         containers: recorded.map(|r| r.containers).unwrap_or_default(),
+        drift: previous
+            .filter(|p| p.observed_generation == input.generation)
+            .map(|p| p.drift.clone())
+            .unwrap_or_default(),
+        pending_adoption: None,
     }
 }

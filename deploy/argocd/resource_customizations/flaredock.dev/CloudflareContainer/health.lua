@@ -30,6 +30,13 @@ for _, c in ipairs(obj.status.conditions) do
 end
 for _, c in ipairs(obj.status.conditions) do
   if c.type == "Ready" then
+    if c.status ~= "True" and (c.reason == "AdoptionPending" or c.reason == "Observing") then
+      -- Waiting for a person: an adoption to approve, or managementPolicy Observe
+      -- with differences. flaredock writes nothing until then.
+      hs.status = "Suspended"
+      hs.message = c.message
+      return hs
+    end
     if c.status == "True" then
       hs.status = "Healthy"
       hs.message = c.message
