@@ -394,3 +394,42 @@ async fn adopting_a_script_waits_for_its_approval_and_observe_uploads_nothing() 
         .unwrap();
     assert_eq!(ready_condition["reason"], "Observing", "{status}");
 }
+
+#[tokio::test]
+async fn a_suspended_worker_uploads_nothing_and_a_requested_reconcile_is_echoed() {
+    let mut s = setup().await;
+    s.fake.objects.lock().unwrap().get_mut(WORKER_PATH).unwrap()["spec"]["suspend"] = json!(true);
+    s.reconcile_worker().await.unwrap();
+    assert_eq!(s.uploads(), 0);
+    assert!(common::cloudflare_writes(&s.em).is_empty());
+    let status = s.status(WORKER_PATH);
+    let ready_condition = status["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Ready")
+        .unwrap()
+        .clone();
+    assert_eq!(ready_condition["reason"], "Suspended", "{status}");
+    assert!(
+        ready_condition["message"]
+            .as_str()
+            .unwrap()
+            .contains("pending: worker.shop"),
+        "{ready_condition}"
+    );
+
+    // Resumed, and asked to reconcile now: uploaded, the request echoed.
+    {
+        let mut objects = s.fake.objects.lock().unwrap();
+        let w = objects.get_mut(WORKER_PATH).unwrap();
+        w["spec"]["suspend"] = json!(false);
+        w["metadata"]["annotations"] =
+            json!({"reconcile.fluxcd.io/requestedAt": "2026-11-27T12:00:00Z"});
+    }
+    s.reconcile_worker().await.unwrap();
+    assert_eq!(s.uploads(), 1);
+    let status = s.status(WORKER_PATH);
+    assert!(ready(&status), "{status}");
+    assert_eq!(status["lastHandledReconcileAt"], "2026-11-27T12:00:00Z");
+}
