@@ -32,7 +32,7 @@ spec:
   className: C{i}
   image: {{reference: 'hello:v1'}}
   maxInstances: 3
-  env: {{INDEX: '{i}'}}
+  env: [{{name: INDEX, value: '{i}'}}]
   worker: {{scriptName: bench}}
 """)
     open(f"{out}/objects-{f:05d}.yaml", "w").write("---\n".join(docs))

@@ -2,6 +2,7 @@
 //! while waiting), or delete what they own.
 
 use super::*;
+use crate::reconcile::Outcome;
 
 /// The step an object is on, in a few words: `Ready`, the reason it is not, and the
 /// rollout's percentage while one runs.
@@ -70,71 +71,62 @@ impl Progress {
 /// `apiVersion` of the document `apply -o json|yaml` prints (`schemas/apply.schema.json`).
 const APPLY_API_VERSION: &str = "flaredock.dev/apply/v1";
 
-/// How an object's apply ended.
-struct Ending<'a> {
-    ready: bool,
-    stalled: bool,
-    suspended: bool,
-    awaiting_approval: bool,
-    error: Option<&'a crate::cloudflare::ApiError>,
-}
-
-impl Ending<'_> {
-    /// One word for CI to switch on (the schema's `state` enum).
-    fn state(&self, status: &serde_json::Value) -> &'static str {
-        let observing = status["conditions"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|c| c["type"] == "Ready" && c["reason"] == "Observing");
-        if self.ready {
-            "Ready"
-        } else if self.stalled {
-            "Stalled"
-        } else if self.awaiting_approval {
-            "AwaitingApproval"
-        } else if self.suspended && observing {
-            "Observing"
-        } else if self.suspended {
-            "Suspended"
-        } else if self.error.is_some() {
-            "Error"
-        } else {
-            "InProgress"
-        }
+/// One word for CI to switch on (the schema's `state` enum).
+fn state_of(o: &dyn Outcome) -> &'static str {
+    let observing = o
+        .conditions()
+        .iter()
+        .any(|c| c.type_ == "Ready" && c.reason == crate::reconcile::status::OBSERVING);
+    if o.ready() {
+        "Ready"
+    } else if o.stalled() {
+        "Stalled"
+    } else if o.awaiting_approval() {
+        "AwaitingApproval"
+    } else if o.suspended() && observing {
+        "Observing"
+    } else if o.suspended() {
+        "Suspended"
+    } else if o.error().is_some() {
+        "Error"
+    } else {
+        "InProgress"
     }
 }
 
 /// One object's entry of the apply document: what changed and what was done over every
 /// round, the Events, the final status, and how it ended. Like the plan, it names a
 /// Secret's value by its source only.
-fn applied(
-    kind: &str,
-    key: &str,
-    ending: Ending<'_>,
-    plan: &Plan,
-    events: &[crate::reconcile::Happening],
-    status: serde_json::Value,
-) -> serde_json::Value {
+fn applied(kind: &str, key: &str, o: &dyn Outcome) -> serde_json::Value {
     let (namespace, name) = key.split_once('/').unwrap_or(("default", key));
     let mut entry = serde_json::json!({
         "kind": kind,
         "namespace": namespace,
         "name": name,
-        "state": ending.state(&status),
-        "events": events
+        "state": state_of(o),
+        "events": o
+            .events()
             .iter()
             .map(|e| serde_json::json!({"reason": e.reason, "message": e.message}))
             .collect::<Vec<_>>(),
-        "status": status,
+        "status": o.status_json(),
     });
-    if let (Some(e), serde_json::Value::Object(p)) = (entry.as_object_mut(), plan.to_json()) {
+    if let (Some(e), serde_json::Value::Object(p)) = (entry.as_object_mut(), o.plan().to_json()) {
         e.extend(p);
     }
-    if let Some(error) = ending.error {
+    if let Some(error) = o.error() {
         entry["error"] = serde_json::json!(error.to_string());
     }
     entry
+}
+
+/// `Ready=True Ready: …`, the line `apply` prints per object.
+fn ready_line(o: &dyn Outcome) -> String {
+    let ready = o.conditions().iter().find(|c| c.type_ == "Ready");
+    let (state, reason, message) = ready
+        .map(|c| (c.status.as_str(), c.reason.as_str(), c.message.as_str()))
+        .unwrap_or(("Unknown", "", ""));
+    format!("Ready={state} {reason}: {message}")
 }
 
 pub(super) async fn apply(args: ApplyArgs) -> i32 {
@@ -212,75 +204,39 @@ pub(super) async fn apply(args: ApplyArgs) -> i32 {
     .await;
     progress.clear();
     let mut code = EXIT_OK;
+    let mut objects = Vec::new();
     // What counts as done, for either kind. A suspended object is reported, not waited
     // for: nothing was written.
-    let converged = |no_error: bool, ready: bool, stalled: bool, suspended: bool| {
-        if args.no_wait {
-            no_error && !stalled
+    let mut report = |kind: &str, key: &str, o: &dyn Outcome| {
+        let converged = if args.no_wait {
+            o.error().is_none() && !o.stalled()
         } else {
-            ready || suspended
+            o.ready() || o.suspended()
+        };
+        if !converged {
+            code = EXIT_FAILED;
+        }
+        if !text {
+            objects.push(applied(kind, key, o));
         }
     };
-    let mut objects = Vec::new();
-    let ready_line =
-        |conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition]| {
-            let ready = conditions.iter().find(|c| c.type_ == "Ready");
-            let (state, reason, message) = ready
-                .map(|c| (c.status.as_str(), c.reason.as_str(), c.message.as_str()))
-                .unwrap_or(("Unknown", "", ""));
-            format!("Ready={state} {reason}: {message}")
-        };
     for w in &loaded.workers {
         let key = w.key();
         let Some(outcome) = outcomes.workers.get(&key) else {
             continue;
         };
-        let done = converged(
-            outcome.error.is_none(),
-            outcome.ready(),
-            outcome.stalled(),
-            outcome.suspended(),
-        );
-        if !done {
-            code = EXIT_FAILED;
-        }
         if text {
-            println!(
-                "{} {key}: {}",
-                manifest::WORKER_KIND,
-                ready_line(&outcome.status.conditions)
-            );
+            println!("{} {key}: {}", manifest::WORKER_KIND, ready_line(outcome));
         }
-        objects.push(applied(
-            manifest::WORKER_KIND,
-            &key,
-            Ending {
-                ready: outcome.ready(),
-                stalled: outcome.stalled(),
-                suspended: outcome.suspended(),
-                awaiting_approval: outcome.awaiting_approval(),
-                error: outcome.error.as_ref(),
-            },
-            &outcome.plan,
-            &outcome.events,
-            serde_json::to_value(&outcome.status).unwrap_or_default(),
-        ));
+        report(manifest::WORKER_KIND, &key, outcome);
     }
     for obj in &loaded.containers {
         let key = obj.key();
         let Some(outcome) = outcomes.containers.get(&key) else {
             continue;
         };
-        if !converged(
-            outcome.error.is_none(),
-            outcome.ready(),
-            outcome.stalled(),
-            outcome.suspended(),
-        ) {
-            code = EXIT_FAILED;
-        }
         if text {
-            println!("{key}: {}", ready_line(&outcome.status.conditions));
+            println!("{key}: {}", ready_line(outcome));
             if let Some(image) = &outcome.status.image {
                 println!("  image: {image}");
             }
@@ -291,20 +247,7 @@ pub(super) async fn apply(args: ApplyArgs) -> i32 {
                 );
             }
         }
-        objects.push(applied(
-            "CloudflareContainer",
-            &key,
-            Ending {
-                ready: outcome.ready(),
-                stalled: outcome.stalled(),
-                suspended: outcome.suspended(),
-                awaiting_approval: outcome.awaiting_approval(),
-                error: outcome.error.as_ref(),
-            },
-            &outcome.plan,
-            &outcome.events,
-            serde_json::to_value(&outcome.status).unwrap_or_default(),
-        ));
+        report("CloudflareContainer", &key, outcome);
     }
     let document = serde_json::json!({
         "apiVersion": APPLY_API_VERSION,

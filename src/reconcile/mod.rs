@@ -80,6 +80,60 @@ impl ReconcileOutcome {
     }
 }
 
+/// What the command line reports of a reconcile, for either kind.
+pub trait Outcome {
+    fn ready(&self) -> bool;
+    fn stalled(&self) -> bool;
+    /// Held back on purpose: `spec.suspend`, or `Observe` with differences.
+    fn suspended(&self) -> bool;
+    fn awaiting_approval(&self) -> bool;
+    fn error(&self) -> Option<&ApiError>;
+    /// Over a whole converge, every round's changes and actions (see `Converged`).
+    fn plan(&self) -> &Plan;
+    fn events(&self) -> &[Happening];
+    fn conditions(&self) -> &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition];
+    /// The status as the controller writes it.
+    fn status_json(&self) -> serde_json::Value;
+}
+
+/// Implements [`Outcome`] for an outcome type with inherent `ready`, `stalled`,
+/// `suspended`, `awaiting_approval` and fields `error`, `plan`, `events`, `status`.
+macro_rules! outcome {
+    ($t:ty) => {
+        impl Outcome for $t {
+            fn ready(&self) -> bool {
+                <$t>::ready(self)
+            }
+            fn stalled(&self) -> bool {
+                <$t>::stalled(self)
+            }
+            fn suspended(&self) -> bool {
+                <$t>::suspended(self)
+            }
+            fn awaiting_approval(&self) -> bool {
+                <$t>::awaiting_approval(self)
+            }
+            fn error(&self) -> Option<&ApiError> {
+                self.error.as_ref()
+            }
+            fn plan(&self) -> &Plan {
+                &self.plan
+            }
+            fn events(&self) -> &[Happening] {
+                &self.events
+            }
+            fn conditions(&self) -> &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition] {
+                &self.status.conditions
+            }
+            fn status_json(&self) -> serde_json::Value {
+                serde_json::to_value(&self.status).unwrap_or_default()
+            }
+        }
+    };
+}
+outcome!(ReconcileOutcome);
+outcome!(worker::WorkerOutcome);
+
 /// What deleting an object did.
 #[derive(Clone, Debug, PartialEq)]
 pub enum DeleteOutcome {
