@@ -99,6 +99,17 @@ impl Setup {
     }
 }
 
+/// The `Ready` condition of a status.
+fn ready_condition(status: &Value) -> Value {
+    status["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["type"] == "Ready")
+        .cloned()
+        .unwrap_or_else(|| panic!("no Ready condition in {status}"))
+}
+
 fn ready(status: &Value) -> bool {
     status["conditions"]
         .as_array()
@@ -300,22 +311,13 @@ async fn adopting_a_script_waits_for_its_approval_and_observe_uploads_nothing() 
         .map(|c| c["field"].as_str().unwrap())
         .collect();
     assert!(fields.contains(&"worker.shop.owner"), "{fields:?}");
-    let ready_condition = status["conditions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["type"] == "Ready")
-        .unwrap()
-        .clone();
-    assert_eq!(ready_condition["reason"], "AdoptionPending");
+    let ready_now = ready_condition(&status);
+    assert_eq!(ready_now["reason"], "AdoptionPending");
     assert!(
-        ready_condition["message"]
-            .as_str()
-            .unwrap()
-            .contains(&format!(
-                "kubectl annotate cfw shop flaredock.dev/approve-adoption={hash}"
-            )),
-        "{ready_condition}"
+        ready_now["message"].as_str().unwrap().contains(&format!(
+            "kubectl annotate cfw shop flaredock.dev/approve-adoption={hash}"
+        )),
+        "{ready_now}"
     );
     assert!(!status.to_string().contains(SECRET_VALUE));
 
@@ -386,13 +388,8 @@ async fn adopting_a_script_waits_for_its_approval_and_observe_uploads_nothing() 
         .map(|d| d["field"].as_str().unwrap())
         .collect();
     assert_eq!(drift, ["worker.shop.vars"], "{status}");
-    let ready_condition = status["conditions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["type"] == "Ready")
-        .unwrap();
-    assert_eq!(ready_condition["reason"], "Observing", "{status}");
+    let ready_now = ready_condition(&status);
+    assert_eq!(ready_now["reason"], "Observing", "{status}");
 }
 
 #[tokio::test]
@@ -403,20 +400,14 @@ async fn a_suspended_worker_uploads_nothing_and_a_requested_reconcile_is_echoed(
     assert_eq!(s.uploads(), 0);
     assert!(common::cloudflare_writes(&s.em).is_empty());
     let status = s.status(WORKER_PATH);
-    let ready_condition = status["conditions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["type"] == "Ready")
-        .unwrap()
-        .clone();
-    assert_eq!(ready_condition["reason"], "Suspended", "{status}");
+    let ready_now = ready_condition(&status);
+    assert_eq!(ready_now["reason"], "Suspended", "{status}");
     assert!(
-        ready_condition["message"]
+        ready_now["message"]
             .as_str()
             .unwrap()
             .contains("pending: worker.shop"),
-        "{ready_condition}"
+        "{ready_now}"
     );
 
     // Resumed, and asked to reconcile now: uploaded, the request echoed.

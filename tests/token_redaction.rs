@@ -106,13 +106,7 @@ async fn trace_logs_never_contain_secrets() {
     let worker = done.workers.values().next().unwrap();
     assert!(worker.ready(), "{:?}", worker.status);
     // The secret did reach Cloudflare (in the upload), and nowhere else.
-    let uploads: Vec<String> = em
-        .shared
-        .exchanges()
-        .iter()
-        .filter(|x| x.method == "PUT")
-        .map(|x| String::from_utf8_lossy(&x.request_body).to_string())
-        .collect();
+    let uploads = common::request_bodies(&em, "PUT", "");
     assert!(
         uploads.iter().any(|u| u.contains(WORKER_SECRET)),
         "the secret was uploaded"
@@ -158,27 +152,13 @@ async fn trace_logs_never_contain_secrets() {
             .map(ToString::to_string)
             .collect::<String>(),
     );
-    let created = em
-        .shared
-        .exchanges()
-        .iter()
-        .filter(|x| x.method == "POST" && x.path.ends_with("/containers/applications"))
-        .map(|x| String::from_utf8_lossy(&x.request_body).to_string())
-        .collect::<String>();
+    let created = common::request_bodies(&em, "POST", "/containers/applications").concat();
     assert!(
         created.contains(ENV_SECRET),
         "the env value from the Secret reached Cloudflare"
     );
 
     // The Secret changes: one rollout carries the new value, then nothing more.
-    let rollouts = |em: &common::Emulator| {
-        em.shared
-            .exchanges()
-            .iter()
-            .filter(|x| x.method == "POST" && x.path.ends_with("/rollouts"))
-            .map(|x| String::from_utf8_lossy(&x.request_body).to_string())
-            .collect::<Vec<_>>()
-    };
     let mut data = loaded.data.clone();
     data.secrets
         .get_mut("default/keys")
@@ -228,7 +208,7 @@ async fn trace_logs_never_contain_secrets() {
             o.events.iter().map(ToString::to_string).collect::<String>()
         ));
     }
-    let rollouts = rollouts(&em);
+    let rollouts = common::request_bodies(&em, "POST", "/rollouts");
     assert_eq!(rollouts.len(), 1, "one rollout for the Secret's change");
     assert!(rollouts[0].contains(ENV_SECRET_2));
     assert!(

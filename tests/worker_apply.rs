@@ -617,11 +617,15 @@ async fn apply_json_is_documented_and_says_what_was_done() {
         "  env:\n",
         "  env:\n    - {name: DB_PASSWORD, valueFrom: {secretKeyRef: {name: db, key: password}}}\n",
     );
-    std::fs::write(
-        &file,
-        format!("{text}---\napiVersion: v1\nkind: Secret\nmetadata: {{name: db}}\nstringData: {{password: {password}}}\n"),
-    )
-    .unwrap();
+    // The manifests, with the Secret `db` holding `value`.
+    let write = |manifests: &str, value: &str| {
+        std::fs::write(
+            &file,
+            format!("{manifests}---\napiVersion: v1\nkind: Secret\nmetadata: {{name: db}}\nstringData: {{password: {value}}}\n"),
+        )
+        .unwrap();
+    };
+    write(&text, password);
     let (code, stdout, stderr) = flaredock(&em, &["apply", "-o", "json", "-f"], &file);
     assert_eq!(code, Some(0), "{stdout}{stderr}");
     let doc: serde_json::Value = serde_json::from_str(&stdout).expect("apply -o json is JSON");
@@ -660,21 +664,11 @@ async fn apply_json_is_documented_and_says_what_was_done() {
         .unwrap();
     assert_eq!(ready["status"], "True");
     assert!(!stdout.contains(password), "the Secret's value is printed");
-    let created = em
-        .shared
-        .exchanges()
-        .iter()
-        .filter(|x| x.method == "POST" && x.path.ends_with("/containers/applications"))
-        .map(|x| String::from_utf8_lossy(&x.request_body).to_string())
-        .collect::<String>();
+    let created = common::request_bodies(&em, "POST", "/containers/applications").concat();
     assert!(created.contains(password), "the value reached Cloudflare");
 
     // The Secret changes: one rollout, named by its source in the document.
-    std::fs::write(
-        &file,
-        format!("{text}---\napiVersion: v1\nkind: Secret\nmetadata: {{name: db}}\nstringData: {{password: rotated-{password}}}\n"),
-    )
-    .unwrap();
+    write(&text, &format!("rotated-{password}"));
     let (code, stdout, stderr) = flaredock(&em, &["apply", "-o", "yaml", "-f"], &file);
     assert_eq!(code, Some(0), "{stdout}{stderr}");
     let doc: serde_json::Value = serde_yaml_ng::from_str(&stdout).expect("apply -o yaml is YAML");
@@ -704,17 +698,13 @@ async fn apply_json_is_documented_and_says_what_was_done() {
         "  className: HelloContainer\n  suspend: true\n",
     );
     assert_ne!(suspended, text);
-    std::fs::write(
-        &file,
-        format!(
-            "{}---\napiVersion: v1\nkind: Secret\nmetadata: {{name: db}}\nstringData: {{password: rotated-{password}}}\n",
-            suspended.replace(
-                "value: hello from flaredock",
-                "value: changed while suspended",
-            )
+    write(
+        &suspended.replace(
+            "value: hello from flaredock",
+            "value: changed while suspended",
         ),
-    )
-    .unwrap();
+        &format!("rotated-{password}"),
+    );
     em.shared.clear_requests();
     let (code, stdout, stderr) = flaredock(&em, &["apply", "-o", "json", "-f"], &file);
     assert_eq!(code, Some(0), "{stdout}{stderr}");

@@ -404,6 +404,17 @@ pub fn cloudflare_writes(em: &RunningEmulator) -> Vec<String> {
         .collect()
 }
 
+/// The request bodies (as text) of the exchanges `method` to a path ending in `suffix`
+/// (the emulator must capture bodies).
+pub fn request_bodies(em: &RunningEmulator, method: &str, suffix: &str) -> Vec<String> {
+    em.shared
+        .exchanges()
+        .iter()
+        .filter(|x| x.method == method && x.path.ends_with(suffix))
+        .map(|x| String::from_utf8_lossy(&x.request_body).to_string())
+        .collect()
+}
+
 /// An application created by hand (no owner label), as wrangler or a person would.
 pub fn foreign_application(
     name: &str,
