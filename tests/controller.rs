@@ -121,12 +121,7 @@ async fn create_path_to_ready_then_a_quiet_resync() {
     assert_eq!(apps.len(), 1);
     assert_eq!(status["applicationId"], apps[0].id.as_str());
     // An Event says what happened; the credentials Secret is protected.
-    let events: Vec<String> = s
-        .fake
-        .writes("/events")
-        .iter()
-        .map(|r| r.body["reason"].as_str().unwrap_or("").to_string())
-        .collect();
+    let events: Vec<String> = s.fake.event_reasons();
     assert!(events.contains(&"Created".to_string()), "{events:?}");
     assert!(
         s.fake.objects.lock().unwrap()[SECRET_PATH]["metadata"]["finalizers"]
@@ -350,12 +345,7 @@ async fn a_failing_cloudflare_delete_keeps_the_finalizer() {
         s.fake.writes("cloudflarecontainers/shop").is_empty(),
         "no finalizer removal"
     );
-    let reasons: Vec<String> = s
-        .fake
-        .writes("/events")
-        .iter()
-        .map(|r| r.body["reason"].as_str().unwrap().to_string())
-        .collect();
+    let reasons: Vec<String> = s.fake.event_reasons();
     assert!(reasons.contains(&"DeleteFailed".to_string()), "{reasons:?}");
     let action = controller::error_policy(Arc::new(deleting), &result.unwrap_err(), s.ctx.clone());
     assert_ne!(action, kube::runtime::controller::Action::await_change());
@@ -394,12 +384,7 @@ async fn a_foreign_application_stalls_with_no_writes() {
         .filter(|w| w.contains("/containers/"))
         .collect();
     assert!(container_writes.is_empty(), "{container_writes:?}");
-    let reasons: Vec<String> = s
-        .fake
-        .writes("/events")
-        .iter()
-        .map(|r| r.body["reason"].as_str().unwrap().to_string())
-        .collect();
+    let reasons: Vec<String> = s.fake.event_reasons();
     assert!(reasons.contains(&"Refused".to_string()));
 }
 
@@ -975,12 +960,7 @@ async fn a_failed_build_job_reports_its_log_tail() {
             .contains("did not complete successfully"),
         "{image}"
     );
-    let reasons: Vec<String> = s
-        .fake
-        .writes("/events")
-        .iter()
-        .map(|r| r.body["reason"].as_str().unwrap().to_string())
-        .collect();
+    let reasons: Vec<String> = s.fake.event_reasons();
     assert!(reasons.contains(&"BuildFailed".to_string()), "{reasons:?}");
     assert!(
         !s.fake
@@ -1759,11 +1739,6 @@ async fn an_adoption_waits_for_the_approval_of_what_is_there_now() {
         app.configuration.label(flaredock::spec::OWNER_LABEL),
         Some("apps.shop")
     );
-    let reasons: Vec<String> = s
-        .fake
-        .writes("/events")
-        .iter()
-        .map(|r| r.body["reason"].as_str().unwrap_or("").to_string())
-        .collect();
+    let reasons: Vec<String> = s.fake.event_reasons();
     assert!(reasons.contains(&"Adopted".to_string()), "{reasons:?}");
 }

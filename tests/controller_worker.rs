@@ -182,12 +182,7 @@ async fn the_worker_is_uploaded_with_its_containers_class_then_the_container_fol
     assert_eq!(status["migrationTag"], "v1");
     assert!(!status.to_string().contains(SECRET_VALUE));
     assert_eq!(s.uploads(), 1);
-    let events: Vec<String> = s
-        .fake
-        .writes("/events")
-        .iter()
-        .map(|r| r.body["reason"].as_str().unwrap_or("").to_string())
-        .collect();
+    let events: Vec<String> = s.fake.event_reasons();
     assert!(events.contains(&"Uploaded".to_string()), "{events:?}");
     assert!(
         !format!("{:?}", s.fake.requests()).contains(SECRET_VALUE),
@@ -360,12 +355,7 @@ async fn adopting_a_script_waits_for_its_approval_and_observe_uploads_nothing() 
     let status = s.status(WORKER_PATH);
     assert!(ready(&status), "{status}");
     assert!(status.get("pendingAdoption").is_none(), "{status}");
-    let events: Vec<String> = s
-        .fake
-        .writes("/events")
-        .iter()
-        .map(|r| r.body["reason"].as_str().unwrap_or("").to_string())
-        .collect();
+    let events: Vec<String> = s.fake.event_reasons();
     assert!(events.contains(&"Adopted".to_string()), "{events:?}");
 
     // Observe: a changed spec is reported, never uploaded.

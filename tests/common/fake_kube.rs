@@ -37,6 +37,13 @@ impl FakeState {
             .filter(|r| r.method != "GET" && r.path.contains(fragment))
             .collect()
     }
+    /// The reasons of the Events written, in order.
+    pub fn event_reasons(&self) -> Vec<String> {
+        self.writes("/events")
+            .iter()
+            .map(|r| r.body["reason"].as_str().unwrap_or("").to_string())
+            .collect()
+    }
 }
 
 /// Whether `path` names a collection (`/api/v1/namespaces/NS/secrets`,
