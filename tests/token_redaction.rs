@@ -30,6 +30,7 @@ const TOKEN: &str = "tok-SUPERSECRET-4242";
 const WORKER_SECRET: &str = "worker-secret-value-7331";
 const ENV_SECRET: &str = "env-secret-value-5519";
 const ENV_SECRET_2: &str = "env-secret-rotated-6620";
+const ENV_SECRET_3: &str = "env-secret-quoted-7731";
 
 #[tokio::test]
 async fn trace_logs_never_contain_secrets() {
@@ -217,6 +218,46 @@ async fn trace_logs_never_contain_secrets() {
         changed[0]
     );
 
+    // Cloudflare refuses the next rollout quoting its body, which carries a third value:
+    // the error, the status and the logs show it redacted.
+    data.secrets
+        .get_mut("default/keys")
+        .unwrap()
+        .insert("db".into(), ENV_SECRET_3.as_bytes().to_vec());
+    em.shared
+        .push_fault(Some("POST"), ScriptedFault::RejectQuotingBody);
+    reconciler.view.invalidate().await;
+    let refused = converge_all(
+        &reconciler,
+        Manifests {
+            containers: &containers,
+            workers: &workers,
+            data: &data,
+        },
+        &ConvergeOptions {
+            wait: false,
+            ..Default::default()
+        },
+        |_, _| {},
+    )
+    .await;
+    let o = refused.containers.values().next().unwrap();
+    let error = o.error.as_ref().expect("the rollout was refused");
+    assert!(
+        error.to_string().contains("could not process the request")
+            && error.to_string().contains("[redacted]"),
+        "{error}"
+    );
+    let quoted = common::request_bodies(&em, "POST", "/rollouts");
+    assert!(
+        quoted.iter().any(|b| b.contains(ENV_SECRET_3)),
+        "the refused request did carry the value"
+    );
+    changed.push(format!(
+        "{error} {error:?} {}",
+        serde_json::to_string(&o.status).unwrap()
+    ));
+
     // Errors, with the token in play.
     let e = client.get_application("missing").await.unwrap_err();
     let wrong = common::client_with(&em, |c| c.account_id = "other".into());
@@ -254,7 +295,7 @@ async fn trace_logs_never_contain_secrets() {
             changed.join(" ").as_str(),
         ),
     ] {
-        for value in [ENV_SECRET, ENV_SECRET_2] {
+        for value in [ENV_SECRET, ENV_SECRET_2, ENV_SECRET_3] {
             assert!(
                 !text.contains(value),
                 "{what} contain an env value from a Secret"

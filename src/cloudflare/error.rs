@@ -155,6 +155,51 @@ pub enum ApiError {
     },
 }
 
+impl ApiError {
+    /// Replaces, in everything Cloudflare said (messages, an excerpt of the body),
+    /// each of `values` by `[redacted]`: an API may quote the request in an error,
+    /// and the request may carry secret values. Values shorter than 4 characters are
+    /// left alone (replacing them would garble the message, and they hide nothing).
+    pub fn redact(&mut self, values: &[&str]) {
+        let values: Vec<&str> = values.iter().copied().filter(|v| v.len() >= 4).collect();
+        if values.is_empty() {
+            return;
+        }
+        let scrub = |text: &mut String| {
+            for v in &values {
+                if text.contains(v) {
+                    *text = text.replace(v, "[redacted]");
+                }
+            }
+        };
+        match self {
+            ApiError::NotFound { errors, .. }
+            | ApiError::NameTaken { errors, .. }
+            | ApiError::NamespaceHasApplication { errors, .. }
+            | ApiError::NotContainerEnabled { errors, .. }
+            | ApiError::VersionNotVisible { errors, .. }
+            | ApiError::RateLimited { errors, .. }
+            | ApiError::Unauthorized { errors, .. }
+            | ApiError::Forbidden { errors, .. }
+            | ApiError::Validation { errors, .. }
+            | ApiError::Server { errors, .. }
+            | ApiError::Other { errors, .. } => {
+                for m in &mut errors.0 {
+                    scrub(&mut m.message);
+                }
+            }
+            ApiError::InvalidResponse {
+                reason, excerpt, ..
+            } => {
+                scrub(reason);
+                scrub(excerpt);
+            }
+            ApiError::Transport { reason, .. } => scrub(reason),
+            ApiError::NotLeader { .. } => {}
+        }
+    }
+}
+
 /// The JSON the containers API carries inside an error's `message`:
 /// `{"error": "<ENUM>", "details": {…}}`.
 #[derive(Deserialize)]

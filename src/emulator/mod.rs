@@ -172,13 +172,17 @@ pub enum ScriptedFault {
     DropAfter,
     /// Answer 429 with this `retry-after` (seconds) and block the token that long.
     RateLimit(u64),
+    /// Refuse with a 400 whose message quotes the request body, as some APIs' parse
+    /// errors do: what the client puts in status and logs must not repeat a secret.
+    RejectQuotingBody,
 }
 
 impl ScriptedFault {
-    /// `500`, `502`, `503`, `drop`, `drop_after`, `429:SECONDS`.
+    /// `500`, `502`, `503`, `drop`, `drop_after`, `429:SECONDS`, `reject_quoting_body`.
     pub fn parse(text: &str) -> Result<ScriptedFault, String> {
         match text {
             "drop" => Ok(ScriptedFault::DropBefore),
+            "reject_quoting_body" => Ok(ScriptedFault::RejectQuotingBody),
             "drop_after" => Ok(ScriptedFault::DropAfter),
             t if t.starts_with("429:") => t[4..]
                 .parse()
@@ -187,7 +191,7 @@ impl ScriptedFault {
             t => match t.parse::<u16>() {
                 Ok(s) if (500..600).contains(&s) => Ok(ScriptedFault::ServerError(s)),
                 _ => Err(format!(
-                    "unknown fault {t:?} (500..599, drop, drop_after, 429:SECONDS)"
+                    "unknown fault {t:?} (500..599, drop, drop_after, 429:SECONDS, reject_quoting_body)"
                 )),
             },
         }

@@ -372,10 +372,15 @@ impl Reconciler {
                 (Ok(first), Some(e))
             }
         };
-        let (observed, progress, error) = match after {
+        let (observed, progress, mut error) = match after {
             Ok((o, p)) => (Some(o), p, error),
             Err(e) => (None, None, Some(e)),
         };
+        // Cloudflare may quote the request in an error; the request carries the
+        // Secrets' values.
+        if let Some(e) = error.as_mut() {
+            e.redact(&desired.secret_values());
+        }
         let remaining = observed.as_ref().map(|o| {
             let mut p = plan(&desired, o);
             if let Some(r) = &reverted {

@@ -294,6 +294,15 @@ impl Desired {
         config
     }
 
+    /// The values of the variables set from Secrets (to keep out of error messages).
+    pub fn secret_values(&self) -> Vec<&str> {
+        self.env
+            .iter()
+            .filter(|e| self.env_sources.contains_key(&e.name))
+            .map(|e| e.value.as_str())
+            .collect()
+    }
+
     /// Whether a plan's field is an environment variable set from a Secret.
     pub fn is_from_secret(&self, field: &str) -> bool {
         field

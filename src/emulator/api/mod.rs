@@ -373,6 +373,16 @@ async fn gate_inner(shared: &Shared, req: Request, next: Next) -> (u16, Response
         }
         return (429, r);
     }
+    if let Some(super::ScriptedFault::RejectQuotingBody) = scripted {
+        let body = axum::body::to_bytes(req.into_body(), 64 * 1024 * 1024)
+            .await
+            .unwrap_or_default();
+        let failure = Failure::invalid(format!(
+            "could not process the request {}",
+            String::from_utf8_lossy(&body)
+        ));
+        return (failure.status, fail(failure));
+    }
     let fault = if let Some(f) = scripted {
         match f {
             super::ScriptedFault::ServerError(s) => Fault::ServerError(s),

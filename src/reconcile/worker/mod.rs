@@ -302,10 +302,20 @@ impl Reconciler {
             Ok(()) => (self.observe_worker(&script).await, None),
             Err(e) => (Ok(first), Some(e)),
         };
-        let (observed, error) = match observed {
+        let (observed, mut error) = match observed {
             Ok(o) => (Some(o), error),
             Err(e) => (None, Some(e)),
         };
+        // Cloudflare may quote the upload in an error; it carries the secret values.
+        if let Some(e) = error.as_mut() {
+            let values: Vec<&str> = desired
+                .inputs
+                .secrets
+                .iter()
+                .map(|s| s.value.expose())
+                .collect();
+            e.redact(&values);
+        }
         let remaining = observed.as_ref().map(|o| plan_worker(&desired, o));
         let mut status = status_of(
             Some(&desired),
