@@ -7,6 +7,7 @@ pub mod converge;
 pub mod holds;
 pub mod images;
 pub mod model;
+mod outcome;
 pub mod plan;
 pub mod status;
 pub mod view;
@@ -20,128 +21,10 @@ use crate::spec::{CloudflareContainer, CloudflareContainerStatus, DeletionPolicy
 pub use converge::{ConvergeOptions, Converged, converge, converge_all};
 use images::{ImageResolver, Peers};
 use model::{Desired, Observed, owner_of};
+pub use outcome::{DeleteOutcome, Happening, Outcome, ReconcileOutcome};
 use plan::{Action, Plan, plan};
 use status::StatusInput;
 use view::AccountView;
-
-/// Something flaredock changed at Cloudflare: a reason (`PascalCase`, for Kubernetes
-/// Events and metrics) and a sentence.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Happening {
-    pub reason: &'static str,
-    pub message: String,
-}
-
-impl Happening {
-    pub(crate) fn new(reason: &'static str, message: String) -> Self {
-        Happening { reason, message }
-    }
-}
-
-impl std::fmt::Display for Happening {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-/// The result of one reconcile of one object.
-#[derive(Clone, Debug)]
-pub struct ReconcileOutcome {
-    /// The plan that was acted on.
-    pub plan: Plan,
-    pub status: CloudflareContainerStatus,
-    /// What was changed, in order.
-    pub events: Vec<Happening>,
-    /// The changes that correct drift: what Cloudflare changed behind flaredock's back
-    /// on a Ready object whose spec did not change (a new value of a Secret that the
-    /// environment reads is not drift).
-    pub drift: Vec<plan::Change>,
-    pub error: Option<ApiError>,
-}
-
-impl ReconcileOutcome {
-    pub fn ready(&self) -> bool {
-        status::is_ready(&self.status)
-    }
-
-    /// Nothing more will happen without a change of spec or credentials.
-    pub fn stalled(&self) -> bool {
-        status::is_stalled(&self.status)
-    }
-
-    /// `spec.suspend`: observed, nothing written.
-    pub fn suspended(&self) -> bool {
-        status::is_suspended(&self.status.conditions)
-    }
-
-    /// An adoption waits for a person's approval (`status.pendingAdoption`).
-    pub fn awaiting_approval(&self) -> bool {
-        self.status.pending_adoption.is_some()
-    }
-}
-
-/// What the command line reports of a reconcile, for either kind.
-pub trait Outcome {
-    fn ready(&self) -> bool;
-    fn stalled(&self) -> bool;
-    /// Held back on purpose: `spec.suspend`, or `Observe` with differences.
-    fn suspended(&self) -> bool;
-    fn awaiting_approval(&self) -> bool;
-    fn error(&self) -> Option<&ApiError>;
-    /// Over a whole converge, every round's changes and actions (see `Converged`).
-    fn plan(&self) -> &Plan;
-    fn events(&self) -> &[Happening];
-    fn conditions(&self) -> &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition];
-    /// The status as the controller writes it.
-    fn status_json(&self) -> serde_json::Value;
-}
-
-/// Implements [`Outcome`] for an outcome type with inherent `ready`, `stalled`,
-/// `suspended`, `awaiting_approval` and fields `error`, `plan`, `events`, `status`.
-macro_rules! outcome {
-    ($t:ty) => {
-        impl Outcome for $t {
-            fn ready(&self) -> bool {
-                <$t>::ready(self)
-            }
-            fn stalled(&self) -> bool {
-                <$t>::stalled(self)
-            }
-            fn suspended(&self) -> bool {
-                <$t>::suspended(self)
-            }
-            fn awaiting_approval(&self) -> bool {
-                <$t>::awaiting_approval(self)
-            }
-            fn error(&self) -> Option<&ApiError> {
-                self.error.as_ref()
-            }
-            fn plan(&self) -> &Plan {
-                &self.plan
-            }
-            fn events(&self) -> &[Happening] {
-                &self.events
-            }
-            fn conditions(&self) -> &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition] {
-                &self.status.conditions
-            }
-            fn status_json(&self) -> serde_json::Value {
-                serde_json::to_value(&self.status).unwrap_or_default()
-            }
-        }
-    };
-}
-outcome!(ReconcileOutcome);
-outcome!(worker::WorkerOutcome);
-
-/// What deleting an object did.
-#[derive(Clone, Debug, PartialEq)]
-pub enum DeleteOutcome {
-    /// These applications were deleted.
-    Deleted(Vec<String>),
-    /// `deletionPolicy: Orphan`: these applications were left running.
-    Orphaned(Vec<String>),
-}
 
 /// A Worker bundle's manifest digest and files.
 type Bundle = (String, Vec<(String, Vec<u8>)>);
