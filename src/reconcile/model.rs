@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use super::images::Peers;
 use super::plan::Blocked;
+use super::worker::inputs::secret_text;
 use crate::cloudflare::types::*;
 use crate::spec::{
     CloudflareContainer, DeletionPolicy, InstanceTypeName, OWNER_LABEL, RolloutKindName,
@@ -341,37 +342,11 @@ fn resolve_env(
             (None, Some(from)) => {
                 let r = &from.secret_key_ref;
                 sources.insert(e.name.clone(), format!("Secret {}/{}", r.name, r.key));
-                let found = peers.secret(ns, &r.name).map(|data| data.get(&r.key));
-                match found {
-                    Some(Some(bytes)) => match String::from_utf8(bytes.clone()) {
-                        Ok(text) => text,
-                        Err(_) => {
-                            blocked.get_or_insert(Blocked::Refused {
-                                reason: "SecretInvalid".into(),
-                                message: format!(
-                                    "Secret {ns}/{} key {} (spec.env {}) is not UTF-8 text",
-                                    r.name, r.key, e.name
-                                ),
-                            });
-                            continue;
-                        }
-                    },
-                    Some(None) | None => {
-                        let message = if found.is_none() {
-                            format!(
-                                "Secret {ns}/{} (spec.env {}) does not exist",
-                                r.name, e.name
-                            )
-                        } else {
-                            format!(
-                                "Secret {ns}/{} has no key {} (spec.env {})",
-                                r.name, r.key, e.name
-                            )
-                        };
-                        blocked.get_or_insert(Blocked::Waiting {
-                            reason: "SecretNotFound".into(),
-                            message,
-                        });
+                let used_by = format!("spec.env {}", e.name);
+                match secret_text(peers.secret(ns, &r.name), ns, r, &used_by) {
+                    Ok(text) => text,
+                    Err(b) => {
+                        blocked.get_or_insert(b);
                         continue;
                     }
                 }

@@ -9,7 +9,7 @@ use super::model::{SecretValue, WorkerInputs};
 use crate::cloudflare::Secret;
 use crate::cloudflare::types::ScriptModule;
 use crate::reconcile::plan::Blocked;
-use crate::spec::CloudflareWorker;
+use crate::spec::{CloudflareWorker, SecretKeyRef};
 
 /// Key → bytes of one ConfigMap (`data` and `binaryData`) or Secret (`data` and
 /// `stringData`).
@@ -65,8 +65,40 @@ pub fn modules_from(files: impl IntoIterator<Item = (String, Vec<u8>)>) -> Vec<S
     modules
 }
 
-/// The secret values of the Worker's `secrets`, from `data`. A missing Secret or key
-/// waits (it may be created next); nothing about a value is ever put in a message.
+/// The text of key `r.key` of Secret `r.name` in `ns`, given that Secret's data when it
+/// is known. A missing Secret or key waits (it may be created next); a value that is
+/// not text is refused. `used_by` names the spec entry (`spec.env DB_PASSWORD`). No
+/// message says anything about a value.
+pub fn secret_text(
+    secret: Option<&DataMap>,
+    ns: &str,
+    r: &SecretKeyRef,
+    used_by: &str,
+) -> Result<String, Blocked> {
+    let Some(secret) = secret else {
+        return Err(waiting(
+            "SecretNotFound",
+            format!("Secret {ns}/{} ({used_by}) does not exist", r.name),
+        ));
+    };
+    let Some(bytes) = secret.get(&r.key) else {
+        return Err(waiting(
+            "SecretNotFound",
+            format!("Secret {ns}/{} has no key {} ({used_by})", r.name, r.key),
+        ));
+    };
+    String::from_utf8(bytes.clone()).map_err(|_| {
+        refused(
+            "SecretInvalid",
+            format!(
+                "Secret {ns}/{} key {} ({used_by}) is not UTF-8 text",
+                r.name, r.key
+            ),
+        )
+    })
+}
+
+/// The secret values of the Worker's `secrets`, from `data`.
 pub fn resolve_secrets(
     obj: &CloudflareWorker,
     data: &SourceData,
@@ -75,30 +107,8 @@ pub fn resolve_secrets(
     let mut out = Vec::new();
     for s in &obj.spec.secrets {
         let r = &s.secret_key_ref;
-        let Some(secret) = data.secrets.get(&format!("{ns}/{}", r.name)) else {
-            return Err(waiting(
-                "SecretNotFound",
-                format!(
-                    "Secret {ns}/{} (spec.secrets {}) does not exist",
-                    r.name, s.name
-                ),
-            ));
-        };
-        let Some(bytes) = secret.get(&r.key) else {
-            return Err(waiting(
-                "SecretNotFound",
-                format!(
-                    "Secret {ns}/{} has no key {} (spec.secrets {})",
-                    r.name, r.key, s.name
-                ),
-            ));
-        };
-        let Ok(text) = String::from_utf8(bytes.clone()) else {
-            return Err(refused(
-                "SecretInvalid",
-                format!("Secret {ns}/{} key {} is not UTF-8 text", r.name, r.key),
-            ));
-        };
+        let secret = data.secrets.get(&format!("{ns}/{}", r.name));
+        let text = secret_text(secret, ns, r, &format!("spec.secrets {}", s.name))?;
         out.push(SecretValue {
             name: s.name.clone(),
             value: Secret::new(text),
