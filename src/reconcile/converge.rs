@@ -119,6 +119,15 @@ pub async fn converge_all(
     let mut pending: Vec<&CloudflareContainer> = manifests.containers.iter().collect();
     let all_containers: Vec<&CloudflareContainer> = manifests.containers.iter().collect();
     let concurrency = options.concurrency.max(1);
+    let mut peers = PeerIndex {
+        images: Default::default(),
+        workers: manifests
+            .workers
+            .iter()
+            .map(|w| (w.key(), w.script_name().to_string()))
+            .collect(),
+        data: manifests.data.clone(),
+    };
     let mut round = 0usize;
     // Rounds in a row in which every object failed to reach the API at all.
     let mut unreachable: Option<(usize, tokio::time::Instant)> = None;
@@ -145,20 +154,13 @@ pub async fn converge_all(
                 .await;
         keep_history(&mut done.workers, results, |o| (&mut o.events, &mut o.plan));
 
-        let peers = PeerIndex {
-            images: done
-                .containers
-                .iter()
-                .filter(|(_, o)| o.ready())
-                .filter_map(|(k, o)| o.status.image.clone().map(|i| (k.clone(), i)))
-                .collect(),
-            workers: manifests
-                .workers
-                .iter()
-                .map(|w| (w.key(), w.script_name().to_string()))
-                .collect(),
-            data: manifests.data.clone(),
-        };
+        // Only the deployed images change from round to round.
+        peers.images = done
+            .containers
+            .iter()
+            .filter(|(_, o)| o.ready())
+            .filter_map(|(k, o)| o.status.image.clone().map(|i| (k.clone(), i)))
+            .collect();
         let results: Vec<(String, ReconcileOutcome)> =
             futures::stream::iter(pending.iter().copied())
                 .map(|obj| {
