@@ -184,11 +184,8 @@ async fn report(
         "the Worker script differs from what flaredock uploaded (or its inputs changed); uploaded again",
     )
     .await;
-    let stalled_before = previous.is_some_and(|s| {
-        s.conditions
-            .iter()
-            .any(|c| c.type_ == "Stalled" && c.status == "True")
-    });
+    let stalled_before =
+        previous.is_some_and(|s| crate::reconcile::status::is_true(&s.conditions, "Stalled"));
     if outcome.stalled() && !stalled_before {
         let message = outcome
             .status

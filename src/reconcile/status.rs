@@ -534,12 +534,19 @@ pub fn condition<'a>(status: &'a CloudflareContainerStatus, kind: &str) -> Optio
     status.conditions.iter().find(|c| c.type_ == kind)
 }
 
+/// Is the condition of this type `True` (either kind's conditions)?
+pub fn is_true(conditions: &[Condition], kind: &str) -> bool {
+    conditions
+        .iter()
+        .any(|c| c.type_ == kind && c.status == "True")
+}
+
 /// `Ready=True`?
 pub fn is_ready(status: &CloudflareContainerStatus) -> bool {
-    condition(status, "Ready").is_some_and(|c| c.status == "True")
+    is_true(&status.conditions, "Ready")
 }
 
 /// `Stalled=True`?
 pub fn is_stalled(status: &CloudflareContainerStatus) -> bool {
-    condition(status, "Stalled").is_some_and(|c| c.status == "True")
+    is_true(&status.conditions, "Stalled")
 }

@@ -35,25 +35,17 @@ pub struct WorkerOutcome {
 }
 
 impl WorkerOutcome {
-    /// Is this outcome waiting for an adoption's approval?
-    pub fn awaiting_approval(&self) -> bool {
-        self.status.pending_adoption.is_some()
-    }
-}
-
-impl WorkerOutcome {
     pub fn ready(&self) -> bool {
-        self.status
-            .conditions
-            .iter()
-            .any(|c| c.type_ == "Ready" && c.status == "True")
+        crate::reconcile::status::is_true(&self.status.conditions, "Ready")
     }
 
     pub fn stalled(&self) -> bool {
-        self.status
-            .conditions
-            .iter()
-            .any(|c| c.type_ == "Stalled" && c.status == "True")
+        crate::reconcile::status::is_true(&self.status.conditions, "Stalled")
+    }
+
+    /// Is this outcome waiting for an adoption's approval?
+    pub fn awaiting_approval(&self) -> bool {
+        self.status.pending_adoption.is_some()
     }
 
     /// `spec.suspend`: observed, nothing written.
@@ -289,9 +281,7 @@ impl Reconciler {
         let drifted = !the_plan.actions.is_empty()
             && previous.is_some_and(|p| {
                 p.observed_generation == generation
-                    && p.conditions
-                        .iter()
-                        .any(|c| c.type_ == "Ready" && c.status == "True")
+                    && crate::reconcile::status::is_true(&p.conditions, "Ready")
             });
         let mut events = Vec::new();
         let acted = self
