@@ -260,7 +260,7 @@ async fn adopt_takes_over_an_application_in_the_same_namespace() {
     assert_eq!(live.len(), 1, "never duplicated");
     assert_eq!(
         live[0].configuration.label(flaredock::spec::OWNER_LABEL),
-        Some("apps.shop")
+        Some("cli/apps.shop")
     );
     assert_eq!(live[0].max_instances, Some(4));
 }
@@ -693,7 +693,7 @@ async fn a_delete_decided_from_a_stale_view_still_deletes_the_application() {
             instance_type: Some(InstanceType::Lite),
             labels: Some(vec![Label {
                 name: "flaredock.dev/owner".into(),
-                value: "apps.late".into(),
+                value: "cli/apps.late".into(),
             }]),
             ..Default::default()
         },

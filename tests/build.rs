@@ -55,7 +55,11 @@ fn reconciler(em: &RunningEmulator, storage: &Path, builds: &Arc<AtomicUsize>) -
         CopyOptions::default(),
     )
     .with_builder(Arc::new(builder), true);
-    Reconciler::new(Arc::new(AccountView::new(client)), Arc::new(images))
+    Reconciler::new(
+        Arc::new(AccountView::new(client)),
+        Arc::new(images),
+        flaredock::spec::ClusterIdentity::cli(),
+    )
 }
 
 fn object(context: &Path) -> flaredock::spec::CloudflareContainer {
@@ -104,7 +108,7 @@ async fn build_deploy_then_nothing_then_one_rollout() {
     let image = out.status.image.clone().unwrap();
     assert!(
         image.starts_with(&format!(
-            "{}/{}/shop@sha256:",
+            "{}/{}/cli/apps/shop@sha256:",
             registry.host,
             em.account_id()
         )),
@@ -200,12 +204,13 @@ async fn plan_builds_nothing() {
         .preview(&object(&ctx), &std::collections::HashMap::new())
         .await
         .unwrap();
-    assert_eq!(
-        plan.blocked.as_ref().map(|b| b.reason()),
-        Some("WillBuild"),
-        "{plan:?}"
+    // The build is the plan's first action, into the object's own repository.
+    let first = plan.actions.first().expect("a build is planned");
+    assert_eq!(first.kind(), "build-image", "{plan:?}");
+    assert!(
+        first.to_string().contains("/cli/apps/shop:build-"),
+        "{first}"
     );
-    assert!(plan.blocked.as_ref().unwrap().message().contains(":build-"));
     assert_eq!(builds.load(Ordering::SeqCst), 0, "nothing was built");
 }
 

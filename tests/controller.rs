@@ -740,7 +740,8 @@ async fn a_private_source_is_copied_with_the_pull_secret() {
         status["image"]
             .as_str()
             .unwrap()
-            .ends_with(&format!("/app@{}", image.digest))
+            .ends_with(&format!("/cli/apps/shop@{}", image.digest)),
+        "copied into the object's own repository: {status}"
     );
 }
 
@@ -1737,7 +1738,7 @@ async fn an_adoption_waits_for_the_approval_of_what_is_there_now() {
     let app = client.get_application(&foreign.id).await.unwrap();
     assert_eq!(
         app.configuration.label(flaredock::spec::OWNER_LABEL),
-        Some("apps.shop")
+        Some("cli/apps.shop")
     );
     let reasons: Vec<String> = s.fake.event_reasons();
     assert!(reasons.contains(&"Adopted".to_string()), "{reasons:?}");

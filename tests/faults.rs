@@ -62,7 +62,11 @@ fn check_ready_means_matching(
         if !outcome.ready() {
             continue;
         }
-        let d = Desired::from_spec(obj, &std::collections::HashMap::new());
+        let d = Desired::from_spec(
+            obj,
+            &std::collections::HashMap::new(),
+            &flaredock::spec::ClusterIdentity::cli(),
+        );
         let app = apps
             .iter()
             .find(|a| a.name == d.application_name)

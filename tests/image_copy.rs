@@ -461,8 +461,9 @@ async fn apply_copies_an_external_image_and_deploys_it_by_digest() {
         .remove(&obj.key())
         .unwrap();
     assert!(out.ready(), "{:#?}", out.status);
+    // Into the object's own repository (cluster id, namespace, name).
     let expected = format!(
-        "{}/{}/api@{}",
+        "{}/{}/cli/default/api@{}",
         cloudflare.host,
         em.account_id(),
         image.digest
@@ -471,9 +472,13 @@ async fn apply_copies_an_external_image_and_deploys_it_by_digest() {
     let apps = common::client_for(&em).list_applications().await.unwrap();
     assert_eq!(apps[0].configuration.image, expected);
     assert_eq!(
-        dest_digest(&cloudflare, &format!("{}/api", em.account_id()), "1.2.3")
-            .await
-            .as_deref(),
+        dest_digest(
+            &cloudflare,
+            &format!("{}/cli/default/api", em.account_id()),
+            "1.2.3"
+        )
+        .await
+        .as_deref(),
         Some(image.digest.as_str()),
         "copied under the source tag"
     );
@@ -710,9 +715,13 @@ async fn plan_shows_the_digest_a_copy_would_deploy_and_copies_nothing() {
     );
     assert!(stdout.contains("create application api"), "{stdout}");
     assert!(
-        dest_digest(&cloudflare, &format!("{}/api", em.account_id()), "2.0")
-            .await
-            .is_none(),
+        dest_digest(
+            &cloudflare,
+            &format!("{}/cli/default/api", em.account_id()),
+            "2.0"
+        )
+        .await
+        .is_none(),
         "plan copied nothing"
     );
     assert!(

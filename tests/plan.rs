@@ -4,10 +4,10 @@
 use flaredock::cloudflare::types::*;
 use flaredock::manifest::parse_document;
 use flaredock::reconcile::images::PeerIndex;
-use flaredock::reconcile::model::{Desired, ImageState, Observed};
+use flaredock::reconcile::model::{Desired, ImageAction, ImageState, Observed};
 use flaredock::reconcile::plan::{Action, Blocked, Plan, plan, runs_spec};
 use flaredock::reconcile::status::{self, StatusInput};
-use flaredock::spec::{CloudflareContainer, OWNER_LABEL};
+use flaredock::spec::{CloudflareContainer, ClusterIdentity, OWNER_LABEL};
 
 const IMAGE: &str = "registry.cloudflare.com/acc/shop@sha256:1111111111111111111111111111111111111111111111111111111111111111";
 const IMAGE2: &str = "registry.cloudflare.com/acc/shop@sha256:2222222222222222222222222222222222222222222222222222222222222222";
@@ -27,7 +27,7 @@ fn no_peers() -> PeerIndex {
 }
 
 fn desired(extra: &str) -> Desired {
-    Desired::from_spec(&object(extra), &no_peers())
+    Desired::from_spec(&object(extra), &no_peers(), &ClusterIdentity::cli())
 }
 
 /// A container naming the CloudflareWorker `shop` (script `shop-worker`).
@@ -42,7 +42,7 @@ fn managed(extra: &str) -> Desired {
         workers: [("apps/shop".to_string(), "shop-worker".to_string())].into(),
         ..Default::default()
     };
-    Desired::from_spec(&obj, &peers)
+    Desired::from_spec(&obj, &peers, &ClusterIdentity::cli())
 }
 
 fn script(tags: &[&str]) -> ScriptInfo {
@@ -102,6 +102,9 @@ fn kinds(p: &Plan) -> Vec<&'static str> {
     p.actions
         .iter()
         .map(|a| match a {
+            Action::GetImage(ImageAction::Copy { .. }) => "copy",
+            Action::GetImage(ImageAction::Build { .. }) => "build",
+            Action::GetImage(ImageAction::Resolve { .. }) => "resolve",
             Action::UploadScript { .. } => "upload",
             Action::CreateApplication { .. } => "create",
             Action::DeleteApplication { .. } => "delete",
@@ -138,7 +141,10 @@ fn no_application_creates_it_linked_to_the_namespace() {
         })
     );
     assert_eq!(request.configuration.image, IMAGE);
-    assert_eq!(request.configuration.label(OWNER_LABEL), Some("apps.shop"));
+    assert_eq!(
+        request.configuration.label(OWNER_LABEL),
+        Some("cli/apps.shop")
+    );
     assert_eq!(
         request.configuration.instance_type,
         Some(InstanceType::Lite),
@@ -397,7 +403,7 @@ fn a_foreign_application_is_refused_unless_adopted() {
     assert!(adopts);
     assert_eq!(
         request.target_configuration.label(OWNER_LABEL),
-        Some("apps.shop")
+        Some("cli/apps.shop")
     );
 
     // Owned by another object: refused too.
@@ -412,8 +418,14 @@ fn a_foreign_application_is_refused_unless_adopted() {
 
 #[test]
 fn adopt_never_takes_another_objects_application() {
-    // Another object of this namespace, of another namespace, of another cluster.
-    for owner in ["apps.other", "team-b.shop", "prod-eu/apps.shop"] {
+    // Another object of this namespace, of another namespace, of another cluster (by
+    // its id, and one that recorded the same namespace and name in the old form).
+    for owner in [
+        "cli/apps.other",
+        "cli/team-b.shop",
+        "5f0c3c527a1e4d6b/apps.shop",
+        "apps.shop",
+    ] {
         let d = desired("  adopt: true\n");
         let mut app = app_for(&d, IMAGE);
         app.configuration.labels = Some(vec![Label {
@@ -432,14 +444,21 @@ fn adopt_never_takes_another_objects_application() {
 }
 
 #[test]
-fn the_cluster_name_is_part_of_the_owner() {
-    use flaredock::spec::owner_id;
-    assert_eq!(owner_id("default", "apps", "shop"), "apps.shop");
-    assert_eq!(owner_id("prod-eu", "apps", "shop"), "prod-eu/apps.shop");
-    assert_ne!(
-        owner_id("prod-eu", "apps", "shop"),
-        owner_id("prod-us", "apps", "shop")
+fn the_cluster_id_is_part_of_the_owner_and_needs_no_configuration() {
+    // Two clusters with no --cluster-id and the same (or no) readable name: their
+    // kube-system namespaces have different UIDs, so their owners differ.
+    let a =
+        ClusterIdentity::from_uid("5f0c3c52-7a1e-4d6b-9a0e-3f2b1c4d5e6f", Some("prod")).unwrap();
+    let b =
+        ClusterIdentity::from_uid("0b9e1f7a-2c3d-4e5f-8a9b-0c1d2e3f4a5b", Some("prod")).unwrap();
+    assert_eq!(a.owner("apps", "shop"), "5f0c3c527a1e4d6b/apps.shop");
+    assert_ne!(a.owner("apps", "shop"), b.owner("apps", "shop"));
+    assert_eq!(
+        ClusterIdentity::cli().owner("apps", "shop"),
+        "cli/apps.shop"
     );
+    assert!(ClusterIdentity::from_uid("not-a-uid", None).is_err());
+    assert!(ClusterIdentity::new("Prod_EU", None).is_err());
 }
 
 #[test]
@@ -457,7 +476,11 @@ fn a_foreign_application_in_another_namespace_is_never_stolen() {
 #[test]
 fn a_changed_class_replaces_our_own_application() {
     let old = desired("");
-    let d = Desired::from_spec(&object("").tap_class("Shop2"), &no_peers());
+    let d = Desired::from_spec(
+        &object("").tap_class("Shop2"),
+        &no_peers(),
+        &ClusterIdentity::cli(),
+    );
     let app = app_for(&old, IMAGE);
     let mut o = observed(Some(app));
     o.namespace = Some(DurableObjectNamespace {
@@ -561,7 +584,7 @@ fn a_container_waits_until_its_cloudflare_worker_uploaded_the_class() {
         binding_name: Some("SHOP".into()),
         script_name: None,
     };
-    let d = Desired::from_spec(&obj, &no_peers());
+    let d = Desired::from_spec(&obj, &no_peers(), &ClusterIdentity::cli());
     let p = plan(&d, &observed(None));
     assert_eq!(p.blocked.as_ref().unwrap().reason(), "WorkerNotReady");
     assert!(
@@ -656,7 +679,7 @@ fn waits_for_a_missing_worker_or_image() {
 #[test]
 fn status_is_stable_across_a_resync_that_changed_nothing() {
     let obj = object("");
-    let d = Desired::from_spec(&obj, &no_peers());
+    let d = Desired::from_spec(&obj, &no_peers(), &ClusterIdentity::cli());
     let o = observed(Some(app_for(&d, IMAGE)));
     let remaining = plan(&d, &o);
     let input = StatusInput {
@@ -826,7 +849,7 @@ fn with_secret(value: Option<&str>) -> Desired {
             [("db-password".to_string(), v.as_bytes().to_vec())].into(),
         );
     }
-    Desired::from_spec(&obj, &peers)
+    Desired::from_spec(&obj, &peers, &ClusterIdentity::cli())
 }
 
 /// Every way a plan can be shown: Display, Debug, the JSON of `plan -o json`, drift.
@@ -924,7 +947,7 @@ fn a_missing_secret_or_key_waits_and_writes_nothing() {
         "apps/shop-secrets".into(),
         [("other".to_string(), b"x".to_vec())].into(),
     );
-    let d = Desired::from_spec(&obj, &peers);
+    let d = Desired::from_spec(&obj, &peers, &ClusterIdentity::cli());
     let app = app_for(&desired(""), IMAGE);
     let p = plan(&d, &observed(Some(app)));
     assert!(p.actions.is_empty());
@@ -957,4 +980,124 @@ fn observing_an_application_made_elsewhere_lists_what_adopting_would_change() {
             .any(|c| c.starts_with(&format!("configuration.labels.{OWNER_LABEL}: unset"))),
         "{changes:?}"
     );
+}
+
+// ---- Getting the image is an action ----------------------------------------------
+
+const SOURCE: &str = "ghcr.io/team/shop:1.4";
+const COPY_DIGEST: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
+
+fn copy_of(object: &str) -> ImageAction {
+    ImageAction::Copy {
+        source: SOURCE.into(),
+        destination: format!("registry.cloudflare.com/acc/cli/apps/{object}:1.4"),
+        digest: COPY_DIGEST.into(),
+    }
+}
+
+#[test]
+fn a_copy_is_the_first_action_and_the_application_deploys_its_digest() {
+    let d = desired("");
+    let mut o = observed(None);
+    o.image = ImageState::Needs(copy_of("shop"));
+    let p = plan(&d, &o);
+    assert_eq!(kinds(&p), ["copy", "create"]);
+    let Action::CreateApplication { request } = &p.actions[1] else {
+        panic!("{p:?}")
+    };
+    assert_eq!(
+        request.configuration.image,
+        format!("registry.cloudflare.com/acc/cli/apps/shop@{COPY_DIGEST}")
+    );
+    let shown = p.actions[0].to_string();
+    assert!(
+        shown.contains(SOURCE)
+            && shown.contains(COPY_DIGEST)
+            && shown.contains("cli/apps/shop:1.4"),
+        "plan names source, destination and digest: {shown}"
+    );
+    assert_eq!(p.to_json()["actions"][0]["kind"], "copy-image");
+}
+
+#[test]
+fn a_copy_already_deployed_is_not_made_again_whatever_host_it_was_written_with() {
+    let d = desired("");
+    // The application runs the copy's digest under the host the credentials named.
+    let running = format!("127.0.0.1:5000/acc/cli/apps/shop@{COPY_DIGEST}");
+    let app = app_for(&d, &running);
+    let mut o = observed(Some(app));
+    o.image = ImageState::Needs(copy_of("shop"));
+    let p = plan(&d, &o);
+    assert!(p.actions.is_empty(), "{p:#?}");
+}
+
+#[test]
+fn a_copy_waits_with_the_rest_of_the_plan() {
+    // Nothing to deploy on yet (the Worker is not there): nothing is copied either.
+    let d = desired("");
+    let mut o = observed(None);
+    o.namespace = None;
+    o.script = None;
+    o.image = ImageState::Needs(copy_of("shop"));
+    let p = plan(&d, &o);
+    assert!(p.actions.is_empty(), "{p:#?}");
+    assert!(p.blocked.is_some());
+}
+
+#[test]
+fn a_build_or_a_tag_read_comes_first_and_the_rest_shows_the_tag() {
+    let d = desired("");
+    let app = app_for(&d, IMAGE);
+    for (action, kind, tag, says) in [
+        (
+            ImageAction::Build {
+                destination: "registry.cloudflare.com/acc/cli/apps/shop:b-123".into(),
+            },
+            "build",
+            "registry.cloudflare.com/acc/cli/apps/shop:b-123",
+            "digest once built",
+        ),
+        (
+            ImageAction::Resolve {
+                reference: "registry.cloudflare.com/acc/shop:v2".into(),
+            },
+            "resolve",
+            "registry.cloudflare.com/acc/shop:v2",
+            "digest read at apply",
+        ),
+    ] {
+        let mut o = observed(Some(app.clone()));
+        o.image = ImageState::Needs(action);
+        let p = plan(&d, &o);
+        assert_eq!(kinds(&p), [kind, "rollout"]);
+        let image = p
+            .changes
+            .iter()
+            .find(|c| c.field == "configuration.image")
+            .expect("the image change is shown");
+        assert_eq!(image.from, IMAGE);
+        assert_eq!(image.to, format!("{tag} ({says})"));
+    }
+}
+
+#[test]
+fn copies_go_to_a_repository_of_the_object_never_to_a_short_name() {
+    use flaredock::reconcile::model::object_repository;
+    assert_eq!(
+        object_repository("cli", "team-a", "shop"),
+        "cli/team-a/shop"
+    );
+    // Two namespaces' objects of one name, two clusters' objects of one namespace and
+    // name: never the same repository, and never the short name `shop`.
+    let repos = [
+        object_repository("cli", "team-a", "shop"),
+        object_repository("cli", "team-b", "shop"),
+        object_repository("5f0c3c527a1e4d6b", "team-a", "shop"),
+    ];
+    for (i, a) in repos.iter().enumerate() {
+        assert_ne!(a, "shop");
+        for b in &repos[i + 1..] {
+            assert_ne!(a, b);
+        }
+    }
 }

@@ -46,7 +46,13 @@ fn desired_with(
     let inputs = resolve_local(obj, &data(secret))
         .expect("local source")
         .expect("inputs");
-    DesiredWorker::new(obj, inputs, classes, &KEY)
+    DesiredWorker::new(
+        obj,
+        inputs,
+        classes,
+        &KEY,
+        &flaredock::spec::ClusterIdentity::cli(),
+    )
 }
 
 fn desired(classes: Vec<ContainerClass>) -> DesiredWorker {
@@ -242,6 +248,7 @@ fn a_secret_change_is_one_upload_and_the_diff_hides_the_value() {
             .unwrap(),
         vec![],
         &[9; 32],
+        &flaredock::spec::ClusterIdentity::cli(),
     );
     assert_ne!(other_key.hashes.secrets, after.hashes.secrets);
     assert_eq!(other_key.hashes.code, after.hashes.code);

@@ -178,10 +178,15 @@ pub struct ApiAccess {
         value_delimiter = ','
     )]
     pub insecure_registries: Vec<String>,
-    /// Name of this cluster, part of the owner recorded at Cloudflare: two clusters
-    /// sharing an account never take each other's applications or scripts.
-    #[arg(long, env = "FLAREDOCK_CLUSTER_NAME", default_value = crate::spec::DEFAULT_CLUSTER)]
-    pub cluster_name: String,
+    /// The cluster id in the owner recorded at Cloudflare (`<id>/<namespace>.<name>`),
+    /// so that two clusters sharing an account never take each other's applications
+    /// or scripts. The controller takes the UID of its cluster's `kube-system`
+    /// namespace when this is not set; the command line takes `cli`.
+    #[arg(long, env = "FLAREDOCK_CLUSTER_ID")]
+    pub cluster_id: Option<String>,
+    /// A readable name for this cluster, shown in logs (ownership rests on the id).
+    #[arg(long, env = "FLAREDOCK_CLUSTER_NAME")]
+    pub cluster_name: Option<String>,
 }
 
 /// Where Cloudflare is and how to talk to it.
@@ -480,7 +485,14 @@ pub struct Session {
 }
 
 pub async fn connect(conn: &Connection) -> Result<Session, String> {
-    crate::spec::set_cluster_name(&conn.access.cluster_name)?;
+    let cluster = crate::spec::ClusterIdentity::new(
+        conn.access
+            .cluster_id
+            .as_deref()
+            .unwrap_or(crate::spec::ClusterIdentity::CLI),
+        conn.access.cluster_name.as_deref(),
+    )
+    .map_err(|e| format!("--cluster-id: {e}"))?;
     let mut emulator = None;
     let (base_url, account_id, token) = if conn.emulator {
         let em = emulator::start(EmulatorConfig::default())
@@ -532,7 +544,7 @@ pub async fn connect(conn: &Connection) -> Result<Session, String> {
     let images = Arc::new(images);
     let view = Arc::new(AccountView::new(client.clone()));
     Ok(Session {
-        reconciler: Reconciler::new(view, images),
+        reconciler: Reconciler::new(view, images, cluster),
         client,
         emulator,
     })

@@ -3,10 +3,19 @@
 use super::*;
 
 pub(super) async fn run_controller(args: RunArgs) -> i32 {
-    if let Err(e) = crate::spec::set_cluster_name(&args.access.cluster_name) {
-        eprintln!("error: {e}");
-        return EXIT_INVALID;
-    }
+    let cluster_id = match args
+        .access
+        .cluster_id
+        .as_deref()
+        .map(|id| crate::spec::ClusterIdentity::new(id, args.access.cluster_name.as_deref()))
+    {
+        Some(Err(e)) => {
+            eprintln!("error: --cluster-id: {e}");
+            return EXIT_INVALID;
+        }
+        Some(Ok(c)) => Some(c),
+        None => None,
+    };
     let default_credentials = match (args.access.account_id, args.access.api_token) {
         (Some(a), Some(t)) if !a.is_empty() && !t.is_empty() => Some((a, Secret::new(t))),
         _ => None,
@@ -26,6 +35,9 @@ pub(super) async fn run_controller(args: RunArgs) -> i32 {
             insecure_registries: args.access.insecure_registries,
             default_credentials,
             default_credentials_namespaces: args.default_credentials_namespaces,
+            cluster: cluster_id
+                .clone()
+                .unwrap_or_else(crate::spec::ClusterIdentity::cli),
             build: crate::build::job::JobSettings {
                 enabled: args.enable_builds,
                 namespace: args.build_namespace,
@@ -41,6 +53,8 @@ pub(super) async fn run_controller(args: RunArgs) -> i32 {
         lease_namespace: args.lease_namespace,
         lease_duration: args.lease_duration,
         identity,
+        cluster_from_kube_system: cluster_id.is_none(),
+        cluster_name: args.access.cluster_name,
     };
     crate::controller::run(config).await
 }

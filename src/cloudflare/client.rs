@@ -183,6 +183,11 @@ impl CloudflareClient {
         })
     }
 
+    /// Whether a write may be sent now (the write gate, when there is one).
+    pub fn writes_allowed(&self) -> bool {
+        self.config.write_gate.as_ref().is_none_or(|g| (g.0)())
+    }
+
     pub fn account_id(&self) -> &str {
         &self.config.account_id
     }

@@ -70,6 +70,9 @@ pub struct Settings {
     pub default_credentials_namespaces: Vec<String>,
     /// How in-cluster build Jobs are made.
     pub build: crate::build::job::JobSettings,
+    /// Who records ownership at Cloudflare (`flaredock run` sets it from the UID of
+    /// the cluster's `kube-system` namespace unless `--cluster-id` is given).
+    pub cluster: crate::spec::ClusterIdentity,
 }
 
 impl Default for Settings {
@@ -85,6 +88,7 @@ impl Default for Settings {
             default_credentials: None,
             default_credentials_namespaces: vec![],
             build: Default::default(),
+            cluster: crate::spec::ClusterIdentity::cli(),
         }
     }
 }
@@ -286,6 +290,7 @@ impl Context {
             reconciler: Arc::new(Reconciler::new(
                 Arc::new(AccountView::new(client.clone())),
                 Arc::new(images),
+                self.settings.cluster.clone(),
             )),
             client,
             account_id: account_id.to_string(),

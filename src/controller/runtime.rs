@@ -26,6 +26,28 @@ pub struct RunConfig {
     pub lease_namespace: String,
     pub lease_duration: Duration,
     pub identity: String,
+    /// Take the cluster id from the UID of the `kube-system` namespace (no
+    /// `--cluster-id` was given).
+    pub cluster_from_kube_system: bool,
+    /// The readable cluster name (`--cluster-name`).
+    pub cluster_name: Option<String>,
+}
+
+/// The cluster id of the cluster `client` reaches: from its `kube-system`
+/// namespace's UID, which no other cluster has.
+async fn cluster_identity(
+    client: &Client,
+    name: Option<&str>,
+) -> Result<crate::spec::ClusterIdentity, String> {
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    let ns = tokio::time::timeout(Duration::from_secs(10), namespaces.get("kube-system"))
+        .await
+        .map_err(|_| "reading namespace kube-system timed out".to_string())?
+        .map_err(|e| {
+            format!("cannot read namespace kube-system for the cluster id ({e}); set --cluster-id")
+        })?;
+    let uid = ns.metadata.uid.unwrap_or_default();
+    crate::spec::ClusterIdentity::from_uid(&uid, name)
 }
 
 async fn shutdown_signal() {
@@ -96,6 +118,21 @@ pub async fn run(config: RunConfig) -> i32 {
             return 1;
         }
     }
+    let mut config = config;
+    if config.cluster_from_kube_system {
+        match cluster_identity(&client, config.cluster_name.as_deref()).await {
+            Ok(c) => config.settings.cluster = c,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return 1;
+            }
+        }
+    }
+    tracing::info!(
+        cluster_id = config.settings.cluster.id(),
+        cluster_name = config.settings.cluster.name().unwrap_or(""),
+        "ownership at Cloudflare is recorded as <cluster id>/<namespace>.<name>"
+    );
     let api: Api<CloudflareContainer> = match &config.settings.namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),

@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
-use super::model::ImageState;
+use super::model::{ImageAction, ImageState, object_repository};
 use super::worker::inputs::{DataMap, SourceData};
 use crate::build::job::Owner;
 use crate::build::{
@@ -28,12 +28,8 @@ const CREDENTIAL_MINUTES: i64 = 15;
 /// Credentials are renewed when fewer than this remain.
 const CREDENTIAL_MARGIN: Duration = Duration::from_secs(5 * 60);
 
-/// Whether resolving may copy and build (apply) or only look (plan).
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Mode {
-    Apply,
-    Preview,
-}
+/// Entries each per-round reading cache holds at most (cleared when full).
+const DIGEST_CACHE_ENTRIES: usize = 4096;
 
 /// Where another object's deployed image can be looked up (promotion).
 pub trait Peers: Sync {
@@ -98,8 +94,13 @@ pub struct ImageResolver {
     client: CloudflareClient,
     registry: RegistryClient,
     minted: Mutex<Option<Minted>>,
-    /// Resolutions of this round, by reference text.
-    cache: Mutex<HashMap<String, ImageState>>,
+    /// Source digests read this round, by reference text (and object, with its own
+    /// pull credentials); a failure that is final is kept too.
+    digests: Mutex<HashMap<String, Result<String, ImageState>>>,
+    /// Tags of Cloudflare's registry read this round, by `host/repository:tag`.
+    resolved: Mutex<HashMap<String, ImageState>>,
+    /// The registry host the last credentials named (where images go).
+    last_host: std::sync::Mutex<Option<String>>,
     sources: SourceCredentials,
     /// Per-object source credentials (`image.pullSecretRef`), by object key.
     pull: std::sync::Mutex<HashMap<String, SourceCredentials>>,
@@ -161,7 +162,9 @@ impl ImageResolver {
             client,
             registry,
             minted: Mutex::new(None),
-            cache: Mutex::new(HashMap::new()),
+            digests: Mutex::new(HashMap::new()),
+            resolved: Mutex::new(HashMap::new()),
+            last_host: Default::default(),
             sources,
             pull: Default::default(),
             copy,
@@ -230,7 +233,8 @@ impl ImageResolver {
 
     /// Forgets this round's resolutions (tags may have moved).
     pub async fn new_round(&self) {
-        self.cache.lock().await.clear();
+        self.digests.lock().await.clear();
+        self.resolved.lock().await.clear();
     }
 
     /// Host, account and push/pull credentials for Cloudflare's registry.
@@ -259,30 +263,47 @@ impl ImageResolver {
             expires: Instant::now() + Duration::from_secs(CREDENTIAL_MINUTES as u64 * 60),
         };
         let out = (m.host.clone(), m.account.clone(), m.creds.clone());
+        *crate::lock(&self.last_host) = Some(m.host.clone());
         *minted = Some(m);
         Ok(out)
     }
 
-    /// Resolves the object's image, copying or building it into Cloudflare's registry.
-    pub async fn resolve(&self, obj: &CloudflareContainer, peers: &dyn Peers) -> ImageState {
-        self.resolve_as(obj, peers, Mode::Apply).await
+    /// Credentials minted earlier that are still good for minutes: observe reads with
+    /// them and never mints (minting is a write at Cloudflare).
+    async fn held_credentials(&self) -> Option<(String, String, Credentials)> {
+        let minted = self.minted.lock().await;
+        minted
+            .as_ref()
+            .filter(|m| m.expires.saturating_duration_since(Instant::now()) > CREDENTIAL_MARGIN)
+            .map(|m| (m.host.clone(), m.account.clone(), m.creds.clone()))
     }
 
-    /// Resolves the digest the object would deploy without copying or building
-    /// anything (for `plan`).
-    pub async fn preview(&self, obj: &CloudflareContainer, peers: &dyn Peers) -> ImageState {
-        self.resolve_as(obj, peers, Mode::Preview).await
+    /// The registry host and account images go to: those of held credentials, else
+    /// the last host credentials named, else Cloudflare's registry and the client's
+    /// account.
+    async fn destination_base(&self) -> (String, String) {
+        if let Some((host, account, _)) = self.held_credentials().await {
+            return (host, account);
+        }
+        let host = crate::lock(&self.last_host)
+            .clone()
+            .unwrap_or_else(|| CLOUDFLARE_REGISTRY.to_string());
+        (host, self.client.account_id().to_string())
     }
 
-    async fn resolve_as(
+    /// What it takes to deploy the object's image, found by reading only: the
+    /// source registry, and Cloudflare's registry with credentials already held. Never
+    /// copies, builds, pushes or mints credentials; what must be done comes back as
+    /// [`ImageState::Needs`], for the plan to name and act to do.
+    pub async fn observe(
         &self,
         obj: &CloudflareContainer,
         peers: &dyn Peers,
-        mode: Mode,
+        cluster: &str,
     ) -> ImageState {
         let spec = &obj.spec;
         if let Some(build) = &spec.build {
-            return self.resolve_build(obj, build, mode).await;
+            return self.observe_build(obj, build, cluster).await;
         }
         let Some(image) = &spec.image else {
             return failed("NoImage", "spec.image or spec.build is required");
@@ -304,44 +325,195 @@ impl ImageResolver {
                 "spec.image.reference or spec.image.fromContainer is required",
             );
         };
+        let reference = match Reference::parse(text) {
+            Ok(r) => r,
+            Err(e) => return failed("InvalidImage", e.to_string()),
+        };
         let object = obj.key();
-        let has_pull = crate::lock(&self.pull).contains_key(&object);
-        // With an object's own pull credentials, its resolution is its own.
-        let key = format!(
-            "{text}|{}|{}",
-            spec.tag.as_deref().unwrap_or(""),
-            if has_pull { object.as_str() } else { "" }
-        );
-        if let Some(s) = self.cache.lock().await.get(&key) {
-            return s.clone();
+        let (host, account) = self.destination_base().await;
+        let cloudflare_host = reference.registry.is_none()
+            || reference.registry.as_deref() == Some(host.as_str())
+            || reference.registry.as_deref() == Some(CLOUDFLARE_REGISTRY);
+        if cloudflare_host {
+            return self
+                .observe_cloudflare(text, &reference, &host, &account)
+                .await;
         }
+        // Another registry: its digest is read there; the copy is an action.
+        let has_pull = crate::lock(&self.pull).contains_key(&object);
+        // With an object's own pull credentials, its reading is its own.
+        let key = format!("{text}|{}", if has_pull { object.as_str() } else { "" });
+        let cached = self.digests.lock().await.get(&key).cloned();
+        let digest = match cached {
+            Some(d) => d,
+            None => {
+                let source_creds = reference
+                    .registry
+                    .as_deref()
+                    .and_then(|h| self.source_credentials(&object, h));
+                let read = source_digest(
+                    &self.registry,
+                    &reference,
+                    source_creds.as_ref(),
+                    &self.copy,
+                )
+                .await;
+                let d = match read {
+                    Ok(digest) => Ok(digest),
+                    Err(crate::oci::copy::CopyError::Registry(r)) => Err(registry_state(&r)),
+                    Err(other) => Err(failed("CopyFailed", other.to_string())),
+                };
+                // A failure worth retrying is not kept: the next object asks again.
+                if !matches!(d, Err(ImageState::Pending { .. })) {
+                    let mut digests = self.digests.lock().await;
+                    if digests.len() >= DIGEST_CACHE_ENTRIES {
+                        digests.clear();
+                    }
+                    digests.insert(key, d.clone());
+                }
+                d
+            }
+        };
+        let digest = match digest {
+            Ok(d) => d,
+            Err(state) => return state,
+        };
+        let dest_tag = spec
+            .tag
+            .clone()
+            .or_else(|| reference.tag.clone())
+            .unwrap_or_else(|| {
+                digest
+                    .trim_start_matches("sha256:")
+                    .chars()
+                    .take(20)
+                    .collect()
+            });
+        let repository = format!(
+            "{account}/{}",
+            object_repository(cluster, obj.namespace_or_default(), obj.name())
+        );
+        ImageState::Needs(ImageAction::Copy {
+            source: text.clone(),
+            destination: format!("{host}/{repository}:{dest_tag}"),
+            digest,
+        })
+    }
+
+    /// A tag or digest in Cloudflare's registry: read with held credentials, or left to
+    /// act to read (it mints credentials to).
+    async fn observe_cloudflare(
+        &self,
+        text: &str,
+        reference: &Reference,
+        host: &str,
+        account: &str,
+    ) -> ImageState {
+        let repository = if reference.registry.is_none() {
+            format!("{account}/{}", reference.repository)
+        } else {
+            match reference.repository.split_once('/') {
+                Some((acc, _)) if acc == account => reference.repository.clone(),
+                _ => {
+                    return failed(
+                        "ForeignAccount",
+                        format!(
+                            "{text} is not in this account's part of Cloudflare's registry ({host}/{account}/…)"
+                        ),
+                    );
+                }
+            }
+        };
+        if let Some(digest) = &reference.digest {
+            // A digest names itself: nothing to read.
+            return ImageState::Ready(format!("{host}/{repository}@{digest}"));
+        }
+        let key = format!("{host}/{repository}:{}", reference.manifest_reference());
+        if let Some(state) = self.resolved.lock().await.get(&key).cloned() {
+            return state;
+        }
+        let Some((_, _, creds)) = self.held_credentials().await else {
+            return ImageState::Needs(ImageAction::Resolve { reference: key });
+        };
         let state = self
-            .resolve_reference(text, spec.tag.as_deref(), &object, mode)
+            .head_cloudflare(host, &repository, reference.manifest_reference(), &creds)
             .await;
-        // Failures worth retrying are not cached: the next object tries again; nor are
-        // previews, which did not copy.
-        if mode == Mode::Apply && !matches!(state, ImageState::Pending { .. }) {
-            self.cache.lock().await.insert(key, state.clone());
+        if !matches!(state, ImageState::Pending { .. }) {
+            self.remember(key, state.clone()).await;
         }
         state
     }
 
-    /// A built image: nothing is built when the content tag is already in the registry.
-    async fn resolve_build(
+    async fn head_cloudflare(
+        &self,
+        host: &str,
+        repository: &str,
+        tag: &str,
+        creds: &Credentials,
+    ) -> ImageState {
+        match self
+            .registry
+            .head_manifest(host, repository, tag, Some(creds))
+            .await
+        {
+            Ok(Some(m)) => ImageState::Ready(format!("{host}/{repository}@{}", m.digest)),
+            Ok(None) => pending(
+                "ImageNotFound",
+                format!("{host}/{repository}:{tag} is not in Cloudflare's registry"),
+            ),
+            Err(e) => registry_state(&e),
+        }
+    }
+
+    /// The build's destination (the content tag in the object's repository), and
+    /// whether it is already there, read with held credentials only.
+    async fn observe_build(
         &self,
         obj: &CloudflareContainer,
         build: &BuildSpec,
-        mode: Mode,
+        cluster: &str,
     ) -> ImageState {
-        let source = match BuildSource::parse(&build.context, self.local_contexts) {
-            Ok(s) => s,
-            Err(message) => {
-                return failed(
+        let (_, _, tag) = match self.build_identity(obj, build).await {
+            Ok(x) => x,
+            Err(state) => return state,
+        };
+        let (host, account) = self.destination_base().await;
+        let repository = format!(
+            "{account}/{}",
+            object_repository(cluster, obj.namespace_or_default(), obj.name())
+        );
+        let destination = format!("{host}/{repository}:{tag}");
+        let flight = format!("{}|{tag}", obj.key());
+        let running = crate::lock(&self.in_flight).contains(&flight);
+        if !running && let Some((_, _, creds)) = self.held_credentials().await {
+            match self
+                .registry
+                .head_manifest(&host, &repository, &tag, Some(&creds))
+                .await
+            {
+                Ok(Some(m)) => {
+                    return ImageState::Ready(format!("{host}/{repository}@{}", m.digest));
+                }
+                Ok(None) => {}
+                Err(e) => return registry_state(&e),
+            }
+        }
+        ImageState::Needs(ImageAction::Build { destination })
+    }
+
+    /// The build's source, inputs and content tag.
+    async fn build_identity(
+        &self,
+        obj: &CloudflareContainer,
+        build: &BuildSpec,
+    ) -> Result<(BuildSource, BuildInputs, String), ImageState> {
+        let source =
+            BuildSource::parse(&build.context, self.local_contexts).map_err(|message| {
+                failed(
                     "InvalidBuildContext",
                     format!("spec.build.context: {message}"),
-                );
-            }
-        };
+                )
+            })?;
         let inputs = BuildInputs::from_spec(build);
         let identity = match &source {
             BuildSource::Local(dir) => {
@@ -349,9 +521,12 @@ impl ImageResolver {
                 match tokio::task::spawn_blocking(move || local_context_hash(&dir)).await {
                     Ok(Ok(h)) => h,
                     Ok(Err(e)) => {
-                        return failed("InvalidBuildContext", format!("spec.build.context: {e}"));
+                        return Err(failed(
+                            "InvalidBuildContext",
+                            format!("spec.build.context: {e}"),
+                        ));
                     }
-                    Err(e) => return pending("BuildSourceUnavailable", e.to_string()),
+                    Err(e) => return Err(pending("BuildSourceUnavailable", e.to_string())),
                 }
             }
             BuildSource::Git {
@@ -360,11 +535,11 @@ impl ImageResolver {
                 subdir,
             } => match resolve_git_commit(&self.http, url, reference.as_deref()).await {
                 Ok(commit) => format!("git:{commit}:{}", subdir.as_deref().unwrap_or("")),
-                Err(e) => return pending("BuildSourceUnavailable", e),
+                Err(e) => return Err(pending("BuildSourceUnavailable", e)),
             },
             BuildSource::Tarball(url) => match tarball_digest(&self.http, url).await {
                 Ok(d) => format!("tar:{d}"),
-                Err(e) => return pending("BuildSourceUnavailable", e),
+                Err(e) => return Err(pending("BuildSourceUnavailable", e)),
             },
         };
         let tag = obj
@@ -372,37 +547,152 @@ impl ImageResolver {
             .tag
             .clone()
             .unwrap_or_else(|| content_tag(&identity, &inputs));
+        Ok((source, inputs, tag))
+    }
+
+    async fn remember(&self, key: String, state: ImageState) {
+        let mut resolved = self.resolved.lock().await;
+        if resolved.len() >= DIGEST_CACHE_ENTRIES {
+            resolved.clear();
+        }
+        resolved.insert(key, state);
+    }
+
+    /// Does what a plan's [`ImageAction`] says: mints the credentials it needs, then
+    /// copies, builds or reads. Only act calls this, behind every gate.
+    pub async fn acquire(&self, obj: &CloudflareContainer, action: &ImageAction) -> ImageState {
+        if !self.client.writes_allowed() {
+            return pending(
+                "NotLeader",
+                "this replica is not the leader: it gets no image into the registry",
+            );
+        }
+        match action {
+            ImageAction::Resolve { reference } => {
+                let (host, _, creds) = match self.cloudflare_registry().await {
+                    Ok(x) => x,
+                    Err(e) => return api_state(&e),
+                };
+                let parsed = match Reference::parse(reference) {
+                    Ok(r) => r,
+                    Err(e) => return failed("InvalidImage", e.to_string()),
+                };
+                let state = self
+                    .head_cloudflare(
+                        &host,
+                        &parsed.repository,
+                        parsed.manifest_reference(),
+                        &creds,
+                    )
+                    .await;
+                if !matches!(state, ImageState::Pending { .. }) {
+                    self.remember(reference.clone(), state.clone()).await;
+                }
+                state
+            }
+            ImageAction::Copy {
+                source,
+                destination,
+                ..
+            } => self.copy(obj, source, destination).await,
+            ImageAction::Build { destination } => match &obj.spec.build {
+                Some(build) => self.build(obj, build, destination).await,
+                None => failed("NoImage", "spec.build is required to build"),
+            },
+        }
+    }
+
+    async fn copy(&self, obj: &CloudflareContainer, source: &str, destination: &str) -> ImageState {
         let (host, account, creds) = match self.cloudflare_registry().await {
             Ok(x) => x,
             Err(e) => return api_state(&e),
         };
-        let repository = format!("{account}/{}", obj.application_name().to_lowercase());
-        let head = |reference: String| {
-            let repository = repository.clone();
-            let host = host.clone();
-            let creds = creds.clone();
-            async move {
-                self.registry
-                    .head_manifest(&host, &repository, &reference, Some(&creds))
-                    .await
+        let reference = match Reference::parse(source) {
+            Ok(r) => r,
+            Err(e) => return failed("InvalidImage", e.to_string()),
+        };
+        let planned = match Reference::parse(destination) {
+            Ok(r) => r,
+            Err(e) => return failed("InvalidImage", e.to_string()),
+        };
+        // The host and account the credentials name are where it goes.
+        let repository = match planned.repository.split_once('/') {
+            Some((_, rest)) => format!("{account}/{rest}"),
+            None => planned.repository.clone(),
+        };
+        let dest = Reference {
+            registry: Some(host.clone()),
+            repository,
+            tag: planned.tag.clone(),
+            digest: None,
+        };
+        let source_creds = reference
+            .registry
+            .as_deref()
+            .and_then(|h| self.source_credentials(&obj.key(), h));
+        match copy_image(
+            &self.registry,
+            &reference,
+            source_creds.as_ref(),
+            &dest,
+            Some(&creds),
+            &self.copy,
+        )
+        .await
+        {
+            Ok(report) => {
+                self.bytes_copied
+                    .fetch_add(report.bytes_uploaded, Ordering::Relaxed);
+                self.bytes_skipped
+                    .fetch_add(report.bytes_skipped, Ordering::Relaxed);
+                ImageState::Ready(format!("{host}/{}@{}", dest.repository, report.digest))
             }
+            Err(e) => match e {
+                crate::oci::copy::CopyError::Registry(r) => registry_state(&r),
+                other => failed("CopyFailed", other.to_string()),
+            },
+        }
+    }
+
+    /// Builds the object's image into its own repository: nothing is built when the
+    /// content tag is already there.
+    async fn build(
+        &self,
+        obj: &CloudflareContainer,
+        build: &BuildSpec,
+        destination: &str,
+    ) -> ImageState {
+        let (source, inputs, tag) = match self.build_identity(obj, build).await {
+            Ok(x) => x,
+            Err(state) => return state,
+        };
+        let (host, account, creds) = match self.cloudflare_registry().await {
+            Ok(x) => x,
+            Err(e) => return api_state(&e),
+        };
+        let planned = match Reference::parse(destination) {
+            Ok(r) => r,
+            Err(e) => return failed("InvalidImage", e.to_string()),
+        };
+        // The account the credentials name; the object's repository below it.
+        let repository = match planned.repository.split_once('/') {
+            Some((_, rest)) => format!("{account}/{rest}"),
+            None => planned.repository.clone(),
         };
         let flight = format!("{}|{tag}", obj.key());
         let running = crate::lock(&self.in_flight).contains(&flight);
         if !running {
-            match head(tag.clone()).await {
+            match self
+                .registry
+                .head_manifest(&host, &repository, &tag, Some(&creds))
+                .await
+            {
                 Ok(Some(m)) => {
                     return ImageState::Ready(format!("{host}/{repository}@{}", m.digest));
                 }
                 Ok(None) => {}
                 Err(e) => return registry_state(&e),
             }
-        }
-        if mode == Mode::Preview {
-            return pending(
-                "WillBuild",
-                format!("would build {host}/{repository}:{tag}"),
-            );
         }
         let Some(builder) = &self.builder else {
             return failed("NoBuilder", format!("spec.build: {}", self.no_builder));
@@ -457,14 +747,22 @@ impl ImageResolver {
             }
         }
         match outcome {
-            BuildOutcome::Pushed => match head(tag.clone()).await {
-                Ok(Some(m)) => ImageState::Ready(format!("{host}/{repository}@{}", m.digest)),
-                Ok(None) => failed(
-                    "BuildFailed",
-                    format!("the build reported success but {host}/{repository}:{tag} is missing"),
-                ),
-                Err(e) => registry_state(&e),
-            },
+            BuildOutcome::Pushed => {
+                match self
+                    .registry
+                    .head_manifest(&host, &repository, &tag, Some(&creds))
+                    .await
+                {
+                    Ok(Some(m)) => ImageState::Ready(format!("{host}/{repository}@{}", m.digest)),
+                    Ok(None) => failed(
+                        "BuildFailed",
+                        format!(
+                            "the build reported success but {host}/{repository}:{tag} is missing"
+                        ),
+                    ),
+                    Err(e) => registry_state(&e),
+                }
+            }
             BuildOutcome::InProgress(message) => pending("Building", message),
             BuildOutcome::Failed { message, log_tail } => failed(
                 "BuildFailed",
@@ -474,122 +772,6 @@ impl ImageResolver {
                     format!("{message}; last lines of the build log:\n{log_tail}")
                 },
             ),
-        }
-    }
-
-    async fn resolve_reference(
-        &self,
-        text: &str,
-        tag: Option<&str>,
-        object: &str,
-        mode: Mode,
-    ) -> ImageState {
-        let reference = match Reference::parse(text) {
-            Ok(r) => r,
-            Err(e) => return failed("InvalidImage", e.to_string()),
-        };
-        let (host, account, creds) = match self.cloudflare_registry().await {
-            Ok(x) => x,
-            Err(e) => return api_state(&e),
-        };
-        let cloudflare_host = reference.registry.is_none()
-            || reference.registry.as_deref() == Some(host.as_str())
-            || reference.registry.as_deref() == Some(CLOUDFLARE_REGISTRY);
-        if cloudflare_host {
-            let repository = if reference.registry.is_none() {
-                format!("{account}/{}", reference.repository)
-            } else {
-                match reference.repository.split_once('/') {
-                    Some((acc, _)) if acc == account => reference.repository.clone(),
-                    _ => {
-                        return failed(
-                            "ForeignAccount",
-                            format!(
-                                "{text} is not in this account's part of Cloudflare's registry ({host}/{account}/…)"
-                            ),
-                        );
-                    }
-                }
-            };
-            return match self
-                .registry
-                .head_manifest(
-                    &host,
-                    &repository,
-                    reference.manifest_reference(),
-                    Some(&creds),
-                )
-                .await
-            {
-                Ok(Some(m)) => ImageState::Ready(format!("{host}/{repository}@{}", m.digest)),
-                Ok(None) => pending(
-                    "ImageNotFound",
-                    format!(
-                        "{host}/{repository}:{} is not in Cloudflare's registry",
-                        reference.manifest_reference()
-                    ),
-                ),
-                Err(e) => registry_state(&e),
-            };
-        }
-        // Another registry: copy into Cloudflare's.
-        let name = reference
-            .repository
-            .rsplit('/')
-            .next()
-            .unwrap_or(&reference.repository);
-        let dest_tag = tag
-            .map(str::to_string)
-            .or_else(|| reference.tag.clone())
-            .unwrap_or_else(|| match &reference.digest {
-                Some(d) => d.trim_start_matches("sha256:").chars().take(20).collect(),
-                None => "latest".into(),
-            });
-        let dest = Reference {
-            registry: Some(host.clone()),
-            repository: format!("{account}/{name}"),
-            tag: Some(dest_tag),
-            digest: None,
-        };
-        let source_creds = reference
-            .registry
-            .as_deref()
-            .and_then(|h| self.source_credentials(object, h));
-        if mode == Mode::Preview {
-            return match source_digest(
-                &self.registry,
-                &reference,
-                source_creds.as_ref(),
-                &self.copy,
-            )
-            .await
-            {
-                Ok(digest) => ImageState::Ready(format!("{host}/{}@{digest}", dest.repository)),
-                Err(crate::oci::copy::CopyError::Registry(r)) => registry_state(&r),
-                Err(other) => failed("CopyFailed", other.to_string()),
-            };
-        }
-        match copy_image(
-            &self.registry,
-            &reference,
-            source_creds.as_ref(),
-            &dest,
-            Some(&creds),
-            &self.copy,
-        )
-        .await
-        {
-            Ok(report) => {
-                self.bytes_copied
-                    .fetch_add(report.bytes_uploaded, Ordering::Relaxed);
-                self.bytes_skipped
-                    .fetch_add(report.bytes_skipped, Ordering::Relaxed);
-                ImageState::Ready(format!("{host}/{}@{}", dest.repository, report.digest))
-            }
-            Err(e) => match e {
-                crate::oci::copy::CopyError::Registry(r) => registry_state(&r),
-                other => failed("CopyFailed", other.to_string()),
-            },
         }
     }
 }

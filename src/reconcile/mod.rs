@@ -20,7 +20,7 @@ use crate::cloudflare::ApiError;
 use crate::spec::{CloudflareContainer, CloudflareContainerStatus, DeletionPolicy};
 pub use converge::{ConvergeOptions, Converged, converge, converge_all};
 use images::{ImageResolver, Peers};
-use model::{Desired, Observed, owner_of};
+use model::{Desired, ImageAction, ImageState, Observed, owner_of};
 pub use outcome::{DeleteOutcome, Happening, Outcome, ReconcileOutcome};
 use plan::{Action, Plan, plan};
 use status::StatusInput;
@@ -33,6 +33,8 @@ type Bundle = (String, Vec<(String, Vec<u8>)>);
 pub struct Reconciler {
     pub view: Arc<AccountView>,
     pub images: Arc<ImageResolver>,
+    /// Who records ownership: every owner id and image repository names it.
+    pub cluster: crate::spec::ClusterIdentity,
     /// Worker bundles pulled from registries: reference → (manifest digest, files).
     bundles: tokio::sync::Mutex<HashMap<String, Bundle>>,
 }
@@ -40,16 +42,22 @@ pub struct Reconciler {
 type Observation = (Observed, Option<(String, i64)>);
 
 impl Reconciler {
-    pub fn new(view: Arc<AccountView>, images: Arc<ImageResolver>) -> Self {
+    pub fn new(
+        view: Arc<AccountView>,
+        images: Arc<ImageResolver>,
+        cluster: crate::spec::ClusterIdentity,
+    ) -> Self {
         Reconciler {
             view,
             images,
+            cluster,
             bundles: Default::default(),
         }
     }
 
-    /// Reads what Cloudflare has for this object (mostly from the cached view), getting
-    /// its image into Cloudflare's registry.
+    /// Reads what Cloudflare has for this object (mostly from the cached view) and
+    /// what it takes to get its image there. Reads only: nothing is copied, built,
+    /// pushed or minted.
     pub async fn observe(
         &self,
         obj: &CloudflareContainer,
@@ -57,7 +65,7 @@ impl Reconciler {
         peers: &dyn Peers,
         confirm: bool,
     ) -> Result<Observation, ApiError> {
-        let image = self.images.resolve(obj, peers).await;
+        let image = self.images.observe(obj, peers, self.cluster.id()).await;
         self.observe_with(image, desired, confirm).await
     }
 
@@ -106,7 +114,12 @@ impl Reconciler {
             .applications_owned_by(&desired.owner)
             .await?
             .into_iter()
-            .filter(|a| a.name != desired.application_name)
+            // A rename's leftover is the application this object's status recorded,
+            // nothing else carrying the label: a label can be copied, an id cannot.
+            .filter(|a| {
+                a.name != desired.application_name
+                    && desired.recorded_application.as_deref() == Some(a.id.as_str())
+            })
             .collect();
         let namespace_application = match &namespace {
             Some(ns) => view
@@ -137,16 +150,19 @@ impl Reconciler {
         ))
     }
 
+    /// The desired state of a container, its Worker looked up among the peers.
+    pub fn desired_of(&self, obj: &CloudflareContainer, peers: &dyn Peers) -> Desired {
+        Desired::from_spec(obj, peers, &self.cluster)
+    }
+
     /// The plan for this object, without acting (what `flaredock plan` prints).
     pub async fn preview(
         &self,
         obj: &CloudflareContainer,
         peers: &dyn Peers,
     ) -> Result<(Plan, Observed), ApiError> {
-        let desired = desired_of(obj, peers);
-        // Nothing is copied or built for a preview.
-        let image = self.images.preview(obj, peers).await;
-        let (observed, _) = self.observe_with(image, &desired, false).await?;
+        let desired = self.desired_of(obj, peers);
+        let (observed, _) = self.observe(obj, &desired, peers, false).await?;
         Ok((plan(&desired, &observed), observed))
     }
 
@@ -157,7 +173,7 @@ impl Reconciler {
         previous: Option<&CloudflareContainerStatus>,
         peers: &dyn Peers,
     ) -> ReconcileOutcome {
-        let desired = desired_of(obj, peers);
+        let desired = self.desired_of(obj, peers);
         let generation = obj.metadata.generation;
         let now = jiff::Timestamp::now();
         // Ready is confirmed from the application's versions (what runs), not from its
@@ -238,17 +254,56 @@ impl Reconciler {
             hold_rollout(&mut the_plan, r, &first.0);
         }
         let mut events = Vec::new();
-        let acted = self
-            .act(
-                &desired.owner,
-                &desired.application_name,
-                &the_plan,
-                &mut events,
-            )
-            .await;
+        // Getting the image comes first; when its digest was not known to the plan
+        // (a build, a tag read), what it found is planned again and acted on, once.
+        let got = self.get_image(obj, &mut the_plan, &mut events).await;
+        let mut acquired = None;
+        let acted = match got {
+            Some(ImageState::Ready(image)) if the_plan.actions.is_empty() => {
+                match self
+                    .observe_with(ImageState::Ready(image.clone()), &desired, confirm)
+                    .await
+                {
+                    Ok(again) => {
+                        the_plan = plan(&desired, &again.0);
+                        acquired = Some(ImageState::Ready(image));
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            Some(other @ (ImageState::Pending { .. } | ImageState::Failed { .. })) => {
+                the_plan.actions.clear();
+                acquired = Some(other);
+                Ok(())
+            }
+            Some(ready) => {
+                acquired = Some(ready);
+                Ok(())
+            }
+            None => Ok(()),
+        };
+        let acted = match acted {
+            Ok(()) => {
+                self.act(
+                    &desired.owner,
+                    &desired.application_name,
+                    &the_plan,
+                    &mut events,
+                )
+                .await
+            }
+            Err(e) => Err(e),
+        };
+        let reobserve = |image: Option<ImageState>| async {
+            match image {
+                Some(image) => self.observe_with(image, &desired, confirm).await,
+                None => self.observe(obj, &desired, peers, confirm).await,
+            }
+        };
         let (after, error) = match acted {
-            Ok(()) if the_plan.actions.is_empty() => (Ok(first), None),
-            Ok(()) => (self.observe(obj, &desired, peers, confirm).await, None),
+            Ok(()) if the_plan.actions.is_empty() && acquired.is_none() => (Ok(first), None),
+            Ok(()) => (reobserve(acquired.clone()).await, None),
             Err(e) => {
                 // A failed write may have half-happened: what the view says is stale.
                 self.view.invalidate_applications().await;
@@ -325,6 +380,38 @@ impl Reconciler {
         }
     }
 
+    /// Runs the plan's image action, when it has one (always first), taking it out of
+    /// the plan: what it found, or `None` when there was nothing to get.
+    async fn get_image(
+        &self,
+        obj: &CloudflareContainer,
+        plan: &mut Plan,
+        events: &mut Vec<Happening>,
+    ) -> Option<ImageState> {
+        let Some(Action::GetImage(action)) = plan.actions.first().cloned() else {
+            return None;
+        };
+        plan.actions.remove(0);
+        let state = self.images.acquire(obj, &action).await;
+        if let (ImageState::Ready(image), ImageAction::Copy { source, .. }) = (&state, &action) {
+            events.push(Happening::new(
+                "ImageCopied",
+                format!("copied image {source} to {image}"),
+            ));
+        }
+        if let (ImageState::Ready(image), ImageAction::Build { .. }) = (&state, &action) {
+            events.push(Happening::new("ImageBuilt", format!("built image {image}")));
+        }
+        // A copy whose digest the plan knew deploys as planned; otherwise (a build,
+        // a tag read, another host) the rest is planned again from what was found.
+        let planned = action.deploys();
+        match &state {
+            ImageState::Ready(image) if planned.as_deref() == Some(image.as_str()) => {}
+            _ => plan.actions.clear(),
+        }
+        Some(state)
+    }
+
     /// Runs the plan's actions in order. Safe to re-run after a crash at any point.
     /// `owner` is the owner label of what this object creates, `name` what events call
     /// it (the application name, or the Worker script).
@@ -339,6 +426,8 @@ impl Reconciler {
         let client = view.client();
         for action in &plan.actions {
             match action {
+                // Taken out of the plan and run first by `get_image`.
+                Action::GetImage(_) => {}
                 Action::UploadScript {
                     script,
                     upload,
@@ -432,6 +521,16 @@ impl Reconciler {
                     }
                 }
                 Action::DeleteApplication { id, name, why } => {
+                    // Decided again on a fresh read: only what still carries this
+                    // object's owner label is deleted.
+                    match client.get_application(id).await {
+                        Ok(app) if owner_of(&app) == Some(owner) => {}
+                        Ok(_) | Err(ApiError::NotFound { .. }) => {
+                            view.invalidate_applications().await;
+                            continue;
+                        }
+                        Err(e) => return Err(e),
+                    }
                     client.delete_application(id).await?;
                     view.remove_application(id).await;
                     events.push(Happening::new(
@@ -488,7 +587,7 @@ impl Reconciler {
     /// Deletes what this object owns, as its `deletionPolicy` says. Applications it does
     /// not own are never touched.
     pub async fn delete(&self, obj: &CloudflareContainer) -> Result<DeleteOutcome, ApiError> {
-        let desired = Desired::from_spec(obj, &HashMap::new());
+        let desired = Desired::from_spec(obj, &HashMap::new(), &self.cluster);
         // Decided on a fresh read, never on the cached view: an application created
         // since the view was loaded (or by another replica) is not orphaned.
         self.view.refresh_applications().await?;
@@ -573,11 +672,6 @@ fn hold_rollout(
             crate::spec::RETRY_ROLLOUT_ANNOTATION
         ),
     });
-}
-
-/// The desired state of a container, its Worker looked up among the peers.
-pub fn desired_of(obj: &CloudflareContainer, peers: &dyn Peers) -> Desired {
-    Desired::from_spec(obj, peers)
 }
 
 #[cfg(test)]

@@ -12,11 +12,105 @@ use crate::spec::{
     RolloutStrategyName,
 };
 
+/// What it takes to get an image into Cloudflare's registry. Observe only finds out;
+/// the plan names it as an action ([`super::plan::Action::GetImage`]); act does it,
+/// behind the same gates as every other write (suspend, Observe, adoption approval,
+/// ownership, leadership). Copies and builds go to the object's own repository
+/// ([`object_repository`]), never to a tag another object reads.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ImageAction {
+    /// Copy `source` (whose manifest, as deployed, is `digest`) to `destination`, a
+    /// tagged reference in the object's repository.
+    Copy {
+        source: String,
+        destination: String,
+        digest: String,
+    },
+    /// Build `spec.build` and push it as `destination` (tagged): its digest is known
+    /// once the build has pushed.
+    Build { destination: String },
+    /// Read the digest `reference` (a tag in Cloudflare's registry) names: that read
+    /// needs registry credentials, and minting them is a write, so act does it.
+    Resolve { reference: String },
+}
+
+impl ImageAction {
+    /// The digest reference this action makes deployable, when known before acting.
+    pub fn deploys(&self) -> Option<String> {
+        match self {
+            ImageAction::Copy {
+                destination,
+                digest,
+                ..
+            } => Some(format!("{}@{digest}", untagged(destination))),
+            ImageAction::Build { .. } | ImageAction::Resolve { .. } => None,
+        }
+    }
+
+    /// What the plan shows as the image until act knows its digest: the tagged
+    /// reference it builds or reads (a copy's digest is known: [`Self::deploys`]).
+    pub fn placeholder(&self) -> String {
+        match self {
+            ImageAction::Copy { destination, .. } | ImageAction::Build { destination } => {
+                destination.clone()
+            }
+            ImageAction::Resolve { reference } => reference.clone(),
+        }
+    }
+}
+
+impl std::fmt::Display for ImageAction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ImageAction::Copy {
+                source,
+                destination,
+                digest,
+            } => write!(f, "copy image {source} → {destination} ({digest})"),
+            ImageAction::Build { destination } => write!(f, "build image → {destination}"),
+            ImageAction::Resolve { reference } => write!(
+                f,
+                "read the digest of {reference} in Cloudflare's registry (mints pull credentials)"
+            ),
+        }
+    }
+}
+
+/// `host/repo:tag` → `host/repo` (a port's colon is kept).
+fn untagged(reference: &str) -> &str {
+    match reference.rsplit_once(':') {
+        Some((repo, tag)) if !tag.contains('/') => repo,
+        _ => reference,
+    }
+}
+
+/// Do two digest references name the same image in the same repository, whatever
+/// registry host each was written with (the host credentials report may differ from
+/// the one an application was created with)?
+pub fn same_image(a: &str, b: &str) -> bool {
+    let path = |r: &str| -> Option<(String, String)> {
+        let (name, digest) = r.split_once('@')?;
+        let repo = name.split_once('/').map(|(_, p)| p).unwrap_or(name);
+        Some((repo.to_string(), digest.to_string()))
+    };
+    a == b || (path(a).is_some() && path(a) == path(b))
+}
+
+/// The repository, below the account, where flaredock copies or builds an object's
+/// image: `<cluster id>/<namespace>/<name>`. It belongs to that one object: no other
+/// object, namespace or cluster writes there, and a short name a tenant deploys from
+/// Cloudflare's registry (`shop:v1` → `<account>/shop`) is only ever read.
+pub fn object_repository(cluster: &str, namespace: &str, name: &str) -> String {
+    format!("{cluster}/{namespace}/{name}")
+}
+
 /// The image, as far as it could be resolved.
 #[derive(Clone, Debug, PartialEq)]
 pub enum ImageState {
     /// Digest reference in Cloudflare's registry, ready to deploy.
     Ready(String),
+    /// Not in Cloudflare's registry yet, or not known to be: an action gets it there.
+    Needs(ImageAction),
     /// Not available yet (tag missing, promotion source not Ready, build pending): retry.
     Pending { reason: String, message: String },
     /// Cannot be resolved until the spec or credentials change.
@@ -146,6 +240,9 @@ pub struct Desired {
     pub key: String,
     /// Value of the owner label.
     pub owner: String,
+    /// The id of the application flaredock made for this object, as its status
+    /// recorded it: a rename's leftover is deleted only by this id.
+    pub recorded_application: Option<String>,
     pub application_name: String,
     pub class_name: String,
     pub worker: WorkerTarget,
@@ -195,7 +292,11 @@ pub fn normalise_constraints(c: Option<&ApplicationConstraints>) -> Option<Appli
 impl Desired {
     /// The desired state of `obj`; `worker_script` gives the script name of a
     /// CloudflareWorker of a namespace (`None` when no such object is known).
-    pub fn from_spec(obj: &CloudflareContainer, peers: &dyn Peers) -> Desired {
+    pub fn from_spec(
+        obj: &CloudflareContainer,
+        peers: &dyn Peers,
+        cluster: &crate::spec::ClusterIdentity,
+    ) -> Desired {
         let s = &obj.spec;
         let ns = obj.namespace_or_default();
         let worker = match (&s.worker.name, &s.worker.script_name) {
@@ -239,7 +340,8 @@ impl Desired {
         let (env, env_sources, env_blocked) = resolve_env(obj, peers);
         Desired {
             key: obj.key(),
-            owner: obj.owner_id(),
+            owner: obj.owner_id(cluster),
+            recorded_application: obj.status.as_ref().and_then(|s| s.application_id.clone()),
             application_name: obj.application_name().to_string(),
             class_name: s.class_name.clone(),
             worker,

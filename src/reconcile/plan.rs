@@ -12,6 +12,9 @@ use crate::spec::OWNER_LABEL;
 /// One change to make at Cloudflare.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Action {
+    /// Get the image into Cloudflare's registry: copy, build, or read its digest
+    /// (which mints registry credentials). Always first.
+    GetImage(ImageAction),
     /// Upload a CloudflareWorker's script (code, bindings, `containers`, migration).
     UploadScript {
         script: String,
@@ -45,6 +48,7 @@ pub enum Action {
 impl fmt::Display for Action {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Action::GetImage(a) => a.fmt(f),
             Action::UploadScript {
                 script,
                 upload,
@@ -138,6 +142,9 @@ impl Action {
     /// A stable machine name of the action (the JSON plan's `actions[].kind`).
     pub fn kind(&self) -> &'static str {
         match self {
+            Action::GetImage(ImageAction::Copy { .. }) => "copy-image",
+            Action::GetImage(ImageAction::Build { .. }) => "build-image",
+            Action::GetImage(ImageAction::Resolve { .. }) => "resolve-image",
             Action::UploadScript { .. } => "upload-script",
             Action::CreateApplication { .. } => "create-application",
             Action::ModifyApplication { .. } => "modify-application",
@@ -336,9 +343,63 @@ pub fn runs_spec(desired: &Desired, image: &str, config: &DeploymentConfiguratio
 }
 
 pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
+    // Getting the image is the first action. A copy's digest is known before it is
+    // made: the plan deploys that digest, unless the application already runs it. A
+    // build's or a tag's digest is known only once act has it: the plan shows the
+    // tagged reference, and act plans again from what it found.
+    let mut get = None;
+    let mut placeholder = None;
+    let pinned;
+    let observed = match &observed.image {
+        ImageState::Needs(action) => {
+            let image = match action.deploys() {
+                Some(deploys) => match running_image(observed) {
+                    Some(r) if same_image(r, &deploys) => r.to_string(),
+                    _ => {
+                        get = Some(action.clone());
+                        deploys
+                    }
+                },
+                None => {
+                    get = Some(action.clone());
+                    placeholder = Some(action.placeholder());
+                    action.placeholder()
+                }
+            };
+            pinned = Observed {
+                image: ImageState::Ready(image),
+                ..observed.clone()
+            };
+            &pinned
+        }
+        _ => observed,
+    };
     let mut plan = plan_actions(desired, observed);
     defer_blocked_creates(&mut plan, observed);
+    if let Some(get) = get
+        && !plan.actions.is_empty()
+    {
+        plan.actions.insert(0, Action::GetImage(get));
+        if let Some(p) = placeholder {
+            let shown = match &plan.actions[0] {
+                Action::GetImage(ImageAction::Build { .. }) => "digest once built",
+                _ => "digest read at apply",
+            };
+            for c in plan.changes.iter_mut().filter(|c| c.to == p) {
+                c.to = format!("{p} ({shown})");
+            }
+        }
+    }
     plan
+}
+
+/// The image the application runs, or is rolling out to.
+fn running_image(observed: &Observed) -> Option<&str> {
+    observed
+        .target_configuration
+        .as_ref()
+        .or(observed.application.as_ref().map(|a| &a.configuration))
+        .map(|c| c.image.as_str())
 }
 
 /// Cloudflare deletes applications asynchronously: their name and namespace stay taken
@@ -405,6 +466,8 @@ fn plan_actions(desired: &Desired, observed: &Observed) -> Plan {
 
     let image = match &observed.image {
         ImageState::Ready(image) => image.clone(),
+        // `plan` has pinned every image action; a tagged reference stands in.
+        ImageState::Needs(action) => action.placeholder(),
         ImageState::Pending { reason, message } => return plan.wait(reason, message.clone()),
         ImageState::Failed { reason, message } => return Plan::refuse(reason, message.clone()),
     };

@@ -109,6 +109,12 @@ pub fn derive(
         | Some(ImageState::Failed { reason, message }) => {
             cond("ImageReady", false, reason.clone(), message.clone())
         }
+        Some(ImageState::Needs(action)) => cond(
+            "ImageReady",
+            false,
+            "ImagePending",
+            format!("to do: {action}"),
+        ),
         None => cond(
             "ImageReady",
             false,
@@ -254,6 +260,9 @@ pub fn derive(
         (r.clone(), m.clone())
     } else if let Some(e) = input.error {
         (e.reason().to_string(), explain(e, input.desired))
+    } else if let Some(Blocked::Waiting { reason, message }) = blocked {
+        // What the plan waits for says more than an image not fetched yet.
+        (reason.clone(), message.clone())
     } else if let Some(c) = conds.iter().find(|c| !c.ok) {
         (c.reason.clone(), c.message.clone())
     } else {

@@ -581,12 +581,11 @@ macro_rules! object_names {
                     .map(String::as_str)
             }
 
-            /// The owner flaredock records at Cloudflare for this object:
-            /// `namespace.name` in the cluster `default`, `cluster/namespace.name` in
-            /// another (`--cluster-name`), so that two clusters sharing an account never
+            /// The owner flaredock records at Cloudflare for this object,
+            /// `<cluster id>/<namespace>.<name>`: two clusters sharing an account never
             /// take each other's applications or scripts.
-            pub fn owner_id(&self) -> String {
-                owner_id(cluster_name(), self.namespace_or_default(), self.name())
+            pub fn owner_id(&self, cluster: &ClusterIdentity) -> String {
+                cluster.owner(self.namespace_or_default(), self.name())
             }
         }
 
@@ -603,46 +602,83 @@ macro_rules! object_names {
     };
 }
 
-/// The cluster name of ownership when none is set.
-pub const DEFAULT_CLUSTER: &str = "default";
+/// Who records ownership at Cloudflare: a cluster id that is unique without any
+/// configuration, and a readable name. The controller's id is taken from the UID of
+/// its cluster's `kube-system` namespace (`--cluster-id` overrides it); the command
+/// line's is [`ClusterIdentity::CLI`] unless `--cluster-id` says otherwise. Owner ids
+/// are `<id>/<namespace>.<name>`, so two clusters sharing an account never look alike,
+/// whatever they are called.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterIdentity {
+    id: String,
+    name: Option<String>,
+}
 
-static CLUSTER_NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+impl ClusterIdentity {
+    /// The command line's cluster id.
+    pub const CLI: &'static str = "cli";
 
-/// Sets the cluster name this process records in owner ids (`--cluster-name`), once,
-/// at startup. A name that is not 1–40 lowercase letters, digits or `-` is refused.
-pub fn set_cluster_name(name: &str) -> Result<(), String> {
-    let valid = !name.is_empty()
-        && name.len() <= 40
-        && name
+    /// `id`: 1 to 40 lowercase letters, digits or `-`; `name` is only shown.
+    pub fn new(id: &str, name: Option<&str>) -> Result<Self, String> {
+        let valid = !id.is_empty()
+            && id.len() <= 40
+            && id
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+        if !valid {
+            return Err(format!(
+                "cluster id {id:?}: use 1 to 40 lowercase letters, digits or '-'"
+            ));
+        }
+        Ok(ClusterIdentity {
+            id: id.to_string(),
+            name: name.filter(|n| !n.is_empty()).map(str::to_string),
+        })
+    }
+
+    /// The id of a cluster whose `kube-system` namespace has this UID: its first 16
+    /// hexadecimal digits.
+    pub fn from_uid(uid: &str, name: Option<&str>) -> Result<Self, String> {
+        let hex: String = uid
             .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-    if !valid {
-        return Err(format!(
-            "--cluster-name {name:?}: use 1 to 40 lowercase letters, digits or '-'"
-        ));
+            .filter(char::is_ascii_hexdigit)
+            .map(|c| c.to_ascii_lowercase())
+            .take(16)
+            .collect();
+        if hex.len() < 16 {
+            return Err(format!(
+                "the kube-system namespace's UID {uid:?} is not a UUID"
+            ));
+        }
+        ClusterIdentity::new(&hex, name)
     }
-    match CLUSTER_NAME.set(name.to_string()) {
-        Ok(()) => Ok(()),
-        Err(_) if cluster_name() == name => Ok(()),
-        Err(_) => Err("the cluster name is already set".into()),
+
+    /// The command line's identity.
+    pub fn cli() -> Self {
+        ClusterIdentity {
+            id: Self::CLI.into(),
+            name: None,
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The readable name, when one was given.
+    pub fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
+    /// The owner id of `namespace/name` in this cluster.
+    pub fn owner(&self, namespace: &str, name: &str) -> String {
+        owner_id(&self.id, namespace, name)
     }
 }
 
-/// The cluster name of this process (`default` unless set).
-pub fn cluster_name() -> &'static str {
-    CLUSTER_NAME
-        .get()
-        .map(String::as_str)
-        .unwrap_or(DEFAULT_CLUSTER)
-}
-
-/// The owner id of `namespace/name` in `cluster`.
+/// The owner id of `namespace/name` in the cluster with id `cluster`.
 pub fn owner_id(cluster: &str, namespace: &str, name: &str) -> String {
-    if cluster == DEFAULT_CLUSTER {
-        format!("{namespace}.{name}")
-    } else {
-        format!("{cluster}/{namespace}.{name}")
-    }
+    format!("{cluster}/{namespace}.{name}")
 }
 
 /// The annotation that asks for a reconcile now (Flux's convention; any new value).

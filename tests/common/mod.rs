@@ -107,6 +107,7 @@ pub fn reconciler_for(client: &CloudflareClient) -> Reconciler {
     Reconciler::new(
         std::sync::Arc::new(AccountView::new(client.clone())),
         std::sync::Arc::new(images),
+        flaredock::spec::ClusterIdentity::cli(),
     )
 }
 

@@ -173,7 +173,13 @@ impl Reconciler {
     ) -> Result<DesiredWorker, Blocked> {
         let inputs = self.worker_inputs(obj, data).await?;
         let key = self.view.client().token_fingerprint();
-        Ok(DesiredWorker::new(obj, inputs, containers, &key))
+        Ok(DesiredWorker::new(
+            obj,
+            inputs,
+            containers,
+            &key,
+            &self.cluster,
+        ))
     }
 
     async fn observe_worker(&self, script: &str) -> Result<ObservedWorker, ApiError> {
@@ -365,7 +371,8 @@ impl Reconciler {
         let Some(info) = self.view.script(script).await? else {
             return Ok(DeleteOutcome::Deleted(vec![]));
         };
-        if RecordedTags::read(&info).owner.as_deref() != Some(obj.owner_id().as_str()) {
+        if RecordedTags::read(&info).owner.as_deref() != Some(obj.owner_id(&self.cluster).as_str())
+        {
             return Ok(DeleteOutcome::Deleted(vec![]));
         }
         if obj.spec.deletion_policy == DeletionPolicy::Orphan {

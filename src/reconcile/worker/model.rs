@@ -201,6 +201,7 @@ impl DesiredWorker {
         inputs: WorkerInputs,
         mut containers: Vec<ContainerClass>,
         secret_key: &[u8; 32],
+        cluster: &crate::spec::ClusterIdentity,
     ) -> DesiredWorker {
         let s = &obj.spec;
         containers.sort();
@@ -251,7 +252,7 @@ impl DesiredWorker {
         );
         DesiredWorker {
             key: obj.key(),
-            owner: obj.owner_id(),
+            owner: obj.owner_id(cluster),
             script_name: obj.script_name().to_string(),
             main_module,
             compatibility_date: s.compatibility_date.clone(),
