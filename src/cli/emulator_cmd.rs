@@ -45,6 +45,16 @@ pub(super) async fn run_emulator(args: EmulatorArgs) -> i32 {
         println!("  export CLOUDFLARE_API_TOKEN={}", em.api_token());
     }
     println!("  registry: {}", em.registry_host());
+    if !em.addr.ip().to_canonical().is_loopback() {
+        // Beyond loopback the test hooks need the API token; the default one is public.
+        println!("  test hooks (/__emulator/*): Authorization: Bearer <the API token> required");
+        if default_token {
+            eprintln!(
+                "warning: listening on {} with the default API token, which anyone can read in flaredock's documentation: pass --api-token",
+                em.addr
+            );
+        }
+    }
     tracing::info!(address = %em.addr, "emulator listening");
     let _ = tokio::signal::ctrl_c().await;
     em.stop().await;

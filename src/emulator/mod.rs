@@ -12,6 +12,29 @@
 //! [`schema`]) with unknown fields refused, and in tests every answer is checked against
 //! the status and schema the extract declares ([`contract`]).
 //!
+//! **Run as a server** (`flaredock emulator`), it keeps what it holds to itself:
+//! - **Test hooks** (`/__emulator/*`) answer, on a loopback listener, only clients whose
+//!   TCP peer address is loopback; on any other listener (`0.0.0.0`, a host address)
+//!   only requests with `Authorization: Bearer <the API token>`, loopback clients
+//!   included. The peer address comes from the connection (axum `ConnectInfo`), never
+//!   from a header. Others get 403 with a message naming the rule ([`api`]'s hooks).
+//!   The API token is the token: it already opens the whole account.
+//! - **Redaction** ([`redact`]): the state dump (`GET /__emulator/state`), the `--state`
+//!   file and the contract log show a Worker's `secret_text` (and `secret_key`) values
+//!   and every container environment variable's value as `[redacted by the emulator]`,
+//!   names kept. Registry passwords (minted, or `--registry-password`) are never in
+//!   the account. The request log keeps method, path and status only.
+//! - **Body limits** ([`limits`], with their sources): a Worker upload 100 MB as a
+//!   request (Cloudflare's network-wide limit) and 10 MiB of modules after compression
+//!   (the Workers Paid plan's Worker size, code 10027); other API bodies and hook
+//!   bodies 1 MiB (the emulator's own bound); registry manifests 4 MiB and blobs 20 GB
+//!   (the largest image Cloudflare runs), blob uploads streamed and bounded per request
+//!   and per session. An oversize body is answered 413 (Cloudflare's envelope, or the
+//!   OCI error `SIZE_INVALID`) as soon as its declared length or the bytes read pass
+//!   the limit; the rest is never read.
+//! - **The state file** is written with mode 0600, into a new temporary file next to it
+//!   that is renamed over it (atomic), one write at a time.
+//!
 //! **Remaining deviations from the official schema and from wrangler's behaviour.**
 //! Where the two disagree, the official schema is followed:
 //! - `scheduling_policy` accepts only `default`, rollout `strategy` `rolling` and
@@ -65,10 +88,17 @@
 //!   like a live one in lists and reads — nothing in the official schema marks it —
 //!   while its name and namespace stay taken; changing it answers 409.
 //! - `--state FILE` persists the account (applications, rollouts, namespaces, scripts),
-//!   not the embedded registry's content.
+//!   not the embedded registry's content, and redacted: after a restart a Worker's
+//!   secret values and the containers' environment values read back as the redaction
+//!   marker (flaredock sees the drift and writes them again).
+//! - Body limits ([`limits`]): the 1 MiB bound on JSON bodies is the emulator's own;
+//!   Cloudflare documents neither that nor the status of a too-large Worker (413 here)
+//!   or a code for an oversize API body (1000 here, 10027 on the Worker routes).
 
 pub mod api;
 pub mod contract;
+pub mod limits;
+pub mod redact;
 pub mod registry;
 pub mod schema;
 pub mod scripts;
@@ -130,6 +160,8 @@ pub struct EmulatorConfig {
     /// Check every exchange against the official contract (`contract`), keeping the
     /// problems; on by default when `FLAREDOCK_CONTRACT_LOG` is set.
     pub check_contract: bool,
+    /// Request body limits per kind of route ([`limits`]; Cloudflare's by default).
+    pub limits: limits::BodyLimits,
 }
 
 impl Default for EmulatorConfig {
@@ -149,6 +181,7 @@ impl Default for EmulatorConfig {
             seed_demo: true,
             capture_bodies: false,
             check_contract: std::env::var_os(contract::LOG_ENV).is_some(),
+            limits: limits::BodyLimits::default(),
         }
     }
 }
@@ -229,6 +262,8 @@ pub struct Shared {
     faults: Mutex<std::collections::VecDeque<(Option<String>, ScriptedFault)>>,
     exchanges: Mutex<Vec<Exchange>>,
     contract_problems: Mutex<Vec<String>>,
+    /// Held while the state file is written, so that writes land in order.
+    persisting: Mutex<u64>,
 }
 
 impl Shared {
@@ -279,12 +314,32 @@ impl Shared {
         if self.config.check_contract {
             let (_, problems) = contract::check(&e);
             if !problems.is_empty() {
+                // A schema violation may quote the request: never a secret's value.
+                let secrets = request_secrets(&e);
+                let problems: Vec<String> = problems
+                    .iter()
+                    .map(|p| redact::scrub(p, &secrets))
+                    .collect();
                 contract::log(&problems);
                 crate::lock(&self.contract_problems).extend(problems);
             }
         }
         if self.config.capture_bodies {
             crate::lock(&self.exchanges).push(e);
+        }
+    }
+
+    /// The account as the state dump and the state file show it: secret and
+    /// environment values replaced by [`redact::REDACTED`].
+    pub fn state_dump(&self) -> serde_json::Value {
+        let value = {
+            let mut account = self.account();
+            account.advance_rollouts();
+            serde_json::to_value(&*account)
+        };
+        match value {
+            Ok(v) => redact::redact(v),
+            Err(e) => serde_json::json!({"error": format!("cannot serialize the state: {e}")}),
         }
     }
 
@@ -309,21 +364,63 @@ impl Shared {
             .any(|m| m.expires > now && m.username == username && m.password == password)
     }
 
-    /// Persists the account to `--state FILE`, when set.
+    /// Persists the account to `--state FILE`, when set: redacted, into a temporary
+    /// file created with mode 0600 next to it, then renamed over it.
     fn persist(&self) {
         let Some(path) = &self.config.state_file else {
             return;
         };
-        let json = match serde_json::to_vec_pretty(&*self.account()) {
+        let mut writes = crate::lock(&self.persisting);
+        *writes += 1;
+        let json = serde_json::to_value(&*self.account())
+            .map(redact::redact)
+            .and_then(|v| serde_json::to_vec_pretty(&v));
+        let json = match json {
             Ok(j) => j,
             Err(e) => {
                 tracing::warn!(error = %e, "emulator: could not serialize state");
                 return;
             }
         };
-        let tmp = path.with_extension("tmp");
-        if let Err(e) = std::fs::write(&tmp, json).and_then(|_| std::fs::rename(&tmp, path)) {
+        if let Err(e) = write_private(path, &json, *writes) {
             tracing::warn!(error = %e, path = %path.display(), "emulator: could not save state");
+        }
+    }
+}
+
+/// The secret values an exchange's request carries (JSON body, or a Worker upload's
+/// metadata), to scrub from what is logged about it.
+fn request_secrets(e: &Exchange) -> Vec<String> {
+    let body = serde_json::from_slice::<serde_json::Value>(&e.request_body).or_else(|_| {
+        contract::multipart_json(&e.request_content_type, &e.request_body, "metadata")
+    });
+    body.map(|v| redact::secret_values(&v)).unwrap_or_default()
+}
+
+/// Writes `bytes` to `path` atomically: a new file `path.<pid>.<n>.tmp` created with
+/// mode 0600 (owner only), synced, then renamed over `path`.
+fn write_private(path: &std::path::Path, bytes: &[u8], n: u64) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".{}.{n}.tmp", std::process::id()));
+    let tmp = PathBuf::from(tmp);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let _ = std::fs::remove_file(&tmp);
+    let written = options.open(&tmp).and_then(|mut f| {
+        f.write_all(bytes)?;
+        f.sync_all()
+    });
+    match written.and_then(|_| std::fs::rename(&tmp, path)) {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            Err(e)
         }
     }
 }
@@ -460,10 +557,13 @@ pub async fn start(config: EmulatorConfig) -> Result<RunningEmulator, StartError
         faults: Mutex::new(Default::default()),
         exchanges: Mutex::new(Vec::new()),
         contract_problems: Mutex::new(Vec::new()),
+        persisting: Mutex::new(0),
     });
     let app = api::router(shared.clone());
     let (tx, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
+        // The peer address reaches the handlers: the test hooks' access rule reads it.
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
         let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
             let _ = rx.await;
         });

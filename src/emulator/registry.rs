@@ -197,6 +197,11 @@ impl Registry {
         id
     }
 
+    /// How many bytes an upload session holds so far (`None`: no such session).
+    pub fn upload_len(&self, id: &str) -> Option<usize> {
+        self.uploads.get(id).map(|(_, data)| data.len())
+    }
+
     pub fn append_upload(&mut self, id: &str, chunk: &[u8]) -> Result<usize, RegistryError> {
         let (_, data) = self
             .uploads

@@ -31,6 +31,8 @@ pub mod codes {
     pub const RATE_LIMITED: i64 = 1015;
     /// Internal error (fault injection).
     pub const INTERNAL: i64 = 10002;
+    /// A Worker over its size limit (`workers.api.error.script_too_large`).
+    pub const SCRIPT_TOO_LARGE: i64 = 10027;
 }
 
 /// An API failure: HTTP status plus Cloudflare error.

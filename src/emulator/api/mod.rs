@@ -1,6 +1,7 @@
 //! HTTP side of the emulator: the router, Cloudflare's envelope, and the gate every API
-//! request passes (latency, bearer token, rate limit and its headers, the official
-//! schema of the body, faults, request log). The handlers live in rooms: `containers`
+//! request passes (the body read within its route's limit, `super::limits`; latency,
+//! bearer token, rate limit and its headers, the official schema of the body, faults,
+//! request log). The test hooks have their own gate (access rule, body limit). The handlers live in rooms: `containers`
 //! and `workers` under `/client/v4`, `hooks` under `/__emulator`, and the embedded
 //! registry under `/v2` (`registry_http`).
 
@@ -163,18 +164,20 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .nest("/accounts/{account}", accounts)
         .fallback(no_route)
         .layer(middleware::from_fn_with_state(shared.clone(), gate));
+    let hooks = Router::new()
+        .route("/requests", get(hook_requests).delete(hook_clear_requests))
+        .route("/scripts/{name}", put(hook_put_script))
+        .route("/state", get(hook_state))
+        .route("/faults", post(hook_faults))
+        .layer(middleware::from_fn_with_state(shared.clone(), hook_gate));
     Router::new()
         .nest("/client/v4", api)
-        .route(
-            "/__emulator/requests",
-            get(hook_requests).delete(hook_clear_requests),
-        )
-        .route("/__emulator/scripts/{name}", put(hook_put_script))
-        .route("/__emulator/state", get(hook_state))
-        .route("/__emulator/faults", post(hook_faults))
+        .nest("/__emulator", hooks)
         .route("/v2", any(registry_entry))
         .route("/v2/", any(registry_entry))
         .route("/v2/{*path}", any(registry_entry))
+        // Every body is read within its own limit (`limits`), by the gates and the
+        // registry; axum's single default would not tell the routes apart.
         .layer(DefaultBodyLimit::disable())
         .with_state(shared)
 }
@@ -266,36 +269,28 @@ async fn gate(State(shared): Shr, req: Request, next: Next) -> Response {
         Some(original) => original.0.path().to_string(),
         None => req.uri().path().to_string(),
     };
-    if !shared.config.capture_bodies && !shared.config.check_contract {
-        let (status, response) = gate_inner(&shared, req, next).await;
-        shared.record(RequestRecord {
-            method,
-            path,
-            status,
-        });
-        if status == 0 {
-            return response;
-        }
-        return with_rate_headers(&shared, response);
-    }
-    let content_type = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
-    let user_agent = req
-        .headers()
-        .get(header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
+    let content_type = header_text(req.headers(), header::CONTENT_TYPE);
+    let user_agent = header_text(req.headers(), header::USER_AGENT);
+    // The body is read first, within its route's limit (as Cloudflare's edge does):
+    // an oversize one is refused with 413 before (declared length) or as soon as
+    // (streamed) it passes the limit, and never read to its end.
+    let relative = path.trim_start_matches("/client/v4");
+    let limit = shared.config.limits.api(&method, relative);
     let (parts, body) = req.into_parts();
-    let request_body = axum::body::to_bytes(body, usize::MAX)
-        .await
-        .unwrap_or_default();
-    let req = Request::from_parts(parts, Body::from(request_body.clone()));
-    let (status, response) = gate_inner(&shared, req, next).await;
+    let read = match super::limits::check_declared(&parts.headers, limit) {
+        Ok(()) => super::limits::read_bounded(body, limit).await,
+        Err(e) => Err(e),
+    };
+    let (request_body, (status, response)) = match read {
+        Ok(bytes) => {
+            let req = Request::from_parts(parts, Body::from(bytes.clone()));
+            (bytes, gate_inner(&shared, req, next).await)
+        }
+        Err(e) => {
+            let f = body_refused(&method, relative, e);
+            (Bytes::new(), (f.status, fail(f)))
+        }
+    };
     shared.record(RequestRecord {
         method: method.clone(),
         path: path.clone(),
@@ -303,6 +298,9 @@ async fn gate(State(shared): Shr, req: Request, next: Next) -> Response {
     });
     if status == 0 {
         return response;
+    }
+    if !shared.config.capture_bodies && !shared.config.check_contract {
+        return with_rate_headers(&shared, response);
     }
     let (parts, body) = response.into_parts();
     let response_body = axum::body::to_bytes(body, usize::MAX)
@@ -321,6 +319,47 @@ async fn gate(State(shared): Shr, req: Request, next: Next) -> Response {
         &shared,
         Response::from_parts(parts, Body::from(response_body)),
     )
+}
+
+fn header_text(headers: &HeaderMap, name: header::HeaderName) -> String {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string()
+}
+
+/// The answer to a body that could not be read: 413 when it is over its limit (see
+/// `limits` for the codes), 400 when the connection broke.
+fn body_refused(method: &str, path: &str, e: super::limits::ReadError) -> Failure {
+    let limit = match e {
+        super::limits::ReadError::TooLarge { limit } => limit,
+        super::limits::ReadError::Broken(e) => {
+            return Failure::invalid(format!("request body: {e}"));
+        }
+    };
+    let size = super::limits::human(limit);
+    if matches!(method, "PUT" | "PATCH") && path.contains("/workers/scripts/") {
+        return Failure::new(
+            413,
+            codes::SCRIPT_TOO_LARGE,
+            format!(
+                "Your Worker exceeded the size limit: the request body is over {size}, Cloudflare's limit on a request body (413 Request entity too large)"
+            ),
+        );
+    }
+    let f = Failure::new(
+        413,
+        codes::VALIDATE_INPUT,
+        format!(
+            "Request entity too large: the body is over {size}, the limit on a JSON request body"
+        ),
+    );
+    if path.contains("/containers/") {
+        containers_failure(f)
+    } else {
+        f
+    }
 }
 
 async fn gate_inner(shared: &Shared, req: Request, next: Next) -> (u16, Response) {

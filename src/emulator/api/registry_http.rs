@@ -1,6 +1,7 @@
 //! The embedded OCI registry under `/v2`, standing in for Cloudflare's.
 
 use super::*;
+use crate::emulator::limits;
 
 pub(super) fn registry_error(e: crate::emulator::registry::RegistryError) -> Response {
     let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST);
@@ -66,10 +67,6 @@ pub(super) async fn registry_entry(State(shared): Shr, req: Request) -> Response
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/vnd.oci.image.manifest.v1+json")
         .to_string();
-    let body = match axum::body::to_bytes(req.into_body(), usize::MAX).await {
-        Ok(b) => b,
-        Err(e) => return (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
-    };
     let (repo, kind, rest) = if let Some((r, reference)) = path.rsplit_once("/manifests/") {
         (r, "manifests", reference)
     } else if let Some((r, id)) = path.rsplit_once("/blobs/uploads") {
@@ -84,6 +81,48 @@ pub(super) async fn registry_entry(State(shared): Shr, req: Request) -> Response
             code: "NAME_UNKNOWN",
             message: "unknown registry path".into(),
         });
+    };
+    // Bounded reads (`limits`): a manifest up to 4 MiB, a blob (one request, and an
+    // upload session in total) up to the largest image Cloudflare runs.
+    let lim = shared.config.limits;
+    let limit = match kind {
+        "manifests" => lim.manifest,
+        "uploads" if !rest.is_empty() => {
+            let held = shared.registry().upload_len(rest).unwrap_or(0);
+            lim.blob.saturating_sub(held)
+        }
+        _ => lim.blob,
+    };
+    let what = if kind == "manifests" {
+        "manifest"
+    } else {
+        "blob"
+    };
+    let too_large = || {
+        registry_error(crate::emulator::registry::RegistryError {
+            status: 413,
+            code: "SIZE_INVALID",
+            message: format!(
+                "the {what} is larger than {}, the most this registry takes",
+                limits::human(if kind == "manifests" {
+                    lim.manifest
+                } else {
+                    lim.blob
+                })
+            ),
+        })
+    };
+    let (parts, body) = req.into_parts();
+    let read = match limits::check_declared(&parts.headers, limit) {
+        Ok(()) => limits::read_bounded(body, limit).await,
+        Err(e) => Err(e),
+    };
+    let body = match read {
+        Ok(b) => b,
+        Err(limits::ReadError::TooLarge { .. }) => return too_large(),
+        Err(limits::ReadError::Broken(e)) => {
+            return (StatusCode::BAD_REQUEST, e).into_response();
+        }
     };
     if !repo.starts_with(&format!("{}/", shared.config.account_id)) {
         return registry_error(crate::emulator::registry::RegistryError {

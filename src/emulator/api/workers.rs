@@ -99,6 +99,21 @@ pub(super) async fn upload_script(
         }
         let metadata =
             metadata.ok_or_else(|| Failure::invalid("the upload has no metadata part"))?;
+        // Cloudflare's Worker size: the modules after compression (`limits`).
+        let limit = shared.config.limits.worker_compressed;
+        let compressed = crate::emulator::limits::compressed_size(
+            modules.iter().map(|(_, _, bytes)| bytes.as_slice()),
+        );
+        if compressed > limit {
+            return Err(Failure::new(
+                413,
+                codes::SCRIPT_TOO_LARGE,
+                format!(
+                    "Your Worker exceeded the size limit of {} ({compressed} bytes after compression)",
+                    crate::emulator::limits::human(limit)
+                ),
+            ));
+        }
         let violations = crate::emulator::schema::upload_metadata_violations(&metadata);
         if let Some(first) = violations.first() {
             return Err(Failure::invalid(format!(
