@@ -252,3 +252,144 @@ fn a_missing_builder_is_named_without_another_tools_usage_text() {
     assert!(text.contains("has no buildx plugin"), "{text}");
     assert!(!text.contains("Usage:"), "{text}");
 }
+
+fn buildah_run(storage: &Path, args: &[&str]) {
+    let out = std::process::Command::new(buildah())
+        .arg("--root")
+        .arg(storage.join("storage"))
+        .arg("--runroot")
+        .arg(storage.join("run"))
+        .args(["--storage-driver", "vfs"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "buildah {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn image_copy(args: &[&str], creds: &str) -> (Option<i32>, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_flaredock"))
+        .args(["image", "copy"])
+        .args(args)
+        .env("FLAREDOCK_DEST_CREDS", creds)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+/// The in-cluster build's second half, for real: BuildKit leaves an OCI layout (here
+/// buildah writes one), and the push container's exact command — `flaredock image copy
+/// oci:DIR DEST` with the credentials in FLAREDOCK_DEST_CREDS — pushes it, by digest,
+/// once; a layout whose blob was altered after it was written pushes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oci_layout_is_pushed_by_the_push_containers_command() {
+    let registry = common::DockerRegistry::start_with_auth("cf", "cf-pass");
+    let work = tempfile::tempdir().unwrap();
+    let ctx = work.path().join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM scratch\nCOPY app.txt /app.txt\n",
+    )
+    .unwrap();
+    std::fs::write(ctx.join("app.txt"), "from a layout\n").unwrap();
+    let storage = work.path().join("buildah");
+    let layout = work.path().join("layout");
+    let ctx_arg = ctx.display().to_string();
+    buildah_run(
+        &storage,
+        &[
+            "build",
+            "--isolation",
+            "chroot",
+            "-t",
+            "localhost/layout-test:1",
+            &ctx_arg,
+        ],
+    );
+    buildah_run(
+        &storage,
+        &[
+            "push",
+            "localhost/layout-test:1",
+            &format!("oci:{}", layout.display()),
+        ],
+    );
+    let source = format!("oci:{}", layout.display());
+    let dest = format!("{}/acc/shop:build-1", registry.host);
+    let (code, stdout, stderr) = image_copy(&[&source, &dest], "cf:cf-pass");
+    assert_eq!(code, Some(0), "{stderr}");
+    let digest = stdout.rsplit('@').next().unwrap().to_string();
+    assert!(digest.starts_with("sha256:"), "{stdout}");
+    let client = flaredock::oci::RegistryClient::new(vec![]).unwrap();
+    let head = client
+        .head_manifest(
+            &registry.host,
+            "acc/shop",
+            "build-1",
+            registry.credentials().as_ref(),
+        )
+        .await
+        .unwrap()
+        .expect("the tag was pushed");
+    assert_eq!(head.digest, digest);
+    assert!(
+        stderr.contains("2 blob(s) uploaded"),
+        "config and one layer: {stderr}"
+    );
+
+    // Again: every blob is there already.
+    let (code, _, stderr) = image_copy(&[&source, &dest], "cf:cf-pass");
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("0 blob(s) uploaded"), "{stderr}");
+
+    // Wrong credentials are refused.
+    let (code, _, _) = image_copy(
+        &[&source, &format!("{}/acc/x:1", registry.host)],
+        "cf:wrong",
+    );
+    assert_eq!(code, Some(1));
+
+    // An altered layer: refused before anything is committed.
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let manifest_digest = index["manifests"][0]["digest"].as_str().unwrap();
+    let blob = |d: &str| {
+        layout
+            .join("blobs/sha256")
+            .join(d.trim_start_matches("sha256:"))
+    };
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(blob(manifest_digest)).unwrap()).unwrap();
+    let layer = blob(manifest["layers"][0]["digest"].as_str().unwrap());
+    let mut bytes = std::fs::read(&layer).unwrap();
+    bytes[0] ^= 0xff;
+    std::fs::write(&layer, bytes).unwrap();
+    let other = format!("{}/acc/other:build-1", registry.host);
+    let (code, _, stderr) = image_copy(&[&source, &other], "cf:cf-pass");
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("hashed to") || stderr.contains("sha256"),
+        "{stderr}"
+    );
+    assert!(
+        client
+            .head_manifest(
+                &registry.host,
+                "acc/other",
+                "build-1",
+                registry.credentials().as_ref()
+            )
+            .await
+            .unwrap()
+            .is_none(),
+        "nothing was committed"
+    );
+}

@@ -745,26 +745,10 @@ async fn a_private_source_is_copied_with_the_pull_secret() {
     );
 }
 
-/// A git server that answers `info/refs` (smart HTTP) with one branch.
+/// A git URL at a pinned commit. Nothing answers it: the controller never fetches a
+/// build context (the build Job does), and a 40-hex commit names the content.
 async fn fake_git(commit: &'static str) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let app = axum::Router::new().route(
-        "/shop.git/info/refs",
-        axum::routing::get(move || async move {
-            let line = |s: String| format!("{:04x}{s}", s.len() + 4);
-            format!(
-                "{}0000{}{}0000",
-                line("# service=git-upload-pack\n".into()),
-                line(format!(
-                    "{commit} HEAD\0multi_ack symref=HEAD:refs/heads/main\n"
-                )),
-                line(format!("{commit} refs/heads/main\n")),
-            )
-        }),
-    );
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    format!("http://{addr}/shop.git")
+    format!("https://git.invalid/shop.git#{commit}")
 }
 
 const BUILDS: &str = "/api/v1/namespaces/flaredock-builds";
@@ -821,7 +805,7 @@ fn the_job(s: &Setup) -> (String, Value) {
 async fn an_in_cluster_build_runs_as_a_job_then_deploys_by_digest() {
     let registry = common::DockerRegistry::start_with_auth("cf", "cf-pass");
     let git = fake_git("0123456789abcdef0123456789abcdef01234567").await;
-    let s = build_setup(format!("{git}#main:services/shop"), &registry).await;
+    let s = build_setup(format!("{git}:services/shop"), &registry).await;
 
     // First look: a Job and its push Secret are created; the image is not ready.
     controller::reconcile(current(&s), s.ctx.clone())
@@ -872,21 +856,16 @@ async fn an_in_cluster_build_runs_as_a_job_then_deploys_by_digest() {
         .unwrap();
     assert_eq!(s.fake.writes("/jobs").len(), 1);
 
-    // "BuildKit" pushes the image; the Job succeeds.
-    let args = job["spec"]["template"]["spec"]["containers"][0]["args"]
-        .as_array()
-        .unwrap()
-        .clone();
-    assert!(args.iter().any(|a| {
+    // "BuildKit" builds the fetched subdirectory and the push container pushes the
+    // image; the Job succeeds.
+    let pod = &job["spec"]["template"]["spec"];
+    let build_args = pod["initContainers"][1]["args"].as_array().unwrap().clone();
+    assert!(build_args.iter().any(|a| {
         a.as_str()
-            .is_some_and(|a| a.contains("#main:services/shop"))
+            .is_some_and(|a| a == "context=/workspace/context/src/services/shop")
     }));
-    let output = args
-        .iter()
-        .find_map(|a| a.as_str().and_then(|a| a.strip_prefix("type=image,name=")))
-        .unwrap();
-    let destination =
-        flaredock::oci::Reference::parse(output.trim_end_matches(",push=true")).unwrap();
+    let output = pod["containers"][0]["args"][3].as_str().unwrap();
+    let destination = flaredock::oci::Reference::parse(output).unwrap();
     let image = common::synthetic_image(&[2000], 33);
     common::push_image(
         &registry.host,
@@ -919,7 +898,7 @@ async fn an_in_cluster_build_runs_as_a_job_then_deploys_by_digest() {
 async fn a_failed_build_job_reports_its_log_tail() {
     let registry = common::DockerRegistry::start_with_auth("cf", "cf-pass");
     let git = fake_git("89abcdef0123456789abcdef0123456789abcdef").await;
-    let s = build_setup(format!("{git}#main"), &registry).await;
+    let s = build_setup(git, &registry).await;
     controller::reconcile(current(&s), s.ctx.clone())
         .await
         .unwrap();
@@ -976,7 +955,7 @@ async fn a_failed_build_job_reports_its_log_tail() {
 async fn a_build_past_its_deadline_fails_and_its_secret_goes() {
     let registry = common::DockerRegistry::start_with_auth("cf", "cf-pass");
     let git = fake_git("1111111111111111111111111111111111111111").await;
-    let s = build_setup(format!("{git}#main"), &registry).await;
+    let s = build_setup(git, &registry).await;
     controller::reconcile(current(&s), s.ctx.clone())
         .await
         .unwrap();
@@ -1016,7 +995,7 @@ async fn a_build_past_its_deadline_fails_and_its_secret_goes() {
 async fn a_job_the_cluster_refuses_fails_the_build_at_once() {
     let registry = common::DockerRegistry::start_with_auth("cf", "cf-pass");
     let git = fake_git("2222222222222222222222222222222222222222").await;
-    let s = build_setup(format!("{git}#main"), &registry).await;
+    let s = build_setup(git, &registry).await;
     // A quota (or an admission policy) refuses Jobs in the build namespace.
     s.fake
         .forbidden
@@ -1048,7 +1027,7 @@ async fn a_job_the_cluster_refuses_fails_the_build_at_once() {
 async fn builds_are_off_unless_enabled() {
     let registry = common::DockerRegistry::start_with_auth("cf", "cf-pass");
     let git = fake_git("3333333333333333333333333333333333333333").await;
-    let s = build_setup_with(format!("{git}#main"), &registry, false).await;
+    let s = build_setup_with(git, &registry, false).await;
     let _ = controller::reconcile(current(&s), s.ctx.clone()).await;
     let writes = s.fake.writes("/status");
     let status = &writes.last().unwrap().body["status"];

@@ -29,6 +29,8 @@ pub struct LocalBuilder {
     pub tool: Tool,
     /// Registries reached over plain HTTP besides loopback ones.
     pub insecure_registries: Vec<String>,
+    /// Trust roots (PEM) for fetching remote contexts instead of the system's.
+    pub context_roots: Option<Vec<u8>>,
 }
 
 fn on_path(name: &str) -> Option<PathBuf> {
@@ -72,6 +74,7 @@ impl LocalBuilder {
         Ok(LocalBuilder {
             tool,
             insecure_registries,
+            context_roots: None,
         })
     }
 
@@ -88,6 +91,7 @@ impl LocalBuilder {
         LocalBuilder {
             tool: Tool::Buildah { binary, storage },
             insecure_registries: vec![],
+            context_roots: None,
         }
     }
 
@@ -95,12 +99,65 @@ impl LocalBuilder {
         is_loopback(host) || self.insecure_registries.iter().any(|h| h == host)
     }
 
-    async fn run(&self, request: &BuildRequest) -> BuildOutcome {
-        let context = request.source.context_argument();
-        let dockerfile = match &request.source {
-            BuildSource::Local(dir) => dir.join(&request.inputs.dockerfile).display().to_string(),
-            _ => request.inputs.dockerfile.clone(),
+    /// A remote context fetched here under the rules of [`super::fetch`] (https only,
+    /// same-host redirects, size and time caps), never by the build tool, which would
+    /// follow any redirect: the directory to build, kept alive by the returned guard.
+    async fn fetch_remote(
+        &self,
+        source: &BuildSource,
+    ) -> Result<Option<(std::path::PathBuf, tempfile::TempDir)>, String> {
+        let limits = super::fetch::FetchLimits::default();
+        let work =
+            tempfile::tempdir().map_err(|e| format!("cannot create a temporary directory: {e}"))?;
+        let into = work.path().join("src");
+        let dir = match source {
+            BuildSource::Local(_) => return Ok(None),
+            BuildSource::Tarball(text) => {
+                let (url, sha256) = BuildSource::tarball_parts(text);
+                let client = super::fetch::client(&limits, self.context_roots.as_deref())
+                    .map_err(|e| e.to_string())?;
+                super::fetch::fetch_tarball(&client, url, sha256, &into, &limits)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                into
+            }
+            BuildSource::Git {
+                url,
+                reference,
+                subdir,
+            } => super::fetch::fetch_git(
+                url,
+                reference.as_deref(),
+                subdir.as_deref(),
+                &into,
+                &limits,
+            )
+            .await
+            .map_err(|e| e.to_string())?,
         };
+        Ok(Some((dir, work)))
+    }
+
+    async fn run(&self, request: &BuildRequest) -> BuildOutcome {
+        let fetched = match self.fetch_remote(&request.source).await {
+            Ok(f) => f,
+            Err(e) => {
+                return failed(
+                    format!("cannot fetch the build context: {e}"),
+                    String::new(),
+                );
+            }
+        };
+        let context_dir = match (&fetched, &request.source) {
+            (Some((dir, _)), _) => dir.clone(),
+            (None, BuildSource::Local(dir)) => dir.clone(),
+            (None, _) => return failed("a remote context was not fetched".into(), String::new()),
+        };
+        let context = context_dir.display().to_string();
+        let dockerfile = context_dir
+            .join(&request.inputs.dockerfile)
+            .display()
+            .to_string();
         let destination = request.destination.to_string();
         let host = request.destination.registry.clone().unwrap_or_default();
         // Credentials go to a private auth file, never to argv.

@@ -3,6 +3,7 @@
 //! builders — buildah or `docker buildx` on a workstation ([`local`]), a rootless
 //! BuildKit Job in the cluster ([`job`]).
 
+pub mod fetch;
 pub mod job;
 pub mod local;
 
@@ -27,20 +28,118 @@ pub enum BuildSource {
         reference: Option<String>,
         subdir: Option<String>,
     },
-    /// An HTTPS tarball of the context.
+    /// An HTTPS tarball of the context (`.tar`, `.tar.gz`, `.tgz`), as written: the URL
+    /// with an optional `#sha256=<64 hex>` fragment declaring its digest
+    /// ([`BuildSource::tarball_parts`]).
     Tarball(String),
+}
+
+/// Annotation of a `CloudflareContainer` whose value takes part in the identity of a
+/// moving source (a branch, a tag, `HEAD`, a tarball without a declared digest):
+/// changing it rebuilds. Pinned sources (a 40-hex commit, a tarball with `#sha256=`,
+/// local files) ignore it: their identity is their content already.
+pub const REBUILD_ANNOTATION: &str = "flaredock.dev/rebuild";
+
+/// The tarball extensions a context may have (what `build fetch-context` unpacks).
+const TARBALL_EXTENSIONS: [&str; 3] = [".tar", ".tar.gz", ".tgz"];
+
+fn is_commit(reference: &str) -> bool {
+    reference.len() == 40 && reference.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// A git ref as the build Job passes it to `git fetch`: no option look-alike, no `..`,
+/// the characters refs are made of.
+fn check_git_ref(context: &str, r: &str) -> Result<(), String> {
+    let ok = !r.is_empty()
+        && r.len() <= 255
+        && !r.starts_with('-')
+        && !r.contains("..")
+        && r.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._/-+@".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{context}: {r:?} is not a git ref flaredock fetches (letters, digits and ._/-+@, not starting with -)"
+        ))
+    }
+}
+
+fn check_subdir(context: &str, s: &str) -> Result<(), String> {
+    if s.split('/').any(|p| p == ".." || p == ".") || s.contains('\\') || s.contains('\0') {
+        return Err(format!(
+            "{context}: the subdirectory may not leave the repository"
+        ));
+    }
+    if s.len() > 512 || s.bytes().any(|b| b.is_ascii_control()) {
+        return Err(format!("{context}: the subdirectory is not a plain path"));
+    }
+    Ok(())
+}
+
+/// The URL of a remote context: https only, with a host and no credentials (they would
+/// show in the Job, its logs and the status).
+pub fn check_remote_url(text: &str) -> Result<url::Url, String> {
+    let url = url::Url::parse(text).map_err(|e| format!("{text}: not a URL ({e})"))?;
+    if url.scheme() != "https" {
+        return Err(format!(
+            "{text}: only https:// contexts are fetched ({}:// is refused)",
+            url.scheme()
+        ));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(format!("{text}: the URL has no host"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(format!(
+            "{}: credentials in a context URL are refused (they would show in the build Job and the status)",
+            redact_userinfo(&url)
+        ));
+    }
+    Ok(url)
+}
+
+fn redact_userinfo(url: &url::Url) -> String {
+    let mut u = url.clone();
+    let _ = u.set_username("");
+    let _ = u.set_password(None);
+    u.to_string()
 }
 
 impl BuildSource {
     /// Parses `spec.build.context`. Local directories only when `allow_local`.
     pub fn parse(context: &str, allow_local: bool) -> Result<BuildSource, String> {
         let context = context.trim();
-        if context.starts_with("https://") || context.starts_with("http://") {
+        if context.contains("://") {
             let (url, fragment) = match context.split_once('#') {
                 Some((u, f)) => (u, Some(f)),
                 None => (context, None),
             };
-            if url.ends_with(".git") || fragment.is_some() {
+            let parsed = check_remote_url(url)?;
+            let path = parsed.path();
+            let tarball = TARBALL_EXTENSIONS.iter().any(|x| path.ends_with(x));
+            if tarball {
+                match fragment {
+                    None => return Ok(BuildSource::Tarball(url.to_string())),
+                    Some(f) => {
+                        let Some(hex) = f.strip_prefix("sha256=") else {
+                            return Err(format!(
+                                "{context}: a tarball's only fragment is #sha256=<64 hex digits>"
+                            ));
+                        };
+                        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                            return Err(format!(
+                                "{context}: #sha256= takes the 64 hex digits of the tarball's SHA-256"
+                            ));
+                        }
+                        return Ok(BuildSource::Tarball(format!(
+                            "{url}#sha256={}",
+                            hex.to_ascii_lowercase()
+                        )));
+                    }
+                }
+            }
+            if path.ends_with(".git") || fragment.is_some() {
                 let (reference, subdir) = match fragment {
                     Some(f) => match f.split_once(':') {
                         Some((r, s)) => (
@@ -51,33 +150,20 @@ impl BuildSource {
                     },
                     None => (None, None),
                 };
-                if subdir
-                    .as_deref()
-                    .is_some_and(|s| s.split('/').any(|p| p == ".."))
-                {
-                    return Err(format!(
-                        "{context}: the subdirectory may not leave the repository"
-                    ));
+                if let Some(r) = &reference {
+                    check_git_ref(context, r)?;
+                }
+                if let Some(s) = &subdir {
+                    check_subdir(context, s)?;
                 }
                 return Ok(BuildSource::Git {
                     url: url.to_string(),
-                    reference,
+                    reference: reference.map(|r| if is_commit(&r) { r.to_lowercase() } else { r }),
                     subdir,
                 });
             }
-            if [".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".tar.zst"]
-                .iter()
-                .any(|x| url.ends_with(x))
-            {
-                return Ok(BuildSource::Tarball(url.to_string()));
-            }
             return Err(format!(
-                "{context}: an HTTP context must be a git repository (…/repo.git#ref:subdir) or a tarball (.tar, .tar.gz, .tgz, …)"
-            ));
-        }
-        if context.contains("://") {
-            return Err(format!(
-                "{context}: only https:// git and tarball contexts are supported"
+                "{context}: an HTTPS context must be a git repository (…/repo.git#ref:subdir) or a tarball (.tar, .tar.gz, .tgz)"
             ));
         }
         if !allow_local {
@@ -90,6 +176,68 @@ impl BuildSource {
             return Err(format!("{context}: no such directory"));
         }
         Ok(BuildSource::Local(path))
+    }
+
+    /// A tarball's URL (without fragment) and its declared SHA-256 (hex), if any.
+    pub fn tarball_parts(text: &str) -> (&str, Option<&str>) {
+        match text.split_once("#sha256=") {
+            Some((url, hex)) => (url, Some(hex)),
+            None => (text.split('#').next().unwrap_or(text), None),
+        }
+    }
+
+    /// Whether the source names fixed content: a 40-hex commit, a tarball with a
+    /// declared digest, or local files (hashed).
+    pub fn is_pinned(&self) -> bool {
+        match self {
+            BuildSource::Local(_) => true,
+            BuildSource::Git { reference, .. } => reference.as_deref().is_some_and(is_commit),
+            BuildSource::Tarball(text) => BuildSource::tarball_parts(text).1.is_some(),
+        }
+    }
+
+    /// What identifies the content the build sees, from which [`content_tag`] derives
+    /// the tag. **Never a network call**: the controller does not fetch tenant URLs
+    /// (the build Job does, [`fetch`]).
+    ///
+    /// - git at a 40-hex commit: the commit and subdirectory (`git:<commit>:<subdir>`);
+    /// - git at a branch, a tag or `HEAD`: the URL, ref and subdirectory as written,
+    ///   and `rebuild` (the [`REBUILD_ANNOTATION`]'s value). A moving ref is therefore
+    ///   rebuilt when the spec or that annotation changes, not when the branch moves:
+    ///   pin a commit for builds that follow the content;
+    /// - a tarball with `#sha256=`: that digest (`tar:sha256:<hex>`; the Job verifies
+    ///   it); without: its URL and `rebuild`, like a moving ref;
+    /// - a local directory (command line only): a hash of its files
+    ///   ([`local_context_hash`]): local file reads, so call it off the async runtime.
+    pub fn identity(&self, rebuild: Option<&str>) -> std::io::Result<String> {
+        let moving = |text: String| match rebuild.filter(|r| !r.is_empty()) {
+            Some(r) => format!("{text}\0rebuild:{r}"),
+            None => text,
+        };
+        Ok(match self {
+            BuildSource::Local(dir) => local_context_hash(dir)?,
+            BuildSource::Git {
+                url,
+                reference,
+                subdir,
+            } => {
+                let subdir = subdir.as_deref().unwrap_or("");
+                match reference.as_deref() {
+                    Some(r) if is_commit(r) => format!("git:{}:{subdir}", r.to_lowercase()),
+                    r => moving(format!("git-ref:{url}#{}:{subdir}", r.unwrap_or("HEAD"))),
+                }
+            }
+            BuildSource::Tarball(text) => match BuildSource::tarball_parts(text) {
+                (_, Some(hex)) => format!("tar:sha256:{hex}"),
+                (url, None) => moving(format!("tar-url:{url}")),
+            },
+        })
+    }
+
+    /// The content tag of this source and inputs ([`BuildSource::identity`], then
+    /// [`content_tag`]).
+    pub fn tag(&self, inputs: &BuildInputs, rebuild: Option<&str>) -> std::io::Result<String> {
+        Ok(content_tag(&self.identity(rebuild)?, inputs))
     }
 }
 
@@ -114,7 +262,7 @@ impl BuildSource {
                 }
                 c
             }
-            BuildSource::Tarball(url) => url.clone(),
+            BuildSource::Tarball(text) => text.clone(),
         }
     }
 }
@@ -308,31 +456,35 @@ pub fn local_context_hash(dir: &Path) -> std::io::Result<String> {
 }
 
 /// Resolves a git ref to its commit with the smart HTTP protocol (`info/refs`): no git
-/// binary needed. A 40-hex ref is taken as the commit itself.
+/// binary needed. A 40-hex ref is taken as the commit itself, without a request.
+///
+/// Transitional: the controller should not call this (it fetches a tenant URL);
+/// [`BuildSource::identity`] gives the tag without any request. Until its last caller
+/// goes it fetches under the rules of [`fetch`] (https only, same-host redirects,
+/// 8 MiB, 30 s) with its own client; `_http` is not used.
 pub async fn resolve_git_commit(
-    http: &reqwest::Client,
+    _http: &reqwest::Client,
     url: &str,
     reference: Option<&str>,
 ) -> Result<String, String> {
     if let Some(r) = reference
-        && r.len() == 40
-        && r.bytes().all(|b| b.is_ascii_hexdigit())
+        && is_commit(r)
     {
         return Ok(r.to_lowercase());
     }
+    let limits = fetch::FetchLimits {
+        max_bytes: 8 << 20,
+        timeout: std::time::Duration::from_secs(30),
+        ..Default::default()
+    };
     let info = format!(
         "{}/info/refs?service=git-upload-pack",
         url.trim_end_matches('/')
     );
-    let resp = http
-        .get(&info)
-        .send()
+    let client = fetch::client(&limits, None).map_err(|e| e.to_string())?;
+    let body = fetch::get_small(&client, &info, &limits)
         .await
-        .map_err(|e| format!("{url}: {e}"))?;
-    if !resp.status().is_success() {
-        return Err(format!("{url}: HTTP {} listing refs", resp.status()));
-    }
-    let body = resp.bytes().await.map_err(|e| format!("{url}: {e}"))?;
+        .map_err(|e| e.to_string())?;
     let text = String::from_utf8_lossy(&body);
     let mut refs: Vec<(String, String)> = Vec::new();
     for line in text.split('\n') {
@@ -340,8 +492,7 @@ pub async fn resolve_git_commit(
         let line = line.get(4..).unwrap_or("");
         let line = line.split('\0').next().unwrap_or("");
         if let Some((sha, name)) = line.split_once(' ')
-            && sha.len() == 40
-            && sha.bytes().all(|b| b.is_ascii_hexdigit())
+            && is_commit(sha)
         {
             refs.push((name.trim().to_string(), sha.to_string()));
         }
@@ -363,23 +514,24 @@ pub async fn resolve_git_commit(
     Err(format!("{url}: no ref {}", reference.unwrap_or("HEAD")))
 }
 
-/// Downloads a tarball context and returns its digest (streamed, memory bounded).
-pub async fn tarball_digest(http: &reqwest::Client, url: &str) -> Result<String, String> {
-    use futures::StreamExt;
-    let resp = http
-        .get(url)
-        .send()
+/// The digest of a tarball context: the declared one (`#sha256=`) without a request,
+/// else the download's.
+///
+/// Transitional, like [`resolve_git_commit`]: the controller should use
+/// [`BuildSource::identity`]. A download follows the rules of [`fetch`] (https only,
+/// same-host redirects, [`fetch::FetchLimits`]'s size and time caps); `_http` is not
+/// used.
+pub async fn tarball_digest(_http: &reqwest::Client, url: &str) -> Result<String, String> {
+    let (url, declared) = BuildSource::tarball_parts(url);
+    if let Some(hex) = declared {
+        return Ok(format!("sha256:{hex}"));
+    }
+    let limits = fetch::FetchLimits::default();
+    let client = fetch::client(&limits, None).map_err(|e| e.to_string())?;
+    let (hex, _) = fetch::download(&client, url, &limits, &mut tokio::io::sink())
         .await
-        .map_err(|e| format!("{url}: {e}"))?;
-    if !resp.status().is_success() {
-        return Err(format!("{url}: HTTP {}", resp.status()));
-    }
-    let mut h = Sha256::new();
-    let mut stream = resp.bytes_stream();
-    while let Some(chunk) = stream.next().await {
-        h.update(&chunk.map_err(|e| format!("{url}: {e}"))?);
-    }
-    Ok(format!("sha256:{}", hex::encode(h.finalize())))
+        .map_err(|e| e.to_string())?;
+    Ok(format!("sha256:{hex}"))
 }
 
 /// One build to run.

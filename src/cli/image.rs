@@ -12,8 +12,13 @@ pub(super) async fn image_copy(args: CopyArgs) -> i32 {
         }
         Ok(r)
     };
+    let layout = crate::oci::layout::parse_source(&args.source);
     let inputs = (|| -> Result<_, String> {
-        let src = parse(&args.source, "source")?;
+        let src = match &layout {
+            // Not read as a reference: the layout's directory is the source.
+            Some(_) => Reference::parse("oci/layout").map_err(|e| e.to_string())?,
+            None => parse(&args.source, "source")?,
+        };
         let dst = parse(&args.destination, "destination")?;
         let src_creds = args
             .src_creds
@@ -50,16 +55,23 @@ pub(super) async fn image_copy(args: CopyArgs) -> i32 {
         all: args.all,
         ..Default::default()
     };
-    match copy_image(
-        &client,
-        &src,
-        src_creds.as_ref(),
-        &dst,
-        dst_creds.as_ref(),
-        &opts,
-    )
-    .await
-    {
+    let copied = match &layout {
+        Some(dir) => {
+            crate::oci::layout::push_layout(&client, dir, &dst, dst_creds.as_ref(), &opts).await
+        }
+        None => {
+            copy_image(
+                &client,
+                &src,
+                src_creds.as_ref(),
+                &dst,
+                dst_creds.as_ref(),
+                &opts,
+            )
+            .await
+        }
+    };
+    match copied {
         Ok(report) => {
             eprintln!(
                 "copied: {} blob(s) uploaded ({} bytes), {} mounted, {} already present ({} bytes)",

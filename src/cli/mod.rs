@@ -128,9 +128,6 @@ pub struct RunArgs {
     /// Deadline of a build Job.
     #[arg(long, env = "FLAREDOCK_BUILD_DEADLINE", default_value = "30m", value_parser = parse_duration)]
     pub build_deadline: Duration,
-    /// Cache builds in a `:buildcache` tag in Cloudflare's registry.
-    #[arg(long, env = "FLAREDOCK_BUILD_CACHE", default_value_t = true, action = clap::ArgAction::Set)]
-    pub build_cache: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -152,6 +149,18 @@ pub enum Command {
         #[command(subcommand)]
         command: ImageCommand,
     },
+    /// Build helpers run inside in-cluster build Jobs.
+    Build {
+        #[command(subcommand)]
+        command: BuildCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BuildCommand {
+    /// Fetch and unpack an https tarball context under the build rules (https only,
+    /// same-host redirects, size and time caps): the build Job's init container.
+    FetchContext(crate::build::fetch::FetchContextArgs),
 }
 
 /// The Cloudflare account, the API and the registries: flags shared by the command
@@ -314,7 +323,8 @@ pub enum ImageCommand {
 
 #[derive(Args, Debug)]
 pub struct CopyArgs {
-    /// Source image reference (with registry host).
+    /// Source image reference (with registry host), or `oci:DIR`, an OCI image layout
+    /// directory.
     pub source: String,
     /// Destination image reference (with registry host).
     pub destination: String,
@@ -408,6 +418,9 @@ pub async fn main_with(cli: Cli) -> i32 {
         Command::Image {
             command: ImageCommand::Copy(args),
         } => image_copy(args).await,
+        Command::Build {
+            command: BuildCommand::FetchContext(args),
+        } => crate::build::fetch::fetch_context_command(args).await,
     }
 }
 

@@ -43,7 +43,6 @@ pub(super) async fn run_controller(args: RunArgs) -> i32 {
                 namespace: args.build_namespace,
                 image: args.builder_image,
                 active_deadline_seconds: args.build_deadline.as_secs().max(60) as i64,
-                registry_cache: args.build_cache,
                 ..Default::default()
             },
         },

@@ -269,16 +269,16 @@ impl Context {
         );
         config.rate_limit = self.settings.rate_limit;
         let (leader, leadership) = (self.leader.clone(), self.leadership.clone());
-        config.write_gate = Some(crate::cloudflare::client::WriteGate(Arc::new(move || {
+        let gate = crate::cloudflare::client::WriteGate(Arc::new(move || {
             leader.load(std::sync::atomic::Ordering::SeqCst) && leadership.may_write()
-        })));
+        }));
+        config.write_gate = Some(gate.clone());
         let client = CloudflareClient::new(config)?;
         let registry = RegistryClient::new(self.settings.insecure_registries.clone())
             .map_err(|e| Error::Credentials(e.to_string()))?;
-        let builder = crate::build::job::JobBuilder {
-            client: self.client.clone(),
-            settings: self.settings.build.clone(),
-        };
+        let builder =
+            crate::build::job::JobBuilder::new(self.client.clone(), self.settings.build.clone())
+                .with_write_gate(gate);
         let images = ImageResolver::new(
             client.clone(),
             registry,

@@ -85,12 +85,12 @@ pub enum CopyError {
 }
 
 #[derive(Deserialize, Clone)]
-struct Descriptor {
+pub(super) struct Descriptor {
     #[serde(rename = "mediaType", default)]
-    _media_type: String,
-    digest: String,
+    pub(super) _media_type: String,
+    pub(super) digest: String,
     #[serde(default)]
-    size: u64,
+    pub(super) size: u64,
     #[serde(default)]
     platform: Option<Platform>,
 }
@@ -106,26 +106,26 @@ struct Platform {
 }
 
 #[derive(Deserialize)]
-struct ManifestDoc {
+pub(super) struct ManifestDoc {
     #[serde(rename = "mediaType", default)]
-    media_type: Option<String>,
+    pub(super) media_type: Option<String>,
     #[serde(default)]
-    config: Option<Descriptor>,
+    pub(super) config: Option<Descriptor>,
     #[serde(default)]
-    layers: Vec<Descriptor>,
+    pub(super) layers: Vec<Descriptor>,
     #[serde(default)]
-    manifests: Vec<Descriptor>,
+    pub(super) manifests: Vec<Descriptor>,
 }
 
-fn is_index(media_type: &str, doc: &ManifestDoc) -> bool {
+pub(super) fn is_index(media_type: &str, doc: &ManifestDoc) -> bool {
     let mt = doc.media_type.as_deref().unwrap_or(media_type);
     mt == OCI_INDEX || mt == DOCKER_LIST || (!doc.manifests.is_empty() && doc.config.is_none())
 }
 
-struct Endpoint<'a> {
-    host: String,
-    repository: String,
-    creds: Option<&'a Credentials>,
+pub(super) struct Endpoint<'a> {
+    pub(super) host: String,
+    pub(super) repository: String,
+    pub(super) creds: Option<&'a Credentials>,
 }
 
 #[derive(Default)]
@@ -228,7 +228,11 @@ pub async fn copy_image(
 
 /// The digest of the index entry for `wanted` (`os/arch[/variant]`), or an error naming
 /// the platforms the index has.
-fn pick_platform(src: &Reference, doc: &ManifestDoc, wanted: &str) -> Result<String, CopyError> {
+pub(super) fn pick_platform(
+    src: &impl std::fmt::Display,
+    doc: &ManifestDoc,
+    wanted: &str,
+) -> Result<String, CopyError> {
     let name = |p: &Platform| match &p.variant {
         Some(v) => format!("{}/{}/{v}", p.os, p.architecture),
         None => format!("{}/{}", p.os, p.architecture),
@@ -308,7 +312,7 @@ async fn copy_one(
     put_manifest(client, dest, info, bytes, reference).await
 }
 
-async fn put_manifest(
+pub(super) async fn put_manifest(
     client: &RegistryClient,
     dest: &Endpoint<'_>,
     info: &ManifestInfo,
@@ -359,7 +363,7 @@ async fn put_manifest(
     Ok(())
 }
 
-async fn blob_exists(
+pub(super) async fn blob_exists(
     client: &RegistryClient,
     ep: &Endpoint<'_>,
     digest: &str,
@@ -379,7 +383,7 @@ async fn blob_exists(
     }
 }
 
-fn absolute(client: &RegistryClient, host: &str, location: &str) -> String {
+pub(super) fn absolute(client: &RegistryClient, host: &str, location: &str) -> String {
     if location.starts_with("http://") || location.starts_with("https://") {
         location.to_string()
     } else {

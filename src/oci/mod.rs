@@ -3,6 +3,7 @@
 pub mod bundle;
 pub mod client;
 pub mod copy;
+pub mod layout;
 pub mod reference;
 
 pub use client::{Credentials, RegistryClient, RegistryError};
