@@ -33,51 +33,58 @@ pub(super) async fn plan(command: PlanCommand) -> i32 {
     let mut objects = Vec::new();
     let mut out = std::io::stdout().lock();
     let text = command.output == PlanOutput::Text;
-    let mut report = |kind: &str,
-                      key: String,
-                      result: Result<Plan, crate::cloudflare::ApiError>,
-                      warning: Option<String>| {
-        let (namespace, name) = key.split_once('/').unwrap_or(("default", key.as_str()));
-        let mut entry = serde_json::json!({"kind": kind, "namespace": namespace, "name": name});
-        let shown = if kind == manifest::WORKER_KIND {
-            format!("{kind} {key}")
-        } else {
-            key.clone()
-        };
-        match result {
-            Ok(plan) => {
-                changes |= !plan.actions.is_empty();
-                if text {
-                    print_plan(&mut out, &shown, &plan);
-                    if let Some(w) = &warning {
-                        let _ = writeln!(out, "  ! {w}");
+    // What deleting a Worker would destroy, said in words (deletionPolicy DeleteWithData).
+    let warnings: HashMap<String, String> = loaded
+        .workers
+        .iter()
+        .filter_map(|w| w.deletion_warning().map(|m| (w.key(), m)))
+        .collect();
+    let mut report =
+        |kind: &str, key: String, result: Result<Plan, crate::cloudflare::ApiError>| {
+            let (namespace, name) = key.split_once('/').unwrap_or(("default", key.as_str()));
+            let mut entry = serde_json::json!({"kind": kind, "namespace": namespace, "name": name});
+            let shown = if kind == manifest::WORKER_KIND {
+                format!("{kind} {key}")
+            } else {
+                key.clone()
+            };
+            match result {
+                Ok(plan) => {
+                    changes |= !plan.actions.is_empty();
+                    let warning = (kind == manifest::WORKER_KIND)
+                        .then(|| warnings.get(&key))
+                        .flatten();
+                    if text {
+                        print_plan(&mut out, &shown, &plan);
+                        if let Some(w) = warning {
+                            let _ = writeln!(out, "  ! {w}");
+                        }
+                    }
+                    if let Some(w) = warning {
+                        entry["deletionWarning"] = serde_json::json!(w);
+                    }
+                    if let (Some(e), serde_json::Value::Object(p)) =
+                        (entry.as_object_mut(), plan.to_json())
+                    {
+                        e.extend(p);
                     }
                 }
-                if let (Some(e), serde_json::Value::Object(p)) =
-                    (entry.as_object_mut(), plan.to_json())
-                {
-                    e.extend(p);
+                Err(e) => {
+                    if text {
+                        let _ = writeln!(out, "{shown}:\n  ! {e}");
+                    }
+                    entry["error"] = serde_json::json!(e.to_string());
+                    code = EXIT_FAILED;
                 }
             }
-            Err(e) => {
-                if text {
-                    let _ = writeln!(out, "{shown}:\n  ! {e}");
-                }
-                entry["error"] = serde_json::json!(e.to_string());
-                code = EXIT_FAILED;
-            }
-        }
-        if let Some(w) = warning {
-            entry["deletionWarning"] = serde_json::json!(w);
-        }
-        objects.push(entry);
-    };
+            objects.push(entry);
+        };
     for w in &loaded.workers {
         let result = session
             .reconciler
             .preview_worker(w, classes_for(w, &containers), &loaded.data)
             .await;
-        report(manifest::WORKER_KIND, w.key(), result, w.deletion_warning());
+        report(manifest::WORKER_KIND, w.key(), result);
     }
     for obj in &loaded.containers {
         let result = session
@@ -85,7 +92,7 @@ pub(super) async fn plan(command: PlanCommand) -> i32 {
             .preview(obj, &peers)
             .await
             .map(|(p, _)| p);
-        report("CloudflareContainer", obj.key(), result, None);
+        report("CloudflareContainer", obj.key(), result);
     }
     drop(out);
     if command.output == PlanOutput::Json {
