@@ -434,15 +434,6 @@ async fn the_content_tag_of_a_remote_context_needs_no_network() {
         tags.insert(tag);
     }
     assert_eq!(tags.len(), contexts.len(), "each source has its own tag");
-    // The old entry points take the same shortcut where the spec pins the content.
-    let http = reqwest::Client::new();
-    let sha = "0f".repeat(32);
-    assert_eq!(
-        flaredock::build::tarball_digest(&http, &contexts[4])
-            .await
-            .unwrap(),
-        format!("sha256:{sha}")
-    );
     assert!(
         !was_contacted(&l),
         "computing the identity contacted the server"

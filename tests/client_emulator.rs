@@ -566,7 +566,7 @@ async fn only_an_upload_listing_the_class_in_containers_container_enables_it() {
         .unwrap_err();
     assert!(e.to_string().contains("does not export class Plain"), "{e}");
     // A delete of a script whose class backs an application is refused.
-    assert!(client.delete_script("plain").await.is_err());
+    assert!(client.delete_script("plain", true).await.is_err());
 }
 
 #[tokio::test]

@@ -180,7 +180,7 @@ async fn every_exchange_matches_the_official_schema() {
         client.get_application("nope").await,
         Err(ApiError::NotFound { .. })
     ));
-    assert!(!client.delete_script("no-such-script").await.unwrap());
+    assert!(!client.delete_script("no-such-script", false).await.unwrap());
     em.shared.push_fault(None, ScriptedFault::RateLimit(1));
     assert!(
         client.list_applications().await.is_ok(),

@@ -40,7 +40,15 @@ struct Setup {
 }
 
 async fn setup(obj: Value, leader: bool) -> Setup {
-    let em = common::start_emulator(|_| {}).await;
+    setup_with(obj, leader, |_| {}).await
+}
+
+async fn setup_with(
+    obj: Value,
+    leader: bool,
+    tweak: impl FnOnce(&mut flaredock::emulator::EmulatorConfig),
+) -> Setup {
+    let em = common::start_emulator(tweak).await;
     let (client, fake) = fake_kube();
     fake.objects.lock().unwrap().insert(OBJECT_PATH.into(), obj);
     fake.objects.lock().unwrap().insert(
@@ -51,6 +59,13 @@ async fn setup(obj: Value, leader: bool) -> Setup {
             "stringData": {"apiToken": em.api_token(), "accountId": em.account_id()},
         }),
     );
+    let ctx = context(&em, client, leader);
+    Setup { em, fake, ctx }
+}
+
+/// A controller's context, as a (re)started process builds it: its own account views
+/// and reconcilers, nothing remembered.
+fn context(em: &common::Emulator, client: kube::Client, leader: bool) -> Arc<Context> {
     let settings = Settings {
         api_base_url: em.base_url(),
         progress_poll: Duration::from_millis(50),
@@ -60,13 +75,12 @@ async fn setup(obj: Value, leader: bool) -> Setup {
         },
         ..Default::default()
     };
-    let ctx = Arc::new(Context::new(
+    Arc::new(Context::new(
         client,
         settings,
         Arc::new(Metrics::new()),
         Arc::new(AtomicBool::new(leader)),
-    ));
-    Setup { em, fake, ctx }
+    ))
 }
 
 fn current(s: &Setup) -> Arc<CloudflareContainer> {
@@ -316,6 +330,98 @@ async fn delete_path_with_orphan_policy() {
             .as_deref()
             .unwrap_or_default()
             .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn the_finalizer_holds_through_an_asynchronous_delete_and_a_restart() {
+    // Cloudflare deletes asynchronously: the application stays listed for 3 s.
+    let s = setup_with(object("", &[FINALIZER]), true, |c| {
+        c.delete_delay = Duration::from_secs(3)
+    })
+    .await;
+    controller::reconcile(current(&s), s.ctx.clone())
+        .await
+        .unwrap();
+    let client = common::client_for(&s.em);
+    assert_eq!(client.list_applications().await.unwrap().len(), 1);
+    let mut deleting = (*current(&s)).clone();
+    deleting.metadata.deletion_timestamp = Some(
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now()),
+    );
+    let deleting = Arc::new(deleting);
+    let kept =
+        |s: &Setup| current(s).metadata.finalizers.as_deref() == Some(&[FINALIZER.to_string()][..]);
+
+    let first = controller::reconcile(deleting.clone(), s.ctx.clone()).await;
+    let error = first.expect_err("the delete is under way: cleanup is not done");
+    assert!(
+        kept(&s),
+        "the finalizer stays while Cloudflare lists the application"
+    );
+    assert_eq!(client.list_applications().await.unwrap().len(), 1);
+    assert!(s.fake.event_reasons().contains(&"Deleting".to_string()));
+    let again = requeue_after(&controller::error_policy(
+        deleting.clone(),
+        &error,
+        s.ctx.clone(),
+    ));
+    assert!(
+        again <= Duration::from_secs(5),
+        "looked at again in a few seconds, not with a growing backoff: {again:?}"
+    );
+
+    // A restarted controller (new account views, nothing in memory) still waits.
+    let restarted = context(&s.em, s.ctx.client.clone(), true);
+    let mut waited_after_restart = 0;
+    let mut released = false;
+    for _ in 0..40 {
+        let listed_before = !client.list_applications().await.unwrap().is_empty();
+        match controller::reconcile(deleting.clone(), restarted.clone()).await {
+            Err(_) => {
+                assert!(
+                    listed_before,
+                    "it waits only while Cloudflare lists the application"
+                );
+                assert!(kept(&s), "the finalizer stays while the delete runs");
+                waited_after_restart += 1;
+            }
+            Ok(_) => {
+                assert!(
+                    client.list_applications().await.unwrap().is_empty(),
+                    "released only once Cloudflare no longer lists the application"
+                );
+                released = true;
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(released, "the finalizer is released after the delete");
+    assert!(
+        waited_after_restart > 0,
+        "the restarted controller waited too"
+    );
+    assert!(
+        current(&s)
+            .metadata
+            .finalizers
+            .as_deref()
+            .unwrap_or_default()
+            .is_empty()
+    );
+    // Every DELETE sent again to the application being deleted was answered as the first.
+    let deletes: Vec<u16> =
+        s.em.shared
+            .requests()
+            .iter()
+            .filter(|r| r.method == "DELETE")
+            .map(|r| r.status)
+            .collect();
+    assert!(deletes.len() >= 2, "{deletes:?}");
+    assert!(
+        deletes.iter().all(|&st| st == 200 || st == 404),
+        "{deletes:?}"
     );
 }
 

@@ -31,6 +31,34 @@ fn worker_object() -> Value {
     serde_yaml_ng::from_str(doc).unwrap()
 }
 
+/// Sets the Worker's `spec.deletionPolicy`.
+fn with_policy(s: &Setup, policy: &str) {
+    s.fake.objects.lock().unwrap().get_mut(WORKER_PATH).unwrap()["spec"]["deletionPolicy"] =
+        json!(policy);
+}
+
+/// Marks the object at `path` deleted (the API server sets the timestamp).
+fn mark_deleted(s: &Setup, path: &str) {
+    s.fake.objects.lock().unwrap().get_mut(path).unwrap()["metadata"]["deletionTimestamp"] =
+        json!("2026-11-27T00:00:00Z");
+}
+
+fn finalizers(s: &Setup, path: &str) -> Value {
+    s.fake.objects.lock().unwrap()[path]["metadata"]["finalizers"].clone()
+}
+
+/// Classes of the Durable Object namespaces Cloudflare lists for `script`.
+async fn namespaces_of(s: &Setup, script: &str) -> Vec<String> {
+    common::client_for(&s.em)
+        .list_namespaces()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|n| n.script.as_deref() == Some(script))
+        .filter_map(|n| n.class)
+        .collect()
+}
+
 fn container_object() -> Value {
     let doc = "apiVersion: flaredock.dev/v1alpha1\nkind: CloudflareContainer\nmetadata:\n  name: shop\n  namespace: apps\n  uid: c-1\n  generation: 1\n  resourceVersion: '1'\n  finalizers: [flaredock.dev/cleanup]\nspec:\n  className: Shop\n  image: {reference: 'hello:v1'}\n  worker: {name: shop, bindingName: SHOP}\n  credentialsSecretRef: {name: cloudflare}\n";
     serde_yaml_ng::from_str(doc).unwrap()
@@ -235,6 +263,7 @@ async fn a_secret_change_uploads_the_worker_once() {
 #[tokio::test]
 async fn deleting_a_worker_waits_for_the_containers_that_name_it() {
     let mut s = setup().await;
+    with_policy(&s, "DeleteWithData");
     s.reconcile_worker().await.unwrap();
     s.reconcile_container().await;
     assert!(ready(&s.status(CONTAINER_PATH)));
@@ -276,12 +305,114 @@ async fn deleting_a_worker_waits_for_the_containers_that_name_it() {
     s.reconcile_worker().await.unwrap();
     let scripts = common::client_for(&s.em).list_scripts().await.unwrap();
     assert!(scripts.iter().all(|x| x.id != "shop"), "{scripts:?}");
-    let finalizers = s.fake.objects.lock().unwrap()[WORKER_PATH]["metadata"]["finalizers"].clone();
     assert_eq!(
-        finalizers,
+        finalizers(&s, WORKER_PATH),
         json!([]),
         "cleanup done: the finalizer is removed"
     );
+    assert!(
+        namespaces_of(&s, "shop").await.is_empty(),
+        "DeleteWithData: the namespaces go with the script"
+    );
+    let notes = format!("{:?}", s.fake.requests());
+    assert!(
+        notes.contains("DeletedWithData") && notes.contains("all their data are destroyed"),
+        "the Event says in words that the data is destroyed"
+    );
+}
+
+#[tokio::test]
+async fn the_default_worker_deletion_keeps_its_durable_object_namespace() {
+    let mut s = setup().await;
+    s.reconcile_worker().await.unwrap();
+    s.reconcile_container().await;
+    assert!(ready(&s.status(CONTAINER_PATH)));
+    assert_eq!(namespaces_of(&s, "shop").await, ["Shop"]);
+    mark_deleted(&s, CONTAINER_PATH);
+    s.reconcile_container().await;
+    s.fake.objects.lock().unwrap().remove(CONTAINER_PATH);
+    mark_deleted(&s, WORKER_PATH);
+    s.em.shared.clear_requests();
+    s.reconcile_worker().await.unwrap();
+    assert_eq!(finalizers(&s, WORKER_PATH), json!([]), "cleanup done");
+    assert!(
+        s.em.shared
+            .requests()
+            .iter()
+            .all(|r| !(r.method == "DELETE" && r.path.contains("/workers/scripts/"))),
+        "no delete of the script: {:?}",
+        s.em.shared.requests()
+    );
+    let scripts = common::client_for(&s.em).list_scripts().await.unwrap();
+    assert!(scripts.iter().any(|x| x.id == "shop"), "the script stays");
+    assert_eq!(
+        namespaces_of(&s, "shop").await,
+        ["Shop"],
+        "the Durable Object namespace (and its data) stays"
+    );
+    assert!(s.fake.event_reasons().contains(&"Orphaned".to_string()));
+}
+
+#[tokio::test]
+async fn a_plain_delete_keeps_a_script_with_durable_objects_and_never_forces() {
+    let mut s = setup().await;
+    with_policy(&s, "Delete");
+    s.reconcile_worker().await.unwrap();
+    s.reconcile_container().await;
+    mark_deleted(&s, CONTAINER_PATH);
+    s.reconcile_container().await;
+    s.fake.objects.lock().unwrap().remove(CONTAINER_PATH);
+    mark_deleted(&s, WORKER_PATH);
+    s.em.shared.clear_requests();
+    s.reconcile_worker().await.unwrap();
+    assert!(
+        s.em.shared.requests().iter().all(|r| r.method != "DELETE"),
+        "{:?}",
+        s.em.shared.requests()
+    );
+    assert_eq!(namespaces_of(&s, "shop").await, ["Shop"], "data kept");
+    assert!(
+        s.fake
+            .event_reasons()
+            .contains(&"KeptDurableObjectData".to_string()),
+        "{:?}",
+        s.fake.event_reasons()
+    );
+}
+
+#[tokio::test]
+async fn worker_cleanup_waits_for_a_container_bound_by_script_name() {
+    let mut s = setup().await;
+    with_policy(&s, "DeleteWithData");
+    // The container binds the Worker's script by `scriptName`, not by `name`.
+    {
+        let mut objects = s.fake.objects.lock().unwrap();
+        let c = objects.get_mut(CONTAINER_PATH).unwrap();
+        c["spec"]["worker"] = json!({"scriptName": "shop"});
+    }
+    s.reconcile_worker().await.unwrap();
+    mark_deleted(&s, WORKER_PATH);
+    s.em.shared.clear_requests();
+    let waited = s.reconcile_worker().await;
+    let error = format!("{:?}", waited.expect_err("cleanup waits"));
+    assert!(error.contains("shop"), "{error}");
+    assert_eq!(finalizers(&s, WORKER_PATH), json!([FINALIZER]));
+    assert!(
+        s.em.shared.requests().iter().all(|r| r.method != "DELETE"),
+        "nothing deleted at Cloudflare: {:?}",
+        s.em.shared.requests()
+    );
+    assert!(
+        s.fake
+            .event_reasons()
+            .contains(&"WaitingForContainers".to_string())
+    );
+    // Once it is gone, the script goes.
+    s.fake.objects.lock().unwrap().remove(CONTAINER_PATH);
+    s.reconcile_worker().await.unwrap();
+    assert_eq!(finalizers(&s, WORKER_PATH), json!([]));
+    let scripts = common::client_for(&s.em).list_scripts().await.unwrap();
+    assert!(scripts.iter().all(|x| x.id != "shop"), "{scripts:?}");
 }
 
 #[tokio::test]

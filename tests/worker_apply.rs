@@ -349,11 +349,14 @@ async fn the_binary_plans_applies_and_deletes_both_kinds() {
     assert!(em.shared.requests().is_empty());
     std::fs::remove_file(dir.path().join("bad.yaml")).unwrap();
 
-    // Delete: the container first, then the Worker it used.
+    // Delete: the container's application goes; by default the Worker's script stays,
+    // with its Durable Object namespace and its data.
+    em.shared.clear_requests();
     let (code, stdout, stderr) = flaredock(&em, &["delete", "-f"], dir.path());
     assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("deleted application(s) shop"), "{stdout}");
     assert!(
-        stdout.contains("deleted Worker script shop-worker"),
+        stdout.contains("deletionPolicy Orphan: left Worker script shop-worker in place"),
         "{stdout}"
     );
     let client = common::client_for(&em);
@@ -364,8 +367,151 @@ async fn the_binary_plans_applies_and_deletes_both_kinds() {
             .await
             .unwrap()
             .iter()
-            .all(|s| s.id != "shop-worker")
+            .any(|s| s.id == "shop-worker")
     );
+    let namespaces = client.list_namespaces().await.unwrap();
+    assert!(
+        namespaces
+            .iter()
+            .any(|n| n.script.as_deref() == Some("shop-worker")
+                && n.class.as_deref() == Some("Shop")),
+        "the Durable Object namespace is kept: {namespaces:?}"
+    );
+    assert_eq!(count(&em, "DELETE", "/workers/scripts/"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_waits_for_the_asynchronous_application_delete_then_destroys_the_data_it_names() {
+    // Cloudflare's asynchronous deletes: an application stays listed for 2 s.
+    let em = common::start_emulator(|c| c.delete_delay = Duration::from_secs(2)).await;
+    let dir = tempfile::tempdir().unwrap();
+    write_dir(dir.path(), "v1", "s", &[("shop", "Shop", "SHOP")]);
+    let worker = std::fs::read_to_string(dir.path().join("worker.yaml")).unwrap();
+    std::fs::write(
+        dir.path().join("worker.yaml"),
+        worker.replacen(
+            "  scriptName: shop-worker\n",
+            "  scriptName: shop-worker\n  deletionPolicy: DeleteWithData\n",
+            1,
+        ),
+    )
+    .unwrap();
+    let (code, stdout, stderr) = flaredock(&em, &["apply", "-f"], dir.path());
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+
+    // plan says in words what deleting the Worker destroys.
+    let (code, stdout, stderr) = flaredock(&em, &["plan", "-f"], dir.path());
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stdout.contains("DeleteWithData") && stdout.contains("DESTROYING its Durable Object"),
+        "{stdout}"
+    );
+
+    em.shared.clear_requests();
+    let (code, stdout, stderr) = flaredock(&em, &["delete", "--timeout", "30s", "-f"], dir.path());
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("deleting application(s) shop"),
+        "it waited for Cloudflare: {stdout}"
+    );
+    assert!(stdout.contains("deleted application(s) shop"), "{stdout}");
+    assert!(
+        stdout.contains("deleted Worker script shop-worker with force=true")
+            && stdout.contains("ALL THEIR DATA are destroyed"),
+        "{stdout}"
+    );
+    assert!(stderr.contains("DESTROYING"), "{stderr}");
+    // The script was deleted once, after the application had gone, and Cloudflare
+    // accepted it.
+    let script_deletes: Vec<u16> = em
+        .shared
+        .requests()
+        .iter()
+        .filter(|r| r.method == "DELETE" && r.path.contains("/workers/scripts/"))
+        .map(|r| r.status)
+        .collect();
+    assert_eq!(script_deletes, [200], "{:?}", em.shared.requests());
+    let client = common::client_for(&em);
+    assert!(client.list_applications().await.unwrap().is_empty());
+    assert!(
+        client
+            .list_namespaces()
+            .await
+            .unwrap()
+            .iter()
+            .all(|n| n.script.as_deref() != Some("shop-worker"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_script_waits_for_the_applications_on_its_classes_on_a_fresh_read() {
+    use flaredock::reconcile::{DeleteOutcome, WaitingOn};
+    let em = common::start_emulator(|c| c.delete_delay = Duration::from_millis(1500)).await;
+    let dir = tempfile::tempdir().unwrap();
+    write_dir(dir.path(), "v1", "s", &[("shop", "Shop", "SHOP")]);
+    let client = common::client_for(&em);
+    let reconciler = common::reconciler_for(&client);
+    assert!(all_ready(&converge_dir(&reconciler, dir.path()).await));
+    let loaded = flaredock::manifest::load(&[dir.path().to_path_buf()]);
+    let container = &loaded.objects[0].object;
+    let mut worker = loaded.workers[0].object.clone();
+    worker.spec.deletion_policy = flaredock::spec::WorkerDeletionPolicy::DeleteWithData;
+    let outcome = reconciler.delete(container).await.unwrap();
+    assert_eq!(
+        outcome,
+        DeleteOutcome::Waiting {
+            names: vec!["shop".into()],
+            on: WaitingOn::Deletion
+        }
+    );
+    // Another process (nothing in memory) sees the same: the application still runs on
+    // the script's class, so the script is not deleted yet.
+    let fresh = common::reconciler_for(&client);
+    em.shared.clear_requests();
+    assert_eq!(
+        fresh.delete_worker(&worker).await.unwrap(),
+        DeleteOutcome::Waiting {
+            names: vec!["shop".into()],
+            on: WaitingOn::Applications
+        }
+    );
+    assert_eq!(count(&em, "DELETE", "/workers/scripts/"), 0);
+    // The container's delete, sent again, is harmless until the application is gone.
+    let mut rounds = 0;
+    while !reconciler.delete(container).await.unwrap().finished() {
+        rounds += 1;
+        assert!(rounds < 40, "the application never went");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        em.shared
+            .requests()
+            .iter()
+            .filter(|r| r.method == "DELETE")
+            .all(|r| r.status == 200 || r.status == 404),
+        "{:?}",
+        em.shared.requests()
+    );
+    assert_eq!(
+        fresh.delete_worker(&worker).await.unwrap(),
+        DeleteOutcome::DeletedWithData {
+            script: "shop-worker".into(),
+            classes: vec!["Shop".into()]
+        }
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_gives_up_at_its_timeout_and_keeps_the_script() {
+    let em = common::start_emulator(|c| c.delete_delay = Duration::from_secs(30)).await;
+    let dir = tempfile::tempdir().unwrap();
+    write_dir(dir.path(), "v1", "s", &[("shop", "Shop", "SHOP")]);
+    let (code, stdout, stderr) = flaredock(&em, &["apply", "-f"], dir.path());
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    let (code, stdout, stderr) = flaredock(&em, &["delete", "--timeout", "2s", "-f"], dir.path());
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    assert!(stderr.contains("timed out"), "{stderr}");
+    assert_eq!(count(&em, "DELETE", "/workers/scripts/"), 0);
 }
 
 /// An OCI artifact as `oras push` makes it: one layer per file, named by its title.

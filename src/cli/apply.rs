@@ -2,7 +2,7 @@
 //! while waiting), or delete what they own.
 
 use super::*;
-use crate::reconcile::Outcome;
+use crate::reconcile::{Outcome, WaitingOn};
 
 /// The step an object is on, in a few words: `Ready`, the reason it is not, and the
 /// rollout's percentage while one runs.
@@ -271,19 +271,22 @@ pub(super) async fn apply(args: ApplyArgs) -> i32 {
     code
 }
 
-fn print_deleted(
-    key: &str,
-    what: &str,
-    deleted: Result<DeleteOutcome, crate::cloudflare::ApiError>,
-) -> bool {
+/// How often `delete` reads Cloudflare again while it waits.
+const DELETE_POLL: Duration = Duration::from_secs(1);
+
+/// Prints a finished delete; `gone` names what earlier calls of this delete already
+/// deleted (a delete that waited ends with nothing left to delete).
+fn print_deleted(key: &str, what: &str, gone: &[String], deleted: &DeleteOutcome) {
     match deleted {
-        Ok(DeleteOutcome::Deleted(names)) if names.is_empty() => {
+        DeleteOutcome::Deleted(names) if names.is_empty() && gone.is_empty() => {
             println!("{key}: nothing to delete")
         }
-        Ok(DeleteOutcome::Deleted(names)) => {
-            println!("{key}: deleted {what} {}", names.join(", "))
+        DeleteOutcome::Deleted(names) => {
+            let mut all: Vec<String> = gone.to_vec();
+            all.extend(names.iter().filter(|n| !gone.contains(n)).cloned());
+            println!("{key}: deleted {what} {}", all.join(", "))
         }
-        Ok(DeleteOutcome::Orphaned(names)) => println!(
+        DeleteOutcome::Orphaned(names) => println!(
             "{key}: deletionPolicy Orphan: left {what} {} in place",
             if names.is_empty() {
                 "(none)".into()
@@ -291,33 +294,137 @@ fn print_deleted(
                 names.join(", ")
             }
         ),
-        Err(e) => {
-            eprintln!("{key}: {e}");
-            return false;
+        DeleteOutcome::KeptData { script, classes } => println!(
+            "{key}: deletionPolicy Delete: left Worker script {script} in place, its Durable Object data kept: the namespaces of {} may hold data, which only deletionPolicy DeleteWithData destroys",
+            classes.join(", ")
+        ),
+        DeleteOutcome::DeletedWithData { script, classes } => println!(
+            "{key}: deleted Worker script {script} with force=true (deletionPolicy DeleteWithData): the Durable Object namespaces of {} and ALL THEIR DATA are destroyed",
+            classes.join(", ")
+        ),
+        DeleteOutcome::Waiting { names, on } => {
+            println!("{key}: deleting {what} {}: {on}", names.join(", "))
         }
     }
-    true
 }
 
-/// Deletes containers first, then the Workers (whose classes their applications use).
-pub(super) async fn delete(args: PlanArgs) -> i32 {
+/// One object's delete, called again while it waits.
+struct Pending<F> {
+    key: String,
+    what: &'static str,
+    delete: F,
+    /// Names seen waiting, for the final line.
+    seen: Vec<String>,
+    waiting: Option<DeleteOutcome>,
+}
+
+/// Runs each object's delete until it finishes, all of them together, until
+/// `deadline`; prints one line per object. Whether an object is done is read from
+/// Cloudflare each time (its delete is called again). `false` when one failed or
+/// was still waiting at the deadline.
+async fn delete_all<F, Fut>(mut pending: Vec<Pending<F>>, deadline: tokio::time::Instant) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<DeleteOutcome, crate::cloudflare::ApiError>>,
+{
+    let mut ok = true;
+    loop {
+        let mut still = Vec::new();
+        for mut p in pending {
+            match (p.delete)().await {
+                Err(e) => {
+                    eprintln!("{}: {e}", p.key);
+                    ok = false;
+                }
+                Ok(outcome @ DeleteOutcome::Waiting { .. }) => {
+                    // What this object is deleting (not what it waits for).
+                    if let DeleteOutcome::Waiting {
+                        names,
+                        on: WaitingOn::Deletion,
+                    } = &outcome
+                    {
+                        for n in names {
+                            if !p.seen.contains(n) {
+                                p.seen.push(n.clone());
+                            }
+                        }
+                    }
+                    if p.waiting.as_ref() != Some(&outcome) {
+                        print_deleted(&p.key, p.what, &[], &outcome);
+                    }
+                    p.waiting = Some(outcome);
+                    still.push(p);
+                }
+                Ok(outcome) => print_deleted(&p.key, p.what, &p.seen, &outcome),
+            }
+        }
+        if still.is_empty() {
+            return ok;
+        }
+        if tokio::time::Instant::now() + DELETE_POLL > deadline {
+            for p in &still {
+                if let Some(DeleteOutcome::Waiting { names, on }) = &p.waiting {
+                    eprintln!(
+                        "{}: timed out (--timeout) while deleting: {} still there: {on}",
+                        p.key,
+                        names.join(", ")
+                    );
+                }
+            }
+            return false;
+        }
+        tokio::time::sleep(DELETE_POLL).await;
+        pending = still;
+    }
+}
+
+/// Deletes containers first and waits until Cloudflare no longer lists their
+/// applications (it deletes asynchronously), then the Workers (whose classes those
+/// applications used), all within `--timeout`.
+pub(super) async fn delete(args: DeleteArgs) -> i32 {
     let (loaded, session) = match load_and_connect(&args.files, &args.connection).await {
         Ok(x) => x,
         Err(code) => return code,
     };
-    let mut code = EXIT_OK;
-    for obj in &loaded.containers {
-        let deleted = session.reconciler.delete(obj).await;
-        if !print_deleted(&obj.key(), "application(s)", deleted) {
-            code = EXIT_FAILED;
+    let deadline = tokio::time::Instant::now() + args.timeout;
+    let reconciler = &session.reconciler;
+    let containers = loaded
+        .containers
+        .iter()
+        .map(|obj| Pending {
+            key: obj.key(),
+            what: "application(s)",
+            delete: move || reconciler.delete(obj),
+            seen: vec![],
+            waiting: None,
+        })
+        .collect();
+    let mut ok = delete_all(containers, deadline).await;
+    // A Worker's script waits for the applications on its classes: not when one of the
+    // containers could not be deleted.
+    if ok {
+        for w in &loaded.workers {
+            if let Some(warning) = w.deletion_warning() {
+                eprintln!("{} {}: {warning}", manifest::WORKER_KIND, w.key());
+            }
         }
+        let workers = loaded
+            .workers
+            .iter()
+            .map(|w| Pending {
+                key: format!("{} {}", manifest::WORKER_KIND, w.key()),
+                what: "Worker script",
+                delete: move || reconciler.delete_worker(w),
+                seen: vec![],
+                waiting: None,
+            })
+            .collect();
+        ok = delete_all(workers, deadline).await;
+    } else if !loaded.workers.is_empty() {
+        eprintln!("Worker scripts are not deleted while a container's delete failed");
     }
-    for w in &loaded.workers {
-        let key = format!("{} {}", manifest::WORKER_KIND, w.key());
-        let deleted = session.reconciler.delete_worker(w).await;
-        if !print_deleted(&key, "Worker script", deleted) {
-            code = EXIT_FAILED;
-        }
+    if let Some(em) = session.emulator {
+        em.stop().await;
     }
-    code
+    if ok { EXIT_OK } else { EXIT_FAILED }
 }

@@ -141,7 +141,7 @@ pub enum Command {
     /// Make Cloudflare match the manifests and wait until each object is Ready.
     Apply(ApplyArgs),
     /// Delete what the manifests' objects own at Cloudflare (as deletionPolicy says).
-    Delete(PlanArgs),
+    Delete(DeleteArgs),
     /// Run the Cloudflare API emulator (with an embedded registry) on loopback.
     Emulator(EmulatorArgs),
     /// Image operations.
@@ -216,6 +216,20 @@ pub struct PlanArgs {
     /// Manifest files or directories (multi-document YAML).
     #[arg(short = 'f', long = "filename", required = true, num_args = 1..)]
     pub files: Vec<PathBuf>,
+    #[command(flatten)]
+    pub connection: Connection,
+}
+
+/// `flaredock delete`: the manifests, and how long to wait for Cloudflare.
+#[derive(Args, Debug)]
+pub struct DeleteArgs {
+    /// Manifest files or directories (multi-document YAML).
+    #[arg(short = 'f', long = "filename", required = true, num_args = 1..)]
+    pub files: Vec<PathBuf>,
+    /// How long to wait for the deletes to finish (Cloudflare deletes applications
+    /// asynchronously; a Worker script goes after the applications on its classes).
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    pub timeout: Duration,
     #[command(flatten)]
     pub connection: Connection,
 }

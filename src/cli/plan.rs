@@ -33,6 +33,12 @@ pub(super) async fn plan(command: PlanCommand) -> i32 {
     let mut objects = Vec::new();
     let mut out = std::io::stdout().lock();
     let text = command.output == PlanOutput::Text;
+    // What deleting a Worker would destroy, said in words (deletionPolicy DeleteWithData).
+    let warnings: HashMap<String, String> = loaded
+        .workers
+        .iter()
+        .filter_map(|w| w.deletion_warning().map(|m| (w.key(), m)))
+        .collect();
     let mut report =
         |kind: &str, key: String, result: Result<Plan, crate::cloudflare::ApiError>| {
             let (namespace, name) = key.split_once('/').unwrap_or(("default", key.as_str()));
@@ -45,8 +51,17 @@ pub(super) async fn plan(command: PlanCommand) -> i32 {
             match result {
                 Ok(plan) => {
                     changes |= !plan.actions.is_empty();
+                    let warning = (kind == manifest::WORKER_KIND)
+                        .then(|| warnings.get(&key))
+                        .flatten();
                     if text {
                         print_plan(&mut out, &shown, &plan);
+                        if let Some(w) = warning {
+                            let _ = writeln!(out, "  ! {w}");
+                        }
+                    }
+                    if let Some(w) = warning {
+                        entry["deletionWarning"] = serde_json::json!(w);
                     }
                     if let (Some(e), serde_json::Value::Object(p)) =
                         (entry.as_object_mut(), plan.to_json())

@@ -415,14 +415,20 @@ impl CloudflareClient {
         .await
     }
 
-    /// `DELETE /workers/scripts/{name}?force=true` (with its Durable Objects: the caller
-    /// decides that their data goes); `Ok(false)` when it was already gone.
-    pub async fn delete_script(&self, script: &str) -> Result<bool, ApiError> {
+    /// `DELETE /workers/scripts/{name}`; `Ok(false)` when it was already gone. Without
+    /// `force`, Cloudflare refuses to delete a script that has Durable Objects; with
+    /// `force=true` they go with it, **and all their data**: the caller decides.
+    pub async fn delete_script(&self, script: &str, force: bool) -> Result<bool, ApiError> {
+        let path = if force {
+            format!("/workers/scripts/{script}?force=true")
+        } else {
+            format!("/workers/scripts/{script}")
+        };
         let result: Result<Value, ApiError> = self
             .call(
                 "deleteScript",
                 Method::DELETE,
-                format!("/workers/scripts/{script}?force=true"),
+                path,
                 Body::Empty,
                 Repeat::Safe,
             )

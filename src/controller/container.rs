@@ -246,6 +246,19 @@ async fn cleanup(obj: Arc<CloudflareContainer>, ctx: Arc<Context>) -> Result<Act
                 .await;
             }
         }
+        // Cloudflare deletes asynchronously: the finalizer stays until a fresh read no
+        // longer lists the application (looked at again in a few seconds).
+        Ok(DeleteOutcome::Waiting { names, on }) => {
+            let message = format!(
+                "deleting application(s) {}: waiting, {on}",
+                names.join(", ")
+            );
+            ctx.publish(obj.as_ref(), EventType::Normal, "Deleting", message.clone())
+                .await;
+            return Err(Error::Waiting(message));
+        }
+        // Not a container's outcome; nothing was deleted.
+        Ok(DeleteOutcome::KeptData { .. } | DeleteOutcome::DeletedWithData { .. }) => {}
         Err(e) => {
             ctx.publish(
                 obj.as_ref(),

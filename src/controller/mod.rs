@@ -541,6 +541,11 @@ fn backoff(
     generation: Option<i64>,
     error: &Error,
 ) -> kube::runtime::controller::Action {
+    if is_waiting(error) {
+        // A cleanup waiting for something to go (an asynchronous delete) is no failure:
+        // looked at again soon, with no growing backoff.
+        return kube::runtime::controller::Action::requeue(jittered(WAITING_POLL));
+    }
     let mut failures = ctx.failures();
     let count = failures
         .get(key)
@@ -564,6 +569,18 @@ fn backoff(
     kube::runtime::controller::Action::requeue(delay)
 }
 
+/// A cleanup that waits (`Error::Waiting`, also through the finalizer helper).
+fn is_waiting(error: &Error) -> bool {
+    match error {
+        Error::Waiting(_) => true,
+        Error::Finalizer(f) => matches!(
+            f.as_ref(),
+            finalizer::Error::CleanupFailed(e) | finalizer::Error::ApplyFailed(e) if is_waiting(e)
+        ),
+        _ => false,
+    }
+}
+
 /// A short reason of a reconcile error, for metrics and logs (through the finalizer).
 fn error_reason(error: &Error) -> &'static str {
     match error {
@@ -583,6 +600,10 @@ fn error_reason(error: &Error) -> &'static str {
 /// How often a Ready object that reads Secrets (a Worker's `secrets`, a container's
 /// `env[].valueFrom`) reads them again: Secrets are never watched.
 const SECRET_POLL: Duration = Duration::from_secs(60);
+
+/// How often a cleanup that waits (for Cloudflare to finish deleting an application,
+/// or for the containers of a Worker) looks again.
+const WAITING_POLL: Duration = Duration::from_secs(3);
 
 /// The longest wait between two attempts of a failing object.
 const MAX_BACKOFF: Duration = Duration::from_secs(300);

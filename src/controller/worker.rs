@@ -203,8 +203,10 @@ async fn report(
     }
 }
 
-/// Deletes the script as the policy says, once no CloudflareContainer names the Worker
-/// (decided on a fresh list: their applications use its classes).
+/// Deletes the script as the policy says, once no CloudflareContainer of its namespace
+/// binds it, by `worker.name` (this object) or `worker.scriptName` (its script), on a
+/// fresh list, and no application runs on its classes (a fresh read of Cloudflare,
+/// which also covers containers of other namespaces and applications being deleted).
 async fn cleanup(obj: Arc<CloudflareWorker>, ctx: Arc<Context>) -> Result<Action, Error> {
     let ns = obj.namespace_or_default();
     let api: Api<CloudflareContainer> = Api::namespaced(ctx.client.clone(), ns);
@@ -212,12 +214,15 @@ async fn cleanup(obj: Arc<CloudflareWorker>, ctx: Arc<Context>) -> Result<Action
     let naming: Vec<String> = list
         .items
         .iter()
-        .filter(|c| c.worker_object() == Some(obj.name()))
+        .filter(|c| {
+            c.worker_object() == Some(obj.name())
+                || c.spec.worker.script_name.as_deref() == Some(obj.script_name())
+        })
         .map(|c| c.name().to_string())
         .collect();
     if !naming.is_empty() {
         let message = format!(
-            "waiting for CloudflareContainer(s) {} that name this Worker to be deleted first",
+            "waiting for CloudflareContainer(s) {} that bind this Worker's script to be deleted first",
             naming.join(", ")
         );
         ctx.publish(
@@ -234,7 +239,7 @@ async fn cleanup(obj: Arc<CloudflareWorker>, ctx: Arc<Context>) -> Result<Action
             let account = ctx.account(&account_id, &token).await?;
             account.reconciler.delete_worker(&obj).await
         }
-        Err(problem) if obj.spec.deletion_policy == crate::spec::DeletionPolicy::Orphan => {
+        Err(problem) if obj.spec.deletion_policy == crate::spec::WorkerDeletionPolicy::Orphan => {
             tracing::info!(worker = %obj.key(), %problem, "deletionPolicy Orphan: nothing to delete");
             Ok(DeleteOutcome::Orphaned(vec![]))
         }
@@ -260,14 +265,56 @@ async fn cleanup(obj: Arc<CloudflareWorker>, ctx: Arc<Context>) -> Result<Action
             )
             .await;
         }
+        Ok(DeleteOutcome::DeletedWithData { script, classes }) => {
+            ctx.publish(
+                obj.as_ref(),
+                EventType::Warning,
+                "DeletedWithData",
+                format!(
+                    "deleted Worker script {script} with force=true (deletionPolicy DeleteWithData): the Durable Object namespaces of {} and all their data are destroyed",
+                    classes.join(", ")
+                ),
+            )
+            .await;
+        }
         Ok(DeleteOutcome::Orphaned(names)) if !names.is_empty() => {
             ctx.publish(
                 obj.as_ref(),
                 EventType::Normal,
                 "Orphaned",
-                format!("left Worker script {} in place", names.join(", ")),
+                format!(
+                    "left Worker script {} in place with its Durable Objects and their data (deletionPolicy Orphan)",
+                    names.join(", ")
+                ),
             )
             .await;
+        }
+        Ok(DeleteOutcome::KeptData { script, classes }) => {
+            ctx.publish(
+                obj.as_ref(),
+                EventType::Warning,
+                "KeptDurableObjectData",
+                format!(
+                    "left Worker script {script} in place: the Durable Object namespaces of {} may hold data, which deletionPolicy Delete never destroys (DeleteWithData does)",
+                    classes.join(", ")
+                ),
+            )
+            .await;
+        }
+        Ok(DeleteOutcome::Waiting { names, on }) => {
+            let message = format!(
+                "waiting for application(s) {} before deleting Worker script {}: {on}",
+                names.join(", "),
+                obj.script_name()
+            );
+            ctx.publish(
+                obj.as_ref(),
+                EventType::Normal,
+                "WaitingForApplications",
+                message.clone(),
+            )
+            .await;
+            return Err(Error::Waiting(message));
         }
         Ok(_) => {}
         Err(e) => {

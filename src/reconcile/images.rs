@@ -13,10 +13,7 @@ use tokio::time::Instant;
 use super::model::{ImageAction, ImageState, object_repository};
 use super::worker::inputs::{DataMap, SourceData};
 use crate::build::job::Owner;
-use crate::build::{
-    BuildInputs, BuildOutcome, BuildRequest, BuildSource, Builder, content_tag, local_context_hash,
-    resolve_git_commit, tarball_digest,
-};
+use crate::build::{BuildInputs, BuildOutcome, BuildRequest, BuildSource, Builder, content_tag};
 use crate::cloudflare::types::RegistryPermission;
 use crate::cloudflare::{ApiError, CLOUDFLARE_REGISTRY, CloudflareClient};
 use crate::oci::copy::{CopyOptions, copy_image, source_digest};
@@ -116,7 +113,6 @@ pub struct ImageResolver {
     /// Builds seen running (`object|tag`): asked again until they end, so that the
     /// builder can clean up after them.
     in_flight: std::sync::Mutex<std::collections::HashSet<String>>,
-    http: reqwest::Client,
 }
 
 fn failed(reason: &str, message: impl Into<String>) -> ImageState {
@@ -174,7 +170,6 @@ impl ImageResolver {
             no_builder: "no builder available (install buildah or docker buildx)".into(),
             local_contexts: false,
             in_flight: Default::default(),
-            http: reqwest::Client::new(),
         }
     }
 
@@ -515,33 +510,26 @@ impl ImageResolver {
                 )
             })?;
         let inputs = BuildInputs::from_spec(build);
-        let identity = match &source {
-            BuildSource::Local(dir) => {
-                let dir = dir.clone();
-                match tokio::task::spawn_blocking(move || local_context_hash(&dir)).await {
-                    Ok(Ok(h)) => h,
-                    Ok(Err(e)) => {
-                        return Err(failed(
-                            "InvalidBuildContext",
-                            format!("spec.build.context: {e}"),
-                        ));
-                    }
-                    Err(e) => return Err(pending("BuildSourceUnavailable", e.to_string())),
+        // Named without any network call: the controller never fetches a tenant's URL
+        // (the build Job fetches its own context); a local directory is hashed here.
+        let rebuild = obj
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(crate::build::REBUILD_ANNOTATION))
+            .cloned();
+        let named = source.clone();
+        let identity =
+            match tokio::task::spawn_blocking(move || named.identity(rebuild.as_deref())).await {
+                Ok(Ok(id)) => id,
+                Ok(Err(e)) => {
+                    return Err(failed(
+                        "InvalidBuildContext",
+                        format!("spec.build.context: {e}"),
+                    ));
                 }
-            }
-            BuildSource::Git {
-                url,
-                reference,
-                subdir,
-            } => match resolve_git_commit(&self.http, url, reference.as_deref()).await {
-                Ok(commit) => format!("git:{commit}:{}", subdir.as_deref().unwrap_or("")),
-                Err(e) => return Err(pending("BuildSourceUnavailable", e)),
-            },
-            BuildSource::Tarball(url) => match tarball_digest(&self.http, url).await {
-                Ok(d) => format!("tar:{d}"),
-                Err(e) => return Err(pending("BuildSourceUnavailable", e)),
-            },
-        };
+                Err(e) => return Err(pending("BuildSourceUnavailable", e.to_string())),
+            };
         let tag = obj
             .spec
             .tag

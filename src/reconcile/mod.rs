@@ -4,6 +4,7 @@
 //! derive the **status**. The CLI and the controller both drive [`Reconciler`].
 
 pub mod converge;
+mod delete;
 pub mod holds;
 pub mod images;
 pub mod model;
@@ -17,11 +18,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::cloudflare::ApiError;
-use crate::spec::{CloudflareContainer, CloudflareContainerStatus, DeletionPolicy};
+use crate::spec::{CloudflareContainer, CloudflareContainerStatus};
 pub use converge::{ConvergeOptions, Converged, converge, converge_all};
 use images::{ImageResolver, Peers};
 use model::{Desired, ImageAction, ImageState, Observed, owner_of};
-pub use outcome::{DeleteOutcome, Happening, Outcome, ReconcileOutcome};
+pub use outcome::{DeleteOutcome, Happening, Outcome, ReconcileOutcome, WaitingOn};
 use plan::{Action, Plan, plan};
 use status::StatusInput;
 use view::AccountView;
@@ -582,37 +583,6 @@ impl Reconciler {
             }
         }
         Ok(())
-    }
-
-    /// Deletes what this object owns, as its `deletionPolicy` says. Applications it does
-    /// not own are never touched.
-    pub async fn delete(&self, obj: &CloudflareContainer) -> Result<DeleteOutcome, ApiError> {
-        let desired = Desired::from_spec(obj, &HashMap::new(), &self.cluster);
-        // Decided on a fresh read, never on the cached view: an application created
-        // since the view was loaded (or by another replica) is not orphaned.
-        self.view.refresh_applications().await?;
-        let mut owned = self.view.applications_owned_by(&desired.owner).await?;
-        if let Some(id) = obj
-            .status
-            .as_ref()
-            .and_then(|s| s.application_id.as_deref())
-            && !owned.iter().any(|a| a.id == id)
-        {
-            match self.view.client().get_application(id).await {
-                Ok(app) if owner_of(&app) == Some(desired.owner.as_str()) => owned.push(app),
-                Ok(_) | Err(ApiError::NotFound { .. }) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        let names: Vec<String> = owned.iter().map(|a| a.name.clone()).collect();
-        if desired.deletion_policy == DeletionPolicy::Orphan {
-            return Ok(DeleteOutcome::Orphaned(names));
-        }
-        for app in &owned {
-            self.view.client().delete_application(&app.id).await?;
-            self.view.remove_application(&app.id).await;
-        }
-        Ok(DeleteOutcome::Deleted(names))
     }
 }
 

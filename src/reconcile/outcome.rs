@@ -116,11 +116,57 @@ macro_rules! outcome {
 outcome!(ReconcileOutcome);
 outcome!(worker::WorkerOutcome);
 
-/// What deleting an object did.
+/// What deleting an object did. Only `Deleted`, `Orphaned`, `KeptData` and
+/// `DeletedWithData` are final; `Waiting` asks to be called again (the controller keeps
+/// its finalizer meanwhile).
 #[derive(Clone, Debug, PartialEq)]
 pub enum DeleteOutcome {
-    /// These applications were deleted.
+    /// Nothing this object owns is left at Cloudflare; these went in this call (empty:
+    /// there was nothing left to delete).
     Deleted(Vec<String>),
-    /// `deletionPolicy: Orphan`: these applications were left running.
+    /// `deletionPolicy: Orphan`: these were left in place.
     Orphaned(Vec<String>),
+    /// Under way: `names` are still there, for the reason `on`. Calling again is safe (a
+    /// delete sent again to an application being deleted is harmless).
+    Waiting { names: Vec<String>, on: WaitingOn },
+    /// A Worker's `deletionPolicy: Delete` left its script in place, data kept: these
+    /// classes have Durable Object namespaces (only `DeleteWithData` destroys them).
+    KeptData {
+        script: String,
+        classes: Vec<String>,
+    },
+    /// `deletionPolicy: DeleteWithData`: the script went with the Durable Object
+    /// namespaces of these classes and all their data.
+    DeletedWithData {
+        script: String,
+        classes: Vec<String>,
+    },
+}
+
+impl DeleteOutcome {
+    /// Nothing more will happen: the finalizer may go.
+    pub fn finished(&self) -> bool {
+        !matches!(self, DeleteOutcome::Waiting { .. })
+    }
+}
+
+/// What an unfinished delete waits for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WaitingOn {
+    /// Cloudflare still lists the applications: it deletes them asynchronously.
+    Deletion,
+    /// These applications run on the Worker script's Durable Object classes: the
+    /// script is deleted after them.
+    Applications,
+}
+
+impl std::fmt::Display for WaitingOn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            WaitingOn::Deletion => "Cloudflare still lists them (it deletes asynchronously)",
+            WaitingOn::Applications => {
+                "they run on the Worker script's Durable Object classes and go first"
+            }
+        })
+    }
 }

@@ -10,8 +10,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    AdoptionApproval, DeletionPolicy, DriftEntry, ManagementPolicy, PendingAdoption, SecretKeyRef,
-    SecretRef,
+    AdoptionApproval, DriftEntry, ManagementPolicy, PendingAdoption, SecretKeyRef, SecretRef,
 };
 
 /// A Worker script uploaded by flaredock. CloudflareContainers name it in
@@ -83,15 +82,36 @@ pub struct CloudflareWorkerSpec {
     #[serde(default, skip_serializing_if = "ManagementPolicy::is_manage")]
     pub management_policy: ManagementPolicy,
 
-    /// What happens to the script when this object is deleted. `Delete` removes only a
-    /// script this object owns, and with it the Durable Object data of its classes.
+    /// What happens to the script when this object is deleted. `Orphan` (default)
+    /// leaves the script, its Durable Object namespaces and their data in place.
+    /// `Delete` removes a script this object owns only while it has no Durable Object
+    /// namespace (it never forces). `DeleteWithData` removes it with `force=true`,
+    /// destroying its Durable Object namespaces and all the data they store.
     #[serde(default)]
-    pub deletion_policy: DeletionPolicy,
+    pub deletion_policy: WorkerDeletionPolicy,
 
     /// Secret with keys apiToken and accountId (the controller only; the command line
     /// reads CLOUDFLARE_API_TOKEN and CLOUDFLARE_ACCOUNT_ID).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_secret_ref: Option<SecretRef>,
+}
+
+/// What deleting a CloudflareWorker does to its script. Only a script this object owns
+/// (its flaredock owner tag) is ever deleted; the script waits until no
+/// CloudflareContainer binds it and no application runs on its classes.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum WorkerDeletionPolicy {
+    /// Leave the script in place, with its Durable Object namespaces and their data (its
+    /// flaredock tags stay: a CloudflareWorker of the same name takes it back).
+    #[default]
+    Orphan,
+    /// Delete the script without `force`: only while it has no Durable Object namespace.
+    /// A script whose classes have namespaces is left in place, data kept, with a
+    /// Warning Event naming them.
+    Delete,
+    /// Delete the script with `force=true`: its Durable Object namespaces and all the
+    /// data they store are destroyed, irreversibly.
+    DeleteWithData,
 }
 
 /// The Worker's modules: exactly one source.
@@ -196,6 +216,17 @@ pub struct CloudflareWorkerStatus {
 }
 
 impl CloudflareWorker {
+    /// What `plan` and `delete` say, in words, when deleting this object destroys
+    /// Durable Object data (`deletionPolicy: DeleteWithData`); `None` when it keeps it.
+    pub fn deletion_warning(&self) -> Option<String> {
+        (self.spec.deletion_policy == WorkerDeletionPolicy::DeleteWithData).then(|| {
+            format!(
+                "deletionPolicy DeleteWithData: deleting this object deletes Worker script {} with force=true, DESTROYING its Durable Object namespaces and all the data they store",
+                self.script_name()
+            )
+        })
+    }
+
     /// The Worker script name.
     pub fn script_name(&self) -> &str {
         self.spec.script_name.as_deref().unwrap_or(self.name())

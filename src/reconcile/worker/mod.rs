@@ -4,6 +4,7 @@
 //! CloudflareContainers that name a Worker add their classes to its upload; the Worker
 //! is uploaded (container-enabling the classes) before any of their applications exist.
 
+mod delete;
 pub mod inputs;
 pub mod model;
 pub mod plan;
@@ -12,13 +13,13 @@ pub mod status;
 use crate::cloudflare::ApiError;
 use crate::oci::Reference;
 use crate::spec::{
-    CloudflareContainer, CloudflareWorker, CloudflareWorkerStatus, DeletionPolicy, ManagementPolicy,
+    CloudflareContainer, CloudflareWorker, CloudflareWorkerStatus, ManagementPolicy,
 };
 
 use super::plan::{Blocked, Plan};
-use super::{DeleteOutcome, Happening, Reconciler, holds};
+use super::{Happening, Reconciler, holds};
 use inputs::{SourceData, modules_from, resolve_local, resolve_secrets};
-use model::{ContainerClass, DesiredWorker, RecordedTags, WorkerInputs};
+use model::{ContainerClass, DesiredWorker, WorkerInputs};
 use plan::{ObservedWorker, blocked_plan, plan_worker};
 use status::WorkerStatusInput;
 
@@ -360,27 +361,5 @@ impl Reconciler {
             drift,
             error,
         }
-    }
-
-    /// Deletes the Worker script as `deletionPolicy` says, decided on a fresh read of the
-    /// script list: a script this object does not own is never touched. The caller
-    /// makes sure no CloudflareContainer still names the Worker.
-    pub async fn delete_worker(&self, obj: &CloudflareWorker) -> Result<DeleteOutcome, ApiError> {
-        let script = obj.script_name();
-        self.view.invalidate_scripts().await;
-        let Some(info) = self.view.script(script).await? else {
-            return Ok(DeleteOutcome::Deleted(vec![]));
-        };
-        if RecordedTags::read(&info).owner.as_deref() != Some(obj.owner_id(&self.cluster).as_str())
-        {
-            return Ok(DeleteOutcome::Deleted(vec![]));
-        }
-        if obj.spec.deletion_policy == DeletionPolicy::Orphan {
-            return Ok(DeleteOutcome::Orphaned(vec![script.to_string()]));
-        }
-        self.view.client().delete_script(script).await?;
-        self.view.remove_script(script).await;
-        self.view.invalidate_namespaces().await;
-        Ok(DeleteOutcome::Deleted(vec![script.to_string()]))
     }
 }

@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 
 use crate::cloudflare::Secret;
 use crate::cloudflare::types::{ScriptInfo, ScriptModule};
-use crate::spec::{CloudflareWorker, DeletionPolicy};
+use crate::spec::{CloudflareWorker, WorkerDeletionPolicy};
 
 /// Tag prefix of everything flaredock records on a script.
 pub const TAG_PREFIX: &str = "flaredock.dev/";
@@ -173,7 +173,7 @@ pub struct DesiredWorker {
     /// Sorted by class.
     pub containers: Vec<ContainerClass>,
     pub adopt: bool,
-    pub deletion_policy: DeletionPolicy,
+    pub deletion_policy: WorkerDeletionPolicy,
     pub hashes: PartHashes,
 }
 

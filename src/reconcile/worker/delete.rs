@@ -1,0 +1,92 @@
+//! Deleting a CloudflareWorker's script, as `deletionPolicy` says, on fresh reads.
+//!
+//! Durable Object data is never destroyed by default: `Orphan` (the default) leaves the
+//! script in place; `Delete` sends `DELETE …/scripts/{name}` without `force`, and only
+//! while the script has no Durable Object namespace (Cloudflare would refuse it anyway:
+//! without `force` "delete will be stopped by associated … durable object"), otherwise
+//! the script is kept with its data ([`DeleteOutcome::KeptData`]); only
+//! `DeleteWithData` sends `force=true`, which deletes the namespaces and their data.
+//!
+//! The script goes after every application running on its classes: while a fresh
+//! application list shows one on a namespace of the script, the outcome is
+//! [`DeleteOutcome::Waiting`] (Cloudflare refuses to delete a script whose class backs
+//! an application, and deletes applications asynchronously).
+
+use std::collections::BTreeSet;
+
+use super::model::RecordedTags;
+use crate::cloudflare::ApiError;
+use crate::reconcile::{DeleteOutcome, Reconciler, WaitingOn};
+use crate::spec::{CloudflareWorker, WorkerDeletionPolicy};
+
+impl Reconciler {
+    /// Deletes the Worker script as `deletionPolicy` says, decided on fresh reads of the
+    /// script, namespace and application lists: a script this object does not own is
+    /// never touched. The controller also waits until no CloudflareContainer binds the
+    /// script (by `worker.name` or `worker.scriptName`).
+    pub async fn delete_worker(&self, obj: &CloudflareWorker) -> Result<DeleteOutcome, ApiError> {
+        let script = obj.script_name();
+        // No upload of this script runs meanwhile (it could add a namespace).
+        let lock = self.view.script_lock(script);
+        let _guard = lock.lock().await;
+        self.view.invalidate_scripts().await;
+        let Some(info) = self.view.script(script).await? else {
+            return Ok(DeleteOutcome::Deleted(vec![]));
+        };
+        if RecordedTags::read(&info).owner.as_deref() != Some(obj.owner_id(&self.cluster).as_str())
+        {
+            return Ok(DeleteOutcome::Deleted(vec![]));
+        }
+        let policy = obj.spec.deletion_policy;
+        if policy == WorkerDeletionPolicy::Orphan {
+            return Ok(DeleteOutcome::Orphaned(vec![script.to_string()]));
+        }
+        let client = self.view.client();
+        let namespaces: Vec<_> = client
+            .list_namespaces()
+            .await?
+            .into_iter()
+            .filter(|n| n.script.as_deref() == Some(script))
+            .collect();
+        let ids: BTreeSet<&str> = namespaces.iter().map(|n| n.id.as_str()).collect();
+        let running: BTreeSet<String> = client
+            .list_applications()
+            .await?
+            .into_iter()
+            .filter(|a| a.namespace_id().is_some_and(|id| ids.contains(id)))
+            .map(|a| a.name)
+            .collect();
+        if !running.is_empty() {
+            return Ok(DeleteOutcome::Waiting {
+                names: running.into_iter().collect(),
+                on: WaitingOn::Applications,
+            });
+        }
+        let classes: Vec<String> = namespaces
+            .iter()
+            .map(|n| n.class.clone().unwrap_or_else(|| n.id.clone()))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        if policy == WorkerDeletionPolicy::Delete && !classes.is_empty() {
+            return Ok(DeleteOutcome::KeptData {
+                script: script.to_string(),
+                classes,
+            });
+        }
+        // Here `Delete` has no namespace to lose; `force` only for data it destroys.
+        let force = policy == WorkerDeletionPolicy::DeleteWithData && !classes.is_empty();
+        let deleted = client.delete_script(script, force).await;
+        self.view.invalidate_namespaces().await;
+        deleted?;
+        self.view.remove_script(script).await;
+        Ok(if force {
+            DeleteOutcome::DeletedWithData {
+                script: script.to_string(),
+                classes,
+            }
+        } else {
+            DeleteOutcome::Deleted(vec![script.to_string()])
+        })
+    }
+}
