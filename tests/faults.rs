@@ -334,7 +334,7 @@ async fn the_cli_killed_mid_apply_converges_on_rerun_without_duplicates_or_orpha
         let owner = a.configuration.label(OWNER_LABEL).unwrap();
         assert_eq!(
             owner,
-            format!("faults.{}", a.name),
+            format!("cli/faults.{}", a.name),
             "no orphans: every application is owned by its object"
         );
     }

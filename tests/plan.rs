@@ -1059,10 +1059,10 @@ fn a_build_or_a_tag_read_comes_first_and_the_rest_shows_the_tag() {
         ),
         (
             ImageAction::Resolve {
-                reference: "registry.cloudflare.com/acc/shop:v2".into(),
+                reference: "registry.cloudflare.com/acc/shop-next:v2".into(),
             },
             "resolve",
-            "registry.cloudflare.com/acc/shop:v2",
+            "registry.cloudflare.com/acc/shop-next:v2",
             "digest read at apply",
         ),
     ] {
@@ -1100,4 +1100,28 @@ fn copies_go_to_a_repository_of_the_object_never_to_a_short_name() {
             assert_ne!(a, b);
         }
     }
+}
+
+#[test]
+fn re_reading_the_tag_of_the_running_repository_is_done_but_is_not_a_change() {
+    let d = desired("");
+    let app = app_for(&d, IMAGE);
+    let repository = IMAGE.split('@').next().unwrap();
+    let mut o = observed(Some(app));
+    o.image = ImageState::Needs(ImageAction::Resolve {
+        reference: format!("{repository}:v1"),
+    });
+    let p = plan(&d, &o);
+    assert_eq!(kinds(&p), ["resolve"], "apply re-reads the tag");
+    assert!(p.changes.is_empty(), "{:?}", p.changes);
+    assert!(!p.changes_anything(), "a re-read alone changes nothing");
+    // Another action makes it a change again.
+    let mut more = p.clone();
+    more.actions.push(p.actions[0].clone());
+    more.changes.push(flaredock::reconcile::plan::Change {
+        field: "max_instances".into(),
+        from: "2".into(),
+        to: "4".into(),
+    });
+    assert!(more.changes_anything());
 }

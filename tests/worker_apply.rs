@@ -646,14 +646,7 @@ async fn another_cluster_never_takes_what_this_one_owns() {
     std::fs::write(&file, adopting).unwrap();
     em.shared.clear_requests();
     let out = Command::new(env!("CARGO_BIN_EXE_flaredock"))
-        .args([
-            "apply",
-            "--timeout",
-            "3s",
-            "--cluster-name",
-            "prod-eu",
-            "-f",
-        ])
+        .args(["apply", "--timeout", "3s", "--cluster-id", "prod-eu", "-f"])
         .arg(&file)
         .env("CLOUDFLARE_API_BASE_URL", em.base_url())
         .env("CLOUDFLARE_ACCOUNT_ID", em.account_id())
@@ -663,7 +656,7 @@ async fn another_cluster_never_takes_what_this_one_owns() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     assert!(
-        stdout.contains("ApplicationOwnedByAnother") && stdout.contains("default.hello"),
+        stdout.contains("ApplicationOwnedByAnother") && stdout.contains("cli/default.hello"),
         "{stdout}"
     );
     assert!(

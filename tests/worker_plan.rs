@@ -123,7 +123,7 @@ fn a_new_script_is_uploaded_with_its_classes_container_enabled() {
         tags: Some(m.tags.clone()),
         ..Default::default()
     });
-    assert_eq!(recorded.owner.as_deref(), Some("apps.shop"));
+    assert_eq!(recorded.owner.as_deref(), Some("cli/apps.shop"));
     assert_eq!(recorded.containers, ["Shop"]);
     assert_eq!(u.modules[0].content_type, "application/javascript+module");
     assert!(matches!(

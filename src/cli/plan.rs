@@ -6,7 +6,7 @@ use super::*;
 /// Prints one object's plan.
 fn print_plan(out: &mut impl Write, key: &str, plan: &Plan) {
     let _ = writeln!(out, "{key}:");
-    if plan.is_noop() {
+    if !plan.changes_anything() && plan.blocked.is_none() {
         let _ = writeln!(out, "  no changes");
     }
     for c in &plan.changes {
@@ -50,7 +50,7 @@ pub(super) async fn plan(command: PlanCommand) -> i32 {
             };
             match result {
                 Ok(plan) => {
-                    changes |= !plan.actions.is_empty();
+                    changes |= plan.changes_anything();
                     let warning = (kind == manifest::WORKER_KIND)
                         .then(|| warnings.get(&key))
                         .flatten();

@@ -201,6 +201,17 @@ impl Plan {
         self.actions.is_empty() && self.blocked.is_none()
     }
 
+    /// Whether the plan would change anything: an action other than re-reading the
+    /// tag of the repository the application already runs from (which changes
+    /// something only if the tag moved: then the plan made after it says so).
+    pub fn changes_anything(&self) -> bool {
+        !self.changes.is_empty()
+            || self
+                .actions
+                .iter()
+                .any(|a| !matches!(a, Action::GetImage(ImageAction::Resolve { .. })))
+    }
+
     pub(crate) fn refuse(reason: &str, message: String) -> Plan {
         Plan {
             blocked: Some(Blocked::Refused {
@@ -348,6 +359,7 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
     // build's or a tag's digest is known only once act has it: the plan shows the
     // tagged reference, and act plans again from what it found.
     let mut get = None;
+    let mut reread = None;
     let mut placeholder = None;
     let pinned;
     let observed = match &observed.image {
@@ -360,6 +372,15 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
                         deploys
                     }
                 },
+                // A tag of the repository the application already runs from: until
+                // act re-reads it, the plan assumes the digest it runs (the read is
+                // not a change, and is always done).
+                None if running_image(observed)
+                    .is_some_and(|r| same_repository(r, &action.placeholder())) =>
+                {
+                    reread = Some(action.clone());
+                    running_image(observed).unwrap_or_default().to_string()
+                }
                 None => {
                     get = Some(action.clone());
                     placeholder = Some(action.placeholder());
@@ -390,7 +411,27 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
             }
         }
     }
+    if let Some(reread) = reread {
+        plan.actions.insert(0, Action::GetImage(reread));
+    }
     plan
+}
+
+/// Do `image` (a digest reference) and `tagged` (a tag reference) name the same
+/// repository, whatever registry host each was written with?
+fn same_repository(image: &str, tagged: &str) -> bool {
+    let repository = |r: &str| -> String {
+        let name = r.split('@').next().unwrap_or(r);
+        let name = match name.rsplit_once(':') {
+            Some((repo, tag)) if !tag.contains('/') => repo,
+            _ => name,
+        };
+        name.split_once('/')
+            .map(|(_, p)| p)
+            .unwrap_or(name)
+            .to_string()
+    };
+    repository(image) == repository(tagged)
 }
 
 /// The image the application runs, or is rolling out to.

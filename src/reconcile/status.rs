@@ -53,7 +53,8 @@ fn cond(
 /// Converged: nothing left to do, no rollout active, and (when the versions were read)
 /// every instance on a version whose configuration is the spec's.
 pub fn is_converged(observed: &Observed, remaining: &Plan) -> bool {
-    remaining.is_noop()
+    !remaining.changes_anything()
+        && remaining.blocked.is_none()
         && observed
             .application
             .as_ref()
