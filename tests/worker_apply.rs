@@ -666,7 +666,7 @@ async fn another_cluster_never_takes_what_this_one_owns() {
     );
     // A bad cluster name is refused before anything happens.
     let out = Command::new(env!("CARGO_BIN_EXE_flaredock"))
-        .args(["plan", "--cluster-name", "Prod_EU", "-f"])
+        .args(["plan", "--cluster-id", "Prod_EU", "-f"])
         .arg(&file)
         .env("CLOUDFLARE_API_BASE_URL", em.base_url())
         .env("CLOUDFLARE_ACCOUNT_ID", em.account_id())
@@ -674,7 +674,7 @@ async fn another_cluster_never_takes_what_this_one_owns() {
         .output()
         .unwrap();
     assert_ne!(out.status.code(), Some(0));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--cluster-name"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--cluster-id"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
