@@ -25,6 +25,14 @@ const CREDENTIAL_MINUTES: i64 = 15;
 /// Credentials are renewed when fewer than this remain.
 const CREDENTIAL_MARGIN: Duration = Duration::from_secs(5 * 60);
 
+/// A planned repository (`<account>/<path>`) below the account credentials name.
+fn below_account(planned: &str, account: &str) -> String {
+    match planned.split_once('/') {
+        Some((_, rest)) => format!("{account}/{rest}"),
+        None => planned.to_string(),
+    }
+}
+
 /// Entries each per-round reading cache holds at most (cleared when full).
 const DIGEST_CACHE_ENTRIES: usize = 4096;
 
@@ -481,16 +489,8 @@ impl ImageResolver {
         let flight = format!("{}|{tag}", obj.key());
         let running = crate::lock(&self.in_flight).contains(&flight);
         if !running && let Some((_, _, creds)) = self.held_credentials().await {
-            match self
-                .registry
-                .head_manifest(&host, &repository, &tag, Some(&creds))
-                .await
-            {
-                Ok(Some(m)) => {
-                    return ImageState::Ready(format!("{host}/{repository}@{}", m.digest));
-                }
-                Ok(None) => {}
-                Err(e) => return registry_state(&e),
+            if let Some(there) = self.pushed(&host, &repository, &tag, &creds).await {
+                return there;
             }
         }
         ImageState::Needs(ImageAction::Build { destination })
@@ -536,6 +536,29 @@ impl ImageResolver {
             .clone()
             .unwrap_or_else(|| content_tag(&identity, &inputs));
         Ok((source, inputs, tag))
+    }
+
+    /// The image `repository:tag` names, when it is there (or why it cannot be read);
+    /// `None` when it is not.
+    async fn pushed(
+        &self,
+        host: &str,
+        repository: &str,
+        tag: &str,
+        creds: &Credentials,
+    ) -> Option<ImageState> {
+        match self
+            .registry
+            .head_manifest(host, repository, tag, Some(creds))
+            .await
+        {
+            Ok(Some(m)) => Some(ImageState::Ready(format!(
+                "{host}/{repository}@{}",
+                m.digest
+            ))),
+            Ok(None) => None,
+            Err(e) => Some(registry_state(&e)),
+        }
     }
 
     async fn remember(&self, key: String, state: ImageState) {
@@ -604,10 +627,7 @@ impl ImageResolver {
             Err(e) => return failed("InvalidImage", e.to_string()),
         };
         // The host and account the credentials name are where it goes.
-        let repository = match planned.repository.split_once('/') {
-            Some((_, rest)) => format!("{account}/{rest}"),
-            None => planned.repository.clone(),
-        };
+        let repository = below_account(&planned.repository, &account);
         let dest = Reference {
             registry: Some(host.clone()),
             repository,
@@ -663,23 +683,12 @@ impl ImageResolver {
             Err(e) => return failed("InvalidImage", e.to_string()),
         };
         // The account the credentials name; the object's repository below it.
-        let repository = match planned.repository.split_once('/') {
-            Some((_, rest)) => format!("{account}/{rest}"),
-            None => planned.repository.clone(),
-        };
+        let repository = below_account(&planned.repository, &account);
         let flight = format!("{}|{tag}", obj.key());
         let running = crate::lock(&self.in_flight).contains(&flight);
         if !running {
-            match self
-                .registry
-                .head_manifest(&host, &repository, &tag, Some(&creds))
-                .await
-            {
-                Ok(Some(m)) => {
-                    return ImageState::Ready(format!("{host}/{repository}@{}", m.digest));
-                }
-                Ok(None) => {}
-                Err(e) => return registry_state(&e),
+            if let Some(there) = self.pushed(&host, &repository, &tag, &creds).await {
+                return there;
             }
         }
         let Some(builder) = &self.builder else {
