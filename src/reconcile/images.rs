@@ -488,10 +488,11 @@ impl ImageResolver {
         let destination = format!("{host}/{repository}:{tag}");
         let flight = format!("{}|{tag}", obj.key());
         let running = crate::lock(&self.in_flight).contains(&flight);
-        if !running && let Some((_, _, creds)) = self.held_credentials().await {
-            if let Some(there) = self.pushed(&host, &repository, &tag, &creds).await {
-                return there;
-            }
+        if !running
+            && let Some((_, _, creds)) = self.held_credentials().await
+            && let Some(there) = self.pushed(&host, &repository, &tag, &creds).await
+        {
+            return there;
         }
         ImageState::Needs(ImageAction::Build { destination })
     }
@@ -686,10 +687,8 @@ impl ImageResolver {
         let repository = below_account(&planned.repository, &account);
         let flight = format!("{}|{tag}", obj.key());
         let running = crate::lock(&self.in_flight).contains(&flight);
-        if !running {
-            if let Some(there) = self.pushed(&host, &repository, &tag, &creds).await {
-                return there;
-            }
+        if !running && let Some(there) = self.pushed(&host, &repository, &tag, &creds).await {
+            return there;
         }
         let Some(builder) = &self.builder else {
             return failed("NoBuilder", format!("spec.build: {}", self.no_builder));
