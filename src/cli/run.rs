@@ -7,6 +7,7 @@ pub(super) async fn run_controller(args: RunArgs) -> i32 {
         eprintln!("error: {e}");
         return EXIT_INVALID;
     }
+    let registry_timeouts = args.access.registry_timeouts();
     let default_credentials = match (args.access.account_id, args.access.api_token) {
         (Some(a), Some(t)) if !a.is_empty() && !t.is_empty() => Some((a, Secret::new(t))),
         _ => None,
@@ -23,6 +24,9 @@ pub(super) async fn run_controller(args: RunArgs) -> i32 {
             concurrency: args.concurrency,
             api_base_url: args.access.api_base_url,
             rate_limit: args.access.rate_limit,
+            api_timeout: args.access.api_timeout,
+            connect_timeout: args.access.connect_timeout,
+            registry_timeouts,
             insecure_registries: args.access.insecure_registries,
             default_credentials,
             default_credentials_namespaces: args.default_credentials_namespaces,
