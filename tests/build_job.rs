@@ -888,7 +888,7 @@ async fn a_builder_that_is_not_the_leader_creates_nothing() {
             ..JobSettings::default()
         },
     )
-    .with_write_gate(WriteGate(Arc::new(move || l.load(Ordering::SeqCst))));
+    .with_write_gate(WriteGate::while_open(move || l.load(Ordering::SeqCst)));
     let r = request();
     let outcome = builder.build(&r).await;
     assert!(

@@ -877,8 +877,8 @@ async fn a_closed_write_gate_stops_writes_and_lets_reads_through() {
     let open = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let gate = open.clone();
     let client = common::client_with(&em, |c| {
-        c.write_gate = Some(flaredock::cloudflare::client::WriteGate(
-            std::sync::Arc::new(move || gate.load(std::sync::atomic::Ordering::SeqCst)),
+        c.write_gate = Some(flaredock::cloudflare::client::WriteGate::while_open(
+            move || gate.load(std::sync::atomic::Ordering::SeqCst),
         ))
     });
     assert!(client.list_applications().await.unwrap().is_empty());

@@ -254,7 +254,11 @@ async fn a_burst_of_429s_is_waited_out_and_nothing_is_lost() {
         "the client waited as told"
     );
     let log = em.shared.requests();
-    assert_eq!(log.iter().filter(|r| r.status == 429).count(), 3);
+    // The three scripted ones; a request already on its way when a block began is
+    // answered 429 by the emulator's block too (a reconcile no longer sits out a second
+    // 429 in one call: it returns, and its other reads go on meanwhile).
+    let limited = log.iter().filter(|r| r.status == 429).count();
+    assert!((3..=6).contains(&limited), "{limited} answers 429");
     assert_eq!(
         common::client_for(&em)
             .list_applications()

@@ -484,7 +484,9 @@ impl JobBuilder {
     }
 
     fn may_write(&self) -> bool {
-        self.write_gate.as_ref().is_none_or(|g| (g.0)())
+        self.write_gate
+            .as_ref()
+            .is_none_or(|g| g.fence(std::time::Duration::from_secs(30)).is_some())
     }
 
     async fn run(&self, request: &BuildRequest) -> BuildOutcome {

@@ -180,6 +180,15 @@ pub struct ApiAccess {
     /// Client-side rate limit per token, REQUESTS/SECONDS.
     #[arg(long, env = "FLAREDOCK_RATE_LIMIT", default_value = "1200/300", value_parser = RateLimit::parse)]
     pub rate_limit: RateLimit,
+    /// Overall timeout of one Cloudflare API request.
+    #[arg(long, env = "FLAREDOCK_API_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub api_timeout: Duration,
+    /// Connect timeout of Cloudflare API and registry requests.
+    #[arg(long, env = "FLAREDOCK_CONNECT_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub connect_timeout: Duration,
+    /// Overall timeout of one registry request (a layer upload or download).
+    #[arg(long, env = "FLAREDOCK_REGISTRY_TIMEOUT", default_value = "30m", value_parser = parse_duration)]
+    pub registry_timeout: Duration,
     /// Registry host reached over plain HTTP (loopback hosts always are). Repeatable.
     #[arg(
         long = "insecure-registry",
@@ -196,6 +205,17 @@ pub struct ApiAccess {
     /// A readable name for this cluster, shown in logs (ownership rests on the id).
     #[arg(long, env = "FLAREDOCK_CLUSTER_NAME")]
     pub cluster_name: Option<String>,
+}
+
+impl ApiAccess {
+    /// The registry timeouts these flags ask for.
+    pub fn registry_timeouts(&self) -> crate::oci::client::RegistryTimeouts {
+        crate::oci::client::RegistryTimeouts {
+            connect: self.connect_timeout,
+            request: self.registry_timeout,
+            ..Default::default()
+        }
+    }
 }
 
 /// Where Cloudflare is and how to talk to it.
@@ -551,9 +571,14 @@ pub async fn connect(conn: &Connection) -> Result<Session, String> {
     };
     let mut config = ClientConfig::new(base_url, account_id, Secret::new(token));
     config.rate_limit = conn.access.rate_limit;
+    config.timeout = conn.access.api_timeout;
+    config.connect_timeout = conn.access.connect_timeout;
     let client = CloudflareClient::new(config).map_err(|e| e.to_string())?;
-    let registry =
-        RegistryClient::new(conn.access.insecure_registries.clone()).map_err(|e| e.to_string())?;
+    let registry = RegistryClient::with_timeouts(
+        conn.access.insecure_registries.clone(),
+        conn.access.registry_timeouts(),
+    )
+    .map_err(|e| e.to_string())?;
     let docker_config = conn.docker_config.clone().or_else(|| {
         std::env::var_os("HOME")
             .map(|h| PathBuf::from(h).join(".docker/config.json"))

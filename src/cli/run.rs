@@ -16,6 +16,7 @@ pub(super) async fn run_controller(args: RunArgs) -> i32 {
         Some(Ok(c)) => Some(c),
         None => None,
     };
+    let registry_timeouts = args.access.registry_timeouts();
     let default_credentials = match (args.access.account_id, args.access.api_token) {
         (Some(a), Some(t)) if !a.is_empty() && !t.is_empty() => Some((a, Secret::new(t))),
         _ => None,
@@ -32,6 +33,9 @@ pub(super) async fn run_controller(args: RunArgs) -> i32 {
             concurrency: args.concurrency,
             api_base_url: args.access.api_base_url,
             rate_limit: args.access.rate_limit,
+            api_timeout: args.access.api_timeout,
+            connect_timeout: args.access.connect_timeout,
+            registry_timeouts,
             insecure_registries: args.access.insecure_registries,
             default_credentials,
             default_credentials_namespaces: args.default_credentials_namespaces,

@@ -1,6 +1,13 @@
 //! The typed Cloudflare API client: one method per operation flaredock uses, the
 //! envelope unwrapped into typed results or an [`ApiError`], retries for requests that
 //! are safe to repeat, and every call paced by the per-token [`RateLimiter`].
+//!
+//! Bounded: every request has a connect and an overall timeout; a write's timeout
+//! also ends before the [`WriteGate`] closes (the leader Lease). A 429 is never slept
+//! out inside a call for long: a short `retry-after` (at most
+//! [`ClientConfig::max_rate_wait`]) is waited once; a longer one blocks the token in
+//! its limiter and returns [`ApiError::RateLimited`] at once, and every later call
+//! with that token fails the same way, without sending, until the block ends.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -21,16 +28,7 @@ pub const DEFAULT_BASE_URL: &str = "https://api.cloudflare.com/client/v4";
 /// The registry domain credentials are minted for.
 pub const CLOUDFLARE_REGISTRY: &str = "registry.cloudflare.com";
 
-/// Asked immediately before each write (any method but GET): `false` refuses it with
-/// [`ApiError::NotLeader`]. The controller's leadership deadline.
-#[derive(Clone)]
-pub struct WriteGate(pub Arc<dyn Fn() -> bool + Send + Sync>);
-
-impl std::fmt::Debug for WriteGate {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("WriteGate")
-    }
-}
+pub use super::gate::WriteGate;
 
 /// How to reach and pace the API.
 #[derive(Clone, Debug)]
@@ -38,13 +36,20 @@ pub struct ClientConfig {
     pub base_url: String,
     pub account_id: String,
     pub token: ApiToken,
+    /// Overall time of one request (connect, send, answer), 30 s by default.
     pub timeout: Duration,
+    /// Time to establish a connection, 10 s by default.
+    pub connect_timeout: Duration,
     pub rate_limit: RateLimit,
+    /// The longest a call waits for its token (a short `retry-after`, a full window);
+    /// beyond it the call returns [`ApiError::RateLimited`] at once. 5 s by default.
+    pub max_rate_wait: Duration,
     /// Attempts for a request that is safe to repeat (5xx, timeouts, dropped connections).
     pub max_attempts: u32,
     /// First backoff delay; doubles each attempt, with jitter.
     pub backoff: Duration,
-    /// When set, a write is sent only while it says so.
+    /// When set, a write is sent only while it says so, with a timeout that ends
+    /// before it closes.
     pub write_gate: Option<WriteGate>,
 }
 
@@ -59,7 +64,9 @@ impl ClientConfig {
             account_id: account_id.into(),
             token,
             timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
             rate_limit: RateLimit::CLOUDFLARE,
+            max_rate_wait: Duration::from_secs(5),
             max_attempts: 5,
             backoff: Duration::from_millis(200),
             write_gate: None,
@@ -143,7 +150,8 @@ struct Part {
 }
 
 /// A Cloudflare API client for one account and token. Clones share the connection pool,
-/// the limiter and the stats.
+/// the limiter and the stats; clients of one token share a limiter when they take it
+/// from the same [`super::Limiters`].
 #[derive(Clone)]
 pub struct CloudflareClient {
     http: reqwest::Client,
@@ -163,10 +171,17 @@ impl std::fmt::Debug for CloudflareClient {
 }
 
 impl CloudflareClient {
+    /// A client with a limiter of its own (one client per token, as the CLI has).
     pub fn new(config: ClientConfig) -> Result<Self, ApiError> {
+        let limiter = Arc::new(RateLimiter::new(config.rate_limit));
+        Self::with_limiter(config, limiter)
+    }
+
+    /// A client paced by `limiter` (the token's, from the owner's [`super::Limiters`]).
+    pub fn with_limiter(config: ClientConfig, limiter: Arc<RateLimiter>) -> Result<Self, ApiError> {
         let http = reqwest::Client::builder()
             .timeout(config.timeout)
-            .connect_timeout(config.timeout.min(Duration::from_secs(10)))
+            .connect_timeout(config.connect_timeout.min(config.timeout))
             .user_agent(concat!("flaredock/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| ApiError::Transport {
@@ -174,7 +189,6 @@ impl CloudflareClient {
                 reason: e.to_string(),
                 maybe_applied: false,
             })?;
-        let limiter = RateLimiter::for_token(&config.token, config.rate_limit);
         Ok(CloudflareClient {
             http,
             config: Arc::new(config),
@@ -185,7 +199,10 @@ impl CloudflareClient {
 
     /// Whether a write may be sent now (the write gate, when there is one).
     pub fn writes_allowed(&self) -> bool {
-        self.config.write_gate.as_ref().is_none_or(|g| (g.0)())
+        self.config
+            .write_gate
+            .as_ref()
+            .is_none_or(|g| g.fence(self.config.timeout).is_some())
     }
 
     pub fn account_id(&self) -> &str {
@@ -465,7 +482,7 @@ impl CloudflareClient {
     ) -> Result<(T, Option<ResultInfo>), ApiError> {
         let url = self.url(&path);
         let mut attempt = 0u32;
-        let mut rate_limited = 0u32;
+        let mut rate_limited = false;
         loop {
             attempt += 1;
             let result = self.send_once(operation, &method, &url, &body).await;
@@ -474,11 +491,21 @@ impl CloudflareClient {
                 Err(e) => e,
             };
             let retry = match &err {
-                // A 429 was not processed: always safe to send again, after the wait.
-                ApiError::RateLimited { retry_after, .. } => {
-                    self.limiter.block_for(*retry_after);
-                    rate_limited += 1;
-                    rate_limited <= 8
+                // A 429 was not processed: safe to send again, after the wait. The
+                // token is blocked that long for every caller; only a short wait is
+                // waited here, once.
+                ApiError::RateLimited {
+                    retry_after,
+                    answered,
+                    ..
+                } => {
+                    if *answered {
+                        self.limiter.block_for(*retry_after);
+                    }
+                    let again =
+                        *answered && !rate_limited && *retry_after <= self.config.max_rate_wait;
+                    rate_limited = true;
+                    again
                 }
                 ApiError::Transport { maybe_applied, .. } => {
                     repeat == Repeat::Safe || !maybe_applied
@@ -514,14 +541,23 @@ impl CloudflareClient {
         url: &str,
         body: &Body,
     ) -> Result<(T, Option<ResultInfo>), ApiError> {
-        self.limiter.acquire().await;
-        // Checked after any wait for the limiter: exactly when the write would leave.
-        if method != Method::GET
-            && let Some(gate) = &self.config.write_gate
-            && !(gate.0)()
-        {
-            return Err(ApiError::NotLeader { operation });
+        if let Err(wait) = self.limiter.acquire_within(self.config.max_rate_wait).await {
+            return Err(ApiError::rate_limited(
+                operation,
+                wait,
+                false,
+                Default::default(),
+            ));
         }
+        // Checked after any wait for the limiter: exactly when the write would leave,
+        // with a timeout that ends before the gate closes.
+        let timeout = match &self.config.write_gate {
+            Some(gate) if method != Method::GET => match gate.fence(self.config.timeout) {
+                Some(t) => t,
+                None => return Err(ApiError::NotLeader { operation }),
+            },
+            _ => self.config.timeout,
+        };
         let mut auth = HeaderValue::from_str(&format!("Bearer {}", self.config.token.expose()))
             .map_err(|_| ApiError::Transport {
                 operation,
@@ -532,6 +568,7 @@ impl CloudflareClient {
         let mut request = self
             .http
             .request(method.clone(), url)
+            .timeout(timeout)
             .header(AUTHORIZATION, auth);
         request = match body {
             Body::Empty => request,

@@ -97,10 +97,17 @@ pub enum ApiError {
         status: u16,
         errors: Messages,
     },
-    #[error("{operation}: rate limited by Cloudflare, retry after {}s", retry_after.as_secs())]
+    /// Not sent, or answered 429: the token may send again after `retry_after`
+    /// (at `retry_at`). Nobody waits that out inside a call: the caller comes back then.
+    #[error("{operation}: {}", rate_limit_text(*.answered, .retry_at, .retry_after))]
     RateLimited {
         operation: &'static str,
         retry_after: Duration,
+        /// When the token may send again (wall clock, whole seconds), for status.
+        retry_at: jiff::Timestamp,
+        /// Cloudflare answered 429 (`false`: refused before sending, the token being
+        /// blocked by an earlier 429 or its request budget spent).
+        answered: bool,
         errors: Messages,
     },
     #[error("{operation}: unauthorized: check the API token (HTTP {status}): {errors}")]
@@ -144,7 +151,9 @@ pub enum ApiError {
         reason: String,
         excerpt: String,
     },
-    #[error("{operation}: not sent: this replica no longer holds the leader Lease")]
+    #[error(
+        "{operation}: not sent: this replica does not hold the leader Lease long enough for the request to land"
+    )]
     NotLeader { operation: &'static str },
     #[error("{operation}: no response from Cloudflare: {reason}")]
     Transport {
@@ -245,7 +254,53 @@ pub fn excerpt(body: &[u8]) -> String {
     out
 }
 
+fn rate_limit_text(answered: bool, retry_at: &jiff::Timestamp, retry_after: &Duration) -> String {
+    let what = if answered {
+        "rate limited by Cloudflare (HTTP 429)"
+    } else {
+        "not sent: this API token is rate limited (blocked by an earlier 429, or its request budget is spent)"
+    };
+    format!(
+        "{what}; flaredock tries again at {retry_at} (in {}s)",
+        retry_after.as_secs_f64().ceil() as u64
+    )
+}
+
+/// `now + d`, in whole seconds (rounded up): when a rate-limited token sends again.
+pub fn retry_time(d: Duration) -> jiff::Timestamp {
+    let now = jiff::Timestamp::now();
+    let secs = d.as_secs_f64().ceil().min(i64::MAX as f64 / 2.0) as i64;
+    let at = now
+        .checked_add(jiff::SignedDuration::from_secs(secs))
+        .unwrap_or(jiff::Timestamp::MAX);
+    jiff::Timestamp::from_second(at.as_second()).unwrap_or(at)
+}
+
 impl ApiError {
+    /// The token may not send for `retry_after` (`answered`: Cloudflare said so).
+    pub fn rate_limited(
+        operation: &'static str,
+        retry_after: Duration,
+        answered: bool,
+        errors: Messages,
+    ) -> ApiError {
+        ApiError::RateLimited {
+            operation,
+            retry_after,
+            retry_at: retry_time(retry_after),
+            answered,
+            errors,
+        }
+    }
+
+    /// How long until a rate-limited request may be sent again.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ApiError::RateLimited { retry_after, .. } => Some(*retry_after),
+            _ => None,
+        }
+    }
+
     /// Maps a failed envelope (or a non-2xx status) to its variant.
     pub fn from_failure(
         operation: &'static str,
@@ -255,11 +310,12 @@ impl ApiError {
     ) -> ApiError {
         let errors = Messages(errors);
         if status == 429 {
-            return ApiError::RateLimited {
+            return ApiError::rate_limited(
                 operation,
-                retry_after: retry_after.unwrap_or(Duration::from_secs(60)),
+                retry_after.unwrap_or(Duration::from_secs(60)),
+                true,
                 errors,
-            };
+            );
         }
         let enums: Vec<ErrorEnum> = errors
             .0
@@ -530,10 +586,19 @@ mod tests {
         assert!(matches!(e, ApiError::NameTaken { .. }));
         let e = ApiError::from_failure("x", 400, vec![msg(100146, "not visible")], None);
         assert!(matches!(e, ApiError::VersionNotVisible { .. }) && e.is_retryable());
+        let before = jiff::Timestamp::now();
         let e = ApiError::from_failure("x", 429, vec![], Some(Duration::from_secs(7)));
         assert!(
-            matches!(e, ApiError::RateLimited { retry_after, .. } if retry_after == Duration::from_secs(7))
+            matches!(e, ApiError::RateLimited { retry_after, answered: true, .. } if retry_after == Duration::from_secs(7))
         );
+        let ApiError::RateLimited { retry_at, .. } = &e else {
+            unreachable!()
+        };
+        let ahead = retry_at.duration_since(before).as_secs();
+        assert!((6..=8).contains(&ahead), "{ahead}");
+        // The message names when it is tried again.
+        assert!(e.to_string().contains(&retry_at.to_string()), "{e}");
+        assert!(e.to_string().contains("in 7s"), "{e}");
         let e = ApiError::from_failure("x", 401, vec![msg(10000, "Authentication error")], None);
         assert!(e.is_terminal() && matches!(e, ApiError::Unauthorized { .. }));
         let e = ApiError::from_failure("x", 403, vec![], None);

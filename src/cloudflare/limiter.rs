@@ -1,9 +1,11 @@
 //! Client-side rate limiter: never more than N requests in any sliding window of W
-//! seconds, per API token, shared by every caller in the process; and a block that
-//! honours a `retry-after` when a 429 still arrives.
+//! seconds, per API token, shared by every client of that token through the
+//! [`Limiters`] registry its owner (the CLI session, the controller's context) passes
+//! around; and a block that honours a `retry-after` when a 429 still arrives. A caller
+//! never waits longer than it asks to: past that, it is told when to come back.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -108,17 +110,6 @@ impl RateLimiter {
         }
     }
 
-    /// The limiter of this token in this process (created with `limit` on first use).
-    pub fn for_token(token: &Secret, limit: RateLimit) -> Arc<RateLimiter> {
-        type Registry = Mutex<HashMap<([u8; 32], RateLimit), Arc<RateLimiter>>>;
-        static LIMITERS: OnceLock<Registry> = OnceLock::new();
-        let map = LIMITERS.get_or_init(Default::default);
-        let mut map = crate::lock(map);
-        map.entry((token.fingerprint(), limit))
-            .or_insert_with(|| Arc::new(RateLimiter::new(limit)))
-            .clone()
-    }
-
     pub fn limit(&self) -> RateLimit {
         crate::lock(&self.state).limit
     }
@@ -157,6 +148,14 @@ impl RateLimiter {
 
     /// Waits until one more request fits in the window, then takes the slot.
     pub async fn acquire(&self) {
+        // Never more than `Duration::MAX`: always a slot in the end.
+        let _ = self.acquire_within(Duration::MAX).await;
+    }
+
+    /// Takes a slot when one frees within `max_wait`, waiting for it; otherwise takes
+    /// nothing and answers at once how long until the token may send again (the
+    /// token is blocked by a 429, or its window is full for longer).
+    pub async fn acquire_within(&self, max_wait: Duration) -> Result<(), Duration> {
         let started = Instant::now();
         loop {
             let wake = {
@@ -185,10 +184,26 @@ impl RateLimiter {
                 }
             };
             match wake {
-                None => return,
-                Some(at) => tokio::time::sleep_until(at).await,
+                None => return Ok(()),
+                Some(at) => {
+                    let waited = Instant::now().saturating_duration_since(started);
+                    let wait = at.saturating_duration_since(Instant::now());
+                    if waited.saturating_add(wait) > max_wait {
+                        return Err(wait);
+                    }
+                    tokio::time::sleep_until(at).await
+                }
             }
         }
+    }
+
+    /// How long the token is still blocked by a 429 (`None`: not blocked).
+    pub fn blocked_for(&self) -> Option<Duration> {
+        let st = crate::lock(&self.state);
+        let now = Instant::now();
+        st.blocked_until
+            .filter(|u| *u > now)
+            .map(|u| u.duration_since(now))
     }
 
     /// Nothing is sent before `retry_after` from now (a 429 arrived).
@@ -198,6 +213,49 @@ impl RateLimiter {
         if st.blocked_until.is_none_or(|b| b < until) {
             st.blocked_until = Some(until);
         }
+    }
+}
+
+/// A token's fingerprint and its limit.
+type LimiterKey = ([u8; 32], RateLimit);
+
+/// The limiters of the API tokens in use, one per token and limit: every client of a
+/// token built through the same registry shares its window and its 429 block. Owned
+/// by whoever builds clients (one per CLI session, one per controller), never a
+/// process-wide global; limiters no client holds any more, and no longer blocked, are
+/// dropped as new ones are made (bounded by the tokens in use).
+#[derive(Default)]
+pub struct Limiters {
+    map: Mutex<HashMap<LimiterKey, Arc<RateLimiter>>>,
+}
+
+impl std::fmt::Debug for Limiters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Limiters({} tokens)", self.len())
+    }
+}
+
+impl Limiters {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The limiter of this token (created with `limit` on first use).
+    pub fn for_token(&self, token: &Secret, limit: RateLimit) -> Arc<RateLimiter> {
+        let mut map = crate::lock(&self.map);
+        map.retain(|_, l| Arc::strong_count(l) > 1 || l.blocked_for().is_some());
+        map.entry((token.fingerprint(), limit))
+            .or_insert_with(|| Arc::new(RateLimiter::new(limit)))
+            .clone()
+    }
+
+    /// Tokens (with their limit) that have a limiter now.
+    pub fn len(&self) -> usize {
+        crate::lock(&self.map).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -273,11 +331,69 @@ mod tests {
     }
 
     #[test]
-    fn one_limiter_per_token() {
-        let a = RateLimiter::for_token(&Secret::new("t1"), RateLimit::CLOUDFLARE);
-        let b = RateLimiter::for_token(&Secret::new("t1"), RateLimit::CLOUDFLARE);
-        let c = RateLimiter::for_token(&Secret::new("t2"), RateLimit::CLOUDFLARE);
+    fn one_limiter_per_token_in_a_registry() {
+        let limiters = Limiters::new();
+        let a = limiters.for_token(&Secret::new("t1"), RateLimit::CLOUDFLARE);
+        let b = limiters.for_token(&Secret::new("t1"), RateLimit::CLOUDFLARE);
+        let c = limiters.for_token(&Secret::new("t2"), RateLimit::CLOUDFLARE);
         assert!(Arc::ptr_eq(&a, &b));
         assert!(!Arc::ptr_eq(&a, &c));
+        // Another registry (another owner) shares nothing.
+        let other = Limiters::new().for_token(&Secret::new("t1"), RateLimit::CLOUDFLARE);
+        assert!(!Arc::ptr_eq(&a, &other));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn unused_limiters_are_dropped_unless_blocked() {
+        let limiters = Limiters::new();
+        let blocked = limiters.for_token(&Secret::new("blocked"), RateLimit::CLOUDFLARE);
+        blocked.block_for(Duration::from_secs(600));
+        drop(blocked);
+        drop(limiters.for_token(&Secret::new("idle"), RateLimit::CLOUDFLARE));
+        let kept = limiters.for_token(&Secret::new("kept"), RateLimit::CLOUDFLARE);
+        // The idle one went; the blocked one stays (its block still holds).
+        assert_eq!(limiters.len(), 2);
+        let again = limiters.for_token(&Secret::new("blocked"), RateLimit::CLOUDFLARE);
+        assert!(again.blocked_for().is_some());
+        drop(kept);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_long_block_is_answered_at_once_not_waited() {
+        let l = RateLimiter::new(RateLimit {
+            requests: 100,
+            window: Duration::from_secs(1),
+        });
+        l.block_for(Duration::from_secs(600));
+        let start = Instant::now();
+        let told = l.acquire_within(Duration::from_secs(5)).await;
+        assert_eq!(start.elapsed(), Duration::ZERO, "no wait at all");
+        let wait = told.expect_err("no slot within 5 s");
+        assert!(wait > Duration::from_secs(590) && wait <= Duration::from_secs(600));
+        // A short block is waited.
+        let l = RateLimiter::new(RateLimit {
+            requests: 100,
+            window: Duration::from_secs(1),
+        });
+        l.block_for(Duration::from_secs(2));
+        assert_eq!(l.acquire_within(Duration::from_secs(5)).await, Ok(()));
+        assert!(start.elapsed() >= Duration::from_secs(2));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_window_longer_than_the_wait_is_answered_at_once() {
+        let l = RateLimiter::new(RateLimit {
+            requests: 2,
+            window: Duration::from_secs(300),
+        });
+        l.acquire().await;
+        l.acquire().await;
+        let start = Instant::now();
+        let wait = l
+            .acquire_within(Duration::from_secs(5))
+            .await
+            .expect_err("the window is full for 5 minutes");
+        assert_eq!(start.elapsed(), Duration::ZERO);
+        assert!(wait >= Duration::from_secs(299), "{wait:?}");
     }
 }

@@ -1,9 +1,10 @@
 //! The Cloudflare API boundary: wire types ([`types`]), typed errors ([`error`]), the
-//! per-token rate limiter ([`limiter`]), secrets that never print ([`token`]) and the
-//! client itself ([`client`]).
+//! per-token rate limiter ([`limiter`]), the leadership write gate ([`gate`]), secrets
+//! that never print ([`token`]) and the client itself ([`client`]).
 
 pub mod client;
 pub mod error;
+pub mod gate;
 pub mod limiter;
 pub mod token;
 pub mod types;
@@ -12,5 +13,6 @@ pub use client::{
     CLOUDFLARE_REGISTRY, CallStats, ClientConfig, CloudflareClient, DEFAULT_BASE_URL,
 };
 pub use error::ApiError;
-pub use limiter::{RateLimit, RateLimiter, parse_policy};
+pub use gate::WriteGate;
+pub use limiter::{Limiters, RateLimit, RateLimiter, parse_policy};
 pub use token::{ApiToken, Secret};

@@ -179,7 +179,7 @@ pub(super) async fn credentials(
                 "no credentials: set spec.credentialsSecretRef, or give the operator CLOUDFLARE_API_TOKEN and CLOUDFLARE_ACCOUNT_ID".into(),
             ));
         };
-        if !ctx.default_credentials_allowed(ns).await {
+        if !ctx.default_credentials_allowed(ns).await? {
             return Err(SecretProblem::Refused {
                 reason: "DefaultCredentialsNotAllowed",
                 message: format!(

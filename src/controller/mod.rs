@@ -27,9 +27,10 @@ use kube::runtime::reflector::Store;
 use kube::{Client, Resource, ResourceExt};
 
 use crate::cloudflare::{
-    ApiError, ClientConfig, CloudflareClient, RateLimit, Secret as SecretString,
+    ApiError, ClientConfig, CloudflareClient, Limiters, RateLimit, Secret as SecretString,
 };
 use crate::oci::RegistryClient;
+use crate::oci::client::RegistryTimeouts;
 use crate::oci::copy::CopyOptions;
 use crate::reconcile::Reconciler;
 use crate::reconcile::images::{ImageResolver, PeerIndex, SourceCredentials};
@@ -62,6 +63,12 @@ pub struct Settings {
     pub concurrency: u16,
     pub api_base_url: String,
     pub rate_limit: RateLimit,
+    /// Overall timeout of one Cloudflare API request.
+    pub api_timeout: Duration,
+    /// Connect timeout of Cloudflare API and registry requests.
+    pub connect_timeout: Duration,
+    /// Timeouts of registry requests (copies, pushes).
+    pub registry_timeouts: RegistryTimeouts,
     pub insecure_registries: Vec<String>,
     /// Credentials for objects without `credentialsSecretRef`: (account id, token).
     pub default_credentials: Option<(String, SecretString)>,
@@ -84,6 +91,9 @@ impl Default for Settings {
             concurrency: 16,
             api_base_url: crate::cloudflare::DEFAULT_BASE_URL.into(),
             rate_limit: RateLimit::CLOUDFLARE,
+            api_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
+            registry_timeouts: RegistryTimeouts::default(),
             insecure_registries: vec![],
             default_credentials: None,
             default_credentials_namespaces: vec![],
@@ -139,10 +149,15 @@ pub struct Context {
     pub settings: Settings,
     pub metrics: Arc<Metrics>,
     pub recorder: Recorder,
-    /// Only the leader changes anything: what the lease manager says…
+    /// The switch `Context::new` was given: the leadership without election (tests,
+    /// `--leader-election=false`); with election, what the lease manager last said.
+    /// Writes never ask it: they ask `leadership`.
     pub leader: Arc<AtomicBool>,
-    /// …and, with leader election, until the local deadline of the last renewal seen.
+    /// The one answer to "may this replica write now, and for how long?".
     pub leadership: Arc<leadership::Leadership>,
+    /// The per-token rate limiters of every account's client (a token used by
+    /// several objects, or several accounts, is paced and blocked once).
+    pub limiters: Arc<Limiters>,
     /// Set once the controller watches; `/readyz` answers 200 from then on.
     pub ready: Arc<AtomicBool>,
     accounts: tokio::sync::Mutex<HashMap<AccountKey, Arc<Account>>>,
@@ -186,8 +201,9 @@ impl Context {
             client,
             settings,
             metrics,
+            leadership: Arc::new(leadership::Leadership::switch(leader.clone())),
             leader,
-            leadership: Arc::new(leadership::Leadership::always()),
+            limiters: Arc::new(Limiters::new()),
             ready: Arc::new(AtomicBool::new(false)),
             accounts: Default::default(),
             failures: Default::default(),
@@ -207,7 +223,7 @@ impl Context {
     /// May this replica write now (to Kubernetes or Cloudflare)? Asked immediately
     /// before each write.
     pub fn may_write(&self) -> bool {
-        self.leader.load(std::sync::atomic::Ordering::SeqCst) && self.leadership.may_write()
+        self.leadership.may_write()
     }
 
     /// Forgets every account's machinery and cached view (leadership regained: what
@@ -218,20 +234,26 @@ impl Context {
 
     /// Whether objects of `ns` may use the operator's default credentials: listed in
     /// `--default-credentials-namespaces`, or the namespace carries the label
-    /// `flaredock.dev/default-credentials: allow` (read by name, cached a minute).
-    async fn default_credentials_allowed(&self, ns: &str) -> bool {
+    /// `flaredock.dev/default-credentials: allow` (read by name; what a read showed is
+    /// cached a minute). A read that failed is not an answer: it is not cached, and it
+    /// is a transient problem (retried with backoff), never "not allowed"; a read the
+    /// operator's RBAC refuses says so.
+    async fn default_credentials_allowed(
+        &self,
+        ns: &str,
+    ) -> Result<bool, credentials::SecretProblem> {
         if self
             .settings
             .default_credentials_namespaces
             .iter()
             .any(|n| n == ns)
         {
-            return true;
+            return Ok(true);
         }
         if let Some((allowed, read)) = crate::lock(&self.default_allowed).get(ns)
             && read.elapsed() < Duration::from_secs(60)
         {
-            return *allowed;
+            return Ok(*allowed);
         }
         let api: kube::Api<k8s_openapi::api::core::v1::Namespace> =
             kube::Api::all(self.client.clone());
@@ -242,15 +264,25 @@ impl Context {
                     .map(String::as_str)
                     == Some("allow")
             }),
+            Err(kube::Error::Api(e)) if e.code == 403 => {
+                return Err(credentials::SecretProblem::Refused {
+                    reason: "CredentialsForbidden",
+                    message: format!(
+                        "flaredock may not read namespace {ns} (get namespaces), so it cannot tell whether the namespace allows the operator's default credentials: grant it, list {ns} in --default-credentials-namespaces, or set spec.credentialsSecretRef"
+                    ),
+                });
+            }
             Err(e) => {
-                tracing::warn!(namespace = ns, resource = "namespaces", verb = "get", error = %e, "cannot read a namespace's labels");
-                false
+                tracing::warn!(namespace = ns, resource = "namespaces", verb = "get", error = %e, "cannot read a namespace's labels; retrying with backoff");
+                return Err(credentials::SecretProblem::Transient(format!(
+                    "cannot read namespace {ns} (whether it allows the operator's default credentials): {e}"
+                )));
             }
         };
         let mut cache = crate::lock(&self.default_allowed);
         cache.retain(|_, (_, read)| read.elapsed() < CACHE_FORGET);
         cache.insert(ns.to_string(), (allowed, std::time::Instant::now()));
-        allowed
+        Ok(allowed)
     }
 
     /// The reconcile machinery of an account (created on first use).
@@ -268,17 +300,21 @@ impl Context {
             token.clone(),
         );
         config.rate_limit = self.settings.rate_limit;
-        let (leader, leadership) = (self.leader.clone(), self.leadership.clone());
-        let gate = crate::cloudflare::client::WriteGate(Arc::new(move || {
-            leader.load(std::sync::atomic::Ordering::SeqCst) && leadership.may_write()
-        }));
-        config.write_gate = Some(gate.clone());
-        let client = CloudflareClient::new(config)?;
-        let registry = RegistryClient::new(self.settings.insecure_registries.clone())
-            .map_err(|e| Error::Credentials(e.to_string()))?;
+        config.timeout = self.settings.api_timeout;
+        config.connect_timeout = self.settings.connect_timeout;
+        // Every write asks the leadership, and ends before it can.
+        config.write_gate = Some(self.leadership.gate());
+        let limiter = self.limiters.for_token(token, config.rate_limit);
+        let client = CloudflareClient::with_limiter(config, limiter)?;
+        let registry = RegistryClient::with_timeouts(
+            self.settings.insecure_registries.clone(),
+            self.settings.registry_timeouts,
+        )
+        .map_err(|e| Error::Credentials(e.to_string()))?
+        .with_write_gate(self.leadership.gate());
         let builder =
             crate::build::job::JobBuilder::new(self.client.clone(), self.settings.build.clone())
-                .with_write_gate(gate);
+                .with_write_gate(self.leadership.gate());
         let images = ImageResolver::new(
             client.clone(),
             registry,
@@ -534,7 +570,9 @@ fn next_action(
 }
 
 /// Per-object exponential backoff: 2ⁿ seconds (jittered), at most 5 minutes; early
-/// triggers of the same generation wait it out too ([`Context::backing_off`]).
+/// triggers of the same generation wait it out too ([`Context::backing_off`]). A
+/// rate-limited token is the exception: its object comes back when the token may send
+/// again (the time its status names), neither sooner nor on the backoff's schedule.
 fn backoff(
     ctx: &Context,
     key: &str,
@@ -547,11 +585,22 @@ fn backoff(
         return kube::runtime::controller::Action::requeue(jittered(WAITING_POLL));
     }
     let mut failures = ctx.failures();
-    let count = failures
+    let previous = failures
         .get(key)
         .filter(|f| f.generation == generation)
-        .map_or(1, |f| f.count.saturating_add(1));
-    let delay = jittered(Duration::from_secs(1u64 << count.min(8)).min(MAX_BACKOFF));
+        .map(|f| f.count);
+    let (count, delay) = match rate_limited_for(error) {
+        // Not the object's failure: the count stays; a little late, never early.
+        Some(wait) => (
+            previous.unwrap_or(0),
+            wait + Duration::from_millis(fastrand::u64(0..1000)),
+        ),
+        None => {
+            let count = previous.map_or(1, |c| c.saturating_add(1));
+            let delay = jittered(Duration::from_secs(1u64 << count.min(8)).min(MAX_BACKOFF));
+            (count, delay)
+        }
+    };
     failures.insert(
         key.to_string(),
         Failing {
@@ -578,6 +627,21 @@ fn is_waiting(error: &Error) -> bool {
             finalizer::Error::CleanupFailed(e) | finalizer::Error::ApplyFailed(e) if is_waiting(e)
         ),
         _ => false,
+    }
+}
+
+/// How long until the token of a rate-limited reconcile may send again (through the
+/// finalizer).
+fn rate_limited_for(error: &Error) -> Option<Duration> {
+    match error {
+        Error::Cloudflare(e) => e.retry_after(),
+        Error::Finalizer(f) => match f.as_ref() {
+            finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => {
+                rate_limited_for(e)
+            }
+            _ => None,
+        },
+        _ => None,
     }
 }
 

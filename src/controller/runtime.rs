@@ -193,8 +193,10 @@ pub async fn run(config: RunConfig) -> i32 {
             kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &config.lease_name)
                 .with_namespace(&config.lease_namespace)
                 .with_identity(&config.identity)
-                .with_duration(config.lease_duration.as_secs().max(2))
-                .with_grace((config.lease_duration.as_secs() / 3).max(1))
+                // Renewals every quarter of the duration, well before the local
+                // deadline (two thirds of it after the last renewal seen).
+                .with_duration(leadership.lease_seconds())
+                .with_grace(leadership.lease_manager_grace())
                 .build()
                 .await;
         let manager = match manager {
@@ -242,12 +244,20 @@ pub async fn run(config: RunConfig) -> i32 {
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(observer.poll_interval()).await;
-                match leases.get_opt(&lease_name).await {
+                // A read that hangs is a read that failed: the deadline is not moved.
+                let sent = tokio::time::Instant::now();
+                let read =
+                    tokio::time::timeout(observer.poll_interval(), leases.get_opt(&lease_name))
+                        .await
+                        .unwrap_or_else(|_| {
+                            Err(kube::Error::Service("reading the Lease timed out".into()))
+                        });
+                match read {
                     Ok(Some(lease)) => {
                         let spec = lease.spec.unwrap_or_default();
                         let holder = spec.holder_identity.as_deref() == Some(identity.as_str());
                         let renewal = spec.renew_time.map(|t| t.0.to_string());
-                        observer.observe(holder, renewal.as_deref());
+                        observer.observe_read_at(holder, renewal.as_deref(), sent);
                     }
                     Ok(None) => observer.observe(false, None),
                     Err(e) => {

@@ -85,10 +85,14 @@ fn response_problems(
     let responses = &op["responses"];
     let status = x.status.to_string();
     let class = format!("{}XX", status.get(..1).unwrap_or("?"));
+    // A 429 comes from the API-wide rate limit, not from the operation: the common
+    // failure envelope, whatever the operation's own 4XX says (some declare a 4XX
+    // with `success: true`).
     let declared = responses
         .get(&status)
         .or_else(|| responses.get(&class))
-        .or_else(|| responses.get("default"));
+        .or_else(|| responses.get("default"))
+        .filter(|_| x.status != 429);
     let schema = match declared.and_then(|r| r.pointer("/content/application~1json/schema")) {
         Some(s) => s.clone(),
         // Not declared for this operation (e.g. 429): the common failure envelope.

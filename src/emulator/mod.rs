@@ -141,6 +141,10 @@ pub struct EmulatorConfig {
     pub listen: SocketAddr,
     pub account_id: String,
     pub api_token: String,
+    /// More tokens of the same account (several tenants' tokens), accepted like
+    /// `api_token`.
+    pub other_api_tokens: Vec<String>,
+    /// Per token: each token has its own window and its own 429 block.
     pub rate_limit: RateLimit,
     /// `None`: serve the embedded registry on the same listener.
     pub registry: Option<ExternalRegistry>,
@@ -170,6 +174,7 @@ impl Default for EmulatorConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             account_id: DEFAULT_ACCOUNT_ID.into(),
             api_token: DEFAULT_API_TOKEN.into(),
+            other_api_tokens: vec![],
             rate_limit: RateLimit::CLOUDFLARE,
             registry: None,
             fault_rate: 0.0,
@@ -250,6 +255,9 @@ struct Minted {
     expires: std::time::Instant,
 }
 
+/// A scripted fault with the method and token of the requests it is for.
+type ScriptedFor = (Option<String>, Option<String>, ScriptedFault);
+
 /// Everything the handlers share.
 pub struct Shared {
     pub config: EmulatorConfig,
@@ -257,9 +265,11 @@ pub struct Shared {
     account: Mutex<AccountState>,
     registry: Mutex<Registry>,
     log: Mutex<Vec<RequestRecord>>,
-    limiter: Mutex<api::ServerLimiter>,
+    /// The server-side rate limit of each token.
+    limiters: Mutex<std::collections::HashMap<String, api::ServerLimiter>>,
     minted: Mutex<Vec<Minted>>,
-    faults: Mutex<std::collections::VecDeque<(Option<String>, ScriptedFault)>>,
+    /// Scripted faults: (method, token, fault); `None` matches any.
+    faults: Mutex<std::collections::VecDeque<ScriptedFor>>,
     exchanges: Mutex<Vec<Exchange>>,
     contract_problems: Mutex<Vec<String>>,
     /// Held while the state file is written, so that writes land in order.
@@ -289,15 +299,44 @@ impl Shared {
 
     /// Scripts a fault for the next API request whose method is `method` (any when `None`).
     pub fn push_fault(&self, method: Option<&str>, fault: ScriptedFault) {
-        crate::lock(&self.faults).push_back((method.map(str::to_uppercase), fault));
+        self.push_fault_for_token(method, None, fault);
     }
 
-    fn take_fault(&self, method: &str) -> Option<ScriptedFault> {
+    /// Scripts a fault for the next API request of `method` that bears `token` (any
+    /// method, any token, when `None`).
+    pub fn push_fault_for_token(
+        &self,
+        method: Option<&str>,
+        token: Option<&str>,
+        fault: ScriptedFault,
+    ) {
+        crate::lock(&self.faults).push_back((
+            method.map(str::to_uppercase),
+            token.map(str::to_string),
+            fault,
+        ));
+    }
+
+    fn take_fault(&self, method: &str, token: &str) -> Option<ScriptedFault> {
         let mut faults = crate::lock(&self.faults);
-        let i = faults
-            .iter()
-            .position(|(m, _)| m.as_deref().is_none_or(|m| m == method))?;
-        faults.remove(i).map(|(_, f)| f)
+        let i = faults.iter().position(|(m, t, _)| {
+            m.as_deref().is_none_or(|m| m == method) && t.as_deref().is_none_or(|t| t == token)
+        })?;
+        faults.remove(i).map(|(_, _, f)| f)
+    }
+
+    /// Whether the emulator accepts this API token.
+    fn accepts(&self, token: &str) -> bool {
+        token == self.config.api_token || self.config.other_api_tokens.iter().any(|t| t == token)
+    }
+
+    /// Runs `f` on the rate limiter of `token`.
+    fn limiter<R>(&self, token: &str, f: impl FnOnce(&mut api::ServerLimiter) -> R) -> R {
+        let mut limiters = crate::lock(&self.limiters);
+        let limiter = limiters
+            .entry(token.to_string())
+            .or_insert_with(|| api::ServerLimiter::new(self.config.rate_limit));
+        f(limiter)
     }
 
     /// Every exchange kept so far (with `capture_bodies`).
@@ -545,14 +584,13 @@ pub async fn start(config: EmulatorConfig) -> Result<RunningEmulator, StartError
                 .map_err(|e| StartError::Seed(e.message))?;
         }
     }
-    let limiter = api::ServerLimiter::new(config.rate_limit);
     let shared = Arc::new(Shared {
         config,
         registry_host,
         account: Mutex::new(account),
         registry: Mutex::new(registry),
         log: Mutex::new(Vec::new()),
-        limiter: Mutex::new(limiter),
+        limiters: Mutex::new(Default::default()),
         minted: Mutex::new(Vec::new()),
         faults: Mutex::new(Default::default()),
         exchanges: Mutex::new(Vec::new()),

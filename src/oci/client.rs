@@ -1,6 +1,14 @@
 //! A client for the OCI distribution API: authentication (anonymous, basic, and the
 //! bearer-token challenge of Docker Hub, GHCR and others), manifest and blob requests.
 //! Plain HTTP only for loopback hosts or hosts named insecure.
+//!
+//! Bounded ([`RegistryTimeouts`]): a connect timeout, a read timeout (no byte for that
+//! long ends a request) and an overall timeout per request, long enough for a large
+//! layer. Pushes pass the write gate ([`RegistryClient::with_write_gate`], the
+//! controller's leader Lease): no push request is sent while it is closed, and a
+//! manifest write — the one that moves a tag — gets a timeout that ends before the
+//! gate closes. Blob uploads are only checked when they start: a blob is stored under
+//! its digest, so one landing late changes nothing anyone reads.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -10,7 +18,7 @@ use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderValue, WWW_AUTHENTICATE};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde::Deserialize;
 
-use crate::cloudflare::Secret;
+use crate::cloudflare::{Secret, WriteGate};
 
 /// Media types of manifests flaredock reads.
 pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json";
@@ -94,10 +102,34 @@ pub fn is_loopback(host: &str) -> bool {
     h == "localhost" || h.starts_with("127.") || h == "[::1]" || h == "::1"
 }
 
+/// How long registry requests may take.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RegistryTimeouts {
+    /// To establish a connection (10 s).
+    pub connect: Duration,
+    /// Without a byte read (60 s).
+    pub read: Duration,
+    /// One request, start to end of its body: a layer of several GiB (30 min).
+    pub request: Duration,
+}
+
+impl Default for RegistryTimeouts {
+    fn default() -> Self {
+        RegistryTimeouts {
+            connect: Duration::from_secs(10),
+            read: Duration::from_secs(60),
+            request: Duration::from_secs(30 * 60),
+        }
+    }
+}
+
 /// A registry client. Clones share the connection pool and the token cache.
 #[derive(Clone)]
 pub struct RegistryClient {
     http: reqwest::Client,
+    timeouts: RegistryTimeouts,
+    /// Asked before each push request (none: pushes are not gated).
+    write_gate: Option<WriteGate>,
     insecure: Arc<Vec<String>>,
     /// Bearer tokens by (host, scope, the credentials that obtained them): a token one
     /// namespace's pull Secret obtained is only ever sent again with those same
@@ -108,18 +140,61 @@ pub struct RegistryClient {
 
 impl RegistryClient {
     pub fn new(insecure: Vec<String>) -> Result<Self, RegistryError> {
+        Self::with_timeouts(insecure, RegistryTimeouts::default())
+    }
+
+    pub fn with_timeouts(
+        insecure: Vec<String>,
+        timeouts: RegistryTimeouts,
+    ) -> Result<Self, RegistryError> {
         let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .read_timeout(Duration::from_secs(60))
+            .connect_timeout(timeouts.connect)
+            .read_timeout(timeouts.read)
+            .timeout(timeouts.request)
             .pool_max_idle_per_host(16)
             .user_agent(concat!("flaredock/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| RegistryError::Invalid(format!("cannot build an HTTP client: {e}")))?;
         Ok(RegistryClient {
             http,
+            timeouts,
+            write_gate: None,
             insecure: Arc::new(insecure),
             tokens: Default::default(),
         })
+    }
+
+    /// Pushes only while `gate` is open (the controller's leadership).
+    pub fn with_write_gate(mut self, gate: WriteGate) -> Self {
+        self.write_gate = Some(gate);
+        self
+    }
+
+    pub fn timeouts(&self) -> RegistryTimeouts {
+        self.timeouts
+    }
+
+    /// Sends one request, through the write gate when it writes: refused while the
+    /// gate is closed; a manifest write's timeout ends before it closes.
+    async fn execute(&self, host: &str, req: RequestBuilder) -> Result<Response, RegistryError> {
+        let mut req = req.build().map_err(|e| transport(host, &e))?;
+        if let Some(gate) = &self.write_gate
+            && !matches!(*req.method(), Method::GET | Method::HEAD)
+        {
+            let normal = req.timeout().copied().unwrap_or(self.timeouts.request);
+            let fenced = gate.fence(normal);
+            let what = format!("{} {}", req.method(), req.url().path());
+            let Some(timeout) = fenced else {
+                return Err(not_leader(host, &what));
+            };
+            if req.url().path().contains("/manifests/") {
+                *req.timeout_mut() = Some(timeout);
+            }
+        }
+        self.http
+            .execute(req)
+            .await
+            .map_err(|e| transport(host, &e))
     }
 
     pub fn base(&self, host: &str) -> String {
@@ -151,7 +226,7 @@ impl RegistryClient {
         } else if let Some(c) = creds {
             req = req.basic_auth(&c.username, Some(c.password.expose()));
         }
-        let resp = req.send().await.map_err(|e| transport(host, &e))?;
+        let resp = self.execute(host, req).await?;
         if resp.status() != StatusCode::UNAUTHORIZED {
             return Ok(resp);
         }
@@ -168,11 +243,9 @@ impl RegistryClient {
         };
         if challenge.to_ascii_lowercase().starts_with("bearer") {
             let token = self.fetch_token(host, &challenge, &scope, creds).await?;
-            let resp = build(&self.http)
-                .bearer_auth(&token)
-                .send()
-                .await
-                .map_err(|e| transport(host, &e))?;
+            let resp = self
+                .execute(host, build(&self.http).bearer_auth(&token))
+                .await?;
             if resp.status() == StatusCode::UNAUTHORIZED {
                 return Err(unauthorized());
             }
@@ -181,11 +254,12 @@ impl RegistryClient {
         // Basic challenge: answer once with the credentials, if not already sent.
         match creds {
             Some(c) if cached.is_some() => {
-                let resp = build(&self.http)
-                    .basic_auth(&c.username, Some(c.password.expose()))
-                    .send()
-                    .await
-                    .map_err(|e| transport(host, &e))?;
+                let resp = self
+                    .execute(
+                        host,
+                        build(&self.http).basic_auth(&c.username, Some(c.password.expose())),
+                    )
+                    .await?;
                 if resp.status() == StatusCode::UNAUTHORIZED {
                     return Err(unauthorized());
                 }
@@ -212,7 +286,7 @@ impl RegistryClient {
         } else if let Some(c) = creds {
             req = req.basic_auth(&c.username, Some(c.password.expose()));
         }
-        let resp = req.send().await.map_err(|e| transport(host, &e))?;
+        let resp = self.execute(host, req).await?;
         if resp.status() == StatusCode::UNAUTHORIZED {
             return Err(RegistryError::Unauthorized {
                 host: host.to_string(),
@@ -441,6 +515,17 @@ pub fn transport(host: &str, e: &reqwest::Error) -> RegistryError {
     RegistryError::Transport {
         host: host.to_string(),
         message: detail,
+    }
+}
+
+/// A push refused by the write gate. A transport failure for the caller (tried
+/// again later, never a verdict on the image): the registry was not contacted.
+fn not_leader(host: &str, what: &str) -> RegistryError {
+    RegistryError::Transport {
+        host: host.to_string(),
+        message: format!(
+            "{what}: not sent: this replica does not hold the leader Lease long enough for the push to land"
+        ),
     }
 }
 

@@ -25,6 +25,9 @@ pub struct FakeState {
     /// RBAC, quotas, admission: path prefixes (or `METHOD prefix`) the service account
     /// may not touch (answered 403).
     pub forbidden: Mutex<Vec<String>>,
+    /// The API server failing (an etcd timeout, an overloaded apiserver): path
+    /// prefixes (or `METHOD prefix`) answered 500.
+    pub failing: Mutex<Vec<String>>,
 }
 
 impl FakeState {
@@ -171,15 +174,24 @@ fn respond_to(
         .map(|(_, v)| v.into_owned())
         .unwrap_or_default();
     // An entry is a path prefix, or `METHOD prefix` for that method only.
-    let forbidden = state
-        .forbidden
-        .lock()
-        .unwrap()
-        .iter()
-        .any(|rule| match rule.split_once(' ') {
-            Some((m, prefix)) => m == method && path.starts_with(prefix),
-            None => path.starts_with(rule.as_str()),
-        });
+    let matches = |rules: &Mutex<Vec<String>>| {
+        rules
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|rule| match rule.split_once(' ') {
+                Some((m, prefix)) => m == method && path.starts_with(prefix),
+                None => path.starts_with(rule.as_str()),
+            })
+    };
+    if matches(&state.failing) {
+        return status_failure(
+            500,
+            "InternalError",
+            &format!("{method} {path}: etcdserver: request timed out"),
+        );
+    }
+    let forbidden = matches(&state.forbidden);
     if forbidden {
         return status_failure(
             403,

@@ -170,6 +170,9 @@ pub(super) struct FaultScript {
     /// Only requests of this method take them (any when unset).
     #[serde(default)]
     method: Option<String>,
+    /// Only requests bearing this API token take them (any when unset).
+    #[serde(default)]
+    token: Option<String>,
 }
 
 pub(super) async fn hook_faults(State(shared): Shr, body: Bytes) -> Response {
@@ -184,7 +187,9 @@ pub(super) async fn hook_faults(State(shared): Shr, body: Bytes) -> Response {
             continue;
         }
         match crate::emulator::ScriptedFault::parse(f) {
-            Ok(f) => shared.push_fault(script.method.as_deref(), f),
+            Ok(f) => {
+                shared.push_fault_for_token(script.method.as_deref(), script.token.as_deref(), f)
+            }
             Err(e) => return (StatusCode::BAD_REQUEST, e).into_response(),
         }
     }

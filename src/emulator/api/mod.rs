@@ -113,9 +113,23 @@ impl ServerLimiter {
     }
 }
 
-/// Adds the rate-limit headers to an API response.
-fn with_rate_headers(shared: &Shared, mut response: Response) -> Response {
-    let (now, policy) = crate::lock(&shared.limiter).headers(Instant::now());
+/// The bearer token of a request, when it carries one.
+fn bearer(req: &Request) -> Option<String> {
+    req.headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_string)
+}
+
+/// Adds the rate-limit headers (of the request's token) to an API response.
+fn with_rate_headers(shared: &Shared, token: &str, mut response: Response) -> Response {
+    let token = if shared.accepts(token) {
+        token
+    } else {
+        shared.config.api_token.as_str()
+    };
+    let (now, policy) = shared.limiter(token, |l| l.headers(Instant::now()));
     for (name, value) in [("ratelimit", now), ("ratelimit-policy", policy)] {
         if let Ok(v) = HeaderValue::from_str(&value) {
             response.headers_mut().insert(name, v);
@@ -265,6 +279,7 @@ enum Fault {
 
 async fn gate(State(shared): Shr, req: Request, next: Next) -> Response {
     let method = req.method().to_string();
+    let token = bearer(&req).unwrap_or_default();
     let path = match req.extensions().get::<axum::extract::OriginalUri>() {
         Some(original) => original.0.path().to_string(),
         None => req.uri().path().to_string(),
@@ -300,7 +315,7 @@ async fn gate(State(shared): Shr, req: Request, next: Next) -> Response {
         return response;
     }
     if !shared.config.capture_bodies && !shared.config.check_contract {
-        return with_rate_headers(&shared, response);
+        return with_rate_headers(&shared, &token, response);
     }
     let (parts, body) = response.into_parts();
     let response_body = axum::body::to_bytes(body, usize::MAX)
@@ -317,6 +332,7 @@ async fn gate(State(shared): Shr, req: Request, next: Next) -> Response {
     });
     with_rate_headers(
         &shared,
+        &token,
         Response::from_parts(parts, Body::from(response_body)),
     )
 }
@@ -367,12 +383,8 @@ async fn gate_inner(shared: &Shared, req: Request, next: Next) -> (u16, Response
     if !config.latency.is_zero() {
         tokio::time::sleep(config.latency).await;
     }
-    let token = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    if token != Some(config.api_token.as_str()) {
+    let token = bearer(&req).unwrap_or_default();
+    if !shared.accepts(&token) {
         return (
             401,
             fail(Failure::new(
@@ -382,7 +394,7 @@ async fn gate_inner(shared: &Shared, req: Request, next: Next) -> (u16, Response
             )),
         );
     }
-    let admitted = crate::lock(&shared.limiter).admit(Instant::now());
+    let admitted = shared.limiter(&token, |l| l.admit(Instant::now()));
     if let Err(retry_after) = admitted {
         let mut r = fail(Failure::new(
             429,
@@ -399,9 +411,11 @@ async fn gate_inner(shared: &Shared, req: Request, next: Next) -> (u16, Response
         Ok(r) => r,
         Err(f) => return (f.status, fail(f)),
     };
-    let scripted = shared.take_fault(req.method().as_str());
+    let scripted = shared.take_fault(req.method().as_str(), &token);
     if let Some(super::ScriptedFault::RateLimit(secs)) = scripted {
-        crate::lock(&shared.limiter).block_for(Instant::now(), Duration::from_secs(secs));
+        shared.limiter(&token, |l| {
+            l.block_for(Instant::now(), Duration::from_secs(secs))
+        });
         let mut r = fail(Failure::new(
             429,
             codes::RATE_LIMITED,

@@ -1,0 +1,518 @@
+//! Bounded waits and one writer: a long `retry-after` never sleeps in a reconcile (the
+//! token is blocked, its calls fail fast, its objects come back when it may send
+//! again, other tenants go on); every write is fenced by the leadership's remaining
+//! time (refused past the local deadline, its timeout cut before it); a failed read of
+//! a namespace or a Secret is transient, never Stalled.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use flaredock::cloudflare::types::*;
+use flaredock::cloudflare::{
+    ApiError, ClientConfig, CloudflareClient, Limiters, Secret, WriteGate,
+};
+use flaredock::controller::leadership::Leadership;
+use flaredock::controller::{self, Context, FINALIZER, Settings};
+use flaredock::emulator::ScriptedFault;
+use flaredock::oci::RegistryClient;
+use flaredock::spec::CloudflareContainer;
+use flaredock::telemetry::metrics::Metrics;
+use serde_json::{Value, json};
+use tokio::time::Instant;
+
+use common::fake_kube::{FakeState, fake_kube};
+
+/// The second tenant's token (the first one's is the emulator's default).
+const TOKEN_B: &str = "tenant-b-token-0000000000000000";
+
+fn app_request(em: &flaredock::emulator::RunningEmulator, name: &str) -> CreateApplicationRequest {
+    CreateApplicationRequest {
+        name: name.into(),
+        scheduling_policy: SchedulingPolicy::Default,
+        instances: 0,
+        max_instances: Some(2),
+        configuration: DeploymentConfiguration {
+            image: format!("{}/{}/hello:v1", em.registry_host(), em.account_id()),
+            instance_type: Some(InstanceType::Lite),
+            ..Default::default()
+        },
+        constraints: None,
+        durable_objects: None,
+        observability: None,
+        rollout_active_grace_period: None,
+    }
+}
+
+fn client_of(
+    em: &flaredock::emulator::RunningEmulator,
+    token: &str,
+    limiters: &Limiters,
+    tweak: impl FnOnce(&mut ClientConfig),
+) -> CloudflareClient {
+    let mut config = ClientConfig::new(em.base_url(), em.account_id(), Secret::new(token));
+    config.backoff = Duration::from_millis(10);
+    tweak(&mut config);
+    let limiter = limiters.for_token(&config.token, config.rate_limit);
+    CloudflareClient::with_limiter(config, limiter).expect("client")
+}
+
+// ---- 429 ----------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_long_retry_after_returns_at_once_and_blocks_only_that_token() {
+    let em = common::start_emulator(|c| c.other_api_tokens = vec![TOKEN_B.into()]).await;
+    let limiters = Limiters::new();
+    let a = client_of(&em, em.api_token(), &limiters, |_| {});
+    let b = client_of(&em, TOKEN_B, &limiters, |_| {});
+    em.shared
+        .push_fault_for_token(None, Some(em.api_token()), ScriptedFault::RateLimit(600));
+
+    let started = Instant::now();
+    let e = a.list_applications().await.unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "returned after {:?}",
+        started.elapsed()
+    );
+    match &e {
+        ApiError::RateLimited {
+            retry_after,
+            answered,
+            ..
+        } => {
+            assert!(*answered, "Cloudflare answered 429");
+            assert_eq!(retry_after.as_secs(), 600);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(em.shared.requests().len(), 1);
+
+    // Later calls with that token (another client of it too) fail fast, unsent.
+    let again = client_of(&em, em.api_token(), &limiters, |_| {});
+    let started = Instant::now();
+    let e = again.list_applications().await.unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(1));
+    assert!(
+        matches!(e, ApiError::RateLimited { answered: false, retry_after, .. } if retry_after > Duration::from_secs(590)),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("flaredock tries again at"), "{e}");
+    assert_eq!(em.shared.requests().len(), 1, "nothing sent while blocked");
+
+    // The other tenant's token is not blocked, at Cloudflare or here.
+    b.create_application(&app_request(&em, "tenant-b"))
+        .await
+        .unwrap();
+    assert_eq!(b.list_applications().await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_short_retry_after_is_waited_once_then_returned() {
+    let em = common::start_emulator(|_| {}).await;
+    let limiters = Limiters::new();
+    let client = client_of(&em, em.api_token(), &limiters, |_| {});
+    em.shared.push_fault(None, ScriptedFault::RateLimit(1));
+    let started = Instant::now();
+    assert!(client.list_applications().await.unwrap().is_empty());
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "the second waited"
+    );
+    assert_eq!(em.shared.requests().len(), 2);
+
+    // Two in a row: the first is waited, the second returned.
+    em.shared.clear_requests();
+    em.shared.push_fault(None, ScriptedFault::RateLimit(1));
+    em.shared.push_fault(None, ScriptedFault::RateLimit(1));
+    let e = client.list_applications().await.unwrap_err();
+    assert!(
+        matches!(e, ApiError::RateLimited { answered: true, .. }),
+        "{e:?}"
+    );
+    assert_eq!(em.shared.requests().len(), 2);
+}
+
+// ---- leadership fences writes --------------------------------------------------------
+
+#[tokio::test]
+async fn a_write_after_the_local_lease_deadline_is_refused() {
+    let em = common::start_emulator(|_| {}).await;
+    let request = app_request(&em, "fenced");
+    let leadership = Arc::new(Leadership::elected(Duration::from_secs(15)));
+    let limiters = Limiters::new();
+    let client = client_of(&em, em.api_token(), &limiters, |c| {
+        c.write_gate = Some(leadership.gate())
+    });
+    // The clock stands still from here: only refused writes follow (no I/O).
+    tokio::time::pause();
+    leadership.observe(true, Some("2026-11-27T10:00:00Z"));
+    // Renewals stop; 1.5 s before the deadline too little is left for a write
+    // (its timeout would have to end 1 s before it, leaving half a second).
+    tokio::time::advance(Duration::from_millis(8_500)).await;
+    assert!(leadership.may_write());
+    let e = client.create_application(&request).await.unwrap_err();
+    assert!(matches!(e, ApiError::NotLeader { .. }), "{e:?}");
+    // Past the deadline: refused.
+    tokio::time::advance(Duration::from_secs(2)).await;
+    assert!(!leadership.may_write());
+    let e = client.create_application(&request).await.unwrap_err();
+    assert!(matches!(e, ApiError::NotLeader { .. }), "{e:?}");
+    let e = client.delete_application("any").await.unwrap_err();
+    assert!(matches!(e, ApiError::NotLeader { .. }), "{e:?}");
+    tokio::time::resume();
+    assert!(
+        em.shared.requests().is_empty(),
+        "nothing reached Cloudflare: {:?}",
+        em.shared.requests()
+    );
+    // A renewal seen again: the write goes.
+    leadership.observe(true, Some("2026-11-27T10:00:14Z"));
+    client.create_application(&request).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_writes_timeout_is_capped_by_the_remaining_lease() {
+    // Every answer takes 4 s; the normal timeout (30 s) would wait for it.
+    let em = common::start_emulator(|c| c.latency = Duration::from_secs(4)).await;
+    let request = app_request(&em, "slow");
+    let remaining = Arc::new(std::sync::Mutex::new(Some(Duration::from_millis(2_500))));
+    let r = remaining.clone();
+    let limiters = Limiters::new();
+    let client = client_of(&em, em.api_token(), &limiters, |c| {
+        c.write_gate = Some(WriteGate::new(move || *r.lock().unwrap()))
+    });
+    let started = Instant::now();
+    let e = client.create_application(&request).await.unwrap_err();
+    let took = started.elapsed();
+    assert!(
+        matches!(
+            e,
+            ApiError::Transport {
+                maybe_applied: true,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("timed out"), "{e}");
+    // 2.5 s left, less the 1 s margin: the request gave up after 1.5 s.
+    assert!(
+        took >= Duration::from_millis(1_400) && took < Duration::from_millis(3_000),
+        "gave up after {took:?}"
+    );
+    // Reads are not fenced: they wait the 4 s out.
+    let started = Instant::now();
+    client.list_applications().await.unwrap();
+    assert!(started.elapsed() >= Duration::from_secs(4));
+    // With time enough, the write waits for its answer.
+    *remaining.lock().unwrap() = Some(Duration::from_secs(60));
+    client
+        .create_application(&app_request(&em, "slow-but-led"))
+        .await
+        .unwrap();
+}
+
+/// A TCP server that accepts connections, counts them and never answers.
+async fn silent_server() -> (String, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let host = listener.local_addr().unwrap().to_string();
+    let count = Arc::new(AtomicUsize::new(0));
+    let c = count.clone();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            c.fetch_add(1, Ordering::SeqCst);
+            held.push(socket);
+        }
+    });
+    (host, count)
+}
+
+#[tokio::test]
+async fn registry_pushes_pass_the_same_gate() {
+    let (host, connections) = silent_server().await;
+    let url = format!("http://{host}/v2/acct/app/manifests/v1");
+    let open = Arc::new(std::sync::Mutex::new(None::<Duration>));
+    let o = open.clone();
+    let client = RegistryClient::new(vec![])
+        .unwrap()
+        .with_write_gate(WriteGate::new(move || *o.lock().unwrap()));
+    // Closed: not sent.
+    let e = client
+        .send(&host, "acct/app", None, true, |c| c.put(&url))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("not sent"), "{e}");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(connections.load(Ordering::SeqCst), 0, "no connection made");
+    // Open for 2.5 s: the manifest write gives up 1 s before the gate closes, not
+    // after the registry's 30 minutes.
+    *open.lock().unwrap() = Some(Duration::from_millis(2_500));
+    let started = Instant::now();
+    let e = client
+        .send(&host, "acct/app", None, true, |c| c.put(&url))
+        .await
+        .unwrap_err();
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(1_400) && took < Duration::from_secs(3),
+        "{took:?}: {e}"
+    );
+    assert_eq!(connections.load(Ordering::SeqCst), 1);
+}
+
+// ---- the controller ----------------------------------------------------------------
+
+fn container(ns: &str, class: &str, secret: Option<&str>) -> Value {
+    let mut v: Value = serde_yaml_ng::from_str(&format!(
+        "apiVersion: flaredock.dev/v1alpha1\nkind: CloudflareContainer\nmetadata:\n  name: shop\n  namespace: {ns}\n  uid: uid-{ns}\n  generation: 1\n  resourceVersion: '1'\n  finalizers: ['{FINALIZER}']\nspec:\n  className: {class}\n  image: {{reference: 'hello:v1'}}\n  worker: {{scriptName: tenants}}\n"
+    ))
+    .unwrap();
+    if let Some(s) = secret {
+        v["spec"]["credentialsSecretRef"] = json!({"name": s});
+    }
+    v
+}
+
+fn object_path(ns: &str) -> String {
+    format!("/apis/flaredock.dev/v1alpha1/namespaces/{ns}/cloudflarecontainers/shop")
+}
+
+fn current(fake: &FakeState, ns: &str) -> Arc<CloudflareContainer> {
+    let v = fake.objects.lock().unwrap()[&object_path(ns)].clone();
+    Arc::new(serde_json::from_value(v).unwrap())
+}
+
+fn secret(ns: &str, token: &str, account: &str) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "cloudflare", "namespace": ns, "resourceVersion": "7"},
+        "stringData": {"apiToken": token, "accountId": account},
+    })
+}
+
+fn settings(em: &flaredock::emulator::RunningEmulator) -> Settings {
+    Settings {
+        api_base_url: em.base_url(),
+        progress_poll: Duration::from_millis(50),
+        ..Default::default()
+    }
+}
+
+/// The last status written for the object of `ns`.
+fn last_status(fake: &FakeState, ns: &str) -> Value {
+    fake.writes(&format!("namespaces/{ns}/cloudflarecontainers/shop/status"))
+        .last()
+        .map(|w| w.body["status"].clone())
+        .unwrap_or(Value::Null)
+}
+
+fn condition<'a>(status: &'a Value, kind: &str) -> &'a Value {
+    status["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == kind))
+        .unwrap_or_else(|| panic!("no {kind} in {status}"))
+}
+
+/// When a reconcile asked to come back (`Action` keeps it private; Debug shows it).
+fn requeue_after(action: &kube::runtime::controller::Action) -> Duration {
+    let text = format!("{action:?}");
+    let secs = text
+        .split("Some(")
+        .nth(1)
+        .and_then(|r| r.split('s').next())
+        .and_then(|n| n.parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("no requeue in {text}"));
+    Duration::from_secs_f64(secs)
+}
+
+#[tokio::test]
+async fn a_throttled_tenant_frees_its_slot_and_another_converges_meanwhile() {
+    let em = common::start_emulator(|c| c.other_api_tokens = vec![TOKEN_B.into()]).await;
+    em.put_script("tenants", &["ClassA", "ClassB"]);
+    let (client, fake) = fake_kube();
+    {
+        let mut objects = fake.objects.lock().unwrap();
+        for (ns, class, token) in [("a", "ClassA", em.api_token()), ("b", "ClassB", TOKEN_B)] {
+            objects.insert(object_path(ns), container(ns, class, Some("cloudflare")));
+            objects.insert(
+                format!("/api/v1/namespaces/{ns}/secrets/cloudflare"),
+                secret(ns, token, em.account_id()),
+            );
+        }
+    }
+    let ctx = Arc::new(Context::new(
+        client,
+        settings(&em),
+        Arc::new(Metrics::new()),
+        Arc::new(AtomicBool::new(true)),
+    ));
+    // Tenant a's token is throttled for ten minutes.
+    em.shared
+        .push_fault_for_token(None, Some(em.api_token()), ScriptedFault::RateLimit(600));
+
+    let (a, b) = tokio::time::timeout(
+        Duration::from_secs(60),
+        futures::future::join(
+            controller::reconcile(current(&fake, "a"), ctx.clone()),
+            controller::reconcile(current(&fake, "b"), ctx.clone()),
+        ),
+    )
+    .await
+    .expect("no reconcile sleeps out a 10-minute retry-after");
+    b.expect("tenant b reconciles");
+    let status_b = last_status(&fake, "b");
+    assert_eq!(
+        condition(&status_b, "Ready")["status"],
+        "True",
+        "{status_b}"
+    );
+
+    // Tenant a: an error that comes back when the token may send again, not on the
+    // backoff's schedule (2 s for a first failure), with that time in its status.
+    let error = a.expect_err("tenant a is rate limited");
+    let action = controller::error_policy(current(&fake, "a"), &error, ctx.clone());
+    let again = requeue_after(&action);
+    assert!(
+        again >= Duration::from_secs(590) && again <= Duration::from_secs(602),
+        "{action:?}"
+    );
+    let status_a = last_status(&fake, "a").to_string();
+    assert!(status_a.contains("RateLimited"), "{status_a}");
+    assert!(status_a.contains("flaredock tries again at"), "{status_a}");
+    let stalled = condition(&last_status(&fake, "a"), "Stalled")["status"].clone();
+    assert_ne!(
+        stalled, "True",
+        "a throttled token is not Stalled: {status_a}"
+    );
+
+    // An early trigger (a watch event, the resync) waits it out: nothing is sent.
+    let requests = em.shared.requests().len();
+    let action = controller::reconcile(current(&fake, "a"), ctx.clone())
+        .await
+        .unwrap();
+    assert!(
+        requeue_after(&action) >= Duration::from_secs(580),
+        "{action:?}"
+    );
+    assert_eq!(em.shared.requests().len(), requests);
+
+    // Tenant b goes on converging: a change of its spec is applied at once.
+    {
+        let mut objects = fake.objects.lock().unwrap();
+        let obj = objects.get_mut(&object_path("b")).unwrap();
+        obj["spec"]["maxInstances"] = json!(4);
+        obj["metadata"]["generation"] = json!(2);
+    }
+    controller::reconcile(current(&fake, "b"), ctx.clone())
+        .await
+        .unwrap();
+    let apps = client_of(&em, TOKEN_B, &Limiters::new(), |_| {})
+        .list_applications()
+        .await
+        .unwrap();
+    assert_eq!(apps.len(), 1, "only tenant b has an application: {apps:?}");
+    assert_eq!(apps[0].max_instances, Some(4));
+}
+
+#[tokio::test]
+async fn a_transient_500_on_a_secret_read_is_not_stalled() {
+    let em = common::start_emulator(|_| {}).await;
+    em.put_script("tenants", &["ClassA"]);
+    let (client, fake) = fake_kube();
+    let secret_path = "/api/v1/namespaces/a/secrets/cloudflare".to_string();
+    {
+        let mut objects = fake.objects.lock().unwrap();
+        objects.insert(
+            object_path("a"),
+            container("a", "ClassA", Some("cloudflare")),
+        );
+        objects.insert(
+            secret_path.clone(),
+            secret("a", em.api_token(), em.account_id()),
+        );
+    }
+    fake.failing.lock().unwrap().push(secret_path.clone());
+    let ctx = Arc::new(Context::new(
+        client,
+        settings(&em),
+        Arc::new(Metrics::new()),
+        Arc::new(AtomicBool::new(true)),
+    ));
+    let error = controller::reconcile(current(&fake, "a"), ctx.clone())
+        .await
+        .expect_err("a failed read is an error, retried");
+    let action = controller::error_policy(current(&fake, "a"), &error, ctx.clone());
+    let backoff = requeue_after(&action);
+    assert!(
+        backoff <= Duration::from_secs(3),
+        "retried with backoff (2 s first): {action:?}"
+    );
+    let stalled = last_status(&fake, "a");
+    assert!(
+        stalled.is_null() || condition(&stalled, "Stalled")["status"] != "True",
+        "not Stalled: {stalled}"
+    );
+    assert!(
+        fake.event_reasons().is_empty(),
+        "no refusal reported: {:?}",
+        fake.event_reasons()
+    );
+    assert!(em.shared.requests().is_empty());
+
+    // The API server recovers: the next attempt, after the backoff, converges.
+    fake.failing.lock().unwrap().clear();
+    tokio::time::sleep(backoff).await;
+    controller::reconcile(current(&fake, "a"), ctx.clone())
+        .await
+        .unwrap();
+    let status = last_status(&fake, "a");
+    assert_eq!(condition(&status, "Ready")["status"], "True", "{status}");
+}
+
+#[tokio::test]
+async fn a_failed_namespace_read_is_transient_and_not_cached_as_not_allowed() {
+    let em = common::start_emulator(|_| {}).await;
+    em.put_script("tenants", &["ClassA"]);
+    let (client, fake) = fake_kube();
+    {
+        let mut objects = fake.objects.lock().unwrap();
+        objects.insert(object_path("a"), container("a", "ClassA", None));
+        objects.insert(
+            "/api/v1/namespaces/a".into(),
+            json!({"apiVersion": "v1", "kind": "Namespace",
+                   "metadata": {"name": "a", "labels": {"flaredock.dev/default-credentials": "allow"}}}),
+        );
+    }
+    fake.failing
+        .lock()
+        .unwrap()
+        .push("/api/v1/namespaces/a".into());
+    let mut settings = settings(&em);
+    settings.default_credentials = Some((em.account_id().to_string(), Secret::new(em.api_token())));
+    let ctx = Arc::new(Context::new(
+        client,
+        settings,
+        Arc::new(Metrics::new()),
+        Arc::new(AtomicBool::new(true)),
+    ));
+    let error = controller::reconcile(current(&fake, "a"), ctx.clone())
+        .await
+        .expect_err("a failed read is an error, retried");
+    assert!(error.to_string().contains("namespace a"), "{error}");
+    let status = last_status(&fake, "a");
+    assert!(
+        status.is_null() || condition(&status, "Stalled")["status"] != "True",
+        "not Stalled, not DefaultCredentialsNotAllowed: {status}"
+    );
+    // Not remembered as "not allowed": the next attempt, a second later, reads it.
+    fake.failing.lock().unwrap().clear();
+    controller::reconcile(current(&fake, "a"), ctx.clone())
+        .await
+        .unwrap();
+    let status = last_status(&fake, "a");
+    assert_eq!(condition(&status, "Ready")["status"], "True", "{status}");
+}
