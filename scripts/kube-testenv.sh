@@ -81,7 +81,8 @@ cleanup() {
   for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
     stop "${pids[i]}"
   done
-  rm -rf "$dir/etcd" "$dir/pki" "$dir/admin.kubeconfig" "$dir/admin.kubeconfig.tmp"
+  # Kubeconfigs hold credentials (the tests write theirs here too).
+  rm -rf "$dir/etcd" "$dir/pki" "$dir"/*.kubeconfig "$dir/admin.kubeconfig.tmp"
 }
 trap cleanup EXIT
 trap 'exit 143' TERM
