@@ -156,6 +156,14 @@ impl TestEnv {
         token
     }
 
+    /// The API server's CA certificate (PEM).
+    pub fn ca_pem(&self) -> Vec<u8> {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD
+            .decode(&self.ca_data)
+            .expect("the kubeconfig's CA is base64")
+    }
+
     /// Writes a kubeconfig (in this environment's directory, named `file`) for
     /// ServiceAccount `namespace/name` with a token from the TokenRequest API.
     pub async fn service_account_kubeconfig(
@@ -164,11 +172,30 @@ impl TestEnv {
         name: &str,
         file: &str,
     ) -> PathBuf {
+        self.service_account_kubeconfig_via(namespace, name, file, None)
+            .await
+    }
+
+    /// The same, reaching the API server through `front` (a plain-HTTP URL of a test's
+    /// own proxy) when given.
+    pub async fn service_account_kubeconfig_via(
+        &self,
+        namespace: &str,
+        name: &str,
+        file: &str,
+        front: Option<&str>,
+    ) -> PathBuf {
         let token = self.service_account_token(namespace, name).await;
         let path = self.dir.join(file);
+        let cluster = match front {
+            Some(url) => format!("server: {url}"),
+            None => format!(
+                "server: {}\n      certificate-authority-data: {}",
+                self.server, self.ca_data
+            ),
+        };
         let text = format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n  - name: kube-testenv\n    cluster:\n      server: {}\n      certificate-authority-data: {}\nusers:\n  - name: {namespace}-{name}\n    user:\n      token: {token}\ncontexts:\n  - name: sa\n    context: {{cluster: kube-testenv, user: {namespace}-{name}, namespace: {namespace}}}\ncurrent-context: sa\n",
-            self.server, self.ca_data
+            "apiVersion: v1\nkind: Config\nclusters:\n  - name: kube-testenv\n    cluster:\n      {cluster}\nusers:\n  - name: {namespace}-{name}\n    user:\n      token: {token}\ncontexts:\n  - name: sa\n    context: {{cluster: kube-testenv, user: {namespace}-{name}, namespace: {namespace}}}\ncurrent-context: sa\n"
         );
         std::fs::write(&path, text).expect("write the ServiceAccount's kubeconfig");
         path
