@@ -6,6 +6,9 @@
 #   lua5.1           (runs the Argo CD health checks: gopher-lua is Lua 5.1)
 #   buildah          (builds FROM scratch Dockerfiles, chroot isolation, vfs storage)
 #   wrangler 4.86    (npm; Cloudflare's CLI, run against the emulator by tests/wrangler.rs)
+# and builds, once (cached outside the repository), the real kube-apiserver and etcd of
+# tests/apiserver.rs from tools/kube-testenv: that needs Go >= 1.26 (on PATH or at
+# /usr/local/go/bin/go) and the Go module proxy; see scripts/kube-testenv.sh.
 # Extra arguments go to `cargo test` (e.g. scripts/test.sh --test plan).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,6 +36,10 @@ if ! command -v wrangler >/dev/null 2>&1; then
   [ "$(id -u)" = 0 ] || sudo=sudo
   $sudo npm install -g --no-fund --no-audit wrangler@4.86.0 >/dev/null
 fi
+
+# The real Kubernetes API server of tests/apiserver.rs: built here, before the tests,
+# so that a missing Go or a failed build stops the run with its own message.
+scripts/kube-testenv.sh --build >/dev/null
 
 # Every emulator of the suite (in-process or a `flaredock` subprocess) checks each
 # exchange against the official contract and appends any problem here.

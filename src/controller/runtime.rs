@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{Controller, watcher};
 use kube::{Api, Client, ResourceExt};
 
@@ -84,6 +84,45 @@ fn log_controller_error<E: std::fmt::Display + std::fmt::Debug>(
             tracing::warn!(controller, error = %w, "a watch failed (the message names the resource, verb and namespace); retrying with backoff")
         }
         other => tracing::debug!(controller, error = %other, "controller event"),
+    }
+}
+
+/// A reconcile that waits until both kinds' stores have listed everything: a Worker
+/// reconciled before the CloudflareContainer store synced would upload its script
+/// without the classes of its containers (after every restart), and a container's
+/// reconcile reads the Workers' store too.
+fn synced_first<K, F, Fut>(
+    synced: tokio::sync::watch::Receiver<bool>,
+    reconcile: F,
+) -> impl FnMut(Arc<K>, Arc<Context>) -> futures::future::BoxFuture<'static, Fut::Output>
+where
+    F: Fn(Arc<K>, Arc<Context>) -> Fut + Copy + Send + 'static,
+    Fut: std::future::Future + Send + 'static,
+    K: Send + Sync + 'static,
+{
+    move |obj, ctx| {
+        let mut synced = synced.clone();
+        Box::pin(async move {
+            // Err: the sender is gone (shutting down); the reconcile runs as before.
+            let _ = synced.wait_for(|s| *s).await;
+            reconcile(obj, ctx).await
+        })
+    }
+}
+
+/// `Store::wait_until_ready`, safe with several waiters: kube-runtime 5 keeps one waker
+/// for all of them (the controller's own runner waits too), so a waiter polled before
+/// the last one is never woken; polled again it sees the store ready.
+async fn store_synced<K>(store: &Store<K>) -> bool
+where
+    K: kube::Resource + Clone + 'static,
+    K::DynamicType: std::hash::Hash + Eq + Clone,
+{
+    loop {
+        match tokio::time::timeout(Duration::from_millis(200), store.wait_until_ready()).await {
+            Ok(r) => return r.is_ok(),
+            Err(_) => continue,
+        }
     }
 }
 
@@ -325,16 +364,22 @@ pub async fn run(config: RunConfig) -> i32 {
     // `/readyz` turns ready once both kinds' watches have listed everything.
     let (ready_ctx, ready_containers, ready_workers) =
         (ctx.clone(), store.clone(), worker_store.clone());
+    // No reconcile of either kind before both stores synced (`synced_first`).
+    let (synced_tx, synced_rx) = tokio::sync::watch::channel(false);
     let ready_task = tokio::spawn(async move {
         let synced = futures::future::join(
-            ready_containers.wait_until_ready(),
-            ready_workers.wait_until_ready(),
+            store_synced(&ready_containers),
+            store_synced(&ready_workers),
         )
         .await;
-        if let (Ok(()), Ok(())) = synced {
+        if let (true, true) = synced {
             tracing::info!("watches synced: ready");
             ready_ctx.ready.store(true, Ordering::SeqCst);
+            let _ = synced_tx.send(true);
         }
+        // The sender stays until the controller stops: a dropped one would let the
+        // waiting reconciles through.
+        std::future::pending::<()>().await;
     });
 
     let s2 = store.clone();
@@ -358,7 +403,11 @@ pub async fn run(config: RunConfig) -> i32 {
         .with_config(
             kube::runtime::controller::Config::default().concurrency(config.settings.concurrency),
         )
-        .run(super::reconcile, super::error_policy, ctx.clone())
+        .run(
+            synced_first(synced_rx.clone(), super::reconcile),
+            super::error_policy,
+            ctx.clone(),
+        )
         .for_each(|result| async move {
             if let Err(e) = result {
                 log_controller_error("CloudflareContainer", &e);
@@ -406,7 +455,7 @@ pub async fn run(config: RunConfig) -> i32 {
             kube::runtime::controller::Config::default().concurrency(config.settings.concurrency),
         )
         .run(
-            super::reconcile_worker,
+            synced_first(synced_rx.clone(), super::reconcile_worker),
             super::worker_error_policy,
             ctx.clone(),
         )

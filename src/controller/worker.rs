@@ -135,7 +135,20 @@ async fn apply(obj: Arc<CloudflareWorker>, ctx: Arc<Context>) -> Result<Action, 
     };
     let containers = ctx.containers();
     let refs: Vec<&CloudflareContainer> = containers.iter().map(|c| c.as_ref()).collect();
-    let classes = classes_for(&obj, &refs);
+    let mut classes = classes_for(&obj, &refs);
+    // A class of the last upload that the store no longer shows is dropped only on a
+    // fresh list: a store behind a failing watch is no evidence that the container went.
+    let dropped = obj.status.as_ref().is_some_and(|s| {
+        s.containers
+            .iter()
+            .any(|c| !classes.iter().any(|k| &k.class_name == c))
+    });
+    if dropped {
+        let api: Api<CloudflareContainer> =
+            Api::namespaced(ctx.client.clone(), obj.namespace_or_default());
+        let listed = api.list(&ListParams::default()).await?;
+        classes = classes_for(&obj, &listed.items.iter().collect::<Vec<_>>());
+    }
     let previous = obj.status.clone();
     let outcome = reconciler
         .reconcile_worker(&obj, classes, &data, previous.as_ref())

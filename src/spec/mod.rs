@@ -229,11 +229,15 @@ pub enum InstanceTypeName {
 }
 
 /// A custom instance size.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Resources {
     /// vCPUs (at least 0.0625).
     #[schemars(range(min = 0.0625, max = 64))]
+    // The API server checks a fractional `minimum` against a whole-number value after
+    // truncating the bound (`vcpu: 0` passes `minimum: 0.0625`, tests/apiserver.rs);
+    // CEL compares the number as a double.
+    #[x_kube(validation = Rule::new("self >= 0.0625").message("vcpu must be at least 0.0625"))]
     pub vcpu: f64,
     /// Memory in MiB.
     #[schemars(range(min = 128, max = 262144))]

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod fake_kube;
+pub mod testenv;
 
 use std::net::TcpListener;
 use std::path::PathBuf;
