@@ -888,7 +888,6 @@ fn onboard(env: &TestEnv, ns: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "today's cleanup releases the finalizer once Cloudflare accepted the DELETE, while the application is still listed; the change that holds it until Cloudflare no longer lists it is under way"]
 async fn kubectl_delete_returns_only_after_cloudflare_let_the_application_go() {
     let (env, _) = installed();
     let admin = env.admin_client().await;
