@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use flaredock::cloudflare::types::*;
 use flaredock::cloudflare::{
     ApiError, ClientConfig, CloudflareClient, Limiters, Secret, WriteGate,
 };
@@ -28,23 +27,7 @@ use common::fake_kube::{FakeState, fake_kube};
 /// The second tenant's token (the first one's is the emulator's default).
 const TOKEN_B: &str = "tenant-b-token-0000000000000000";
 
-fn app_request(em: &flaredock::emulator::RunningEmulator, name: &str) -> CreateApplicationRequest {
-    CreateApplicationRequest {
-        name: name.into(),
-        scheduling_policy: SchedulingPolicy::Default,
-        instances: 0,
-        max_instances: Some(2),
-        configuration: DeploymentConfiguration {
-            image: format!("{}/{}/hello:v1", em.registry_host(), em.account_id()),
-            instance_type: Some(InstanceType::Lite),
-            ..Default::default()
-        },
-        constraints: None,
-        durable_objects: None,
-        observability: None,
-        rollout_active_grace_period: None,
-    }
-}
+use common::app_request;
 
 fn client_of(
     em: &flaredock::emulator::RunningEmulator,

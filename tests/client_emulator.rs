@@ -11,23 +11,7 @@ use flaredock::cloudflare::{ApiError, RateLimit};
 use flaredock::emulator::{DEMO_CLASS, DEMO_SCRIPT, RunningEmulator, ScriptedFault};
 use serde_json::{Value, json};
 
-fn app_request(em: &flaredock::emulator::RunningEmulator, name: &str) -> CreateApplicationRequest {
-    CreateApplicationRequest {
-        name: name.into(),
-        scheduling_policy: SchedulingPolicy::Default,
-        instances: 0,
-        max_instances: Some(2),
-        configuration: DeploymentConfiguration {
-            image: format!("{}/{}/hello:v1", em.registry_host(), em.account_id()),
-            instance_type: Some(InstanceType::Lite),
-            ..Default::default()
-        },
-        constraints: None,
-        durable_objects: None,
-        observability: None,
-        rollout_active_grace_period: None,
-    }
-}
+use common::app_request;
 
 #[tokio::test]
 async fn retries_a_5xx_and_a_dropped_connection_for_safe_requests() {

@@ -128,6 +128,27 @@ pub(super) struct Endpoint<'a> {
     pub(super) creds: Option<&'a Credentials>,
 }
 
+impl<'a> Endpoint<'a> {
+    /// `reference`'s registry and repository; `role` names it in the error when the
+    /// reference has no registry host ("source", "destination").
+    pub(super) fn of(
+        reference: &Reference,
+        creds: Option<&'a Credentials>,
+        role: &str,
+    ) -> Result<Endpoint<'a>, RegistryError> {
+        Ok(Endpoint {
+            host: reference
+                .api_host()
+                .ok_or_else(|| {
+                    RegistryError::Invalid(format!("{reference}: the {role} needs a registry host"))
+                })?
+                .to_string(),
+            repository: reference.repository.clone(),
+            creds,
+        })
+    }
+}
+
 #[derive(Default)]
 struct Counters {
     uploaded: AtomicUsize,
@@ -147,26 +168,8 @@ pub async fn copy_image(
     dst_creds: Option<&Credentials>,
     opts: &CopyOptions,
 ) -> Result<CopyReport, CopyError> {
-    let source = Endpoint {
-        host: src
-            .api_host()
-            .ok_or_else(|| {
-                RegistryError::Invalid(format!("{src}: the source needs a registry host"))
-            })?
-            .to_string(),
-        repository: src.repository.clone(),
-        creds: src_creds,
-    };
-    let dest = Endpoint {
-        host: dst
-            .api_host()
-            .ok_or_else(|| {
-                RegistryError::Invalid(format!("{dst}: the destination needs a registry host"))
-            })?
-            .to_string(),
-        repository: dst.repository.clone(),
-        creds: dst_creds,
-    };
+    let source = Endpoint::of(src, src_creds, "source")?;
+    let dest = Endpoint::of(dst, dst_creds, "destination")?;
     let counters = Counters::default();
     let (info, bytes) = client
         .get_manifest(

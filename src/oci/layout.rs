@@ -106,16 +106,7 @@ pub async fn push_layout(
     dst_creds: Option<&Credentials>,
     opts: &CopyOptions,
 ) -> Result<CopyReport, CopyError> {
-    let dest = Endpoint {
-        host: dst
-            .api_host()
-            .ok_or_else(|| {
-                RegistryError::Invalid(format!("{dst}: the destination needs a registry host"))
-            })?
-            .to_string(),
-        repository: dst.repository.clone(),
-        creds: dst_creds,
-    };
+    let dest = Endpoint::of(dst, dst_creds, "destination")?;
     let index_bytes = read_capped(dir, &dir.join("index.json")).await?;
     let index: ManifestDoc = serde_json::from_slice(&index_bytes).map_err(|e| invalid(dir, e))?;
     let first = match index.manifests.as_slice() {
