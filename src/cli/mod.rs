@@ -524,6 +524,10 @@ async fn load_and_connect(files: &[PathBuf], conn: &Connection) -> Result<(Loade
     }
 }
 
+/// How long a command-line call may wait for its token's rate budget or a 429's
+/// `retry-after` (the controller waits at most a few seconds, then requeues).
+const CLI_MAX_RATE_WAIT: Duration = Duration::from_secs(300);
+
 /// A reconciler for the connection, plus the emulator when `--emulator` started one.
 pub struct Session {
     pub reconciler: Reconciler,
@@ -573,6 +577,10 @@ pub async fn connect(conn: &Connection) -> Result<Session, String> {
     config.rate_limit = conn.access.rate_limit;
     config.timeout = conn.access.api_timeout;
     config.connect_timeout = conn.access.connect_timeout;
+    // The command line serves one person's objects and holds no slot another tenant
+    // waits for: it waits out its own rate budget (and a retry-after) instead of
+    // failing and observing again, bounded by the command's own --timeout.
+    config.max_rate_wait = CLI_MAX_RATE_WAIT;
     let client = CloudflareClient::new(config).map_err(|e| e.to_string())?;
     let registry = RegistryClient::with_timeouts(
         conn.access.insecure_registries.clone(),
