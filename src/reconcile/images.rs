@@ -25,6 +25,14 @@ const CREDENTIAL_MINUTES: i64 = 15;
 /// Credentials are renewed when fewer than this remain.
 const CREDENTIAL_MARGIN: Duration = Duration::from_secs(5 * 60);
 
+/// The object's own repository in `account` (see [`object_repository`]).
+fn own_repository(account: &str, cluster: &str, obj: &CloudflareContainer) -> String {
+    format!(
+        "{account}/{}",
+        object_repository(cluster, obj.namespace_or_default(), obj.name())
+    )
+}
+
 /// A planned repository (`<account>/<path>`) below the account credentials name.
 fn below_account(planned: &str, account: &str) -> String {
     match planned.split_once('/') {
@@ -392,10 +400,7 @@ impl ImageResolver {
                     .take(20)
                     .collect()
             });
-        let repository = format!(
-            "{account}/{}",
-            object_repository(cluster, obj.namespace_or_default(), obj.name())
-        );
+        let repository = own_repository(&account, cluster, obj);
         ImageState::Needs(ImageAction::Copy {
             source: text.clone(),
             destination: format!("{host}/{repository}:{dest_tag}"),
@@ -476,15 +481,12 @@ impl ImageResolver {
         build: &BuildSpec,
         cluster: &str,
     ) -> ImageState {
-        let (_, _, tag) = match self.build_identity(obj, build).await {
-            Ok(x) => x,
+        let tag = match self.build_tag(obj, build).await {
+            Ok(tag) => tag,
             Err(state) => return state,
         };
         let (host, account) = self.destination_base().await;
-        let repository = format!(
-            "{account}/{}",
-            object_repository(cluster, obj.namespace_or_default(), obj.name())
-        );
+        let repository = own_repository(&account, cluster, obj);
         let destination = format!("{host}/{repository}:{tag}");
         let flight = format!("{}|{tag}", obj.key());
         let running = crate::lock(&self.in_flight).contains(&flight);
@@ -497,12 +499,8 @@ impl ImageResolver {
         ImageState::Needs(ImageAction::Build { destination })
     }
 
-    /// The build's source, inputs and content tag.
-    async fn build_identity(
-        &self,
-        obj: &CloudflareContainer,
-        build: &BuildSpec,
-    ) -> Result<(BuildSource, BuildInputs, String), ImageState> {
+    /// The build's source and inputs, as the spec says them.
+    fn build_inputs(&self, build: &BuildSpec) -> Result<(BuildSource, BuildInputs), ImageState> {
         let source =
             BuildSource::parse(&build.context, self.local_contexts).map_err(|message| {
                 failed(
@@ -510,7 +508,16 @@ impl ImageResolver {
                     format!("spec.build.context: {message}"),
                 )
             })?;
-        let inputs = BuildInputs::from_spec(build);
+        Ok((source, BuildInputs::from_spec(build)))
+    }
+
+    /// The build's content tag (`spec.tag` when set).
+    async fn build_tag(
+        &self,
+        obj: &CloudflareContainer,
+        build: &BuildSpec,
+    ) -> Result<String, ImageState> {
+        let (source, inputs) = self.build_inputs(build)?;
         // Named without any network call: the controller never fetches a tenant's URL
         // (the build Job fetches its own context); a local directory is hashed here.
         let rebuild = obj
@@ -536,7 +543,7 @@ impl ImageResolver {
             .tag
             .clone()
             .unwrap_or_else(|| content_tag(&identity, &inputs));
-        Ok((source, inputs, tag))
+        Ok(tag)
     }
 
     /// The image `repository:tag` names, when it is there (or why it cannot be read);
@@ -671,17 +678,25 @@ impl ImageResolver {
         build: &BuildSpec,
         destination: &str,
     ) -> ImageState {
-        let (source, inputs, tag) = match self.build_identity(obj, build).await {
+        let (source, inputs) = match self.build_inputs(build) {
             Ok(x) => x,
             Err(state) => return state,
+        };
+        // The plan's destination carries the content tag observe derived: the
+        // context is not hashed again.
+        let planned = match Reference::parse(destination) {
+            Ok(r) => r,
+            Err(e) => return failed("InvalidImage", e.to_string()),
+        };
+        let Some(tag) = planned.tag.clone() else {
+            return failed(
+                "InvalidImage",
+                format!("the planned build destination {destination} has no tag"),
+            );
         };
         let (host, account, creds) = match self.cloudflare_registry().await {
             Ok(x) => x,
             Err(e) => return api_state(&e),
-        };
-        let planned = match Reference::parse(destination) {
-            Ok(r) => r,
-            Err(e) => return failed("InvalidImage", e.to_string()),
         };
         // The account the credentials name; the object's repository below it.
         let repository = below_account(&planned.repository, &account);

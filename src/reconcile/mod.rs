@@ -257,34 +257,17 @@ impl Reconciler {
         let mut events = Vec::new();
         // Getting the image comes first; when its digest was not known to the plan
         // (a build, a tag read), what it found is planned again and acted on, once.
-        let got = self.get_image(obj, &mut the_plan, &mut events).await;
-        let mut acquired = None;
-        let acted = match got {
-            Some(ImageState::Ready(image)) if the_plan.actions.is_empty() => {
-                match self
-                    .observe_with(ImageState::Ready(image.clone()), &desired, confirm)
-                    .await
-                {
-                    Ok(again) => {
-                        the_plan = plan(&desired, &again.0);
-                        acquired = Some(ImageState::Ready(image));
-                        Ok(())
-                    }
-                    Err(e) => Err(e),
-                }
-            }
-            Some(other @ (ImageState::Pending { .. } | ImageState::Failed { .. })) => {
-                the_plan.actions.clear();
-                acquired = Some(other);
-                Ok(())
-            }
-            Some(ready) => {
-                acquired = Some(ready);
-                Ok(())
-            }
-            None => Ok(()),
+        // (`get_image` leaves the plan's other actions only when they were planned with
+        // the digest it got.)
+        let acquired = self.get_image(obj, &mut the_plan, &mut events).await;
+        let replanned = match &acquired {
+            Some(ready @ ImageState::Ready(_)) if the_plan.actions.is_empty() => self
+                .observe_with(ready.clone(), &desired, confirm)
+                .await
+                .map(|(again, _)| the_plan = plan(&desired, &again)),
+            _ => Ok(()),
         };
-        let acted = match acted {
+        let acted = match replanned {
             Ok(()) => {
                 self.act(
                     &desired.owner,
@@ -296,15 +279,12 @@ impl Reconciler {
             }
             Err(e) => Err(e),
         };
-        let reobserve = |image: Option<ImageState>| async {
-            match image {
-                Some(image) => self.observe_with(image, &desired, confirm).await,
-                None => self.observe(obj, &desired, peers, confirm).await,
-            }
-        };
         let (after, error) = match acted {
             Ok(()) if the_plan.actions.is_empty() && acquired.is_none() => (Ok(first), None),
-            Ok(()) => (reobserve(acquired.clone()).await, None),
+            Ok(()) => match acquired {
+                Some(image) => (self.observe_with(image, &desired, confirm).await, None),
+                None => (self.observe(obj, &desired, peers, confirm).await, None),
+            },
             Err(e) => {
                 // A failed write may have half-happened: what the view says is stale.
                 self.view.invalidate_applications().await;
@@ -394,14 +374,14 @@ impl Reconciler {
         };
         plan.actions.remove(0);
         let state = self.images.acquire(obj, &action).await;
-        if let (ImageState::Ready(image), ImageAction::Copy { source, .. }) = (&state, &action) {
-            events.push(Happening::new(
-                "ImageCopied",
-                format!("copied image {source} to {image}"),
-            ));
-        }
-        if let (ImageState::Ready(image), ImageAction::Build { .. }) = (&state, &action) {
-            events.push(Happening::new("ImageBuilt", format!("built image {image}")));
+        match (&state, &action) {
+            (ImageState::Ready(image), ImageAction::Copy { source, .. }) => events.push(
+                Happening::new("ImageCopied", format!("copied image {source} to {image}")),
+            ),
+            (ImageState::Ready(image), ImageAction::Build { .. }) => {
+                events.push(Happening::new("ImageBuilt", format!("built image {image}")))
+            }
+            _ => {}
         }
         // A copy whose digest the plan knew deploys as planned; otherwise (a build,
         // a tag read, another host) the rest is planned again from what was found.

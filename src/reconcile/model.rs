@@ -7,6 +7,7 @@ use super::images::Peers;
 use super::plan::Blocked;
 use super::worker::inputs::secret_text;
 use crate::cloudflare::types::*;
+use crate::oci::Reference;
 use crate::spec::{
     CloudflareContainer, DeletionPolicy, InstanceTypeName, OWNER_LABEL, RolloutKindName,
     RolloutStrategyName,
@@ -42,7 +43,9 @@ impl ImageAction {
                 destination,
                 digest,
                 ..
-            } => Some(format!("{}@{digest}", untagged(destination))),
+            } => Reference::parse(destination)
+                .ok()
+                .map(|r| r.with_digest(digest).to_string()),
             ImageAction::Build { .. } | ImageAction::Resolve { .. } => None,
         }
     }
@@ -76,24 +79,24 @@ impl std::fmt::Display for ImageAction {
     }
 }
 
-/// `host/repo:tag` → `host/repo` (a port's colon is kept).
-fn untagged(reference: &str) -> &str {
-    match reference.rsplit_once(':') {
-        Some((repo, tag)) if !tag.contains('/') => repo,
-        _ => reference,
-    }
-}
-
 /// Do two digest references name the same image in the same repository, whatever
 /// registry host each was written with (the host credentials report may differ from
 /// the one an application was created with)?
 pub fn same_image(a: &str, b: &str) -> bool {
-    let path = |r: &str| -> Option<(String, String)> {
-        let (name, digest) = r.split_once('@')?;
-        let repo = name.split_once('/').map(|(_, p)| p).unwrap_or(name);
-        Some((repo.to_string(), digest.to_string()))
-    };
-    a == b || (path(a).is_some() && path(a) == path(b))
+    a == b
+        || matches!(
+            (Reference::parse(a), Reference::parse(b)),
+            (Ok(x), Ok(y)) if x.digest.is_some() && x.digest == y.digest && x.repository == y.repository
+        )
+}
+
+/// Do two references name the same repository, whatever host, tag or digest each
+/// carries?
+pub fn same_repository(a: &str, b: &str) -> bool {
+    matches!(
+        (Reference::parse(a), Reference::parse(b)),
+        (Ok(x), Ok(y)) if x.repository == y.repository
+    )
 }
 
 /// The repository, below the account, where flaredock copies or builds an object's

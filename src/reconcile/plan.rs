@@ -417,23 +417,6 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
     plan
 }
 
-/// Do `image` (a digest reference) and `tagged` (a tag reference) name the same
-/// repository, whatever registry host each was written with?
-fn same_repository(image: &str, tagged: &str) -> bool {
-    let repository = |r: &str| -> String {
-        let name = r.split('@').next().unwrap_or(r);
-        let name = match name.rsplit_once(':') {
-            Some((repo, tag)) if !tag.contains('/') => repo,
-            _ => name,
-        };
-        name.split_once('/')
-            .map(|(_, p)| p)
-            .unwrap_or(name)
-            .to_string()
-    };
-    repository(image) == repository(tagged)
-}
-
 /// The image the application runs, or is rolling out to.
 fn running_image(observed: &Observed) -> Option<&str> {
     observed
