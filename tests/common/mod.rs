@@ -440,25 +440,13 @@ pub fn foreign_application(
     }
 }
 
-/// A plain application request for `name` on the emulator's demo image.
+/// A plain application request for `name` on the emulator's demo image (lite).
 pub fn app_request(
     em: &flaredock::emulator::RunningEmulator,
     name: &str,
 ) -> flaredock::cloudflare::types::CreateApplicationRequest {
-    use flaredock::cloudflare::types::*;
-    CreateApplicationRequest {
-        name: name.into(),
-        scheduling_policy: SchedulingPolicy::Default,
-        instances: 0,
-        max_instances: Some(2),
-        configuration: DeploymentConfiguration {
-            image: format!("{}/{}/hello:v1", em.registry_host(), em.account_id()),
-            instance_type: Some(InstanceType::Lite),
-            ..Default::default()
-        },
-        constraints: None,
-        durable_objects: None,
-        observability: None,
-        rollout_active_grace_period: None,
-    }
+    let image = format!("{}/{}/hello:v1", em.registry_host(), em.account_id());
+    let mut request = foreign_application(name, &image, None);
+    request.configuration.instance_type = Some(flaredock::cloudflare::types::InstanceType::Lite);
+    request
 }
