@@ -1125,3 +1125,29 @@ fn re_reading_the_tag_of_the_running_repository_is_done_but_is_not_a_change() {
     });
     assert!(more.changes_anything());
 }
+
+#[test]
+fn a_new_build_in_the_objects_own_repository_is_shown_as_an_image_change() {
+    // The application runs an earlier build from the same (the object's own)
+    // repository: a build with another content tag is a change, never taken for a
+    // re-read of a tag.
+    let d = desired("");
+    let running = "registry.cloudflare.com/acc/cli/apps/shop@sha256:3333333333333333333333333333333333333333333333333333333333333333";
+    let mut o = observed(Some(app_for(&d, running)));
+    o.image = ImageState::Needs(ImageAction::Build {
+        destination: "registry.cloudflare.com/acc/cli/apps/shop:build-new".into(),
+    });
+    let p = plan(&d, &o);
+    assert_eq!(kinds(&p), ["build", "rollout"]);
+    let image = p
+        .changes
+        .iter()
+        .find(|c| c.field == "configuration.image")
+        .expect("the image change is shown");
+    assert_eq!(image.from, running);
+    assert_eq!(
+        image.to,
+        "registry.cloudflare.com/acc/cli/apps/shop:build-new (digest once built)"
+    );
+    assert!(p.changes_anything());
+}

@@ -360,7 +360,6 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
     // tagged reference, and act plans again from what it found.
     let mut get = None;
     let mut reread = None;
-    let mut placeholder = None;
     let pinned;
     let observed = match &observed.image {
         ImageState::Needs(action) => {
@@ -375,15 +374,17 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
                 // A tag of the repository the application already runs from: until
                 // act re-reads it, the plan assumes the digest it runs (the read is
                 // not a change, and is always done).
-                None if running_image(observed)
-                    .is_some_and(|r| same_repository(r, &action.placeholder())) =>
+                // (A build is never taken for one: it always goes to the object's own
+                // repository, the one the application runs from.)
+                None if matches!(action, ImageAction::Resolve { .. })
+                    && running_image(observed)
+                        .is_some_and(|r| same_repository(r, &action.placeholder())) =>
                 {
                     reread = Some(action.clone());
                     running_image(observed).unwrap_or_default().to_string()
                 }
                 None => {
                     get = Some(action.clone());
-                    placeholder = Some(action.placeholder());
                     action.placeholder()
                 }
             };
@@ -400,16 +401,19 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
     if let Some(get) = get
         && !plan.actions.is_empty()
     {
-        plan.actions.insert(0, Action::GetImage(get));
-        if let Some(p) = placeholder {
-            let shown = match &plan.actions[0] {
-                Action::GetImage(ImageAction::Build { .. }) => "digest once built",
-                _ => "digest read at apply",
-            };
+        // The tagged reference standing in for a digest act has yet to find says so.
+        let shown = match &get {
+            ImageAction::Build { .. } => Some("digest once built"),
+            ImageAction::Resolve { .. } => Some("digest read at apply"),
+            ImageAction::Copy { .. } => None,
+        };
+        if let Some(shown) = shown {
+            let p = get.placeholder();
             for c in plan.changes.iter_mut().filter(|c| c.to == p) {
                 c.to = format!("{p} ({shown})");
             }
         }
+        plan.actions.insert(0, Action::GetImage(get));
     }
     if let Some(reread) = reread {
         plan.actions.insert(0, Action::GetImage(reread));
