@@ -616,7 +616,10 @@ async fn a_reverted_rollout_stalls_and_is_not_retried_until_asked() {
     assert_eq!(cond.status, "True", "{stalled:#?}");
     assert_eq!(cond.reason, "RolloutReverted");
     assert!(cond.message.contains("version 1"), "{}", cond.message);
-    assert_eq!(stalled.rollout.as_ref().unwrap().status, "reverted");
+    assert_eq!(
+        stalled.rollout.as_ref().unwrap().status,
+        flaredock::spec::RolloutPhase::Reverted
+    );
     assert!(!flaredock::reconcile::status::is_ready(&stalled));
     let rollouts = |em: &RunningEmulator| {
         em.shared

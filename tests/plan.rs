@@ -6,6 +6,7 @@ use flaredock::manifest::parse_document;
 use flaredock::reconcile::images::PeerIndex;
 use flaredock::reconcile::model::{Desired, ImageAction, ImageState, Observed};
 use flaredock::reconcile::plan::{Action, Blocked, Plan, plan, runs_spec};
+use flaredock::reconcile::reason::Reason;
 use flaredock::reconcile::status::{self, StatusInput};
 use flaredock::spec::{CloudflareContainer, ClusterIdentity, OWNER_LABEL};
 
@@ -120,7 +121,7 @@ fn fields(p: &Plan) -> Vec<&str> {
 
 fn refused(p: &Plan) -> &str {
     match &p.blocked {
-        Some(Blocked::Refused { reason, .. }) => reason,
+        Some(Blocked::Refused { reason, .. }) => reason.as_str(),
         other => panic!("expected a refusal, got {other:?}"),
     }
 }
@@ -491,7 +492,10 @@ fn a_changed_class_replaces_our_own_application() {
     let p = plan(&d, &o);
     // Cloudflare deletes asynchronously: the name stays taken, so the create waits.
     assert_eq!(kinds(&p), ["delete"]);
-    assert_eq!(p.blocked.as_ref().unwrap().reason(), "PreviousDeleting");
+    assert_eq!(
+        p.blocked.as_ref().unwrap().reason(),
+        Reason::PreviousDeleting
+    );
     assert!(fields(&p).contains(&"durable_objects.namespace_id"));
     // Still listed while it is being deleted: nothing to do but wait.
     let deleted = o.application.take().unwrap();
@@ -542,7 +546,10 @@ fn a_renamed_application_is_replaced() {
     // The namespace admits one application: the old one goes first, and the new one
     // waits until its asynchronous deletion is over.
     assert_eq!(kinds(&p), ["delete"]);
-    assert_eq!(p.blocked.as_ref().unwrap().reason(), "PreviousDeleting");
+    assert_eq!(
+        p.blocked.as_ref().unwrap().reason(),
+        Reason::PreviousDeleting
+    );
     let mut o = observed(None);
     o.deleting = Some(app_for(&desired(""), IMAGE));
     assert!(plan(&d, &o).actions.is_empty());
@@ -586,7 +593,7 @@ fn a_container_waits_until_its_cloudflare_worker_uploaded_the_class() {
     };
     let d = Desired::from_spec(&obj, &no_peers(), &ClusterIdentity::cli());
     let p = plan(&d, &observed(None));
-    assert_eq!(p.blocked.as_ref().unwrap().reason(), "WorkerNotReady");
+    assert_eq!(p.blocked.as_ref().unwrap().reason(), Reason::WorkerNotReady);
     assert!(
         p.blocked
             .as_ref()
@@ -605,7 +612,7 @@ fn a_container_waits_until_its_cloudflare_worker_uploaded_the_class() {
     ]));
     let p = plan(&d, &o);
     assert!(
-        matches!(&p.blocked, Some(Blocked::Waiting { reason, .. }) if reason == "WorkerNotReady"),
+        matches!(&p.blocked, Some(Blocked::Waiting { reason, .. }) if *reason == Reason::WorkerNotReady),
         "{p:?}"
     );
     assert!(p.actions.is_empty());
@@ -636,7 +643,7 @@ fn an_external_worker_is_never_changed_and_its_absence_is_explained() {
     o.namespace = None;
     let p = plan(&d, &o);
     let b = p.blocked.as_ref().unwrap();
-    assert_eq!(b.reason(), "WorkerNotFound");
+    assert_eq!(b.reason(), Reason::WorkerNotFound);
     assert!(b.message().contains("containers"), "{}", b.message());
     assert!(b.message().contains("CloudflareWorker"), "{}", b.message());
     assert!(p.actions.is_empty());
@@ -653,24 +660,24 @@ fn waits_for_a_missing_worker_or_image() {
     o.namespace = None;
     let p = plan(&d, &o);
     assert!(
-        matches!(&p.blocked, Some(Blocked::Waiting { reason, .. }) if reason == "WorkerNotFound")
+        matches!(&p.blocked, Some(Blocked::Waiting { reason, .. }) if *reason == Reason::WorkerNotFound)
     );
     assert!(p.actions.is_empty());
 
     let mut o = observed(None);
     o.image = ImageState::Pending {
-        reason: "ImageNotFound".into(),
+        reason: Reason::ImageNotFound,
         message: "no tag".into(),
     };
     let p = plan(&d, &o);
     assert!(
-        matches!(&p.blocked, Some(Blocked::Waiting { reason, .. }) if reason == "ImageNotFound")
+        matches!(&p.blocked, Some(Blocked::Waiting { reason, .. }) if *reason == Reason::ImageNotFound)
     );
     assert!(p.actions.is_empty());
 
     let mut o = observed(None);
     o.image = ImageState::Failed {
-        reason: "ForeignAccount".into(),
+        reason: Reason::ForeignAccount,
         message: "other account".into(),
     };
     assert_eq!(refused(&plan(&d, &o)), "ForeignAccount");
@@ -930,7 +937,7 @@ fn a_missing_secret_or_key_waits_and_writes_nothing() {
     assert!(p.actions.is_empty(), "{:?}", kinds(&p));
     match &p.blocked {
         Some(Blocked::Waiting { reason, message }) => {
-            assert_eq!(reason, "SecretNotFound");
+            assert_eq!(*reason, Reason::SecretNotFound);
             assert!(
                 message.contains("apps/shop-secrets") && message.contains("DB_PASSWORD"),
                 "{message}"

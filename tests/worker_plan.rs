@@ -4,6 +4,7 @@
 use flaredock::cloudflare::Secret;
 use flaredock::cloudflare::types::*;
 use flaredock::reconcile::plan::{Action, Blocked, Plan};
+use flaredock::reconcile::reason::Reason;
 use flaredock::reconcile::worker::inputs::{SourceData, resolve_local};
 use flaredock::reconcile::worker::model::{ContainerClass, DesiredWorker, RecordedTags};
 use flaredock::reconcile::worker::plan::{ObservedWorker, plan_worker};
@@ -85,7 +86,7 @@ fn fields(p: &Plan) -> Vec<String> {
 
 fn refused(p: &Plan) -> (&str, &str) {
     match &p.blocked {
-        Some(Blocked::Refused { reason, message }) => (reason, message),
+        Some(Blocked::Refused { reason, message }) => (reason.as_str(), message),
         other => panic!("expected a refusal, got {other:?}"),
     }
 }
@@ -340,7 +341,7 @@ fn a_missing_secret_or_config_map_waits_with_its_name() {
     let Some(Err(b)) = resolve_local(&obj, &SourceData::default()) else {
         panic!("expected a wait");
     };
-    assert_eq!(b.reason(), "SecretNotFound");
+    assert_eq!(b.reason(), Reason::SecretNotFound);
     assert!(b.message().contains("apps/keys"), "{}", b.message());
 
     let doc = "apiVersion: flaredock.dev/v1alpha1\nkind: CloudflareWorker\nmetadata: {name: cm, namespace: apps}\nspec:\n  compatibilityDate: '2026-06-01'\n  source: {configMapRef: {name: code, mainModule: index.js}}\n";
@@ -352,7 +353,7 @@ fn a_missing_secret_or_config_map_waits_with_its_name() {
     let Some(Err(b)) = resolve_local(&obj, &SourceData::default()) else {
         panic!("expected a wait");
     };
-    assert_eq!(b.reason(), "ConfigMapNotFound");
+    assert_eq!(b.reason(), Reason::ConfigMapNotFound);
     let mut d = SourceData::default();
     d.config_maps.insert(
         "apps/code".into(),
@@ -361,7 +362,7 @@ fn a_missing_secret_or_config_map_waits_with_its_name() {
     let Some(Err(b)) = resolve_local(&obj, &d) else {
         panic!("expected a refusal");
     };
-    assert_eq!(b.reason(), "MainModuleMissing");
+    assert_eq!(b.reason(), Reason::MainModuleMissing);
     d.config_maps.insert(
         "apps/code".into(),
         [

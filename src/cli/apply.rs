@@ -2,6 +2,7 @@
 //! while waiting), or delete what they own.
 
 use super::*;
+use crate::reconcile::reason::Reason;
 use crate::reconcile::{Outcome, WaitingOn};
 
 /// The step an object is on, in a few words: `Ready`, the reason it is not, and the
@@ -76,7 +77,7 @@ fn state_of(o: &dyn Outcome) -> &'static str {
     let observing = o
         .conditions()
         .iter()
-        .any(|c| c.type_ == "Ready" && c.reason == crate::reconcile::status::OBSERVING);
+        .any(|c| c.type_ == "Ready" && Reason::Observing.is(&c.reason));
     if o.ready() {
         "Ready"
     } else if o.stalled() {
@@ -194,7 +195,7 @@ pub(super) async fn apply(args: ApplyArgs) -> i32 {
                         .status
                         .rollout
                         .as_ref()
-                        .filter(|r| r.status == "progressing")
+                        .filter(|r| r.status == crate::spec::RolloutPhase::Progressing)
                         .map(|r| r.progress);
                     (k.clone(), step_of(&o.status.conditions, rollout))
                 }));

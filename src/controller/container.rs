@@ -12,10 +12,11 @@ use super::credentials::{
 };
 use super::status::{container_problem, write_container_status};
 use super::{Context, Error};
+use crate::reconcile::reason::Reason;
 use crate::reconcile::status::{condition, is_stalled};
 use crate::reconcile::{DeleteOutcome, ReconcileOutcome};
 use crate::spec::ReconcileRequest;
-use crate::spec::{CloudflareContainer, CloudflareContainerStatus};
+use crate::spec::{CloudflareContainer, CloudflareContainerStatus, RolloutPhase};
 
 fn owner(obj: &CloudflareContainer) -> CredentialsOwner<'_> {
     CredentialsOwner {
@@ -62,7 +63,7 @@ async fn apply(obj: Arc<CloudflareContainer>, ctx: Arc<Context>) -> Result<Actio
     if previous.as_ref().is_some_and(|s| {
         s.rollout
             .as_ref()
-            .is_some_and(|r| r.status == "progressing")
+            .is_some_and(|r| r.status == RolloutPhase::Progressing)
     }) {
         reconciler
             .view
@@ -87,7 +88,7 @@ async fn apply(obj: Arc<CloudflareContainer>, ctx: Arc<Context>) -> Result<Actio
         .status
         .rollout
         .as_ref()
-        .is_some_and(|r| r.status == "progressing");
+        .is_some_and(|r| r.status == RolloutPhase::Progressing);
     ctx.metrics.set_rollout(&key, rolling);
     write_container_status(&ctx, &obj, &outcome.status).await?;
     if (outcome.suspended() || outcome.awaiting_approval()) && outcome.error.is_none() {
@@ -130,11 +131,11 @@ async fn refuse(
     };
     let status = container_problem(obj, reason, &message, true);
     let was_stalled = obj.status.as_ref().is_some_and(|s| {
-        is_stalled(s) && condition(s, "Stalled").is_some_and(|c| c.reason == reason)
+        is_stalled(s) && condition(s, "Stalled").is_some_and(|c| reason.is(&c.reason))
     });
     write_container_status(ctx, obj, &status).await?;
     if !was_stalled {
-        ctx.publish(obj, EventType::Warning, reason, message.clone())
+        ctx.publish(obj, EventType::Warning, reason.as_str(), message.clone())
             .await;
     }
     tracing::warn!(object = %key, %message, "{reason}");
@@ -167,8 +168,8 @@ async fn report(
         .and_then(|s| s.rollout.as_ref())
         .map(|r| (r.id.clone(), r.status.clone()));
     if let (Some((id, was)), Some(now)) = (rollout_was, outcome.status.rollout.as_ref())
-        && was == "progressing"
-        && now.status == "completed"
+        && was == RolloutPhase::Progressing
+        && now.status == RolloutPhase::Completed
         && now.id == id
     {
         ctx.publish(
@@ -185,8 +186,9 @@ async fn report(
             .map(|c| c.message.clone())
             .unwrap_or_default();
         tracing::warn!(object = %key, %message, "refused");
-        let image_reason = condition(&outcome.status, "ImageReady").map(|c| c.reason.as_str());
-        let reason = if image_reason == Some("BuildFailed") {
+        let build_failed = condition(&outcome.status, "ImageReady")
+            .is_some_and(|c| Reason::BuildFailed.is(&c.reason));
+        let reason = if build_failed {
             "BuildFailed"
         } else {
             "Refused"

@@ -18,6 +18,7 @@ use kube::{Api, ResourceExt};
 use serde_json::json;
 
 use super::{CREDENTIALS_TTL, Context, SECRET_FINALIZER};
+use crate::reconcile::reason::Reason;
 
 /// The namespace label that lets objects without `credentialsSecretRef` use the
 /// operator's default credentials.
@@ -28,10 +29,7 @@ pub const DEFAULT_CREDENTIALS_LABEL: &str = "flaredock.dev/default-credentials";
 pub enum SecretProblem {
     /// Needs a person (namespace not onboarded, Secret or key missing, default
     /// credentials not allowed here): reported with `reason`, retried slowly.
-    Refused {
-        reason: &'static str,
-        message: String,
-    },
+    Refused { reason: Reason, message: String },
     /// Timeout, 5xx, connection: retried with backoff, not reported as Stalled.
     Transient(String),
 }
@@ -49,7 +47,7 @@ impl std::fmt::Display for SecretProblem {
 impl SecretProblem {
     fn missing(message: String) -> Self {
         SecretProblem::Refused {
-            reason: "CredentialsUnavailable",
+            reason: Reason::CredentialsUnavailable,
             message,
         }
     }
@@ -59,7 +57,7 @@ impl SecretProblem {
     pub fn retry_after(&self) -> std::time::Duration {
         match self {
             SecretProblem::Refused {
-                reason: "CredentialsForbidden" | "DefaultCredentialsNotAllowed",
+                reason: Reason::CredentialsForbidden | Reason::DefaultCredentialsNotAllowed,
                 ..
             } => std::time::Duration::from_secs(300),
             _ => std::time::Duration::from_secs(60),
@@ -104,7 +102,7 @@ pub(super) async fn read_secret_opt(
     match api.get_opt(name).await {
         Ok(s) => Ok(s),
         Err(kube::Error::Api(e)) if e.code == 403 => Err(SecretProblem::Refused {
-            reason: "CredentialsForbidden",
+            reason: Reason::CredentialsForbidden,
             message: format!(
                 "flaredock may not read Secret {ns}/{name} ({field}): namespace {ns} is not onboarded; add the RoleBinding flaredock-tenant there (kubectl apply -k of deploy/tenant with namespace: {ns})"
             ),
@@ -181,7 +179,7 @@ pub(super) async fn credentials(
         };
         if !ctx.default_credentials_allowed(ns).await? {
             return Err(SecretProblem::Refused {
-                reason: "DefaultCredentialsNotAllowed",
+                reason: Reason::DefaultCredentialsNotAllowed,
                 message: format!(
                     "namespace {ns} may not use the operator's default credentials: set spec.credentialsSecretRef, or label the namespace {DEFAULT_CREDENTIALS_LABEL}=allow (or list it in --default-credentials-namespaces)"
                 ),

@@ -266,7 +266,7 @@ impl Context {
             }),
             Err(kube::Error::Api(e)) if e.code == 403 => {
                 return Err(credentials::SecretProblem::Refused {
-                    reason: "CredentialsForbidden",
+                    reason: crate::reconcile::reason::Reason::CredentialsForbidden,
                     message: format!(
                         "flaredock may not read namespace {ns} (get namespaces), so it cannot tell whether the namespace allows the operator's default credentials: grant it, list {ns} in --default-credentials-namespaces, or set spec.credentialsSecretRef"
                     ),

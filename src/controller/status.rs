@@ -11,6 +11,7 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use super::{Context, FIELD_MANAGER};
+use crate::reconcile::reason::Reason;
 use crate::reconcile::status::condition_since;
 use crate::spec::{
     CloudflareContainer, CloudflareContainerStatus, CloudflareWorker, CloudflareWorkerStatus,
@@ -106,7 +107,7 @@ pub(super) async fn write_worker_status(
 pub(super) fn problem_conditions(
     previous: &[Condition],
     generation: Option<i64>,
-    reason: &str,
+    reason: Reason,
     message: &str,
     stalled: bool,
 ) -> Vec<Condition> {
@@ -115,18 +116,18 @@ pub(super) fn problem_conditions(
         condition_since(previous, kind, ok, reason, message, generation, now)
     };
     let mut conditions = vec![
-        cond("Ready", false, reason, message),
+        cond("Ready", false, reason.as_str(), message),
         cond(
             "Stalled",
             stalled,
-            if stalled { reason } else { "NotStalled" },
+            if stalled { reason } else { Reason::NotStalled }.as_str(),
             if stalled {
                 message
             } else {
                 "no terminal error"
             },
         ),
-        cond("Reconciling", !stalled, reason, message),
+        cond("Reconciling", !stalled, reason.as_str(), message),
     ];
     for c in previous {
         if !conditions.iter().any(|x| x.type_ == c.type_) {
@@ -139,7 +140,7 @@ pub(super) fn problem_conditions(
 /// A container status carrying one blocking problem.
 pub(super) fn container_problem(
     obj: &CloudflareContainer,
-    reason: &str,
+    reason: Reason,
     message: &str,
     stalled: bool,
 ) -> CloudflareContainerStatus {
@@ -160,7 +161,7 @@ pub(super) fn container_problem(
 /// A Worker status carrying one blocking problem.
 pub(super) fn worker_problem(
     obj: &CloudflareWorker,
-    reason: &str,
+    reason: Reason,
     message: &str,
     stalled: bool,
 ) -> CloudflareWorkerStatus {

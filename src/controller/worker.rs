@@ -84,11 +84,11 @@ async fn refuse(
     let was_stalled = obj.status.as_ref().is_some_and(|s| {
         s.conditions
             .iter()
-            .any(|c| c.type_ == "Stalled" && c.status == "True" && c.reason == reason)
+            .any(|c| c.type_ == "Stalled" && c.status == "True" && reason.is(&c.reason))
     });
     write_worker_status(ctx, obj, &status).await?;
     if !was_stalled {
-        ctx.publish(obj, EventType::Warning, reason, message.clone())
+        ctx.publish(obj, EventType::Warning, reason.as_str(), message.clone())
             .await;
     }
     tracing::warn!(worker = %obj.key(), %message, "{reason}");

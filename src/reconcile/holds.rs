@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
 use super::plan::{Action, Plan};
+use super::reason::Reason;
 use super::status;
 use crate::spec::{APPROVE_ADOPTION_ANNOTATION, AdoptionApproval, DriftEntry, PendingAdoption};
 
@@ -74,7 +75,7 @@ pub fn adoption_pending(
     );
     status::held(
         conditions,
-        status::ADOPTION_PENDING,
+        Reason::AdoptionPending,
         &message,
         generation,
         now,
@@ -108,6 +109,6 @@ pub fn observing(
     if let Some(b) = &left.blocked {
         message.push_str(&format!("; {}", b.message()));
     }
-    let conditions = status::held(conditions, status::OBSERVING, &message, generation, now);
+    let conditions = status::held(conditions, Reason::Observing, &message, generation, now);
     (conditions, drift)
 }

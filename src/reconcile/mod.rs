@@ -10,6 +10,7 @@ pub mod images;
 pub mod model;
 mod outcome;
 pub mod plan;
+pub mod reason;
 pub mod status;
 pub mod view;
 pub mod worker;
@@ -18,12 +19,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::cloudflare::ApiError;
-use crate::spec::{CloudflareContainer, CloudflareContainerStatus};
+use crate::spec::{CloudflareContainer, CloudflareContainerStatus, RolloutPhase};
 pub use converge::{ConvergeOptions, Converged, converge, converge_all};
 use images::{ImageResolver, Peers};
 use model::{Desired, ImageAction, ImageState, Observed, owner_of};
 pub use outcome::{DeleteOutcome, Happening, Outcome, ReconcileOutcome, WaitingOn};
 use plan::{Action, Plan, plan};
+use reason::Reason;
 use status::StatusInput;
 use view::AccountView;
 
@@ -590,13 +592,15 @@ fn reverted_rollout(
         .iter()
         .any(|a| matches!(a, Action::CreateRollout { .. }));
     let ended = app.active_rollout_id.as_deref() != Some(r.id.as_str());
-    match r.status.as_str() {
-        "reverted" if still_wanted => Some(r.clone()),
-        "progressing" if ended && still_wanted => Some(crate::spec::RolloutProgressStatus {
-            status: "reverted".into(),
-            progress: 0,
-            ..r.clone()
-        }),
+    match r.status {
+        RolloutPhase::Reverted if still_wanted => Some(r.clone()),
+        RolloutPhase::Progressing if ended && still_wanted => {
+            Some(crate::spec::RolloutProgressStatus {
+                status: RolloutPhase::Reverted,
+                progress: 0,
+                ..r.clone()
+            })
+        }
         _ => None,
     }
 }
@@ -615,7 +619,7 @@ fn hold_rollout(
         .map(|a| format!("version {} ({})", a.version, a.configuration.image))
         .unwrap_or_else(|| "the previous version".into());
     plan.blocked = Some(plan::Blocked::Refused {
-        reason: "RolloutReverted".into(),
+        reason: Reason::RolloutReverted,
         message: format!(
             "rollout {} was reverted by Cloudflare; {version} runs. flaredock starts no new rollout for this generation: change the spec, or set the annotation {}",
             reverted.id,

@@ -115,9 +115,15 @@ pub enum ImageState {
     /// Not in Cloudflare's registry yet, or not known to be: an action gets it there.
     Needs(ImageAction),
     /// Not available yet (tag missing, promotion source not Ready, build pending): retry.
-    Pending { reason: String, message: String },
+    Pending {
+        reason: super::reason::Reason,
+        message: String,
+    },
     /// Cannot be resolved until the spec or credentials change.
-    Failed { reason: String, message: String },
+    Failed {
+        reason: super::reason::Reason,
+        message: String,
+    },
 }
 
 /// The Worker that owns the container's Durable Object class.

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use super::model::*;
+use super::reason::Reason;
 use super::worker::model::RecordedTags;
 use crate::cloudflare::types::*;
 use crate::spec::OWNER_LABEL;
@@ -133,9 +134,9 @@ impl fmt::Display for Change {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Blocked {
     /// Will not proceed until the spec changes (status `Stalled`).
-    Refused { reason: String, message: String },
+    Refused { reason: Reason, message: String },
     /// Waiting on something outside (image, Worker script): retried later.
-    Waiting { reason: String, message: String },
+    Waiting { reason: Reason, message: String },
 }
 
 impl Action {
@@ -168,7 +169,7 @@ impl Plan {
             })).collect::<Vec<_>>(),
             "blocked": self.blocked.as_ref().map(|b| serde_json::json!({
                 "waiting": matches!(b, Blocked::Waiting { .. }),
-                "reason": b.reason(),
+                "reason": b.reason().as_str(),
                 "message": b.message(),
             })),
         })
@@ -176,9 +177,9 @@ impl Plan {
 }
 
 impl Blocked {
-    pub fn reason(&self) -> &str {
+    pub fn reason(&self) -> Reason {
         match self {
-            Blocked::Refused { reason, .. } | Blocked::Waiting { reason, .. } => reason,
+            Blocked::Refused { reason, .. } | Blocked::Waiting { reason, .. } => *reason,
         }
     }
     pub fn message(&self) -> &str {
@@ -212,21 +213,15 @@ impl Plan {
                 .any(|a| !matches!(a, Action::GetImage(ImageAction::Resolve { .. })))
     }
 
-    pub(crate) fn refuse(reason: &str, message: String) -> Plan {
+    pub(crate) fn refuse(reason: Reason, message: String) -> Plan {
         Plan {
-            blocked: Some(Blocked::Refused {
-                reason: reason.into(),
-                message,
-            }),
+            blocked: Some(Blocked::Refused { reason, message }),
             ..Default::default()
         }
     }
 
-    fn wait(mut self, reason: &str, message: String) -> Plan {
-        self.blocked = Some(Blocked::Waiting {
-            reason: reason.into(),
-            message,
-        });
+    fn wait(mut self, reason: Reason, message: String) -> Plan {
+        self.blocked = Some(Blocked::Waiting { reason, message });
         self
     }
 
@@ -296,7 +291,7 @@ pub fn worker_gate(desired: &Desired, observed: &Observed) -> Result<(), Blocked
             object,
             script: None,
         } => Err(Blocked::Waiting {
-            reason: "WorkerNotReady".into(),
+            reason: Reason::WorkerNotReady,
             message: format!(
                 "CloudflareWorker {object} (spec.worker.name) does not exist in this namespace"
             ),
@@ -313,7 +308,7 @@ pub fn worker_gate(desired: &Desired, observed: &Observed) -> Result<(), Blocked
                 Ok(())
             } else {
                 Err(Blocked::Waiting {
-                    reason: "WorkerNotReady".into(),
+                    reason: Reason::WorkerNotReady,
                     message: format!(
                         "waiting for CloudflareWorker {object} to upload script {script} with class {class} in containers"
                     ),
@@ -323,13 +318,13 @@ pub fn worker_gate(desired: &Desired, observed: &Observed) -> Result<(), Blocked
         WorkerTarget::External { script } => match (&observed.script, &observed.namespace) {
             (_, Some(_)) => Ok(()),
             (None, None) => Err(Blocked::Waiting {
-                reason: "WorkerNotFound".into(),
+                reason: Reason::WorkerNotFound,
                 message: format!(
                     "Worker script {script} does not exist in the account; deploy it with class {class} in its containers (wrangler deploy), or manage it as a CloudflareWorker"
                 ),
             }),
             (Some(_), None) => Err(Blocked::Waiting {
-                reason: "WorkerNotFound".into(),
+                reason: Reason::WorkerNotFound,
                 message: format!(
                     "Worker script {script} has no Durable Object namespace for class {class}; deploy it with {class} in its containers (wrangler deploy), or manage it as a CloudflareWorker"
                 ),
@@ -462,7 +457,7 @@ fn defer_blocked_creates(plan: &mut Plan, observed: &Observed) {
                     .find(|b| b.name == request.name || (ns.is_some() && b.namespace_id() == ns))
                 {
                     plan.blocked = Some(Blocked::Waiting {
-                        reason: "PreviousDeleting".into(),
+                        reason: Reason::PreviousDeleting,
                         message: format!(
                             "waiting for application {} ({}) to finish its asynchronous deletion before creating {}",
                             b.name, b.id, request.name
@@ -496,8 +491,8 @@ fn plan_actions(desired: &Desired, observed: &Observed) -> Plan {
         ImageState::Ready(image) => image.clone(),
         // `plan` has pinned every image action; a tagged reference stands in.
         ImageState::Needs(action) => action.placeholder(),
-        ImageState::Pending { reason, message } => return plan.wait(reason, message.clone()),
-        ImageState::Failed { reason, message } => return Plan::refuse(reason, message.clone()),
+        ImageState::Pending { reason, message } => return plan.wait(*reason, message.clone()),
+        ImageState::Failed { reason, message } => return Plan::refuse(*reason, message.clone()),
     };
     let namespace_id = observed.namespace.as_ref().map(|n| n.id.clone());
 
@@ -542,7 +537,7 @@ fn plan_actions(desired: &Desired, observed: &Observed) -> Plan {
             let ours = owner_of(other) == Some(desired.owner.as_str());
             if !ours {
                 return Plan::refuse(
-                    "NamespaceHasApplication",
+                    Reason::NamespaceHasApplication,
                     format!(
                         "the Durable Object namespace of {}/{} already backs application {} ({}), which this object does not own; flaredock never takes it over",
                         script_name, desired.class_name, other.name, other.id
@@ -580,7 +575,7 @@ fn plan_actions(desired: &Desired, observed: &Observed) -> Plan {
         // never taken, `adopt` or not.
         Some(other) if !ours => {
             return Plan::refuse(
-                "ApplicationOwnedByAnother",
+                Reason::ApplicationOwnedByAnother,
                 format!(
                     "application {} ({}) is owned by flaredock object {other}; flaredock never takes an application another object owns, adopt or not (delete that object, or give this one another applicationName)",
                     app.name, app.id
@@ -589,7 +584,7 @@ fn plan_actions(desired: &Desired, observed: &Observed) -> Plan {
         }
         None if !desired.adopt => {
             return Plan::refuse(
-                "ApplicationNotOwned",
+                Reason::ApplicationNotOwned,
                 format!(
                     "application {} ({}) already exists and was not created by flaredock; set spec.adopt: true to take it over",
                     app.name, app.id
@@ -605,7 +600,7 @@ fn plan_actions(desired: &Desired, observed: &Observed) -> Plan {
         let bound = bound.unwrap_or("no Durable Object namespace");
         if !ours {
             return Plan::refuse(
-                "BoundToAnotherNamespace",
+                Reason::BoundToAnotherNamespace,
                 format!(
                     "application {} is bound to {bound}, not to the namespace of {}/{}; flaredock never moves an application it does not own",
                     app.name, script_name, desired.class_name

@@ -7,8 +7,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use super::model::*;
 use super::plan::{Action, Blocked, Plan};
+use super::reason::Reason;
 use crate::cloudflare::ApiError;
-use crate::spec::{CloudflareContainerStatus, HealthSummary, RolloutProgressStatus};
+use crate::spec::{CloudflareContainerStatus, HealthSummary, RolloutPhase, RolloutProgressStatus};
 
 /// Everything the status is derived from.
 pub struct StatusInput<'a> {
@@ -31,14 +32,15 @@ pub struct StatusInput<'a> {
 struct Cond {
     kind: &'static str,
     ok: bool,
-    reason: String,
+    /// A [`Reason`], or a Cloudflare error's reason.
+    reason: &'static str,
     message: String,
 }
 
 fn cond(
     kind: &'static str,
     ok: bool,
-    reason: impl Into<String>,
+    reason: impl Into<&'static str>,
     message: impl Into<String>,
 ) -> Cond {
     Cond {
@@ -103,23 +105,23 @@ pub fn derive(
         Some(ImageState::Ready(image)) => cond(
             "ImageReady",
             true,
-            "ImageResolved",
+            Reason::ImageResolved,
             format!("image {image} is in Cloudflare's registry"),
         ),
         Some(ImageState::Pending { reason, message })
         | Some(ImageState::Failed { reason, message }) => {
-            cond("ImageReady", false, reason.clone(), message.clone())
+            cond("ImageReady", false, *reason, message.clone())
         }
         Some(ImageState::Needs(action)) => cond(
             "ImageReady",
             false,
-            "ImagePending",
+            Reason::ImagePending,
             format!("to do: {action}"),
         ),
         None => cond(
             "ImageReady",
             false,
-            "NotObserved",
+            Reason::NotObserved,
             "the image has not been resolved yet",
         ),
     };
@@ -127,14 +129,14 @@ pub fn derive(
 
     // WorkerBound: the class has a container-enabled namespace.
     let worker = match (observed, blocked) {
-        (_, Some(b)) if matches!(b.reason(), "WorkerNotFound" | "WorkerNotReady") => {
+        (_, Some(b)) if matches!(b.reason(), Reason::WorkerNotFound | Reason::WorkerNotReady) => {
             cond("WorkerBound", false, b.reason(), b.message())
         }
         (Some(o), _) => match &o.namespace {
             Some(ns) => cond(
                 "WorkerBound",
                 true,
-                "NamespaceBound",
+                Reason::NamespaceBound,
                 format!(
                     "class {} of Worker {} has Durable Object namespace {}",
                     input.desired.class_name,
@@ -145,14 +147,14 @@ pub fn derive(
             None => cond(
                 "WorkerBound",
                 false,
-                "WorkerNotReady",
+                Reason::WorkerNotReady,
                 "the class has no Durable Object namespace yet",
             ),
         },
         (None, _) => cond(
             "WorkerBound",
             false,
-            "NotObserved",
+            Reason::NotObserved,
             "the Worker has not been observed yet",
         ),
     };
@@ -172,18 +174,18 @@ pub fn derive(
     });
     let synced = match (app, blocked, app_pending) {
         (_, Some(Blocked::Refused { reason, message }), _) => {
-            cond("ApplicationSynced", false, reason.clone(), message.clone())
+            cond("ApplicationSynced", false, *reason, message.clone())
         }
         (Some(a), None, false) => cond(
             "ApplicationSynced",
             true,
-            "Synced",
+            Reason::Synced,
             format!("application {} matches the spec", a.name),
         ),
         (Some(_), _, true) => cond(
             "ApplicationSynced",
             false,
-            "ChangesPending",
+            Reason::ChangesPending,
             "the application differs from the spec",
         ),
         // What keeps the application from being created or updated (a Secret the
@@ -192,7 +194,7 @@ pub fn derive(
         (None, _, _) => cond(
             "ApplicationSynced",
             false,
-            "ApplicationAbsent",
+            Reason::ApplicationAbsent,
             "the application does not exist yet",
         ),
     };
@@ -209,7 +211,7 @@ pub fn derive(
             cond(
                 "RolloutComplete",
                 false,
-                "RolloutInProgress",
+                Reason::RolloutInProgress,
                 format!("rollout in progress: {pct}% of instances updated"),
             )
         }
@@ -217,7 +219,7 @@ pub fn derive(
             Some(pct) if pct < 100 => cond(
                 "RolloutComplete",
                 false,
-                "VersionsDiffer",
+                Reason::VersionsDiffer,
                 format!("{pct}% of instances run a version with the spec's configuration"),
             ),
             // The same words whether or not the versions were read this time, so
@@ -225,14 +227,14 @@ pub fn derive(
             _ => cond(
                 "RolloutComplete",
                 true,
-                "RolloutComplete",
+                Reason::RolloutComplete,
                 "no rollout in progress",
             ),
         },
         None => cond(
             "RolloutComplete",
             false,
-            "ApplicationAbsent",
+            Reason::ApplicationAbsent,
             "the application does not exist yet",
         ),
     };
@@ -242,15 +244,13 @@ pub fn derive(
     let converged = matches!((observed, remaining), (Some(o), Some(p)) if is_converged(o, p))
         && input.error.is_none();
     let stalled = match (input.error, blocked) {
-        (Some(e), _) if e.is_terminal() => {
-            Some((e.reason().to_string(), explain(e, input.desired)))
-        }
-        (_, Some(Blocked::Refused { reason, message })) => Some((reason.clone(), message.clone())),
+        (Some(e), _) if e.is_terminal() => Some((e.reason(), explain(e, input.desired))),
+        (_, Some(Blocked::Refused { reason, message })) => Some((reason.as_str(), message.clone())),
         _ => None,
     };
     let (ready_reason, ready_message) = if converged {
         (
-            "Ready".to_string(),
+            Reason::Ready.as_str(),
             format!(
                 "application {} runs {}",
                 app.map(|a| a.name.as_str()).unwrap_or(""),
@@ -258,40 +258,35 @@ pub fn derive(
             ),
         )
     } else if let Some((r, m)) = &stalled {
-        (r.clone(), m.clone())
+        (*r, m.clone())
     } else if let Some(e) = input.error {
-        (e.reason().to_string(), explain(e, input.desired))
+        (e.reason(), explain(e, input.desired))
     } else if let Some(Blocked::Waiting { reason, message }) = blocked {
         // What the plan waits for says more than an image not fetched yet.
-        (reason.clone(), message.clone())
+        (reason.as_str(), message.clone())
     } else if let Some(c) = conds.iter().find(|c| !c.ok) {
-        (c.reason.clone(), c.message.clone())
+        (c.reason, c.message.clone())
     } else {
         (
-            "Progressing".to_string(),
+            Reason::Progressing.as_str(),
             "changes are being applied".to_string(),
         )
     };
     conds.insert(
         0,
-        cond(
-            "Ready",
-            converged,
-            ready_reason.clone(),
-            ready_message.clone(),
-        ),
+        cond("Ready", converged, ready_reason, ready_message.clone()),
     );
     conds.insert(
         1,
         match &stalled {
-            Some((r, m)) => cond("Stalled", true, r.clone(), m.clone()),
-            None => cond("Stalled", false, "NotStalled", "no terminal error"),
+            Some((r, m)) => cond("Stalled", true, *r, m.clone()),
+            None => cond("Stalled", false, Reason::NotStalled, "no terminal error"),
         },
     );
     conds.insert(
         2,
         if converged || stalled.is_some() {
-            cond("Reconciling", false, "Idle", "nothing left to do")
+            cond("Reconciling", false, Reason::Idle, "nothing left to do")
         } else {
             cond("Reconciling", true, ready_reason, ready_message)
         },
@@ -305,7 +300,7 @@ pub fn derive(
                 previous_conditions,
                 c.kind,
                 c.ok,
-                &c.reason,
+                c.reason,
                 &c.message,
                 input.generation,
                 now,
@@ -336,11 +331,11 @@ pub fn derive(
                 _ => input.retry.map(str::to_string),
             },
             id,
-            status: "progressing".into(),
+            status: RolloutPhase::Progressing,
         }),
         (None, _) if input.reverted.is_some() => input.reverted.cloned(),
         (None, Some(prev)) if app.is_some() => Some(RolloutProgressStatus {
-            status: "completed".into(),
+            status: RolloutPhase::Completed,
             progress: 100,
             ..prev
         }),
@@ -392,14 +387,14 @@ pub fn suspended(
     if let Some(b) = &pending.blocked {
         message.push_str(&format!("; and then: {}", b.message()));
     }
-    held(conditions, SUSPENDED, &message, generation, now)
+    held(conditions, Reason::Suspended, &message, generation, now)
 }
 
 /// `Ready`, `Reconciling` and `Stalled` all False with `reason`: an object flaredock
 /// deliberately writes nothing for (suspended, observed only).
 pub fn held(
     conditions: Vec<Condition>,
-    reason: &str,
+    reason: Reason,
     message: &str,
     generation: Option<i64>,
     now: jiff::Timestamp,
@@ -416,7 +411,7 @@ pub fn held(
                     _ => "Stalled",
                 },
                 false,
-                reason,
+                reason.as_str(),
                 message,
                 generation,
                 now,
@@ -425,9 +420,6 @@ pub fn held(
         })
         .collect()
 }
-
-/// The reason of an adoption waiting for approval.
-pub const ADOPTION_PENDING: &str = "AdoptionPending";
 
 /// The hash a person approves an adoption by: of the changes it would make.
 pub fn adoption_hash(changes: &[crate::reconcile::plan::Change]) -> String {
@@ -443,9 +435,6 @@ pub fn adoption_hash(changes: &[crate::reconcile::plan::Change]) -> String {
     }
     hex::encode(h.finalize())[..12].to_string()
 }
-
-/// The reason of an `Observe` object whose application differs from its spec.
-pub const OBSERVING: &str = "Observing";
 
 /// `changes` as drift entries, keeping when each was first seen in `previous`.
 pub fn drift_of(
@@ -471,15 +460,16 @@ pub fn drift_of(
         .collect()
 }
 
-/// The reason of a suspended object's `Ready` condition.
-pub const SUSPENDED: &str = "Suspended";
-
 /// Is this status an object flaredock deliberately writes nothing for (suspended, or
 /// observed only and differing)? Nothing to wait for.
 pub fn is_suspended(conditions: &[Condition]) -> bool {
-    conditions
-        .iter()
-        .any(|c| c.type_ == "Ready" && (c.reason == SUSPENDED || c.reason == OBSERVING))
+    conditions.iter().any(|c| {
+        c.type_ == "Ready"
+            && matches!(
+                Reason::parse(&c.reason),
+                Some(Reason::Suspended | Reason::Observing)
+            )
+    })
 }
 
 /// The condition type saying the Cloudflare API does not answer.

@@ -493,13 +493,76 @@ pub struct SecretKeyRef {
     pub key: String,
 }
 
+/// Where a rollout stands (`status.rollout.status`, as the lowercase word). A word
+/// flaredock does not know (written by another version) is kept as it is, never a
+/// parse failure.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub enum RolloutPhase {
+    #[default]
+    Pending,
+    Progressing,
+    Completed,
+    Reverted,
+    Replaced,
+    Other(String),
+}
+
+impl RolloutPhase {
+    const KNOWN: [(RolloutPhase, &'static str); 5] = [
+        (RolloutPhase::Pending, "pending"),
+        (RolloutPhase::Progressing, "progressing"),
+        (RolloutPhase::Completed, "completed"),
+        (RolloutPhase::Reverted, "reverted"),
+        (RolloutPhase::Replaced, "replaced"),
+    ];
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            RolloutPhase::Other(s) => s,
+            known => RolloutPhase::KNOWN
+                .iter()
+                .find(|(p, _)| p == known)
+                .map(|(_, s)| *s)
+                .unwrap_or_default(),
+        }
+    }
+
+    pub fn parse(s: &str) -> RolloutPhase {
+        RolloutPhase::KNOWN
+            .iter()
+            .find(|(_, w)| *w == s)
+            .map(|(p, _)| p.clone())
+            .unwrap_or_else(|| RolloutPhase::Other(s.to_string()))
+    }
+}
+
+impl std::fmt::Display for RolloutPhase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for RolloutPhase {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for RolloutPhase {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Ok(RolloutPhase::parse(&s))
+    }
+}
+
 /// Rollout progress as last observed.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct RolloutProgressStatus {
     pub id: String,
     /// pending, progressing, completed, reverted or replaced.
-    pub status: String,
+    #[schemars(with = "String")]
+    pub status: RolloutPhase,
     /// Share of instances on the new version, in percent.
     #[serde(default)]
     pub progress: i64,

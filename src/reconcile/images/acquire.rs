@@ -10,7 +10,7 @@ impl ImageResolver {
     pub async fn acquire(&self, obj: &CloudflareContainer, action: &ImageAction) -> ImageState {
         if !self.client.writes_allowed() {
             return pending(
-                "NotLeader",
+                Reason::NotLeader,
                 "this replica is not the leader: it gets no image into the registry",
             );
         }
@@ -22,7 +22,7 @@ impl ImageResolver {
                 };
                 let parsed = match Reference::parse(reference) {
                     Ok(r) => r,
-                    Err(e) => return failed("InvalidImage", e.to_string()),
+                    Err(e) => return failed(Reason::InvalidImage, e.to_string()),
                 };
                 let state = self
                     .head_cloudflare(
@@ -44,7 +44,7 @@ impl ImageResolver {
             } => self.copy(obj, source, destination).await,
             ImageAction::Build { destination } => match &obj.spec.build {
                 Some(build) => self.build(obj, build, destination).await,
-                None => failed("NoImage", "spec.build is required to build"),
+                None => failed(Reason::NoImage, "spec.build is required to build"),
             },
         }
     }
@@ -56,11 +56,11 @@ impl ImageResolver {
         };
         let reference = match Reference::parse(source) {
             Ok(r) => r,
-            Err(e) => return failed("InvalidImage", e.to_string()),
+            Err(e) => return failed(Reason::InvalidImage, e.to_string()),
         };
         let planned = match Reference::parse(destination) {
             Ok(r) => r,
-            Err(e) => return failed("InvalidImage", e.to_string()),
+            Err(e) => return failed(Reason::InvalidImage, e.to_string()),
         };
         // The host and account the credentials name are where it goes.
         let repository = below_account(&planned.repository, &account);
@@ -93,7 +93,7 @@ impl ImageResolver {
             }
             Err(e) => match e {
                 crate::oci::copy::CopyError::Registry(r) => registry_state(&r),
-                other => failed("CopyFailed", other.to_string()),
+                other => failed(Reason::CopyFailed, other.to_string()),
             },
         }
     }
@@ -114,11 +114,11 @@ impl ImageResolver {
         // context is not hashed again.
         let planned = match Reference::parse(destination) {
             Ok(r) => r,
-            Err(e) => return failed("InvalidImage", e.to_string()),
+            Err(e) => return failed(Reason::InvalidImage, e.to_string()),
         };
         let Some(tag) = planned.tag.clone() else {
             return failed(
-                "InvalidImage",
+                Reason::InvalidImage,
                 format!("the planned build destination {destination} has no tag"),
             );
         };
@@ -134,7 +134,10 @@ impl ImageResolver {
             return there;
         }
         let Some(builder) = &self.builder else {
-            return failed("NoBuilder", format!("spec.build: {}", self.no_builder));
+            return failed(
+                Reason::NoBuilder,
+                format!("spec.build: {}", self.no_builder),
+            );
         };
         // A builder that outlives this reconcile (a Job) gets credentials of its own,
         // minted to outlive its deadline; minted once, when the build starts.
@@ -194,7 +197,7 @@ impl ImageResolver {
                 {
                     Ok(Some(m)) => ImageState::Ready(format!("{host}/{repository}@{}", m.digest)),
                     Ok(None) => failed(
-                        "BuildFailed",
+                        Reason::BuildFailed,
                         format!(
                             "the build reported success but {host}/{repository}:{tag} is missing"
                         ),
@@ -202,9 +205,9 @@ impl ImageResolver {
                     Err(e) => registry_state(&e),
                 }
             }
-            BuildOutcome::InProgress(message) => pending("Building", message),
+            BuildOutcome::InProgress(message) => pending(Reason::Building, message),
             BuildOutcome::Failed { message, log_tail } => failed(
-                "BuildFailed",
+                Reason::BuildFailed,
                 if log_tail.is_empty() {
                     message
                 } else {

@@ -17,6 +17,7 @@ use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 use super::model::{ImageAction, ImageState, object_repository};
+use super::reason::Reason;
 use super::worker::inputs::{DataMap, SourceData};
 use crate::build::job::Owner;
 use crate::build::{BuildInputs, BuildOutcome, BuildRequest, BuildSource, Builder, content_tag};
@@ -137,35 +138,35 @@ pub struct ImageResolver {
     in_flight: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
-fn failed(reason: &str, message: impl Into<String>) -> ImageState {
+fn failed(reason: Reason, message: impl Into<String>) -> ImageState {
     ImageState::Failed {
-        reason: reason.into(),
+        reason,
         message: message.into(),
     }
 }
 
-fn pending(reason: &str, message: impl Into<String>) -> ImageState {
+fn pending(reason: Reason, message: impl Into<String>) -> ImageState {
     ImageState::Pending {
-        reason: reason.into(),
+        reason,
         message: message.into(),
     }
 }
 
 fn registry_state(e: &RegistryError) -> ImageState {
     match e {
-        RegistryError::Unauthorized { .. } => failed("RegistryUnauthorized", e.to_string()),
-        RegistryError::NotFound { .. } => pending("ImageNotFound", e.to_string()),
-        RegistryError::Invalid(_) => failed("InvalidImage", e.to_string()),
-        RegistryError::Protocol { .. } => failed("RegistryError", e.to_string()),
-        RegistryError::Transport { .. } => pending("RegistryUnavailable", e.to_string()),
+        RegistryError::Unauthorized { .. } => failed(Reason::RegistryUnauthorized, e.to_string()),
+        RegistryError::NotFound { .. } => pending(Reason::ImageNotFound, e.to_string()),
+        RegistryError::Invalid(_) => failed(Reason::InvalidImage, e.to_string()),
+        RegistryError::Protocol { .. } => failed(Reason::RegistryError, e.to_string()),
+        RegistryError::Transport { .. } => pending(Reason::RegistryUnavailable, e.to_string()),
     }
 }
 
 fn api_state(e: &ApiError) -> ImageState {
     if e.is_terminal() {
-        failed("RegistryCredentialsRefused", e.to_string())
+        failed(Reason::RegistryCredentialsRefused, e.to_string())
     } else {
-        pending("RegistryCredentialsUnavailable", e.to_string())
+        pending(Reason::RegistryCredentialsUnavailable, e.to_string())
     }
 }
 
@@ -300,7 +301,7 @@ impl ImageResolver {
         {
             Ok(Some(m)) => ImageState::Ready(format!("{host}/{repository}@{}", m.digest)),
             Ok(None) => pending(
-                "ImageNotFound",
+                Reason::ImageNotFound,
                 format!("{host}/{repository}:{tag} is not in Cloudflare's registry"),
             ),
             Err(e) => registry_state(&e),
@@ -312,7 +313,7 @@ impl ImageResolver {
         let source =
             BuildSource::parse(&build.context, self.local_contexts).map_err(|message| {
                 failed(
-                    "InvalidBuildContext",
+                    Reason::InvalidBuildContext,
                     format!("spec.build.context: {message}"),
                 )
             })?;

@@ -43,13 +43,13 @@ impl ImageResolver {
             return self.observe_build(obj, build, cluster).await;
         }
         let Some(image) = &spec.image else {
-            return failed("NoImage", "spec.image or spec.build is required");
+            return failed(Reason::NoImage, "spec.image or spec.build is required");
         };
         if let Some(peer) = &image.from_container {
             return match peers.deployed_image(obj.namespace_or_default(), peer) {
                 Some(i) => ImageState::Ready(i),
                 None => pending(
-                    "PromotionSourceNotReady",
+                    Reason::PromotionSourceNotReady,
                     format!(
                         "CloudflareContainer {peer} has not deployed an image yet (it must be Ready)"
                     ),
@@ -58,13 +58,13 @@ impl ImageResolver {
         }
         let Some(text) = &image.reference else {
             return failed(
-                "NoImage",
+                Reason::NoImage,
                 "spec.image.reference or spec.image.fromContainer is required",
             );
         };
         let reference = match Reference::parse(text) {
             Ok(r) => r,
-            Err(e) => return failed("InvalidImage", e.to_string()),
+            Err(e) => return failed(Reason::InvalidImage, e.to_string()),
         };
         let object = obj.key();
         let (host, account) = self.destination_base().await;
@@ -98,7 +98,7 @@ impl ImageResolver {
                 let d = match read {
                     Ok(digest) => Ok(digest),
                     Err(crate::oci::copy::CopyError::Registry(r)) => Err(registry_state(&r)),
-                    Err(other) => Err(failed("CopyFailed", other.to_string())),
+                    Err(other) => Err(failed(Reason::CopyFailed, other.to_string())),
                 };
                 // A failure worth retrying is not kept: the next object asks again.
                 if !matches!(d, Err(ImageState::Pending { .. })) {
@@ -150,7 +150,7 @@ impl ImageResolver {
                 Some((acc, _)) if acc == account => reference.repository.clone(),
                 _ => {
                     return failed(
-                        "ForeignAccount",
+                        Reason::ForeignAccount,
                         format!(
                             "{text} is not in this account's part of Cloudflare's registry ({host}/{account}/…)"
                         ),
@@ -225,11 +225,11 @@ impl ImageResolver {
                 Ok(Ok(id)) => id,
                 Ok(Err(e)) => {
                     return Err(failed(
-                        "InvalidBuildContext",
+                        Reason::InvalidBuildContext,
                         format!("spec.build.context: {e}"),
                     ));
                 }
-                Err(e) => return Err(pending("BuildSourceUnavailable", e.to_string())),
+                Err(e) => return Err(pending(Reason::BuildSourceUnavailable, e.to_string())),
             };
         let tag = obj
             .spec

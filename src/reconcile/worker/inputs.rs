@@ -9,6 +9,7 @@ use super::model::{SecretValue, WorkerInputs};
 use crate::cloudflare::Secret;
 use crate::cloudflare::types::ScriptModule;
 use crate::reconcile::plan::Blocked;
+use crate::reconcile::reason::Reason;
 use crate::spec::{CloudflareWorker, SecretKeyRef};
 
 /// Key → bytes of one ConfigMap (`data` and `binaryData`) or Secret (`data` and
@@ -37,18 +38,12 @@ impl std::fmt::Debug for SourceData {
     }
 }
 
-fn waiting(reason: &str, message: String) -> Blocked {
-    Blocked::Waiting {
-        reason: reason.into(),
-        message,
-    }
+fn waiting(reason: Reason, message: String) -> Blocked {
+    Blocked::Waiting { reason, message }
 }
 
-fn refused(reason: &str, message: String) -> Blocked {
-    Blocked::Refused {
-        reason: reason.into(),
-        message,
-    }
+fn refused(reason: Reason, message: String) -> Blocked {
+    Blocked::Refused { reason, message }
 }
 
 /// Modules from `name → bytes`, each with the content type its name implies.
@@ -77,19 +72,19 @@ pub fn secret_text(
 ) -> Result<String, Blocked> {
     let Some(secret) = secret else {
         return Err(waiting(
-            "SecretNotFound",
+            Reason::SecretNotFound,
             format!("Secret {ns}/{} ({used_by}) does not exist", r.name),
         ));
     };
     let Some(bytes) = secret.get(&r.key) else {
         return Err(waiting(
-            "SecretNotFound",
+            Reason::SecretNotFound,
             format!("Secret {ns}/{} has no key {} ({used_by})", r.name, r.key),
         ));
     };
     String::from_utf8(bytes.clone()).map_err(|_| {
         refused(
-            "SecretInvalid",
+            Reason::SecretInvalid,
             format!(
                 "Secret {ns}/{} key {} ({used_by}) is not UTF-8 text",
                 r.name, r.key
@@ -136,14 +131,14 @@ pub fn resolve_local(
     } else if let Some(c) = &src.config_map_ref {
         match data.config_maps.get(&format!("{ns}/{}", c.name)) {
             None => Err(waiting(
-                "ConfigMapNotFound",
+                Reason::ConfigMapNotFound,
                 format!(
                     "ConfigMap {ns}/{} (spec.source.configMapRef) does not exist",
                     c.name
                 ),
             )),
             Some(files) if !files.contains_key(&c.main_module) => Err(refused(
-                "MainModuleMissing",
+                Reason::MainModuleMissing,
                 format!(
                     "ConfigMap {ns}/{} has no key {} (spec.source.configMapRef.mainModule); it has {}",
                     c.name,

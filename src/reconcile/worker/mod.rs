@@ -17,6 +17,7 @@ use crate::spec::{
 };
 
 use super::plan::{Blocked, Plan};
+use super::reason::Reason;
 use super::{Happening, Reconciler, holds};
 use inputs::{SourceData, modules_from, resolve_local, resolve_secrets};
 use model::{ContainerClass, DesiredWorker, WorkerInputs};
@@ -80,11 +81,11 @@ fn registry_blocked(e: &crate::oci::RegistryError) -> Blocked {
     use crate::oci::RegistryError as R;
     match e {
         R::NotFound { .. } | R::Transport { .. } => Blocked::Waiting {
-            reason: "BundleUnavailable".into(),
+            reason: Reason::BundleUnavailable,
             message: e.to_string(),
         },
         _ => Blocked::Refused {
-            reason: "BundleInvalid".into(),
+            reason: Reason::BundleInvalid,
             message: e.to_string(),
         },
     }
@@ -108,12 +109,12 @@ impl Reconciler {
         }
         let Some(image) = &obj.spec.source.image else {
             return Err(Blocked::Refused {
-                reason: "NoSource".into(),
+                reason: Reason::NoSource,
                 message: "spec.source names no code".into(),
             });
         };
         let reference = Reference::parse(&image.reference).map_err(|e| Blocked::Refused {
-            reason: "BundleInvalid".into(),
+            reason: Reason::BundleInvalid,
             message: e.to_string(),
         })?;
         let host = reference.api_host().unwrap_or_default().to_string();
@@ -152,7 +153,7 @@ impl Reconciler {
         };
         if !files.iter().any(|(n, _)| *n == image.main_module) {
             return Err(Blocked::Refused {
-                reason: "MainModuleMissing".into(),
+                reason: Reason::MainModuleMissing,
                 message: format!(
                     "the bundle {} has no file {} (spec.source.image.mainModule)",
                     image.reference, image.main_module

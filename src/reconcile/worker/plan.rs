@@ -5,6 +5,7 @@
 use super::model::*;
 use crate::cloudflare::types::*;
 use crate::reconcile::plan::{Action, Blocked, Change, Plan};
+use crate::reconcile::reason::Reason;
 
 /// What the account shows of one script.
 #[derive(Clone, Debug, PartialEq, Default)]
@@ -126,7 +127,7 @@ pub fn upload_for(
 pub fn plan_worker(desired: &DesiredWorker, observed: &ObservedWorker) -> Plan {
     let mut plan = Plan::default();
     if let Some(message) = conflicts(desired) {
-        return Plan::refuse("BindingConflict", message);
+        return Plan::refuse(Reason::BindingConflict, message);
     }
     let recorded = observed.script.as_ref().map(RecordedTags::read);
     let foreign = recorded
@@ -135,7 +136,7 @@ pub fn plan_worker(desired: &DesiredWorker, observed: &ObservedWorker) -> Plan {
         .unwrap_or_default();
     let tags = match desired.tags(&foreign) {
         Ok(t) => t,
-        Err(message) => return Plan::refuse("TooManyContainers", message),
+        Err(message) => return Plan::refuse(Reason::TooManyContainers, message),
     };
     let script = &desired.script_name;
     let mut adopts = false;
@@ -144,7 +145,7 @@ pub fn plan_worker(desired: &DesiredWorker, observed: &ObservedWorker) -> Plan {
             Some(o) if *o == desired.owner => {}
             Some(o) => {
                 return Plan::refuse(
-                    "ScriptOwnedElsewhere",
+                    Reason::ScriptOwnedElsewhere,
                     format!(
                         "Worker script {script} is owned by flaredock object {o}; flaredock never takes a script another object owns"
                     ),
@@ -152,7 +153,7 @@ pub fn plan_worker(desired: &DesiredWorker, observed: &ObservedWorker) -> Plan {
             }
             None if !desired.adopt => {
                 return Plan::refuse(
-                    "ScriptNotOwned",
+                    Reason::ScriptNotOwned,
                     format!(
                         "Worker script {script} already exists and was not uploaded by flaredock; set spec.adopt: true to take it over (its migration tag {} is kept)",
                         info.migration_tag.as_deref().unwrap_or("(none)")

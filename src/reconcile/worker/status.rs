@@ -6,6 +6,7 @@ use super::model::{DesiredWorker, RecordedTags};
 use super::plan::ObservedWorker;
 use crate::cloudflare::ApiError;
 use crate::reconcile::plan::{Blocked, Plan};
+use crate::reconcile::reason::Reason;
 use crate::reconcile::status::condition_since;
 use crate::spec::CloudflareWorkerStatus;
 
@@ -30,8 +31,8 @@ pub fn derive(
         && input.remaining.is_some_and(Plan::is_noop)
         && input.observed.is_some_and(|o| o.script.is_some());
     let stalled = match (input.error, blocked) {
-        (Some(e), _) if e.is_terminal() => Some((e.reason().to_string(), e.to_string())),
-        (_, Some(Blocked::Refused { reason, message })) => Some((reason.clone(), message.clone())),
+        (Some(e), _) if e.is_terminal() => Some((e.reason(), e.to_string())),
+        (_, Some(Blocked::Refused { reason, message })) => Some((reason.as_str(), message.clone())),
         _ => None,
     };
     let script = input.observed.and_then(|o| o.script.as_ref());
@@ -42,7 +43,7 @@ pub fn derive(
             .map(|r| r.containers.join(", "))
             .unwrap_or_default();
         (
-            "Ready".to_string(),
+            Reason::Ready.as_str(),
             if classes.is_empty() {
                 format!("Worker script {} is uploaded", input.script_name)
             } else {
@@ -53,14 +54,14 @@ pub fn derive(
             },
         )
     } else if let Some((r, m)) = &stalled {
-        (r.clone(), m.clone())
+        (*r, m.clone())
     } else if let Some(e) = input.error {
-        (e.reason().to_string(), e.to_string())
+        (e.reason(), e.to_string())
     } else if let Some(b) = blocked {
-        (b.reason().to_string(), b.message().to_string())
+        (b.reason().as_str(), b.message().to_string())
     } else {
         (
-            "Uploading".to_string(),
+            Reason::Uploading.as_str(),
             "the script differs from the spec".to_string(),
         )
     };
@@ -69,15 +70,25 @@ pub fn derive(
         condition_since(prev, kind, ok, r, m, input.generation, now)
     };
     let conditions = vec![
-        cond("Ready", converged, &reason, &message),
+        cond("Ready", converged, reason, &message),
         match &stalled {
             Some((r, m)) => cond("Stalled", true, r, m),
-            None => cond("Stalled", false, "NotStalled", "no terminal error"),
+            None => cond(
+                "Stalled",
+                false,
+                Reason::NotStalled.as_str(),
+                "no terminal error",
+            ),
         },
         if converged || stalled.is_some() {
-            cond("Reconciling", false, "Idle", "nothing left to do")
+            cond(
+                "Reconciling",
+                false,
+                Reason::Idle.as_str(),
+                "nothing left to do",
+            )
         } else {
-            cond("Reconciling", true, &reason, &message)
+            cond("Reconciling", true, reason, &message)
         },
     ];
     CloudflareWorkerStatus {
