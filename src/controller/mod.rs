@@ -2,7 +2,9 @@
 //! `CloudflareContainer` and `CloudflareWorker`, driving the same reconcile core as the
 //! CLI. It owns the Kubernetes plumbing only, one room each: credentials from Secrets
 //! and their protection ([`credentials`]), status by server-side apply
-//! ([`status`]), each kind's reconcile and cleanup ([`container`], [`worker`]), the
+//! ([`status`]), the one wrapper every kind goes through (finalizer, refusal, report,
+//! cleanup, error policy: [`managed`]) and what each kind brings to it
+//! ([`container`], [`worker`]), the
 //! runtime with leader election, watches and the periodic resync ([`runtime`]), and
 //! the HTTP endpoints ([`server`]). This file holds what they share: settings, the
 //! per-account machinery and the context.
@@ -10,6 +12,7 @@
 pub mod container;
 pub mod credentials;
 pub mod leadership;
+pub mod managed;
 pub mod runtime;
 pub mod server;
 pub mod status;
