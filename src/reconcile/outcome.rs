@@ -1,8 +1,9 @@
 //! What a reconcile reports, for either kind: what it changed (`Happening`), its
 //! outcome, and what deleting an object did.
 
+use super::pipeline::ManagedStatus;
 use super::plan::{self, Plan};
-use super::{status, worker};
+use super::status;
 use crate::cloudflare::ApiError;
 use crate::spec::CloudflareContainerStatus;
 
@@ -26,12 +27,12 @@ impl std::fmt::Display for Happening {
     }
 }
 
-/// The result of one reconcile of one object.
+/// The result of one reconcile of one object of either kind.
 #[derive(Clone, Debug)]
-pub struct ReconcileOutcome {
+pub struct Reconciled<S> {
     /// The plan that was acted on.
     pub plan: Plan,
-    pub status: CloudflareContainerStatus,
+    pub status: S,
     /// What was changed, in order.
     pub events: Vec<Happening>,
     /// The changes that correct drift: what Cloudflare changed behind flaredock's back
@@ -41,24 +42,37 @@ pub struct ReconcileOutcome {
     pub error: Option<ApiError>,
 }
 
-impl ReconcileOutcome {
+/// The result of one reconcile of one CloudflareContainer.
+pub type ReconcileOutcome = Reconciled<CloudflareContainerStatus>;
+
+impl<S: ManagedStatus> Reconciled<S> {
+    pub(crate) fn new(plan: Plan, status: S) -> Self {
+        Reconciled {
+            plan,
+            status,
+            events: vec![],
+            drift: vec![],
+            error: None,
+        }
+    }
+
     pub fn ready(&self) -> bool {
-        status::is_ready(&self.status)
+        self.status.is_ready()
     }
 
     /// Nothing more will happen without a change of spec or credentials.
     pub fn stalled(&self) -> bool {
-        status::is_stalled(&self.status)
+        status::is_true(self.status.conditions(), "Stalled")
     }
 
     /// `spec.suspend`: observed, nothing written.
     pub fn suspended(&self) -> bool {
-        status::is_suspended(&self.status.conditions)
+        status::is_suspended(self.status.conditions())
     }
 
     /// An adoption waits for a person's approval (`status.pendingAdoption`).
     pub fn awaiting_approval(&self) -> bool {
-        self.status.pending_adoption.is_some()
+        self.status.pending_adoption().is_some()
     }
 }
 
@@ -78,43 +92,35 @@ pub trait Outcome {
     fn status_json(&self) -> serde_json::Value;
 }
 
-/// Implements [`Outcome`] for an outcome type with inherent `ready`, `stalled`,
-/// `suspended`, `awaiting_approval` and fields `error`, `plan`, `events`, `status`.
-macro_rules! outcome {
-    ($t:ty) => {
-        impl Outcome for $t {
-            fn ready(&self) -> bool {
-                <$t>::ready(self)
-            }
-            fn stalled(&self) -> bool {
-                <$t>::stalled(self)
-            }
-            fn suspended(&self) -> bool {
-                <$t>::suspended(self)
-            }
-            fn awaiting_approval(&self) -> bool {
-                <$t>::awaiting_approval(self)
-            }
-            fn error(&self) -> Option<&ApiError> {
-                self.error.as_ref()
-            }
-            fn plan(&self) -> &Plan {
-                &self.plan
-            }
-            fn events(&self) -> &[Happening] {
-                &self.events
-            }
-            fn conditions(&self) -> &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition] {
-                &self.status.conditions
-            }
-            fn status_json(&self) -> serde_json::Value {
-                serde_json::to_value(&self.status).unwrap_or_default()
-            }
-        }
-    };
+impl<S: ManagedStatus + serde::Serialize> Outcome for Reconciled<S> {
+    fn ready(&self) -> bool {
+        Reconciled::ready(self)
+    }
+    fn stalled(&self) -> bool {
+        Reconciled::stalled(self)
+    }
+    fn suspended(&self) -> bool {
+        Reconciled::suspended(self)
+    }
+    fn awaiting_approval(&self) -> bool {
+        Reconciled::awaiting_approval(self)
+    }
+    fn error(&self) -> Option<&ApiError> {
+        self.error.as_ref()
+    }
+    fn plan(&self) -> &Plan {
+        &self.plan
+    }
+    fn events(&self) -> &[Happening] {
+        &self.events
+    }
+    fn conditions(&self) -> &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition] {
+        self.status.conditions()
+    }
+    fn status_json(&self) -> serde_json::Value {
+        serde_json::to_value(&self.status).unwrap_or_default()
+    }
 }
-outcome!(ReconcileOutcome);
-outcome!(worker::WorkerOutcome);
 
 /// What deleting an object did. Only `Deleted`, `Orphaned`, `KeptData` and
 /// `DeletedWithData` are final; `Waiting` asks to be called again (the controller keeps

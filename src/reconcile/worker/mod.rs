@@ -1,60 +1,33 @@
-//! CloudflareWorkers in the reconcile core: resolve the code and secrets
-//! ([`inputs`]), compare the desired upload with the script list's tags ([`model`],
-//! [`plan`]), upload only on a difference, derive the status ([`status`]). The
-//! CloudflareContainers that name a Worker add their classes to its upload; the Worker
-//! is uploaded (container-enabling the classes) before any of their applications exist.
+//! A CloudflareWorker through the [`pipeline`](super::pipeline): what flaredock wants
+//! is its [`model::DesiredWorker`] (the code and secrets resolved by [`inputs`], the
+//! classes of the CloudflareContainers that name it), what Cloudflare has is observed
+//! in `observe.rs` (the script list's tags), what to do is planned in [`plan`] (upload
+//! only on a difference), and the shared actor ([`super::act`]) does it; [`status`]
+//! derives its status. The Worker is uploaded (container-enabling the classes) before
+//! any of their applications exist.
 
 mod delete;
 pub mod inputs;
 pub mod model;
+mod observe;
 pub mod plan;
 pub mod status;
 
 use crate::cloudflare::ApiError;
 use crate::oci::Reference;
-use crate::spec::{
-    CloudflareContainer, CloudflareWorker, CloudflareWorkerStatus, ManagementPolicy,
-};
+use crate::spec::{CloudflareContainer, CloudflareWorker, CloudflareWorkerStatus};
 
+use super::pipeline::{self, Pipeline, Policy, StatusInput};
 use super::plan::{Blocked, Plan};
 use super::reason::Reason;
-use super::{Happening, Reconciler, holds};
+use super::{Happening, Reconciled, Reconciler};
 use inputs::{SourceData, modules_from, resolve_local, resolve_secrets};
 use model::{ContainerClass, DesiredWorker, WorkerInputs};
 use plan::{ObservedWorker, blocked_plan, plan_worker};
 use status::WorkerStatusInput;
 
 /// The result of one reconcile of one CloudflareWorker.
-#[derive(Clone, Debug)]
-pub struct WorkerOutcome {
-    pub plan: Plan,
-    pub status: CloudflareWorkerStatus,
-    pub events: Vec<Happening>,
-    /// The changes that correct drift (a Ready Worker of this generation whose script
-    /// differs: changed behind flaredock's back, or its inputs changed).
-    pub drift: Vec<super::plan::Change>,
-    pub error: Option<ApiError>,
-}
-
-impl WorkerOutcome {
-    pub fn ready(&self) -> bool {
-        crate::reconcile::status::is_true(&self.status.conditions, "Ready")
-    }
-
-    pub fn stalled(&self) -> bool {
-        crate::reconcile::status::is_true(&self.status.conditions, "Stalled")
-    }
-
-    /// Is this outcome waiting for an adoption's approval?
-    pub fn awaiting_approval(&self) -> bool {
-        self.status.pending_adoption.is_some()
-    }
-
-    /// `spec.suspend`: observed, nothing written.
-    pub fn suspended(&self) -> bool {
-        crate::reconcile::status::is_suspended(&self.status.conditions)
-    }
-}
+pub type WorkerOutcome = Reconciled<CloudflareWorkerStatus>;
 
 /// The container classes the CloudflareContainers among `containers` ask of `worker`
 /// (same namespace, `spec.worker.name` naming it). A container being deleted keeps its
@@ -184,13 +157,6 @@ impl Reconciler {
         ))
     }
 
-    async fn observe_worker(&self, script: &str) -> Result<ObservedWorker, ApiError> {
-        Ok(ObservedWorker {
-            script: self.view.script(script).await?,
-            namespaced_classes: self.view.namespaced_classes(script).await?,
-        })
-    }
-
     /// The Worker plan, without acting (what `flaredock plan` prints).
     pub async fn preview_worker(
         &self,
@@ -215,152 +181,111 @@ impl Reconciler {
         data: &SourceData,
         previous: Option<&CloudflareWorkerStatus>,
     ) -> WorkerOutcome {
-        let now = jiff::Timestamp::now();
-        let script = obj.script_name().to_string();
-        let status_of = |desired: Option<&DesiredWorker>,
-                         observed: Option<&ObservedWorker>,
-                         remaining: Option<&Plan>,
-                         error: Option<&ApiError>| {
-            status::derive(
-                previous,
-                &WorkerStatusInput {
-                    generation: obj.metadata.generation,
-                    script_name: &script,
-                    desired,
-                    observed,
-                    remaining,
-                    error,
-                },
-                now,
-            )
+        let run = WorkerRun {
+            r: self,
+            obj,
+            containers,
+            data,
+            previous,
+            script: obj.script_name().to_string(),
+            now: jiff::Timestamp::now(),
         };
-        // An approval is checked against a fresh read: the script may have been
-        // uploaded again since the changes were put up for review.
-        if holds::approval_offered(
-            previous.and_then(|p| p.pending_adoption.as_ref()),
-            obj.metadata.annotations.as_ref(),
-        ) {
-            self.view.invalidate_scripts().await;
+        pipeline::run(&run).await
+    }
+}
+
+/// One reconcile of one CloudflareWorker.
+struct WorkerRun<'a> {
+    r: &'a Reconciler,
+    obj: &'a CloudflareWorker,
+    containers: Vec<ContainerClass>,
+    data: &'a SourceData,
+    previous: Option<&'a CloudflareWorkerStatus>,
+    script: String,
+    now: jiff::Timestamp,
+}
+
+impl Pipeline for WorkerRun<'_> {
+    type Desired = DesiredWorker;
+    type Observed = ObservedWorker;
+    type Status = CloudflareWorkerStatus;
+    type Hold = ();
+
+    const OBSERVED: &'static str = "the Worker script";
+
+    fn policy(&self) -> Policy<'_> {
+        let spec = &self.obj.spec;
+        Policy {
+            generation: self.obj.metadata.generation,
+            suspend: spec.suspend,
+            management: spec.management_policy,
+            adoption_approval: spec.adoption_approval,
+            annotations: self.obj.metadata.annotations.as_ref(),
+            resource: "cfw",
+            name: self.obj.name(),
         }
-        let desired = match self.desired_worker(obj, containers, data).await {
-            Ok(d) => d,
-            Err(blocked) => {
-                let plan = blocked_plan(blocked);
-                // Show what the account has while the inputs are missing.
-                let observed = self.observe_worker(&script).await.ok();
-                return WorkerOutcome {
-                    status: status_of(None, observed.as_ref(), Some(&plan), None),
-                    plan,
-                    events: vec![],
-                    drift: vec![],
-                    error: None,
-                };
-            }
-        };
-        let first = match self.observe_worker(&script).await {
-            Ok(o) => o,
-            Err(e) => {
-                return WorkerOutcome {
-                    status: status_of(Some(&desired), None, None, Some(&e)),
-                    plan: Plan::default(),
-                    events: vec![],
-                    drift: vec![],
-                    error: Some(e),
-                };
-            }
-        };
-        let mut the_plan = plan_worker(&desired, &first);
-        // Suspended or observed only: the plan says what is pending, nothing is done.
-        let observe_only = obj.spec.management_policy == ManagementPolicy::Observe;
-        let suspend = obj.spec.suspend || observe_only;
-        if suspend {
-            the_plan.actions.clear();
-        }
-        // Taking over a script flaredock did not upload waits for approval.
-        let pending_adoption = holds::gate_adoption(
-            &mut the_plan,
-            obj.spec.adoption_approval,
-            obj.metadata.annotations.as_ref(),
-            now,
-        );
-        // A Ready Worker of this generation whose script differs was changed behind
-        // flaredock's back (or its ConfigMap, Secrets or containers changed).
-        let generation = obj.metadata.generation;
-        let drifted = !the_plan.actions.is_empty()
-            && previous.is_some_and(|p| {
-                p.observed_generation == generation
-                    && crate::reconcile::status::is_true(&p.conditions, "Ready")
-            });
-        let mut events = Vec::new();
-        let acted = self
-            .act(&desired.owner, &script, &the_plan, &mut events)
-            .await;
-        let (observed, error) = match acted {
-            Ok(()) if the_plan.actions.is_empty() => (Ok(first), None),
-            Ok(()) => (self.observe_worker(&script).await, None),
-            Err(e) => (Ok(first), Some(e)),
-        };
-        let (observed, mut error) = match observed {
-            Ok(o) => (Some(o), error),
-            Err(e) => (None, Some(e)),
-        };
-        // Cloudflare may quote the upload in an error; it carries the secret values.
-        if let Some(e) = error.as_mut() {
-            let values: Vec<&str> = desired
-                .inputs
-                .secrets
-                .iter()
-                .map(|s| s.value.expose())
-                .collect();
-            e.redact(&values);
-        }
-        let remaining = observed.as_ref().map(|o| plan_worker(&desired, o));
-        let mut status = status_of(
-            Some(&desired),
-            observed.as_ref(),
-            remaining.as_ref(),
-            error.as_ref(),
-        );
-        let drift = if drifted {
-            status.drift = crate::reconcile::status::drift_of(&the_plan.changes, &[], now);
-            the_plan.changes.clone()
-        } else {
-            vec![]
-        };
-        if let Some(p) = pending_adoption {
-            status.conditions = holds::adoption_pending(
-                status.conditions,
-                &p,
-                &format!("Worker script {script}"),
-                "cfw",
-                obj.name(),
-                generation,
-                now,
-            );
-            status.pending_adoption = Some(p);
-        }
-        if observe_only && !obj.spec.suspend {
-            let left = remaining.unwrap_or_default();
-            let previous_drift = previous.map(|p| p.drift.as_slice()).unwrap_or(&[]);
-            (status.conditions, status.drift) = holds::observing(
-                status.conditions,
-                &left,
-                previous_drift,
-                "the Worker script",
-                generation,
-                now,
-            );
-        } else if suspend {
-            let left = remaining.unwrap_or_default();
-            status.conditions =
-                crate::reconcile::status::suspended(status.conditions, &left, generation, now);
-        }
-        WorkerOutcome {
-            status,
-            plan: the_plan,
-            events,
-            drift,
-            error,
-        }
+    }
+
+    fn previous(&self) -> Option<&CloudflareWorkerStatus> {
+        self.previous
+    }
+
+    fn adopted(&self, _desired: &DesiredWorker) -> String {
+        format!("Worker script {}", self.script)
+    }
+
+    async fn fresh_read(&self) {
+        self.r.view.invalidate_scripts().await;
+    }
+
+    async fn inputs(&self) -> Result<DesiredWorker, Blocked> {
+        self.r
+            .desired_worker(self.obj, self.containers.clone(), self.data)
+            .await
+    }
+
+    async fn observe(&self, _desired: &DesiredWorker) -> Result<ObservedWorker, ApiError> {
+        self.r.observe_worker(&self.script).await
+    }
+
+    async fn observe_without_inputs(&self) -> Option<ObservedWorker> {
+        self.r.observe_worker(&self.script).await.ok()
+    }
+
+    fn plan(&self, desired: &DesiredWorker, observed: &ObservedWorker) -> Plan {
+        plan_worker(desired, observed)
+    }
+
+    async fn act(
+        &self,
+        desired: &DesiredWorker,
+        plan: &Plan,
+        events: &mut Vec<Happening>,
+    ) -> Result<(), ApiError> {
+        self.r.act(&desired.owner, &self.script, plan, events).await
+    }
+
+    fn secret_values<'d>(&self, desired: &'d DesiredWorker) -> Vec<&'d str> {
+        desired
+            .inputs
+            .secrets
+            .iter()
+            .map(|s| s.value.expose())
+            .collect()
+    }
+
+    fn status(&self, input: StatusInput<'_, Self>) -> CloudflareWorkerStatus {
+        status::derive(
+            self.previous,
+            &WorkerStatusInput {
+                generation: self.obj.metadata.generation,
+                script_name: &self.script,
+                desired: input.desired,
+                observed: input.observed,
+                remaining: input.remaining,
+                error: input.error,
+            },
+            self.now,
+        )
     }
 }
