@@ -183,6 +183,10 @@ pub struct ApiAccess {
     /// Overall timeout of one Cloudflare API request.
     #[arg(long, env = "FLAREDOCK_API_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub api_timeout: Duration,
+    /// The deadline of one reconcile of one object: past it, the object is looked at
+    /// again (its status says ReconcileTimedOut).
+    #[arg(long, env = "FLAREDOCK_RECONCILE_TIMEOUT", default_value = "2m", value_parser = parse_duration)]
+    pub reconcile_timeout: Duration,
     /// Connect timeout of Cloudflare API and registry requests.
     #[arg(long, env = "FLAREDOCK_CONNECT_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub connect_timeout: Duration,
@@ -604,7 +608,8 @@ pub async fn connect(conn: &Connection) -> Result<Session, String> {
     let images = Arc::new(images);
     let view = Arc::new(AccountView::new(client.clone()));
     Ok(Session {
-        reconciler: Reconciler::new(view, images, cluster),
+        reconciler: Reconciler::new(view, images, cluster)
+            .with_reconcile_timeout(conn.access.reconcile_timeout),
         client,
         emulator,
     })

@@ -34,6 +34,7 @@ pub(super) async fn run_controller(args: RunArgs) -> i32 {
             api_base_url: args.access.api_base_url,
             rate_limit: args.access.rate_limit,
             api_timeout: args.access.api_timeout,
+            reconcile_timeout: args.access.reconcile_timeout,
             connect_timeout: args.access.connect_timeout,
             registry_timeouts,
             insecure_registries: args.access.insecure_registries,

@@ -131,6 +131,10 @@ impl ManagedKind for CloudflareContainer {
         outcome.error
     }
 
+    fn timed_out(outcome: &ReconcileOutcome) -> bool {
+        outcome.timed_out
+    }
+
     fn progress_poll(ctx: &Context) -> Duration {
         ctx.settings.progress_poll
     }

@@ -75,6 +75,8 @@ pub trait ManagedKind:
     fn outcome_status(outcome: &Self::Outcome) -> &Self::Status;
     fn drift(outcome: &Self::Outcome) -> &[Change];
     fn take_error(outcome: Self::Outcome) -> Option<ApiError>;
+    /// The reconcile was dropped at its deadline.
+    fn timed_out(outcome: &Self::Outcome) -> bool;
     /// How soon an object that is neither Ready nor Stalled is looked at again.
     fn progress_poll(ctx: &Context) -> Duration;
     /// Reads Secrets (never watched): a Ready object reads them again soon.
@@ -150,6 +152,12 @@ async fn apply<K: ManagedKind>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Action,
     K::report_more(&ctx, &obj, previous, &outcome).await;
     K::write_status(&ctx, &obj, K::outcome_status(&outcome)).await?;
     let key = obj.metric_key();
+    if K::timed_out(&outcome) {
+        // Its status says so; the slot is free and the object comes back after the
+        // backoff.
+        ctx.metrics.set_ready(&key, Some(false));
+        return Err(Error::TimedOut(ctx.settings.reconcile_timeout));
+    }
     if (outcome.suspended() || outcome.awaiting_approval()) && outcome.error().is_none() {
         // Observed again at the resync; a spec change (suspend: false) comes at once.
         ctx.metrics.set_ready(&key, Some(false));

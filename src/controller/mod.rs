@@ -68,6 +68,9 @@ pub struct Settings {
     pub rate_limit: RateLimit,
     /// Overall timeout of one Cloudflare API request.
     pub api_timeout: Duration,
+    /// The deadline of one reconcile through the core: past it, the object is
+    /// requeued with `ReconcileTimedOut` in its status and its slot freed.
+    pub reconcile_timeout: Duration,
     /// Connect timeout of Cloudflare API and registry requests.
     pub connect_timeout: Duration,
     /// Timeouts of registry requests (copies, pushes).
@@ -95,6 +98,7 @@ impl Default for Settings {
             api_base_url: crate::cloudflare::DEFAULT_BASE_URL.into(),
             rate_limit: RateLimit::CLOUDFLARE,
             api_timeout: Duration::from_secs(30),
+            reconcile_timeout: crate::reconcile::DEFAULT_RECONCILE_TIMEOUT,
             connect_timeout: Duration::from_secs(10),
             registry_timeouts: RegistryTimeouts::default(),
             insecure_registries: vec![],
@@ -120,6 +124,10 @@ pub enum Error {
     /// Cleanup waits for something else to go first.
     #[error("{0}")]
     Waiting(String),
+    /// The reconcile did not finish within `--reconcile-timeout` (its status says
+    /// so); retried with backoff.
+    #[error("the reconcile did not finish within {0:?} (--reconcile-timeout)")]
+    TimedOut(Duration),
 }
 
 /// One account's reconcile machinery, shared by every object of that account.
@@ -326,11 +334,14 @@ impl Context {
         )
         .with_builder(Arc::new(builder), false);
         let account = Arc::new(Account {
-            reconciler: Arc::new(Reconciler::new(
-                Arc::new(AccountView::new(client.clone())),
-                Arc::new(images),
-                self.settings.cluster.clone(),
-            )),
+            reconciler: Arc::new(
+                Reconciler::new(
+                    Arc::new(AccountView::new(client.clone())),
+                    Arc::new(images),
+                    self.settings.cluster.clone(),
+                )
+                .with_reconcile_timeout(self.settings.reconcile_timeout),
+            ),
             client,
             account_id: account_id.to_string(),
             last_used: std::sync::Mutex::new(std::time::Instant::now()),
@@ -655,6 +666,7 @@ fn error_reason(error: &Error) -> &'static str {
         Error::Kube(_) => "KubernetesError",
         Error::Credentials(_) => "CredentialsUnavailable",
         Error::Waiting(_) => "Waiting",
+        Error::TimedOut(_) => crate::reconcile::reason::Reason::ReconcileTimedOut.as_str(),
         Error::Finalizer(f) => match f.as_ref() {
             finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => {
                 error_reason(e)

@@ -162,6 +162,10 @@ impl ManagedKind for CloudflareWorker {
         outcome.error
     }
 
+    fn timed_out(outcome: &WorkerOutcome) -> bool {
+        outcome.timed_out
+    }
+
     fn progress_poll(ctx: &Context) -> Duration {
         ctx.settings.progress_poll.max(Duration::from_secs(5))
     }

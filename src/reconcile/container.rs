@@ -215,7 +215,11 @@ impl Reconciler {
         previous: Option<&CloudflareContainerStatus>,
         peers: &dyn Peers,
     ) -> ReconcileOutcome {
-        pipeline::run(&ContainerRun::new(self, obj, previous, peers)).await
+        pipeline::run(
+            &ContainerRun::new(self, obj, previous, peers),
+            self.deadline,
+        )
+        .await
     }
 }
 

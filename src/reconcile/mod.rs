@@ -54,7 +54,12 @@ pub struct Reconciler {
     pub cluster: crate::spec::ClusterIdentity,
     /// Worker bundles pulled from registries: reference → (manifest digest, files).
     bundles: tokio::sync::Mutex<HashMap<String, Bundle>>,
+    /// The deadline of one reconcile ([`pipeline::run`]).
+    deadline: std::time::Duration,
 }
+
+/// The deadline of one reconcile unless told otherwise (`--reconcile-timeout`).
+pub const DEFAULT_RECONCILE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
 impl Reconciler {
     pub fn new(
@@ -67,7 +72,14 @@ impl Reconciler {
             images,
             cluster,
             bundles: Default::default(),
+            deadline: DEFAULT_RECONCILE_TIMEOUT,
         }
+    }
+
+    /// With this deadline for each reconcile.
+    pub fn with_reconcile_timeout(mut self, deadline: std::time::Duration) -> Self {
+        self.deadline = deadline;
+        self
     }
 
     /// The desired state of a container, its Worker looked up among the peers.

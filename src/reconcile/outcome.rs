@@ -40,6 +40,9 @@ pub struct Reconciled<S> {
     /// environment reads is not drift).
     pub drift: Vec<plan::Change>,
     pub error: Option<ApiError>,
+    /// The reconcile was dropped at its deadline (the status says
+    /// `ReconcileTimedOut`).
+    pub timed_out: bool,
 }
 
 /// The result of one reconcile of one CloudflareContainer.
@@ -53,6 +56,7 @@ impl<S: ManagedStatus> Reconciled<S> {
             events: vec![],
             drift: vec![],
             error: None,
+            timed_out: false,
         }
     }
 

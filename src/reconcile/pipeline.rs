@@ -16,14 +16,21 @@
 //! 7. the status: the kind's conditions, then what the policy held and why.
 //!
 //! Nothing is written at Cloudflare, in a registry or in the cluster before step 6.
+//!
+//! Each run has a deadline (`--reconcile-timeout`): past it, the run is dropped where it
+//! is (like a crash, which every action survives), the cached reads it may have left
+//! stale are forgotten, and the status says `ReconcileTimedOut` (transient: the object
+//! is looked at again, its concurrency slot freed meanwhile).
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
 use super::outcome::{Happening, Reconciled};
 use super::plan::{Blocked, Change, Plan};
+use super::reason::Reason;
 use super::{holds, status};
 use crate::cloudflare::ApiError;
 use crate::spec::{
@@ -32,7 +39,7 @@ use crate::spec::{
 };
 
 /// The parts of a kind's status the policy reads and writes.
-pub trait ManagedStatus {
+pub trait ManagedStatus: Clone + Default {
     fn conditions(&self) -> &[Condition];
     fn observed_generation(&self) -> Option<i64>;
     fn drift(&self) -> &[DriftEntry];
@@ -228,8 +235,66 @@ fn gate<P: Pipeline>(
     (pending_adoption, hold)
 }
 
-/// One full reconcile of one object of any kind.
-pub async fn run<P: Pipeline>(kind: &P) -> Reconciled<P::Status> {
+/// One full reconcile of one object of any kind, within `deadline`.
+pub async fn run<P: Pipeline>(kind: &P, deadline: Duration) -> Reconciled<P::Status> {
+    match tokio::time::timeout(deadline, drive(kind)).await {
+        Ok(out) => out,
+        Err(_) => {
+            // Dropped where it was, as a crash would: a write may have half-happened.
+            kind.after_failed_write().await;
+            let status = timed_out(
+                kind.previous(),
+                kind.policy().generation,
+                deadline,
+                jiff::Timestamp::now(),
+            );
+            let mut out = Reconciled::new(Plan::default(), status);
+            out.timed_out = true;
+            out
+        }
+    }
+}
+
+/// The status of a run dropped at its deadline: what was last observed, with `Ready`
+/// and `Reconciling` saying `ReconcileTimedOut` (not Stalled: it is looked at again).
+fn timed_out<S: ManagedStatus>(
+    previous: Option<&S>,
+    generation: Option<i64>,
+    deadline: Duration,
+    now: jiff::Timestamp,
+) -> S {
+    let mut status = previous.cloned().unwrap_or_default();
+    let message = format!(
+        "the reconcile did not finish within its deadline ({}s, --reconcile-timeout): Cloudflare or a registry answers slowly; it is retried",
+        deadline.as_secs_f64()
+    );
+    let (conditions, _, _) = status.held_parts();
+    let before = std::mem::take(conditions);
+    let reason = Reason::ReconcileTimedOut.as_str();
+    let cond = |kind: &str, ok: bool, reason: &str, message: &str| {
+        status::condition_since(&before, kind, ok, reason, message, generation, now)
+    };
+    let mut fresh = vec![
+        cond("Ready", false, reason, &message),
+        cond(
+            "Stalled",
+            false,
+            Reason::NotStalled.as_str(),
+            "no terminal error",
+        ),
+        cond("Reconciling", true, reason, &message),
+    ];
+    fresh.extend(
+        before
+            .iter()
+            .filter(|c| !matches!(c.type_.as_str(), "Ready" | "Stalled" | "Reconciling"))
+            .cloned(),
+    );
+    *conditions = fresh;
+    status
+}
+
+async fn drive<P: Pipeline>(kind: &P) -> Reconciled<P::Status> {
     let now = jiff::Timestamp::now();
     let policy = kind.policy();
     let previous = kind.previous();
@@ -382,5 +447,6 @@ pub async fn run<P: Pipeline>(kind: &P) -> Reconciled<P::Status> {
         events,
         drift,
         error,
+        timed_out: false,
     }
 }

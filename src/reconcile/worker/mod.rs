@@ -190,7 +190,7 @@ impl Reconciler {
             script: obj.script_name().to_string(),
             now: jiff::Timestamp::now(),
         };
-        pipeline::run(&run).await
+        pipeline::run(&run, self.deadline).await
     }
 }
 
@@ -250,6 +250,11 @@ impl Pipeline for WorkerRun<'_> {
 
     async fn observe_without_inputs(&self) -> Option<ObservedWorker> {
         self.r.observe_worker(&self.script).await.ok()
+    }
+
+    async fn after_failed_write(&self) {
+        // An upload may have half-happened: what the view says is stale.
+        self.r.view.invalidate_scripts().await;
     }
 
     fn plan(&self, desired: &DesiredWorker, observed: &ObservedWorker) -> Plan {
