@@ -777,3 +777,28 @@ impl CloudflareContainer {
         self.spec.worker.name.as_deref()
     }
 }
+
+#[cfg(test)]
+mod rollout_phase_tests {
+    use super::RolloutPhase;
+
+    #[test]
+    fn known_words_parse_and_an_unknown_one_is_kept_as_it_is() {
+        let read: Vec<RolloutPhase> =
+            serde_json::from_str(r#"["progressing", "reverted", "paused_by_cloudflare"]"#)
+                .expect("never a parse failure");
+        assert_eq!(
+            read,
+            [
+                RolloutPhase::Progressing,
+                RolloutPhase::Reverted,
+                RolloutPhase::Other("paused_by_cloudflare".into()),
+            ]
+        );
+        // Written back as it was read.
+        assert_eq!(
+            serde_json::to_string(&read).expect("json"),
+            r#"["progressing","reverted","paused_by_cloudflare"]"#
+        );
+    }
+}
