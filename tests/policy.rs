@@ -200,3 +200,93 @@ async fn suspend_observe_and_unapproved_adoption_write_nothing_and_say_so_for_bo
         }
     }
 }
+
+fn container_at(generation: i64, mode: &str) -> CloudflareContainer {
+    let doc = format!(
+        "apiVersion: flaredock.dev/v1alpha1\nkind: CloudflareContainer\nmetadata: {{name: shop, namespace: apps, generation: {generation}}}\nspec:\n  className: {DEMO_CLASS}\n  image: {{reference: 'hello:v1'}}\n  worker: {{scriptName: {DEMO_SCRIPT}}}\n  env: [{{name: MODE, value: '{mode}'}}]\n"
+    );
+    parse_document(&doc, "t.yaml", 1)
+        .expect("valid")
+        .expect("object")
+}
+
+/// A plan made again from what act found (a tag that moved) goes through the kind's
+/// holds too: after Cloudflare reverted a rollout, no new rollout starts for that
+/// generation, whatever the tag now points to.
+#[tokio::test]
+async fn a_tag_that_moved_after_a_reverted_rollout_starts_no_rollout_for_the_generation() {
+    use flaredock::reconcile::{ConvergeOptions, converge};
+    use std::time::Duration;
+    let em = common::start_emulator(|c| {
+        c.rollout_revert_rate = 1.0;
+        c.rollout_step = Duration::from_millis(20);
+    })
+    .await;
+    let r = common::reconciler_for(&common::client_for(&em));
+    let options = ConvergeOptions {
+        timeout: Duration::from_secs(30),
+        poll: Duration::from_millis(20),
+        ..Default::default()
+    };
+    let first = container_at(1, "one");
+    let created = converge(&r, std::slice::from_ref(&first), &options, |_, _| {}).await;
+    assert!(
+        created[&first.key()].ready(),
+        "{:#?}",
+        created[&first.key()].status
+    );
+    let second = container_at(2, "two");
+    let reverted = converge(&r, std::slice::from_ref(&second), &options, |_, _| {})
+        .await
+        .remove(&second.key())
+        .expect("an outcome");
+    let ready = |s: &flaredock::spec::CloudflareContainerStatus| {
+        flaredock::reconcile::status::condition(s, "Ready")
+            .map(|c| c.reason.clone())
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        Reason::parse(&ready(&reverted.status)),
+        Some(Reason::RolloutReverted),
+        "{:#?}",
+        reverted.status
+    );
+
+    // The tag moves; the same generation is reconciled again with the status it had.
+    em.shared
+        .registry()
+        .seed_demo_image(&format!("{}/hello", em.account_id()), "v1", "moved")
+        .expect("a new image under the tag");
+    // A restarted process: no registry credentials held, so the tag is read by act
+    // (which then plans again from the digest it found).
+    let restarted = common::reconciler_for(&common::client_for(&em));
+    em.shared.clear_requests();
+    let again = restarted
+        .reconcile(
+            &second,
+            Some(&reverted.status),
+            &std::collections::HashMap::new(),
+        )
+        .await;
+    assert!(
+        again
+            .plan
+            .changes
+            .iter()
+            .any(|c| c.field == "configuration.image"),
+        "the moved tag was read and planned again: {:?}",
+        again.plan
+    );
+    let rollouts: Vec<String> = writes(&em)
+        .into_iter()
+        .filter(|w| w.ends_with("/rollouts"))
+        .collect();
+    assert!(rollouts.is_empty(), "{rollouts:?}");
+    assert_eq!(
+        Reason::parse(&ready(&again.status)),
+        Some(Reason::RolloutReverted),
+        "{:#?}",
+        again.status
+    );
+    em.stop().await;
+}
