@@ -115,7 +115,31 @@ pub trait ManagedKind:
 /// The kube-runtime entry point of a kind.
 pub async fn reconcile<K: ManagedKind>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Action, Error> {
     let key = obj.metric_key();
-    super::with_finalizer(obj, ctx, key, apply::<K>, cleanup::<K>).await
+    super::with_finalizer(
+        obj,
+        ctx,
+        key,
+        |o, c| bounded(c.clone(), apply::<K>(o, c)),
+        |o, c| bounded(c.clone(), cleanup::<K>(o, c)),
+    )
+    .await
+}
+
+/// What a reconcile may take beyond its core's deadline: the Kubernetes reads before
+/// it and the status write after it.
+const KUBERNETES_SLACK: Duration = Duration::from_secs(30);
+
+/// Bounds a whole apply or cleanup (Kubernetes calls included): past the reconcile's
+/// deadline and the slack, it is dropped and retried with backoff, its slot freed.
+/// (The core's own deadline comes first and says so in status.)
+async fn bounded(
+    ctx: Arc<Context>,
+    work: impl Future<Output = Result<Action, Error>>,
+) -> Result<Action, Error> {
+    let limit = ctx.settings.reconcile_timeout + KUBERNETES_SLACK;
+    tokio::time::timeout(limit, work)
+        .await
+        .unwrap_or(Err(Error::TimedOut(limit)))
 }
 
 /// Per-object exponential backoff: 2ⁿ seconds, at most 5 minutes.

@@ -1,4 +1,4 @@
-//! A CloudflareWorker through the [`pipeline`](super::pipeline): what flaredock wants
+//! A CloudflareWorker through the [`super::pipeline`]: what flaredock wants
 //! is its [`model::DesiredWorker`] (the code and secrets resolved by [`inputs`], the
 //! classes of the CloudflareContainers that name it), what Cloudflare has is observed
 //! in `observe.rs` (the script list's tags), what to do is planned in [`plan`] (upload
