@@ -1,6 +1,7 @@
-//! What flaredock holds back, for both kinds: an adoption waiting for a person's
-//! approval, and `managementPolicy: Observe`. Each takes a plan's actions away and
-//! says in status what it would have done.
+//! What flaredock holds back, for every kind (the building blocks of the policy that
+//! [`super::pipeline`] applies): an adoption waiting for a person's approval, and
+//! `managementPolicy: Observe`. Each takes a plan's actions away and says in status
+//! what it would have done.
 
 use std::collections::BTreeMap;
 
