@@ -484,3 +484,148 @@ export default { fetch(request, env) { return env.SHOP.get(env.SHOP.idFromName("
     assert_eq!(text, flaredock::emulator::workerd::NO_CONTAINER_RUNTIME);
     em.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_workerd_uploads_are_checked_statically_and_workers_are_not_served() {
+    let em = common::start_emulator(|c| c.workerd = None).await;
+    // The static check cannot run code: a syntax error passes…
+    let (status, body) = upload(
+        &em,
+        "static",
+        json!({}),
+        &[("index.js", "export default { fetch( {")],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    // …but a class only in a comment or a string is not taken for an export.
+    let (status, body) = upload(
+        &em,
+        "ghost",
+        container_metadata("Shop"),
+        &[(
+            "index.js",
+            "// export class Shop {}\nconst s = 'export class Shop {}';\nexport default {};",
+        )],
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(error_of(&body).0, 10021);
+    api(
+        &em,
+        "POST",
+        "/workers/scripts/static/subdomain",
+        Some(json!({"enabled": true})),
+    )
+    .await;
+    let (status, text) = visit(&em, "static.flaredock.workers.dev", "/").await;
+    assert_eq!(status, 503, "{text}");
+    assert!(text.contains("Workers are not served"), "{text}");
+    em.stop().await;
+}
+
+/// The pids of the children of `pid` (Linux `/proc`).
+fn children(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let path = task.unwrap().path().join("children");
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        out.extend(
+            text.split_whitespace()
+                .filter_map(|p| p.parse::<u32>().ok()),
+        );
+    }
+    out
+}
+
+/// The README's quickstart, as a user runs it: `flaredock emulator` in one terminal,
+/// `flaredock apply -f examples/quickstart.yaml` against it, then a request to the
+/// Worker's workers.dev host, answered by the Worker → its Durable Object → (no
+/// container runtime).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_quickstart_applied_by_flaredock_answers_at_its_workers_dev_host() {
+    let bin = workerd();
+    let port = common::free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut emulator = std::process::Command::new(env!("CARGO_BIN_EXE_flaredock"))
+        .args(["emulator", "--listen", &listen, "--zone", "shop.test"])
+        .env(flaredock::emulator::workerd::WORKERD_ENV, &bin)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let base = format!("http://{listen}/client/v4");
+    let token = flaredock::emulator::DEFAULT_API_TOKEN;
+    let account = flaredock::emulator::DEFAULT_ACCOUNT_ID;
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let mut answer = None;
+    for _ in 0..200 {
+        match http
+            .get(format!("{base}/zones?name=shop.test"))
+            .bearer_auth(token)
+            .send()
+            .await
+        {
+            Ok(r) => {
+                answer = Some(r);
+                break;
+            }
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+        }
+    }
+    let zones: Value = answer.expect("the emulator answers").json().await.unwrap();
+    assert_eq!(zones["result"][0]["name"], "shop.test", "{zones}");
+
+    let quickstart = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/quickstart.yaml");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_flaredock"))
+        .args(["apply", "--timeout", "60s", "-f", quickstart])
+        .env("CLOUDFLARE_API_BASE_URL", &base)
+        .env("CLOUDFLARE_ACCOUNT_ID", account)
+        .env("CLOUDFLARE_API_TOKEN", token)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // workers.dev on for the script (what `wrangler deploy` does by default).
+    let r = http
+        .post(format!(
+            "{base}/accounts/{account}/workers/scripts/hello/subdomain"
+        ))
+        .bearer_auth(token)
+        .json(&json!({"enabled": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+
+    let r = http
+        .get(format!("http://{listen}/"))
+        .header("host", "hello.flaredock.workers.dev")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 503);
+    assert_eq!(
+        r.text().await.unwrap(),
+        format!("{}\n", flaredock::emulator::workerd::NO_CONTAINER_RUNTIME)
+    );
+
+    // The Worker runs in a workerd child of the emulator, which goes with it.
+    let workers = children(emulator.id());
+    assert!(!workers.is_empty(), "a workerd process serves the Worker");
+    let stopped = std::process::Command::new("kill")
+        .args(["-INT", &emulator.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+    let status = emulator.wait().unwrap();
+    assert!(status.success(), "{status}");
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    for pid in workers {
+        let alive =
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "));
+        assert!(!alive, "workerd {pid} outlived the emulator");
+    }
+}
