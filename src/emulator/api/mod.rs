@@ -194,7 +194,11 @@ pub fn router(shared: Arc<Shared>) -> Router {
             "/workers/domains/{id}",
             get(get_domain).delete(detach_domain),
         )
-        .route("/workers/services/{script}", get(get_service));
+        .route("/workers/services/{script}", get(get_service))
+        .route(
+            "/workers/scripts/{script}/deployments",
+            get(list_deployments),
+        );
     let api = Router::new()
         .nest("/accounts/{account}", accounts)
         .route("/zones", get(list_zones))

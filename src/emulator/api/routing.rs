@@ -3,7 +3,9 @@
 //! the first call of `wrangler deploy`, which the official extract does not describe
 //! ([`NOT_IN_EXTRACT`]): an unknown script is a 404 with code 10090, as Cloudflare
 //! answers it (wrangler reads that as "a new Worker"); a known one its
-//! `default_environment` with the script.
+//! `default_environment` with the script. Likewise `GET /workers/scripts/{name}/deployments`
+//! (wrangler's second call): an unknown script is 404 with 10007, a known one has one
+//! deployment of its current version at 100 %.
 //!
 //! The edge: a request whose `Host` is a Workers host (workers.dev, a custom domain, a
 //! route, or a service binding's request through [`SERVICE_HEADER`]) is answered by its
@@ -16,7 +18,10 @@ use crate::emulator::workerd::{SERVICE_HEADER, WorkerSpec};
 
 /// Operations served that the official extract does not describe: `(method, path
 /// template relative to the API root)`; the contract check leaves their answers alone.
-pub const NOT_IN_EXTRACT: &[(&str, &str)] = &[("GET", "/accounts/{a}/workers/services/{s}")];
+pub const NOT_IN_EXTRACT: &[(&str, &str)] = &[
+    ("GET", "/accounts/{a}/workers/services/{s}"),
+    ("GET", "/accounts/{a}/workers/scripts/{s}/deployments"),
+];
 
 /// Whether `method path` is one of [`NOT_IN_EXTRACT`].
 pub fn not_in_extract(method: &str, path: &str) -> bool {
@@ -211,6 +216,47 @@ pub(super) async fn get_service(
         }
     });
     respond(StatusCode::OK, outcome)
+}
+
+/// `GET /workers/scripts/{name}/deployments` (not in the official extract).
+pub(super) async fn list_deployments(
+    State(shared): Shr,
+    Path((account, script)): Path<(String, String)>,
+) -> Response {
+    let outcome = check_account(&shared, &account).and_then(|_| {
+        let account = shared.account();
+        let s = account.scripts.get(&script).ok_or_else(|| {
+            Failure::new(
+                404,
+                codes::SCRIPT_NOT_FOUND,
+                format!("This Worker does not exist on your account: {script}"),
+            )
+        })?;
+        let version = version_id(&s.etag);
+        Ok(json!({"deployments": [{
+            "id": version_id(&format!("deployment {}", s.etag)),
+            "source": "api",
+            "strategy": "percentage",
+            "author_email": "emulator@flaredock.dev",
+            "created_on": s.modified_on,
+            "versions": [{"version_id": version, "percentage": 100.0}],
+        }]}))
+    });
+    respond(StatusCode::OK, outcome)
+}
+
+/// A version id (UUID form) derived from a script's etag.
+fn version_id(etag: &str) -> String {
+    use sha2::Digest;
+    let h = hex::encode(sha2::Sha256::digest(etag.as_bytes()));
+    format!(
+        "{}-{}-4{}-8{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[13..16],
+        &h[17..20],
+        &h[20..32]
+    )
 }
 
 // ---- the edge -----------------------------------------------------------------------
