@@ -611,6 +611,11 @@ async fn the_quickstart_applied_by_flaredock_answers_at_its_workers_dev_host() {
         r.text().await.unwrap(),
         format!("{}\n", flaredock::emulator::workerd::NO_CONTAINER_RUNTIME)
     );
+    // The README shows this exact answer.
+    assert!(
+        include_str!("../README.md").contains(flaredock::emulator::workerd::NO_CONTAINER_RUNTIME),
+        "README.md shows the quickstart's answer"
+    );
 
     // The Worker runs in a workerd child of the emulator, which goes with it.
     let workers = children(emulator.id());

@@ -63,7 +63,7 @@ pub const WORKERD_ENV: &str = "FLAREDOCK_WORKERD";
 /// The header a service binding's request carries into the emulator: the script it is for.
 pub const SERVICE_HEADER: &str = "x-flaredock-service";
 /// What `ctx.container.start()` answers in a container-enabled class.
-pub const NO_CONTAINER_RUNTIME: &str = "flaredock emulator: no container runtime: this Durable Object class is container-enabled, but the emulator runs no containers (ctx.container.start() cannot start one); on Cloudflare the container would start here";
+pub const NO_CONTAINER_RUNTIME: &str = "no container runtime: the flaredock emulator runs this Worker and its Durable Object in workerd, but it runs no containers, so ctx.container.start() cannot start one";
 /// How many workerd processes serve at once.
 pub const MAX_RUNNING: usize = 16;
 /// How long workerd may take to load an upload or to start listening.
