@@ -290,6 +290,12 @@ impl Runtime {
         &self.bin
     }
 
+    /// The runtime's private working directory (probes in `probe-*`, removed after
+    /// each; serving scripts under `scripts/`).
+    pub fn work_dir(&self) -> &Path {
+        self.root.path()
+    }
+
     /// The date workerd runs a script at: the upload's, at most the binary's own.
     fn date(&self, date: Option<&str>) -> String {
         match date {
