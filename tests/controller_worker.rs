@@ -27,7 +27,7 @@ const SECRET_PATH: &str = "/api/v1/namespaces/apps/secrets/shop-secrets";
 const SECRET_VALUE: &str = "first-secret-value";
 
 fn worker_object() -> Value {
-    let doc = "apiVersion: flaredock.dev/v1alpha1\nkind: CloudflareWorker\nmetadata:\n  name: shop\n  namespace: apps\n  uid: w-1\n  generation: 1\n  resourceVersion: '1'\n  finalizers: [flaredock.dev/cleanup]\nspec:\n  compatibilityDate: '2026-06-01'\n  source:\n    inline:\n      mainModule: index.js\n      modules: {index.js: 'export class Shop {}\\nexport default {}'}\n  secrets:\n    - {name: API_KEY, secretKeyRef: {name: shop-secrets, key: api-key}}\n  credentialsSecretRef: {name: cloudflare}\n";
+    let doc = "apiVersion: flaredock.dev/v1alpha1\nkind: CloudflareWorker\nmetadata:\n  name: shop\n  namespace: apps\n  uid: w-1\n  generation: 1\n  resourceVersion: '1'\n  finalizers: [flaredock.dev/cleanup]\nspec:\n  compatibilityDate: '2026-06-01'\n  source:\n    inline:\n      mainModule: index.js\n      modules: {index.js: 'export class Shop {}; export default {}'}\n  secrets:\n    - {name: API_KEY, secretKeyRef: {name: shop-secrets, key: api-key}}\n  credentialsSecretRef: {name: cloudflare}\n";
     serde_yaml_ng::from_str(doc).unwrap()
 }
 
