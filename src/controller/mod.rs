@@ -33,7 +33,7 @@ use crate::oci::RegistryClient;
 use crate::oci::client::RegistryTimeouts;
 use crate::oci::copy::CopyOptions;
 use crate::reconcile::Reconciler;
-use crate::reconcile::images::{ImageResolver, PeerIndex, SourceCredentials};
+use crate::reconcile::images::{ImageResolver, PeerIndex, SourceCredentials, being_deleted};
 use crate::reconcile::status::is_ready;
 use crate::reconcile::view::AccountView;
 use crate::spec::{CloudflareContainer, CloudflareWorker};
@@ -348,9 +348,12 @@ impl Context {
     /// Feeds the account-level counters into the metrics (on scrape).
     pub async fn collect_metrics(&self) {
         let accounts: Vec<Arc<Account>> = self.accounts.lock().await.values().cloned().collect();
+        self.metrics.reset_account_gauges();
         for a in accounts {
             self.metrics
                 .collect_from(&a.account_id, &a.client, &a.reconciler.images);
+            let caches = a.reconciler.cache_stats().await;
+            self.metrics.set_caches(&a.account_id, &caches);
         }
     }
 
@@ -411,6 +414,7 @@ impl Context {
             images,
             workers,
             data: Default::default(),
+            deleting: being_deleted(self.containers().iter().map(|o| o.as_ref())),
         }
     }
 

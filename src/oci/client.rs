@@ -62,6 +62,12 @@ pub enum RegistryError {
     Protocol { host: String, message: String },
     #[error("registry {host}: {message}")]
     Transport { host: String, message: String },
+    /// A push refused by the write gate (the leader Lease): nothing was sent. Reported
+    /// like the Cloudflare client's `ApiError::NotLeader`: waiting, never a verdict.
+    #[error(
+        "registry {host}: {what}: not sent: this replica does not hold the leader Lease long enough for the push to land"
+    )]
+    NotLeader { host: String, what: String },
     #[error("{0}")]
     Invalid(String),
 }
@@ -518,14 +524,13 @@ pub fn transport(host: &str, e: &reqwest::Error) -> RegistryError {
     }
 }
 
-/// A push refused by the write gate. A transport failure for the caller (tried
-/// again later, never a verdict on the image): the registry was not contacted.
+/// A push refused by the write gate: tried again later (by the next reconcile, not
+/// within this copy: the Lease will not come back in a retry's time), never a verdict
+/// on the image; the registry was not contacted.
 fn not_leader(host: &str, what: &str) -> RegistryError {
-    RegistryError::Transport {
+    RegistryError::NotLeader {
         host: host.to_string(),
-        message: format!(
-            "{what}: not sent: this replica does not hold the leader Lease long enough for the push to land"
-        ),
+        what: what.to_string(),
     }
 }
 

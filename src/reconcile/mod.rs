@@ -3,6 +3,7 @@
 //! [`plan::Plan`] with a pure function, **act** on it idempotently, observe again and
 //! derive the **status**. The CLI and the controller both drive [`Reconciler`].
 
+mod bundle_cache;
 pub mod converge;
 mod delete;
 pub mod holds;
@@ -14,7 +15,6 @@ pub mod status;
 pub mod view;
 pub mod worker;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::cloudflare::ApiError;
@@ -37,7 +37,7 @@ pub struct Reconciler {
     /// Who records ownership: every owner id and image repository names it.
     pub cluster: crate::spec::ClusterIdentity,
     /// Worker bundles pulled from registries: reference → (manifest digest, files).
-    bundles: tokio::sync::Mutex<HashMap<String, Bundle>>,
+    bundles: tokio::sync::Mutex<bundle_cache::BundleCache>,
 }
 
 type Observation = (Observed, Option<(String, i64)>);
@@ -67,6 +67,10 @@ impl Reconciler {
         confirm: bool,
     ) -> Result<Observation, ApiError> {
         let image = self.images.observe(obj, peers, self.cluster.id()).await;
+        // What objects being deleted recorded is being deleted, restart or not.
+        self.view
+            .set_apart_being_deleted(peers.being_deleted(), &self.cluster)
+            .await?;
         self.observe_with(image, desired, confirm).await
     }
 
@@ -635,7 +639,7 @@ mod send_checks {
         d: &'static Desired,
         p: &'static Plan,
     ) {
-        let peers: &'static HashMap<String, String> = Box::leak(Box::default());
+        let peers: &'static std::collections::HashMap<String, String> = Box::leak(Box::default());
         is_send(r.observe(o, d, peers, true));
         is_send(r.reconcile(o, None, peers));
         is_send(r.delete(o));
