@@ -668,6 +668,9 @@ fn error_reason(error: &Error) -> &'static str {
 /// How often a Ready object that reads Secrets (a Worker's `secrets`, a container's
 /// `env[].valueFrom`) reads them again: Secrets are never watched.
 const SECRET_POLL: Duration = Duration::from_secs(60);
+/// How often a Ready CloudflareWorker whose code is a ConfigMap reads it again:
+/// ConfigMaps are read by name, never watched (least privilege, deploy/base/rbac.yaml).
+const CONFIG_MAP_POLL: Duration = Duration::from_secs(15);
 
 /// How often a cleanup that waits (for Cloudflare to finish deleting an application,
 /// or for the containers of a Worker) looks again.

@@ -51,9 +51,7 @@ async fn source_data(obj: &CloudflareWorker, ctx: &Context) -> Result<SourceData
     let ns = obj.namespace_or_default();
     let mut data = SourceData::default();
     if let Some(c) = &obj.spec.source.config_map_ref
-        && let Some(cm) = read_config_map(ctx, ns, &c.name)
-            .await
-            .map_err(SecretProblem::Transient)?
+        && let Some(cm) = read_config_map(ctx, ns, &c.name).await?
     {
         data.config_maps
             .insert(format!("{ns}/{}", c.name), config_map_data(&cm));
@@ -155,24 +153,29 @@ async fn apply(obj: Arc<CloudflareWorker>, ctx: Arc<Context>) -> Result<Action, 
         .await;
     report(&ctx, &obj, previous.as_ref(), &outcome).await;
     write_worker_status(&ctx, &obj, &outcome.status).await?;
-    // Waiting for a ConfigMap or a bundle: the ConfigMap watch (or the requeue, for a
-    // registry or a Secret) brings it back.
+    // Waiting for a ConfigMap, a bundle, a registry or a Secret: the requeue brings it
+    // back (none of them is watched).
     if (outcome.suspended() || outcome.awaiting_approval()) && outcome.error.is_none() {
         // Observed again at the resync; a spec change (suspend: false) comes at once.
         ctx.metrics.set_ready(&metric_key(&obj), Some(false));
         return Ok(Action::requeue(super::jittered(ctx.settings.resync)));
     }
-    let ready = outcome.ready();
+    let (ready, stalled) = (outcome.ready(), outcome.stalled());
     let action = super::next_action(
         &ctx,
         &metric_key(&obj),
         ready,
-        outcome.stalled(),
+        stalled,
         outcome.error,
         ctx.settings.progress_poll.max(Duration::from_secs(5)),
     )?;
     // Secrets are not watched: a Worker binding some reads them again within a minute
     // (Kubernetes reads only; Cloudflare sees an upload only when a value changed).
+    if (ready || stalled) && obj.spec.source.config_map_ref.is_some() {
+        // Nor ConfigMaps: the one it names is read again soon (an edit is uploaded, or
+        // fixes what stalls it).
+        return Ok(Action::requeue(super::jittered(super::CONFIG_MAP_POLL)));
+    }
     if ready && !obj.spec.secrets.is_empty() {
         let soon = ctx.settings.resync.min(super::SECRET_POLL);
         return Ok(Action::requeue(super::jittered(soon)));
