@@ -101,7 +101,7 @@ impl Apps {
 /// Rollout targets kept at most (only rollouts still active are kept at all).
 pub const ROLLOUT_TARGETS: usize = 4096;
 /// Applications being deleted kept at most (only those still listed are kept at all).
-pub const DELETING_ENTRIES: usize = 4096;
+pub const DELETING_ENTRIES: usize = 16_384;
 
 /// How old a script list may be before a script missing from it is looked up again.
 const MISSING_RECHECK: std::time::Duration = std::time::Duration::from_secs(5);
@@ -508,5 +508,69 @@ impl AccountView {
             ("deleting", st.deleting.stats()),
             ("script_locks", listed(locks)),
         ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn app(id: &str, rollout: Option<&str>) -> Application {
+        Application {
+            id: id.into(),
+            name: format!("name-{id}"),
+            active_rollout_id: rollout.map(str::to_string),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_list_keeps_only_active_rollout_targets_and_listed_deletes() {
+        let mut st = State::default();
+        for i in 0..100 {
+            st.rollout_targets
+                .insert(format!("r{i}"), DeploymentConfiguration::default());
+            st.deleting
+                .insert(format!("d{i}"), app(&format!("d{i}"), None));
+        }
+        st.set_list(vec![app("a", Some("r7")), app("d3", None), app("b", None)]);
+        assert_eq!(st.rollout_targets.keys().collect::<Vec<_>>(), ["r7"]);
+        assert_eq!(st.deleting.keys().collect::<Vec<_>>(), ["d3"]);
+        let apps = st.apps.as_ref().unwrap();
+        assert!(apps.by_id.contains_key("a") && !apps.by_id.contains_key("d3"));
+    }
+
+    #[test]
+    fn rollout_targets_stay_within_their_budget() {
+        let mut st = State::default();
+        for i in 0..(ROLLOUT_TARGETS * 3) {
+            st.rollout_targets
+                .insert(format!("r{i}"), DeploymentConfiguration::default());
+        }
+        assert_eq!(st.rollout_targets.len(), ROLLOUT_TARGETS);
+        assert!(
+            st.rollout_targets
+                .contains_key(&format!("r{}", ROLLOUT_TARGETS * 3 - 1))
+        );
+    }
+
+    #[tokio::test]
+    async fn script_locks_nobody_holds_are_dropped() {
+        let config = crate::cloudflare::ClientConfig::new(
+            "http://127.0.0.1:9/client/v4",
+            "acct",
+            crate::cloudflare::Secret::new("t".to_string()),
+        );
+        let view = AccountView::new(CloudflareClient::new(config).unwrap());
+        let held = view.script_lock("kept");
+        let _guard = held.lock().await;
+        for i in 0..1_000 {
+            drop(view.script_lock(&format!("s{i}")));
+        }
+        let locks = view.stats().await;
+        let (_, s) = locks.iter().find(|(n, _)| *n == "script_locks").unwrap();
+        assert!(s.entries <= 2, "{s:?}");
+        // The held one is the same lock, still serialising its script.
+        assert!(view.script_lock("kept").try_lock().is_err());
     }
 }
