@@ -25,6 +25,9 @@ use flaredock::reconcile::{DeleteOutcome, Reconciler};
 use flaredock::spec::{CloudflareContainer, CloudflareContainerStatus, ClusterIdentity};
 use futures::StreamExt;
 
+/// The controller's `progress_poll` here.
+const POLL: Duration = Duration::from_millis(50);
+
 fn env(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: run benches/churn.sh"))
 }
@@ -68,6 +71,14 @@ async fn converge(
             async move {
                 for _ in 0..200 {
                     let previous: Option<CloudflareContainerStatus> = obj.status.clone();
+                    // As the controller does for an object whose rollout progresses.
+                    if previous
+                        .as_ref()
+                        .and_then(|s| s.rollout.as_ref())
+                        .is_some_and(|r| r.status == "progressing")
+                    {
+                        r.view.expire_applications(POLL).await;
+                    }
                     let out = r.reconcile(&obj, previous.as_ref(), peers).await;
                     obj.status = Some(out.status.clone());
                     if out.ready() {
@@ -79,7 +90,7 @@ async fn converge(
                         obj.metadata.name.as_deref().unwrap_or_default(),
                         out.status.conditions
                     );
-                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    tokio::time::sleep(POLL).await;
                 }
                 panic!(
                     "{} not Ready: {:?}",
@@ -124,7 +135,7 @@ async fn churn() {
         .unwrap_or(32);
     let mut config = ClientConfig::new(
         base.clone(),
-        &env("CHURN_ACCOUNT"),
+        env("CHURN_ACCOUNT"),
         Secret::new(env("CHURN_TOKEN")),
     );
     config.rate_limit = RateLimit {
