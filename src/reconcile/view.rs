@@ -21,15 +21,24 @@
 //!   list no longer shows its applications; each delete pass (`Reconciler::delete`,
 //!   which the controller runs for it again after a restart) reads Cloudflare afresh,
 //!   sends the `DELETE` again and marks here what it found ([`AccountView::mark_deleting`]);
+//! - before that pass, every other object's observe sets apart what the objects being
+//!   deleted recorded (`Peers::being_deleted`: `deletionTimestamp`, `deletionPolicy:
+//!   Delete`, `status.applicationId`, checked against the application's owner label
+//!   on the list; [`AccountView::set_apart_being_deleted`]), so the order in which a
+//!   restarted controller reconciles its objects does not matter;
 //! - a rename's leftover is found again from the object's recorded application id or
 //!   from the Durable Object namespace it still holds, and deleted again (after a
 //!   fresh read by id) by the plan, which keeps its successor waiting meanwhile.
 //!
 //! An entry leaves the set as soon as a fresh list no longer shows it (gone), so a
-//! restarted controller (an empty set) and this one come to the same answer once the
-//! deleting objects have had their delete pass: nothing being deleted is adopted,
-//! patched or taken as live (`tests/bounds.rs`,
-//! `a_restart_mid_delete_adopts_and_patches_nothing_being_deleted`).
+//! restarted controller (an empty set) and this one come to the same answer: nothing
+//! being deleted is adopted, patched or taken as live, and the finalizer holds until
+//! it is gone (`tests/bounds.rs`,
+//! `a_restart_mid_delete_adopts_and_patches_nothing_being_deleted`). Not covered: an
+//! object renamed back to the name of its own leftover while that is still being
+//! deleted, after a restart (its status no longer records the leftover's id): the
+//! rollout it then sends is refused by Cloudflare as being deleted (the emulator
+//! answers 409) until the application is gone; nothing is changed at Cloudflare.
 
 use std::collections::HashMap;
 use std::sync::Arc;

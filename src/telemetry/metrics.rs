@@ -244,3 +244,43 @@ impl Metrics {
         String::from_utf8(buf).unwrap_or_default()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_gauges_show_each_budget_and_forget_a_dropped_account() {
+        let m = Metrics::new();
+        let bundles = CacheStats {
+            entries: 3,
+            bytes: 10,
+            max_entries: 256,
+            max_bytes: 100,
+            evicted: 0,
+        };
+        let locks = CacheStats {
+            entries: 1,
+            max_entries: usize::MAX,
+            max_bytes: usize::MAX,
+            ..Default::default()
+        };
+        m.set_caches("acct-a", &[("bundles", bundles), ("script_locks", locks)]);
+        let text = m.render();
+        assert!(
+            text.contains(
+                r#"flaredock_cache_entries{account="acct-a",cache="bundles",measure="max_bytes"} 100"#
+            ),
+            "{text}"
+        );
+        assert!(text.contains(
+            r#"flaredock_cache_entries{account="acct-a",cache="script_locks",measure="entries"} 1"#
+        ));
+        assert!(
+            !text.contains(r#"cache="script_locks",measure="max_entries""#),
+            "no budget, no gauge"
+        );
+        m.reset_account_gauges();
+        assert!(!m.render().contains("acct-a"));
+    }
+}
