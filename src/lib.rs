@@ -2,6 +2,7 @@
 //! Kubernetes resources or by the command line.
 //!
 //! Modules, one concern each:
+//! - [`bounded`]: the map with an entry and byte budget every long-lived cache uses.
 //! - [`cloudflare`]: typed Cloudflare API client (errors, rate limiter, secrets).
 //! - [`emulator`]: a Cloudflare API emulator (and embedded OCI registry) on loopback.
 //! - [`oci`]: image references and the OCI registry client.
@@ -13,6 +14,7 @@
 //! - [`cli`]: the `flaredock` command line.
 //! - [`telemetry`]: logging and metrics.
 
+pub mod bounded;
 pub mod build;
 pub mod cli;
 pub mod cloudflare;

@@ -16,7 +16,10 @@ use flaredock::cloudflare::{
 use flaredock::controller::leadership::Leadership;
 use flaredock::controller::{self, Context, FINALIZER, Settings};
 use flaredock::emulator::ScriptedFault;
-use flaredock::oci::RegistryClient;
+use flaredock::oci::{RegistryClient, RegistryError};
+use flaredock::reconcile::DeleteOutcome;
+use flaredock::reconcile::images::{PeerIndex, being_deleted};
+use flaredock::reconcile::plan::Blocked;
 use flaredock::spec::CloudflareContainer;
 use flaredock::telemetry::metrics::Metrics;
 use serde_json::{Value, json};
@@ -229,6 +232,11 @@ async fn registry_pushes_pass_the_same_gate() {
         .await
         .unwrap_err();
     assert!(e.to_string().contains("not sent"), "{e}");
+    assert!(
+        matches!(&e, RegistryError::NotLeader { host: h, what } if *h == host && what.starts_with("PUT ")),
+        "a typed refusal, not a transport failure: {e:?}"
+    );
+    assert!(!e.is_retryable(), "not retried within the copy");
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(connections.load(Ordering::SeqCst), 0, "no connection made");
     // Open for 2.5 s: the manifest write gives up 1 s before the gate closes, not
@@ -498,4 +506,130 @@ async fn a_failed_namespace_read_is_transient_and_not_cached_as_not_allowed() {
         .unwrap();
     let status = last_status(&fake, "a");
     assert_eq!(condition(&status, "Ready")["status"], "True", "{status}");
+}
+
+// ---- a restart in the middle of an asynchronous delete ------------------------------
+
+fn named(ns: &str, name: &str, application: &str, extra: &str) -> CloudflareContainer {
+    flaredock::manifest::parse_document(
+        &format!(
+            "apiVersion: flaredock.dev/v1alpha1\nkind: CloudflareContainer\nmetadata: {{name: {name}, namespace: {ns}, generation: 1}}\nspec:\n  applicationName: {application}\n  className: C0\n  image: {{reference: 'hello:v1'}}\n  worker: {{scriptName: w}}\n{extra}"
+        ),
+        "restart.yaml",
+        1,
+    )
+    .unwrap()
+    .unwrap()
+}
+
+async fn reconcile_until_ready(
+    r: &flaredock::reconcile::Reconciler,
+    obj: &mut CloudflareContainer,
+    peers: &PeerIndex,
+) {
+    for _ in 0..30 {
+        let out = r.reconcile(obj, obj.status.as_ref(), peers).await;
+        obj.status = Some(out.status.clone());
+        if out.ready() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{} not Ready: {:?}", obj.name(), obj.status);
+}
+
+#[tokio::test]
+async fn a_restart_mid_delete_adopts_and_patches_nothing_being_deleted() {
+    // Cloudflare deletes asynchronously: the application stays listed, name and
+    // namespace taken, for 3 s after its DELETE was accepted.
+    let em = common::start_emulator(|c| c.delete_delay = Duration::from_secs(3)).await;
+    em.shared
+        .account()
+        .seed_script("w", vec!["C0".into()], None, true, true);
+    let client = common::client_for(&em);
+    let none = PeerIndex::default();
+
+    let first = common::reconciler_for(&client);
+    let mut x = named("a", "x", "shop", "");
+    reconcile_until_ready(&first, &mut x, &none).await;
+    let shop = x.status.as_ref().unwrap().application_id.clone().unwrap();
+    // `kubectl delete` of x: its finalizer holds, its status keeps the application id.
+    x.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        jiff::Timestamp::now(),
+    ));
+    let outcome = first.delete(&x).await.unwrap();
+    assert!(
+        matches!(outcome, DeleteOutcome::Waiting { .. }),
+        "the finalizer holds while Cloudflare lists the application: {outcome:?}"
+    );
+
+    // The controller restarts: a new view and reconciler, nothing in memory. The
+    // emulator still lists the application being deleted.
+    let second = common::reconciler_for(&client);
+    let listed = client.list_applications().await.unwrap();
+    assert!(listed.iter().any(|a| a.id == shop), "still listed");
+    em.shared.clear_requests();
+    // Another object wants the same name and Durable Object namespace, adoption
+    // automatic; it is reconciled first, before x's own delete pass runs again.
+    let peers = PeerIndex {
+        deleting: being_deleted([&x]),
+        ..PeerIndex::default()
+    };
+    let mut y = named(
+        "b",
+        "y",
+        "shop",
+        "  adopt: true\n  adoptionApproval: Automatic\n",
+    );
+    let out = second.reconcile(&y, None, &peers).await;
+    assert!(
+        matches!(&out.plan.blocked, Some(Blocked::Waiting { reason, .. }) if *reason == flaredock::reconcile::reason::Reason::PreviousDeleting),
+        "waits for the deletion, neither taken for live nor refused: {:?} {:?}",
+        out.plan.blocked,
+        out.status.conditions
+    );
+    assert!(!out.stalled(), "{:?}", out.status.conditions);
+    assert_eq!(
+        common::cloudflare_writes(&em),
+        Vec::<String>::new(),
+        "nothing adopted, patched or created while shop is being deleted"
+    );
+    // x's delete pass after the restart: the finalizer still holds.
+    let outcome = second.delete(&x).await.unwrap();
+    assert!(
+        matches!(outcome, DeleteOutcome::Waiting { .. }),
+        "{outcome:?}"
+    );
+    let out = second.reconcile(&y, None, &peers).await;
+    assert!(
+        !out.stalled() && !out.ready(),
+        "{:?}",
+        out.status.conditions
+    );
+    assert!(
+        common::cloudflare_writes(&em).iter().all(|w| w
+            == &format!(
+                "DELETE /client/v4/accounts/{}/containers/applications/{shop}",
+                em.account_id()
+            )),
+        "only x's DELETE was sent again: {:?}",
+        common::cloudflare_writes(&em)
+    );
+
+    // Once Cloudflare no longer lists it: x lets go, and y gets its own application.
+    let started = Instant::now();
+    loop {
+        match second.delete(&x).await.unwrap() {
+            DeleteOutcome::Deleted(_) => break,
+            other => assert!(started.elapsed() < Duration::from_secs(10), "{other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        started.elapsed() >= Duration::from_millis(1_000),
+        "held until gone"
+    );
+    reconcile_until_ready(&second, &mut y, &none).await;
+    let ys = y.status.as_ref().unwrap().application_id.clone().unwrap();
+    assert_ne!(ys, shop, "a new application, not the deleted one");
 }

@@ -545,3 +545,95 @@ async fn a_suspended_worker_uploads_nothing_and_a_requested_reconcile_is_echoed(
     assert!(ready(&status), "{status}");
     assert_eq!(status["lastHandledReconcileAt"], "2026-11-27T12:00:00Z");
 }
+
+const CODE_PATH: &str = "/api/v1/namespaces/apps/configmaps/shop-code";
+
+/// When a reconcile asked to come back (`Action` keeps it private; Debug shows it).
+fn requeue_after(action: &kube::runtime::controller::Action) -> Duration {
+    let text = format!("{action:?}");
+    let secs = text
+        .split("Some(")
+        .nth(1)
+        .and_then(|r| r.split('s').next())
+        .and_then(|n| n.parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("no requeue in {text}"));
+    Duration::from_secs_f64(secs)
+}
+
+fn code_config_map(source: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "ConfigMap",
+           "metadata": {"name": "shop-code", "namespace": "apps", "resourceVersion": "4"},
+           "data": {"index.js": source}})
+}
+
+#[tokio::test]
+async fn a_failed_config_map_read_is_transient_and_a_named_config_map_is_read_again_soon() {
+    let mut s = setup().await;
+    {
+        let mut objects = s.fake.objects.lock().unwrap();
+        let worker = objects.get_mut(WORKER_PATH).unwrap();
+        worker["spec"]["source"] =
+            json!({"configMapRef": {"name": "shop-code", "mainModule": "index.js"}});
+        objects.insert(
+            CODE_PATH.into(),
+            code_config_map("export class Shop {}\nexport default {}"),
+        );
+    }
+    // The API server answers 500 for the ConfigMap: an error retried with backoff,
+    // neither Stalled nor reported as a refusal, and nothing uploaded.
+    s.fake.failing.lock().unwrap().push(CODE_PATH.into());
+    let error = s
+        .reconcile_worker()
+        .await
+        .expect_err("a failed ConfigMap read is an error, retried");
+    let action = controller::worker_error_policy(s.get(WORKER_PATH), &error, s.ctx.clone());
+    let backoff = requeue_after(&action);
+    assert!(backoff <= Duration::from_secs(3), "backoff: {action:?}");
+    let status = s.status(WORKER_PATH);
+    let stalled = status["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| c["type"] == "Stalled" && c["status"] == "True");
+    assert!(!stalled, "not Stalled: {status}");
+    assert!(
+        s.fake.event_reasons().is_empty(),
+        "{:?}",
+        s.fake.event_reasons()
+    );
+    assert_eq!(s.uploads(), 0);
+
+    // It recovers: uploaded, and a Worker that names a ConfigMap comes back soon
+    // (ConfigMaps are read by name, never watched).
+    s.fake.failing.lock().unwrap().clear();
+    tokio::time::sleep(backoff).await;
+    let action = s.reconcile_worker().await.unwrap();
+    assert!(ready(&s.status(WORKER_PATH)), "{}", s.status(WORKER_PATH));
+    assert_eq!(s.uploads(), 1);
+    assert!(
+        requeue_after(&action) <= Duration::from_secs(20),
+        "read again soon, not at the resync: {action:?}"
+    );
+    // The ConfigMap was read by name: never listed, never watched.
+    let reads: Vec<String> = s
+        .fake
+        .requests()
+        .iter()
+        .filter(|r| r.path.contains("configmaps"))
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
+    assert!(
+        !reads.is_empty()
+            && reads
+                .iter()
+                .all(|r| r.starts_with("GET ") && r.contains(CODE_PATH) && !r.contains("watch")),
+        "{reads:?}"
+    );
+    // An edit of the ConfigMap is uploaded at that next reconcile.
+    s.fake.objects.lock().unwrap().insert(
+        CODE_PATH.into(),
+        code_config_map("export class Shop {}\nexport default {fetch() {}}"),
+    );
+    s.reconcile_worker().await.unwrap();
+    assert_eq!(s.uploads(), 2);
+}

@@ -107,6 +107,14 @@ fn the_base_renders_and_is_hardened() {
             "ClusterRoleBinding {} grants Secrets cluster-wide",
             binding["metadata"]["name"]
         );
+        // Nor ConfigMaps: only those objects name, read by name, in onboarded namespaces.
+        assert!(
+            grants(role)
+                .iter()
+                .all(|(resource, _)| resource != "configmaps"),
+            "ClusterRoleBinding {} grants ConfigMaps cluster-wide",
+            binding["metadata"]["name"]
+        );
     }
     // Exactly the verbs the code uses (each named in a comment of deploy/base/rbac.yaml).
     let expected = |pairs: &[(&str, &[&str])]| -> Vec<(String, String)> {
@@ -124,16 +132,28 @@ fn the_base_renders_and_is_hardened() {
             ("cloudflareworkers", &["list", "watch", "patch"]),
             ("cloudflarecontainers/status", &["patch"]),
             ("cloudflareworkers/status", &["patch"]),
-            ("configmaps", &["get", "list", "watch"]),
             ("namespaces", &["get"]),
             ("events", &["create", "patch"]),
         ])
     );
     assert_eq!(
         grants(find(&docs, "ClusterRole", "flaredock-tenant")),
-        expected(&[("secrets", &["get", "patch"])]),
-        "Secrets are read by name and patched for the finalizer, never listed, watched or rewritten"
+        expected(&[("secrets", &["get", "patch"]), ("configmaps", &["get"])]),
+        "Secrets and ConfigMaps are read by name (Secrets patched for the finalizer), never listed, watched or rewritten"
     );
+    // No Role or ClusterRole of the default install lists or watches ConfigMaps.
+    for role in docs
+        .iter()
+        .filter(|d| d["kind"] == "ClusterRole" || d["kind"] == "Role")
+    {
+        assert!(
+            grants(role)
+                .iter()
+                .all(|(r, v)| r != "configmaps" || v == "get"),
+            "{} lists or watches ConfigMaps",
+            role["metadata"]["name"]
+        );
+    }
     let lease = find(&docs, "Role", "flaredock-leader-election");
     assert_eq!(lease["metadata"]["namespace"], "flaredock-system");
     assert_eq!(

@@ -492,6 +492,7 @@ impl Loaded {
                 .map(|w| (w.key(), w.script_name().to_string()))
                 .collect(),
             data: self.data.clone(),
+            deleting: vec![],
         }
     }
 }

@@ -374,14 +374,29 @@ pub(super) fn config_map_data(cm: &ConfigMap) -> DataMap {
     out
 }
 
-/// A ConfigMap of the namespace, `None` when it does not exist.
+/// A ConfigMap of the namespace, read by name (ConfigMaps are never listed or watched:
+/// flaredock may read only those objects name, in onboarded namespaces), `None` when it
+/// does not exist. A namespace that is not onboarded is a refusal; any other failure
+/// (a 500, a timeout) is transient, retried with backoff, never Stalled.
 pub(super) async fn read_config_map(
     ctx: &Context,
     ns: &str,
     name: &str,
-) -> Result<Option<ConfigMap>, String> {
+) -> Result<Option<ConfigMap>, SecretProblem> {
     let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
-    api.get_opt(name)
-        .await
-        .map_err(|e| format!("cannot read ConfigMap {ns}/{name}: {e}"))
+    match api.get_opt(name).await {
+        Ok(cm) => Ok(cm),
+        Err(kube::Error::Api(e)) if e.code == 403 => Err(SecretProblem::Refused {
+            reason: Reason::ConfigMapForbidden,
+            message: format!(
+                "flaredock may not read ConfigMap {ns}/{name} (spec.source.configMapRef): namespace {ns} is not onboarded; add the RoleBinding flaredock-tenant there (kubectl apply -k of deploy/tenant with namespace: {ns})"
+            ),
+        }),
+        Err(e) => {
+            tracing::warn!(namespace = ns, resource = "configmaps", verb = "get", error = %e, "cannot read a ConfigMap; retrying with backoff");
+            Err(SecretProblem::Transient(format!(
+                "cannot read ConfigMap {ns}/{name}: {e}"
+            )))
+        }
+    }
 }

@@ -81,6 +81,12 @@ pub trait ManagedKind:
     fn progress_poll(ctx: &Context) -> Duration;
     /// Reads Secrets (never watched): a Ready object reads them again soon.
     fn reads_secrets(&self) -> bool;
+    /// Reads a ConfigMap (never watched: least privilege gives `get` only): Ready or
+    /// Stalled, it is read again within CONFIG_MAP_POLL (an edit is uploaded, or fixes
+    /// what stalls it).
+    fn reads_config_map(&self) -> bool {
+        false
+    }
     /// The reason of the Event of a new stall.
     fn stall_event(_outcome: &Self::Outcome) -> &'static str {
         "Refused"
@@ -196,6 +202,9 @@ async fn apply<K: ManagedKind>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Action,
         K::take_error(outcome),
         K::progress_poll(&ctx),
     )?;
+    if (ready || stalled) && obj.reads_config_map() {
+        return Ok(Action::requeue(super::jittered(super::CONFIG_MAP_POLL)));
+    }
     // Secrets are not watched: a Ready object that reads some reads them again within
     // SECRET_POLL (Cloudflare sees a change only when a value changed).
     if ready && obj.reads_secrets() {

@@ -36,7 +36,7 @@ use crate::oci::RegistryClient;
 use crate::oci::client::RegistryTimeouts;
 use crate::oci::copy::CopyOptions;
 use crate::reconcile::Reconciler;
-use crate::reconcile::images::{ImageResolver, PeerIndex, SourceCredentials};
+use crate::reconcile::images::{ImageResolver, PeerIndex, SourceCredentials, being_deleted};
 use crate::reconcile::status::is_ready;
 use crate::reconcile::view::AccountView;
 use crate::spec::{CloudflareContainer, CloudflareWorker};
@@ -362,9 +362,12 @@ impl Context {
     /// Feeds the account-level counters into the metrics (on scrape).
     pub async fn collect_metrics(&self) {
         let accounts: Vec<Arc<Account>> = self.accounts.lock().await.values().cloned().collect();
+        self.metrics.reset_account_gauges();
         for a in accounts {
             self.metrics
                 .collect_from(&a.account_id, &a.client, &a.reconciler.images);
+            let caches = a.reconciler.cache_stats().await;
+            self.metrics.set_caches(&a.account_id, &caches);
         }
     }
 
@@ -425,6 +428,7 @@ impl Context {
             images,
             workers,
             data: Default::default(),
+            deleting: being_deleted(self.containers().iter().map(|o| o.as_ref())),
         }
     }
 
@@ -679,6 +683,9 @@ fn error_reason(error: &Error) -> &'static str {
 /// How often a Ready object that reads Secrets (a Worker's `secrets`, a container's
 /// `env[].valueFrom`) reads them again: Secrets are never watched.
 const SECRET_POLL: Duration = Duration::from_secs(60);
+/// How often a Ready CloudflareWorker whose code is a ConfigMap reads it again:
+/// ConfigMaps are read by name, never watched (least privilege, deploy/base/rbac.yaml).
+const CONFIG_MAP_POLL: Duration = Duration::from_secs(15);
 
 /// How often a cleanup that waits (for Cloudflare to finish deleting an application,
 /// or for the containers of a Worker) looks again.

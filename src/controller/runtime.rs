@@ -7,7 +7,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::ConfigMap;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{Controller, watcher};
 use kube::{Api, Client, ResourceExt};
@@ -332,10 +331,6 @@ pub async fn run(config: RunConfig) -> i32 {
         })
     };
 
-    let config_maps: Api<ConfigMap> = match &config.settings.namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    };
     // A build Job that finishes wakes its CloudflareContainer up; a CloudflareWorker
     // that changes wakes the containers that name it.
     let mut containers = Controller::new(api.clone(), watcher::Config::default().any_semantic());
@@ -414,28 +409,11 @@ pub async fn run(config: RunConfig) -> i32 {
             }
         });
 
-    let (w2, w3) = (worker_store.clone(), worker_store.clone());
+    // ConfigMaps are never listed or watched (no ConfigMap access at cluster scope): a
+    // Worker's is read by name on each reconcile, and a Ready Worker that names one
+    // comes back within CONFIG_MAP_POLL (controller/worker.rs).
+    let w3 = worker_store.clone();
     let workers = workers
-        .watches(
-            config_maps,
-            watcher::Config::default(),
-            move |cm: ConfigMap| {
-                let ns = cm.namespace();
-                let name = cm.name_any();
-                w2.state()
-                    .iter()
-                    .filter(|o| o.metadata.namespace == ns)
-                    .filter(|o| {
-                        o.spec
-                            .source
-                            .config_map_ref
-                            .as_ref()
-                            .is_some_and(|r| r.name == name)
-                    })
-                    .map(|o| ObjectRef::from_obj(&**o))
-                    .collect::<Vec<_>>()
-            },
-        )
         .watches(
             api,
             watcher::Config::default(),

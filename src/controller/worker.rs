@@ -47,9 +47,7 @@ async fn source_data(obj: &CloudflareWorker, ctx: &Context) -> Result<SourceData
     let ns = obj.namespace_or_default();
     let mut data = SourceData::default();
     if let Some(c) = &obj.spec.source.config_map_ref
-        && let Some(cm) = read_config_map(ctx, ns, &c.name)
-            .await
-            .map_err(SecretProblem::Transient)?
+        && let Some(cm) = read_config_map(ctx, ns, &c.name).await?
     {
         data.config_maps
             .insert(format!("{ns}/{}", c.name), config_map_data(&cm));
@@ -172,6 +170,10 @@ impl ManagedKind for CloudflareWorker {
 
     fn reads_secrets(&self) -> bool {
         !self.spec.secrets.is_empty()
+    }
+
+    fn reads_config_map(&self) -> bool {
+        self.spec.source.config_map_ref.is_some()
     }
 
     /// No CloudflareContainer of its namespace may bind the Worker, by `worker.name`

@@ -18,6 +18,7 @@ use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderValue, WWW_AUTHENTICATE};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde::Deserialize;
 
+use crate::bounded::BoundedMap;
 use crate::cloudflare::{Secret, WriteGate};
 
 /// Media types of manifests flaredock reads.
@@ -29,6 +30,9 @@ pub struct Credentials {
     pub username: String,
     pub password: Secret,
 }
+
+/// Bearer tokens a registry client keeps at most.
+pub const TOKEN_ENTRIES: usize = 1024;
 
 /// (host, scope, credentials fingerprint): the key of a cached bearer token.
 type TokenKey = (String, String, [u8; 32]);
@@ -62,6 +66,12 @@ pub enum RegistryError {
     Protocol { host: String, message: String },
     #[error("registry {host}: {message}")]
     Transport { host: String, message: String },
+    /// A push refused by the write gate (the leader Lease): nothing was sent. Reported
+    /// like the Cloudflare client's `ApiError::NotLeader`: waiting, never a verdict.
+    #[error(
+        "registry {host}: {what}: not sent: this replica does not hold the leader Lease long enough for the push to land"
+    )]
+    NotLeader { host: String, what: String },
     #[error("{0}")]
     Invalid(String),
 }
@@ -134,8 +144,10 @@ pub struct RegistryClient {
     /// Bearer tokens by (host, scope, the credentials that obtained them): a token one
     /// namespace's pull Secret obtained is only ever sent again with those same
     /// credentials, never for an object without them (another namespace's, or an
-    /// anonymous one).
-    tokens: Arc<Mutex<HashMap<TokenKey, String>>>,
+    /// anonymous one). At most `TOKEN_ENTRIES`, least recently used evicted first (a
+    /// token evicted is simply asked for again): one scope per repository, and every
+    /// object has its own repository.
+    tokens: Arc<Mutex<BoundedMap<TokenKey, String>>>,
 }
 
 impl RegistryClient {
@@ -160,8 +172,13 @@ impl RegistryClient {
             timeouts,
             write_gate: None,
             insecure: Arc::new(insecure),
-            tokens: Default::default(),
+            tokens: Arc::new(Mutex::new(BoundedMap::with_entries(TOKEN_ENTRIES))),
         })
+    }
+
+    /// How full the bearer-token cache is.
+    pub fn token_cache_stats(&self) -> crate::bounded::CacheStats {
+        crate::lock(&self.tokens).stats()
     }
 
     /// Pushes only while `gate` is open (the controller's leadership).
@@ -518,14 +535,13 @@ pub fn transport(host: &str, e: &reqwest::Error) -> RegistryError {
     }
 }
 
-/// A push refused by the write gate. A transport failure for the caller (tried
-/// again later, never a verdict on the image): the registry was not contacted.
+/// A push refused by the write gate: tried again later (by the next reconcile, not
+/// within this copy: the Lease will not come back in a retry's time), never a verdict
+/// on the image; the registry was not contacted.
 fn not_leader(host: &str, what: &str) -> RegistryError {
-    RegistryError::Transport {
+    RegistryError::NotLeader {
         host: host.to_string(),
-        message: format!(
-            "{what}: not sent: this replica does not hold the leader Lease long enough for the push to land"
-        ),
+        what: what.to_string(),
     }
 }
 

@@ -127,6 +127,7 @@ pub async fn converge_all(
             .map(|w| (w.key(), w.script_name().to_string()))
             .collect(),
         data: manifests.data.clone(),
+        deleting: vec![],
     };
     let mut round = 0usize;
     // Rounds in a row in which every object failed to reach the API at all.

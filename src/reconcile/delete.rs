@@ -35,8 +35,9 @@ impl Reconciler {
         for app in &owned {
             // `Ok(false)`: a 404, already gone.
             self.view.client().delete_application(&app.id).await?;
-            // The view keeps it out of the way of other objects until it is gone.
-            self.view.remove_application(&app.id).await;
+            // The view keeps it out of the way of other objects until it is gone (from
+            // this fresh read: a restarted controller marks it again here).
+            self.view.mark_deleting(app).await;
         }
         let left = self.owned_now(obj, &desired.owner).await?;
         if left.is_empty() {

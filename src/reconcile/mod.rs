@@ -19,6 +19,7 @@
 //! | through the pipeline | `container.rs` | [`worker`] |
 
 pub mod act;
+mod bundle_cache;
 mod container;
 pub mod converge;
 mod delete;
@@ -34,7 +35,6 @@ pub mod status;
 pub mod view;
 pub mod worker;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 pub use converge::{ConvergeOptions, Converged, converge, converge_all};
@@ -53,7 +53,7 @@ pub struct Reconciler {
     /// Who records ownership: every owner id and image repository names it.
     pub cluster: crate::spec::ClusterIdentity,
     /// Worker bundles pulled from registries: reference → (manifest digest, files).
-    bundles: tokio::sync::Mutex<HashMap<String, Bundle>>,
+    bundles: tokio::sync::Mutex<bundle_cache::BundleCache>,
     /// The deadline of one reconcile ([`pipeline::run`]).
     deadline: std::time::Duration,
 }
@@ -101,7 +101,7 @@ mod send_checks {
         d: &'static Desired,
         p: &'static plan::Plan,
     ) {
-        let peers: &'static HashMap<String, String> = Box::leak(Box::default());
+        let peers: &'static std::collections::HashMap<String, String> = Box::leak(Box::default());
         let data: &'static worker::inputs::SourceData = Box::leak(Box::default());
         is_send(r.observe(o, d, peers, true));
         is_send(r.reconcile(o, None, peers));

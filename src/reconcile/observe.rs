@@ -26,6 +26,10 @@ impl Reconciler {
         confirm: bool,
     ) -> Result<Observation, ApiError> {
         let image = self.images.observe(obj, peers, self.cluster.id()).await;
+        // What objects being deleted recorded is being deleted, restart or not.
+        self.view
+            .set_apart_being_deleted(peers.being_deleted(), &self.cluster)
+            .await?;
         self.observe_with(image, desired, confirm).await
     }
 

@@ -67,6 +67,8 @@ reasons! {
     SecretNotFound => Waiting,
     SecretInvalid => Stalled,
     ConfigMapNotFound => Waiting,
+    /// The ServiceAccount may not read the ConfigMap (the namespace is not onboarded).
+    ConfigMapForbidden => Stalled,
     CredentialsUnavailable => Stalled,
     CredentialsForbidden => Stalled,
     DefaultCredentialsNotAllowed => Stalled,

@@ -2,12 +2,50 @@
 //! list and the Durable Object namespaces (one call each, not one per object), the
 //! Worker settings read so far, and the rollouts flaredock started. Refreshed when
 //! marked stale and updated in place by our own writes.
+//!
+//! **Bounds.** The application, namespace and script maps mirror the account's last
+//! lists and are replaced whole by each list (so they follow the account, and an
+//! application, namespace or script that is gone leaves with the next list). The
+//! rest has a budget: the rollout targets keep only rollouts a list still shows
+//! active (and at most `ROLLOUT_TARGETS` of them), the applications being deleted
+//! only those a list still shows (at most `DELETING_ENTRIES`), and a script's lock
+//! is dropped as soon as no reconcile holds or waits for it. [`AccountView::stats`]
+//! says how full each is (the metric `flaredock_cache_entries`).
+//!
+//! **What is being deleted is not a memory.** Cloudflare's schema has no "deleting"
+//! state: an application being deleted is listed, and read by id, like a live one,
+//! until it is gone. The `deleting` set below is only a cache over facts that survive
+//! a restart, rebuilt from fresh reads whenever they are acted on:
+//! - an object being deleted keeps its finalizer (its Kubernetes object, its
+//!   `deletionTimestamp` and its recorded `status.applicationId` stay) until a fresh
+//!   list no longer shows its applications; each delete pass (`Reconciler::delete`,
+//!   which the controller runs for it again after a restart) reads Cloudflare afresh,
+//!   sends the `DELETE` again and marks here what it found ([`AccountView::mark_deleting`]);
+//! - before that pass, every other object's observe sets apart what the objects being
+//!   deleted recorded (`Peers::being_deleted`: `deletionTimestamp`, `deletionPolicy:
+//!   Delete`, `status.applicationId`, checked against the application's owner label
+//!   on the list; [`AccountView::set_apart_being_deleted`]), so the order in which a
+//!   restarted controller reconciles its objects does not matter;
+//! - a rename's leftover is found again from the object's recorded application id or
+//!   from the Durable Object namespace it still holds, and deleted again (after a
+//!   fresh read by id) by the plan, which keeps its successor waiting meanwhile.
+//!
+//! An entry leaves the set as soon as a fresh list no longer shows it (gone), so a
+//! restarted controller (an empty set) and this one come to the same answer: nothing
+//! being deleted is adopted, patched or taken as live, and the finalizer holds until
+//! it is gone (`tests/bounds.rs`,
+//! `a_restart_mid_delete_adopts_and_patches_nothing_being_deleted`). Not covered: an
+//! object renamed back to the name of its own leftover while that is still being
+//! deleted, after a restart (its status no longer records the leftover's id): the
+//! rollout it then sends is refused by Cloudflare as being deleted (the emulator
+//! answers 409) until the application is gone; nothing is changed at Cloudflare.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use tokio::sync::Mutex;
 
+use crate::bounded::{BoundedMap, CacheStats};
 use crate::cloudflare::types::*;
 use crate::cloudflare::{ApiError, CloudflareClient};
 use crate::spec::OWNER_LABEL;
@@ -69,10 +107,14 @@ impl Apps {
     }
 }
 
+/// Rollout targets kept at most (only rollouts still active are kept at all).
+pub const ROLLOUT_TARGETS: usize = 4096;
+/// Applications being deleted kept at most (only those still listed are kept at all).
+pub const DELETING_ENTRIES: usize = 16_384;
+
 /// How old a script list may be before a script missing from it is looked up again.
 const MISSING_RECHECK: std::time::Duration = std::time::Duration::from_secs(5);
 
-#[derive(Default)]
 struct State {
     apps: Option<Apps>,
     apps_fetched: Option<tokio::time::Instant>,
@@ -81,27 +123,49 @@ struct State {
     scripts: Option<HashMap<String, ScriptInfo>>,
     scripts_fetched: Option<tokio::time::Instant>,
     /// Target configuration of rollouts flaredock started, by rollout id.
-    rollout_targets: HashMap<String, DeploymentConfiguration>,
+    rollout_targets: BoundedMap<String, DeploymentConfiguration>,
     /// Applications flaredock deleted that the account may still list: Cloudflare
     /// deletes asynchronously, and their name and namespace stay taken until they are
-    /// gone. Not looked up as live; kept until a list no longer shows them.
-    deleting: HashMap<String, Application>,
+    /// gone. Not looked up as live; kept until a list no longer shows them. A cache
+    /// over fresh reads (see the module's documentation), not a memory.
+    deleting: BoundedMap<String, Application>,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        State {
+            apps: None,
+            apps_fetched: None,
+            namespaces: None,
+            scripts: None,
+            scripts_fetched: None,
+            rollout_targets: BoundedMap::with_entries(ROLLOUT_TARGETS),
+            deleting: BoundedMap::with_entries(DELETING_ENTRIES),
+        }
+    }
 }
 
 impl State {
-    /// A fresh list, with the applications being deleted set apart.
+    /// A fresh list, with the applications being deleted set apart; what the list no
+    /// longer shows leaves the deleting set, and the rollout targets of rollouts no
+    /// longer active go.
     fn set_list(&mut self, list: Vec<Application>) {
         let mut apps = Apps::from(list);
-        let deleting = std::mem::take(&mut self.deleting);
-        for (id, old) in deleting {
-            match apps.by_id.get(&id).cloned() {
-                Some(still) => {
-                    apps.remove(&id);
-                    self.deleting.insert(id, still);
-                }
-                None => drop(old),
+        self.deleting.retain(|id, _| apps.by_id.contains_key(id));
+        let still: Vec<String> = self.deleting.keys().cloned().collect();
+        for id in still {
+            if let Some(app) = apps.by_id.get(&id).cloned() {
+                apps.remove(&id);
+                self.deleting.insert(id, app);
             }
         }
+        let active: std::collections::HashSet<&str> = apps
+            .by_id
+            .values()
+            .filter_map(|a| a.active_rollout_id.as_deref())
+            .collect();
+        self.rollout_targets
+            .retain(|id, _| active.contains(id.as_str()));
         self.apps = Some(apps);
         self.apps_fetched = Some(tokio::time::Instant::now());
     }
@@ -288,6 +352,52 @@ impl AccountView {
         }
     }
 
+    /// Records that `app`, as a fresh read just showed it, is being deleted (its
+    /// `DELETE` was accepted): kept out of live lookups, its name and namespace taken,
+    /// until a list no longer shows it. Unlike [`AccountView::remove_application`],
+    /// needs no list in the view: a restarted controller's delete pass marks what it
+    /// finds before any list was read.
+    pub async fn mark_deleting(&self, app: &Application) {
+        let mut st = self.state.lock().await;
+        if let Some(apps) = st.apps.as_mut() {
+            apps.remove(&app.id);
+        }
+        st.deleting.insert(app.id.clone(), app.clone());
+    }
+
+    /// Sets apart, as being deleted, the applications that objects being deleted
+    /// recorded in their status (and that still carry that object's owner label): the
+    /// Kubernetes side of "being deleted", which a restart does not lose, taken before
+    /// the object's own delete pass has run again. Reads the list when the view has
+    /// none; nothing when no object is being deleted.
+    pub async fn set_apart_being_deleted(
+        &self,
+        records: &[crate::reconcile::images::BeingDeleted],
+        cluster: &crate::spec::ClusterIdentity,
+    ) -> Result<(), ApiError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        self.with_apps(|_| ()).await?;
+        let mut guard = self.state.lock().await;
+        let st = &mut *guard;
+        let Some(apps) = st.apps.as_mut() else {
+            return Ok(());
+        };
+        for r in records {
+            let owner = cluster.owner(&r.namespace, &r.name);
+            let ours = apps
+                .by_id
+                .get(&r.application_id)
+                .is_some_and(|a| a.configuration.label(OWNER_LABEL) == Some(owner.as_str()));
+            if ours && let Some(app) = apps.by_id.get(&r.application_id).cloned() {
+                apps.remove(&app.id);
+                st.deleting.insert(app.id.clone(), app);
+            }
+        }
+        Ok(())
+    }
+
     /// Records a rollout we started: the application heads to its target.
     pub async fn record_rollout(&self, application_id: &str, rollout: &ApplicationRollout) {
         let mut st = self.state.lock().await;
@@ -306,7 +416,7 @@ impl AccountView {
             .lock()
             .await
             .rollout_targets
-            .get(rollout_id)
+            .peek(rollout_id)
             .cloned()
     }
 
@@ -372,9 +482,104 @@ impl AccountView {
             .await
     }
 
-    /// The lock serialising changes to one Worker script.
+    /// The lock serialising changes to one Worker script. Locks nobody holds or waits
+    /// for any more are dropped here (bounded by the reconciles in flight).
     pub fn script_lock(&self, name: &str) -> Arc<Mutex<()>> {
         let mut locks = crate::lock(&self.script_locks);
+        locks.retain(|_, l| Arc::strong_count(l) > 1);
         locks.entry(name.to_string()).or_default().clone()
+    }
+
+    /// How full each of the view's caches is: (name, size and budget).
+    pub async fn stats(&self) -> Vec<(&'static str, CacheStats)> {
+        let st = self.state.lock().await;
+        let listed = |n: usize| CacheStats {
+            entries: n,
+            max_entries: usize::MAX,
+            max_bytes: usize::MAX,
+            ..CacheStats::default()
+        };
+        let locks = crate::lock(&self.script_locks).len();
+        vec![
+            (
+                "applications",
+                listed(st.apps.as_ref().map_or(0, |a| a.by_id.len())),
+            ),
+            (
+                "namespaces",
+                listed(st.namespaces.as_ref().map_or(0, |n| n.by_key.len())),
+            ),
+            (
+                "scripts",
+                listed(st.scripts.as_ref().map_or(0, |s| s.len())),
+            ),
+            ("rollout_targets", st.rollout_targets.stats()),
+            ("deleting", st.deleting.stats()),
+            ("script_locks", listed(locks)),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn app(id: &str, rollout: Option<&str>) -> Application {
+        Application {
+            id: id.into(),
+            name: format!("name-{id}"),
+            active_rollout_id: rollout.map(str::to_string),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_list_keeps_only_active_rollout_targets_and_listed_deletes() {
+        let mut st = State::default();
+        for i in 0..100 {
+            st.rollout_targets
+                .insert(format!("r{i}"), DeploymentConfiguration::default());
+            st.deleting
+                .insert(format!("d{i}"), app(&format!("d{i}"), None));
+        }
+        st.set_list(vec![app("a", Some("r7")), app("d3", None), app("b", None)]);
+        assert_eq!(st.rollout_targets.keys().collect::<Vec<_>>(), ["r7"]);
+        assert_eq!(st.deleting.keys().collect::<Vec<_>>(), ["d3"]);
+        let apps = st.apps.as_ref().unwrap();
+        assert!(apps.by_id.contains_key("a") && !apps.by_id.contains_key("d3"));
+    }
+
+    #[test]
+    fn rollout_targets_stay_within_their_budget() {
+        let mut st = State::default();
+        for i in 0..(ROLLOUT_TARGETS * 3) {
+            st.rollout_targets
+                .insert(format!("r{i}"), DeploymentConfiguration::default());
+        }
+        assert_eq!(st.rollout_targets.len(), ROLLOUT_TARGETS);
+        assert!(
+            st.rollout_targets
+                .contains_key(&format!("r{}", ROLLOUT_TARGETS * 3 - 1))
+        );
+    }
+
+    #[tokio::test]
+    async fn script_locks_nobody_holds_are_dropped() {
+        let config = crate::cloudflare::ClientConfig::new(
+            "http://127.0.0.1:9/client/v4",
+            "acct",
+            crate::cloudflare::Secret::new("t".to_string()),
+        );
+        let view = AccountView::new(CloudflareClient::new(config).unwrap());
+        let held = view.script_lock("kept");
+        let _guard = held.lock().await;
+        for i in 0..1_000 {
+            drop(view.script_lock(&format!("s{i}")));
+        }
+        let locks = view.stats().await;
+        let (_, s) = locks.iter().find(|(n, _)| *n == "script_locks").unwrap();
+        assert!(s.entries <= 2, "{s:?}");
+        // The held one is the same lock, still serialising its script.
+        assert!(view.script_lock("kept").try_lock().is_err());
     }
 }

@@ -9,6 +9,7 @@ use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+use crate::bounded::CacheStats;
 use crate::cloudflare::CloudflareClient;
 use crate::reconcile::images::ImageResolver;
 
@@ -26,6 +27,8 @@ pub struct Metrics {
     limiter_wait: IntCounterVec,
     image_bytes: IntCounterVec,
     objects: IntGaugeVec,
+    /// Each cache's entries, bytes and budget, per account (`src/bounded.rs`).
+    caches: IntGaugeVec,
     /// Last totals seen per account, to turn cumulative sources into counter increments.
     seen: Mutex<HashMap<String, u64>>,
     ready: Mutex<HashMap<String, bool>>,
@@ -92,7 +95,19 @@ impl Metrics {
         registry
             .register(Box::new(rollouts.clone()))
             .unwrap_or_else(|e| panic!("gauge: {e}"));
+        let caches = IntGaugeVec::new(
+            Opts::new(
+                "flaredock_cache_entries",
+                "Entries (or bytes, or their budget) of each cache, per account; measure: entries, bytes, max_entries, max_bytes (absent: no such budget)",
+            ),
+            &["account", "cache", "measure"],
+        )
+        .unwrap_or_else(|e| panic!("gauge: {e}"));
+        registry
+            .register(Box::new(caches.clone()))
+            .unwrap_or_else(|e| panic!("gauge: {e}"));
         Metrics {
+            caches,
             headroom,
             rollouts,
             reconcile_errors: counter(
@@ -196,6 +211,30 @@ impl Metrics {
             .inc_by(delta);
     }
 
+    /// Forgets the per-account gauges (before they are set again for the accounts in
+    /// use: a dropped account's labels go).
+    pub fn reset_account_gauges(&self) {
+        self.caches.reset();
+        self.headroom.reset();
+    }
+
+    /// Sets the cache gauges of one account.
+    pub fn set_caches(&self, account: &str, stats: &[(&str, CacheStats)]) {
+        for (cache, s) in stats {
+            let set = |measure: &str, v: usize| {
+                if v != usize::MAX {
+                    self.caches
+                        .with_label_values(&[account, cache, measure])
+                        .set(v as i64);
+                }
+            };
+            set("entries", s.entries);
+            set("bytes", s.bytes);
+            set("max_entries", s.max_entries);
+            set("max_bytes", s.max_bytes);
+        }
+    }
+
     /// The text exposition format.
     pub fn render(&self) -> String {
         let mut buf = Vec::new();
@@ -203,5 +242,45 @@ impl Metrics {
             return format!("# encoding failed: {e}\n");
         }
         String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_gauges_show_each_budget_and_forget_a_dropped_account() {
+        let m = Metrics::new();
+        let bundles = CacheStats {
+            entries: 3,
+            bytes: 10,
+            max_entries: 256,
+            max_bytes: 100,
+            evicted: 0,
+        };
+        let locks = CacheStats {
+            entries: 1,
+            max_entries: usize::MAX,
+            max_bytes: usize::MAX,
+            ..Default::default()
+        };
+        m.set_caches("acct-a", &[("bundles", bundles), ("script_locks", locks)]);
+        let text = m.render();
+        assert!(
+            text.contains(
+                r#"flaredock_cache_entries{account="acct-a",cache="bundles",measure="max_bytes"} 100"#
+            ),
+            "{text}"
+        );
+        assert!(text.contains(
+            r#"flaredock_cache_entries{account="acct-a",cache="script_locks",measure="entries"} 1"#
+        ));
+        assert!(
+            !text.contains(r#"cache="script_locks",measure="max_entries""#),
+            "no budget, no gauge"
+        );
+        m.reset_account_gauges();
+        assert!(!m.render().contains("acct-a"));
     }
 }

@@ -65,6 +65,42 @@ pub trait Peers: Sync {
     fn secret(&self, _namespace: &str, _name: &str) -> Option<&DataMap> {
         None
     }
+
+    /// The objects being deleted and the applications their status recorded.
+    fn being_deleted(&self) -> &[BeingDeleted] {
+        &[]
+    }
+}
+
+/// A CloudflareContainer being deleted (`deletionTimestamp` set, `deletionPolicy:
+/// Delete`, its finalizer holding) and the application its status recorded: facts of
+/// the Kubernetes object, which survive a controller restart, that say the application
+/// is being deleted (Cloudflare's own answers do not say so).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BeingDeleted {
+    pub namespace: String,
+    pub name: String,
+    pub application_id: String,
+}
+
+/// The objects among `objects` whose applications are being deleted.
+pub fn being_deleted<'a>(
+    objects: impl IntoIterator<Item = &'a CloudflareContainer>,
+) -> Vec<BeingDeleted> {
+    objects
+        .into_iter()
+        .filter(|o| {
+            o.metadata.deletion_timestamp.is_some()
+                && o.spec.deletion_policy == crate::spec::DeletionPolicy::Delete
+        })
+        .filter_map(|o| {
+            Some(BeingDeleted {
+                namespace: o.namespace_or_default().to_string(),
+                name: o.name().to_string(),
+                application_id: o.status.as_ref()?.application_id.clone()?,
+            })
+        })
+        .collect()
 }
 
 /// Deployed images only (`namespace/name` → digest reference).
@@ -82,6 +118,8 @@ pub struct PeerIndex {
     pub workers: HashMap<String, String>,
     /// Its `Debug` names Secrets and keys, never values.
     pub data: SourceData,
+    /// Objects being deleted, with their recorded applications.
+    pub deleting: Vec<BeingDeleted>,
 }
 
 impl Peers for PeerIndex {
@@ -95,6 +133,10 @@ impl Peers for PeerIndex {
 
     fn worker_script(&self, namespace: &str, name: &str) -> Option<String> {
         self.workers.get(&format!("{namespace}/{name}")).cloned()
+    }
+
+    fn being_deleted(&self) -> &[BeingDeleted] {
+        &self.deleting
     }
 }
 
@@ -159,6 +201,7 @@ fn registry_state(e: &RegistryError) -> ImageState {
         RegistryError::Invalid(_) => failed(Reason::InvalidImage, e.to_string()),
         RegistryError::Protocol { .. } => failed(Reason::RegistryError, e.to_string()),
         RegistryError::Transport { .. } => pending(Reason::RegistryUnavailable, e.to_string()),
+        RegistryError::NotLeader { .. } => pending(Reason::NotLeader, e.to_string()),
     }
 }
 
@@ -247,6 +290,37 @@ impl ImageResolver {
 
     pub fn registry(&self) -> &RegistryClient {
         &self.registry
+    }
+
+    /// How full the resolver's caches are: the digests and tags read this round
+    /// (`DIGEST_CACHE_ENTRIES` each, cleared when full and at each resync), the
+    /// per-object pull credentials (dropped with their object) and the builds seen
+    /// running (dropped as they end).
+    pub async fn cache_stats(&self) -> Vec<(&'static str, crate::bounded::CacheStats)> {
+        let capped = |entries: usize| crate::bounded::CacheStats {
+            entries,
+            max_entries: DIGEST_CACHE_ENTRIES,
+            max_bytes: usize::MAX,
+            ..Default::default()
+        };
+        let per_object = |entries: usize| crate::bounded::CacheStats {
+            entries,
+            max_entries: usize::MAX,
+            max_bytes: usize::MAX,
+            ..Default::default()
+        };
+        vec![
+            ("image_digests", capped(self.digests.lock().await.len())),
+            ("image_tags", capped(self.resolved.lock().await.len())),
+            (
+                "pull_credentials",
+                per_object(crate::lock(&self.pull).len()),
+            ),
+            (
+                "builds_in_flight",
+                per_object(crate::lock(&self.in_flight).len()),
+            ),
+        ]
     }
 
     /// Forgets this round's resolutions (tags may have moved).

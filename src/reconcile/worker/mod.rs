@@ -53,7 +53,7 @@ pub fn classes_for(
 fn registry_blocked(e: &crate::oci::RegistryError) -> Blocked {
     use crate::oci::RegistryError as R;
     match e {
-        R::NotFound { .. } | R::Transport { .. } => Blocked::Waiting {
+        R::NotFound { .. } | R::Transport { .. } | R::NotLeader { .. } => Blocked::Waiting {
             reason: Reason::BundleUnavailable,
             message: e.to_string(),
         },
