@@ -6,6 +6,8 @@
 #   lua5.1           (runs the Argo CD health checks: gopher-lua is Lua 5.1)
 #   buildah          (builds FROM scratch Dockerfiles, chroot isolation, vfs storage)
 #   wrangler 4.86    (npm; Cloudflare's CLI, run against the emulator by tests/wrangler.rs)
+#   workerd 1.20260426.1 (npm; Cloudflare's Workers runtime, the release wrangler 4.86
+#                    pins: the emulator loads and serves uploads with it)
 # and builds, once (cached outside the repository), the real kube-apiserver and etcd of
 # tests/apiserver.rs from tools/kube-testenv: that needs Go >= 1.26 (on PATH or at
 # /usr/local/go/bin/go) and the Go module proxy; see scripts/kube-testenv.sh.
@@ -35,6 +37,12 @@ if ! command -v wrangler >/dev/null 2>&1; then
   sudo=""
   [ "$(id -u)" = 0 ] || sudo=sudo
   $sudo npm install -g --no-fund --no-audit wrangler@4.86.0 >/dev/null
+fi
+if ! command -v workerd >/dev/null 2>&1 && [ -z "${FLAREDOCK_WORKERD:-}" ]; then
+  echo "installing workerd@1.20260426.1 (npm) ..." >&2
+  sudo=""
+  [ "$(id -u)" = 0 ] || sudo=sudo
+  $sudo npm install -g --no-fund --no-audit workerd@1.20260426.1 >/dev/null
 fi
 
 # The real Kubernetes API server of tests/apiserver.rs: built here, before the tests,

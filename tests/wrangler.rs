@@ -1,6 +1,8 @@
 //! Cloudflare's own CLI against the emulator: `wrangler containers` (npm `wrangler`
 //! 4.86, the last release that runs on Node 20) lists, shows and deletes an
-//! application that flaredock created, and mints registry credentials. wrangler is an
+//! application that flaredock created, and mints registry credentials; `wrangler deploy`
+//! of a plain Worker succeeds and the Worker answers at its workers.dev host (served by
+//! workerd through the emulator). wrangler is an
 //! independent client, so this checks the emulator (and the wrangler-only endpoints it
 //! serves) against something other than flaredock's own types.
 
@@ -156,4 +158,46 @@ async fn wrangler_lists_shows_and_deletes_what_flaredock_created() {
     ]);
     assert_ne!(code, Some(0), "{out}{err}");
     assert!(format!("{out}{err}").contains("not found"), "{out}{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_deployed_with_wrangler_answers_at_its_workers_dev_host() {
+    let workerd = flaredock::emulator::workerd::locate().unwrap_or_else(|| {
+        panic!(
+            "this test needs workerd: `npm install -g workerd@1.20260426.1` (scripts/test.sh installs it), or set FLAREDOCK_WORKERD"
+        )
+    });
+    let em = common::start_emulator(|c| c.workerd = Some(workerd)).await;
+    let wrangler = Wrangler::new(&em);
+    let project = wrangler.home.path();
+    std::fs::write(
+        project.join("wrangler.toml"),
+        "name = \"greeter\"\nmain = \"index.js\"\ncompatibility_date = \"2026-04-01\"\n[vars]\nGREETING = \"hello from wrangler\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        project.join("index.js"),
+        "export default { fetch(request, env) { return new Response(`${env.GREETING} at ${new URL(request.url).hostname}`); } };\n",
+    )
+    .unwrap();
+    let out = wrangler.ok(&["deploy"]);
+    assert!(
+        out.contains("https://greeter.flaredock.workers.dev"),
+        "{out}"
+    );
+    let answer = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
+        .get(format!("http://{}/", em.addr))
+        .header("host", "greeter.flaredock.workers.dev")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status().as_u16(), 200);
+    assert_eq!(
+        answer.text().await.unwrap(),
+        "hello from wrangler at greeter.flaredock.workers.dev"
+    );
+    em.stop().await;
 }

@@ -30,6 +30,14 @@ pub(super) async fn run_emulator(args: EmulatorArgs) -> i32 {
         seed_demo: true,
         ..Default::default()
     };
+    let config = EmulatorConfig {
+        zones: if args.zones.is_empty() {
+            config.zones.clone()
+        } else {
+            args.zones
+        },
+        ..config
+    };
     let default_token = config.api_token == emulator::DEFAULT_API_TOKEN;
     let em = match emulator::start(config).await {
         Ok(e) => e,
@@ -45,6 +53,18 @@ pub(super) async fn run_emulator(args: EmulatorArgs) -> i32 {
         println!("  export CLOUDFLARE_API_TOKEN={}", em.api_token());
     }
     println!("  registry: {}", em.registry_host());
+    // Without workerd, `emulator::start` has said so (once).
+    if let Some(runtime) = em.shared.runtime() {
+        println!(
+            "  Workers: served by workerd ({}), Host <script>.{}.workers.dev",
+            runtime.binary().display(),
+            em.shared
+                .config
+                .subdomain
+                .as_deref()
+                .unwrap_or("<subdomain>"),
+        );
+    }
     if !em.addr.ip().to_canonical().is_loopback() {
         // Beyond loopback the test hooks need the API token; the default one is public.
         println!("  test hooks (/__emulator/*): Authorization: Bearer <the API token> required");
@@ -56,6 +76,22 @@ pub(super) async fn run_emulator(args: EmulatorArgs) -> i32 {
         }
     }
     tracing::info!(address = %em.addr, "emulator listening");
+    // Ctrl-C or SIGTERM: a graceful stop, which also ends the Workers' workerd processes.
+    #[cfg(unix)]
+    {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = async {
+                match term.as_mut() {
+                    Some(t) => { t.recv().await; }
+                    None => std::future::pending::<()>().await,
+                }
+            } => {}
+        }
+    }
+    #[cfg(not(unix))]
     let _ = tokio::signal::ctrl_c().await;
     em.stop().await;
     EXIT_OK

@@ -351,6 +351,9 @@ pub struct EmulatorArgs {
     /// Keep the account's state in this file across restarts.
     #[arg(long)]
     pub state: Option<PathBuf>,
+    /// A zone of the account, by name (repeatable; default: example.com).
+    #[arg(long = "zone", value_name = "NAME")]
+    pub zones: Vec<String>,
 }
 
 #[derive(Subcommand, Debug)]

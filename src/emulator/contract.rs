@@ -23,11 +23,10 @@ pub fn check(x: &Exchange) -> (Option<String>, Vec<String>) {
     let Some(path) = x.path.strip_prefix("/client/v4") else {
         return (None, vec![]);
     };
-    let (spec, is_containers) = if path.contains("/containers/") {
-        (Spec::containers(), true)
-    } else {
-        (Spec::workers(), false)
-    };
+    if super::api::not_in_extract(&x.method, path) {
+        return (None, vec![]);
+    }
+    let (spec, is_containers) = Spec::for_request(&x.method, path);
     let Some((template, op)) = spec.operation(&x.method, path) else {
         if let Some(result) = super::api::wrangler_only_result(&x.method, path) {
             return (None, wrangler_only_problems(spec, &result, x));
@@ -59,7 +58,7 @@ fn request_problems(spec: &Spec, op: &Value, x: &Exchange, what: &str) -> Vec<St
     };
     if let Some(schema) = content.pointer("/application~1json/schema") {
         return match serde_json::from_slice::<Value>(&x.request_body) {
-            Ok(body) => spec.violations(schema, &body, &format!("{what} request")),
+            Ok(body) => spec.request_body_violations(schema, &body, &format!("{what} request")),
             Err(e) => vec![format!("{what} request is not JSON: {e}")],
         };
     }

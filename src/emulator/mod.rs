@@ -5,8 +5,23 @@
 //! registry standing in for Cloudflare's.
 //!
 //! Applications and rollouts live in [`state`]; Worker scripts, namespaces and container
-//! enablement in [`scripts`]; the official schema in [`schema`]; the embedded registry
-//! in [`registry`]; HTTP in [`api`].
+//! enablement in [`scripts`]; subdomains, zones, routes, custom domains and schedules
+//! in [`routing`]; the local Workers runtime (workerd) that loads and serves uploads in
+//! [`workerd`]; the official schema in [`schema`]; the embedded registry in
+//! [`registry`]; HTTP in [`api`].
+//!
+//! **Workers run.** An upload is loaded by workerd before it is accepted (a module that
+//! does not start is refused with 400, code 10021 and the runtime's message, secrets
+//! scrubbed; the exports the checks use are the runtime's), and a request whose `Host`
+//! is `<script>.<account subdomain>.workers.dev` (the script's workers.dev enabled), a
+//! custom domain or a matching route is answered by the script through workerd, one
+//! process per script started on its first request ([`workerd`] lists what the local
+//! runtime does not reproduce, [`routing`] what route matching does not). Any other
+//! host under `workers.dev` or in a zone of the account gets Cloudflare's answer for a
+//! host it does not serve (530, `error code: 1001`); an address, `localhost` or another
+//! host reaches the API and the registry as before. Without workerd the emulator says
+//! so once at start, checks uploads statically ([`workerd::static_exports`]) and
+//! answers a Worker's host with 503 saying Workers are not served.
 //!
 //! Every request body is checked against the official extract (`cloudflare-api/`,
 //! [`schema`]) with unknown fields refused, and in tests every answer is checked against
@@ -72,9 +87,20 @@
 //!   (wrangler's other form) are not emulated: each item needs `class_name`.
 //! - Uploads: module syntax only (`main_module`; a `body_part` service-worker upload is
 //!   refused), text modules only; `renamed_classes` and `transferred_classes` migrations
-//!   are refused as not emulated. Exported classes are found by reading the main module
-//!   for `export class Name`, `export default class Name` and `export { A, B as C }`.
-//!   Dropping a class from `containers` turns its namespace's container enablement off.
+//!   are refused as not emulated. Exported classes are those the runtime reports (a
+//!   class the main module exports under that name); only without workerd are they read
+//!   from the text. Dropping a class from `containers` turns its namespace's container
+//!   enablement off. A compatibility date newer than workerd's own runs at workerd's.
+//! - Routing ([`routing`]): the account starts with the workers.dev subdomain
+//!   [`DEFAULT_SUBDOMAIN`] and the zones of `--zone` ([`DEFAULT_ZONE`] by default); a
+//!   script's workers.dev is off until enabled (the official default). Error codes of
+//!   routing failures are not documented (the emulator's own, [`state::codes`]). A
+//!   request body's `readOnly` (and `computed_optional`) properties are not required,
+//!   as OpenAPI says; the extract lists them as required (`workers_route.id`, the
+//!   custom domain's `id`, `cert_id`, `zone_id`, `zone_name`).
+//! - `GET /workers/services/{name}`, wrangler's first call of `deploy`, is not in the
+//!   official extract ([`api::NOT_IN_EXTRACT`]): a known script answers its
+//!   `default_environment`, an unknown one 404 with code 10090.
 //! - `DELETE /workers/scripts/{name}`: the official operation declares a JSON request
 //!   body with no schema; the emulator accepts the delete without one (as flaredock
 //!   sends it). Without `force=true` a script with Durable Object namespaces is refused;
@@ -100,9 +126,11 @@ pub mod contract;
 pub mod limits;
 pub mod redact;
 pub mod registry;
+pub mod routing;
 pub mod schema;
 pub mod scripts;
 pub mod state;
+pub mod workerd;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -126,6 +154,11 @@ pub const DEMO_TAG: &str = "v1";
 /// The demo Worker script and the Durable Object class it exports.
 pub const DEMO_SCRIPT: &str = "hello-worker";
 pub const DEMO_CLASS: &str = "HelloContainer";
+
+/// The zone the emulator has unless told otherwise (`--zone`).
+pub const DEFAULT_ZONE: &str = "example.com";
+/// The account's workers.dev subdomain unless told otherwise.
+pub const DEFAULT_SUBDOMAIN: &str = "flaredock";
 
 /// An external registry standing in for Cloudflare's (e.g. a `docker-registry` process).
 #[derive(Clone, Debug)]
@@ -166,6 +199,13 @@ pub struct EmulatorConfig {
     pub check_contract: bool,
     /// Request body limits per kind of route ([`limits`]; Cloudflare's by default).
     pub limits: limits::BodyLimits,
+    /// The workerd binary that loads and serves uploads ([`workerd::locate`] by
+    /// default); `None`: uploads are checked statically and Workers are not served.
+    pub workerd: Option<PathBuf>,
+    /// Zones of the account (`--zone`), by name.
+    pub zones: Vec<String>,
+    /// The account's workers.dev subdomain at start (`None`: not registered yet).
+    pub subdomain: Option<String>,
 }
 
 impl Default for EmulatorConfig {
@@ -187,6 +227,9 @@ impl Default for EmulatorConfig {
             capture_bodies: false,
             check_contract: std::env::var_os(contract::LOG_ENV).is_some(),
             limits: limits::BodyLimits::default(),
+            workerd: workerd::locate(),
+            zones: vec![DEFAULT_ZONE.to_string()],
+            subdomain: Some(DEFAULT_SUBDOMAIN.to_string()),
         }
     }
 }
@@ -274,11 +317,18 @@ pub struct Shared {
     contract_problems: Mutex<Vec<String>>,
     /// Held while the state file is written, so that writes land in order.
     persisting: Mutex<u64>,
+    /// The local Workers runtime, when workerd is installed.
+    runtime: Option<Arc<workerd::Runtime>>,
 }
 
 impl Shared {
     pub fn account(&self) -> MutexGuard<'_, AccountState> {
         crate::lock(&self.account)
+    }
+
+    /// The local Workers runtime (workerd), when installed.
+    pub fn runtime(&self) -> Option<Arc<workerd::Runtime>> {
+        self.runtime.clone()
     }
 
     pub fn registry(&self) -> MutexGuard<'_, Registry> {
@@ -584,6 +634,22 @@ pub async fn start(config: EmulatorConfig) -> Result<RunningEmulator, StartError
                 .map_err(|e| StartError::Seed(e.message))?;
         }
     }
+    let runtime = match &config.workerd {
+        Some(bin) => match workerd::Runtime::new(bin.clone(), addr) {
+            Ok(r) => Some(Arc::new(r)),
+            Err(e) => {
+                tracing::warn!(error = %e, workerd = %bin.display(), "emulator: workerd does not run: uploads are checked statically and Workers are not served");
+                None
+            }
+        },
+        None => {
+            tracing::warn!(
+                "emulator: workerd not found (FLAREDOCK_WORKERD, PATH, npm's global install): uploads are checked statically and Workers are not served"
+            );
+            None
+        }
+    };
+    account.seed_routing(&config.zones, config.subdomain.as_deref());
     let shared = Arc::new(Shared {
         config,
         registry_host,
@@ -596,6 +662,7 @@ pub async fn start(config: EmulatorConfig) -> Result<RunningEmulator, StartError
         exchanges: Mutex::new(Vec::new()),
         contract_problems: Mutex::new(Vec::new()),
         persisting: Mutex::new(0),
+        runtime,
     });
     let app = api::router(shared.clone());
     let (tx, rx) = oneshot::channel::<()>();

@@ -24,6 +24,9 @@ pub const CONTAINERS_JSON: &str =
     include_str!("../../cloudflare-api/containers-openapi-subset.json");
 /// The Workers and Durable Objects extract, as vendored.
 pub const WORKERS_JSON: &str = include_str!("../../cloudflare-api/workers-openapi-subset.json");
+/// Workers routing (subdomains, routes, custom domains), schedules, storage and zones.
+pub const ROUTING_JSON: &str =
+    include_str!("../../cloudflare-api/workers-routing-storage-openapi-subset.json");
 
 /// OpenAPI 3.0 schema → JSON Schema 2020-12.
 pub fn convert(v: &Value) -> Value {
@@ -69,6 +72,10 @@ pub fn convert(v: &Value) -> Value {
 pub struct Spec {
     pub doc: Value,
     components: Value,
+    /// The components as a request sees them: a property the server fills in
+    /// (`readOnly`, or `computed_optional` for Cloudflare's Terraform generator) is
+    /// not required in a request, as OpenAPI 3.0 says of `readOnly`.
+    request_components: Value,
     /// wrangler's internal client definitions (`x-workers-sdk-internal-client`).
     internal: Value,
     /// Compiled validators, by operation (request bodies) or by schema text.
@@ -108,11 +115,16 @@ impl Spec {
         let mut doc = convert(&doc);
         close_document(&mut doc);
         let components = doc["components"].clone();
-        let internal =
-            json!({"definitions": doc["x-workers-sdk-internal-client"]["definitions"].clone()});
+        let mut request_components = components.clone();
+        relax_server_fields(&mut request_components);
+        let internal = json!({"definitions": doc
+            .pointer("/x-workers-sdk-internal-client/definitions")
+            .cloned()
+            .unwrap_or(Value::Null)});
         Spec {
             doc,
             components,
+            request_components,
             internal,
             compiled: Default::default(),
         }
@@ -122,6 +134,24 @@ impl Spec {
     pub fn workers() -> &'static Spec {
         static SPEC: OnceLock<Spec> = OnceLock::new();
         SPEC.get_or_init(|| Spec::parse(WORKERS_JSON))
+    }
+
+    /// The routing extract, parsed once.
+    pub fn routing() -> &'static Spec {
+        static SPEC: OnceLock<Spec> = OnceLock::new();
+        SPEC.get_or_init(|| Spec::parse(ROUTING_JSON))
+    }
+
+    /// The extract that describes `method path` (relative to the API root), and whether
+    /// it is the containers one.
+    pub fn for_request(method: &str, path: &str) -> (&'static Spec, bool) {
+        if path.contains("/containers/") {
+            (Spec::containers(), true)
+        } else if Spec::routing().operation(method, path).is_some() {
+            (Spec::routing(), false)
+        } else {
+            (Spec::workers(), false)
+        }
     }
 
     /// The containers extract, parsed once.
@@ -155,13 +185,16 @@ impl Spec {
         None
     }
 
-    fn compile(&self, schema: &Value) -> Result<jsonschema::Validator, String> {
-        let schema = closed(schema.clone(), &self.doc);
+    fn compile(&self, schema: &Value, request: bool) -> Result<jsonschema::Validator, String> {
+        let mut schema = closed(schema.clone(), &self.doc);
+        if request {
+            relax_server_fields(&mut schema);
+        }
         let root = json!({
             "$schema": "https://json-schema.org/draft/2020-12/schema",
             "$ref": "#/$defs/target",
             "$defs": {"target": schema},
-            "components": self.components,
+            "components": if request { &self.request_components } else { &self.components },
             "x-workers-sdk-internal-client": self.internal,
         });
         jsonschema::options()
@@ -182,7 +215,7 @@ impl Spec {
             return vec![];
         };
         let key = format!("request {}", op["operationId"].as_str().unwrap_or(path));
-        match self.validator(key, schema) {
+        match self.validator(key, schema, true) {
             Ok(v) => describe(&v, body, "body"),
             Err(e) => vec![e],
         }
@@ -194,22 +227,69 @@ impl Spec {
         &self,
         key: String,
         schema: &Value,
+        request: bool,
     ) -> Result<std::sync::Arc<jsonschema::Validator>, String> {
         if let Some(v) = crate::lock(&self.compiled).get(&key) {
             return Ok(v.clone());
         }
-        let v = std::sync::Arc::new(self.compile(schema)?);
+        let v = std::sync::Arc::new(self.compile(schema, request)?);
         crate::lock(&self.compiled).insert(key, v.clone());
         Ok(v)
     }
 
-    /// Every violation of `schema` by `instance`, each naming the field
-    /// (`what` prefixes the path). A schema that does not compile is one violation.
-    pub fn violations(&self, schema: &Value, instance: &Value, what: &str) -> Vec<String> {
-        match self.validator(schema.to_string(), schema) {
+    /// Every violation of `schema` by `instance` as a request body (server-filled
+    /// fields not required), each naming the field (`what` prefixes the path). A
+    /// schema that does not compile is one violation.
+    pub fn request_body_violations(
+        &self,
+        schema: &Value,
+        instance: &Value,
+        what: &str,
+    ) -> Vec<String> {
+        match self.validator(format!("request {schema}"), schema, true) {
             Ok(v) => describe(&v, instance, what),
             Err(e) => vec![format!("{what}: {e}")],
         }
+    }
+
+    /// Every violation of `schema` by `instance` (a response: every `required` holds).
+    pub fn violations(&self, schema: &Value, instance: &Value, what: &str) -> Vec<String> {
+        match self.validator(schema.to_string(), schema, false) {
+            Ok(v) => describe(&v, instance, what),
+            Err(e) => vec![format!("{what}: {e}")],
+        }
+    }
+}
+
+/// Drops from every `required` list the properties the server fills in (`readOnly`,
+/// or marked `computed_optional`): they are not required in a request.
+fn relax_server_fields(v: &mut Value) {
+    match v {
+        Value::Array(a) => a.iter_mut().for_each(relax_server_fields),
+        Value::Object(o) => {
+            let server: Vec<String> = o
+                .get("properties")
+                .and_then(Value::as_object)
+                .map(|props| {
+                    props
+                        .iter()
+                        .filter(|(_, p)| {
+                            p.get("readOnly") == Some(&Value::Bool(true))
+                                || p.get("x-stainless-terraform-configurability")
+                                    == Some(&json!("computed_optional"))
+                        })
+                        .map(|(k, _)| k.clone())
+                        .collect()
+                })
+                .unwrap_or_default();
+            if !server.is_empty()
+                && let Some(Value::Array(req)) = o.get_mut("required")
+            {
+                req.retain(|r| r.as_str().is_none_or(|r| !server.iter().any(|s| s == r)));
+            }
+            o.values_mut().for_each(relax_server_fields);
+        }
+        _ => {}
     }
 }
 

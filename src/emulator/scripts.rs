@@ -4,9 +4,10 @@
 //! upload's `metadata.containers` gets a namespace that can host containers.
 //!
 //! Requests are read as JSON values, never through the client's types. What is checked,
-//! as Cloudflare does: the main module is among the parts; every class named in
-//! `containers`, a binding or a migration is exported by the main module
-//! (`export class Name`); `migrations.old_tag` equals the script's current tag; a class
+//! as Cloudflare does: the main module is among the parts; the upload loads in the
+//! local runtime ([`super::workerd`]: a module that fails to start is refused with the
+//! runtime's message, code 10021); every class named in `containers`, a binding or a
+//! migration is a class the main module exports, as the runtime reports its exports; `migrations.old_tag` equals the script's current tag; a class
 //! that has a namespace stays exported unless a migration deletes it; tags are at most
 //! ten strings without `,` or `&`.
 
@@ -69,6 +70,11 @@ pub struct ScriptRecord {
     #[serde(default)]
     pub main_module: Option<String>,
     #[serde(default)]
+    pub compatibility_flags: Vec<String>,
+    /// The main module's exports as the runtime reported them (name → kind).
+    #[serde(default)]
+    pub exports: super::workerd::Exports,
+    #[serde(default)]
     pub modules: BTreeMap<String, StoredModule>,
     /// How many uploads the script has had (for tests and benchmarks).
     #[serde(default)]
@@ -96,40 +102,6 @@ impl ScriptRecord {
         }
         v
     }
-}
-
-/// Classes a module exports: `export class Name`, `export default class Name` and
-/// `export { A, B as C }`.
-pub fn exported_classes(source: &str) -> BTreeSet<String> {
-    let mut out = BTreeSet::new();
-    let ident = |s: &str| -> Option<String> {
-        let id: String = s
-            .chars()
-            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '$')
-            .collect();
-        (!id.is_empty()).then_some(id)
-    };
-    let mut rest = source;
-    while let Some(i) = rest.find("export") {
-        let after = rest[i + "export".len()..].trim_start();
-        let after = after.strip_prefix("default ").unwrap_or(after).trim_start();
-        if let Some(c) = after.strip_prefix("class ")
-            && let Some(id) = ident(c.trim_start())
-        {
-            out.insert(id);
-        } else if let Some(list) = after.strip_prefix('{')
-            && let Some(end) = list.find('}')
-        {
-            for item in list[..end].split(',') {
-                let name = item.rsplit(" as ").next().unwrap_or(item).trim();
-                if let Some(id) = ident(name) {
-                    out.insert(id);
-                }
-            }
-        }
-        rest = &rest[i + "export".len()..];
-    }
-    out
 }
 
 fn invalid(message: impl Into<String>) -> Failure {
@@ -194,6 +166,58 @@ fn read_migration(v: &Value) -> Outcome<Migration> {
         }
     }
     Ok(m)
+}
+
+/// The main module's name and the modules of an upload's parts `(name, content type,
+/// content)`: the main module among them, content types the official encoding lists,
+/// text modules only.
+pub fn decode_modules(
+    metadata: &Value,
+    parts: Vec<(String, String, Vec<u8>)>,
+) -> Outcome<(String, BTreeMap<String, StoredModule>)> {
+    let main = match (
+        metadata.get("main_module").and_then(Value::as_str),
+        metadata.get("body_part"),
+    ) {
+        (Some(m), _) => m.to_string(),
+        (None, Some(_)) => {
+            return Err(invalid(
+                "metadata.body_part: service-worker uploads are not emulated; upload modules with main_module",
+            ));
+        }
+        (None, None) => return Err(invalid("metadata.main_module: is required")),
+    };
+    let mut modules = BTreeMap::new();
+    for (part, content_type, content) in parts {
+        let ct = content_type
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_string();
+        if !MODULE_CONTENT_TYPES.contains(&ct.as_str()) {
+            return Err(Failure::new(
+                400,
+                10001,
+                format!("part {part}: unsupported content type {content_type:?}"),
+            ));
+        }
+        let content = String::from_utf8(content)
+            .map_err(|_| invalid(format!("part {part}: only text modules are emulated")))?;
+        modules.insert(
+            part,
+            StoredModule {
+                content_type: ct,
+                content,
+            },
+        );
+    }
+    if !modules.contains_key(&main) {
+        return Err(invalid(format!(
+            "metadata.main_module: {main:?} is not among the uploaded parts"
+        )));
+    }
+    Ok((main, modules))
 }
 
 impl AccountState {
@@ -276,56 +300,21 @@ impl AccountState {
     }
 
     /// `PUT /workers/scripts/{name}`: `metadata` (already checked against the official
-    /// schema) and the module parts `(name, content type, content)`.
+    /// schema), the modules ([`decode_modules`]) and the main module's exports as the
+    /// runtime reported them (or the static fallback without workerd).
     pub fn upload_script(
         &mut self,
         name: &str,
         metadata: &Value,
-        parts: Vec<(String, String, Vec<u8>)>,
+        main: String,
+        modules: BTreeMap<String, StoredModule>,
+        exports: super::workerd::Exports,
     ) -> Outcome<Value> {
-        let main = match (
-            metadata.get("main_module").and_then(Value::as_str),
-            metadata.get("body_part"),
-        ) {
-            (Some(m), _) => m.to_string(),
-            (None, Some(_)) => {
-                return Err(invalid(
-                    "metadata.body_part: service-worker uploads are not emulated; upload modules with main_module",
-                ));
-            }
-            (None, None) => return Err(invalid("metadata.main_module: is required")),
-        };
-        let mut modules = BTreeMap::new();
-        for (part, content_type, content) in parts {
-            let ct = content_type
-                .split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_string();
-            if !MODULE_CONTENT_TYPES.contains(&ct.as_str()) {
-                return Err(Failure::new(
-                    400,
-                    10001,
-                    format!("part {part}: unsupported content type {content_type:?}"),
-                ));
-            }
-            let content = String::from_utf8(content)
-                .map_err(|_| invalid(format!("part {part}: only text modules are emulated")))?;
-            modules.insert(
-                part,
-                StoredModule {
-                    content_type: ct,
-                    content,
-                },
-            );
-        }
-        let Some(main_source) = modules.get(&main) else {
-            return Err(invalid(format!(
-                "metadata.main_module: {main:?} is not among the uploaded parts"
-            )));
-        };
-        let exported = exported_classes(&main_source.content);
+        let exported: BTreeSet<String> = exports
+            .iter()
+            .filter(|(_, kind)| kind.as_str() == "class")
+            .map(|(n, _)| n.clone())
+            .collect();
         let current = self.scripts.get(name).cloned().unwrap_or_default();
         let not_exported = |what: &str, class: &str| {
             invalid(format!(
@@ -484,6 +473,10 @@ impl AccountState {
             containers.insert(class.to_string());
         }
 
+        let flags = strings(
+            metadata.get("compatibility_flags"),
+            "metadata.compatibility_flags",
+        )?;
         let tags = strings(metadata.get("tags"), "metadata.tags")?;
         if tags.len() > 10 {
             return Err(Failure::invalid("metadata.tags: at most 10 tags"));
@@ -568,6 +561,8 @@ impl AccountState {
             .map(str::to_string);
         script.main_module = Some(main);
         script.modules = modules;
+        script.exports = exports;
+        script.compatibility_flags = flags;
         script.uploads += 1;
         let mut response = script.response(name);
         response["startup_time_ms"] = json!(0);
@@ -611,6 +606,7 @@ impl AccountState {
             self.container_enabled.remove(&ns.id);
         }
         self.scripts.remove(name);
+        self.forget_routing(name);
         Ok(())
     }
 
@@ -754,17 +750,4 @@ fn script_not_found(name: &str) -> Failure {
         codes::SCRIPT_NOT_FOUND,
         format!("This Worker does not exist on your account: {name}"),
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn finds_exported_classes() {
-        let src = "import { Container } from 'x';\nexport class Shop extends Container {}\nclass Hidden {}\nexport default class Main {}\nexport { Hidden as Other, Third };\n";
-        let found: Vec<String> = exported_classes(src).into_iter().collect();
-        assert_eq!(found, ["Main", "Other", "Shop", "Third"]);
-        assert!(exported_classes("class NotExported {}").is_empty());
-    }
 }

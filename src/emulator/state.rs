@@ -33,6 +33,17 @@ pub mod codes {
     pub const INTERNAL: i64 = 10002;
     /// A Worker over its size limit (`workers.api.error.script_too_large`).
     pub const SCRIPT_TOO_LARGE: i64 = 10027;
+    /// Routing failures: Cloudflare documents no numbers for these; the emulator's own
+    /// (an unknown zone id is Cloudflare's "Could not route", 7003).
+    pub const ZONE_NOT_FOUND: i64 = 7003;
+    pub const SUBDOMAIN_NOT_FOUND: i64 = 10007;
+    pub const ROUTE_DUPLICATE: i64 = 10020;
+    pub const ROUTE_INVALID: i64 = 10022;
+    pub const ROUTE_NOT_FOUND: i64 = 10005;
+    pub const DOMAIN_ZONE: i64 = 100116;
+    pub const DOMAIN_NOT_FOUND: i64 = 100114;
+    /// `GET /workers/services/{name}` of a script that does not exist.
+    pub const SERVICE_NOT_FOUND: i64 = 10090;
 }
 
 /// An API failure: HTTP status plus Cloudflare error.
@@ -107,6 +118,9 @@ pub struct AccountState {
     /// Rollouts to revert next, whatever the rate (the scripted fault `revert`).
     #[serde(default)]
     pub reverts_scripted: u32,
+    /// Subdomains, zones, routes, custom domains, schedules.
+    #[serde(default)]
+    pub routing: super::routing::Routing,
 }
 
 fn now_ms() -> u64 {

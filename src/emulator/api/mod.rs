@@ -23,12 +23,15 @@ use serde_json::{Value, json};
 mod containers;
 mod hooks;
 mod registry_http;
+mod routing;
 mod workers;
 mod wrangler;
 
 use containers::*;
 use hooks::*;
 use registry_http::*;
+use routing::*;
+pub use routing::{NOT_IN_EXTRACT, not_in_extract};
 use workers::*;
 pub use wrangler::{WRANGLER_ONLY, wrangler_only_result};
 use wrangler::{list_dash_applications, list_dash_instances};
@@ -173,9 +176,40 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route(
             "/workers/scripts/{script}/settings",
             get(get_settings).patch(patch_settings),
+        )
+        .route(
+            "/workers/subdomain",
+            get(get_account_subdomain).put(put_account_subdomain),
+        )
+        .route(
+            "/workers/scripts/{script}/subdomain",
+            get(get_script_subdomain).post(post_script_subdomain),
+        )
+        .route(
+            "/workers/scripts/{script}/schedules",
+            get(get_schedules).put(put_schedules),
+        )
+        .route("/workers/domains", get(list_domains).put(attach_domain))
+        .route(
+            "/workers/domains/{id}",
+            get(get_domain).delete(detach_domain),
+        )
+        .route("/workers/services/{script}", get(get_service))
+        .route(
+            "/workers/scripts/{script}/deployments",
+            get(list_deployments),
         );
     let api = Router::new()
         .nest("/accounts/{account}", accounts)
+        .route("/zones", get(list_zones))
+        .route(
+            "/zones/{zone}/workers/routes",
+            get(list_routes).post(create_route),
+        )
+        .route(
+            "/zones/{zone}/workers/routes/{id}",
+            axum::routing::delete(delete_route),
+        )
         .fallback(no_route)
         .layer(middleware::from_fn_with_state(shared.clone(), gate));
     let hooks = Router::new()
@@ -193,6 +227,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
         // Every body is read within its own limit (`limits`), by the gates and the
         // registry; axum's single default would not tell the routes apart.
         .layer(DefaultBodyLimit::disable())
+        // Workers hosts first: their paths are the Worker's, whatever they look like.
+        .layer(middleware::from_fn_with_state(shared.clone(), edge))
         .with_state(shared)
 }
 
@@ -500,11 +536,7 @@ async fn check_body(req: Request) -> Result<Request, Failure> {
         .map_err(|e| Failure::invalid(format!("request body: {e}")))?;
     if !bytes.is_empty() {
         let value: Value = parse_json(&bytes)?;
-        let spec = if path.contains("/containers/") {
-            super::schema::Spec::containers()
-        } else {
-            super::schema::Spec::workers()
-        };
+        let (spec, _) = super::schema::Spec::for_request(&method, &path);
         let violations = spec.request_violations(&method, &path, &value);
         if let Some(first) = violations.first() {
             let more = match violations.len() {

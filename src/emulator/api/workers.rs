@@ -125,7 +125,59 @@ pub(super) async fn upload_script(
                 }
             )));
         }
-        shared.account().upload_script(&script, &metadata, modules)
+        let (main, modules) = crate::emulator::scripts::decode_modules(&metadata, modules)?;
+        let exports = match shared.runtime() {
+            Some(runtime) => {
+                let spec = crate::emulator::workerd::WorkerSpec {
+                    main: main.clone(),
+                    modules: modules.clone(),
+                    compatibility_date: metadata
+                        .get("compatibility_date")
+                        .and_then(Value::as_str)
+                        .map(str::to_string),
+                    compatibility_flags: metadata
+                        .get("compatibility_flags")
+                        .and_then(Value::as_array)
+                        .map(|a| a.iter().filter_map(|f| f.as_str().map(str::to_string)).collect())
+                        .unwrap_or_default(),
+                    bindings: metadata
+                        .get("bindings")
+                        .and_then(Value::as_array)
+                        .cloned()
+                        .unwrap_or_default(),
+                    ..Default::default()
+                };
+                match runtime.probe(&spec).await {
+                    Ok(exports) => exports,
+                    Err(e) => {
+                        // The runtime's message may quote a binding: never a secret's value.
+                        let secrets = crate::emulator::redact::secret_values(&metadata);
+                        let message = crate::emulator::redact::scrub(&e.to_string(), &secrets);
+                        return Err(match e {
+                            crate::emulator::workerd::LoadError::Refused(_) => Failure::new(
+                                400,
+                                crate::emulator::scripts::SCRIPT_VALIDATION,
+                                format!("Uncaught error while loading the Worker: {message}"),
+                            ),
+                            crate::emulator::workerd::LoadError::Runtime(_) => {
+                                Failure::new(500, codes::INTERNAL, message)
+                            }
+                        });
+                    }
+                }
+            }
+            None => {
+                let source = modules.get(&main).map(|m| m.content.as_str()).unwrap_or("");
+                crate::emulator::workerd::static_exports(source)
+            }
+        };
+        let uploaded = shared
+            .account()
+            .upload_script(&script, &metadata, main, modules, exports)?;
+        if let Some(runtime) = shared.runtime() {
+            runtime.stop(&script).await;
+        }
+        Ok(uploaded)
     }
     .await;
     respond(StatusCode::OK, outcome)
@@ -141,6 +193,11 @@ pub(super) async fn delete_script(
         .any(|(k, v)| k == "force" && v == "true");
     let outcome = check_account(&shared, &account)
         .and_then(|_| shared.account().delete_script(&script, force));
+    if outcome.is_ok()
+        && let Some(runtime) = shared.runtime()
+    {
+        runtime.forget(&script).await;
+    }
     respond(StatusCode::OK, outcome.map(|_| Value::Null))
 }
 
