@@ -11,6 +11,7 @@ pub mod inputs;
 pub mod model;
 mod observe;
 pub mod plan;
+pub mod reach;
 pub mod status;
 
 use crate::cloudflare::ApiError;
@@ -167,7 +168,10 @@ impl Reconciler {
         match self.desired_worker(obj, containers, data).await {
             Err(b) => Ok(blocked_plan(b)),
             Ok(desired) => {
-                let observed = self.observe_worker(&desired.script_name).await?;
+                let recorded = reach::RecordedReach::of(obj.status.as_ref());
+                let observed = self
+                    .observe_worker(&desired.script_name, Some((&desired.reach, recorded)))
+                    .await?;
                 Ok(plan_worker(&desired, &observed))
             }
         }
@@ -244,12 +248,15 @@ impl Pipeline for WorkerRun<'_> {
             .await
     }
 
-    async fn observe(&self, _desired: &DesiredWorker) -> Result<ObservedWorker, ApiError> {
-        self.r.observe_worker(&self.script).await
+    async fn observe(&self, desired: &DesiredWorker) -> Result<ObservedWorker, ApiError> {
+        let recorded = reach::RecordedReach::of(self.previous);
+        self.r
+            .observe_worker(&self.script, Some((&desired.reach, recorded)))
+            .await
     }
 
     async fn observe_without_inputs(&self) -> Option<ObservedWorker> {
-        self.r.observe_worker(&self.script).await.ok()
+        self.r.observe_worker(&self.script, None).await.ok()
     }
 
     async fn after_failed_write(&self) {
