@@ -307,9 +307,7 @@ fn workers_dev_false_turns_it_off_and_invalid_entries_are_refused_before_any_cal
     assert_eq!(changes(&p), ["worker.shop.workersDev: true → false"]);
 
     let doc = "apiVersion: flaredock.dev/v1alpha1\nkind: CloudflareWorker\nmetadata: {name: shop, namespace: apps}\nspec:\n  compatibilityDate: '2026-06-01'\n  source: {inline: {mainModule: index.js, modules: {index.js: 'x'}}}\n  routes:\n    - {pattern: 'shop.other.org/*', zoneName: example.com}\n  crons: ['hourly']\n";
-    let err = flaredock::manifest::parse_any(doc, "w.yaml", 1)
-        .err()
-        .expect("refused");
+    let err = flaredock::manifest::parse_any(doc, "w.yaml", 1).expect_err("refused");
     let text = format!("{err:?}");
     assert!(text.contains("spec.routes[0].pattern"), "{text}");
     assert!(text.contains("spec.crons[0]"), "{text}");

@@ -562,10 +562,10 @@ impl crate::reconcile::Reconciler {
             });
         }
         if want.workers_dev || o.subdomain.as_ref().is_some_and(|s| s.enabled) {
-            o.account_subdomain = self.reach.account_subdomain(&client).await?;
+            o.account_subdomain = self.reach.account_subdomain(client).await?;
         }
         for name in want.zone_names() {
-            let id = self.reach.zones.resolve(&client, &name).await?;
+            let id = self.reach.zones.resolve(client, &name).await?;
             o.zones.insert(name, id);
         }
         let zone_ids: BTreeSet<String> = want
