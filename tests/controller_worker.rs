@@ -27,7 +27,7 @@ const SECRET_PATH: &str = "/api/v1/namespaces/apps/secrets/shop-secrets";
 const SECRET_VALUE: &str = "first-secret-value";
 
 fn worker_object() -> Value {
-    let doc = "apiVersion: flaredock.dev/v1alpha1\nkind: CloudflareWorker\nmetadata:\n  name: shop\n  namespace: apps\n  uid: w-1\n  generation: 1\n  resourceVersion: '1'\n  finalizers: [flaredock.dev/cleanup]\nspec:\n  compatibilityDate: '2026-06-01'\n  source:\n    inline:\n      mainModule: index.js\n      modules: {index.js: 'export class Shop {}\\nexport default {}'}\n  secrets:\n    - {name: API_KEY, secretKeyRef: {name: shop-secrets, key: api-key}}\n  credentialsSecretRef: {name: cloudflare}\n";
+    let doc = "apiVersion: flaredock.dev/v1alpha1\nkind: CloudflareWorker\nmetadata:\n  name: shop\n  namespace: apps\n  uid: w-1\n  generation: 1\n  resourceVersion: '1'\n  finalizers: [flaredock.dev/cleanup]\nspec:\n  compatibilityDate: '2026-06-01'\n  source:\n    inline:\n      mainModule: index.js\n      modules: {index.js: 'export class Shop {}; export default {}'}\n  secrets:\n    - {name: API_KEY, secretKeyRef: {name: shop-secrets, key: api-key}}\n  credentialsSecretRef: {name: cloudflare}\n";
     serde_yaml_ng::from_str(doc).unwrap()
 }
 
@@ -544,4 +544,73 @@ async fn a_suspended_worker_uploads_nothing_and_a_requested_reconcile_is_echoed(
     let status = s.status(WORKER_PATH);
     assert!(ready(&status), "{status}");
     assert_eq!(status["lastHandledReconcileAt"], "2026-11-27T12:00:00Z");
+}
+
+#[tokio::test]
+async fn the_finalizer_removes_only_the_routes_and_domains_flaredock_made() {
+    let mut s = setup().await;
+    // A Worker with a route and a custom domain, no container naming it.
+    s.fake.objects.lock().unwrap().remove(CONTAINER_PATH);
+    {
+        let mut objects = s.fake.objects.lock().unwrap();
+        let spec = &mut objects.get_mut(WORKER_PATH).unwrap()["spec"];
+        spec["routes"] = json!([{"pattern": "shop.example.com/*", "zoneName": "example.com"}]);
+        spec["domains"] = json!([{"hostname": "api.example.com"}]);
+    }
+    s.reconcile_worker().await.unwrap();
+    let status = s.status(WORKER_PATH);
+    assert!(ready(&status), "{status}");
+    let ours = status["routes"][0]["id"]
+        .as_str()
+        .expect("recorded")
+        .to_string();
+    let our_domain = status["domains"][0]["id"]
+        .as_str()
+        .expect("recorded")
+        .to_string();
+
+    // Another script's route and domain in the same zone, made by hand.
+    let client = common::client_for(&s.em);
+    let zone = client
+        .zone_by_name("example.com")
+        .await
+        .unwrap()
+        .unwrap()
+        .id;
+    let upload = flaredock::cloudflare::types::ScriptUpload {
+        metadata: flaredock::cloudflare::types::UploadMetadata {
+            main_module: "index.js".into(),
+            compatibility_date: "2026-06-01".into(),
+            ..Default::default()
+        },
+        modules: vec![flaredock::cloudflare::types::ScriptModule {
+            name: "index.js".into(),
+            content_type: "application/javascript+module".into(),
+            content: b"export default { fetch() { return new Response('b') } }".to_vec(),
+        }],
+    };
+    client.upload_script("billing", &upload).await.unwrap();
+    let theirs = client
+        .create_route(&zone, "billing.example.com/*", "billing")
+        .await
+        .unwrap();
+    let their_domain = client
+        .attach_domain("pay.example.com", "billing", None)
+        .await
+        .unwrap();
+
+    mark_deleted(&s, WORKER_PATH);
+    s.reconcile_worker().await.unwrap();
+    assert_eq!(finalizers(&s, WORKER_PATH), json!([]), "cleanup done");
+    let routes = client.list_routes(&zone).await.unwrap();
+    assert!(routes.iter().all(|r| r.id != ours), "{routes:?}");
+    let kept = routes.iter().find(|r| r.id == theirs.id).expect("kept");
+    assert_eq!(kept.script.as_deref(), Some("billing"));
+    let domains = client.list_domains().await.unwrap();
+    assert!(domains.iter().all(|d| d.id != our_domain), "{domains:?}");
+    assert!(
+        domains
+            .iter()
+            .any(|d| d.id == their_domain.id && d.service == "billing")
+    );
 }
