@@ -567,3 +567,84 @@ async fn deleting_removes_only_the_routes_and_domains_flaredock_made() {
     assert_eq!(domains, [other_domain.id]);
     em.stop().await;
 }
+
+fn flaredock_cli(
+    em: &flaredock::emulator::RunningEmulator,
+    args: &[&str],
+) -> (Option<i32>, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_flaredock"))
+        .args(args)
+        .env("CLOUDFLARE_API_BASE_URL", em.base_url())
+        .env("CLOUDFLARE_ACCOUNT_ID", em.account_id())
+        .env("CLOUDFLARE_API_TOKEN", em.api_token())
+        .output()
+        .expect("flaredock runs");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_plans_by_field_applies_printing_the_url_and_deletes_what_it_made() {
+    let em = common::start_emulator(|_| {}).await;
+    let client = common::client_for(&em);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("shop.yaml");
+    let doc = format!(
+        "apiVersion: flaredock.dev/v1alpha1\nkind: CloudflareWorker\nmetadata: {{name: shop, namespace: apps}}\nspec:\n  compatibilityDate: '2026-06-01'\n  source:\n    inline:\n      mainModule: index.js\n      modules: {{index.js: 'export default {{ fetch() {{ return new Response(\"hi\") }}, scheduled() {{}} }}'}}\n{REACH}"
+    );
+    std::fs::write(&file, doc).unwrap();
+    let path = file.to_str().unwrap();
+
+    let (_, plan, stderr) = flaredock_cli(&em, &["plan", "-f", path]);
+    assert!(
+        plan.contains("worker.shop.route shop.example.com/*: absent → shop"),
+        "{plan}{stderr}"
+    );
+    assert!(
+        plan.contains("worker.shop.crons: [] → [*/5 * * * *]"),
+        "{plan}"
+    );
+    assert!(common::cloudflare_writes(&em).is_empty());
+
+    let (code, out, stderr) = flaredock_cli(&em, &["apply", "--timeout", "10s", "-f", path]);
+    assert_eq!(code, Some(0), "{out}{stderr}");
+    assert!(
+        out.contains("url: https://shop.flaredock.workers.dev"),
+        "{out}"
+    );
+    let zone = zone_id(&client).await;
+    assert!(
+        client
+            .list_routes(&zone)
+            .await
+            .unwrap()
+            .iter()
+            .any(|r| r.pattern == "shop.example.com/*")
+    );
+
+    // Another script's route in the zone stays through the delete.
+    upload_by_hand(&client, "billing").await;
+    let theirs = client
+        .create_route(&zone, "billing.example.com/*", "billing")
+        .await
+        .unwrap();
+    let (code, out, stderr) = flaredock_cli(&em, &["delete", "--timeout", "10s", "-f", path]);
+    assert_eq!(code, Some(0), "{out}{stderr}");
+    let routes = client.list_routes(&zone).await.unwrap();
+    assert_eq!(
+        routes.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+        [theirs.id.as_str()]
+    );
+    assert!(
+        client
+            .list_domains()
+            .await
+            .unwrap()
+            .iter()
+            .all(|d| d.hostname != "api.example.com")
+    );
+    em.stop().await;
+}

@@ -4,7 +4,9 @@
 //! in `observe.rs` (the script list's tags), what to do is planned in [`plan`] (upload
 //! only on a difference), and the shared actor ([`super::act`]) does it; [`status`]
 //! derives its status. The Worker is uploaded (container-enabling the classes) before
-//! any of their applications exist.
+//! any of their applications exist. How it is reached (workers.dev, routes, custom
+//! domains, cron triggers) goes through the same steps, in [`reach`]: observed with the
+//! script, planned after the upload, part of `Ready`.
 
 mod delete;
 pub mod inputs;
