@@ -45,17 +45,22 @@ impl ZoneCache {
         let Some(zone) = client.zone_by_name(&key).await? else {
             return Ok(None);
         };
+        self.remember(key, zone.id.clone(), MAX_ZONES);
+        Ok(Some(zone.id))
+    }
+
+    /// Keeps `name → id`, forgetting the oldest names beyond `bound`.
+    fn remember(&self, name: String, id: String, bound: usize) {
         let mut g = crate::lock(&self.ids);
         let (map, order) = &mut *g;
-        if map.insert(key.clone(), zone.id.clone()).is_none() {
-            order.push_back(key);
-            while order.len() > MAX_ZONES {
+        if map.insert(name.clone(), id).is_none() {
+            order.push_back(name);
+            while order.len() > bound {
                 if let Some(old) = order.pop_front() {
                     map.remove(&old);
                 }
             }
         }
-        Ok(Some(zone.id))
     }
 
     pub fn len(&self) -> usize {
@@ -690,5 +695,22 @@ impl ReachCache {
             *crate::lock(&self.subdomain) = Some(v.clone());
         }
         Ok(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_zone_cache_is_bounded_and_forgets_the_oldest() {
+        let cache = ZoneCache::default();
+        for i in 0..5 {
+            cache.remember(format!("z{i}.example"), format!("id{i}"), 3);
+        }
+        assert_eq!(cache.len(), 3);
+        let ids = crate::lock(&cache.ids);
+        assert!(!ids.0.contains_key("z0.example") && !ids.0.contains_key("z1.example"));
+        assert_eq!(ids.0.get("z4.example").map(String::as_str), Some("id4"));
     }
 }
