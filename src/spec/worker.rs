@@ -118,7 +118,7 @@ pub struct CloudflareWorkerSpec {
 
     /// Cron triggers (five-field cron expressions); the list replaces the script's.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 64), extend("x-kubernetes-list-type" = "set"))]
+    #[schemars(length(max = 64), inner(regex(pattern = r"^\S+(\s+\S+){4,5}$"), length(max = 128)), extend("x-kubernetes-list-type" = "set"))]
     pub crons: Vec<String>,
 
     /// Secret with keys apiToken and accountId (the controller only; the command line
