@@ -648,3 +648,25 @@ async fn the_binary_plans_by_field_applies_printing_the_url_and_deletes_what_it_
     );
     em.stop().await;
 }
+
+#[tokio::test]
+async fn what_flaredock_made_stays_recorded_while_an_input_is_missing() {
+    let em = common::start_emulator(|_| {}).await;
+    let client = common::client_for(&em);
+    let r = common::reconciler_for(&client);
+    let ready = reconcile(&r, &worker(REACH), None).await;
+    assert!(ready.ready(), "{:#?}", ready.status);
+    assert_eq!(ready.status.routes.len(), 1);
+    // A Secret the spec now names does not exist: nothing is planned, the record stays.
+    let waiting = worker(&format!(
+        "{REACH}  secrets:\n    - {{name: API_KEY, secretKeyRef: {{name: missing, key: k}}}}\n"
+    ));
+    let before = common::cloudflare_writes(&em);
+    let blocked = reconcile(&r, &waiting, Some(&ready.status)).await;
+    assert!(!blocked.ready());
+    assert_eq!(common::cloudflare_writes(&em), before);
+    assert_eq!(blocked.status.routes, ready.status.routes);
+    assert_eq!(blocked.status.domains, ready.status.domains);
+    assert_eq!(blocked.status.url, ready.status.url);
+    em.stop().await;
+}

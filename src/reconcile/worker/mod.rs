@@ -258,7 +258,13 @@ impl Pipeline for WorkerRun<'_> {
     }
 
     async fn observe_without_inputs(&self) -> Option<ObservedWorker> {
-        self.r.observe_worker(&self.script, None).await.ok()
+        // The reachability too: what this object recorded it made stays recorded.
+        let want = reach::DesiredReach::from_spec(self.obj);
+        let recorded = reach::RecordedReach::of(self.previous);
+        self.r
+            .observe_worker(&self.script, Some((&want, recorded)))
+            .await
+            .ok()
     }
 
     async fn after_failed_write(&self) {
