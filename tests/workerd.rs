@@ -171,6 +171,13 @@ async fn a_syntax_error_is_refused_with_10021_and_leaves_nothing_behind() {
     assert_eq!(code, 10021, "{body}");
     assert!(message.contains("boom"), "{message}");
     assert!(!body.to_string().contains("hunter2-secret-value"), "{body}");
+    // No probe directory stays behind.
+    let runtime = em.shared.runtime().expect("workerd runs");
+    let left: Vec<_> = std::fs::read_dir(runtime.work_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
     assert!(
         !em.shared.account().scripts.contains_key("broken")
             && !em.shared.account().scripts.contains_key("thrower")
@@ -633,4 +640,23 @@ async fn the_quickstart_applied_by_flaredock_answers_at_its_workers_dev_host() {
             std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "));
         assert!(!alive, "workerd {pid} outlived the emulator");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scripts_seeded_by_the_hooks_start_no_workerd() {
+    let em = emulator().await;
+    em.put_script("seeded", &["Shop"]);
+    let runtime = em.shared.runtime().expect("workerd runs");
+    api(
+        &em,
+        "POST",
+        "/workers/scripts/seeded/subdomain",
+        Some(json!({"enabled": true})),
+    )
+    .await;
+    let (status, text) = visit(&em, "seeded.flaredock.workers.dev", "/").await;
+    assert_eq!(status, 503, "{text}");
+    assert!(text.contains("has no code"), "{text}");
+    assert_eq!(runtime.running().await, 0);
+    em.stop().await;
 }

@@ -47,6 +47,10 @@
 //!   and per session. An oversize body is answered 413 (Cloudflare's envelope, or the
 //!   OCI error `SIZE_INVALID`) as soon as its declared length or the bytes read pass
 //!   the limit; the rest is never read.
+//! - **The runtime's working directory** ([`workerd`]) is a private temporary directory
+//!   (mode 0700, removed when the emulator stops): the configs it gives workerd hold the
+//!   Workers' secret values, as workerd needs them; a refused upload's message has them
+//!   scrubbed.
 //! - **The state file** is written with mode 0600, into a new temporary file next to it
 //!   that is renamed over it (atomic), one write at a time.
 //!

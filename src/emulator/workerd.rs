@@ -3,7 +3,8 @@
 //! `wrangler dev` runs), driven directly with a generated Cap'n Proto text config; no
 //! Node runtime in between.
 //!
-//! **Where workerd is found** ([`locate`]): `FLAREDOCK_WORKERD`, then `workerd` on
+//! **Where workerd is found** ([`locate`]): `FLAREDOCK_WORKERD` (when set, that file or
+//! nothing: `FLAREDOCK_WORKERD=/nonexistent` turns the runtime off), then `workerd` on
 //! `PATH`, then the places npm puts it next to wrangler or the `workerd` package under
 //! `/usr/lib/node_modules` and `/usr/local/lib/node_modules`. Without it the emulator
 //! says so once at start, checks uploads statically ([`static_exports`]) and serves no
@@ -28,7 +29,10 @@
 //! listener (header [`SERVICE_HEADER`]), which starts that script in turn. A new upload
 //! or a delete stops the script's process; the next request starts the new version.
 //! At most [`MAX_RUNNING`] processes run at once (the least recently used stops first);
-//! every process is a child of the emulator, killed when the emulator stops.
+//! every process is a child of the emulator, killed when the emulator stops (a
+//! SIGKILLed emulator cannot take them along: they are `workerd serve` processes under
+//! a `flaredock-workerd-*` temporary directory). Starting one holds the others' starts
+//! back (one start at a time, each within [`LOAD_TIMEOUT`]).
 //!
 //! **Container-enabled classes**: workerd 2026-04-26 has a `ctx.container` API that
 //! drives a local Docker daemon (and an egress sidecar image from Docker Hub). The
@@ -234,6 +238,7 @@ fn module_kind(content_type: &str) -> Option<&'static str> {
         "application/javascript+module" | "text/javascript+module" => Some("esModule"),
         "application/javascript" | "text/javascript" => Some("commonJsModule"),
         "text/plain" => Some("text"),
+        "application/octet-stream" => Some("data"),
         _ => None,
     }
 }
@@ -283,6 +288,12 @@ impl Runtime {
 
     pub fn binary(&self) -> &Path {
         &self.bin
+    }
+
+    /// The runtime's private working directory (probes in `probe-*`, removed after
+    /// each; serving scripts under `scripts/`).
+    pub fn work_dir(&self) -> &Path {
+        self.root.path()
     }
 
     /// The date workerd runs a script at: the upload's, at most the binary's own.

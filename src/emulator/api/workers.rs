@@ -126,6 +126,7 @@ pub(super) async fn upload_script(
             )));
         }
         let (main, modules) = crate::emulator::scripts::decode_modules(&metadata, modules)?;
+        let loading = std::time::Instant::now();
         let exports = match shared.runtime() {
             Some(runtime) => {
                 let spec = crate::emulator::workerd::WorkerSpec {
@@ -171,9 +172,14 @@ pub(super) async fn upload_script(
                 crate::emulator::workerd::static_exports(source)
             }
         };
-        let uploaded = shared
+        let loaded_ms = loading.elapsed().as_millis() as u64;
+        let mut uploaded = shared
             .account()
             .upload_script(&script, &metadata, main, modules, exports)?;
+        // How long the runtime took to load it (0 without workerd).
+        if shared.runtime().is_some() {
+            uploaded["startup_time_ms"] = json!(loaded_ms);
+        }
         if let Some(runtime) = shared.runtime() {
             runtime.stop(&script).await;
         }
