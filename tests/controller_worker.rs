@@ -637,3 +637,72 @@ async fn a_failed_config_map_read_is_transient_and_a_named_config_map_is_read_ag
     s.reconcile_worker().await.unwrap();
     assert_eq!(s.uploads(), 2);
 }
+
+#[tokio::test]
+async fn the_finalizer_removes_only_the_routes_and_domains_flaredock_made() {
+    let mut s = setup().await;
+    // A Worker with a route and a custom domain, no container naming it.
+    s.fake.objects.lock().unwrap().remove(CONTAINER_PATH);
+    {
+        let mut objects = s.fake.objects.lock().unwrap();
+        let spec = &mut objects.get_mut(WORKER_PATH).unwrap()["spec"];
+        spec["routes"] = json!([{"pattern": "shop.example.com/*", "zoneName": "example.com"}]);
+        spec["domains"] = json!([{"hostname": "api.example.com"}]);
+    }
+    s.reconcile_worker().await.unwrap();
+    let status = s.status(WORKER_PATH);
+    assert!(ready(&status), "{status}");
+    let ours = status["routes"][0]["id"]
+        .as_str()
+        .expect("recorded")
+        .to_string();
+    let our_domain = status["domains"][0]["id"]
+        .as_str()
+        .expect("recorded")
+        .to_string();
+
+    // Another script's route and domain in the same zone, made by hand.
+    let client = common::client_for(&s.em);
+    let zone = client
+        .zone_by_name("example.com")
+        .await
+        .unwrap()
+        .unwrap()
+        .id;
+    let upload = flaredock::cloudflare::types::ScriptUpload {
+        metadata: flaredock::cloudflare::types::UploadMetadata {
+            main_module: "index.js".into(),
+            compatibility_date: "2026-06-01".into(),
+            ..Default::default()
+        },
+        modules: vec![flaredock::cloudflare::types::ScriptModule {
+            name: "index.js".into(),
+            content_type: "application/javascript+module".into(),
+            content: b"export default { fetch() { return new Response('b') } }".to_vec(),
+        }],
+    };
+    client.upload_script("billing", &upload).await.unwrap();
+    let theirs = client
+        .create_route(&zone, "billing.example.com/*", "billing")
+        .await
+        .unwrap();
+    let their_domain = client
+        .attach_domain("pay.example.com", "billing", None)
+        .await
+        .unwrap();
+
+    mark_deleted(&s, WORKER_PATH);
+    s.reconcile_worker().await.unwrap();
+    assert_eq!(finalizers(&s, WORKER_PATH), json!([]), "cleanup done");
+    let routes = client.list_routes(&zone).await.unwrap();
+    assert!(routes.iter().all(|r| r.id != ours), "{routes:?}");
+    let kept = routes.iter().find(|r| r.id == theirs.id).expect("kept");
+    assert_eq!(kept.script.as_deref(), Some("billing"));
+    let domains = client.list_domains().await.unwrap();
+    assert!(domains.iter().all(|d| d.id != our_domain), "{domains:?}");
+    assert!(
+        domains
+            .iter()
+            .any(|d| d.id == their_domain.id && d.service == "billing")
+    );
+}

@@ -111,6 +111,7 @@ fn kinds(p: &Plan) -> Vec<&'static str> {
             Action::DeleteApplication { .. } => "delete",
             Action::ModifyApplication { .. } => "modify",
             Action::CreateRollout { .. } => "rollout",
+            Action::Reach(r) => r.kind(),
         })
         .collect()
 }

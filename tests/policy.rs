@@ -34,7 +34,7 @@ fn container(extra: &str) -> CloudflareContainer {
 
 fn worker(extra: &str) -> CloudflareWorker {
     let doc = format!(
-        "apiVersion: flaredock.dev/v1alpha1\nkind: CloudflareWorker\nmetadata: {{name: shop, namespace: apps, generation: 1}}\nspec:\n  compatibilityDate: '2026-06-01'\n  source:\n    inline:\n      mainModule: index.js\n      modules: {{index.js: 'export class Shop {{}}\\nexport default {{}}'}}\n{extra}"
+        "apiVersion: flaredock.dev/v1alpha1\nkind: CloudflareWorker\nmetadata: {{name: shop, namespace: apps, generation: 1}}\nspec:\n  compatibilityDate: '2026-06-01'\n  source:\n    inline:\n      mainModule: index.js\n      modules: {{index.js: 'export class Shop {{}}; export default {{}}'}}\n{extra}"
     );
     serde_yaml_ng::from_str(&doc).expect("a CloudflareWorker")
 }

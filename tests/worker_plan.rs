@@ -14,7 +14,7 @@ const KEY: [u8; 32] = [7; 32];
 
 fn worker(extra: &str) -> CloudflareWorker {
     let doc = format!(
-        "apiVersion: flaredock.dev/v1alpha1\nkind: CloudflareWorker\nmetadata: {{name: shop, namespace: apps}}\nspec:\n  compatibilityDate: '2026-06-01'\n  source:\n    inline:\n      mainModule: index.js\n      modules: {{index.js: 'export class Shop {{}}\\nexport class Cart {{}}'}}\n  secrets:\n    - {{name: API_KEY, secretKeyRef: {{name: keys, key: api}}}}\n{extra}"
+        "apiVersion: flaredock.dev/v1alpha1\nkind: CloudflareWorker\nmetadata: {{name: shop, namespace: apps}}\nspec:\n  compatibilityDate: '2026-06-01'\n  source:\n    inline:\n      mainModule: index.js\n      modules: {{index.js: 'export class Shop {{}}\\nexport class Cart {{}}'}}\n  secrets:\n    - {{name: API_KEY, secretKeyRef: {{name: keys, key: api}}}}\n  workersDev: false\n{extra}"
     );
     match flaredock::manifest::parse_any(&doc, "w.yaml", 1).expect("valid") {
         flaredock::manifest::Document::Worker(w) => *w,
@@ -70,6 +70,7 @@ fn uploaded(d: &DesiredWorker, migration_tag: &str) -> ObservedWorker {
             ..Default::default()
         }),
         namespaced_classes: d.classes(),
+        reach: Default::default(),
     }
 }
 
@@ -266,6 +267,7 @@ fn a_script_flaredock_does_not_own_is_refused_naming_adopt() {
             ..Default::default()
         }),
         namespaced_classes: vec!["Shop".into()],
+        reach: Default::default(),
     };
     let p = plan_worker(&d, &foreign);
     let (reason, message) = refused(&p);
@@ -310,6 +312,7 @@ fn a_script_another_flaredock_object_owns_is_never_taken() {
             ..Default::default()
         }),
         namespaced_classes: vec![],
+        reach: Default::default(),
     };
     let p = plan_worker(&d, &owned);
     let (reason, message) = refused(&p);

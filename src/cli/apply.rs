@@ -228,6 +228,9 @@ pub(super) async fn apply(args: ApplyArgs) -> i32 {
         };
         if text {
             println!("{} {key}: {}", manifest::WORKER_KIND, ready_line(outcome));
+            if let Some(url) = &outcome.status.url {
+                println!("  url: {url}");
+            }
         }
         report(manifest::WORKER_KIND, &key, outcome);
     }

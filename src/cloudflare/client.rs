@@ -122,19 +122,19 @@ fn is_write(operation: &str) -> bool {
             | "createApplicationRollout"
             | "uploadScript"
             | "deleteScript"
-    )
+    ) || super::routing::is_write(operation)
 }
 
 /// Whether a failed request may be sent again as is.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Repeat {
+pub(super) enum Repeat {
     /// Reads, PATCH of the same body, DELETE, credential minting.
     Safe,
     /// Creates: a lost response may mean it was applied; the caller checks by name.
     Never,
 }
 
-enum Body {
+pub(super) enum Body {
     Empty,
     Json(Value),
     /// `multipart/form-data` with these parts.
@@ -142,7 +142,7 @@ enum Body {
 }
 
 /// One part of a multipart body (kept as bytes: a retry builds the form again).
-struct Part {
+pub(super) struct Part {
     name: String,
     file_name: Option<String>,
     content_type: String,
@@ -223,6 +223,10 @@ impl CloudflareClient {
     }
 
     fn url(&self, path: &str) -> String {
+        // Zones are not under the account (`GET /zones`, `/zones/{id}/workers/routes`).
+        if path.starts_with("/zones") {
+            return format!("{}{path}", self.config.base_url.trim_end_matches('/'));
+        }
         format!(
             "{}/accounts/{}{}",
             self.config.base_url.trim_end_matches('/'),
@@ -459,7 +463,7 @@ impl CloudflareClient {
 
     // ---- transport --------------------------------------------------------------
 
-    async fn call<T: DeserializeOwned>(
+    pub(super) async fn call<T: DeserializeOwned>(
         &self,
         operation: &'static str,
         method: Method,
@@ -472,7 +476,7 @@ impl CloudflareClient {
             .map(|(t, _)| t)
     }
 
-    async fn call_with_info<T: DeserializeOwned>(
+    pub(super) async fn call_with_info<T: DeserializeOwned>(
         &self,
         operation: &'static str,
         method: Method,

@@ -6,6 +6,7 @@ pub mod client;
 pub mod error;
 pub mod gate;
 pub mod limiter;
+pub mod routing;
 pub mod token;
 pub mod types;
 

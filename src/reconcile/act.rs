@@ -59,6 +59,7 @@ impl Reconciler {
             match action {
                 // Taken out of the plan and run first by `get_image`.
                 Action::GetImage(_) => {}
+                Action::Reach(a) => self.act_reach(a, events).await?,
                 Action::UploadScript {
                     script,
                     upload,

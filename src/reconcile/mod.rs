@@ -56,6 +56,8 @@ pub struct Reconciler {
     bundles: tokio::sync::Mutex<bundle_cache::BundleCache>,
     /// The deadline of one reconcile ([`pipeline::run`]).
     deadline: std::time::Duration,
+    /// Zone ids and the workers.dev subdomain (bounded; [`worker::reach`]).
+    reach: worker::reach::ReachCache,
 }
 
 /// The deadline of one reconcile unless told otherwise (`--reconcile-timeout`).
@@ -73,6 +75,7 @@ impl Reconciler {
             cluster,
             bundles: Default::default(),
             deadline: DEFAULT_RECONCILE_TIMEOUT,
+            reach: Default::default(),
         }
     }
 

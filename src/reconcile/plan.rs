@@ -44,12 +44,15 @@ pub enum Action {
         /// This rollout takes ownership of a foreign application (`adopt: true`).
         adopts: bool,
     },
+    /// A Worker's workers.dev state, route, custom domain or cron triggers.
+    Reach(super::worker::reach::ReachAction),
 }
 
 impl fmt::Display for Action {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Action::GetImage(a) => a.fmt(f),
+            Action::Reach(a) => a.fmt(f),
             Action::UploadScript {
                 script,
                 upload,
@@ -151,6 +154,7 @@ impl Action {
             Action::ModifyApplication { .. } => "modify-application",
             Action::CreateRollout { .. } => "create-rollout",
             Action::DeleteApplication { .. } => "delete-application",
+            Action::Reach(a) => a.kind(),
         }
     }
 }

@@ -81,6 +81,12 @@ reasons! {
     TooManyContainers => Stalled,
     ScriptOwnedElsewhere => Stalled,
     ScriptNotOwned => Stalled,
+    /// A route pattern of the spec serves another script (never taken).
+    RouteHeldElsewhere => Stalled,
+    /// A custom domain of the spec serves another script (never taken).
+    DomainHeldElsewhere => Stalled,
+    /// A zone of the spec is not one the token can see.
+    ZoneNotFound => Stalled,
     // A container's image.
     NoImage => Stalled,
     InvalidImage => Stalled,

@@ -14,6 +14,7 @@ use crate::oci::Reference;
 
 mod crd;
 pub mod crd_rules;
+pub mod reach;
 mod validate;
 pub mod worker;
 

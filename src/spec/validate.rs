@@ -491,5 +491,6 @@ pub fn validate_worker(obj: &CloudflareWorker) -> Vec<FieldError> {
             );
         }
     }
+    super::reach::validate_reach(&s.routes, &s.domains, &s.crons, &mut err);
     errors
 }

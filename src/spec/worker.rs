@@ -9,6 +9,10 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::reach::{
+    DomainStatus, RouteStatus, WorkerDomain, WorkerRoute, default_workers_dev,
+    is_default_workers_dev,
+};
 use super::{
     AdoptionApproval, DriftEntry, ManagementPolicy, PendingAdoption, SecretKeyRef, SecretRef,
 };
@@ -28,6 +32,7 @@ use super::{
     status = "CloudflareWorkerStatus",
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Script","type":"string","jsonPath":".status.scriptName"}"#,
+    printcolumn = r#"{"name":"URL","type":"string","jsonPath":".status.url"}"#,
     printcolumn = r#"{"name":"Containers","type":"string","jsonPath":".status.containers","priority":1}"#,
     printcolumn = r#"{"name":"Suspended","type":"boolean","jsonPath":".spec.suspend"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
@@ -89,6 +94,32 @@ pub struct CloudflareWorkerSpec {
     /// destroying its Durable Object namespaces and all the data they store.
     #[serde(default)]
     pub deletion_policy: WorkerDeletionPolicy,
+
+    // ---- reachability (spec/reach.rs) ----
+    /// Serve the script on the account's `workers.dev` subdomain (default true, as
+    /// wrangler's `workers_dev`); `status.url` is its URL.
+    #[serde(
+        default = "default_workers_dev",
+        skip_serializing_if = "is_default_workers_dev"
+    )]
+    pub workers_dev: bool,
+
+    /// Zone routes that run this Worker. A pattern another script holds is never
+    /// taken: the object is Stalled naming that script.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 128), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["pattern"]))]
+    pub routes: Vec<WorkerRoute>,
+
+    /// Workers custom domains (Cloudflare makes the DNS record and certificate). A
+    /// hostname another script holds is never taken.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 128), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["hostname"]))]
+    pub domains: Vec<WorkerDomain>,
+
+    /// Cron triggers (five-field cron expressions); the list replaces the script's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(regex(pattern = r"^\S+(\s+\S+){4,5}$"), length(max = 128)), extend("x-kubernetes-list-type" = "set"))]
+    pub crons: Vec<String>,
 
     /// Secret with keys apiToken and accountId (the controller only; the command line
     /// reads CLOUDFLARE_API_TOKEN and CLOUDFLARE_ACCOUNT_ID).
@@ -213,6 +244,18 @@ pub struct CloudflareWorkerStatus {
     /// An adoption waiting for approval (`adopt: true`, `adoptionApproval: Manual`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending_adoption: Option<PendingAdoption>,
+
+    // ---- reachability (spec/reach.rs) ----
+    /// The workers.dev URL (`https://<script>.<account subdomain>.workers.dev`), while
+    /// `workersDev` is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// The zone routes this object made (only these are ever deleted).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<RouteStatus>,
+    /// The custom domains this object made (only these are ever deleted).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub domains: Vec<DomainStatus>,
 }
 
 impl CloudflareWorker {

@@ -1,4 +1,6 @@
 //! Deleting a CloudflareWorker's script, as `deletionPolicy` says, on fresh reads.
+//! The routes and custom domains the object made (its status, its spec; only while they
+//! serve its script) are deleted first, whatever the policy.
 //!
 //! Durable Object data is never destroyed by default: `Orphan` (the default) leaves the
 //! script in place; `Delete` sends `DELETE …/scripts/{name}` without `force`, and only
@@ -36,6 +38,11 @@ impl Reconciler {
         if RecordedTags::read(&info).owner.as_deref() != Some(obj.owner_id(&self.cluster).as_str())
         {
             return Ok(DeleteOutcome::Deleted(vec![]));
+        }
+        // The routes and custom domains this object made go first, whatever the
+        // policy: they serve nothing once the object is gone.
+        for what in self.delete_reach(obj).await? {
+            tracing::info!(script, "deleted {what} made by flaredock");
         }
         let policy = obj.spec.deletion_policy;
         if policy == WorkerDeletionPolicy::Orphan {

@@ -4,13 +4,16 @@
 //! in `observe.rs` (the script list's tags), what to do is planned in [`plan`] (upload
 //! only on a difference), and the shared actor ([`super::act`]) does it; [`status`]
 //! derives its status. The Worker is uploaded (container-enabling the classes) before
-//! any of their applications exist.
+//! any of their applications exist. How it is reached (workers.dev, routes, custom
+//! domains, cron triggers) goes through the same steps, in [`reach`]: observed with the
+//! script, planned after the upload, part of `Ready`.
 
 mod delete;
 pub mod inputs;
 pub mod model;
 mod observe;
 pub mod plan;
+pub mod reach;
 pub mod status;
 
 use crate::cloudflare::ApiError;
@@ -167,7 +170,10 @@ impl Reconciler {
         match self.desired_worker(obj, containers, data).await {
             Err(b) => Ok(blocked_plan(b)),
             Ok(desired) => {
-                let observed = self.observe_worker(&desired.script_name).await?;
+                let recorded = reach::RecordedReach::of(obj.status.as_ref());
+                let observed = self
+                    .observe_worker(&desired.script_name, Some((&desired.reach, recorded)))
+                    .await?;
                 Ok(plan_worker(&desired, &observed))
             }
         }
@@ -244,12 +250,21 @@ impl Pipeline for WorkerRun<'_> {
             .await
     }
 
-    async fn observe(&self, _desired: &DesiredWorker) -> Result<ObservedWorker, ApiError> {
-        self.r.observe_worker(&self.script).await
+    async fn observe(&self, desired: &DesiredWorker) -> Result<ObservedWorker, ApiError> {
+        let recorded = reach::RecordedReach::of(self.previous);
+        self.r
+            .observe_worker(&self.script, Some((&desired.reach, recorded)))
+            .await
     }
 
     async fn observe_without_inputs(&self) -> Option<ObservedWorker> {
-        self.r.observe_worker(&self.script).await.ok()
+        // The reachability too: what this object recorded it made stays recorded.
+        let want = reach::DesiredReach::from_spec(self.obj);
+        let recorded = reach::RecordedReach::of(self.previous);
+        self.r
+            .observe_worker(&self.script, Some((&want, recorded)))
+            .await
+            .ok()
     }
 
     async fn after_failed_write(&self) {

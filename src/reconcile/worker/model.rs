@@ -175,6 +175,8 @@ pub struct DesiredWorker {
     pub adopt: bool,
     pub deletion_policy: WorkerDeletionPolicy,
     pub hashes: PartHashes,
+    /// workers.dev, routes, domains, crons ([`super::reach`]).
+    pub reach: super::reach::DesiredReach,
 }
 
 /// 16 hex characters of SHA-256.
@@ -266,6 +268,7 @@ impl DesiredWorker {
             // Observing a script uploaded elsewhere shows what adopting it would change.
             adopt: s.adopt || s.management_policy == crate::spec::ManagementPolicy::Observe,
             deletion_policy: s.deletion_policy,
+            reach: super::reach::DesiredReach::from_spec(obj),
             hashes: PartHashes {
                 code,
                 config,

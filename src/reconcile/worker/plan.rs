@@ -14,6 +14,8 @@ pub struct ObservedWorker {
     pub script: Option<ScriptInfo>,
     /// Classes of this script that have a Durable Object namespace.
     pub namespaced_classes: Vec<String>,
+    /// workers.dev, routes, domains, crons ([`super::reach`]).
+    pub reach: super::reach::ObservedReach,
 }
 
 /// How the migration of an upload moves the script's tag.
@@ -123,8 +125,28 @@ pub fn upload_for(
     }
 }
 
-/// Desired vs observed → at most one upload.
+/// Desired vs observed → at most one upload, then what makes the Worker reachable as
+/// the spec says ([`super::reach::plan_reach`]).
 pub fn plan_worker(desired: &DesiredWorker, observed: &ObservedWorker) -> Plan {
+    let mut plan = plan_script(desired, observed);
+    if plan.blocked.is_none() {
+        let uploads = plan
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::UploadScript { .. }));
+        super::reach::plan_reach(
+            &desired.script_name,
+            &desired.reach,
+            &observed.reach,
+            uploads,
+            &mut plan,
+        );
+    }
+    plan
+}
+
+/// Desired vs observed script → at most one upload.
+fn plan_script(desired: &DesiredWorker, observed: &ObservedWorker) -> Plan {
     let mut plan = Plan::default();
     if let Some(message) = conflicts(desired) {
         return Plan::refuse(Reason::BindingConflict, message);

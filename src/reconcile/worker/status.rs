@@ -65,6 +65,17 @@ pub fn derive(
             "the script differs from the spec".to_string(),
         )
     };
+    let (url, routes, domains) = match input.observed {
+        Some(o) => {
+            super::reach::status_of(input.script_name, input.desired.map(|d| &d.reach), &o.reach)
+        }
+        // Not observed: what was recorded stays recorded.
+        None => (
+            previous.and_then(|p| p.url.clone()),
+            previous.map(|p| p.routes.clone()).unwrap_or_default(),
+            previous.map(|p| p.domains.clone()).unwrap_or_default(),
+        ),
+    };
     let prev = previous.map(|p| p.conditions.as_slice()).unwrap_or(&[]);
     let cond = |kind: &str, ok: bool, r: &str, m: &str| {
         condition_since(prev, kind, ok, r, m, input.generation, now)
@@ -116,5 +127,8 @@ pub fn derive(
             .map(|p| p.drift.clone())
             .unwrap_or_default(),
         pending_adoption: None,
+        url,
+        routes,
+        domains,
     }
 }

@@ -1,0 +1,672 @@
+//! A Worker's reachability (issue 21): `workersDev`, `routes`, `domains`, `crons`.
+//! Plan table tests (no I/O), then end-to-end against the emulator through the
+//! pipeline, each part read back through the official endpoints.
+
+mod common;
+
+use flaredock::cloudflare::routing::{ScriptSubdomain, WorkerRoute, WorkersDomain};
+use flaredock::reconcile::plan::{Action, Blocked, Plan};
+use flaredock::reconcile::reason::Reason;
+use flaredock::reconcile::worker::inputs::{SourceData, resolve_local};
+use flaredock::reconcile::worker::model::DesiredWorker;
+use flaredock::reconcile::worker::plan::{ObservedWorker, plan_worker};
+use flaredock::reconcile::worker::reach::{ObservedReach, ReachAction, RecordedReach};
+use flaredock::spec::CloudflareWorker;
+use flaredock::spec::reach::{DomainStatus, RouteStatus};
+
+const ZONE: &str = "0123456789abcdef0123456789abcdef";
+
+fn worker(extra: &str) -> CloudflareWorker {
+    let doc = format!(
+        "apiVersion: flaredock.dev/v1alpha1\nkind: CloudflareWorker\nmetadata: {{name: shop, namespace: apps}}\nspec:\n  compatibilityDate: '2026-06-01'\n  source:\n    inline:\n      mainModule: index.js\n      modules: {{index.js: 'export default {{ fetch() {{ return new Response(\"hi\") }}, scheduled() {{}} }}'}}\n{extra}"
+    );
+    match flaredock::manifest::parse_any(&doc, "w.yaml", 1).expect("valid") {
+        flaredock::manifest::Document::Worker(w) => *w,
+        other => panic!("{other:?}"),
+    }
+}
+
+const REACH: &str = "  routes:\n    - {pattern: 'shop.example.com/*', zoneName: example.com}\n  domains:\n    - {hostname: api.example.com}\n  crons: ['*/5 * * * *']\n";
+
+fn desired(obj: &CloudflareWorker) -> DesiredWorker {
+    let inputs = resolve_local(obj, &SourceData::default())
+        .expect("local source")
+        .expect("inputs");
+    DesiredWorker::new(
+        obj,
+        inputs,
+        vec![],
+        &[7; 32],
+        &flaredock::spec::ClusterIdentity::cli(),
+    )
+}
+
+fn route(id: &str, pattern: &str, script: &str) -> WorkerRoute {
+    WorkerRoute {
+        id: id.into(),
+        pattern: pattern.into(),
+        script: Some(script.into()),
+    }
+}
+
+fn domain(id: &str, hostname: &str, service: &str) -> WorkersDomain {
+    WorkersDomain {
+        id: id.into(),
+        hostname: hostname.into(),
+        service: service.into(),
+        ..Default::default()
+    }
+}
+
+/// The script as uploaded by `d`, reached as `reach` says.
+fn observed(d: &DesiredWorker, reach: ObservedReach) -> ObservedWorker {
+    ObservedWorker {
+        script: Some(flaredock::cloudflare::types::ScriptInfo {
+            id: d.script_name.clone(),
+            tags: Some(d.tags(&[]).unwrap()),
+            ..Default::default()
+        }),
+        namespaced_classes: vec![],
+        reach,
+    }
+}
+
+/// What the emulator shows of a Worker reached as [`REACH`] says.
+fn reached(routes: Vec<WorkerRoute>, domains: Vec<WorkersDomain>) -> ObservedReach {
+    ObservedReach {
+        subdomain: Some(ScriptSubdomain {
+            enabled: true,
+            previews_enabled: false,
+        }),
+        account_subdomain: Some("acme".into()),
+        crons: Some(vec!["*/5 * * * *".into()]),
+        zones: [("example.com".to_string(), Some(ZONE.to_string()))].into(),
+        routes: [(ZONE.to_string(), routes)].into(),
+        domains,
+        recorded: RecordedReach::default(),
+    }
+}
+
+fn reach_actions(p: &Plan) -> Vec<&ReachAction> {
+    p.actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Reach(r) => Some(r),
+            _ => None,
+        })
+        .collect()
+}
+
+fn changes(p: &Plan) -> Vec<String> {
+    p.changes.iter().map(ToString::to_string).collect()
+}
+
+#[test]
+fn each_difference_is_shown_by_field_and_planned() {
+    let obj = worker(REACH);
+    let d = desired(&obj);
+    let mut have = reached(vec![], vec![]);
+    have.subdomain = Some(ScriptSubdomain::default());
+    have.crons = Some(vec![]);
+    let p = plan_worker(&d, &observed(&d, have));
+    assert_eq!(
+        changes(&p),
+        [
+            "worker.shop.workersDev: false → true",
+            "worker.shop.crons: [] → [*/5 * * * *]",
+            "worker.shop.route shop.example.com/*: absent → shop",
+            "worker.shop.domain api.example.com: absent → shop",
+        ]
+    );
+    assert_eq!(
+        reach_actions(&p),
+        [
+            &ReachAction::SetWorkersDev {
+                script: "shop".into(),
+                enabled: true
+            },
+            &ReachAction::SetSchedules {
+                script: "shop".into(),
+                crons: vec!["*/5 * * * *".into()]
+            },
+            &ReachAction::CreateRoute {
+                script: "shop".into(),
+                zone_id: ZONE.into(),
+                pattern: "shop.example.com/*".into()
+            },
+            &ReachAction::AttachDomain {
+                script: "shop".into(),
+                hostname: "api.example.com".into(),
+                zone_id: None
+            },
+        ]
+    );
+    assert!(p.blocked.is_none(), "{p:?}");
+}
+
+#[test]
+fn a_worker_reached_as_its_spec_says_plans_nothing() {
+    let obj = worker(REACH);
+    let d = desired(&obj);
+    let have = reached(
+        vec![route("r1", "shop.example.com/*", "shop")],
+        vec![domain("d1", "api.example.com", "shop")],
+    );
+    let p = plan_worker(&d, &observed(&d, have));
+    assert!(p.is_noop(), "{p:?}");
+}
+
+#[test]
+fn a_route_held_by_another_script_is_refused_naming_it_and_left_untouched() {
+    let obj = worker(REACH);
+    let d = desired(&obj);
+    let have = reached(
+        vec![route("r9", "shop.example.com/*", "legacy-shop")],
+        vec![domain("d1", "api.example.com", "shop")],
+    );
+    let p = plan_worker(&d, &observed(&d, have));
+    match &p.blocked {
+        Some(Blocked::Refused { reason, message }) => {
+            assert_eq!(*reason, Reason::RouteHeldElsewhere);
+            assert_eq!(
+                reason.kind(),
+                flaredock::reconcile::reason::ReasonKind::Stalled
+            );
+            assert!(message.contains("legacy-shop"), "{message}");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    // Nothing is planned against the other script's route.
+    assert!(
+        reach_actions(&p).iter().all(|a| !matches!(
+            a,
+            ReachAction::CreateRoute { .. } | ReachAction::DeleteRoute { .. }
+        )),
+        "{p:?}"
+    );
+}
+
+#[test]
+fn a_domain_held_by_another_script_is_refused_naming_it() {
+    let obj = worker(REACH);
+    let d = desired(&obj);
+    let have = reached(
+        vec![route("r1", "shop.example.com/*", "shop")],
+        vec![domain("d7", "api.example.com", "billing")],
+    );
+    let p = plan_worker(&d, &observed(&d, have));
+    match &p.blocked {
+        Some(Blocked::Refused { reason, message }) => {
+            assert_eq!(*reason, Reason::DomainHeldElsewhere);
+            assert!(message.contains("billing"), "{message}");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert!(
+        !reach_actions(&p)
+            .iter()
+            .any(|a| matches!(a, ReachAction::AttachDomain { .. })),
+        "{p:?}"
+    );
+}
+
+#[test]
+fn a_removed_route_and_domain_flaredock_made_are_deleted_and_no_other() {
+    // The spec lists neither any more; flaredock recorded r1 and d1 as its own. r2
+    // serves the same script but flaredock did not make it; r3 serves another script.
+    let obj = worker("  crons: ['*/5 * * * *']\n");
+    let d = desired(&obj);
+    let mut have = reached(
+        vec![
+            route("r1", "shop.example.com/*", "shop"),
+            route("r2", "shop.example.com/by-hand/*", "shop"),
+            route("r3", "other.example.com/*", "other"),
+        ],
+        vec![
+            domain("d1", "api.example.com", "shop"),
+            domain("d2", "www.example.com", "shop"),
+        ],
+    );
+    have.recorded = RecordedReach {
+        routes: vec![RouteStatus {
+            pattern: "shop.example.com/*".into(),
+            zone_id: ZONE.into(),
+            id: "r1".into(),
+        }],
+        domains: vec![DomainStatus {
+            hostname: "api.example.com".into(),
+            id: "d1".into(),
+        }],
+    };
+    let p = plan_worker(&d, &observed(&d, have));
+    assert_eq!(
+        reach_actions(&p),
+        [
+            &ReachAction::DeleteRoute {
+                zone_id: ZONE.into(),
+                id: "r1".into(),
+                pattern: "shop.example.com/*".into()
+            },
+            &ReachAction::DetachDomain {
+                id: "d1".into(),
+                hostname: "api.example.com".into()
+            },
+        ]
+    );
+    assert!(
+        changes(&p).contains(
+            &"worker.shop.route shop.example.com/*: shop → absent (made by flaredock, no longer in spec)"
+                .to_string()
+        ),
+        "{p:?}"
+    );
+}
+
+#[test]
+fn a_recorded_route_that_now_serves_another_script_is_not_deleted() {
+    let obj = worker("");
+    let d = desired(&obj);
+    let mut have = reached(
+        vec![route("r1", "shop.example.com/*", "someone-else")],
+        vec![],
+    );
+    have.crons = Some(vec![]);
+    have.recorded.routes = vec![RouteStatus {
+        pattern: "shop.example.com/*".into(),
+        zone_id: ZONE.into(),
+        id: "r1".into(),
+    }];
+    let p = plan_worker(&d, &observed(&d, have));
+    assert!(reach_actions(&p).is_empty(), "{p:?}");
+}
+
+#[test]
+fn an_unknown_zone_is_refused_naming_it() {
+    let obj = worker("  routes:\n    - {pattern: 'shop.nowhere.dev/*', zoneName: nowhere.dev}\n");
+    let d = desired(&obj);
+    let mut have = reached(vec![], vec![]);
+    have.crons = Some(vec![]);
+    have.zones = [("nowhere.dev".to_string(), None)].into();
+    let p = plan_worker(&d, &observed(&d, have));
+    match &p.blocked {
+        Some(Blocked::Refused { reason, message }) => {
+            assert_eq!(*reason, Reason::ZoneNotFound);
+            assert!(message.contains("nowhere.dev"), "{message}");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[test]
+fn workers_dev_false_turns_it_off_and_invalid_entries_are_refused_before_any_call() {
+    let obj = worker("  workersDev: false\n");
+    let d = desired(&obj);
+    let mut have = reached(vec![], vec![]);
+    have.crons = Some(vec![]);
+    let p = plan_worker(&d, &observed(&d, have));
+    assert_eq!(changes(&p), ["worker.shop.workersDev: true → false"]);
+
+    let doc = "apiVersion: flaredock.dev/v1alpha1\nkind: CloudflareWorker\nmetadata: {name: shop, namespace: apps}\nspec:\n  compatibilityDate: '2026-06-01'\n  source: {inline: {mainModule: index.js, modules: {index.js: 'x'}}}\n  routes:\n    - {pattern: 'shop.other.org/*', zoneName: example.com}\n  crons: ['hourly']\n";
+    let err = flaredock::manifest::parse_any(doc, "w.yaml", 1).expect_err("refused");
+    let text = format!("{err:?}");
+    assert!(text.contains("spec.routes[0].pattern"), "{text}");
+    assert!(text.contains("spec.crons[0]"), "{text}");
+}
+
+// ---- end to end, against the emulator --------------------------------------------
+
+use flaredock::cloudflare::CloudflareClient;
+use flaredock::cloudflare::types::{ScriptModule, ScriptUpload, UploadMetadata};
+use flaredock::reconcile::Reconciler;
+use flaredock::reconcile::worker::WorkerOutcome;
+use flaredock::spec::CloudflareWorkerStatus;
+
+async fn reconcile(
+    r: &Reconciler,
+    obj: &CloudflareWorker,
+    previous: Option<&CloudflareWorkerStatus>,
+) -> WorkerOutcome {
+    r.view.invalidate().await;
+    r.reconcile_worker(obj, vec![], &SourceData::default(), previous)
+        .await
+}
+
+fn condition<'a>(s: &'a CloudflareWorkerStatus, kind: &str) -> (&'a str, &'a str, &'a str) {
+    let c = s
+        .conditions
+        .iter()
+        .find(|c| c.type_ == kind)
+        .unwrap_or_else(|| panic!("no {kind} condition in {s:?}"));
+    (c.status.as_str(), c.reason.as_str(), c.message.as_str())
+}
+
+/// A script uploaded by hand (no flaredock tags), as wrangler would.
+async fn upload_by_hand(client: &CloudflareClient, name: &str) {
+    let upload = ScriptUpload {
+        metadata: UploadMetadata {
+            main_module: "index.js".into(),
+            compatibility_date: "2026-06-01".into(),
+            ..Default::default()
+        },
+        modules: vec![ScriptModule {
+            name: "index.js".into(),
+            content_type: "application/javascript+module".into(),
+            content: b"export default { fetch() { return new Response('legacy') } }".to_vec(),
+        }],
+    };
+    client.upload_script(name, &upload).await.expect("upload");
+}
+
+async fn zone_id(client: &CloudflareClient) -> String {
+    client
+        .zone_by_name("example.com")
+        .await
+        .expect("zones")
+        .expect("the emulator's zone")
+        .id
+}
+
+#[tokio::test]
+async fn a_reachable_worker_becomes_ready_each_part_reads_back_and_re_apply_writes_nothing() {
+    let em = common::start_emulator(|_| {}).await;
+    let client = common::client_for(&em);
+    let r = common::reconciler_for(&client);
+    let obj = worker(REACH);
+
+    let first = reconcile(&r, &obj, None).await;
+    assert!(first.ready(), "{:#?}", first.status);
+    let zone = zone_id(&client).await;
+
+    // Each part, read back through the official endpoints.
+    assert!(client.script_subdomain("shop").await.unwrap().enabled);
+    let crons: Vec<String> = client
+        .schedules("shop")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.cron)
+        .collect();
+    assert_eq!(crons, ["*/5 * * * *"]);
+    let routes = client.list_routes(&zone).await.unwrap();
+    let ours = routes
+        .iter()
+        .find(|x| x.pattern == "shop.example.com/*")
+        .expect("the route");
+    assert_eq!(ours.script.as_deref(), Some("shop"));
+    let domains = client.list_domains().await.unwrap();
+    let api = domains
+        .iter()
+        .find(|d| d.hostname == "api.example.com")
+        .expect("the domain");
+    assert_eq!(api.service, "shop");
+
+    // The status records the URL and what flaredock made.
+    let s = &first.status;
+    assert_eq!(s.url.as_deref(), Some("https://shop.flaredock.workers.dev"));
+    assert_eq!(
+        s.routes,
+        [RouteStatus {
+            pattern: "shop.example.com/*".into(),
+            zone_id: zone.clone(),
+            id: ours.id.clone(),
+        }]
+    );
+    assert_eq!(
+        s.domains,
+        [DomainStatus {
+            hostname: "api.example.com".into(),
+            id: api.id.clone(),
+        }]
+    );
+
+    // Re-apply: zero writes.
+    let before = common::cloudflare_writes(&em);
+    let again = reconcile(&r, &obj, Some(&first.status)).await;
+    assert!(again.ready(), "{:#?}", again.status);
+    assert!(again.plan.actions.is_empty(), "{:?}", again.plan);
+    assert_eq!(common::cloudflare_writes(&em), before);
+
+    // A route removed from the spec is deleted (it was flaredock's); workers.dev off.
+    let fewer = worker(
+        "  workersDev: false\n  domains:\n    - {hostname: api.example.com}\n  crons: ['*/5 * * * *']\n",
+    );
+    let third = reconcile(&r, &fewer, Some(&again.status)).await;
+    assert!(third.ready(), "{:#?}", third.status);
+    assert!(
+        client
+            .list_routes(&zone)
+            .await
+            .unwrap()
+            .iter()
+            .all(|x| x.id != ours.id)
+    );
+    assert!(!client.script_subdomain("shop").await.unwrap().enabled);
+    assert_eq!(third.status.url, None);
+    assert!(third.status.routes.is_empty(), "{:?}", third.status.routes);
+    em.stop().await;
+}
+
+#[tokio::test]
+async fn a_route_another_script_holds_stalls_naming_it_and_stays_its() {
+    let em = common::start_emulator(|_| {}).await;
+    let client = common::client_for(&em);
+    let r = common::reconciler_for(&client);
+    upload_by_hand(&client, "legacy-shop").await;
+    let zone = zone_id(&client).await;
+    let theirs = client
+        .create_route(&zone, "shop.example.com/*", "legacy-shop")
+        .await
+        .unwrap();
+
+    let out = reconcile(&r, &worker(REACH), None).await;
+    assert!(!out.ready());
+    let (stalled, reason, message) = condition(&out.status, "Stalled");
+    assert_eq!((stalled, reason), ("True", "RouteHeldElsewhere"));
+    assert!(message.contains("legacy-shop"), "{message}");
+    let routes = client.list_routes(&zone).await.unwrap();
+    let still = routes.iter().find(|x| x.id == theirs.id).expect("kept");
+    assert_eq!(still.script.as_deref(), Some("legacy-shop"));
+    assert_eq!(routes.len(), 1, "{routes:?}");
+    assert!(out.status.routes.is_empty());
+    em.stop().await;
+}
+
+#[tokio::test]
+async fn suspend_observe_and_a_pending_adoption_write_no_route_domain_or_cron() {
+    let em = common::start_emulator(|_| {}).await;
+    let client = common::client_for(&em);
+    let r = common::reconciler_for(&client);
+    // Ready with workers.dev only; then the spec adds a route, a domain and a cron.
+    let ready = reconcile(&r, &worker(""), None).await;
+    assert!(ready.ready(), "{:#?}", ready.status);
+    for hold in ["  suspend: true\n", "  managementPolicy: Observe\n"] {
+        let before = common::cloudflare_writes(&em);
+        let held = reconcile(&r, &worker(&format!("{REACH}{hold}")), Some(&ready.status)).await;
+        assert!(!held.ready(), "{hold}: {:#?}", held.status);
+        assert_eq!(common::cloudflare_writes(&em), before, "{hold}");
+        let (_, reason, _) = condition(&held.status, "Ready");
+        assert!(
+            reason == "Suspended" || reason == "Observing",
+            "{hold}: {reason}"
+        );
+    }
+    // Adopting a script uploaded by hand waits for approval: nothing is written.
+    upload_by_hand(&client, "legacy").await;
+    let adopt = worker(&format!(
+        "  scriptName: legacy\n  adopt: true\n{}",
+        REACH.replace("shop.example.com", "legacy.example.com")
+    ));
+    let before = common::cloudflare_writes(&em);
+    let pending = reconcile(&r, &adopt, None).await;
+    assert_eq!(common::cloudflare_writes(&em), before);
+    let (_, reason, _) = condition(&pending.status, "Ready");
+    assert_eq!(reason, "AdoptionPending");
+    let changes: Vec<String> = pending
+        .status
+        .pending_adoption
+        .as_ref()
+        .expect("pending")
+        .changes
+        .iter()
+        .map(|c| c.field.clone())
+        .collect();
+    assert!(
+        changes
+            .iter()
+            .any(|f| f == "worker.legacy.route legacy.example.com/*"),
+        "{changes:?}"
+    );
+    em.stop().await;
+}
+
+#[tokio::test]
+async fn deleting_removes_only_the_routes_and_domains_flaredock_made() {
+    let em = common::start_emulator(|_| {}).await;
+    let client = common::client_for(&em);
+    let r = common::reconciler_for(&client);
+    let mut obj = worker(REACH);
+    let out = reconcile(&r, &obj, None).await;
+    assert!(out.ready(), "{:#?}", out.status);
+    let zone = zone_id(&client).await;
+    // Made by hand: one for this script, one for another; a domain of another.
+    let by_hand = client
+        .create_route(&zone, "shop.example.com/by-hand/*", "shop")
+        .await
+        .unwrap();
+    upload_by_hand(&client, "billing").await;
+    let other = client
+        .create_route(&zone, "billing.example.com/*", "billing")
+        .await
+        .unwrap();
+    let other_domain = client
+        .attach_domain("pay.example.com", "billing", None)
+        .await
+        .unwrap();
+
+    obj.status = Some(out.status.clone());
+    r.delete_worker(&obj).await.expect("deleted");
+    let ids: Vec<String> = client
+        .list_routes(&zone)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|x| x.id)
+        .collect();
+    assert!(!ids.contains(&out.status.routes[0].id), "{ids:?}");
+    assert!(
+        ids.contains(&by_hand.id) && ids.contains(&other.id),
+        "{ids:?}"
+    );
+    let domains: Vec<String> = client
+        .list_domains()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.id)
+        .collect();
+    assert_eq!(domains, [other_domain.id]);
+    em.stop().await;
+}
+
+fn flaredock_cli(
+    em: &flaredock::emulator::RunningEmulator,
+    args: &[&str],
+) -> (Option<i32>, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_flaredock"))
+        .args(args)
+        .env("CLOUDFLARE_API_BASE_URL", em.base_url())
+        .env("CLOUDFLARE_ACCOUNT_ID", em.account_id())
+        .env("CLOUDFLARE_API_TOKEN", em.api_token())
+        .output()
+        .expect("flaredock runs");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_plans_by_field_applies_printing_the_url_and_deletes_what_it_made() {
+    let em = common::start_emulator(|_| {}).await;
+    let client = common::client_for(&em);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("shop.yaml");
+    let doc = format!(
+        "apiVersion: flaredock.dev/v1alpha1\nkind: CloudflareWorker\nmetadata: {{name: shop, namespace: apps}}\nspec:\n  compatibilityDate: '2026-06-01'\n  source:\n    inline:\n      mainModule: index.js\n      modules: {{index.js: 'export default {{ fetch() {{ return new Response(\"hi\") }}, scheduled() {{}} }}'}}\n{REACH}"
+    );
+    std::fs::write(&file, doc).unwrap();
+    let path = file.to_str().unwrap();
+
+    let (_, plan, stderr) = flaredock_cli(&em, &["plan", "-f", path]);
+    assert!(
+        plan.contains("worker.shop.route shop.example.com/*: absent → shop"),
+        "{plan}{stderr}"
+    );
+    assert!(
+        plan.contains("worker.shop.crons: [] → [*/5 * * * *]"),
+        "{plan}"
+    );
+    assert!(common::cloudflare_writes(&em).is_empty());
+
+    let (code, out, stderr) = flaredock_cli(&em, &["apply", "--timeout", "10s", "-f", path]);
+    assert_eq!(code, Some(0), "{out}{stderr}");
+    assert!(
+        out.contains("url: https://shop.flaredock.workers.dev"),
+        "{out}"
+    );
+    let zone = zone_id(&client).await;
+    assert!(
+        client
+            .list_routes(&zone)
+            .await
+            .unwrap()
+            .iter()
+            .any(|r| r.pattern == "shop.example.com/*")
+    );
+
+    // Another script's route in the zone stays through the delete.
+    upload_by_hand(&client, "billing").await;
+    let theirs = client
+        .create_route(&zone, "billing.example.com/*", "billing")
+        .await
+        .unwrap();
+    let (code, out, stderr) = flaredock_cli(&em, &["delete", "--timeout", "10s", "-f", path]);
+    assert_eq!(code, Some(0), "{out}{stderr}");
+    let routes = client.list_routes(&zone).await.unwrap();
+    assert_eq!(
+        routes.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+        [theirs.id.as_str()]
+    );
+    assert!(
+        client
+            .list_domains()
+            .await
+            .unwrap()
+            .iter()
+            .all(|d| d.hostname != "api.example.com")
+    );
+    em.stop().await;
+}
+
+#[tokio::test]
+async fn what_flaredock_made_stays_recorded_while_an_input_is_missing() {
+    let em = common::start_emulator(|_| {}).await;
+    let client = common::client_for(&em);
+    let r = common::reconciler_for(&client);
+    let ready = reconcile(&r, &worker(REACH), None).await;
+    assert!(ready.ready(), "{:#?}", ready.status);
+    assert_eq!(ready.status.routes.len(), 1);
+    // A Secret the spec now names does not exist: nothing is planned, the record stays.
+    let waiting = worker(&format!(
+        "{REACH}  secrets:\n    - {{name: API_KEY, secretKeyRef: {{name: missing, key: k}}}}\n"
+    ));
+    let before = common::cloudflare_writes(&em);
+    let blocked = reconcile(&r, &waiting, Some(&ready.status)).await;
+    assert!(!blocked.ready());
+    assert_eq!(common::cloudflare_writes(&em), before);
+    assert_eq!(blocked.status.routes, ready.status.routes);
+    assert_eq!(blocked.status.domains, ready.status.domains);
+    assert_eq!(blocked.status.url, ready.status.url);
+    em.stop().await;
+}
