@@ -392,6 +392,19 @@ impl CloudflareClient {
         .await
     }
 
+    /// `GET /workers/scripts/{name}/settings`: the script's bindings (secret values
+    /// never shown), compatibility, placement, observability, limits, tail consumers.
+    pub async fn script_settings(&self, script: &str) -> Result<ScriptSettings, ApiError> {
+        self.call(
+            "getScriptSettings",
+            Method::GET,
+            format!("/workers/scripts/{script}/settings"),
+            Body::Empty,
+            Repeat::Safe,
+        )
+        .await
+    }
+
     /// `PUT /workers/scripts/{name}`: a module upload (multipart: `metadata` plus one part
     /// per module). Never repeated blindly: a lost answer may mean the migration was
     /// applied, so the caller reads the script list (its hash tag) before uploading again.

@@ -61,6 +61,13 @@ pub struct CloudflareWorkerSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secrets: Vec<WorkerSecret>,
 
+    /// Bindings of every other kind of the official `workers_binding_item`, keyed by
+    /// name: each entry is `{name, <kind>: {<official fields in camelCase>}}`, e.g.
+    /// `{name: CACHE, kvNamespace: {namespaceId: …}}` (see `super::bindings`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]), length(max = 256))]
+    pub bindings: Vec<super::WorkerBinding>,
+
     /// Stop every write to Cloudflare for this object (Flux's convention): it is still
     /// observed, its status says `Ready=False, Suspended` with what is pending.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]

@@ -6,6 +6,7 @@
 //! derives its status. The Worker is uploaded (container-enabling the classes) before
 //! any of their applications exist.
 
+pub mod bindings;
 mod delete;
 pub mod inputs;
 pub mod model;
@@ -146,6 +147,12 @@ impl Reconciler {
         containers: Vec<ContainerClass>,
         data: &SourceData,
     ) -> Result<DesiredWorker, Blocked> {
+        if let Some(message) = bindings::invalid(obj) {
+            return Err(Blocked::Refused {
+                reason: Reason::BindingInvalid,
+                message,
+            });
+        }
         let inputs = self.worker_inputs(obj, data).await?;
         let key = self.view.client().token_fingerprint();
         Ok(DesiredWorker::new(

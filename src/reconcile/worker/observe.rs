@@ -1,7 +1,11 @@
 //! What Cloudflare has for a CloudflareWorker: its script (with the tags flaredock
 //! recorded on the last upload) and which of its classes have a Durable Object
-//! namespace. Reads only, from the shared cached view.
+//! namespace. Reads only, from the shared cached view. For a script flaredock did not
+//! upload (no hash tag: adoption, `managementPolicy: Observe`), also its settings and
+//! which of its classes run a container application, so that the plan compares field
+//! by field (`bindings.rs`) rather than showing `unknown`.
 
+use super::model::RecordedTags;
 use super::plan::ObservedWorker;
 use crate::cloudflare::ApiError;
 use crate::reconcile::Reconciler;
@@ -9,9 +13,27 @@ use crate::reconcile::Reconciler;
 impl Reconciler {
     /// What the account has for the script `script`.
     pub(super) async fn observe_worker(&self, script: &str) -> Result<ObservedWorker, ApiError> {
-        Ok(ObservedWorker {
-            script: self.view.script(script).await?,
-            namespaced_classes: self.view.namespaced_classes(script).await?,
-        })
+        let info = self.view.script(script).await?;
+        let namespaced_classes = self.view.namespaced_classes(script).await?;
+        let mut observed = ObservedWorker {
+            script: info,
+            namespaced_classes,
+            ..Default::default()
+        };
+        let foreign = observed
+            .script
+            .as_ref()
+            .is_some_and(|s| RecordedTags::read(s).hashes.is_none());
+        if foreign {
+            observed.settings = Some(self.view.client().script_settings(script).await?);
+            for class in &observed.namespaced_classes {
+                if let Some(ns) = self.view.namespace(script, class).await?
+                    && self.view.application_by_namespace(&ns.id).await?.is_some()
+                {
+                    observed.container_enabled.push(class.clone());
+                }
+            }
+        }
+        Ok(observed)
     }
 }

@@ -14,6 +14,12 @@ pub struct ObservedWorker {
     pub script: Option<ScriptInfo>,
     /// Classes of this script that have a Durable Object namespace.
     pub namespaced_classes: Vec<String>,
+    /// The script's settings, read when flaredock did not upload it (adoption,
+    /// `managementPolicy: Observe`): compared field by field.
+    pub settings: Option<ScriptSettings>,
+    /// Classes of this script whose namespace runs a container application (read with
+    /// the settings): container-enabled whoever uploaded the script.
+    pub container_enabled: Vec<String>,
 }
 
 /// How the migration of an upload moves the script's tag.
@@ -85,6 +91,7 @@ pub fn upload_for(
         .iter()
         .map(|(k, v)| Binding::plain_text(k, v))
         .collect();
+    bindings.extend(desired.bindings.iter().cloned());
     let mut seen = std::collections::BTreeSet::new();
     for c in &desired.containers {
         if seen.insert(&c.binding_name) {
@@ -126,6 +133,9 @@ pub fn upload_for(
 /// Desired vs observed → at most one upload.
 pub fn plan_worker(desired: &DesiredWorker, observed: &ObservedWorker) -> Plan {
     let mut plan = Plan::default();
+    if let Some(message) = super::bindings::container_conflict(desired) {
+        return Plan::refuse(Reason::BindingConflict, message);
+    }
     if let Some(message) = conflicts(desired) {
         return Plan::refuse(Reason::BindingConflict, message);
     }
@@ -183,7 +193,17 @@ pub fn plan_worker(desired: &DesiredWorker, observed: &ObservedWorker) -> Plan {
             }
         }
         let live = recorded.hashes.clone().unwrap_or_default();
+        // A script flaredock did not upload: its settings, read from Cloudflare, are
+        // compared field by field instead of by the hash tag it does not carry.
+        let by_field = recorded.hashes.is_none() && observed.settings.is_some();
+        if let (true, Some(settings)) = (by_field, &observed.settings) {
+            plan.changes
+                .extend(super::bindings::settings_changes(desired, settings, script));
+        }
         for ((part, want), (_, have)) in desired.hashes.parts().iter().zip(live.parts()) {
+            if by_field && *part != "code" {
+                continue;
+            }
             if want != &have {
                 let what = match *part {
                     "code" => "modules",
@@ -208,10 +228,13 @@ pub fn plan_worker(desired: &DesiredWorker, observed: &ObservedWorker) -> Plan {
         change(&mut plan, format!("worker.{script}"), "absent", "uploaded");
     }
 
-    let live_classes: Vec<String> = recorded
+    let mut live_classes: Vec<String> = recorded
         .as_ref()
         .map(|r| r.containers.clone())
         .unwrap_or_default();
+    live_classes.extend(observed.container_enabled.iter().cloned());
+    live_classes.sort();
+    live_classes.dedup();
     let classes = desired.classes();
     for c in &desired.containers {
         if !live_classes.contains(&c.class_name) {
@@ -234,7 +257,8 @@ pub fn plan_worker(desired: &DesiredWorker, observed: &ObservedWorker) -> Plan {
             "removed (the class, its namespace and its Durable Object data are kept: flaredock never sends deleted_classes; keep exporting the class)",
         );
     }
-    let new_classes: Vec<String> = classes
+    let new_classes: Vec<String> = desired
+        .all_classes()
         .iter()
         .filter(|c| !observed.namespaced_classes.contains(c))
         .cloned()
