@@ -103,6 +103,7 @@ pub mod registry;
 pub mod schema;
 pub mod scripts;
 pub mod state;
+pub mod storage;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -14,8 +14,9 @@ use serde_json::{Map, Value};
 
 use crate::cloudflare::types::Binding;
 
-/// The official extract that holds all the binding kinds.
-const ROUTING_STORAGE_JSON: &str =
+/// The official extract that holds all the binding kinds (the emulator's schema
+/// checker fills the Workers extract's omitted kinds from it).
+pub const ROUTING_STORAGE_JSON: &str =
     include_str!("../../cloudflare-api/workers-routing-storage-openapi-subset.json");
 
 /// Fields of one binding kind, as the official schema names them but in camelCase.
@@ -176,10 +177,7 @@ impl WorkerBinding {
     /// kept as written.
     pub fn to_official(&self) -> Option<Binding> {
         let (_, kind, fields) = self.kinds().into_iter().next()?;
-        let rest: Map<String, Value> = fields
-            .iter()
-            .map(|(k, v)| (snake(k), v.clone()))
-            .collect();
+        let rest: Map<String, Value> = fields.iter().map(|(k, v)| (snake(k), v.clone())).collect();
         Some(Binding {
             kind: kind.to_string(),
             name: self.name.clone(),
@@ -194,8 +192,8 @@ fn binding_spec() -> &'static crate::emulator::schema::Spec {
     SPEC.get_or_init(|| crate::emulator::schema::Spec::parse(ROUTING_STORAGE_JSON))
 }
 
-/// What is wrong with `spec.bindings[index]` against the official
-/// `workers_binding_item`: `(field, message)`, the field named as in the manifest.
+/// What is wrong with `spec.bindings[index]` against the official schema of its kind
+/// (`workers_binding_kind_<type>`, the target of `workers_binding_item`'s discriminator): `(field, message)`, the field named as in the manifest.
 pub fn binding_violations(index: usize, b: &WorkerBinding) -> Vec<(String, String)> {
     let at = format!("spec.bindings[{index}]");
     let kinds = b.kinds();
@@ -214,12 +212,14 @@ pub fn binding_violations(index: usize, b: &WorkerBinding) -> Vec<(String, Strin
             ),
         )];
     }
-    let (member, _, _) = kinds[0];
+    let (member, kind, _) = kinds[0];
     let Some(official) = b.to_official() else {
         return vec![];
     };
     let value = serde_json::to_value(&official).unwrap_or(Value::Null);
-    let schema = serde_json::json!({"$ref": "#/components/schemas/workers_binding_item"});
+    // The kind's own schema (what `workers_binding_item`'s discriminator maps `type` to).
+    let schema =
+        serde_json::json!({"$ref": format!("#/components/schemas/workers_binding_kind_{kind}")});
     binding_spec()
         .violations(&schema, &value, "binding")
         .into_iter()
@@ -257,10 +257,7 @@ pub fn validate_bindings(spec: &super::CloudflareWorkerSpec) -> Vec<(String, Str
         } else if spec.vars.contains_key(&b.name) {
             out.push((at, format!("binding {} is also a var (spec.vars)", b.name)));
         } else if let Some(j) = spec.secrets.iter().position(|s| s.name == b.name) {
-            out.push((
-                at,
-                format!("binding {} is also spec.secrets[{j}]", b.name),
-            ));
+            out.push((at, format!("binding {} is also spec.secrets[{j}]", b.name)));
         }
     }
     out

@@ -18,9 +18,9 @@ pub mod crd_rules;
 mod validate;
 pub mod worker;
 
+pub use bindings::WorkerBinding;
 pub use crd::{all_crds_yaml, container_crd, crd_yaml, worker_crd, worker_crd_yaml};
 pub use validate::{FieldError, is_js_identifier, validate, validate_worker};
-pub use bindings::WorkerBinding;
 pub use worker::*;
 
 /// Annotation that retries a reverted rollout (any new value) without a spec change.

@@ -23,12 +23,14 @@ use serde_json::{Value, json};
 mod containers;
 mod hooks;
 mod registry_http;
+mod storage;
 mod workers;
 mod wrangler;
 
 use containers::*;
 use hooks::*;
 use registry_http::*;
+use storage::*;
 use workers::*;
 pub use wrangler::{WRANGLER_ONLY, wrangler_only_result};
 use wrangler::{list_dash_applications, list_dash_instances};
@@ -168,8 +170,14 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/workers/scripts", get(list_scripts))
         .route(
             "/workers/scripts/{script}",
-            put(upload_script).delete(delete_script),
+            put(upload_script)
+                .delete(delete_script)
+                .get(download_script),
         )
+        .route("/storage/kv/namespaces", get(list_kv).post(create_kv))
+        .route("/r2/buckets", get(list_r2).post(create_r2))
+        .route("/d1/database", get(list_d1).post(create_d1))
+        .route("/queues", get(list_queues).post(create_queue))
         .route(
             "/workers/scripts/{script}/settings",
             get(get_settings).patch(patch_settings),

@@ -125,7 +125,9 @@ pub(super) async fn upload_script(
                 }
             )));
         }
-        shared.account().upload_script(&script, &metadata, modules)
+        let mut account = shared.account();
+        account.check_binding_targets(&script, &metadata)?;
+        account.upload_script(&script, &metadata, modules)
     }
     .await;
     respond(StatusCode::OK, outcome)

@@ -105,6 +105,39 @@ fn same(live: &Binding, want: &Binding) -> bool {
         })
 }
 
+/// A hash of module contents by name (what Cloudflare's download gives back: names
+/// and bytes, not which module is the main one), to compare a script flaredock did not
+/// upload with the spec's code.
+pub fn content_hash<'a>(modules: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> String {
+    use sha2::{Digest, Sha256};
+    let mut sorted: Vec<(&str, &[u8])> = modules.into_iter().collect();
+    sorted.sort();
+    let mut h = Sha256::new();
+    for (name, content) in sorted {
+        for p in [name.as_bytes(), content] {
+            h.update((p.len() as u64).to_be_bytes());
+            h.update(p);
+        }
+    }
+    hex::encode(&h.finalize()[..8])
+}
+
+/// The modules line of an adoption plan: `None` when the live modules are the spec's.
+pub fn modules_change(desired: &DesiredWorker, live: &str, script: &str) -> Option<Change> {
+    let want = content_hash(
+        desired
+            .inputs
+            .modules
+            .iter()
+            .map(|m| (m.name.as_str(), m.content.as_slice())),
+    );
+    (want != live).then(|| Change {
+        field: format!("worker.{script}.modules"),
+        from: format!("content hash {live} (as Cloudflare has it)"),
+        to: format!("content hash {want}"),
+    })
+}
+
 fn push(out: &mut Vec<Change>, field: String, from: impl Into<String>, to: impl Into<String>) {
     out.push(Change {
         field,
@@ -199,10 +232,18 @@ pub fn settings_changes(
     }
     for (name, w) in &want {
         match live.get(name.as_str()) {
-            None => push(&mut out, at(&format!("bindings.{name}")), "absent", shown(w)),
-            Some(l) if !same(l, w) => {
-                push(&mut out, at(&format!("bindings.{name}")), shown(l), shown(w))
-            }
+            None => push(
+                &mut out,
+                at(&format!("bindings.{name}")),
+                "absent",
+                shown(w),
+            ),
+            Some(l) if !same(l, w) => push(
+                &mut out,
+                at(&format!("bindings.{name}")),
+                shown(l),
+                shown(w),
+            ),
             Some(_) => {}
         }
     }

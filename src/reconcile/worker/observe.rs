@@ -25,7 +25,12 @@ impl Reconciler {
             .as_ref()
             .is_some_and(|s| RecordedTags::read(s).hashes.is_none());
         if foreign {
-            observed.settings = Some(self.view.client().script_settings(script).await?);
+            let client = self.view.client();
+            observed.settings = Some(client.script_settings(script).await?);
+            let modules = client.download_script(script).await?;
+            observed.live_modules_hash = Some(super::bindings::content_hash(
+                modules.iter().map(|(n, c)| (n.as_str(), c.as_slice())),
+            ));
             for class in &observed.namespaced_classes {
                 if let Some(ns) = self.view.namespace(script, class).await?
                     && self.view.application_by_namespace(&ns.id).await?.is_some()

@@ -20,6 +20,9 @@ pub struct ObservedWorker {
     /// Classes of this script whose namespace runs a container application (read with
     /// the settings): container-enabled whoever uploaded the script.
     pub container_enabled: Vec<String>,
+    /// The content hash of the script's modules as Cloudflare has them
+    /// (`bindings::content_hash`), read with the settings.
+    pub live_modules_hash: Option<String>,
 }
 
 /// How the migration of an upload moves the script's tag.
@@ -197,11 +200,15 @@ pub fn plan_worker(desired: &DesiredWorker, observed: &ObservedWorker) -> Plan {
         // compared field by field instead of by the hash tag it does not carry.
         let by_field = recorded.hashes.is_none() && observed.settings.is_some();
         if let (true, Some(settings)) = (by_field, &observed.settings) {
+            if let Some(live_code) = &observed.live_modules_hash {
+                plan.changes
+                    .extend(super::bindings::modules_change(desired, live_code, script));
+            }
             plan.changes
                 .extend(super::bindings::settings_changes(desired, settings, script));
         }
         for ((part, want), (_, have)) in desired.hashes.parts().iter().zip(live.parts()) {
-            if by_field && *part != "code" {
+            if by_field && (*part != "code" || observed.live_modules_hash.is_some()) {
                 continue;
             }
             if want != &have {
@@ -226,6 +233,14 @@ pub fn plan_worker(desired: &DesiredWorker, observed: &ObservedWorker) -> Plan {
         }
     } else {
         change(&mut plan, format!("worker.{script}"), "absent", "uploaded");
+        for b in &desired.bindings {
+            change(
+                &mut plan,
+                format!("worker.{script}.bindings.{}", b.name),
+                "absent",
+                crate::spec::bindings::shown(b),
+            );
+        }
     }
 
     let mut live_classes: Vec<String> = recorded
