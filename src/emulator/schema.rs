@@ -24,6 +24,9 @@ pub const CONTAINERS_JSON: &str =
     include_str!("../../cloudflare-api/containers-openapi-subset.json");
 /// The Workers and Durable Objects extract, as vendored.
 pub const WORKERS_JSON: &str = include_str!("../../cloudflare-api/workers-openapi-subset.json");
+/// Workers routing (subdomains, routes, custom domains), schedules, storage and zones.
+pub const ROUTING_JSON: &str =
+    include_str!("../../cloudflare-api/workers-routing-storage-openapi-subset.json");
 
 /// OpenAPI 3.0 schema → JSON Schema 2020-12.
 pub fn convert(v: &Value) -> Value {
@@ -132,6 +135,24 @@ impl Spec {
     pub fn workers() -> &'static Spec {
         static SPEC: OnceLock<Spec> = OnceLock::new();
         SPEC.get_or_init(|| Spec::parse(WORKERS_JSON))
+    }
+
+    /// The routing extract, parsed once.
+    pub fn routing() -> &'static Spec {
+        static SPEC: OnceLock<Spec> = OnceLock::new();
+        SPEC.get_or_init(|| Spec::parse(ROUTING_JSON))
+    }
+
+    /// The extract that describes `method path` (relative to the API root), and whether
+    /// it is the containers one.
+    pub fn for_request(method: &str, path: &str) -> (&'static Spec, bool) {
+        if path.contains("/containers/") {
+            (Spec::containers(), true)
+        } else if Spec::routing().operation(method, path).is_some() {
+            (Spec::routing(), false)
+        } else {
+            (Spec::workers(), false)
+        }
     }
 
     /// The containers extract, parsed once.

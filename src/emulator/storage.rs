@@ -78,7 +78,7 @@ impl Storage {
                 "The bucket you tried to create already exists, and you own it.",
             ));
         }
-        let b = json!({"name": name, "creation_date": now(), "location": "WNAM", "storage_class": "Standard"});
+        let b = json!({"name": name, "creation_date": now(), "location": "wnam", "storage_class": "Standard"});
         self.r2.insert(name.to_string(), b.clone());
         Ok(b)
     }

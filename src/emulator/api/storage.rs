@@ -3,15 +3,16 @@
 //! `workers-routing-storage-openapi-subset.json`; and `GET /workers/scripts/{name}`
 //! (`worker-script-download-worker`): the modules as a multipart form, no metadata
 //! part, as the official description says.
+//!
+//! The official `d1-list-databases` answer asks for a `result` that is both an object
+//! (`d1_api-response-common`) and an array: no body passes it. Cloudflare answers an
+//! array, and so does the emulator.
 
 use super::*;
 use crate::emulator::storage::Storage;
 
 fn routing_spec() -> &'static crate::emulator::schema::Spec {
-    static SPEC: std::sync::OnceLock<crate::emulator::schema::Spec> = std::sync::OnceLock::new();
-    SPEC.get_or_init(|| {
-        crate::emulator::schema::Spec::parse(crate::spec::bindings::ROUTING_STORAGE_JSON)
-    })
+    crate::emulator::schema::Spec::routing()
 }
 
 /// The JSON body of a create, checked against its official schema.
@@ -29,9 +30,17 @@ fn list(shared: &Shared, account: &str, items: impl Fn(&Storage) -> Value) -> Re
         Err(f) => fail(f),
         Ok(()) => {
             let result = items(&shared.account().storage);
-            let count = result.as_array().map(Vec::len).unwrap_or(0);
+            // R2 answers `{buckets: […]}` with a cursor `result_info`; the others a
+            // page-number one.
+            let info = match result.as_array() {
+                Some(items) => {
+                    let count = items.len();
+                    json!({"page": 1, "per_page": count.max(20), "count": count, "total_count": count, "total_pages": 1})
+                }
+                None => json!({"per_page": 20}),
+            };
             let body = json!({"success": true, "errors": [], "messages": [], "result": result,
-                "result_info": {"page": 1, "per_page": count.max(20), "count": count, "total_count": count, "total_pages": 1}});
+                "result_info": info});
             (StatusCode::OK, axum::Json(body)).into_response()
         }
     }
