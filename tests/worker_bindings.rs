@@ -322,6 +322,7 @@ fn deployed_elsewhere() -> ObservedWorker {
         container_enabled: vec!["Shop".into()],
         // Cloudflare has the spec's code.
         live_modules_hash: Some(content_hash([("index.js", MODULE.as_bytes())])),
+        uploaded_elsewhere: false,
     }
 }
 
@@ -461,4 +462,36 @@ fn an_approved_removal_happens_once() {
         second.changes.is_empty() && second.actions.is_empty(),
         "{second:?}"
     );
+}
+
+#[test]
+fn a_script_flaredock_owns_but_did_not_upload_last_is_drift_by_field() {
+    let obj = worker("  bindings:\n    - {name: ROOMS, durableObject: {className: Room}}\n");
+    let d = desired(&obj, vec![]);
+    // Someone uploaded over it (its etag is not the one flaredock saw in sync) with a
+    // KV binding and another date; flaredock's tags are still on it.
+    let mut live = uploaded(&d);
+    let mut elsewhere = deployed_elsewhere();
+    if let Some(s) = elsewhere.settings.as_mut() {
+        s.compatibility_date = Some("2025-01-01".into());
+        s.bindings.retain(|b| b.name != "SHOP");
+    }
+    live.settings = elsewhere.settings;
+    live.live_modules_hash = elsewhere.live_modules_hash;
+    live.uploaded_elsewhere = true;
+    let p = plan_worker(&d, &live);
+    let date = change(&p, "worker.shop.compatibilityDate").expect("shown by field");
+    assert_eq!(date.from, "2025-01-01");
+    let cache = change(&p, "worker.shop.bindings.CACHE").expect("the extra binding");
+    assert!(cache.to.contains("DESTRUCTIVE"), "{cache}");
+    assert!(
+        change(&p, "worker.shop.owner").is_none(),
+        "still flaredock's"
+    );
+    assert_eq!(p.actions.len(), 1, "the drift is corrected by one upload");
+
+    // The same script without the mark (its version is flaredock's): nothing to do.
+    live.uploaded_elsewhere = false;
+    let p = plan_worker(&d, &live);
+    assert!(p.changes.is_empty() && p.actions.is_empty(), "{p:?}");
 }

@@ -210,6 +210,11 @@ pub struct CloudflareWorkerStatus {
     /// Hash of what was uploaded (keyed: it reveals nothing of secret values).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upload_hash: Option<String>,
+    /// The etag of the script version flaredock saw in sync last: another etag on a
+    /// script flaredock owns means someone uploaded over it (`wrangler deploy`), and its
+    /// settings are compared field by field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload_etag: Option<String>,
     /// Container-enabled classes of the upload, sorted.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub containers: Vec<String>,

@@ -174,7 +174,7 @@ impl Reconciler {
         match self.desired_worker(obj, containers, data).await {
             Err(b) => Ok(blocked_plan(b)),
             Ok(desired) => {
-                let observed = self.observe_worker(&desired.script_name).await?;
+                let observed = self.observe_worker(&desired.script_name, None).await?;
                 Ok(plan_worker(&desired, &observed))
             }
         }
@@ -196,6 +196,7 @@ impl Reconciler {
             previous,
             script: obj.script_name().to_string(),
             now: jiff::Timestamp::now(),
+            uploaded_etag: Default::default(),
         };
         pipeline::run(&run, self.deadline).await
     }
@@ -210,6 +211,17 @@ struct WorkerRun<'a> {
     previous: Option<&'a CloudflareWorkerStatus>,
     script: String,
     now: jiff::Timestamp,
+    /// The etag of this run's own upload (not someone else's).
+    uploaded_etag: std::sync::Mutex<Option<String>>,
+}
+
+impl WorkerRun<'_> {
+    /// The etag of the version this object uploaded in this run, or saw in sync last.
+    fn last_etag(&self) -> Option<String> {
+        crate::lock(&self.uploaded_etag)
+            .clone()
+            .or_else(|| self.previous.and_then(|p| p.upload_etag.clone()))
+    }
 }
 
 impl Pipeline for WorkerRun<'_> {
@@ -252,11 +264,16 @@ impl Pipeline for WorkerRun<'_> {
     }
 
     async fn observe(&self, _desired: &DesiredWorker) -> Result<ObservedWorker, ApiError> {
-        self.r.observe_worker(&self.script).await
+        self.r
+            .observe_worker(&self.script, self.last_etag().as_deref())
+            .await
     }
 
     async fn observe_without_inputs(&self) -> Option<ObservedWorker> {
-        self.r.observe_worker(&self.script).await.ok()
+        self.r
+            .observe_worker(&self.script, self.last_etag().as_deref())
+            .await
+            .ok()
     }
 
     async fn after_failed_write(&self) {
@@ -274,7 +291,15 @@ impl Pipeline for WorkerRun<'_> {
         plan: &Plan,
         events: &mut Vec<Happening>,
     ) -> Result<(), ApiError> {
-        self.r.act(&desired.owner, &self.script, plan, events).await
+        let done = self.r.act(&desired.owner, &self.script, plan, events).await;
+        // What our upload left (the view records it from the answer, no call).
+        if done.is_ok()
+            && !plan.actions.is_empty()
+            && let Ok(Some(info)) = self.r.view.script(&self.script).await
+        {
+            *crate::lock(&self.uploaded_etag) = info.etag;
+        }
+        done
     }
 
     fn secret_values<'d>(&self, desired: &'d DesiredWorker) -> Vec<&'d str> {

@@ -11,8 +11,13 @@ use crate::cloudflare::ApiError;
 use crate::reconcile::Reconciler;
 
 impl Reconciler {
-    /// What the account has for the script `script`.
-    pub(super) async fn observe_worker(&self, script: &str) -> Result<ObservedWorker, ApiError> {
+    /// What the account has for the script `script`; `last_etag` is the version
+    /// flaredock saw in sync last (status `uploadEtag`).
+    pub(super) async fn observe_worker(
+        &self,
+        script: &str,
+        last_etag: Option<&str>,
+    ) -> Result<ObservedWorker, ApiError> {
         let info = self.view.script(script).await?;
         let namespaced_classes = self.view.namespaced_classes(script).await?;
         let mut observed = ObservedWorker {
@@ -24,7 +29,14 @@ impl Reconciler {
             .script
             .as_ref()
             .is_some_and(|s| RecordedTags::read(s).hashes.is_none());
-        if foreign {
+        observed.uploaded_elsewhere = !foreign
+            && observed
+                .script
+                .as_ref()
+                .and_then(|s| s.etag.as_deref())
+                .zip(last_etag)
+                .is_some_and(|(now, last)| now != last);
+        if foreign || observed.uploaded_elsewhere {
             let client = self.view.client();
             observed.settings = Some(client.script_settings(script).await?);
             let modules = client.download_script(script).await?;

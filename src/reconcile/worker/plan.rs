@@ -23,6 +23,9 @@ pub struct ObservedWorker {
     /// The content hash of the script's modules as Cloudflare has them
     /// (`bindings::content_hash`), read with the settings.
     pub live_modules_hash: Option<String>,
+    /// The script carries flaredock's tags but not the version flaredock saw in sync
+    /// last (someone uploaded over it): compared field by field, as drift.
+    pub uploaded_elsewhere: bool,
 }
 
 /// How the migration of an upload moves the script's tag.
@@ -198,14 +201,19 @@ pub fn plan_worker(desired: &DesiredWorker, observed: &ObservedWorker) -> Plan {
         let live = recorded.hashes.clone().unwrap_or_default();
         // A script flaredock did not upload: its settings, read from Cloudflare, are
         // compared field by field instead of by the hash tag it does not carry.
-        let by_field = recorded.hashes.is_none() && observed.settings.is_some();
+        let by_field = (recorded.hashes.is_none() || observed.uploaded_elsewhere)
+            && observed.settings.is_some();
         if let (true, Some(settings)) = (by_field, &observed.settings) {
             if let Some(live_code) = &observed.live_modules_hash {
                 plan.changes
                     .extend(super::bindings::modules_change(desired, live_code, script));
             }
-            plan.changes
-                .extend(super::bindings::settings_changes(desired, settings, script));
+            plan.changes.extend(super::bindings::settings_changes(
+                desired,
+                settings,
+                script,
+                recorded.hashes.is_none(),
+            ));
         }
         for ((part, want), (_, have)) in desired.hashes.parts().iter().zip(live.parts()) {
             if by_field && (*part != "code" || observed.live_modules_hash.is_some()) {
