@@ -317,3 +317,61 @@ async fn a_binding_to_missing_storage_is_refused_with_cloudflares_error() {
     assert_eq!(status, 400, "{body}");
     assert!(body.to_string().contains("title"), "{body}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_with_every_binding_family_is_uploaded_and_a_reapply_writes_nothing() {
+    let em = common::start_emulator(|_| {}).await;
+    let mut ids = Vec::new();
+    for (path, body, key) in [
+        ("/storage/kv/namespaces", json!({"title": "cache"}), "id"),
+        ("/r2/buckets", json!({"name": "shop-assets"}), "name"),
+        ("/d1/database", json!({"name": "shop"}), "uuid"),
+        ("/queues", json!({"queue_name": "shop-jobs"}), "queue_name"),
+    ] {
+        let (status, answer) = api(&em, reqwest::Method::POST, path, None, Some(body)).await;
+        assert_eq!(status, 200, "{path}: {answer}");
+        ids.push(answer["result"][key].as_str().expect(key).to_string());
+    }
+    let obj = worker(&format!(
+        "    - {{name: CACHE, kvNamespace: {{namespaceId: '{}'}}}}\n    - {{name: BUCKET, r2Bucket: {{bucketName: {}}}}}\n    - {{name: DB, d1: {{databaseId: '{}'}}}}\n    - {{name: JOBS, queue: {{queueName: {}}}}}\n    - {{name: SELF, service: {{service: shop}}}}\n    - {{name: PG, hyperdrive: {{id: 9a1e}}}}\n    - {{name: AI, ai: {{}}}}\n    - {{name: EVENTS, analyticsEngine: {{dataset: shop_events}}}}\n    - {{name: INDEX, vectorize: {{indexName: products}}}}\n    - {{name: VERSION, versionMetadata: {{}}}}\n    - {{name: STRIPE, secretsStoreSecret: {{storeId: st0re, secretName: stripe}}}}\n    - {{name: FLOW, workflow: {{workflowName: checkout}}}}\n",
+        ids[0], ids[1], ids[2], ids[3]
+    ));
+    let client = common::client_for(&em);
+    let r = common::reconciler_for(&client);
+    let out = r
+        .reconcile_worker(&obj, vec![], &SourceData::default(), None)
+        .await;
+    assert!(out.error.is_none(), "{:?}", out.error);
+    assert!(
+        out.status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True"),
+        "{:?}",
+        out.status
+    );
+    let live = settings(&em).await;
+    let names: Vec<&str> = live["bindings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|b| b["name"].as_str())
+        .collect();
+    for n in [
+        "CACHE", "BUCKET", "DB", "JOBS", "SELF", "PG", "AI", "EVENTS", "INDEX", "VERSION",
+        "STRIPE", "FLOW", "ROOMS", "MODE",
+    ] {
+        assert!(names.contains(&n), "{n} read back: {live}");
+    }
+    em.shared.clear_requests();
+    r.view.invalidate().await;
+    let again = r
+        .reconcile_worker(&obj, vec![], &SourceData::default(), Some(&out.status))
+        .await;
+    assert!(again.error.is_none(), "{:?}", again.error);
+    assert_eq!(
+        writes(&em),
+        Vec::<String>::new(),
+        "a re-apply writes nothing"
+    );
+}

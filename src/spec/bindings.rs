@@ -300,7 +300,8 @@ mod tests {
 
     #[test]
     fn every_official_kind_is_a_member() {
-        let doc: Value = serde_json::from_str(ROUTING_STORAGE_JSON).expect("extract");
+        let doc: Value =
+            serde_json::from_str(crate::emulator::schema::WORKERS_JSON).expect("extract");
         let mapping = doc
             .pointer("/components/schemas/workers_binding_item/discriminator/mapping")
             .and_then(Value::as_object)
@@ -312,6 +313,12 @@ mod tests {
             assert!(
                 BINDING_KINDS.iter().any(|(_, k)| k == kind),
                 "binding kind {kind} is not declarable"
+            );
+            let full: Value = serde_json::from_str(ROUTING_STORAGE_JSON).expect("extract");
+            assert!(
+                full.pointer(&format!("/components/schemas/workers_binding_kind_{kind}"))
+                    .is_some_and(|s| s.get("x-omitted-from-subset").is_none()),
+                "the official schema of {kind} is vendored"
             );
         }
     }
