@@ -70,7 +70,7 @@ fn uploaded(d: &DesiredWorker, migration_tag: &str) -> ObservedWorker {
             ..Default::default()
         }),
         namespaced_classes: d.classes(),
-        reach: Default::default(),
+        ..Default::default()
     }
 }
 
@@ -267,7 +267,7 @@ fn a_script_flaredock_does_not_own_is_refused_naming_adopt() {
             ..Default::default()
         }),
         namespaced_classes: vec!["Shop".into()],
-        reach: Default::default(),
+        ..Default::default()
     };
     let p = plan_worker(&d, &foreign);
     let (reason, message) = refused(&p);
@@ -312,7 +312,7 @@ fn a_script_another_flaredock_object_owns_is_never_taken() {
             ..Default::default()
         }),
         namespaced_classes: vec![],
-        reach: Default::default(),
+        ..Default::default()
     };
     let p = plan_worker(&d, &owned);
     let (reason, message) = refused(&p);

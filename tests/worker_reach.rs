@@ -68,6 +68,7 @@ fn observed(d: &DesiredWorker, reach: ObservedReach) -> ObservedWorker {
         }),
         namespaced_classes: vec![],
         reach,
+        ..Default::default()
     }
 }
 

@@ -716,4 +716,18 @@ pub struct ScriptSettings {
     pub migrations: Option<Migrations>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compatibility_date: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub compatibility_flags: Vec<String>,
+    /// `workers_placement_info_no_status`, as Cloudflare returns it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement: Option<Value>,
+    /// `workers_observability`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observability: Option<Value>,
+    /// `workers_limits`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<Value>,
+    /// `workers_tail_consumers`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tail_consumers: Option<Value>,
 }

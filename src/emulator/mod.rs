@@ -134,6 +134,7 @@ pub mod routing;
 pub mod schema;
 pub mod scripts;
 pub mod state;
+pub mod storage;
 pub mod workerd;
 
 use std::net::SocketAddr;

@@ -104,11 +104,21 @@ impl Spec {
             .pointer_mut("/components/schemas")
             .and_then(Value::as_object_mut)
         {
+            // The routing and storage extract holds every binding kind, verbatim.
+            let full: Value = serde_json::from_str(crate::spec::bindings::ROUTING_STORAGE_JSON)
+                .unwrap_or_default();
             for (kind, schema_name) in mapping {
                 if let Some(s) = schemas.get_mut(&schema_name)
                     && s.get("x-omitted-from-subset").is_some()
                 {
-                    *s = json!({"type": "object", "properties": {"type": {"const": kind}}, "required": ["type", "name"]});
+                    *s = match full.pointer(&format!("/components/schemas/{schema_name}")) {
+                        Some(official) if official.get("x-omitted-from-subset").is_none() => {
+                            official.clone()
+                        }
+                        _ => {
+                            json!({"type": "object", "properties": {"type": {"const": kind}}, "required": ["type", "name"]})
+                        }
+                    };
                 }
             }
         }

@@ -102,6 +102,9 @@ pub struct AccountState {
     #[serde(default)]
     pub container_enabled: BTreeSet<String>,
     pub scripts: BTreeMap<String, ScriptRecord>,
+    /// KV namespaces, R2 buckets, D1 databases and queues (`super::storage`).
+    #[serde(default)]
+    pub storage: super::storage::Storage,
     next_id: u64,
     /// How long one rollout step takes, in milliseconds.
     #[serde(default)]

@@ -78,6 +78,8 @@ reasons! {
     BundleInvalid => Stalled,
     MainModuleMissing => Stalled,
     BindingConflict => Stalled,
+    /// A `spec.bindings` entry the official binding schema refuses.
+    BindingInvalid => Stalled,
     TooManyContainers => Stalled,
     ScriptOwnedElsewhere => Stalled,
     ScriptNotOwned => Stalled,

@@ -12,12 +12,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::oci::Reference;
 
+pub mod bindings;
 mod crd;
 pub mod crd_rules;
 pub mod reach;
 mod validate;
 pub mod worker;
 
+pub use bindings::WorkerBinding;
 pub use crd::{all_crds_yaml, container_crd, crd_yaml, worker_crd, worker_crd_yaml};
 pub use validate::{FieldError, is_js_identifier, validate, validate_worker};
 pub use worker::*;

@@ -389,6 +389,9 @@ pub fn validate_worker(obj: &CloudflareWorker) -> Vec<FieldError> {
     if s.compatibility_flags.len() > 64 {
         err("spec.compatibilityFlags", "at most 64 flags".into());
     }
+    for (field, message) in super::bindings::validate_bindings(s) {
+        err(&field, message);
+    }
     let src = &s.source;
     let count = [
         src.inline.is_some(),

@@ -66,6 +66,13 @@ pub struct CloudflareWorkerSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secrets: Vec<WorkerSecret>,
 
+    /// Bindings of every other kind of the official `workers_binding_item`, keyed by
+    /// name: each entry is `{name, <kind>: {<official fields in camelCase>}}`, e.g.
+    /// `{name: CACHE, kvNamespace: {namespaceId: …}}` (see `super::bindings`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]), length(max = 256))]
+    pub bindings: Vec<super::WorkerBinding>,
+
     /// Stop every write to Cloudflare for this object (Flux's convention): it is still
     /// observed, its status says `Ready=False, Suspended` with what is pending.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -234,6 +241,11 @@ pub struct CloudflareWorkerStatus {
     /// Hash of what was uploaded (keyed: it reveals nothing of secret values).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upload_hash: Option<String>,
+    /// The etag of the script version flaredock saw in sync last: another etag on a
+    /// script flaredock owns means someone uploaded over it (`wrangler deploy`), and its
+    /// settings are compared field by field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload_etag: Option<String>,
     /// Container-enabled classes of the upload, sorted.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub containers: Vec<String>,

@@ -24,6 +24,7 @@ mod containers;
 mod hooks;
 mod registry_http;
 mod routing;
+mod storage;
 mod workers;
 mod wrangler;
 
@@ -32,6 +33,7 @@ use hooks::*;
 use registry_http::*;
 use routing::*;
 pub use routing::{NOT_IN_EXTRACT, not_in_extract};
+use storage::*;
 use workers::*;
 pub use wrangler::{WRANGLER_ONLY, wrangler_only_result};
 use wrangler::{list_dash_applications, list_dash_instances};
@@ -171,8 +173,14 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/workers/scripts", get(list_scripts))
         .route(
             "/workers/scripts/{script}",
-            put(upload_script).delete(delete_script),
+            put(upload_script)
+                .delete(delete_script)
+                .get(download_script),
         )
+        .route("/storage/kv/namespaces", get(list_kv).post(create_kv))
+        .route("/r2/buckets", get(list_r2).post(create_r2))
+        .route("/d1/database", get(list_d1).post(create_d1))
+        .route("/queues", get(list_queues).post(create_queue))
         .route(
             "/workers/scripts/{script}/settings",
             get(get_settings).patch(patch_settings),

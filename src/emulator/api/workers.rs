@@ -125,6 +125,8 @@ pub(super) async fn upload_script(
                 }
             )));
         }
+        // A binding to storage or a service that does not exist: refused before loading.
+        shared.account().check_binding_targets(&script, &metadata)?;
         let (main, modules) = crate::emulator::scripts::decode_modules(&metadata, modules)?;
         let loading = std::time::Instant::now();
         let exports = match shared.runtime() {

@@ -8,6 +8,7 @@
 //! domains, cron triggers) goes through the same steps, in [`reach`]: observed with the
 //! script, planned after the upload, part of `Ready`.
 
+pub mod bindings;
 mod delete;
 pub mod inputs;
 pub mod model;
@@ -149,6 +150,12 @@ impl Reconciler {
         containers: Vec<ContainerClass>,
         data: &SourceData,
     ) -> Result<DesiredWorker, Blocked> {
+        if let Some(message) = bindings::invalid(obj) {
+            return Err(Blocked::Refused {
+                reason: Reason::BindingInvalid,
+                message,
+            });
+        }
         let inputs = self.worker_inputs(obj, data).await?;
         let key = self.view.client().token_fingerprint();
         Ok(DesiredWorker::new(
@@ -172,7 +179,7 @@ impl Reconciler {
             Ok(desired) => {
                 let recorded = reach::RecordedReach::of(obj.status.as_ref());
                 let observed = self
-                    .observe_worker(&desired.script_name, Some((&desired.reach, recorded)))
+                    .observe_worker(&desired.script_name, Some((&desired.reach, recorded)), None)
                     .await?;
                 Ok(plan_worker(&desired, &observed))
             }
@@ -195,6 +202,7 @@ impl Reconciler {
             previous,
             script: obj.script_name().to_string(),
             now: jiff::Timestamp::now(),
+            uploaded_etag: Default::default(),
         };
         pipeline::run(&run, self.deadline).await
     }
@@ -209,6 +217,17 @@ struct WorkerRun<'a> {
     previous: Option<&'a CloudflareWorkerStatus>,
     script: String,
     now: jiff::Timestamp,
+    /// The etag of this run's own upload (not someone else's).
+    uploaded_etag: std::sync::Mutex<Option<String>>,
+}
+
+impl WorkerRun<'_> {
+    /// The etag of the version this object uploaded in this run, or saw in sync last.
+    fn last_etag(&self) -> Option<String> {
+        crate::lock(&self.uploaded_etag)
+            .clone()
+            .or_else(|| self.previous.and_then(|p| p.upload_etag.clone()))
+    }
 }
 
 impl Pipeline for WorkerRun<'_> {
@@ -253,7 +272,11 @@ impl Pipeline for WorkerRun<'_> {
     async fn observe(&self, desired: &DesiredWorker) -> Result<ObservedWorker, ApiError> {
         let recorded = reach::RecordedReach::of(self.previous);
         self.r
-            .observe_worker(&self.script, Some((&desired.reach, recorded)))
+            .observe_worker(
+                &self.script,
+                Some((&desired.reach, recorded)),
+                self.last_etag().as_deref(),
+            )
             .await
     }
 
@@ -262,7 +285,11 @@ impl Pipeline for WorkerRun<'_> {
         let want = reach::DesiredReach::from_spec(self.obj);
         let recorded = reach::RecordedReach::of(self.previous);
         self.r
-            .observe_worker(&self.script, Some((&want, recorded)))
+            .observe_worker(
+                &self.script,
+                Some((&want, recorded)),
+                self.last_etag().as_deref(),
+            )
             .await
             .ok()
     }
@@ -282,7 +309,15 @@ impl Pipeline for WorkerRun<'_> {
         plan: &Plan,
         events: &mut Vec<Happening>,
     ) -> Result<(), ApiError> {
-        self.r.act(&desired.owner, &self.script, plan, events).await
+        let done = self.r.act(&desired.owner, &self.script, plan, events).await;
+        // What our upload left (the view records it from the answer, no call).
+        if done.is_ok()
+            && !plan.actions.is_empty()
+            && let Ok(Some(info)) = self.r.view.script(&self.script).await
+        {
+            *crate::lock(&self.uploaded_etag) = info.etag;
+        }
+        done
     }
 
     fn secret_values<'d>(&self, desired: &'d DesiredWorker) -> Vec<&'d str> {

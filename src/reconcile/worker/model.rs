@@ -177,6 +177,11 @@ pub struct DesiredWorker {
     pub hashes: PartHashes,
     /// workers.dev, routes, domains, crons ([`super::reach`]).
     pub reach: super::reach::DesiredReach,
+    /// `spec.bindings` in the official form, sorted by name.
+    pub bindings: Vec<crate::cloudflare::types::Binding>,
+    /// Classes of this script bound by `spec.bindings` without a container (they get a
+    /// migration as container classes do), sorted.
+    pub own_classes: Vec<String>,
 }
 
 /// 16 hex characters of SHA-256.
@@ -247,11 +252,19 @@ impl DesiredWorker {
                 .zip(&secret_hashes)
                 .flat_map(|(sv, h)| [sv.name.as_bytes(), h.as_slice()]),
         );
+        let declared = super::bindings::declared(obj);
+        let declared_json: Vec<Vec<u8>> = declared
+            .iter()
+            .map(|b| serde_json::to_vec(b).unwrap_or_default())
+            .collect();
+        // Without spec.bindings the hash is what it was before they existed.
         let bindings = hash_parts(
             containers
                 .iter()
-                .flat_map(|c| [c.class_name.as_bytes(), c.binding_name.as_bytes()]),
+                .flat_map(|c| [c.class_name.as_bytes(), c.binding_name.as_bytes()])
+                .chain(declared_json.iter().map(Vec::as_slice)),
         );
+        let own_classes = super::bindings::own_classes(&declared);
         DesiredWorker {
             key: obj.key(),
             owner: obj.owner_id(cluster),
@@ -276,7 +289,19 @@ impl DesiredWorker {
                 secrets: secrets_hash,
                 bindings,
             },
+            bindings: declared,
+            own_classes,
         }
+    }
+
+    /// Every class of this script that needs a Durable Object namespace: container
+    /// classes and the classes `spec.bindings` binds, sorted and deduplicated.
+    pub fn all_classes(&self) -> Vec<String> {
+        let mut c = self.classes();
+        c.extend(self.own_classes.iter().cloned());
+        c.sort();
+        c.dedup();
+        c
     }
 
     /// Container classes, sorted and deduplicated.

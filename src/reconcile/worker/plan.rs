@@ -16,6 +16,18 @@ pub struct ObservedWorker {
     pub namespaced_classes: Vec<String>,
     /// workers.dev, routes, domains, crons ([`super::reach`]).
     pub reach: super::reach::ObservedReach,
+    /// The script's settings, read when flaredock did not upload it (adoption,
+    /// `managementPolicy: Observe`): compared field by field.
+    pub settings: Option<ScriptSettings>,
+    /// Classes of this script whose namespace runs a container application (read with
+    /// the settings): container-enabled whoever uploaded the script.
+    pub container_enabled: Vec<String>,
+    /// The content hash of the script's modules as Cloudflare has them
+    /// (`bindings::content_hash`), read with the settings.
+    pub live_modules_hash: Option<String>,
+    /// The script carries flaredock's tags but not the version flaredock saw in sync
+    /// last (someone uploaded over it): compared field by field, as drift.
+    pub uploaded_elsewhere: bool,
 }
 
 /// How the migration of an upload moves the script's tag.
@@ -87,6 +99,7 @@ pub fn upload_for(
         .iter()
         .map(|(k, v)| Binding::plain_text(k, v))
         .collect();
+    bindings.extend(desired.bindings.iter().cloned());
     let mut seen = std::collections::BTreeSet::new();
     for c in &desired.containers {
         if seen.insert(&c.binding_name) {
@@ -148,6 +161,9 @@ pub fn plan_worker(desired: &DesiredWorker, observed: &ObservedWorker) -> Plan {
 /// Desired vs observed script → at most one upload.
 fn plan_script(desired: &DesiredWorker, observed: &ObservedWorker) -> Plan {
     let mut plan = Plan::default();
+    if let Some(message) = super::bindings::container_conflict(desired) {
+        return Plan::refuse(Reason::BindingConflict, message);
+    }
     if let Some(message) = conflicts(desired) {
         return Plan::refuse(Reason::BindingConflict, message);
     }
@@ -205,7 +221,26 @@ fn plan_script(desired: &DesiredWorker, observed: &ObservedWorker) -> Plan {
             }
         }
         let live = recorded.hashes.clone().unwrap_or_default();
+        // A script flaredock did not upload: its settings, read from Cloudflare, are
+        // compared field by field instead of by the hash tag it does not carry.
+        let by_field = (recorded.hashes.is_none() || observed.uploaded_elsewhere)
+            && observed.settings.is_some();
+        if let (true, Some(settings)) = (by_field, &observed.settings) {
+            if let Some(live_code) = &observed.live_modules_hash {
+                plan.changes
+                    .extend(super::bindings::modules_change(desired, live_code, script));
+            }
+            plan.changes.extend(super::bindings::settings_changes(
+                desired,
+                settings,
+                script,
+                recorded.hashes.is_none(),
+            ));
+        }
         for ((part, want), (_, have)) in desired.hashes.parts().iter().zip(live.parts()) {
+            if by_field && (*part != "code" || observed.live_modules_hash.is_some()) {
+                continue;
+            }
             if want != &have {
                 let what = match *part {
                     "code" => "modules",
@@ -228,12 +263,23 @@ fn plan_script(desired: &DesiredWorker, observed: &ObservedWorker) -> Plan {
         }
     } else {
         change(&mut plan, format!("worker.{script}"), "absent", "uploaded");
+        for b in &desired.bindings {
+            change(
+                &mut plan,
+                format!("worker.{script}.bindings.{}", b.name),
+                "absent",
+                crate::spec::bindings::shown(b),
+            );
+        }
     }
 
-    let live_classes: Vec<String> = recorded
+    let mut live_classes: Vec<String> = recorded
         .as_ref()
         .map(|r| r.containers.clone())
         .unwrap_or_default();
+    live_classes.extend(observed.container_enabled.iter().cloned());
+    live_classes.sort();
+    live_classes.dedup();
     let classes = desired.classes();
     for c in &desired.containers {
         if !live_classes.contains(&c.class_name) {
@@ -256,7 +302,8 @@ fn plan_script(desired: &DesiredWorker, observed: &ObservedWorker) -> Plan {
             "removed (the class, its namespace and its Durable Object data are kept: flaredock never sends deleted_classes; keep exporting the class)",
         );
     }
-    let new_classes: Vec<String> = classes
+    let new_classes: Vec<String> = desired
+        .all_classes()
         .iter()
         .filter(|c| !observed.namespaced_classes.contains(c))
         .cloned()

@@ -121,6 +121,10 @@ pub fn derive(
                     .filter(|_| converged)
                     .map(|d| d.hashes.combined())
             }),
+        upload_etag: script
+            .filter(|_| converged)
+            .and_then(|s| s.etag.clone())
+            .or_else(|| previous.and_then(|p| p.upload_etag.clone())),
         containers: recorded.map(|r| r.containers).unwrap_or_default(),
         drift: previous
             .filter(|p| p.observed_generation == input.generation)
