@@ -4,7 +4,7 @@
 # the emulator's request log. Source it after `set -euo pipefail` and `cd` to the
 # repository.
 cargo build --release --quiet
-fd=$PWD/target/release/flaredock
+fd=${CARGO_TARGET_DIR:-$PWD/target}/release/flaredock
 work=$(mktemp -d)
 em_pid=
 cleanup() { [ -n "$em_pid" ] && kill "$em_pid" 2>/dev/null; rm -rf "$work"; }
