@@ -274,7 +274,23 @@ pub async fn run(config: RunConfig) -> i32 {
                         if is_leader {
                             // What the other replica did meanwhile is read afresh.
                             lease_ctx.drop_accounts().await;
-                            let _ = tx.send(());
+                            // Everything again once this replica may write (its next
+                            // read of the Lease opens the local deadline): a reconcile
+                            // before that would wait out a standby's requeue.
+                            let (ctx, tx, limit) = (
+                                lease_ctx.clone(),
+                                tx.clone(),
+                                lease_leadership.lease_seconds(),
+                            );
+                            tokio::spawn(async move {
+                                let started = tokio::time::Instant::now();
+                                while !ctx.may_write()
+                                    && started.elapsed() < Duration::from_secs(limit)
+                                {
+                                    tokio::time::sleep(Duration::from_millis(50)).await;
+                                }
+                                let _ = tx.send(());
+                            });
                         }
                     }
                     if rx.changed().await.is_err() {
