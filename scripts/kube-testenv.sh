@@ -16,6 +16,10 @@
 #   ${FLAREDOCK_TESTENV_CACHE:-$HOME/.cache/flaredock/kube-testenv}/<sha256>/kube-testenv
 # (<sha256>: of go.mod, go.sum, main.go and the link flags).
 # FLAREDOCK_TESTENV_PARENT=PID: also stop when that process is gone (the test harness).
+#
+# While it runs: SIGUSR1 kills the API server (SIGKILL) and starts it again on the same
+# port and etcd ("kube-testenv: restarted N" in the script's stderr once /readyz answers
+# again). Every request is in DIR/audit.log (audit level Metadata, one JSON line each).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 module="$root/tools/kube-testenv"
@@ -104,23 +108,39 @@ grep -q "etcd ready" "$dir/etcd.log" || die "etcd not ready in 60s: $(tail -5 "$
 
 pki="$dir/pki"
 issuer=https://kubernetes.default.svc.cluster.local
-"$bin" kube-apiserver \
-  --etcd-servers="http://127.0.0.1:$etcd_client" \
-  --bind-address=127.0.0.1 \
-  --advertise-address=127.0.0.1 \
-  --secure-port="$api_port" \
-  --cert-dir="$pki" \
-  --tls-cert-file="$pki/serving.crt" \
-  --tls-private-key-file="$pki/serving.key" \
-  --client-ca-file="$pki/ca.crt" \
-  --authorization-mode=RBAC \
-  --service-account-issuer="$issuer" \
-  --api-audiences="$issuer" \
-  --service-account-key-file="$pki/sa.pub" \
-  --service-account-signing-key-file="$pki/sa.key" \
-  --service-cluster-ip-range=10.96.0.0/16 \
-  --v=1 2>"$dir/apiserver.log" &
-pids+=($!)
+cat >"$dir/audit-policy.yaml" <<EOF
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+  - level: Metadata
+EOF
+apiserver_args=(
+  --etcd-servers="http://127.0.0.1:$etcd_client"
+  --bind-address=127.0.0.1
+  --advertise-address=127.0.0.1
+  --secure-port="$api_port"
+  --cert-dir="$pki"
+  --tls-cert-file="$pki/serving.crt"
+  --tls-private-key-file="$pki/serving.key"
+  --client-ca-file="$pki/ca.crt"
+  --authorization-mode=RBAC
+  --service-account-issuer="$issuer"
+  --api-audiences="$issuer"
+  --service-account-key-file="$pki/sa.pub"
+  --service-account-signing-key-file="$pki/sa.key"
+  --service-cluster-ip-range=10.96.0.0/16
+  --audit-policy-file="$dir/audit-policy.yaml"
+  --audit-log-path="$dir/audit.log"
+  --audit-log-format=json
+  --audit-log-mode=blocking
+  --v=1
+)
+start_apiserver() {
+  "$bin" kube-apiserver "${apiserver_args[@]}" 2>>"$dir/apiserver.log" &
+  pids[1]=$!
+}
+start_apiserver
 
 b64() { base64 -w0 <"$1"; }
 cat >"$dir/admin.kubeconfig.tmp" <<EOF
@@ -141,21 +161,36 @@ contexts:
     context: {cluster: kube-testenv, user: admin, namespace: default}
 current-context: kube-testenv
 EOF
-ready=""
-for _ in $(seq 1 240); do
-  kill -0 "${pids[1]}" 2>/dev/null || die "kube-apiserver exited: $(tail -20 "$dir/apiserver.log")"
-  if kubectl --kubeconfig "$dir/admin.kubeconfig.tmp" get --raw /readyz >/dev/null 2>&1; then
-    ready=1
-    break
-  fi
-  sleep 0.5
-done
-[ -n "$ready" ] || die "kube-apiserver not ready in 120s: $(tail -20 "$dir/apiserver.log")"
+# Waits for /readyz, as the admin of kubeconfig $1.
+wait_ready() {
+  for _ in $(seq 1 240); do
+    kill -0 "${pids[1]}" 2>/dev/null || die "kube-apiserver exited: $(tail -20 "$dir/apiserver.log")"
+    if kubectl --kubeconfig "$1" get --raw /readyz >/dev/null 2>&1; then
+      return 0
+    fi
+    sleep 0.5
+  done
+  die "kube-apiserver not ready in 120s: $(tail -20 "$dir/apiserver.log")"
+}
+wait_ready "$dir/admin.kubeconfig.tmp"
 mv "$dir/admin.kubeconfig.tmp" "$dir/admin.kubeconfig"
 echo "kube-testenv: ready at https://127.0.0.1:$api_port (KUBECONFIG=$dir/admin.kubeconfig)" >&2
 
+restarts=0
+restart_requested=""
+trap 'restart_requested=1' USR1
 parent=${FLAREDOCK_TESTENV_PARENT:-}
 while :; do
+  if [ -n "$restart_requested" ]; then
+    restart_requested=""
+    kill -9 "${pids[1]}" 2>/dev/null || true
+    wait "${pids[1]}" 2>/dev/null || true
+    echo "kube-testenv: API server killed" >&2
+    start_apiserver
+    wait_ready "$dir/admin.kubeconfig"
+    restarts=$((restarts + 1))
+    echo "kube-testenv: restarted $restarts" >&2
+  fi
   for p in "${pids[@]}"; do
     kill -0 "$p" 2>/dev/null || die "a process of the test environment exited (logs in $dir)"
   done

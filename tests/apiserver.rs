@@ -26,6 +26,19 @@ const CRDS: [&str; 2] = [
 const SA_NAMESPACE: &str = "flaredock-system";
 const SA_NAME: &str = "flaredock";
 
+/// Tests that restart the API server or edit the RBAC of `deploy/` hold this
+/// exclusively; every other test holds it shared.
+static DISRUPTION: std::sync::LazyLock<tokio::sync::RwLock<()>> =
+    std::sync::LazyLock::new(|| tokio::sync::RwLock::new(()));
+
+async fn shared() -> tokio::sync::RwLockReadGuard<'static, ()> {
+    DISRUPTION.read().await
+}
+
+async fn exclusive() -> tokio::sync::RwLockWriteGuard<'static, ()> {
+    DISRUPTION.write().await
+}
+
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
@@ -128,6 +141,16 @@ impl Controller {
         em: &common::Emulator,
         env: &[(&str, &str)],
     ) -> Controller {
+        Controller::start_at(kubeconfig, namespace, &em.base_url(), env)
+    }
+
+    /// The same, reaching Cloudflare at `api_base` (a test's front of the emulator).
+    fn start_at(
+        kubeconfig: &Path,
+        namespace: &str,
+        api_base: &str,
+        env: &[(&str, &str)],
+    ) -> Controller {
         let log = testenv().dir().join(format!(
             "controller-{namespace}-{:04x}.log",
             fastrand::u16(..)
@@ -139,7 +162,7 @@ impl Controller {
             .args(["--lease-name", &format!("flaredock-{namespace}")])
             .args(["--lease-namespace", SA_NAMESPACE, "--lease-duration", "6s"])
             .args(["--metrics-address", &format!("127.0.0.1:{port}")])
-            .args(["--api-base-url", &em.base_url(), "--progress-poll", "1s"])
+            .args(["--api-base-url", api_base, "--progress-poll", "1s"])
             .env("KUBECONFIG", kubeconfig)
             .env_remove("CLOUDFLARE_API_TOKEN")
             .env_remove("CLOUDFLARE_ACCOUNT_ID")
@@ -164,6 +187,30 @@ impl Controller {
                 return;
             }
             std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGKILL, as a node that dies: the Lease is not released.
+    fn sigkill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Waits (`limit` at most) until `/readyz` answers `code`.
+    async fn wait_readyz(&mut self, code: u16, limit: Duration) {
+        let started = Instant::now();
+        loop {
+            self.assert_running();
+            let now = self.readyz().await;
+            if now == Some(code) {
+                return;
+            }
+            assert!(
+                started.elapsed() < limit,
+                "/readyz is {now:?}, not {code}, after {limit:?}:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
         }
     }
 
@@ -255,6 +302,7 @@ where
 
 #[test]
 fn deploy_installs_cleanly_and_both_crds_become_established() {
+    let _shared = DISRUPTION.blocking_read();
     let (env, install) = installed();
     let stdout = String::from_utf8_lossy(&install.output.stdout);
     let stderr = String::from_utf8_lossy(&install.output.stderr);
@@ -468,6 +516,7 @@ const SERVER_OR_KUBECTL_REFUSES: &[(&str, &str)] = &[
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_api_server_and_the_command_line_give_one_verdict_on_every_manifest() {
+    let _shared = shared().await;
     let (env, _) = installed();
     let client = env.admin_client().await;
     let ns = create_namespace(&client, "verdicts").await;
@@ -595,6 +644,7 @@ fn can_i(kubeconfig: &Path, verb: &str, resource: &str, ns: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_onboarded_namespace_reaches_ready_and_one_not_onboarded_is_forbidden() {
+    let _shared = shared().await;
     let (env, _) = installed();
     let admin = env.admin_client().await;
     let em = common::start_emulator(|_| {}).await;
@@ -682,6 +732,15 @@ async fn an_onboarded_namespace_reaches_ready_and_one_not_onboarded_is_forbidden
     // Nothing of the refused object reached Cloudflare.
     let apps = common::client_for(&em).list_applications().await.unwrap();
     assert_eq!(apps.len(), 1, "{apps:?}");
+    // Secrets are read by name only: never listed or watched, in either namespace.
+    for ns in ["team-a", stranger.as_str()] {
+        let verbs = controller_requests(env, 0, ns, "secrets");
+        assert!(!verbs.is_empty(), "{ns}: the controller read its Secret");
+        assert!(
+            verbs.iter().all(|v| v != "list" && v != "watch"),
+            "{ns}: the controller sent {verbs:?} on Secrets"
+        );
+    }
     // The refusal was the API server's 403 on the Secret, as the controller logged it
     // nowhere else: the same identity is refused by the API server directly.
     let sa = client_from(&kubeconfig).await;
@@ -735,6 +794,7 @@ async fn default_credentials(env: &TestEnv, em: &common::Emulator) -> (String, S
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_quickstart_applied_with_kubectl_reaches_ready_with_status_by_flaredock() {
+    let _shared = shared().await;
     let (env, _) = installed();
     let em = common::start_emulator(|_| {}).await;
     let (token, account) = default_credentials(env, &em).await;
@@ -889,6 +949,7 @@ fn onboard(env: &TestEnv, ns: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_delete_returns_only_after_cloudflare_let_the_application_go() {
+    let _shared = shared().await;
     let (env, _) = installed();
     let admin = env.admin_client().await;
     // Cloudflare deletes asynchronously: a deleted application stays listed a while.
@@ -943,10 +1004,15 @@ async fn kubectl_delete_returns_only_after_cloudflare_let_the_application_go() {
 /// `n` CloudflareWorkers `w{i}`, each with the class `C{i}` hosted by the
 /// CloudflareContainer `c{i}` (binding `B{i}`), as one manifest.
 fn bound_pairs(n: usize) -> String {
+    bound_pairs_in(0..n, "v1")
+}
+
+/// The pairs `range` of [`bound_pairs`], their Worker's code marked `version`.
+fn bound_pairs_in(range: std::ops::Range<usize>, version: &str) -> String {
     let mut out = String::new();
-    for i in 0..n {
+    for i in range {
         out.push_str(&format!(
-            "---\napiVersion: flaredock.dev/v1alpha1\nkind: CloudflareWorker\nmetadata: {{name: w{i}}}\nspec:\n  compatibilityDate: \"2026-06-01\"\n  credentialsSecretRef: {{name: cloudflare}}\n  source:\n    inline:\n      mainModule: index.js\n      modules:\n        index.js: |\n          export class C{i} {{ constructor(ctx, env) {{ this.ctx = ctx; }} }}\n          export default {{ async fetch(request, env) {{ return env.B{i}.get(env.B{i}.idFromName(\"a\")).fetch(request); }} }};\n---\napiVersion: flaredock.dev/v1alpha1\nkind: CloudflareContainer\nmetadata: {{name: c{i}}}\nspec:\n  className: C{i}\n  image: {{reference: 'hello:v1'}}\n  credentialsSecretRef: {{name: cloudflare}}\n  worker: {{name: w{i}, bindingName: B{i}}}\n"
+            "---\napiVersion: flaredock.dev/v1alpha1\nkind: CloudflareWorker\nmetadata: {{name: w{i}}}\nspec:\n  compatibilityDate: \"2026-06-01\"\n  credentialsSecretRef: {{name: cloudflare}}\n  source:\n    inline:\n      mainModule: index.js\n      modules:\n        index.js: |\n          // {version}\n          export class C{i} {{ constructor(ctx, env) {{ this.ctx = ctx; }} }}\n          export default {{ async fetch(request, env) {{ return env.B{i}.get(env.B{i}.idFromName(\"a\")).fetch(request); }} }};\n---\napiVersion: flaredock.dev/v1alpha1\nkind: CloudflareContainer\nmetadata: {{name: c{i}}}\nspec:\n  className: C{i}\n  image: {{reference: 'hello:v1'}}\n  credentialsSecretRef: {{name: cloudflare}}\n  worker: {{name: w{i}, bindingName: B{i}}}\n"
         ));
     }
     out
@@ -998,92 +1064,160 @@ async fn wait_all_ready(admin: &Client, ns: &str, expect: usize, controller: &mu
     }
 }
 
-/// A plain-HTTP front of the API server that answers every LIST of CloudflareContainers
-/// `delay` late (the startup check, `limit=1`, excepted): a large or throttled
-/// container list, as after a restart over many objects. Everything else, watches
-/// included, is passed through as it comes.
-async fn slow_container_lists(
-    env: &TestEnv,
-    delay: Duration,
-) -> (String, tokio::task::JoinHandle<()>) {
-    use axum::body::Body;
-    use axum::extract::{Request, State};
-    use axum::response::Response;
-    #[derive(Clone)]
-    struct Front {
-        http: reqwest::Client,
-        server: String,
-        delay: Duration,
+/// What a [`Front`] does with one request: `Some(d)`: answers it `d` late.
+type Rule = std::sync::Arc<dyn Fn(&http::Method, &str, &str) -> Option<Duration> + Send + Sync>;
+
+/// A plain-HTTP front of a server (the API server, or an emulator): every request is
+/// passed through as it comes (watches streamed), and recorded as `METHOD path`;
+/// `rule` may answer some late (or, with a long delay, never while the test runs).
+struct Front {
+    url: String,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Front {
+    async fn start(upstream: String, http: reqwest::Client, rule: Rule) -> Front {
+        use axum::body::Body;
+        use axum::extract::{Request, State};
+        use axum::response::Response;
+        #[derive(Clone)]
+        struct Shared {
+            http: reqwest::Client,
+            upstream: String,
+            rule: Rule,
+            seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+        }
+        async fn forward(State(front): State<Shared>, request: Request) -> Response {
+            let target = request
+                .uri()
+                .path_and_query()
+                .map(|p| p.as_str().to_string())
+                .unwrap_or_default();
+            let query = request.uri().query().unwrap_or_default().to_string();
+            let path = request.uri().path().to_string();
+            let method = request.method().clone();
+            front.seen.lock().unwrap().push(format!("{method} {path}"));
+            if let Some(delay) = (front.rule)(&method, &path, &query) {
+                tokio::time::sleep(delay).await;
+            }
+            let mut headers = request.headers().clone();
+            headers.remove(http::header::HOST);
+            let body = axum::body::to_bytes(request.into_body(), 64 << 20)
+                .await
+                .unwrap_or_default();
+            let answer = front
+                .http
+                .request(method, format!("{}{target}", front.upstream))
+                .headers(headers)
+                .body(body)
+                .send()
+                .await;
+            match answer {
+                Ok(a) => {
+                    let mut response = Response::builder().status(a.status());
+                    for (k, v) in a.headers() {
+                        if k != http::header::TRANSFER_ENCODING
+                            && k != http::header::CONNECTION
+                            && k != http::header::CONTENT_LENGTH
+                        {
+                            response = response.header(k, v);
+                        }
+                    }
+                    response.body(Body::from_stream(a.bytes_stream())).unwrap()
+                }
+                Err(e) => Response::builder()
+                    .status(502)
+                    .body(Body::from(e.to_string()))
+                    .unwrap(),
+            }
+        }
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let shared = Shared {
+            http,
+            upstream,
+            rule,
+            seen: seen.clone(),
+        };
+        let router = axum::Router::new().fallback(forward).with_state(shared);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+        Front { url, seen, task }
     }
-    async fn forward(State(front): State<Front>, request: Request) -> Response {
-        let target = request
-            .uri()
-            .path_and_query()
-            .map(|p| p.as_str().to_string())
-            .unwrap_or_default();
-        let query = request.uri().query().unwrap_or_default().to_string();
-        let container_list = request.uri().path().ends_with("/cloudflarecontainers")
-            && request.method() == http::Method::GET
+
+    /// A front of the API server.
+    async fn of_apiserver(env: &TestEnv, rule: Rule) -> Front {
+        let http = reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(&env.ca_pem()).unwrap())
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .unwrap();
+        Front::start(env.server.clone(), http, rule).await
+    }
+
+    /// A front of the emulator; its base URL (for `--api-base-url`) is [`Front::api_base`].
+    async fn of_emulator(em: &common::Emulator) -> Front {
+        let base = em.base_url();
+        let origin = base.trim_end_matches("/client/v4").to_string();
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .unwrap();
+        Front::start(
+            origin,
+            http,
+            std::sync::Arc::new(|_: &http::Method, _: &str, _: &str| None),
+        )
+        .await
+    }
+
+    fn api_base(&self) -> String {
+        format!("{}/client/v4", self.url)
+    }
+
+    /// The requests seen so far.
+    fn seen(&self) -> Vec<String> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// The Cloudflare writes seen (as [`common::cloudflare_writes`] counts them).
+    fn cloudflare_writes(&self) -> Vec<String> {
+        self.seen()
+            .into_iter()
+            .filter(|r| !r.starts_with("GET ") && !r.ends_with("/credentials"))
+            .collect()
+    }
+}
+
+impl Drop for Front {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A front of the API server that answers every LIST of CloudflareContainers `delay`
+/// late (the startup check, `limit=1`, excepted): a large or throttled container
+/// list, as after a restart over many objects. Everything else, watches included, is
+/// passed through as it comes.
+async fn slow_container_lists(env: &TestEnv, delay: Duration) -> Front {
+    let rule: Rule = std::sync::Arc::new(move |method: &http::Method, path: &str, query: &str| {
+        let container_list = path.ends_with("/cloudflarecontainers")
+            && method == http::Method::GET
             && !query
                 .split('&')
                 .any(|p| p == "watch=true" || p == "watch=1" || p == "limit=1");
-        if container_list {
-            tokio::time::sleep(front.delay).await;
-        }
-        let method = request.method().clone();
-        let mut headers = request.headers().clone();
-        headers.remove(http::header::HOST);
-        let body = axum::body::to_bytes(request.into_body(), 64 << 20)
-            .await
-            .unwrap_or_default();
-        let answer = front
-            .http
-            .request(method, format!("{}{target}", front.server))
-            .headers(headers)
-            .body(body)
-            .send()
-            .await;
-        match answer {
-            Ok(a) => {
-                let mut response = Response::builder().status(a.status());
-                for (k, v) in a.headers() {
-                    if k != http::header::TRANSFER_ENCODING
-                        && k != http::header::CONNECTION
-                        && k != http::header::CONTENT_LENGTH
-                    {
-                        response = response.header(k, v);
-                    }
-                }
-                response.body(Body::from_stream(a.bytes_stream())).unwrap()
-            }
-            Err(e) => Response::builder()
-                .status(502)
-                .body(Body::from(e.to_string()))
-                .unwrap(),
-        }
-    }
-    let http = reqwest::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(&env.ca_pem()).unwrap())
-        .connect_timeout(Duration::from_secs(5))
-        .build()
-        .unwrap();
-    let front = Front {
-        http,
-        server: env.server.clone(),
-        delay,
-    };
-    let router = axum::Router::new().fallback(forward).with_state(front);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let task = tokio::spawn(async move {
-        let _ = axum::serve(listener, router).await;
+        container_list.then_some(delay)
     });
-    (url, task)
+    Front::of_apiserver(env, rule).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_controller_strips_no_worker_and_writes_nothing_to_cloudflare() {
     const PAIRS: usize = 50;
+    let _shared = shared().await;
     let (env, _) = installed();
     let admin = env.admin_client().await;
     let em = common::start_emulator(|_| {}).await;
@@ -1106,13 +1240,13 @@ async fn a_restarted_controller_strips_no_worker_and_writes_nothing_to_cloudflar
     // Two restarts, each reaching the API server through a front that answers the
     // CloudflareContainer lists 10 s late: the Workers' store syncs first.
     const LATE: Duration = Duration::from_secs(10);
-    let (front, front_task) = slow_container_lists(env, LATE).await;
+    let front = slow_container_lists(env, LATE).await;
     let slow = env
         .service_account_kubeconfig_via(
             SA_NAMESPACE,
             SA_NAME,
             &format!("sa-{ns}-front.kubeconfig"),
-            Some(&front),
+            Some(&front.url),
         )
         .await;
     for round in 0..2 {
@@ -1152,11 +1286,12 @@ async fn a_restarted_controller_strips_no_worker_and_writes_nothing_to_cloudflar
         let status = w.status.clone().unwrap_or_default();
         assert_eq!(status.containers, vec![format!("C{i}")], "w{i}: {status:?}");
     }
-    front_task.abort();
+    drop(front);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_answers_200_once_both_watches_have_synced() {
+    let _shared = shared().await;
     let (env, _) = installed();
     let admin = env.admin_client().await;
     let em = common::start_emulator(|_| {}).await;
@@ -1182,4 +1317,603 @@ async fn readyz_answers_200_once_both_watches_have_synced() {
         "{}",
         controller.log()
     );
+}
+
+// ---------------------------------------------------------------------------------
+// Failing watches, API server restarts, two replicas.
+
+/// Every Worker `w{i}` of `range` still has, at Cloudflare, its class `C{i}` among the
+/// containers of its last upload and its binding `B{i}` to that class (the script's
+/// settings as the emulator holds them).
+fn assert_workers_keep_classes(em: &common::Emulator, range: std::ops::Range<usize>, when: &str) {
+    let account = em.shared.account();
+    for i in range {
+        let script = account
+            .scripts
+            .get(&format!("w{i}"))
+            .unwrap_or_else(|| panic!("{when}: script w{i} is gone"));
+        assert!(
+            script.containers.contains(&format!("C{i}")),
+            "{when}: w{i} lost its container class C{i}: {:?}",
+            script.containers
+        );
+        assert!(
+            script
+                .bindings
+                .iter()
+                .any(|b| b["name"] == format!("B{i}") && b["class_name"] == format!("C{i}")),
+            "{when}: w{i} lost its binding B{i}: {:?}",
+            script.bindings
+        );
+    }
+}
+
+/// Puts the rules of the ClusterRole `flaredock` of deploy/ back on drop (a failed
+/// test included), as `kubectl apply -k deploy/` left them.
+struct RestoreClusterRole(String);
+
+impl RestoreClusterRole {
+    /// Takes list and watch of CloudflareContainers from the ClusterRole `flaredock`
+    /// (patch, for the finalizer, stays).
+    fn forbid_container_watch(env: &TestEnv) -> RestoreClusterRole {
+        let out = kubectl_ok(env, &["get", "clusterrole", "flaredock", "-o", "json"]);
+        let role: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let rules = role["rules"].clone();
+        let mut edited = Vec::new();
+        for rule in rules.as_array().unwrap() {
+            let resources = rule["resources"].as_array().cloned().unwrap_or_default();
+            if resources.iter().any(|r| r == "cloudflarecontainers") {
+                let others: Vec<_> = resources
+                    .iter()
+                    .filter(|r| *r != "cloudflarecontainers")
+                    .cloned()
+                    .collect();
+                let mut kept = rule.clone();
+                kept["resources"] = json!(others);
+                edited.push(kept);
+                edited.push(json!({
+                    "apiGroups": ["flaredock.dev"],
+                    "resources": ["cloudflarecontainers"],
+                    "verbs": ["patch"],
+                }));
+            } else {
+                edited.push(rule.clone());
+            }
+        }
+        let patch = json!({"rules": edited}).to_string();
+        kubectl_ok(
+            env,
+            &[
+                "patch",
+                "clusterrole",
+                "flaredock",
+                "--type=merge",
+                "-p",
+                &patch,
+            ],
+        );
+        RestoreClusterRole(json!({"rules": rules}).to_string())
+    }
+}
+
+impl Drop for RestoreClusterRole {
+    fn drop(&mut self) {
+        let env = testenv();
+        let out = env
+            .kubectl()
+            .args([
+                "patch",
+                "clusterrole",
+                "flaredock",
+                "--type=merge",
+                "-p",
+                &self.0,
+            ])
+            .output()
+            .expect("kubectl runs");
+        assert!(
+            out.status.success() || std::thread::panicking(),
+            "restoring the ClusterRole: {}",
+            text(&out)
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_container_watch_forbidden_no_worker_loses_a_class_and_readyz_says_so() {
+    const PAIRS: usize = 4;
+    let _exclusive = exclusive().await;
+    let (env, _) = installed();
+    let admin = env.admin_client().await;
+    let em = common::start_emulator(|c| c.capture_bodies = true).await;
+    let ns = create_namespace(&admin, "nowatch").await;
+    onboard(env, &ns);
+    credentials_secret(&admin, &ns, &em).await;
+    let kubeconfig = controller_kubeconfig(env, &ns).await;
+    let manifest = env.dir().join(format!("{ns}.yaml"));
+    std::fs::write(&manifest, bound_pairs(PAIRS)).unwrap();
+    // A resync every 5 s: every Worker is reconciled again while the watch fails.
+    let mut controller = Controller::start(
+        &kubeconfig,
+        &ns,
+        &em,
+        &[
+            ("FLAREDOCK_LEADER_ELECTION", "false"),
+            ("FLAREDOCK_RESYNC", "5s"),
+        ],
+    );
+    kubectl_ok(env, &["-n", &ns, "apply", "-f", manifest.to_str().unwrap()]);
+    wait_all_ready(&admin, &ns, PAIRS, &mut controller).await;
+    controller.wait_readyz(200, Duration::from_secs(30)).await;
+    assert_workers_keep_classes(&em, 0..PAIRS, "all Ready");
+
+    // The RBAC of the container watch is taken away. An open watch is not cut by an
+    // RBAC change, so the API server restarts: every watch must be opened again, and
+    // the container watches are refused (403) from then on.
+    let restore = RestoreClusterRole::forbid_container_watch(env);
+    assert!(!can_i(
+        &kubeconfig,
+        "watch",
+        "cloudflarecontainers.flaredock.dev",
+        &ns
+    ));
+    assert!(!can_i(
+        &kubeconfig,
+        "list",
+        "cloudflarecontainers.flaredock.dev",
+        &ns
+    ));
+    let uploads_before = common::request_bodies(&em, "PUT", "").len();
+    let writes_before = common::cloudflare_writes(&em).len();
+    env.restart_apiserver();
+
+    // Every Worker's code changes: each must be uploaded again, with only the store
+    // behind the failing watch to say which classes it hosts.
+    std::fs::write(&manifest, bound_pairs_in(0..PAIRS, "v2")).unwrap();
+    kubectl_ok(env, &["-n", &ns, "apply", "-f", manifest.to_str().unwrap()]);
+    controller.wait_log("forbidden").await;
+    // The controller says so: not ready while the watch fails, and a warning.
+    controller.wait_readyz(503, Duration::from_secs(30)).await;
+    assert!(
+        controller
+            .log()
+            .lines()
+            .any(|l| l.contains("a watch failed") && l.contains("cloudflarecontainers")),
+        "{}",
+        controller.log()
+    );
+    let workers: Api<CloudflareWorker> = Api::namespaced(admin.clone(), &ns);
+    let started = Instant::now();
+    loop {
+        controller.assert_running();
+        let listed = workers.list(&Default::default()).await.unwrap();
+        let uploaded = listed
+            .items
+            .iter()
+            .filter(|w| {
+                w.status.as_ref().is_some_and(|s| {
+                    s.observed_generation == w.metadata.generation
+                        && flaredock::reconcile::status::is_true(&s.conditions, "Ready")
+                })
+            })
+            .count();
+        if uploaded == PAIRS {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "{uploaded}/{PAIRS} Workers uploaded again:\n{}",
+            controller.log()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // A few resyncs more with the watch still failing.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    controller.assert_running();
+    let uploads: Vec<String> = common::request_bodies(&em, "PUT", "")
+        .into_iter()
+        .skip(uploads_before)
+        .collect();
+    assert!(
+        uploads.iter().filter(|b| b.contains("// v2")).count() >= PAIRS,
+        "every Worker was uploaded again while the watch failed ({} uploads)",
+        uploads.len()
+    );
+    assert!(common::cloudflare_writes(&em).len() > writes_before);
+    assert_workers_keep_classes(&em, 0..PAIRS, "with the container watch forbidden");
+    for w in workers.list(&Default::default()).await.unwrap() {
+        let name = w.metadata.name.clone().unwrap();
+        let i = name.trim_start_matches('w');
+        let status = w.status.clone().unwrap_or_default();
+        assert_eq!(
+            status.containers,
+            vec![format!("C{i}")],
+            "{name}: {status:?}"
+        );
+    }
+    // The RBAC back: the watch answers again (its backoff is at most 30 s), and the
+    // controller turns ready once it has not failed for a minute.
+    drop(restore);
+    controller.wait_readyz(200, Duration::from_secs(150)).await;
+    assert_workers_keep_classes(&em, 0..PAIRS, "after the RBAC came back");
+}
+
+/// The `lastTransitionTime` of every Ready condition in `ns`, by object.
+async fn ready_transitions(admin: &Client, ns: &str) -> Vec<(String, String)> {
+    let lp = kube::api::ListParams::default();
+    let containers: Api<CloudflareContainer> = Api::namespaced(admin.clone(), ns);
+    let workers: Api<CloudflareWorker> = Api::namespaced(admin.clone(), ns);
+    let mut out = Vec::new();
+    for c in containers.list(&lp).await.unwrap() {
+        let ready = condition(c.status.as_ref(), "Ready").cloned();
+        out.push((
+            format!("container {}", c.metadata.name.unwrap()),
+            ready
+                .map(|r| format!("{} {:?}", r.status, r.last_transition_time))
+                .unwrap_or_default(),
+        ));
+    }
+    for w in workers.list(&lp).await.unwrap() {
+        let ready = w
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready").cloned());
+        out.push((
+            format!("worker {}", w.metadata.name.unwrap()),
+            ready
+                .map(|r| format!("{} {:?}", r.status, r.last_transition_time))
+                .unwrap_or_default(),
+        ));
+    }
+    out.sort();
+    out
+}
+
+/// The audit log's requests of the controller's ServiceAccount for `resource` in `ns`
+/// (`VERB`, as the audit log names it), from entry `from` on.
+fn controller_requests(env: &TestEnv, from: usize, ns: &str, resource: &str) -> Vec<String> {
+    env.audit_log()
+        .into_iter()
+        .skip(from)
+        .filter(|e| {
+            e["user"]["username"] == format!("system:serviceaccount:{SA_NAMESPACE}:{SA_NAME}")
+                && e["objectRef"]["resource"] == resource
+                && e["objectRef"]["namespace"] == ns
+                && e["objectRef"]["subresource"].is_null()
+        })
+        .map(|e| e["verb"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_server_restart_resumes_the_watches_by_a_relist_and_writes_nothing_twice() {
+    const PAIRS: usize = 4;
+    let _exclusive = exclusive().await;
+    let (env, _) = installed();
+    let admin = env.admin_client().await;
+    let em = common::start_emulator(|_| {}).await;
+    let ns = create_namespace(&admin, "apirestart").await;
+    onboard(env, &ns);
+    credentials_secret(&admin, &ns, &em).await;
+    let kubeconfig = controller_kubeconfig(env, &ns).await;
+    let manifest = env.dir().join(format!("{ns}.yaml"));
+    std::fs::write(&manifest, bound_pairs(PAIRS)).unwrap();
+    // With leader election, as deployed: the Lease is renewed across the restart.
+    let mut controller = Controller::start(&kubeconfig, &ns, &em, &[]);
+    kubectl_ok(env, &["-n", &ns, "apply", "-f", manifest.to_str().unwrap()]);
+    wait_all_ready(&admin, &ns, PAIRS, &mut controller).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let transitions = ready_transitions(&admin, &ns).await;
+    let writes_before = common::cloudflare_writes(&em);
+    let apps_before = common::client_for(&em).list_applications().await.unwrap();
+    assert_eq!(apps_before.len(), PAIRS);
+
+    // Writes elsewhere move etcd's revision past what the watches last saw: the new
+    // API server's watch cache starts after it, and a watch resumed from there is
+    // answered 410 Gone.
+    let side = create_namespace(&admin, "side").await;
+    for i in 0..20 {
+        kubectl_ok(
+            env,
+            &[
+                "-n",
+                &side,
+                "create",
+                "configmap",
+                &format!("bump-{i}"),
+                "--from-literal=a=b",
+            ],
+        );
+    }
+    let audit_from = env.audit_log().len();
+    env.restart_apiserver();
+
+    // The watches resumed: a new pair, applied after the restart, becomes Ready.
+    std::fs::write(&manifest, bound_pairs_in(PAIRS..PAIRS + 1, "v1")).unwrap();
+    kubectl_ok(env, &["-n", &ns, "apply", "-f", manifest.to_str().unwrap()]);
+    wait_all_ready(&admin, &ns, PAIRS + 1, &mut controller).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    controller.assert_running();
+
+    // Both kinds were listed again after the restart: the relist a 410 Gone asks for.
+    for resource in ["cloudflarecontainers", "cloudflareworkers"] {
+        let verbs = controller_requests(env, audit_from, &ns, resource);
+        assert!(
+            verbs.iter().any(|v| v == "list") && verbs.iter().any(|v| v == "watch"),
+            "{resource}: after the restart the controller sent {verbs:?}\ncontroller log:\n{}",
+            controller.log()
+        );
+    }
+    // Nothing written twice: the new pair's application and script only.
+    let writes: Vec<String> = common::cloudflare_writes(&em)
+        .into_iter()
+        .skip(writes_before.len())
+        .collect();
+    for app in &apps_before {
+        assert!(
+            !writes.iter().any(|w| w.contains(&app.id)),
+            "a write to an existing application after the restart: {writes:?}"
+        );
+    }
+    for i in 0..PAIRS {
+        assert!(
+            !writes
+                .iter()
+                .any(|w| w.ends_with(&format!("/scripts/w{i}"))),
+            "w{i} was uploaded again after the restart: {writes:?}"
+        );
+    }
+    let apps = common::client_for(&em).list_applications().await.unwrap();
+    let mut names: Vec<_> = apps.iter().map(|a| a.name.clone()).collect();
+    names.sort();
+    names.dedup();
+    assert_eq!(apps.len(), PAIRS + 1, "{apps:?}");
+    assert_eq!(names.len(), PAIRS + 1, "no application twice: {apps:?}");
+    // Ready objects stayed Ready: no Ready condition of the first pairs moved.
+    let after = ready_transitions(&admin, &ns).await;
+    for (object, before) in &transitions {
+        let now = after.iter().find(|(o, _)| o == object).map(|(_, t)| t);
+        assert_eq!(now, Some(before), "{object}: its Ready condition moved");
+    }
+    assert_workers_keep_classes(&em, 0..PAIRS + 1, "after the API server restart");
+}
+
+/// Whether the lease manager of `replica` reported the leadership lost (text or JSON
+/// logs).
+fn gave_up(replica: &Controller) -> bool {
+    replica.log().lines().any(|l| {
+        l.contains("leadership changed")
+            && (l.contains("leader=false") || l.contains("\"leader\":false"))
+    })
+}
+
+/// The lease duration [`Controller::start`] gives every replica.
+const LEASE: Duration = Duration::from_secs(6);
+
+/// The holder of the Lease of the controllers of `ns`.
+async fn lease_holder(admin: &Client, ns: &str) -> Option<String> {
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(admin.clone(), SA_NAMESPACE);
+    leases
+        .get_opt(&format!("flaredock-{ns}"))
+        .await
+        .unwrap()
+        .and_then(|l| l.spec?.holder_identity)
+}
+
+/// Waits (`limit` at most) until `who` holds the Lease of `ns`; returns how long it took.
+async fn wait_holder(
+    admin: &Client,
+    ns: &str,
+    who: &str,
+    limit: Duration,
+    log: &Controller,
+) -> Duration {
+    let started = Instant::now();
+    loop {
+        if lease_holder(admin, ns).await.as_deref() == Some(who) {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < limit,
+            "{who} does not hold the Lease after {limit:?} (holder: {:?}):\n{}",
+            lease_holder(admin, ns).await,
+            log.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_only_the_leader_writes_and_a_sigkilled_leader_hands_over_within_the_lease() {
+    const PAIRS: usize = 3;
+    let _shared = shared().await;
+    let (env, _) = installed();
+    let admin = env.admin_client().await;
+    let em = common::start_emulator(|_| {}).await;
+    let ns = create_namespace(&admin, "replicas").await;
+    onboard(env, &ns);
+    credentials_secret(&admin, &ns, &em).await;
+    let kubeconfig = controller_kubeconfig(env, &ns).await;
+    let manifest = env.dir().join(format!("{ns}.yaml"));
+    std::fs::write(&manifest, bound_pairs(PAIRS)).unwrap();
+    // Each replica reaches Cloudflare through its own front: who wrote what is known.
+    let (to_a, to_b) = (Front::of_emulator(&em).await, Front::of_emulator(&em).await);
+    let mut a = Controller::start_at(
+        &kubeconfig,
+        &ns,
+        &to_a.api_base(),
+        &[("POD_NAME", "replica-a")],
+    );
+    wait_holder(&admin, &ns, "replica-a", Duration::from_secs(30), &a).await;
+    let mut b = Controller::start_at(
+        &kubeconfig,
+        &ns,
+        &to_b.api_base(),
+        &[("POD_NAME", "replica-b")],
+    );
+    b.wait_log("serving /metrics").await;
+    kubectl_ok(env, &["-n", &ns, "apply", "-f", manifest.to_str().unwrap()]);
+    wait_all_ready(&admin, &ns, PAIRS, &mut a).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    b.assert_running();
+    assert!(
+        !to_a.cloudflare_writes().is_empty(),
+        "the leader applied the pairs"
+    );
+    assert_eq!(
+        to_b.cloudflare_writes(),
+        Vec::<String>::new(),
+        "the standby wrote to Cloudflare:\n{}",
+        b.log()
+    );
+    let apps_before = common::client_for(&em).list_applications().await.unwrap();
+
+    // The leader dies without releasing the Lease: the standby takes over once the
+    // Lease has expired, within its duration (and a poll of the standby) after the kill.
+    a.sigkill();
+    let handover = wait_holder(&admin, &ns, "replica-b", LEASE * 3, &b).await;
+    eprintln!("handover after SIGKILL of the leader: {handover:?} (lease {LEASE:?})");
+    assert!(
+        handover <= LEASE + Duration::from_secs(2),
+        "the standby took over {handover:?} after the kill (lease {LEASE:?})"
+    );
+    // The new leader applies the next change, and re-applies nothing of the old one's.
+    std::fs::write(&manifest, bound_pairs_in(PAIRS..PAIRS + 1, "v1")).unwrap();
+    kubectl_ok(env, &["-n", &ns, "apply", "-f", manifest.to_str().unwrap()]);
+    wait_all_ready(&admin, &ns, PAIRS + 1, &mut b).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let by_b = to_b.cloudflare_writes();
+    assert!(
+        by_b.iter()
+            .any(|w| w.ends_with(&format!("/scripts/w{PAIRS}"))),
+        "the new leader uploaded the new Worker: {by_b:?}"
+    );
+    for app in &apps_before {
+        assert!(
+            !by_b.iter().any(|w| w.contains(&app.id)),
+            "the new leader wrote to an application the old one had applied: {by_b:?}"
+        );
+    }
+    for i in 0..PAIRS {
+        assert!(
+            !by_b.iter().any(|w| w.ends_with(&format!("/scripts/w{i}"))),
+            "the new leader uploaded w{i} again: {by_b:?}"
+        );
+    }
+    let apps = common::client_for(&em).list_applications().await.unwrap();
+    let mut names: Vec<_> = apps.iter().map(|a| a.name.clone()).collect();
+    names.sort();
+    names.dedup();
+    assert_eq!(apps.len(), PAIRS + 1, "{apps:?}");
+    assert_eq!(names.len(), PAIRS + 1, "no application twice: {apps:?}");
+    assert_workers_keep_classes(&em, 0..PAIRS + 1, "after the handover");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_cut_off_from_its_lease_writes_nothing_after_its_local_deadline() {
+    let _shared = shared().await;
+    let (env, _) = installed();
+    let admin = env.admin_client().await;
+    let em = common::start_emulator(|_| {}).await;
+    let ns = create_namespace(&admin, "gate").await;
+    onboard(env, &ns);
+    credentials_secret(&admin, &ns, &em).await;
+    let kubeconfig = controller_kubeconfig(env, &ns).await;
+    let manifest = env.dir().join(format!("{ns}.yaml"));
+    // Replica a reaches the API server through a front that, once `cut`, holds every
+    // request for Leases unanswered: its renewals hang, its lease manager keeps
+    // saying it leads, and only its local deadline can stop it writing.
+    let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let is_cut = cut.clone();
+    let rule: Rule = std::sync::Arc::new(move |_: &http::Method, path: &str, _: &str| {
+        (is_cut.load(std::sync::atomic::Ordering::SeqCst)
+            && path.starts_with("/apis/coordination.k8s.io/"))
+        .then_some(Duration::from_secs(3600))
+    });
+    let kube_a = Front::of_apiserver(env, rule).await;
+    let kubeconfig_a = env
+        .service_account_kubeconfig_via(
+            SA_NAMESPACE,
+            SA_NAME,
+            &format!("sa-{ns}-a.kubeconfig"),
+            Some(&kube_a.url),
+        )
+        .await;
+    let (to_a, to_b) = (Front::of_emulator(&em).await, Front::of_emulator(&em).await);
+    let mut a = Controller::start_at(
+        &kubeconfig_a,
+        &ns,
+        &to_a.api_base(),
+        &[("POD_NAME", "replica-a")],
+    );
+    wait_holder(&admin, &ns, "replica-a", Duration::from_secs(30), &a).await;
+    let mut b = Controller::start_at(
+        &kubeconfig,
+        &ns,
+        &to_b.api_base(),
+        &[("POD_NAME", "replica-b")],
+    );
+    b.wait_log("serving /metrics").await;
+    std::fs::write(&manifest, bound_pairs(1)).unwrap();
+    kubectl_ok(env, &["-n", &ns, "apply", "-f", manifest.to_str().unwrap()]);
+    wait_all_ready(&admin, &ns, 1, &mut a).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        !to_a.cloudflare_writes().is_empty(),
+        "a led and applied pair 0"
+    );
+
+    cut.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (a_writes, a_kube) = (to_a.cloudflare_writes().len(), kube_a.seen().len());
+    wait_holder(&admin, &ns, "replica-b", LEASE * 3, &b).await;
+    a.assert_running();
+    assert!(
+        !gave_up(&a),
+        "a's lease manager gave the leadership up; the deadline is not what is tested:\n{}",
+        a.log()
+    );
+    // A change both replicas see (a's watches pass the front): b applies it, a may not.
+    std::fs::write(&manifest, bound_pairs_in(1..2, "v1")).unwrap();
+    kubectl_ok(env, &["-n", &ns, "apply", "-f", manifest.to_str().unwrap()]);
+    wait_all_ready(&admin, &ns, 2, &mut b).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    a.assert_running();
+    assert!(
+        !gave_up(&a),
+        "a's lease manager gave the leadership up:\n{}",
+        a.log()
+    );
+    let late: Vec<String> = to_a
+        .cloudflare_writes()
+        .into_iter()
+        .skip(a_writes)
+        .collect();
+    assert_eq!(
+        late,
+        Vec::<String>::new(),
+        "a wrote to Cloudflare past its deadline:\n{}",
+        a.log()
+    );
+    let kube_late: Vec<String> = kube_a
+        .seen()
+        .into_iter()
+        .skip(a_kube)
+        .filter(|r| !r.starts_with("GET ") && !r.contains("/apis/coordination.k8s.io/"))
+        .collect();
+    assert_eq!(
+        kube_late,
+        Vec::<String>::new(),
+        "a wrote to Kubernetes past its deadline"
+    );
+    assert!(
+        to_b.cloudflare_writes()
+            .iter()
+            .any(|w| w.ends_with("/scripts/w1")),
+        "b applied the change: {:?}",
+        to_b.cloudflare_writes()
+    );
+    let apps = common::client_for(&em).list_applications().await.unwrap();
+    assert_eq!(apps.len(), 2, "{apps:?}");
+    assert_workers_keep_classes(&em, 0..2, "after the cut");
 }

@@ -43,8 +43,15 @@ fn mark_deleted(s: &Setup, path: &str) {
         json!("2026-11-27T00:00:00Z");
 }
 
-fn finalizers(s: &Setup, path: &str) -> Value {
-    s.fake.objects.lock().unwrap()[path]["metadata"]["finalizers"].clone()
+/// The finalizers of the object at `path`; `None` once it is gone (its last finalizer
+/// removed after its deletion, the API server lets it go).
+fn finalizers(s: &Setup, path: &str) -> Option<Value> {
+    s.fake
+        .objects
+        .lock()
+        .unwrap()
+        .get(path)
+        .map(|o| o["metadata"]["finalizers"].clone())
 }
 
 /// Classes of the Durable Object namespaces Cloudflare lists for `script`.
@@ -307,8 +314,8 @@ async fn deleting_a_worker_waits_for_the_containers_that_name_it() {
     assert!(scripts.iter().all(|x| x.id != "shop"), "{scripts:?}");
     assert_eq!(
         finalizers(&s, WORKER_PATH),
-        json!([]),
-        "cleanup done: the finalizer is removed"
+        None,
+        "cleanup done: the finalizer is removed, the object went"
     );
     assert!(
         namespaces_of(&s, "shop").await.is_empty(),
@@ -334,7 +341,11 @@ async fn the_default_worker_deletion_keeps_its_durable_object_namespace() {
     mark_deleted(&s, WORKER_PATH);
     s.em.shared.clear_requests();
     s.reconcile_worker().await.unwrap();
-    assert_eq!(finalizers(&s, WORKER_PATH), json!([]), "cleanup done");
+    assert_eq!(
+        finalizers(&s, WORKER_PATH),
+        None,
+        "cleanup done: the object went"
+    );
     assert!(
         s.em.shared
             .requests()
@@ -396,7 +407,7 @@ async fn worker_cleanup_waits_for_a_container_bound_by_script_name() {
     let waited = s.reconcile_worker().await;
     let error = format!("{:?}", waited.expect_err("cleanup waits"));
     assert!(error.contains("shop"), "{error}");
-    assert_eq!(finalizers(&s, WORKER_PATH), json!([FINALIZER]));
+    assert_eq!(finalizers(&s, WORKER_PATH), Some(json!([FINALIZER])));
     assert!(
         s.em.shared.requests().iter().all(|r| r.method != "DELETE"),
         "nothing deleted at Cloudflare: {:?}",
@@ -410,7 +421,11 @@ async fn worker_cleanup_waits_for_a_container_bound_by_script_name() {
     // Once it is gone, the script goes.
     s.fake.objects.lock().unwrap().remove(CONTAINER_PATH);
     s.reconcile_worker().await.unwrap();
-    assert_eq!(finalizers(&s, WORKER_PATH), json!([]));
+    assert_eq!(
+        finalizers(&s, WORKER_PATH),
+        None,
+        "cleanup done: the object went"
+    );
     let scripts = common::client_for(&s.em).list_scripts().await.unwrap();
     assert!(scripts.iter().all(|x| x.id != "shop"), "{scripts:?}");
 }
@@ -693,7 +708,11 @@ async fn the_finalizer_removes_only_the_routes_and_domains_flaredock_made() {
 
     mark_deleted(&s, WORKER_PATH);
     s.reconcile_worker().await.unwrap();
-    assert_eq!(finalizers(&s, WORKER_PATH), json!([]), "cleanup done");
+    assert_eq!(
+        finalizers(&s, WORKER_PATH),
+        None,
+        "cleanup done: the object is gone"
+    );
     let routes = client.list_routes(&zone).await.unwrap();
     assert!(routes.iter().all(|r| r.id != ours), "{routes:?}");
     let kept = routes.iter().find(|r| r.id == theirs.id).expect("kept");

@@ -194,7 +194,50 @@ fn the_base_renders_and_is_hardened() {
         .collect();
     assert!(env.contains(&"POD_NAME") && env.contains(&"POD_NAMESPACE"));
     // Every flag of `flaredock run` used here exists.
-    assert_eq!(c["args"][0], "run");
+    assert_flags_are_flaredock_run(c);
+}
+
+/// The container's command line is `flaredock run` with flags the CLI parses, and
+/// every environment variable it sets is one the CLI reads (RUST_LOG aside: the log
+/// filter's own).
+fn assert_flags_are_flaredock_run(c: &Value) {
+    use clap::{CommandFactory, Parser};
+    let args: Vec<&str> = c["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert_eq!(args.first(), Some(&"run"), "{args:?}");
+    let parsed = flaredock::cli::Cli::try_parse_from(
+        std::iter::once("flaredock").chain(args.iter().copied()),
+    )
+    .unwrap_or_else(|e| panic!("the Deployment's args {args:?} do not parse: {e}"));
+    assert!(
+        matches!(parsed.command, Some(flaredock::cli::Command::Run(_))),
+        "{args:?} is not `flaredock run`"
+    );
+    let command = flaredock::cli::Cli::command();
+    let run = command
+        .get_subcommands()
+        .find(|s| s.get_name() == "run")
+        .expect("flaredock run");
+    let read: Vec<String> = run
+        .get_arguments()
+        .chain(command.get_arguments())
+        .filter_map(|a| a.get_env())
+        .map(|e| e.to_string_lossy().to_string())
+        .collect();
+    for var in c["env"].as_array().unwrap() {
+        let name = var["name"].as_str().unwrap();
+        if name == "RUST_LOG" {
+            continue;
+        }
+        assert!(
+            read.iter().any(|r| r == name),
+            "the Deployment sets {name}, which `flaredock run` does not read (it reads {read:?})"
+        );
+    }
 }
 
 /// Every `(resource, verb)` a Role or ClusterRole grants, sorted.
@@ -288,6 +331,7 @@ fn the_production_overlay_adds_monitoring_and_network_policy() {
         .collect();
     assert!(args.contains(&"--enable-builds"), "{args:?}");
     assert!(args.contains(&"--build-namespace=flaredock-builds"));
+    assert_flags_are_flaredock_run(&deploy["spec"]["template"]["spec"]["containers"][0]);
     let builds = find(&docs, "Namespace", "flaredock-builds");
     assert_eq!(
         builds["metadata"]["labels"]["pod-security.kubernetes.io/enforce"], "privileged",

@@ -254,11 +254,14 @@ async fn a_burst_of_429s_is_waited_out_and_nothing_is_lost() {
         "the client waited as told"
     );
     let log = em.shared.requests();
-    // The three scripted ones; a request already on its way when a block began is
-    // answered 429 by the emulator's block too (a reconcile no longer sits out a second
-    // 429 in one call: it returns, and its other reads go on meanwhile).
+    // Nothing was sent into a block: the emulator answers 429 to every request that
+    // arrives while the token is blocked, so besides the three scripted ones only
+    // requests already on their way when a block began (at most one per scripted 429)
+    // were refused. A client that kept sending through the blocks would collect a 429
+    // for each request (a reconcile no longer sits out a second 429 in one call: it
+    // returns, and its other reads go on meanwhile).
     let limited = log.iter().filter(|r| r.status == 429).count();
-    assert!((3..=6).contains(&limited), "{limited} answers 429");
+    assert!((3..=6).contains(&limited), "{limited} answers 429: {log:?}");
     assert_eq!(
         common::client_for(&em)
             .list_applications()
@@ -267,9 +270,6 @@ async fn a_burst_of_429s_is_waited_out_and_nothing_is_lost() {
             .len(),
         20
     );
-    // Nothing was sent while blocked: after each 429, the next request came ≥ 1 s later
-    // (checked through the limiter's recorded wait).
-    assert!(common::client_for(&em).limiter().waited() < Duration::from_secs(60));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -71,16 +71,26 @@ async fn shutdown_signal() {
     }
 }
 
+/// How long after a watch's last failure `/readyz` stays 503: a failing watch is
+/// retried at most 30 s apart (kube-runtime's backoff), so a watch that keeps failing
+/// keeps the controller not ready.
+const WATCH_FAILURE_WINDOW: Duration = Duration::from_secs(60);
+
+/// When a watch last failed (`None`: never).
+type WatchFailures = Arc<std::sync::Mutex<Option<std::time::Instant>>>;
+
 /// A controller's stream error: a failing watch (a 403 names the resource, the verb
-/// and the namespace in its message) is a warning; a reconcile error was logged by the
-/// error policy already.
+/// and the namespace in its message) is a warning and makes `/readyz` answer 503 for
+/// [`WATCH_FAILURE_WINDOW`]; a reconcile error was logged by the error policy already.
 fn log_controller_error<E: std::fmt::Display + std::fmt::Debug>(
     controller: &str,
     e: &kube::runtime::controller::Error<E, kube::runtime::watcher::Error>,
+    failures: &WatchFailures,
 ) {
     match e {
         kube::runtime::controller::Error::QueueError(w) => {
-            tracing::warn!(controller, error = %w, "a watch failed (the message names the resource, verb and namespace); retrying with backoff")
+            *crate::lock(failures) = Some(std::time::Instant::now());
+            tracing::warn!(controller, error = %w, "a watch failed (the message names the resource, verb and namespace); retrying with backoff, not ready meanwhile")
         }
         other => tracing::debug!(controller, error = %other, "controller event"),
     }
@@ -263,7 +273,23 @@ pub async fn run(config: RunConfig) -> i32 {
                         if is_leader {
                             // What the other replica did meanwhile is read afresh.
                             lease_ctx.drop_accounts().await;
-                            let _ = tx.send(());
+                            // Everything again once this replica may write (its next
+                            // read of the Lease opens the local deadline): a reconcile
+                            // before that would wait out a standby's requeue.
+                            let (ctx, tx, limit) = (
+                                lease_ctx.clone(),
+                                tx.clone(),
+                                lease_leadership.lease_seconds(),
+                            );
+                            tokio::spawn(async move {
+                                let started = tokio::time::Instant::now();
+                                while !ctx.may_write()
+                                    && started.elapsed() < Duration::from_secs(limit)
+                                {
+                                    tokio::time::sleep(Duration::from_millis(50)).await;
+                                }
+                                let _ = tx.send(());
+                            });
                         }
                     }
                     if rx.changed().await.is_err() {
@@ -361,6 +387,9 @@ pub async fn run(config: RunConfig) -> i32 {
         (ctx.clone(), store.clone(), worker_store.clone());
     // No reconcile of either kind before both stores synced (`synced_first`).
     let (synced_tx, synced_rx) = tokio::sync::watch::channel(false);
+    // Ready again once no watch has failed for WATCH_FAILURE_WINDOW.
+    let failures: WatchFailures = Arc::default();
+    let watch_failures = failures.clone();
     let ready_task = tokio::spawn(async move {
         let synced = futures::future::join(
             store_synced(&ready_containers),
@@ -371,6 +400,18 @@ pub async fn run(config: RunConfig) -> i32 {
             tracing::info!("watches synced: ready");
             ready_ctx.ready.store(true, Ordering::SeqCst);
             let _ = synced_tx.send(true);
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let failing = crate::lock(&watch_failures)
+                    .is_some_and(|t| t.elapsed() < WATCH_FAILURE_WINDOW);
+                if ready_ctx.ready.swap(!failing, Ordering::SeqCst) == failing {
+                    if failing {
+                        tracing::warn!("a watch is failing: not ready");
+                    } else {
+                        tracing::info!("the watches answer again: ready");
+                    }
+                }
+            }
         }
         // The sender stays until the controller stops: a dropped one would let the
         // waiting reconciles through.
@@ -403,9 +444,12 @@ pub async fn run(config: RunConfig) -> i32 {
             super::error_policy,
             ctx.clone(),
         )
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                log_controller_error("CloudflareContainer", &e);
+        .for_each(|result| {
+            let failures = failures.clone();
+            async move {
+                if let Err(e) = result {
+                    log_controller_error("CloudflareContainer", &e, &failures);
+                }
             }
         });
 
@@ -437,9 +481,12 @@ pub async fn run(config: RunConfig) -> i32 {
             super::worker_error_policy,
             ctx.clone(),
         )
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                log_controller_error("CloudflareWorker", &e);
+        .for_each(|result| {
+            let failures = failures.clone();
+            async move {
+                if let Err(e) = result {
+                    log_controller_error("CloudflareWorker", &e, &failures);
+                }
             }
         });
     futures::join!(containers, workers);

@@ -1,7 +1,12 @@
-//! A fake Kubernetes API server for the controller tests: kube's client over a
-//! tower-test mock service that answers like the API server would (objects by path,
-//! lists of a collection, status and finalizer patches, JSON patches with `test`
-//! operations, `resourceVersion` bumped on every write).
+//! A fake Kubernetes API server for the fast unit-level controller tests: kube's client
+//! over a tower-test mock service that answers like the API server would where it is
+//! simple (objects by path, lists of a collection, status and finalizer patches, JSON
+//! patches with `test` operations, `resourceVersion` bumped on every write,
+//! `metadata.generation` moved by a spec change, a DELETE of an object with finalizers
+//! setting `deletionTimestamp`, the object going once its last finalizer is removed).
+//! It refuses what it cannot do honestly: `watch=true` is answered 400 (no watch here).
+//! Watches, server-side apply, RBAC and leadership are proven on the real API server
+//! (tests/apiserver.rs), never here.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -132,6 +137,12 @@ fn json_patch(target: &mut Value, ops: &Value) -> Result<(), (u16, Value)> {
     Ok(())
 }
 
+fn has_finalizers(obj: &Value) -> bool {
+    obj["metadata"]["finalizers"]
+        .as_array()
+        .is_some_and(|f| !f.is_empty())
+}
+
 /// The next `resourceVersion` of an object.
 fn bump(obj: &mut Value) {
     let rv: u64 = obj["metadata"]["resourceVersion"]
@@ -199,6 +210,15 @@ fn respond_to(
             &format!("{method} {path} is forbidden: the service account may not do that"),
         );
     }
+    let watch = url::form_urlencoded::parse(query.as_bytes())
+        .any(|(k, v)| k == "watch" && (v == "true" || v == "1"));
+    if watch {
+        return status_failure(
+            400,
+            "BadRequest",
+            "the fake API server serves no watch; watches are tested on the real API server (tests/apiserver.rs)",
+        );
+    }
     let mut objects = state.objects.lock().unwrap();
     let key = path.trim_end_matches("/status").to_string();
     match method {
@@ -231,15 +251,30 @@ fn respond_to(
                 return status_failure(409, "AlreadyExists", "exists");
             }
             let mut created = body.clone();
+            if created.get("spec").is_some() {
+                created["metadata"]["generation"] = json!(1);
+            }
             bump(&mut created);
             objects.insert(at, created.clone());
             (201, created)
         }
-        "DELETE" => match objects.remove(&key) {
-            Some(_) => (
-                200,
-                json!({"kind": "Status", "apiVersion": "v1", "status": "Success", "code": 200}),
-            ),
+        // With finalizers an object is only marked for deletion; it goes when the last
+        // one is removed (below).
+        "DELETE" => match objects.get_mut(&key) {
+            Some(obj) if has_finalizers(obj) => {
+                if obj["metadata"]["deletionTimestamp"].is_null() {
+                    obj["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+                    bump(obj);
+                }
+                (200, obj.clone())
+            }
+            Some(_) => {
+                objects.remove(&key);
+                (
+                    200,
+                    json!({"kind": "Status", "apiVersion": "v1", "status": "Success", "code": 200}),
+                )
+            }
             None => not_found(),
         },
         "PATCH" => {
@@ -258,6 +293,7 @@ fn respond_to(
                     "the object has been modified; please apply your changes to the latest version and try again",
                 );
             }
+            let spec_before = obj.get("spec").cloned();
             if path.ends_with("/status") {
                 obj["status"] = body["status"].clone();
             } else if body.is_array() {
@@ -267,8 +303,16 @@ fn respond_to(
             } else if let Some(f) = body.pointer("/metadata/finalizers") {
                 obj["metadata"]["finalizers"] = f.clone();
             }
+            if obj.get("spec").cloned() != spec_before {
+                let generation = obj["metadata"]["generation"].as_i64().unwrap_or(0);
+                obj["metadata"]["generation"] = json!(generation + 1);
+            }
             bump(obj);
-            (200, obj.clone())
+            let answer = obj.clone();
+            if !obj["metadata"]["deletionTimestamp"].is_null() && !has_finalizers(obj) {
+                objects.remove(&key);
+            }
+            (200, answer)
         }
         _ => not_found(),
     }

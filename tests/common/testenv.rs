@@ -115,6 +115,43 @@ impl TestEnv {
         &self.kubeconfig
     }
 
+    /// The API server's audit log: one JSON line per request (level Metadata).
+    pub fn audit_log(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.dir.join("audit.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// Kills the API server (SIGKILL) and starts it again on the same port and etcd;
+    /// returns once its `/readyz` answers again (the script does both on SIGUSR1).
+    pub fn restart_apiserver(&self) {
+        let log = self.dir.join("script.log");
+        let restarts = || {
+            std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .matches("kube-testenv: restarted ")
+                .count()
+        };
+        let before = restarts();
+        let pid = self._script.lock().unwrap().id();
+        let sent = Command::new("kill")
+            .args(["-USR1", &pid.to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success(), "SIGUSR1 to scripts/kube-testenv.sh");
+        let started = Instant::now();
+        while restarts() == before {
+            assert!(
+                started.elapsed() < Duration::from_secs(180),
+                "the API server did not come back within 180 s:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// A directory of this environment for the test's own files.
     pub fn dir(&self) -> &Path {
         &self.dir
