@@ -46,22 +46,30 @@ impl Reconciler {
                 // First pass (or a restarted controller): each candidate is read
                 // by id before its `DELETE`, so the decision rests on a fresh read.
                 let mut names = Vec::new();
+                let mut still = Vec::new();
                 for app in self.candidates(obj, owner).await? {
                     if self.view.client().delete_application(&app.id).await? {
                         self.view.mark_deleting(&app).await;
                         names.push(app.name.clone());
+                        match self.view.client().get_application(&app.id).await {
+                            Err(ApiError::NotFound { .. }) => {}
+                            Ok(_) => still.push(app.name.clone()),
+                            Err(e) => return Err(e),
+                        }
                     }
                 }
-                if !names.is_empty() {
+                names.sort();
+                self.view.note_delete(owner, names.clone());
+                if !still.is_empty() {
                     // Cloudflare deletes asynchronously: a list sent from now on
                     // tells, at the next pass.
-                    names.sort();
-                    self.view.note_delete(owner, names.clone());
                     return Ok(DeleteOutcome::Waiting {
-                        names,
+                        names: still,
                         on: WaitingOn::Deletion,
                     });
                 }
+                // All gone at once: a list sent after the `DELETE`s tells whether the
+                // view missed one.
                 (tokio::time::Instant::now(), names)
             }
         };
@@ -72,10 +80,20 @@ impl Reconciler {
             self.view.forget_delete(owner);
             return Ok(DeleteOutcome::Deleted(names));
         }
+        // This fresh list found everything `owner` has left: each one gone on a read by
+        // id after its `DELETE` (a 404) is gone for good.
+        let mut still = Vec::new();
         for app in &left {
             // `Ok(false)`: a 404, already gone.
-            self.view.client().delete_application(&app.id).await?;
+            if !self.view.client().delete_application(&app.id).await? {
+                continue;
+            }
             self.view.mark_deleting(app).await;
+            match self.view.client().get_application(&app.id).await {
+                Err(ApiError::NotFound { .. }) => {}
+                Ok(_) => still.push(app.name.clone()),
+                Err(e) => return Err(e),
+            }
         }
         let mut all = names;
         for n in names_of(&left) {
@@ -84,9 +102,13 @@ impl Reconciler {
             }
         }
         all.sort();
+        if still.is_empty() {
+            self.view.forget_delete(owner);
+            return Ok(DeleteOutcome::Deleted(all));
+        }
         self.view.note_delete(owner, all);
         Ok(DeleteOutcome::Waiting {
-            names: names_of(&left),
+            names: still,
             on: WaitingOn::Deletion,
         })
     }
