@@ -13,7 +13,7 @@
 //! O(N²) applications). While a list still shows an application, the pass sends its
 //! `DELETE` again (Cloudflare answers it like the first, and 404 once it is gone) and
 //! waits for a list sent after that. What the view remembers of a delete (when its
-//! `DELETE` was answered, the names) is a bounded cache: a controller that restarts in
+//! `DELETE` was answered) is a bounded cache: a controller that restarts in
 //! the middle, or another replica, starts with a first pass and comes to the same
 //! answer.
 //!
@@ -40,8 +40,10 @@ impl Reconciler {
             let owned = self.owned_in(obj, owner, &list).await?;
             return Ok(DeleteOutcome::Orphaned(names_of(&owned)));
         }
+        // A later pass that finds everything gone reports nothing deleted (as a pass
+        // that finds nothing does); the pass that sent the `DELETE`s named them.
         let (since, names) = match self.view.delete_pending(owner) {
-            Some(pending) => pending,
+            Some(since) => (since, Vec::new()),
             None => {
                 // First pass (or a restarted controller): each candidate is read
                 // by id before its `DELETE`, so the decision rests on a fresh read.
@@ -59,7 +61,7 @@ impl Reconciler {
                     }
                 }
                 names.sort();
-                self.view.note_delete(owner, names.clone());
+                self.view.note_delete(owner);
                 if !still.is_empty() {
                     // Cloudflare deletes asynchronously: a list sent from now on
                     // tells, at the next pass.
@@ -106,7 +108,7 @@ impl Reconciler {
             self.view.forget_delete(owner);
             return Ok(DeleteOutcome::Deleted(all));
         }
-        self.view.note_delete(owner, all);
+        self.view.note_delete(owner);
         Ok(DeleteOutcome::Waiting {
             names: still,
             on: WaitingOn::Deletion,

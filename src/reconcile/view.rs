@@ -212,10 +212,10 @@ pub struct AccountView {
     /// (so deleting N objects costs one list per poll, not one per object).
     delete_list: Mutex<Option<(tokio::time::Instant, Arc<Vec<Application>>)>>,
     /// Per owner being deleted: the instant after which a list is fresh for it (its
-    /// last `DELETE` was answered, or the last list still showed its applications),
-    /// and the names it deletes. A cache only: a lost entry means one more `GET` and
-    /// `DELETE` by id, never a wrong answer.
-    delete_pending: std::sync::Mutex<BoundedMap<String, (tokio::time::Instant, Vec<String>)>>,
+    /// last `DELETE` was answered, or the last list still showed its applications).
+    /// A cache only: a lost entry means one more `GET` and `DELETE` by id, never a
+    /// wrong answer.
+    delete_pending: std::sync::Mutex<BoundedMap<String, tokio::time::Instant>>,
 }
 
 impl AccountView {
@@ -251,15 +251,14 @@ impl AccountView {
     }
 
     /// What [`AccountView::note_delete`] recorded for `owner`.
-    pub fn delete_pending(&self, owner: &str) -> Option<(tokio::time::Instant, Vec<String>)> {
+    pub fn delete_pending(&self, owner: &str) -> Option<tokio::time::Instant> {
         crate::lock(&self.delete_pending).get(owner).cloned()
     }
 
     /// Records that `owner`'s `DELETE`s were answered (or a list still showed its
     /// applications) now: only a list sent from now on is fresh for it.
-    pub fn note_delete(&self, owner: &str, names: Vec<String>) {
-        crate::lock(&self.delete_pending)
-            .insert(owner.to_string(), (tokio::time::Instant::now(), names));
+    pub fn note_delete(&self, owner: &str) {
+        crate::lock(&self.delete_pending).insert(owner.to_string(), tokio::time::Instant::now());
     }
 
     /// `owner` is deleted: its record goes.
