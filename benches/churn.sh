@@ -9,10 +9,9 @@
 # the entries of every cache (flat across rounds is the goal).
 #   benches/churn.sh [N] [ROUNDS]      (needs python3, curl)
 # The emulator deletes at once here (CHURN_DELETE_DELAY_MS=0; Cloudflare's asynchronous
-# delay is covered by tests/bounds.rs). 10,000 objects is the issue's size, but each
-# delete pass (`Reconciler::delete`) lists the whole account, so a mass delete costs
-# O(N²) listed applications: 500 deletes take about 35 s here, 10,000 would take hours
-# (see BENCHMARKS.md).
+# delay is covered by tests/bounds.rs). 10,000 objects is the issue's size; delete
+# passes share one application list sent after their DELETEs (AccountView::list_after),
+# so a mass delete no longer lists the account once per object and pass.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n=${1:-1000}

@@ -633,3 +633,88 @@ async fn a_restart_mid_delete_adopts_and_patches_nothing_being_deleted() {
     let ys = y.status.as_ref().unwrap().application_id.clone().unwrap();
     assert_ne!(ys, shop, "a new application, not the deleted one");
 }
+
+// ---- a mass delete lists the account once per poll, not once per object -------------
+
+#[tokio::test]
+async fn fifty_deletes_share_one_fresh_list_per_pass() {
+    const N: usize = 50;
+    let em = common::start_emulator(|c| c.delete_delay = Duration::from_secs(1)).await;
+    let classes: Vec<String> = (0..N).map(|i| format!("C{i}")).collect();
+    em.shared
+        .account()
+        .seed_script("w", classes, None, true, true);
+    let client = common::client_for(&em);
+    let r = common::reconciler_for(&client);
+    let none = PeerIndex::default();
+    let mut objs = Vec::new();
+    for i in 0..N {
+        let mut o = flaredock::manifest::parse_document(
+            &format!(
+                "apiVersion: flaredock.dev/v1alpha1\nkind: CloudflareContainer\nmetadata: {{name: o{i}, namespace: many, generation: 1}}\nspec:\n  applicationName: app{i}\n  className: C{i}\n  image: {{reference: 'hello:v1'}}\n  worker: {{scriptName: w}}\n"
+            ),
+            "many.yaml",
+            1,
+        )
+        .unwrap()
+        .unwrap();
+        reconcile_until_ready(&r, &mut o, &none).await;
+        o.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            jiff::Timestamp::now(),
+        ));
+        objs.push(o);
+    }
+    assert_eq!(client.list_applications().await.unwrap().len(), N);
+    em.shared.clear_requests();
+
+    // Delete passes over all objects, as the controller's requeues would run them.
+    let started = Instant::now();
+    let mut pending: Vec<&CloudflareContainer> = objs.iter().collect();
+    let mut passes = 0;
+    let mut deleted = 0;
+    while !pending.is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{} left",
+            pending.len()
+        );
+        passes += 1;
+        let mut still = Vec::new();
+        for o in pending {
+            match r.delete(o).await.unwrap() {
+                DeleteOutcome::Deleted(_) => deleted += 1,
+                DeleteOutcome::Waiting { names, .. } => {
+                    assert_eq!(names, [o.spec.application_name.clone().unwrap()]);
+                    still.push(o);
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        pending = still;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(deleted, N);
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "held until Cloudflare let go"
+    );
+    assert!(
+        client.list_applications().await.unwrap().is_empty(),
+        "all gone"
+    );
+    let requests = em.shared.requests();
+    let lists = requests
+        .iter()
+        .filter(|q| q.method == "GET" && q.path.ends_with("/containers/applications"))
+        .count();
+    let deletes = requests.iter().filter(|q| q.method == "DELETE").count();
+    assert!(passes >= 2, "{passes} passes");
+    // At most one shared list per pass over all objects (plus the view's own refresh),
+    // where each delete listing for itself would cost 50 or more per pass.
+    assert!(
+        lists <= 2 * passes,
+        "{lists} list calls for {N} deletes in {passes} passes"
+    );
+    assert!(deletes >= N, "every application got its DELETE: {deletes}");
+    eprintln!("{N} deletes: {passes} passes, {lists} lists, {deletes} DELETEs");
+}

@@ -3,11 +3,21 @@
 //! stays listed, name and namespace taken, until it is gone), so a delete is done only
 //! when a fresh read no longer shows the application (or a read by id answers 404).
 //!
-//! Every decision rests on fresh reads of Cloudflare, never on the cached view or on a
-//! memory of earlier deletes: a controller that restarts in the middle, or another
-//! replica, comes to the same answer. While the application is listed, each call sends
-//! its `DELETE` again; Cloudflare answers a delete of an application already being
-//! deleted like the first one (and 404 once it is gone, which counts as gone).
+//! Every decision rests on fresh reads of Cloudflare, never on the cached view alone:
+//! a first pass reads each candidate (the view's owned applications and the one the
+//! status recorded) by id before its `DELETE`; the pass that finds it gone reads a list
+//! sent after the `DELETE` was answered. A list older than the `DELETE` is not fresh
+//! for it, but one list sent after the `DELETE`s of many objects is fresh for all of
+//! them: the view shares it ([`AccountView::list_after`]), so a mass delete costs one
+//! list per poll, not one per object and pass (which made deleting N objects list
+//! O(N²) applications). While a list still shows an application, the pass sends its
+//! `DELETE` again (Cloudflare answers it like the first, and 404 once it is gone) and
+//! waits for a list sent after that. What the view remembers of a delete (when its
+//! `DELETE` was answered) is a bounded cache: a controller that restarts in
+//! the middle, or another replica, starts with a first pass and comes to the same
+//! answer.
+//!
+//! [`AccountView::list_after`]: super::view::AccountView::list_after
 
 use std::collections::HashMap;
 
@@ -24,45 +34,137 @@ impl Reconciler {
     /// finalizer meanwhile).
     pub async fn delete(&self, obj: &CloudflareContainer) -> Result<DeleteOutcome, ApiError> {
         let desired = Desired::from_spec(obj, &HashMap::new(), &self.cluster);
-        let owned = self.owned_now(obj, &desired.owner).await?;
-        let names = names_of(&owned);
+        let owner = desired.owner.as_str();
         if desired.deletion_policy == DeletionPolicy::Orphan {
-            return Ok(DeleteOutcome::Orphaned(names));
+            let list = self.view.list_after(tokio::time::Instant::now()).await?;
+            let owned = self.owned_in(obj, owner, &list).await?;
+            return Ok(DeleteOutcome::Orphaned(names_of(&owned)));
         }
-        if owned.is_empty() {
-            return Ok(DeleteOutcome::Deleted(vec![]));
-        }
-        for app in &owned {
-            // `Ok(false)`: a 404, already gone.
-            self.view.client().delete_application(&app.id).await?;
-            // The view keeps it out of the way of other objects until it is gone (from
-            // this fresh read: a restarted controller marks it again here).
-            self.view.mark_deleting(app).await;
-        }
-        let left = self.owned_now(obj, &desired.owner).await?;
+        // A later pass that finds everything gone reports nothing deleted (as a pass
+        // that finds nothing does); the pass that sent the `DELETE`s named them.
+        let (since, names) = match self.view.delete_pending(owner) {
+            Some(since) => (since, Vec::new()),
+            None => {
+                // First pass (or a restarted controller): each candidate is read
+                // by id before its `DELETE`, so the decision rests on a fresh read.
+                let mut names = Vec::new();
+                let mut still = Vec::new();
+                for app in self.candidates(obj, owner).await? {
+                    if self.view.client().delete_application(&app.id).await? {
+                        self.view.mark_deleting(&app).await;
+                        names.push(app.name.clone());
+                        match self.view.client().get_application(&app.id).await {
+                            Err(ApiError::NotFound { .. }) => {}
+                            Ok(_) => still.push(app.name.clone()),
+                            Err(e) => return Err(e),
+                        }
+                    }
+                }
+                names.sort();
+                self.view.note_delete(owner);
+                if !still.is_empty() {
+                    // Cloudflare deletes asynchronously: a list sent from now on
+                    // tells, at the next pass.
+                    return Ok(DeleteOutcome::Waiting {
+                        names: still,
+                        on: WaitingOn::Deletion,
+                    });
+                }
+                // All gone at once: a list sent after the `DELETE`s tells whether the
+                // view missed one.
+                (tokio::time::Instant::now(), names)
+            }
+        };
+        // A list sent after the `DELETE`s were answered, shared with the other deletes.
+        let list = self.view.list_after(since).await?;
+        let left = self.owned_in(obj, owner, &list).await?;
         if left.is_empty() {
-            Ok(DeleteOutcome::Deleted(names))
-        } else {
-            Ok(DeleteOutcome::Waiting {
-                names: names_of(&left),
-                on: WaitingOn::Deletion,
-            })
+            self.view.forget_delete(owner);
+            return Ok(DeleteOutcome::Deleted(names));
         }
+        // This fresh list found everything `owner` has left: each one gone on a read by
+        // id after its `DELETE` (a 404) is gone for good.
+        let mut still = Vec::new();
+        for app in &left {
+            // `Ok(false)`: a 404, already gone.
+            if !self.view.client().delete_application(&app.id).await? {
+                continue;
+            }
+            self.view.mark_deleting(app).await;
+            match self.view.client().get_application(&app.id).await {
+                Err(ApiError::NotFound { .. }) => {}
+                Ok(_) => still.push(app.name.clone()),
+                Err(e) => return Err(e),
+            }
+        }
+        let mut all = names;
+        for n in names_of(&left) {
+            if !all.contains(&n) {
+                all.push(n);
+            }
+        }
+        all.sort();
+        if still.is_empty() {
+            self.view.forget_delete(owner);
+            return Ok(DeleteOutcome::Deleted(all));
+        }
+        self.view.note_delete(owner);
+        Ok(DeleteOutcome::Waiting {
+            names: still,
+            on: WaitingOn::Deletion,
+        })
     }
 
-    /// The applications carrying `owner` in their owner label on a fresh list, and the
-    /// one the status recorded, read by id when the list does not show it.
-    async fn owned_now(
+    /// What a first pass deletes: the applications the cached view gives `owner` and
+    /// the one the status recorded, each read again by id (404: gone; another owner:
+    /// not ours).
+    async fn candidates(
         &self,
         obj: &CloudflareContainer,
         owner: &str,
     ) -> Result<Vec<Application>, ApiError> {
         let client = self.view.client();
-        let mut owned: Vec<Application> = client
-            .list_applications()
+        let mut ids: Vec<String> = self
+            .view
+            .applications_owned_by(owner)
             .await?
             .into_iter()
+            .map(|a| a.id)
+            .collect();
+        if let Some(id) = obj
+            .status
+            .as_ref()
+            .and_then(|s| s.application_id.as_deref())
+            && !ids.iter().any(|i| i == id)
+        {
+            ids.push(id.to_string());
+        }
+        let mut owned = Vec::new();
+        for id in ids {
+            match client.get_application(&id).await {
+                Ok(app) if owner_of(&app) == Some(owner) => owned.push(app),
+                Ok(_) | Err(ApiError::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        owned.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(owned)
+    }
+
+    /// The applications carrying `owner` in their owner label on `list` (a list of the
+    /// whole account), and the one the status recorded, read by id when the list does
+    /// not show it.
+    async fn owned_in(
+        &self,
+        obj: &CloudflareContainer,
+        owner: &str,
+        list: &[Application],
+    ) -> Result<Vec<Application>, ApiError> {
+        let client = self.view.client();
+        let mut owned: Vec<Application> = list
+            .iter()
             .filter(|a| owner_of(a) == Some(owner))
+            .cloned()
             .collect();
         if let Some(id) = obj
             .status

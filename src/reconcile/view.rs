@@ -207,6 +207,15 @@ pub struct AccountView {
     state: Mutex<State>,
     /// One lock per Worker script, so that two objects never patch one script at once.
     script_locks: std::sync::Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    /// The last application list read for deletes, with the instant its request was
+    /// sent: shared by every delete pass that needs a list sent after its `DELETE`
+    /// (so deleting N objects costs one list per poll, not one per object).
+    delete_list: Mutex<Option<(tokio::time::Instant, Arc<Vec<Application>>)>>,
+    /// Per owner being deleted: the instant after which a list is fresh for it (its
+    /// last `DELETE` was answered, or the last list still showed its applications).
+    /// A cache only: a lost entry means one more `GET` and `DELETE` by id, never a
+    /// wrong answer.
+    delete_pending: std::sync::Mutex<BoundedMap<String, tokio::time::Instant>>,
 }
 
 impl AccountView {
@@ -215,7 +224,46 @@ impl AccountView {
             client,
             state: Mutex::new(State::default()),
             script_locks: Default::default(),
+            delete_list: Mutex::new(None),
+            delete_pending: std::sync::Mutex::new(BoundedMap::with_entries(DELETING_ENTRIES)),
         }
+    }
+
+    /// An application list whose request was sent at or after `after` (fresh for a
+    /// delete whose `DELETE` was answered by then): the shared one when it is recent
+    /// enough, else a new one (which also refreshes the cached view).
+    pub async fn list_after(
+        &self,
+        after: tokio::time::Instant,
+    ) -> Result<Arc<Vec<Application>>, ApiError> {
+        let mut shared = self.delete_list.lock().await;
+        if let Some((sent, list)) = shared.as_ref()
+            && *sent >= after
+        {
+            return Ok(list.clone());
+        }
+        let sent = tokio::time::Instant::now();
+        let list = self.client.list_applications().await?;
+        self.state.lock().await.set_list(list.clone());
+        let list = Arc::new(list);
+        *shared = Some((sent, list.clone()));
+        Ok(list)
+    }
+
+    /// What [`AccountView::note_delete`] recorded for `owner`.
+    pub fn delete_pending(&self, owner: &str) -> Option<tokio::time::Instant> {
+        crate::lock(&self.delete_pending).get(owner).cloned()
+    }
+
+    /// Records that `owner`'s `DELETE`s were answered (or a list still showed its
+    /// applications) now: only a list sent from now on is fresh for it.
+    pub fn note_delete(&self, owner: &str) {
+        crate::lock(&self.delete_pending).insert(owner.to_string(), tokio::time::Instant::now());
+    }
+
+    /// `owner` is deleted: its record goes.
+    pub fn forget_delete(&self, owner: &str) {
+        crate::lock(&self.delete_pending).remove(owner);
     }
 
     pub fn client(&self) -> &CloudflareClient {
@@ -515,6 +563,7 @@ impl AccountView {
             ),
             ("rollout_targets", st.rollout_targets.stats()),
             ("deleting", st.deleting.stats()),
+            ("delete_pending", crate::lock(&self.delete_pending).stats()),
             ("script_locks", listed(locks)),
         ]
     }
