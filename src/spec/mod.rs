@@ -423,6 +423,10 @@ pub struct DriftEntry {
     pub field: String,
     pub found: String,
     pub wanted: String,
+    /// Making it removes something live (a binding, setting or route the spec leaves
+    /// out): `wanted` says what is lost.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub destructive: bool,
     /// When it was first seen (RFC 3339).
     pub at: String,
 }

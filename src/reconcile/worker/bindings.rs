@@ -5,7 +5,7 @@
 //!
 //! A script flaredock did not upload carries no hash tag, so its parts cannot be
 //! compared by hash: they are compared field by field. Every live binding the upload
-//! would not carry is a removal, marked `DESTRUCTIVE`, so that the adoption plan (and
+//! would not carry is a removal, typed destructive ([`Change::destructive`]), so that the adoption plan (and
 //! the approval hash that covers it) names it.
 
 use std::collections::BTreeMap;
@@ -131,19 +131,21 @@ pub fn modules_change(desired: &DesiredWorker, live: &str, script: &str) -> Opti
             .iter()
             .map(|m| (m.name.as_str(), m.content.as_slice())),
     );
-    (want != live).then(|| Change {
-        field: format!("worker.{script}.modules"),
-        from: format!("content hash {live} (as Cloudflare has it)"),
-        to: format!("content hash {want}"),
+    (want != live).then(|| {
+        Change::new(
+            format!("worker.{script}.modules"),
+            format!("content hash {live} (as Cloudflare has it)"),
+            format!("content hash {want}"),
+        )
     })
 }
 
 fn push(out: &mut Vec<Change>, field: String, from: impl Into<String>, to: impl Into<String>) {
-    out.push(Change {
-        field,
-        from: from.into(),
-        to: to.into(),
-    });
+    out.push(Change::new(field, from, to));
+}
+
+fn remove(out: &mut Vec<Change>, field: String, from: impl Into<String>, consequence: &str) {
+    out.push(Change::destructive(field, from, "(none)", consequence));
 }
 
 fn json_or_default(v: &Option<Value>) -> String {
@@ -201,22 +203,22 @@ pub fn settings_changes(
             _ => false,
         };
         if !empty {
-            push(
+            remove(
                 &mut out,
                 at(name),
                 json_or_default(live),
-                "(none) (DESTRUCTIVE: the live setting is removed)",
+                "the live setting is removed",
             );
         }
     }
     if let Some(Value::Array(tails)) = &settings.tail_consumers
         && !tails.is_empty()
     {
-        push(
+        remove(
             &mut out,
             at("tailConsumers"),
             Value::Array(tails.clone()).to_string(),
-            "(none) (DESTRUCTIVE: the tail consumers are removed)",
+            "the tail consumers are removed",
         );
     }
 
@@ -275,12 +277,12 @@ pub fn settings_changes(
     }
     for (name, l) in &live {
         if !want.contains_key(*name) && !secrets.contains(name) {
-            push(
-                &mut out,
+            out.push(Change::destructive(
                 at(&format!("bindings.{name}")),
                 shown(l),
-                "removed (DESTRUCTIVE: the Worker loses this binding; declare it in spec.bindings to keep it)",
-            );
+                "removed",
+                "the Worker loses this binding; declare it in spec.bindings to keep it",
+            ));
         }
     }
     out

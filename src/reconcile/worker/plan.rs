@@ -39,11 +39,7 @@ pub struct MigrationStep {
 }
 
 fn change(plan: &mut Plan, field: String, from: impl Into<String>, to: impl Into<String>) {
-    plan.changes.push(Change {
-        field,
-        from: from.into(),
-        to: to.into(),
-    });
+    plan.changes.push(Change::new(field, from, to));
 }
 
 /// Two containers asking for the same class with different bindings, one binding for
