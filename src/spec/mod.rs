@@ -18,6 +18,7 @@ pub mod crd_rules;
 pub mod reach;
 mod validate;
 pub mod worker;
+pub mod worker_settings;
 
 pub use bindings::WorkerBinding;
 pub use crd::{all_crds_yaml, container_crd, crd_yaml, worker_crd, worker_crd_yaml};

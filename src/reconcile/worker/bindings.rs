@@ -17,6 +17,7 @@ use crate::cloudflare::types::{Binding, ScriptSettings};
 use crate::reconcile::plan::Change;
 use crate::spec::CloudflareWorker;
 use crate::spec::bindings::shown;
+use crate::spec::worker_settings::{SettingDiff, compare};
 
 /// `spec.bindings` in the official form, sorted by name (entries the official schema
 /// refuses are refused before this, by [`invalid`]).
@@ -144,10 +145,6 @@ fn push(out: &mut Vec<Change>, field: String, from: impl Into<String>, to: impl 
     out.push(Change::new(field, from, to));
 }
 
-fn remove(out: &mut Vec<Change>, field: String, from: impl Into<String>, consequence: &str) {
-    out.push(Change::destructive(field, from, "(none)", consequence));
-}
-
 fn json_or_default(v: &Option<Value>) -> String {
     match v {
         None | Some(Value::Null) => "(none)".into(),
@@ -191,35 +188,45 @@ pub fn settings_changes(
             format!("[{}]", want_flags.join(", ")),
         );
     }
-    // The upload sets none of these: a live value is removed.
-    for (name, live) in [
-        ("placement", &settings.placement),
-        ("observability", &settings.observability),
-        ("limits", &settings.limits),
-    ] {
-        let empty = match live {
-            None | Some(Value::Null) => true,
-            Some(Value::Object(m)) => m.is_empty(),
-            _ => false,
+    // The settings the upload carries (the spec's): a live value the spec leaves out is
+    // a removal.
+    for (field, official, want) in desired.settings.fields() {
+        let live = match official {
+            "observability" => &settings.observability,
+            "placement" => &settings.placement,
+            "limits" => &settings.limits,
+            _ => &settings.tail_consumers,
         };
-        if !empty {
-            remove(
+        let spec_field = format!("spec.{field}");
+        match compare(official, live.as_ref(), want.as_ref()) {
+            SettingDiff::Same => {}
+            SettingDiff::Changed => push(
                 &mut out,
-                at(name),
+                at(field),
                 json_or_default(live),
-                "the live setting is removed",
-            );
+                json_or_default(want),
+            ),
+            SettingDiff::Drops(paths) => {
+                let consequence = if want.is_none() {
+                    format!("the live setting is removed; set {spec_field} to keep it")
+                } else {
+                    format!(
+                        "the live {} is removed; set it in {spec_field} to keep it",
+                        paths
+                            .iter()
+                            .map(|p| format!("{field}.{p}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                };
+                out.push(Change::destructive(
+                    at(field),
+                    json_or_default(live),
+                    json_or_default(want),
+                    consequence,
+                ));
+            }
         }
-    }
-    if let Some(Value::Array(tails)) = &settings.tail_consumers
-        && !tails.is_empty()
-    {
-        remove(
-            &mut out,
-            at("tailConsumers"),
-            Value::Array(tails.clone()).to_string(),
-            "the tail consumers are removed",
-        );
     }
 
     let want = upload_bindings(desired);
