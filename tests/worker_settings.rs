@@ -384,6 +384,8 @@ fn invalid_settings_are_refused_before_any_call_naming_the_field() {
         "  placement: {hostname: api.example.com}\n",
         "  placement: {mode: targeted, host: 'db.example.com:5432'}\n",
         "  limits: {subrequests: 100}\n",
+        // The README's example.
+        "  observability:\n    enabled: true\n    headSamplingRate: 1\n    logs: {enabled: true, invocationLogs: true, headSamplingRate: 0.1}\n  placement: {mode: smart}\n  limits: {cpuMs: 50}\n  tailConsumers:\n    - {service: logs, environment: production}\n",
         "  observability: {enabled: false, logs: {enabled: true, invocationLogs: true}}\n",
     ] {
         parse(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
