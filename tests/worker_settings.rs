@@ -305,6 +305,23 @@ fn adopting_compares_each_setting_with_the_spec() {
 }
 
 #[test]
+fn observing_a_script_deployed_elsewhere_compares_the_settings_the_same_way() {
+    let p = plan_worker(
+        &desired("  managementPolicy: Observe\n  placement: {mode: smart}\n"),
+        &deployed_elsewhere(),
+    );
+    assert!(
+        change(&p, "worker.shop.placement").is_none(),
+        "{:?}",
+        p.changes
+    );
+    for field in ["observability", "limits", "tailConsumers"] {
+        let c = change(&p, &format!("worker.shop.{field}")).unwrap_or_else(|| panic!("{field}"));
+        assert!(c.is_destructive(), "{c}");
+    }
+}
+
+#[test]
 fn an_approved_removal_happens_once() {
     let d = desired("  adopt: true\n  placement: {mode: smart}\n");
     let first = plan_worker(&d, &deployed_elsewhere());
