@@ -56,6 +56,7 @@ async fn every_exchange_matches_the_official_schema() {
                 class_name: "Shop".into(),
             }],
             tags: vec!["flaredock.dev/owner=default.contract".into()],
+            ..Default::default()
         },
         modules: vec![ScriptModule {
             name: "index.js".into(),

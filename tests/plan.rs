@@ -1126,11 +1126,11 @@ fn re_reading_the_tag_of_the_running_repository_is_done_but_is_not_a_change() {
     // Another action makes it a change again.
     let mut more = p.clone();
     more.actions.push(p.actions[0].clone());
-    more.changes.push(flaredock::reconcile::plan::Change {
-        field: "max_instances".into(),
-        from: "2".into(),
-        to: "4".into(),
-    });
+    more.changes.push(flaredock::reconcile::plan::Change::new(
+        "max_instances",
+        "2",
+        "4",
+    ));
     assert!(more.changes_anything());
 }
 

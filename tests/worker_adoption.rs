@@ -149,6 +149,10 @@ async fn adoption_names_the_binding_it_would_remove_and_writes_nothing_before_ap
         .unwrap_or_else(|| panic!("CACHE is named: {:?}", pending.changes));
     assert!(cache.found.contains(&kv), "{cache:?}");
     assert!(cache.wanted.contains("DESTRUCTIVE"), "{cache:?}");
+    assert!(cache.destructive, "typed in status: {cache:?}");
+    for c in pending.changes.iter().filter(|c| c.destructive) {
+        assert!(c.wanted.contains("(DESTRUCTIVE: "), "{c:?}");
+    }
     for c in &pending.changes {
         assert!(!c.found.contains("unknown"), "asked of Cloudflare: {c:?}");
         assert!(

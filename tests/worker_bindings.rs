@@ -348,7 +348,14 @@ fn adopting_compares_the_live_settings_and_names_each_removal() {
             .contains("kv_namespace namespace_id=0f2ac74b498b48028cb68387c421e279"),
         "{cache}"
     );
-    assert!(cache.to.contains("DESTRUCTIVE"), "{cache}");
+    assert!(cache.is_destructive(), "{cache}");
+    assert_eq!(cache.to, "removed", "{cache}");
+    assert!(
+        cache
+            .to_string()
+            .contains("(DESTRUCTIVE: the Worker loses this binding"),
+        "shown in words in the text plan: {cache}"
+    );
     assert!(
         change(&p, "worker.shop.containers.Shop").is_none(),
         "the container class was enabled: {:?}",
@@ -428,8 +435,64 @@ fn adopting_shows_settings_the_spec_does_not_set_as_destructive_removals() {
     assert_eq!(flags.from, "[nodejs_compat]");
     for f in ["placement", "observability", "tailConsumers"] {
         let c = change(&p, &format!("worker.shop.{f}")).unwrap_or_else(|| panic!("{f}"));
-        assert!(c.to.contains("DESTRUCTIVE"), "{c}");
+        assert!(c.is_destructive(), "{c}");
     }
+}
+
+#[test]
+fn a_destructive_change_is_typed_in_json_and_covered_by_the_approval_hash() {
+    use flaredock::reconcile::plan::ChangeEffect;
+    use flaredock::reconcile::status::adoption_hash;
+    let obj = worker(ROOMS_ONLY);
+    let p = plan_worker(&desired(&obj, vec![shop()]), &deployed_elsewhere());
+    let doc = p.to_json();
+    let changes = doc["changes"].as_array().expect("changes");
+    let cache = changes
+        .iter()
+        .find(|c| c["field"] == "worker.shop.bindings.CACHE")
+        .expect("CACHE in the JSON plan");
+    assert_eq!(cache["destructive"], true, "{cache}");
+    assert_eq!(cache["to"], "removed", "{cache}");
+    assert!(
+        cache["consequence"]
+            .as_str()
+            .is_some_and(|c| c.contains("loses this binding")),
+        "{cache}"
+    );
+    let kept: Vec<&serde_json::Value> = changes
+        .iter()
+        .filter(|c| c["destructive"] == false)
+        .collect();
+    assert!(
+        kept.iter().all(|c| c.get("consequence").is_none()),
+        "{kept:?}"
+    );
+    // The document is the one schemas/plan.schema.json describes.
+    let schema: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas/plan.schema.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let mut entry = json!({"kind": "CloudflareWorker", "namespace": "apps", "name": "shop"});
+    entry
+        .as_object_mut()
+        .unwrap()
+        .extend(doc.as_object().unwrap().clone());
+    let full = json!({"apiVersion": "flaredock.dev/plan/v1", "changes": true, "objects": [entry]});
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let problems: Vec<String> = validator
+        .iter_errors(&full)
+        .map(|e| e.to_string())
+        .collect();
+    assert!(problems.is_empty(), "{problems:?}");
+    // The flag is part of what is approved: the same changes untyped hash otherwise.
+    let mut untyped = p.changes.clone();
+    for c in &mut untyped {
+        c.effect = ChangeEffect::Update;
+    }
+    assert_ne!(adoption_hash(&p.changes), adoption_hash(&untyped));
 }
 
 #[test]
@@ -484,7 +547,7 @@ fn a_script_flaredock_owns_but_did_not_upload_last_is_drift_by_field() {
     let date = change(&p, "worker.shop.compatibilityDate").expect("shown by field");
     assert_eq!(date.from, "2025-01-01");
     let cache = change(&p, "worker.shop.bindings.CACHE").expect("the extra binding");
-    assert!(cache.to.contains("DESTRUCTIVE"), "{cache}");
+    assert!(cache.is_destructive(), "{cache}");
     assert!(
         change(&p, "worker.shop.owner").is_none(),
         "still flaredock's"

@@ -29,6 +29,7 @@ pub const DEFAULT_BASE_URL: &str = "https://api.cloudflare.com/client/v4";
 pub const CLOUDFLARE_REGISTRY: &str = "registry.cloudflare.com";
 
 pub use super::gate::WriteGate;
+pub use super::multipart::multipart_parts;
 
 /// How to reach and pace the API.
 #[derive(Clone, Debug)]
@@ -396,50 +397,6 @@ impl CloudflareClient {
         .await
     }
 
-    /// `GET /workers/scripts/{name}/settings`: the script's bindings (secret values
-    /// never shown), compatibility, placement, observability, limits, tail consumers.
-    pub async fn script_settings(&self, script: &str) -> Result<ScriptSettings, ApiError> {
-        self.call(
-            "getScriptSettings",
-            Method::GET,
-            format!("/workers/scripts/{script}/settings"),
-            Body::Empty,
-            Repeat::Safe,
-        )
-        .await
-    }
-
-    /// `GET /workers/scripts/{name}` (`worker-script-download-worker`): the modules as
-    /// Cloudflare has them, `(name, content)` (a multipart answer; a single
-    /// `application/javascript` body is one module named `""`).
-    pub async fn download_script(&self, script: &str) -> Result<Vec<(String, Vec<u8>)>, ApiError> {
-        let operation = "downloadScript";
-        self.call_decoded(
-            operation,
-            Method::GET,
-            format!("/workers/scripts/{script}"),
-            Body::Empty,
-            Repeat::Safe,
-            |status, retry, content_type, bytes| {
-                if !status.is_success() {
-                    return parse_response::<Value>(operation, status, retry, bytes)
-                        .map(|_| vec![]);
-                }
-                if content_type.starts_with("multipart/") {
-                    multipart_parts(content_type, bytes).ok_or_else(|| ApiError::InvalidResponse {
-                        operation,
-                        status: status.as_u16(),
-                        reason: "the multipart body of the script cannot be read".into(),
-                        excerpt: String::new(),
-                    })
-                } else {
-                    Ok(vec![(String::new(), bytes.to_vec())])
-                }
-            },
-        )
-        .await
-    }
-
     /// `PUT /workers/scripts/{name}`: a module upload (multipart: `metadata` plus one part
     /// per module). Never repeated blindly: a lost answer may mean the migration was
     /// applied, so the caller reads the script list (its hash tag) before uploading again.
@@ -541,7 +498,7 @@ impl CloudflareClient {
 
     /// [`Self::call_with_info`] with the body decoded by `decode(status, retry_after,
     /// content_type, body)`: for the few answers that are not the JSON envelope.
-    async fn call_decoded<R>(
+    pub(super) async fn call_decoded<R>(
         &self,
         operation: &'static str,
         method: Method,
@@ -715,44 +672,6 @@ impl CloudflareClient {
             }
         };
         decode(status, retry_after, &content_type, &bytes)
-    }
-}
-
-/// The parts of a `multipart/form-data` body as `(name, content)`, `boundary` from
-/// its content type. `None` when the body is not one.
-pub fn multipart_parts(content_type: &str, body: &[u8]) -> Option<Vec<(String, Vec<u8>)>> {
-    let boundary = content_type
-        .split(';')
-        .map(str::trim)
-        .find_map(|p| p.strip_prefix("boundary="))?
-        .trim_matches('"');
-    let delimiter = format!("--{boundary}").into_bytes();
-    let find = |hay: &[u8], needle: &[u8], from: usize| -> Option<usize> {
-        hay.get(from..)?
-            .windows(needle.len())
-            .position(|w| w == needle)
-            .map(|i| i + from)
-    };
-    let mut out = Vec::new();
-    let mut at = find(body, &delimiter, 0)? + delimiter.len();
-    loop {
-        if body.get(at..at + 2) == Some(b"--") {
-            return Some(out);
-        }
-        let head_end = find(body, b"\r\n\r\n", at)?;
-        let head = String::from_utf8_lossy(&body[at..head_end]).to_string();
-        let next = find(body, &delimiter, head_end + 4)?;
-        let content_end = next.checked_sub(2).filter(|e| *e >= head_end + 4)?;
-        let name = head
-            .split("\r\n")
-            .filter(|l| l.to_ascii_lowercase().starts_with("content-disposition"))
-            .flat_map(|l| l.split(';').map(str::trim).collect::<Vec<_>>())
-            .find_map(|p| {
-                p.strip_prefix("name=")
-                    .map(|n| n.trim_matches('"').to_string())
-            })?;
-        out.push((name, body[head_end + 4..content_end].to_vec()));
-        at = next + delimiter.len();
     }
 }
 

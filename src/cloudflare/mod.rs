@@ -1,12 +1,16 @@
 //! The Cloudflare API boundary: wire types ([`types`]), typed errors ([`error`]), the
 //! per-token rate limiter ([`limiter`]), the leadership write gate ([`gate`]), secrets
-//! that never print ([`token`]) and the client itself ([`client`]).
+//! that never print ([`token`]) and the client itself ([`client`]), with what adoption
+//! reads of a script ([`script_download`], [`multipart`]) and reachability
+//! ([`routing`]).
 
 pub mod client;
 pub mod error;
 pub mod gate;
 pub mod limiter;
+pub mod multipart;
 pub mod routing;
+pub mod script_download;
 pub mod token;
 pub mod types;
 

@@ -674,6 +674,16 @@ pub struct UploadMetadata {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub containers: Vec<ContainerItem>,
     pub tags: Vec<String>,
+    /// `workers_observability`, `workers_placement_info`, `workers_limits`,
+    /// `workers_tail_consumers` (`spec.observability`, … in the official form).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub observability: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub placement: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limits: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tail_consumers: Option<Value>,
 }
 
 /// One module part of an upload.

@@ -110,7 +110,11 @@
 //!   sends it). Without `force=true` a script with Durable Object namespaces is refused;
 //!   a namespace that backs a container application blocks the delete either way.
 //! - Settings (`GET`/`PATCH …/settings`) are served for other tools; a namespace a
-//!   settings migration creates is never container-enabled.
+//!   settings migration creates is never container-enabled. An upload's
+//!   `observability`, `placement`, `limits` and `tail_consumers` (checked against their
+//!   official schemas with the rest of the metadata) are kept as uploaded and returned
+//!   by `GET …/settings`; the next upload replaces them (a field it leaves out is gone),
+//!   a `PATCH` replaces those it names.
 //! - A finished rollout clears `active_rollout_id`. A rollout chosen to revert
 //!   (`--rollout-revert-rate`, or the scripted fault `revert`) runs its steps, then ends
 //!   `reverted` with the application still on its version.

@@ -79,6 +79,24 @@ pub struct ScriptRecord {
     /// How many uploads the script has had (for tests and benchmarks).
     #[serde(default)]
     pub uploads: u64,
+    /// The script settings of the latest upload (or settings PATCH), by official
+    /// field: [`SCRIPT_SETTINGS`].
+    #[serde(default)]
+    pub settings: BTreeMap<String, Value>,
+}
+
+/// The settings an upload's metadata sets and `GET …/settings` returns, as uploaded
+/// (the upload replaces them: a field the upload leaves out is gone).
+pub const SCRIPT_SETTINGS: [&str; 4] = ["observability", "placement", "limits", "tail_consumers"];
+
+fn settings_of(metadata: &Value) -> BTreeMap<String, Value> {
+    SCRIPT_SETTINGS
+        .iter()
+        .filter_map(|k| match metadata.get(*k) {
+            None | Some(Value::Null) => None,
+            Some(v) => Some((k.to_string(), v.clone())),
+        })
+        .collect()
 }
 
 impl ScriptRecord {
@@ -563,6 +581,7 @@ impl AccountState {
         script.modules = modules;
         script.exports = exports;
         script.compatibility_flags = flags;
+        script.settings = settings_of(metadata);
         script.uploads += 1;
         let mut response = script.response(name);
         response["startup_time_ms"] = json!(0);
@@ -629,10 +648,14 @@ impl AccountState {
                 b
             })
             .collect();
-        Ok(json!({
+        let mut out = json!({
             "bindings": bindings,
             "compatibility_date": script.compatibility_date.clone().unwrap_or_else(|| "2025-01-01".into()),
-        }))
+        });
+        for (k, v) in &script.settings {
+            out[k.as_str()] = v.clone();
+        }
+        Ok(out)
     }
 
     /// `PATCH …/settings`: `bindings` (when present) replaces the list, `inherit` keeping
@@ -644,6 +667,23 @@ impl AccountState {
             .get(name)
             .cloned()
             .ok_or_else(|| script_not_found(name))?;
+        // The settings it names, each against its official schema (the part is not
+        // JSON-checked on the way in: it is multipart).
+        for (k, schema) in SCRIPT_SETTINGS.iter().zip([
+            "workers_observability",
+            "workers_placement_info",
+            "workers_limits",
+            "workers_tail_consumers",
+        ]) {
+            if let Some(v) = raw.get(*k).filter(|v| !v.is_null()) {
+                let schema = json!({"$ref": format!("#/components/schemas/{schema}")});
+                let found =
+                    super::schema::Spec::workers().violations(&schema, v, &format!("settings.{k}"));
+                if let Some(first) = found.first() {
+                    return Err(Failure::invalid(first.clone()));
+                }
+            }
+        }
         let migration = match raw.get("migrations") {
             None | Some(Value::Null) => None,
             Some(v) => Some(read_migration(v)?),
@@ -715,6 +755,18 @@ impl AccountState {
                 .extend(created.into_iter().map(|(c, _)| c));
             if let Some(b) = bindings {
                 s.bindings = b;
+            }
+            // A setting the PATCH names is replaced (null removes it); the others stay.
+            for k in SCRIPT_SETTINGS {
+                match raw.get(k) {
+                    None => {}
+                    Some(Value::Null) => {
+                        s.settings.remove(k);
+                    }
+                    Some(v) => {
+                        s.settings.insert(k.to_string(), v.clone());
+                    }
+                }
             }
         }
         self.script_settings(name)

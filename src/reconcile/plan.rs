@@ -119,17 +119,78 @@ impl fmt::Display for Action {
     }
 }
 
-/// A field that differs: `field: from → to`.
+/// A field that differs: `field: from → to`, and whether making it destroys
+/// something that is there (a live binding, setting, route the spec leaves out).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Change {
     pub field: String,
     pub from: String,
     pub to: String,
+    pub effect: ChangeEffect,
+}
+
+/// What making a change does to what is there.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub enum ChangeEffect {
+    /// Sets or changes a value.
+    #[default]
+    Update,
+    /// Removes something live: `consequence` says what is lost, in words (shown as
+    /// `(DESTRUCTIVE: consequence)` after the wanted value).
+    Destructive { consequence: String },
+}
+
+impl Change {
+    /// A change that sets or changes a value.
+    pub fn new(field: impl Into<String>, from: impl Into<String>, to: impl Into<String>) -> Self {
+        Change {
+            field: field.into(),
+            from: from.into(),
+            to: to.into(),
+            effect: ChangeEffect::Update,
+        }
+    }
+
+    /// A change that removes something live; `consequence` says what is lost.
+    pub fn destructive(
+        field: impl Into<String>,
+        from: impl Into<String>,
+        to: impl Into<String>,
+        consequence: impl Into<String>,
+    ) -> Self {
+        Change {
+            effect: ChangeEffect::Destructive {
+                consequence: consequence.into(),
+            },
+            ..Change::new(field, from, to)
+        }
+    }
+
+    pub fn is_destructive(&self) -> bool {
+        matches!(self.effect, ChangeEffect::Destructive { .. })
+    }
+
+    /// What a destructive change loses, in words.
+    pub fn consequence(&self) -> Option<&str> {
+        match &self.effect {
+            ChangeEffect::Update => None,
+            ChangeEffect::Destructive { consequence } => Some(consequence),
+        }
+    }
+
+    /// The wanted value as people read it: `to`, and for a destructive change
+    /// `to (DESTRUCTIVE: consequence)`. The approval hash and status cover this.
+    pub fn shown_to(&self) -> String {
+        match self.consequence() {
+            None => self.to.clone(),
+            Some(c) => format!("{} (DESTRUCTIVE: {c})", self.to),
+        }
+    }
 }
 
 impl fmt::Display for Change {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {} → {}", self.field, self.from, self.to)
+        write!(f, "{}: {} → {}", self.field, self.from, self.shown_to())
     }
 }
 
@@ -165,9 +226,16 @@ impl Plan {
     /// by their hash or source only.
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::json!({
-            "changes": self.changes.iter().map(|c| serde_json::json!({
-                "field": c.field, "from": c.from, "to": c.to,
-            })).collect::<Vec<_>>(),
+            "changes": self.changes.iter().map(|c| {
+                let mut j = serde_json::json!({
+                    "field": c.field, "from": c.from, "to": c.to,
+                    "destructive": c.is_destructive(),
+                });
+                if let Some(why) = c.consequence() {
+                    j["consequence"] = serde_json::json!(why);
+                }
+                j
+            }).collect::<Vec<_>>(),
             "actions": self.actions.iter().map(|a| serde_json::json!({
                 "kind": a.kind(), "description": a.to_string(),
             })).collect::<Vec<_>>(),
@@ -230,11 +298,8 @@ impl Plan {
     }
 
     fn change(&mut self, field: &str, from: impl fmt::Display, to: impl fmt::Display) {
-        self.changes.push(Change {
-            field: field.into(),
-            from: from.to_string(),
-            to: to.to_string(),
-        });
+        self.changes
+            .push(Change::new(field, from.to_string(), to.to_string()));
     }
 }
 

@@ -430,7 +430,11 @@ pub fn adoption_hash(changes: &[crate::reconcile::plan::Change]) -> String {
         h.update([0]);
         h.update(c.from.as_bytes());
         h.update([0]);
-        h.update(c.to.as_bytes());
+        // The wanted value as shown: a destructive change's consequence included.
+        h.update(c.shown_to().as_bytes());
+        if c.is_destructive() {
+            h.update([2]);
+        }
         h.update([1]);
     }
     hex::encode(h.finalize())[..12].to_string()
@@ -445,15 +449,17 @@ pub fn drift_of(
     changes
         .iter()
         .map(|c| {
+            let wanted = c.shown_to();
             let at = previous
                 .iter()
-                .find(|p| p.field == c.field && p.found == c.from && p.wanted == c.to)
+                .find(|p| p.field == c.field && p.found == c.from && p.wanted == wanted)
                 .map(|p| p.at.clone())
                 .unwrap_or_else(|| now.to_string());
             crate::spec::DriftEntry {
                 field: c.field.clone(),
                 found: c.from.clone(),
-                wanted: c.to.clone(),
+                wanted,
+                destructive: c.is_destructive(),
                 at,
             }
         })

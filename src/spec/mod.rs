@@ -18,6 +18,7 @@ pub mod crd_rules;
 pub mod reach;
 mod validate;
 pub mod worker;
+pub mod worker_settings;
 
 pub use bindings::WorkerBinding;
 pub use crd::{all_crds_yaml, container_crd, crd_yaml, worker_crd, worker_crd_yaml};
@@ -423,6 +424,10 @@ pub struct DriftEntry {
     pub field: String,
     pub found: String,
     pub wanted: String,
+    /// Making it removes something live (a binding, setting or route the spec leaves
+    /// out): `wanted` says what is lost.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub destructive: bool,
     /// When it was first seen (RFC 3339).
     pub at: String,
 }

@@ -392,6 +392,9 @@ pub fn validate_worker(obj: &CloudflareWorker) -> Vec<FieldError> {
     for (field, message) in super::bindings::validate_bindings(s) {
         err(&field, message);
     }
+    for (field, message) in super::worker_settings::violations(s) {
+        err(&field, message);
+    }
     let src = &s.source;
     let count = [
         src.inline.is_some(),

@@ -102,6 +102,25 @@ pub struct CloudflareWorkerSpec {
     #[serde(default)]
     pub deletion_policy: WorkerDeletionPolicy,
 
+    // ---- script settings (spec/worker_settings.rs) ----
+    /// Observability settings for the Worker (official `workers_observability`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observability: Option<super::worker_settings::WorkerObservability>,
+
+    /// Smart or targeted placement (official `workers_placement_info`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement: Option<super::worker_settings::WorkerPlacement>,
+
+    /// Limits to apply for this Worker (official `workers_limits`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<super::worker_settings::WorkerLimits>,
+
+    /// Workers that will consume logs from this Worker (official
+    /// `workers_tail_consumers`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), extend("x-kubernetes-list-type" = "atomic"))]
+    pub tail_consumers: Vec<super::worker_settings::TailConsumer>,
+
     // ---- reachability (spec/reach.rs) ----
     /// Serve the script on the account's `workers.dev` subdomain (default true, as
     /// wrangler's `workers_dev`); `status.url` is its URL.

@@ -5,7 +5,7 @@
 //!
 //! A script flaredock did not upload carries no hash tag, so its parts cannot be
 //! compared by hash: they are compared field by field. Every live binding the upload
-//! would not carry is a removal, marked `DESTRUCTIVE`, so that the adoption plan (and
+//! would not carry is a removal, typed destructive ([`Change::destructive`]), so that the adoption plan (and
 //! the approval hash that covers it) names it.
 
 use std::collections::BTreeMap;
@@ -17,6 +17,7 @@ use crate::cloudflare::types::{Binding, ScriptSettings};
 use crate::reconcile::plan::Change;
 use crate::spec::CloudflareWorker;
 use crate::spec::bindings::shown;
+use crate::spec::worker_settings::{SettingDiff, compare};
 
 /// `spec.bindings` in the official form, sorted by name (entries the official schema
 /// refuses are refused before this, by [`invalid`]).
@@ -131,19 +132,17 @@ pub fn modules_change(desired: &DesiredWorker, live: &str, script: &str) -> Opti
             .iter()
             .map(|m| (m.name.as_str(), m.content.as_slice())),
     );
-    (want != live).then(|| Change {
-        field: format!("worker.{script}.modules"),
-        from: format!("content hash {live} (as Cloudflare has it)"),
-        to: format!("content hash {want}"),
+    (want != live).then(|| {
+        Change::new(
+            format!("worker.{script}.modules"),
+            format!("content hash {live} (as Cloudflare has it)"),
+            format!("content hash {want}"),
+        )
     })
 }
 
 fn push(out: &mut Vec<Change>, field: String, from: impl Into<String>, to: impl Into<String>) {
-    out.push(Change {
-        field,
-        from: from.into(),
-        to: to.into(),
-    });
+    out.push(Change::new(field, from, to));
 }
 
 fn json_or_default(v: &Option<Value>) -> String {
@@ -189,35 +188,45 @@ pub fn settings_changes(
             format!("[{}]", want_flags.join(", ")),
         );
     }
-    // The upload sets none of these: a live value is removed.
-    for (name, live) in [
-        ("placement", &settings.placement),
-        ("observability", &settings.observability),
-        ("limits", &settings.limits),
-    ] {
-        let empty = match live {
-            None | Some(Value::Null) => true,
-            Some(Value::Object(m)) => m.is_empty(),
-            _ => false,
+    // The settings the upload carries (the spec's): a live value the spec leaves out is
+    // a removal.
+    for (field, official, want) in desired.settings.fields() {
+        let live = match official {
+            "observability" => &settings.observability,
+            "placement" => &settings.placement,
+            "limits" => &settings.limits,
+            _ => &settings.tail_consumers,
         };
-        if !empty {
-            push(
+        let spec_field = format!("spec.{field}");
+        match compare(official, live.as_ref(), want.as_ref()) {
+            SettingDiff::Same => {}
+            SettingDiff::Changed => push(
                 &mut out,
-                at(name),
+                at(field),
                 json_or_default(live),
-                "(none) (DESTRUCTIVE: the live setting is removed)",
-            );
+                json_or_default(want),
+            ),
+            SettingDiff::Drops(paths) => {
+                let consequence = if want.is_none() {
+                    format!("the live setting is removed; set {spec_field} to keep it")
+                } else {
+                    format!(
+                        "the live {} is removed; set it in {spec_field} to keep it",
+                        paths
+                            .iter()
+                            .map(|p| format!("{field}.{p}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                };
+                out.push(Change::destructive(
+                    at(field),
+                    json_or_default(live),
+                    json_or_default(want),
+                    consequence,
+                ));
+            }
         }
-    }
-    if let Some(Value::Array(tails)) = &settings.tail_consumers
-        && !tails.is_empty()
-    {
-        push(
-            &mut out,
-            at("tailConsumers"),
-            Value::Array(tails.clone()).to_string(),
-            "(none) (DESTRUCTIVE: the tail consumers are removed)",
-        );
     }
 
     let want = upload_bindings(desired);
@@ -275,12 +284,12 @@ pub fn settings_changes(
     }
     for (name, l) in &live {
         if !want.contains_key(*name) && !secrets.contains(name) {
-            push(
-                &mut out,
+            out.push(Change::destructive(
                 at(&format!("bindings.{name}")),
                 shown(l),
-                "removed (DESTRUCTIVE: the Worker loses this binding; declare it in spec.bindings to keep it)",
-            );
+                "removed",
+                "the Worker loses this binding; declare it in spec.bindings to keep it",
+            ));
         }
     }
     out

@@ -8,7 +8,9 @@
 //! - `flaredock.dev/owner=<namespace>.<name>`
 //! - `flaredock.dev/hash=code:…;config:…;vars:…;secrets:…;bindings:…`, a short hash per
 //!   part (secret values are hashed with a key derived from the API token, so the tag
-//!   reveals nothing of them)
+//!   reveals nothing of them), then `observability:…;placement:…;limits:…;
+//!   tailConsumers:…` for the settings the spec sets (a setting left unset has no part,
+//!   so that a Worker without them keeps the tag it had before they existed)
 //! - `flaredock.dev/containers=A;B` (more tags `flaredock.dev/containers.2=…` when long):
 //!   the container-enabled classes of the upload.
 
@@ -62,24 +64,42 @@ pub struct PartHashes {
     pub vars: String,
     pub secrets: String,
     pub bindings: String,
+    /// The script settings (`spec.observability`, …): empty when the spec sets none.
+    pub observability: String,
+    pub placement: String,
+    pub limits: String,
+    pub tail_consumers: String,
 }
+
+/// Parts that are recorded only when set (the script settings).
+const OPTIONAL_PARTS: [&str; 4] = ["observability", "placement", "limits", "tailConsumers"];
 
 impl PartHashes {
     /// `(part, hash)` in tag order.
-    pub fn parts(&self) -> [(&'static str, &str); 5] {
+    pub fn parts(&self) -> [(&'static str, &str); 9] {
         [
             ("code", &self.code),
             ("config", &self.config),
             ("vars", &self.vars),
             ("secrets", &self.secrets),
             ("bindings", &self.bindings),
+            ("observability", &self.observability),
+            ("placement", &self.placement),
+            ("limits", &self.limits),
+            ("tailConsumers", &self.tail_consumers),
         ]
+    }
+
+    /// Is `part` one of the script settings (recorded only when set)?
+    pub fn is_setting(part: &str) -> bool {
+        OPTIONAL_PARTS.contains(&part)
     }
 
     fn tag(&self) -> String {
         let parts: Vec<String> = self
             .parts()
             .iter()
+            .filter(|(k, v)| !(v.is_empty() && Self::is_setting(k)))
             .map(|(k, v)| format!("{k}:{v}"))
             .collect();
         format!("{HASH_TAG}{}", parts.join(";"))
@@ -96,6 +116,10 @@ impl PartHashes {
                 "vars" => h.vars = v,
                 "secrets" => h.secrets = v,
                 "bindings" => h.bindings = v,
+                "observability" => h.observability = v,
+                "placement" => h.placement = v,
+                "limits" => h.limits = v,
+                "tailConsumers" => h.tail_consumers = v,
                 _ => {}
             }
         }
@@ -182,6 +206,8 @@ pub struct DesiredWorker {
     /// Classes of this script bound by `spec.bindings` without a container (they get a
     /// migration as container classes do), sorted.
     pub own_classes: Vec<String>,
+    /// `spec.observability`, `placement`, `limits`, `tailConsumers` in the official form.
+    pub settings: crate::spec::worker_settings::OfficialSettings,
 }
 
 /// 16 hex characters of SHA-256.
@@ -265,6 +291,12 @@ impl DesiredWorker {
                 .chain(declared_json.iter().map(Vec::as_slice)),
         );
         let own_classes = super::bindings::own_classes(&declared);
+        let settings = crate::spec::worker_settings::official(s);
+        let setting_hash = |v: &Option<serde_json::Value>| {
+            v.as_ref()
+                .map(|v| short_hash(v.to_string().as_bytes()))
+                .unwrap_or_default()
+        };
         DesiredWorker {
             key: obj.key(),
             owner: obj.owner_id(cluster),
@@ -288,9 +320,14 @@ impl DesiredWorker {
                 vars,
                 secrets: secrets_hash,
                 bindings,
+                observability: setting_hash(&settings.observability),
+                placement: setting_hash(&settings.placement),
+                limits: setting_hash(&settings.limits),
+                tail_consumers: setting_hash(&settings.tail_consumers),
             },
             bindings: declared,
             own_classes,
+            settings,
         }
     }
 

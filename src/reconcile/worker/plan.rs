@@ -39,11 +39,7 @@ pub struct MigrationStep {
 }
 
 fn change(plan: &mut Plan, field: String, from: impl Into<String>, to: impl Into<String>) {
-    plan.changes.push(Change {
-        field,
-        from: from.into(),
-        to: to.into(),
-    });
+    plan.changes.push(Change::new(field, from, to));
 }
 
 /// Two containers asking for the same class with different bindings, one binding for
@@ -133,6 +129,10 @@ pub fn upload_for(
                 .map(|class_name| ContainerItem { class_name })
                 .collect(),
             tags,
+            observability: desired.settings.observability.clone(),
+            placement: desired.settings.placement.clone(),
+            limits: desired.settings.limits.clone(),
+            tail_consumers: desired.settings.tail_consumers.clone(),
         },
         modules: desired.inputs.modules.clone(),
     }
@@ -241,7 +241,21 @@ fn plan_script(desired: &DesiredWorker, observed: &ObservedWorker) -> Plan {
             if by_field && (*part != "code" || observed.live_modules_hash.is_some()) {
                 continue;
             }
-            if want != &have {
+            if want != &have && PartHashes::is_setting(part) {
+                // A setting is shown by its value; flaredock's tag without its part
+                // means flaredock's upload set none.
+                let from = if have.is_empty() {
+                    "(none)".to_string()
+                } else {
+                    format!("hash {have}")
+                };
+                change(
+                    &mut plan,
+                    format!("worker.{script}.{part}"),
+                    from,
+                    shown_setting(desired, part),
+                );
+            } else if want != &have {
                 let what = match *part {
                     "code" => "modules",
                     "config" => "compatibility",
@@ -270,6 +284,16 @@ fn plan_script(desired: &DesiredWorker, observed: &ObservedWorker) -> Plan {
                 "absent",
                 crate::spec::bindings::shown(b),
             );
+        }
+        for (field, _, value) in desired.settings.fields() {
+            if value.is_some() {
+                change(
+                    &mut plan,
+                    format!("worker.{script}.{field}"),
+                    "absent",
+                    shown_setting(desired, field),
+                );
+            }
         }
     }
 
@@ -351,6 +375,18 @@ fn plan_script(desired: &DesiredWorker, observed: &ObservedWorker) -> Plan {
         adopts,
     });
     plan
+}
+
+/// A script setting of the upload as `plan` shows it: its official JSON, or `(none)`.
+pub fn shown_setting(desired: &DesiredWorker, field: &str) -> String {
+    desired
+        .settings
+        .fields()
+        .iter()
+        .find(|(f, ..)| *f == field)
+        .and_then(|(_, _, v)| v.as_ref())
+        .map(|v| v.to_string())
+        .unwrap_or_else(|| "(none)".into())
 }
 
 /// Why a Worker cannot be planned yet (its code or a Secret is missing).

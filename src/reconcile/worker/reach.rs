@@ -264,11 +264,7 @@ fn list(v: &[String]) -> String {
 }
 
 fn change(plan: &mut Plan, field: String, from: impl Into<String>, to: impl Into<String>) {
-    plan.changes.push(Change {
-        field,
-        from: from.into(),
-        to: to.into(),
-    });
+    plan.changes.push(Change::new(field, from, to));
 }
 
 fn zone_of(r: &DesiredRoute, o: &ObservedReach) -> Option<String> {
