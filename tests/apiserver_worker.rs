@@ -10,8 +10,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::cluster::{
-    Controller, controller_kubeconfig, controller_requests, create_namespace, credentials_secret,
-    installed, kubectl_ok, onboard, wait_for,
+    Controller, Front, Rule, controller_kubeconfig, controller_requests, create_namespace,
+    credentials_secret, installed, kubectl_ok, onboard, wait_for,
 };
 use flaredock::reconcile::reason::Reason;
 use flaredock::spec::CloudflareWorker;
@@ -214,5 +214,178 @@ async fn a_worker_reads_its_config_map_by_name_picks_up_an_edit_and_one_not_onbo
     }
     controller.stop();
     refused.stop();
+    em.stop().await;
+}
+
+// ---------------------------------------------------------------------------------
+// The Worker finalizer: the routes and domains flaredock made go, no other.
+
+/// Uploads script `name` through the official endpoint, as wrangler or a person would.
+async fn foreign_script(client: &flaredock::cloudflare::CloudflareClient, name: &str) {
+    use flaredock::cloudflare::types::{ScriptModule, ScriptUpload, UploadMetadata};
+    let upload = ScriptUpload {
+        metadata: UploadMetadata {
+            main_module: "index.js".into(),
+            compatibility_date: "2026-06-01".into(),
+            ..Default::default()
+        },
+        modules: vec![ScriptModule {
+            name: "index.js".into(),
+            content_type: "application/javascript+module".into(),
+            content: code(name).into_bytes(),
+        }],
+    };
+    client.upload_script(name, &upload).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_worker_finalizer_removes_only_its_routes_and_domains_and_lets_go_after_cloudflare() {
+    let (env, _) = installed();
+    let admin = env.admin_client().await;
+    let em = common::start_emulator(|_| {}).await;
+    let zone_name = flaredock::emulator::DEFAULT_ZONE;
+    let client = common::client_for(&em);
+    let zone = client.zone_by_name(zone_name).await.unwrap().unwrap().id;
+    // Another script's route and custom domain in the same zone, made by hand first.
+    foreign_script(&client, "billing").await;
+    let theirs = client
+        .create_route(&zone, &format!("billing.{zone_name}/*"), "billing")
+        .await
+        .unwrap();
+    let their_domain = client
+        .attach_domain(&format!("pay.{zone_name}"), "billing", None)
+        .await
+        .unwrap();
+
+    let ns = create_namespace(&admin, "reach").await;
+    onboard(env, &ns);
+    credentials_secret(&admin, &ns, &em).await;
+    // Cloudflare answers the DELETE of a custom domain 4 s late: the object must still
+    // be there meanwhile.
+    const LATE: Duration = Duration::from_secs(4);
+    let rule: Rule = std::sync::Arc::new(|method: &http::Method, path: &str, _: &str| {
+        (method == http::Method::DELETE && path.contains("/workers/domains/")).then_some(LATE)
+    });
+    let front = Front::of_emulator_with(&em, rule).await;
+    let kubeconfig = controller_kubeconfig(env, &ns).await;
+    // A single replica: no leader's write fence shortens the timeout of the DELETE.
+    let mut controller = Controller::start_at(
+        &kubeconfig,
+        &ns,
+        &front.api_base(),
+        &[("FLAREDOCK_LEADER_ELECTION", "false")],
+    );
+    let workers: Api<CloudflareWorker> = Api::namespaced(admin.clone(), &ns);
+    let worker: CloudflareWorker = serde_json::from_value(json!({
+        "apiVersion": "flaredock.dev/v1alpha1", "kind": "CloudflareWorker",
+        "metadata": {"name": "shop"},
+        "spec": {
+            "compatibilityDate": "2026-06-01",
+            "credentialsSecretRef": {"name": "cloudflare"},
+            "deletionPolicy": "Delete",
+            "source": {"inline": {"mainModule": "index.js", "modules": {"index.js": code("shop")}}},
+            "routes": [{"pattern": format!("shop.{zone_name}/*"), "zoneName": zone_name}],
+            "domains": [{"hostname": format!("api.{zone_name}")}],
+        },
+    }))
+    .unwrap();
+    workers
+        .create(&PostParams::default(), &worker)
+        .await
+        .unwrap();
+    let ready = wait_for(&workers, "shop", &mut controller, "Ready", worker_ready).await;
+    let status = ready.status.clone().unwrap();
+    assert_eq!(status.routes.len(), 1, "{status:?}");
+    assert_eq!(status.domains.len(), 1, "{status:?}");
+    let ours = status.routes[0].id.clone();
+    let our_domain = status.domains[0].id.clone();
+    let routes = client.list_routes(&zone).await.unwrap();
+    assert!(
+        routes
+            .iter()
+            .any(|r| r.id == ours && r.script.as_deref() == Some("shop")),
+        "{routes:?}"
+    );
+    assert!(routes.iter().any(|r| r.id == theirs.id), "{routes:?}");
+
+    workers
+        .delete("shop", &Default::default())
+        .await
+        .expect("delete");
+    // While Cloudflare has not answered the DELETE of the domain, the finalizer holds.
+    let asked = Instant::now();
+    let detach = format!("/workers/domains/{our_domain}");
+    while !front
+        .seen()
+        .iter()
+        .any(|r| r.starts_with("DELETE ") && r.ends_with(&detach))
+    {
+        controller.assert_running();
+        assert!(
+            asked.elapsed() < Duration::from_secs(60),
+            "no DELETE of custom domain {our_domain}: {:?}\ncontroller log:\n{}",
+            front.seen(),
+            controller.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let pending = workers.get_opt("shop").await.unwrap();
+    let pending = pending.expect("the object stays while Cloudflare holds its domain");
+    assert!(pending.metadata.deletion_timestamp.is_some());
+    assert!(
+        pending
+            .metadata
+            .finalizers
+            .iter()
+            .flatten()
+            .any(|f| f == flaredock::controller::FINALIZER),
+        "{:?}",
+        pending.metadata.finalizers
+    );
+    // Then it goes, after Cloudflare let go of everything it made.
+    let started = Instant::now();
+    while workers.get_opt("shop").await.unwrap().is_some() {
+        controller.assert_running();
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "CloudflareWorker shop not gone within 90 s\ncontroller log:\n{}",
+            controller.log()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let routes = client.list_routes(&zone).await.unwrap();
+    assert!(routes.iter().all(|r| r.id != ours), "{routes:?}");
+    let kept = routes
+        .iter()
+        .find(|r| r.id == theirs.id)
+        .expect("the other script's route is kept");
+    assert_eq!(kept.script.as_deref(), Some("billing"));
+    assert_eq!(kept.pattern, theirs.pattern);
+    let domains = client.list_domains().await.unwrap();
+    assert!(domains.iter().all(|d| d.id != our_domain), "{domains:?}");
+    assert!(
+        domains
+            .iter()
+            .any(|d| d.id == their_domain.id && d.service == "billing"),
+        "the other script's domain is kept: {domains:?}"
+    );
+    let scripts: Vec<String> = client
+        .list_scripts()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    assert!(!scripts.iter().any(|s| s == "shop"), "{scripts:?}");
+    assert!(scripts.iter().any(|s| s == "billing"), "{scripts:?}");
+    // Nothing was ever sent to the other script's route or domain.
+    let touched: Vec<String> = front
+        .seen()
+        .into_iter()
+        .filter(|r| r.contains(&theirs.id) || r.contains(&their_domain.id))
+        .collect();
+    assert!(touched.is_empty(), "{touched:?}");
+    controller.stop();
+    drop(front);
     em.stop().await;
 }
