@@ -10,11 +10,11 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::cluster::{
-    Controller, Front, Rule, controller_kubeconfig, controller_requests, create_namespace,
-    credentials_secret, installed, kubectl_ok, onboard, wait_for,
+    Controller, Front, Rule, condition, controller_kubeconfig, controller_requests,
+    create_namespace, credentials_secret, installed, kubectl_ok, onboard, wait_for,
 };
 use flaredock::reconcile::reason::Reason;
-use flaredock::spec::CloudflareWorker;
+use flaredock::spec::{CloudflareContainer, CloudflareWorker};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
@@ -385,6 +385,210 @@ async fn the_worker_finalizer_removes_only_its_routes_and_domains_and_lets_go_af
         .filter(|r| r.contains(&theirs.id) || r.contains(&their_domain.id))
         .collect();
     assert!(touched.is_empty(), "{touched:?}");
+    controller.stop();
+    drop(front);
+    em.stop().await;
+}
+
+// ---------------------------------------------------------------------------------
+// Deadlines: of one reconcile (--reconcile-timeout), and of a whole apply or cleanup.
+
+/// A registry that accepts connections and never answers (a request to it ends only
+/// with the registry client's own 30-minute timeout); counts the connections.
+async fn black_hole() -> (
+    String,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    tokio::task::JoinHandle<()>,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = accepted.clone();
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            held.push(socket);
+        }
+    });
+    (addr, accepted, task)
+}
+
+fn container_of(name: &str, image: &str) -> CloudflareContainer {
+    serde_json::from_value(json!({
+        "apiVersion": "flaredock.dev/v1alpha1", "kind": "CloudflareContainer",
+        "metadata": {"name": name},
+        "spec": {
+            "className": flaredock::emulator::DEMO_CLASS,
+            "image": {"reference": image},
+            "worker": {"scriptName": flaredock::emulator::DEMO_SCRIPT},
+            "credentialsSecretRef": {"name": "cloudflare"},
+        },
+    }))
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconcile_past_its_deadline_is_requeued_timed_out_while_another_object_becomes_ready() {
+    let (env, _) = installed();
+    let admin = env.admin_client().await;
+    let em = common::start_emulator(|_| {}).await;
+    let (hole, accepted, hole_task) = black_hole().await;
+    let ns = create_namespace(&admin, "deadline").await;
+    onboard(env, &ns);
+    credentials_secret(&admin, &ns, &em).await;
+    let kubeconfig = controller_kubeconfig(env, &ns).await;
+    let mut controller = Controller::start(
+        &kubeconfig,
+        &ns,
+        &em,
+        &[("FLAREDOCK_RECONCILE_TIMEOUT", "5s")],
+    );
+    let api: Api<CloudflareContainer> = Api::namespaced(admin.clone(), &ns);
+    api.create(
+        &PostParams::default(),
+        &container_of("slow", &format!("{hole}/shop:v1")),
+    )
+    .await
+    .unwrap();
+    api.create(&PostParams::default(), &container_of("fast", "hello:v1"))
+        .await
+        .unwrap();
+
+    // The object whose registry never answers: Ready=False ReconcileTimedOut,
+    // Reconciling (transient), not Stalled.
+    let slow = wait_for(&api, "slow", &mut controller, "ReconcileTimedOut", |o| {
+        condition(o.status.as_ref(), "Ready")
+            .is_some_and(|c| c.status == "False" && Reason::ReconcileTimedOut.is(&c.reason))
+    })
+    .await;
+    let ready = condition(slow.status.as_ref(), "Ready").unwrap();
+    assert!(ready.message.contains("--reconcile-timeout"), "{ready:?}");
+    let reconciling = condition(slow.status.as_ref(), "Reconciling").expect("Reconciling");
+    assert_eq!(reconciling.status, "True", "{reconciling:?}");
+    let stalled = condition(slow.status.as_ref(), "Stalled").expect("Stalled");
+    assert_eq!(stalled.status, "False", "{stalled:?}");
+    assert!(
+        accepted.load(std::sync::atomic::Ordering::SeqCst) >= 1,
+        "the reconcile reached the registry"
+    );
+    // The other object became Ready in the same controller meanwhile.
+    let fast = wait_for(&api, "fast", &mut controller, "Ready", |o| {
+        o.status
+            .as_ref()
+            .is_some_and(flaredock::reconcile::status::is_ready)
+    })
+    .await;
+    let apps = common::client_for(&em).list_applications().await.unwrap();
+    assert_eq!(
+        apps.len(),
+        1,
+        "only the fast object's application: {apps:?}"
+    );
+    assert_eq!(
+        fast.status.as_ref().unwrap().application_id.as_deref(),
+        Some(apps[0].id.as_str())
+    );
+    // Requeued: a later reconcile goes to the registry again (the timed-out one's
+    // connections were dropped with it), without any change of the object.
+    let seen = accepted.load(std::sync::atomic::Ordering::SeqCst);
+    let started = Instant::now();
+    while accepted.load(std::sync::atomic::Ordering::SeqCst) == seen {
+        controller.assert_running();
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the timed-out object was not reconciled again within 60 s\ncontroller log:\n{}",
+            controller.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let again = api.get("slow").await.unwrap();
+    assert_eq!(again.metadata.generation, slow.metadata.generation);
+    let ready = condition(again.status.as_ref(), "Ready").unwrap();
+    assert_eq!(ready.status, "False", "{ready:?}");
+    controller.stop();
+    hole_task.abort();
+    em.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_kubernetes_read_is_dropped_at_the_deadline_plus_30_s_and_retried() {
+    let (env, _) = installed();
+    let admin = env.admin_client().await;
+    let em = common::start_emulator(|_| {}).await;
+    let ns = create_namespace(&admin, "cap").await;
+    onboard(env, &ns);
+    credentials_secret(&admin, &ns, &em).await;
+    // The API server answers the GET of the credentials Secret 300 s late (the
+    // client's own read timeout is 295 s); everything else passes through.
+    let secret = format!("/api/v1/namespaces/{ns}/secrets/cloudflare");
+    let held = secret.clone();
+    let rule: Rule = std::sync::Arc::new(move |method: &http::Method, path: &str, _: &str| {
+        (method == http::Method::GET && path == held).then_some(Duration::from_secs(300))
+    });
+    let front = Front::of_apiserver(env, rule).await;
+    let kubeconfig = env
+        .service_account_kubeconfig_via(
+            common::cluster::SA_NAMESPACE,
+            common::cluster::SA_NAME,
+            &format!("sa-{ns}-front.kubeconfig"),
+            Some(&front.url),
+        )
+        .await;
+    // The core's deadline is 1 s; the whole apply may take 30 s more.
+    let mut controller = Controller::start(
+        &kubeconfig,
+        &ns,
+        &em,
+        &[
+            ("FLAREDOCK_RECONCILE_TIMEOUT", "1s"),
+            ("FLAREDOCK_LEADER_ELECTION", "false"),
+        ],
+    );
+    let api: Api<CloudflareContainer> = Api::namespaced(admin.clone(), &ns);
+    api.create(&PostParams::default(), &container_of("held", "hello:v1"))
+        .await
+        .unwrap();
+    let reads = || {
+        front
+            .seen()
+            .iter()
+            .filter(|r| **r == format!("GET {secret}"))
+            .count()
+    };
+    let mut at = Vec::new();
+    let started = Instant::now();
+    while at.len() < 2 {
+        controller.assert_running();
+        if reads() > at.len() {
+            at.push(Instant::now());
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(150),
+            "{} read(s) of the Secret within 150 s: {:?}\ncontroller log:\n{}",
+            at.len(),
+            front.seen(),
+            controller.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The first apply was dropped at 1 s + 30 s (not at the core's 1 s, not at the
+    // client's 295 s) and retried after the backoff.
+    let between = at[1] - at[0];
+    assert!(
+        between >= Duration::from_secs(30) && between < Duration::from_secs(90),
+        "the Secret was read again {between:?} after the first read\ncontroller log:\n{}",
+        controller.log()
+    );
+    controller
+        .wait_log("the reconcile did not finish within 31s")
+        .await;
+    // It stopped before anything reached Cloudflare.
+    assert!(
+        common::cloudflare_writes(&em).is_empty(),
+        "{:?}",
+        common::cloudflare_writes(&em)
+    );
     controller.stop();
     drop(front);
     em.stop().await;
