@@ -2,6 +2,7 @@
 //! process (the CNCF distribution registry) with htpasswd auth, and synthetic images.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod fake_kube;
 pub mod testenv;
 

@@ -1,0 +1,278 @@
+//! **Serving** ([`Runtime::serve`]): **one workerd process per script**, started on the
+//! first request that reaches the script (never at upload, never for scripts the test
+//! hooks seed until a request names them), listening on a loopback port it reports on
+//! its control channel (stdout). Its config: the modules, compatibility date and flags,
+//! `plain_text`/`secret_text` bindings as text, `json` as JSON, Durable Object bindings
+//! to the script's own classes, namespaces keyed by the namespace id with their storage
+//! on local disk (the emulator's temporary directory, kept across re-uploads while the
+//! emulator runs), and `service` bindings to other scripts through the emulator's own
+//! listener (header [`SERVICE_HEADER`]), which starts that script in turn. A new upload
+//! or a delete stops the script's process; the next request starts the new version.
+//! At most [`MAX_RUNNING`] processes run at once (the least recently used stops first);
+//! every process is a child of the emulator, killed when the emulator stops (a
+//! SIGKILLed emulator cannot take them along: they are `workerd serve` processes under
+//! a `flaredock-workerd-*` temporary directory). Starting one holds the others' starts
+//! back (one start at a time, each within [`LOAD_TIMEOUT`]).
+//!
+//! **Container-enabled classes**: workerd 2026-04-26 has a `ctx.container` API that
+//! drives a local Docker daemon (and an egress sidecar image from Docker Hub). The
+//! emulator has no container runtime to give it, so the served main module is a
+//! generated wrapper that re-exports the upload's main module and, for each class in
+//! `containers`, gives `ctx.container` a stand-in whose `start()`, `monitor()`,
+//! `getTcpPort()` and `signal()` fail with [`NO_CONTAINER_RUNTIME`].
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use super::{
+    LOAD_TIMEOUT, LoadError, MAX_RUNNING, NO_CONTAINER_RUNTIME, Runtime, SERVICE_HEADER,
+    WorkerSpec, is_identifier, js, runtime_message, specifier, text,
+};
+
+/// The name of the generated wrapper module (not an upload's module name).
+const WRAPPER_MODULE: &str = "__flaredock_main__.js";
+
+/// One serving process.
+pub(super) struct Instance {
+    child: Child,
+    port: u16,
+    etag: String,
+    used: Instant,
+}
+
+/// The served main module when the upload has container-enabled classes.
+fn wrapper_source(spec: &WorkerSpec) -> String {
+    let main = specifier(&spec.main);
+    let mut out = format!("import * as user from {main};\nexport * from {main};\n");
+    if spec.has_default {
+        out.push_str(&format!("export {{ default }} from {main};\n"));
+    }
+    out.push_str(&format!(
+        "const message = {};\n\
+         const fail = () => {{ throw new Error(message); }};\n\
+         const none = {{ get running() {{ return false; }}, start: fail, getTcpPort: fail, signal: fail,\n\
+           async monitor() {{ throw new Error(message); }}, async destroy() {{}} }};\n\
+         const withoutRuntime = (ctx) => {{ if (ctx && ctx.container === undefined) Object.defineProperty(ctx, 'container', {{ value: none, configurable: true }}); return ctx; }};\n",
+        js(NO_CONTAINER_RUNTIME)
+    ));
+    for class in &spec.containers {
+        let c = js(class);
+        // An export name is a JavaScript identifier (the runtime listed it).
+        out.push_str(&format!(
+            "const Base_{class} = user[{c}];\nexport class {class} extends Base_{class} {{ constructor(ctx, env) {{ super(withoutRuntime(ctx), env); }} }}\n"
+        ));
+    }
+    out
+}
+
+impl Runtime {
+    /// The loopback port of the process serving `name` at version `etag`, started now
+    /// when it is not running (or runs an older version).
+    pub async fn serve(&self, name: &str, etag: &str, spec: &WorkerSpec) -> Result<u16, LoadError> {
+        let mut running = self.running.lock().await;
+        if let Some(i) = running.get_mut(name) {
+            let alive = matches!(i.child.try_wait(), Ok(None));
+            if alive && i.etag == etag {
+                i.used = Instant::now();
+                return Ok(i.port);
+            }
+        }
+        running.remove(name);
+        while running.len() >= MAX_RUNNING {
+            let Some(oldest) = running
+                .iter()
+                .min_by_key(|(_, i)| i.used)
+                .map(|(n, _)| n.clone())
+            else {
+                break;
+            };
+            running.remove(&oldest);
+        }
+        let instance = self.start(name, etag, spec).await?;
+        let port = instance.port;
+        running.insert(name.to_string(), instance);
+        Ok(port)
+    }
+
+    /// Stops the process serving `name` (a new upload, a delete).
+    pub async fn stop(&self, name: &str) {
+        self.running.lock().await.remove(name);
+    }
+
+    /// Forgets the Durable Object storage of `name` (the script is deleted).
+    pub async fn forget(&self, name: &str) {
+        self.stop(name).await;
+        let _ = std::fs::remove_dir_all(self.script_dir(name));
+    }
+
+    /// How many processes serve now.
+    pub async fn running(&self) -> usize {
+        self.running.lock().await.len()
+    }
+
+    fn script_dir(&self, name: &str) -> PathBuf {
+        use sha2::Digest;
+        let key = hex::encode(&sha2::Sha256::digest(name.as_bytes())[..8]);
+        self.root.path().join("scripts").join(key)
+    }
+
+    async fn start(
+        &self,
+        name: &str,
+        etag: &str,
+        spec: &WorkerSpec,
+    ) -> Result<Instance, LoadError> {
+        let dir = self.script_dir(name);
+        let _ = std::fs::remove_dir_all(dir.join("m"));
+        std::fs::create_dir_all(dir.join("do")).map_err(|e| LoadError::Runtime(e.to_string()))?;
+        let wrapped =
+            !spec.containers.is_empty() && spec.containers.iter().all(|c| is_identifier(c));
+        let extra = if wrapped {
+            vec![(WRAPPER_MODULE, wrapper_source(spec))]
+        } else {
+            vec![]
+        };
+        let modules = Self::write_modules(&dir, spec, &extra)?;
+        let mut bindings = Self::text_bindings(spec);
+        let mut services = vec![
+            "(name = \"main\", worker = .w)".to_string(),
+            format!(
+                "(name = \"do-disk\", disk = (path = {}, writable = true))",
+                text(&dir.join("do").to_string_lossy())
+            ),
+        ];
+        for b in &spec.bindings {
+            let bname = b.get("name").and_then(Value::as_str).unwrap_or("");
+            match b.get("type").and_then(Value::as_str).unwrap_or("") {
+                "durable_object_namespace" => {
+                    let class = b.get("class_name").and_then(Value::as_str).unwrap_or("");
+                    if spec.namespaces.iter().any(|(c, _, _)| c == class) {
+                        bindings.push(format!(
+                            "(name = {}, durableObjectNamespace = {})",
+                            text(bname),
+                            text(class)
+                        ));
+                    }
+                }
+                "service" => {
+                    let target = b.get("service").and_then(Value::as_str).unwrap_or("");
+                    let service = format!("svc-{}", services.len());
+                    services.push(format!(
+                        "(name = {}, external = (address = {}, http = (injectRequestHeaders = [ (name = {}, value = {}) ])))",
+                        text(&service),
+                        text(&self.emulator.to_string()),
+                        text(SERVICE_HEADER),
+                        text(target)
+                    ));
+                    bindings.push(format!(
+                        "(name = {}, service = {})",
+                        text(bname),
+                        text(&service)
+                    ));
+                }
+                _ => {}
+            }
+        }
+        let namespaces: Vec<String> = spec
+            .namespaces
+            .iter()
+            .map(|(class, id, sqlite)| {
+                format!(
+                    "(className = {}, uniqueKey = {}, enableSql = {sqlite})",
+                    text(class),
+                    text(id)
+                )
+            })
+            .collect();
+        let storage = if namespaces.is_empty() {
+            String::new()
+        } else {
+            ", durableObjectStorage = (localDisk = \"do-disk\")".to_string()
+        };
+        let config = format!(
+            "using Workerd = import \"/workerd/workerd.capnp\";\n\
+             const config :Workerd.Config = ( services = [ {services} ],\n\
+               sockets = [ (name = \"http\", address = \"127.0.0.1:0\", http = (), service = \"main\") ] );\n\
+             const w :Workerd.Worker = ( modules = {modules}, compatibilityDate = {date}, compatibilityFlags = {flags},\n\
+               bindings = [ {bindings} ], durableObjectNamespaces = [ {namespaces} ]{storage} );\n",
+            services = services.join(", "),
+            date = text(&self.date(spec.compatibility_date.as_deref())),
+            flags = self.flags(spec),
+            bindings = bindings.join(", "),
+            namespaces = namespaces.join(", "),
+        );
+        let path = dir.join("config.capnp");
+        std::fs::write(&path, config).map_err(|e| LoadError::Runtime(e.to_string()))?;
+        let mut child = Command::new(&self.bin)
+            .arg("serve")
+            .arg(&path)
+            .arg("--control-fd=1")
+            .current_dir(&dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| LoadError::Runtime(format!("{}: {e}", self.bin.display())))?;
+        let (Some(stdout), Some(mut stderr)) = (child.stdout.take(), child.stderr.take()) else {
+            return Err(LoadError::Runtime("no output pipes".into()));
+        };
+        let mut lines = BufReader::new(stdout).lines();
+        let listening = tokio::time::timeout(LOAD_TIMEOUT, async {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Ok(v) = serde_json::from_str::<Value>(&line)
+                    && v["event"] == "listen"
+                    && v["socket"] == "http"
+                    && let Some(port) = v["port"].as_u64()
+                {
+                    return Some(port as u16);
+                }
+            }
+            None
+        })
+        .await;
+        let port = match listening {
+            Ok(Some(port)) => port,
+            other => {
+                let _ = child.start_kill();
+                let mut err = Vec::new();
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(2),
+                    (&mut stderr).take(64 * 1024).read_to_end(&mut err),
+                )
+                .await;
+                let why = match other {
+                    Err(_) => format!(
+                        "the Worker did not start within {} s",
+                        LOAD_TIMEOUT.as_secs()
+                    ),
+                    _ => runtime_message(&String::from_utf8_lossy(&err)),
+                };
+                return Err(LoadError::Refused(why));
+            }
+        };
+        // The Worker's console output: drained (kept out of the emulator's logs at
+        // debug level only, so a logged secret stays local to RUST_LOG=debug).
+        let script = name.to_string();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                tracing::debug!(script = %script, "worker: {line}");
+            }
+        });
+        tokio::spawn(async move {
+            let mut sink = Vec::new();
+            let _ = stderr.read_to_end(&mut sink).await;
+        });
+        Ok(Instance {
+            child,
+            port,
+            etag: etag.to_string(),
+            used: Instant::now(),
+        })
+    }
+}
