@@ -20,6 +20,7 @@ pub mod cli;
 pub mod cloudflare;
 pub mod controller;
 pub mod emulator;
+pub mod import;
 pub mod manifest;
 pub mod oci;
 pub mod reconcile;
