@@ -36,6 +36,7 @@ struct Wrangler {
     base_url: String,
     account: String,
     token: String,
+    registry: String,
 }
 
 impl Wrangler {
@@ -46,6 +47,7 @@ impl Wrangler {
             base_url: em.base_url(),
             account: em.account_id().to_string(),
             token: em.api_token().to_string(),
+            registry: em.registry_host().to_string(),
         }
     }
 
@@ -61,6 +63,7 @@ impl Wrangler {
             .env("CLOUDFLARE_API_BASE_URL", &self.base_url)
             .env("CLOUDFLARE_ACCOUNT_ID", &self.account)
             .env("CLOUDFLARE_API_TOKEN", &self.token)
+            .env("CLOUDFLARE_CONTAINER_REGISTRY", &self.registry)
             .output()
             .expect("wrangler runs");
         (
@@ -199,5 +202,110 @@ async fn a_worker_deployed_with_wrangler_answers_at_its_workers_dev_host() {
         answer.text().await.unwrap(),
         "hello from wrangler at greeter.flaredock.workers.dev"
     );
+    em.stop().await;
+}
+
+/// Creates a storage resource through the official endpoint (`path` relative to the
+/// account, e.g. `storage/kv/namespaces`); its `result`.
+async fn create_storage(em: &common::Emulator, path: &str, body: Value) -> Value {
+    let answer: Value = reqwest::Client::new()
+        .post(format!(
+            "{}/accounts/{}/{path}",
+            em.base_url(),
+            em.account_id()
+        ))
+        .bearer_auth(em.api_token())
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer["success"], true, "{answer}");
+    answer["result"].clone()
+}
+
+/// A project with a container on the image the emulator's registry holds, a KV
+/// binding, a var and workers.dev (wrangler's default), written into wrangler's home.
+fn container_project(wrangler: &Wrangler, em: &common::Emulator, kv: &str) -> String {
+    let image = format!("{}/{}/hello:v1", em.registry_host(), em.account_id());
+    let config = format!(
+        r#"{{
+  // a Worker whose Durable Object class runs a container
+  "name": "shop",
+  "main": "src/index.js",
+  "compatibility_date": "2026-04-01",
+  "vars": {{ "GREETING": "hello from wrangler" }},
+  "kv_namespaces": [{{ "binding": "CACHE", "id": "{kv}" }}],
+  "durable_objects": {{ "bindings": [{{ "name": "SHOP", "class_name": "Shop" }}] }},
+  "migrations": [{{ "tag": "v1", "new_sqlite_classes": ["Shop"] }}],
+  "containers": [{{ "class_name": "Shop", "image": "{image}", "max_instances": 3 }}],
+}}
+"#
+    );
+    let project = wrangler.home.path();
+    std::fs::write(project.join("wrangler.jsonc"), config).unwrap();
+    std::fs::create_dir_all(project.join("src")).unwrap();
+    std::fs::write(
+        project.join("src/index.js"),
+        "import { DurableObject } from \"cloudflare:workers\";\nexport class Shop extends DurableObject {\n  async fetch() { return new Response(\"shop\"); }\n}\nexport default {\n  fetch(request, env) { return env.SHOP.get(env.SHOP.idFromName(\"a\")).fetch(request); },\n};\n",
+    )
+    .unwrap();
+    image
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrangler_deploys_a_worker_with_a_container_and_a_second_deploy_changes_nothing() {
+    let em = common::start_emulator(|c| c.capture_bodies = true).await;
+    let wrangler = Wrangler::new(&em);
+    let kv = create_storage(
+        &em,
+        "storage/kv/namespaces",
+        serde_json::json!({"title": "shop-cache"}),
+    )
+    .await;
+    let image = container_project(&wrangler, &em, kv["id"].as_str().unwrap());
+
+    let out = wrangler.ok(&["deploy"]);
+    assert!(out.contains("Created application shop-shop"), "{out}");
+    assert!(out.contains("https://shop.flaredock.workers.dev"), "{out}");
+    let client = common::client_for(&em);
+    let apps = client.list_applications().await.unwrap();
+    assert_eq!(apps.len(), 1, "{apps:?}");
+    let app = &apps[0];
+    assert_eq!(app.name, "shop-shop");
+    assert_eq!(
+        app.configuration.image, image,
+        "the registry image is deployed by the tag wrangler was given"
+    );
+    // The application backs the class's namespace, found in the version's bindings.
+    let namespaces = client.list_namespaces().await.unwrap();
+    let shop = namespaces
+        .iter()
+        .find(|n| n.class.as_deref() == Some("Shop"))
+        .expect("Shop has a namespace");
+    assert_eq!(app.namespace_id(), Some(shop.id.as_str()));
+    let versions: Vec<_> = em
+        .shared
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "GET" && r.path.contains("/workers/scripts/shop/versions/"))
+        .collect();
+    assert_eq!(versions.len(), 1, "wrangler read the uploaded version once");
+
+    // Again: the application is the same, and nothing is written to it.
+    let before = common::cloudflare_writes(&em).len();
+    let out = wrangler.ok(&["deploy"]);
+    assert!(out.contains("no changes shop-shop"), "{out}");
+    let writes: Vec<String> = common::cloudflare_writes(&em)[before..].to_vec();
+    assert!(
+        !writes.iter().any(|w| w.contains("/containers/")),
+        "a second deploy makes no container change: {writes:?}"
+    );
+    let again = client.list_applications().await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].id, app.id);
+    assert_eq!(again[0].version, app.version, "no new application version");
     em.stop().await;
 }

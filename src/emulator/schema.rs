@@ -14,6 +14,9 @@
 //! value whose schema declares properties gets `unevaluatedProperties: false` around it
 //! (not inside `allOf` branches, which would refuse each other's fields). A schema that
 //! is free-form somewhere (an `anyOf` branch of bare `type: object`) stays open.
+//!
+//! The one widening: [`WRANGLER_SENT`], fields `wrangler deploy` always sends that
+//! the official schema lacks, taken from wrangler's own client definitions.
 
 use std::sync::OnceLock;
 
@@ -27,6 +30,37 @@ pub const WORKERS_JSON: &str = include_str!("../../cloudflare-api/workers-openap
 /// Workers routing (subdomains, routes, custom domains), schedules, storage and zones.
 pub const ROUTING_JSON: &str =
     include_str!("../../cloudflare-api/workers-routing-storage-openapi-subset.json");
+
+/// Fields `wrangler deploy` sends that the official schema does not list, which
+/// Cloudflare accepts and returns: `(official schema, property, wrangler's own
+/// definition holding it)`. Each is copied from wrangler's client
+/// (`x-workers-sdk-internal-client` of the same extract), never retyped:
+/// `constraints.tiers` (wrangler sends `[1, 2]` unless told otherwise).
+pub const WRANGLER_SENT: &[(&str, &str, &str)] = &[(
+    "cc_ApplicationConstraints",
+    "tiers",
+    "ApplicationConstraints",
+)];
+
+/// Adds the [`WRANGLER_SENT`] properties to their official schemas.
+fn wrangler_sent(doc: &mut Value) {
+    for (schema, property, definition) in WRANGLER_SENT {
+        let Some(field) = doc
+            .pointer(&format!(
+                "/x-workers-sdk-internal-client/definitions/{definition}/properties/{property}"
+            ))
+            .cloned()
+        else {
+            continue;
+        };
+        if let Some(props) = doc
+            .pointer_mut(&format!("/components/schemas/{schema}/properties"))
+            .and_then(Value::as_object_mut)
+        {
+            props.insert((*property).to_string(), field);
+        }
+    }
+}
 
 /// OpenAPI 3.0 schema → JSON Schema 2020-12.
 pub fn convert(v: &Value) -> Value {
@@ -122,6 +156,7 @@ impl Spec {
                 }
             }
         }
+        wrangler_sent(&mut doc);
         let mut doc = convert(&doc);
         close_document(&mut doc);
         let components = doc["components"].clone();

@@ -204,6 +204,10 @@ pub fn router(shared: Arc<Shared>) -> Router {
         )
         .route("/workers/services/{script}", get(get_service))
         .route(
+            "/workers/scripts/{script}/versions/{version}",
+            get(get_version),
+        )
+        .route(
             "/workers/scripts/{script}/deployments",
             get(list_deployments),
         );

@@ -21,6 +21,7 @@ use crate::emulator::workerd::{SERVICE_HEADER, WorkerSpec};
 pub const NOT_IN_EXTRACT: &[(&str, &str)] = &[
     ("GET", "/accounts/{a}/workers/services/{s}"),
     ("GET", "/accounts/{a}/workers/scripts/{s}/deployments"),
+    ("GET", "/accounts/{a}/workers/scripts/{s}/versions/{v}"),
 ];
 
 /// Whether `method path` is one of [`NOT_IN_EXTRACT`].
@@ -245,8 +246,60 @@ pub(super) async fn list_deployments(
     respond(StatusCode::OK, outcome)
 }
 
+/// `GET /workers/scripts/{name}/versions/{version_id}` (in Cloudflare's published
+/// description, not in the vendored extract): the script's current version, as
+/// wrangler reads it after an upload to find a container class's namespace
+/// (`resources.bindings[].namespace_id`). The emulator keeps the current version only:
+/// an older id is a 404, as an unknown one.
+pub(super) async fn get_version(
+    State(shared): Shr,
+    Path((account, script, version)): Path<(String, String, String)>,
+) -> Response {
+    let outcome = check_account(&shared, &account).and_then(|_| {
+        let account = shared.account();
+        let s = account.scripts.get(&script).ok_or_else(|| {
+            Failure::new(
+                404,
+                codes::SCRIPT_NOT_FOUND,
+                format!("This Worker does not exist on your account: {script}"),
+            )
+        })?;
+        if version != version_id(&s.etag) {
+            return Err(Failure::new(
+                404,
+                codes::SCRIPT_NOT_FOUND,
+                format!("version {version} of Worker {script} not found"),
+            ));
+        }
+        let settings = account.script_settings(&script)?;
+        Ok(json!({
+            "id": version,
+            "number": s.uploads,
+            "metadata": {
+                "created_on": s.modified_on,
+                "modified_on": s.modified_on,
+                "source": "api",
+                "author_email": "emulator@flaredock.dev",
+            },
+            "resources": {
+                "bindings": settings["bindings"],
+                "script": {
+                    "etag": s.etag,
+                    "handlers": ["fetch"],
+                    "named_handlers": s.exported_classes.iter().map(|c| json!({"name": c, "handlers": ["class"]})).collect::<Vec<_>>(),
+                },
+                "script_runtime": {
+                    "compatibility_date": s.compatibility_date,
+                    "compatibility_flags": s.compatibility_flags,
+                },
+            },
+        }))
+    });
+    respond(StatusCode::OK, outcome)
+}
+
 /// A version id (UUID form) derived from a script's etag.
-fn version_id(etag: &str) -> String {
+pub(super) fn version_id(etag: &str) -> String {
     use sha2::Digest;
     let h = hex::encode(sha2::Sha256::digest(etag.as_bytes()));
     format!(

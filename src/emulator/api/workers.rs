@@ -178,6 +178,10 @@ pub(super) async fn upload_script(
         let mut uploaded = shared
             .account()
             .upload_script(&script, &metadata, main, modules, exports)?;
+        // The version this upload made, as Cloudflare names it (wrangler reads it).
+        if let Some(etag) = uploaded.get("etag").and_then(Value::as_str) {
+            uploaded["deployment_id"] = json!(super::routing::version_id(etag));
+        }
         // How long the runtime took to load it (0 without workerd).
         if shared.runtime().is_some() {
             uploaded["startup_time_ms"] = json!(loaded_ms);
