@@ -309,3 +309,208 @@ async fn wrangler_deploys_a_worker_with_a_container_and_a_second_deploy_changes_
     assert_eq!(again[0].version, app.version, "no new application version");
     em.stop().await;
 }
+
+/// Runs the flaredock binary against the emulator in `dir`: exit code, stdout, stderr.
+fn flaredock(em: &common::Emulator, dir: &std::path::Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_flaredock"))
+        .args(args)
+        .current_dir(dir)
+        .env("CLOUDFLARE_API_BASE_URL", em.base_url())
+        .env("CLOUDFLARE_ACCOUNT_ID", em.account_id())
+        .env("CLOUDFLARE_API_TOKEN", em.api_token())
+        .env("CLOUDFLARE_CONTAINER_REGISTRY", em.registry_host())
+        .output()
+        .expect("flaredock runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+/// `apply -o json` of `file`: the document.
+fn apply_json(em: &common::Emulator, dir: &std::path::Path, file: &str) -> Value {
+    let (_, out, err) = flaredock(
+        em,
+        dir,
+        &["apply", "-f", file, "--timeout", "60s", "-o", "json"],
+    );
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("apply prints JSON ({e}):\n{out}\n{err}"))
+}
+
+fn object<'a>(doc: &'a Value, kind: &str) -> &'a Value {
+    doc["objects"]
+        .as_array()
+        .and_then(|o| o.iter().find(|x| x["kind"] == kind))
+        .unwrap_or_else(|| panic!("{kind} in {doc}"))
+}
+
+/// The manifests with the approval annotation on the object `name` (as printed by
+/// `flaredock import`: `metadata` holds `name` then `namespace`).
+fn approve(yaml: &str, name: &str, hash: &str) -> String {
+    let at = format!("metadata:\n  name: {name}\n  namespace: default\n");
+    assert!(yaml.contains(&at), "{yaml}");
+    yaml.replacen(
+        &at,
+        &format!("{at}  annotations:\n    flaredock.dev/approve-adoption: {hash}\n"),
+        1,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_project_deployed_with_wrangler_is_imported_planned_and_adopted_keeping_everything() {
+    let em = common::start_emulator(|_| {}).await;
+    let wrangler = Wrangler::new(&em);
+    let kv = create_storage(
+        &em,
+        "storage/kv/namespaces",
+        serde_json::json!({"title": "shop-cache"}),
+    )
+    .await;
+    let kv = kv["id"].as_str().unwrap().to_string();
+    let tag = container_project(&wrangler, &em, &kv);
+    wrangler.ok(&["deploy"]);
+    let client = common::client_for(&em);
+    let app = client.list_applications().await.unwrap().remove(0);
+    let settings_before = client.script_settings("shop").await.unwrap();
+
+    // import: the bundle wrangler uploads, written by a dry run.
+    let project = wrangler.home.path();
+    wrangler.ok(&["deploy", "--dry-run", "--outdir", "out"]);
+    let (code, yaml, err) = flaredock(&em, project, &["import", "--bundle", "out"]);
+    assert_eq!(code, 0, "{err}");
+    std::fs::write(project.join("shop.yaml"), &yaml).unwrap();
+
+    // plan: nothing but ownership.
+    let (code, out, err) = flaredock(&em, project, &["plan", "-f", "shop.yaml", "-o", "json"]);
+    assert_eq!(code, 0, "{err}");
+    let plan: Value = serde_json::from_str(&out).unwrap();
+    let worker = object(&plan, "CloudflareWorker");
+    let changes: Vec<&str> = worker["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(changes, vec!["worker.shop.owner"], "{worker}");
+    assert_eq!(worker["actions"].as_array().unwrap().len(), 1, "{worker}");
+    assert!(
+        worker["actions"][0]["description"]
+            .as_str()
+            .unwrap()
+            .ends_with("taking ownership"),
+        "{worker}"
+    );
+    let container = object(&plan, "CloudflareContainer");
+    assert_eq!(container["changes"], serde_json::json!([]), "{container}");
+    assert_eq!(
+        container["blocked"]["reason"], "WorkerNotReady",
+        "{container}"
+    );
+    let (_, text, _) = flaredock(&em, project, &["plan", "-f", "shop.yaml"]);
+    assert!(
+        text.contains("~ worker.shop.owner: not flaredock"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("bindings") && !text.contains("modules"),
+        "{text}"
+    );
+
+    // apply: the Worker's adoption waits for its approval, then the container's.
+    let doc = apply_json(&em, project, "shop.yaml");
+    let w = object(&doc, "CloudflareWorker");
+    assert_eq!(w["state"], "AwaitingApproval", "{w}");
+    let fields: Vec<&Value> = w["status"]["pendingAdoption"]["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| &c["field"])
+        .collect();
+    assert_eq!(fields, vec!["worker.shop.owner"], "{w}");
+    let yaml = approve(
+        &yaml,
+        "shop",
+        w["status"]["pendingAdoption"]["hash"].as_str().unwrap(),
+    );
+    std::fs::write(project.join("shop.yaml"), &yaml).unwrap();
+    let doc = apply_json(&em, project, "shop.yaml");
+    assert_eq!(object(&doc, "CloudflareWorker")["state"], "Ready", "{doc}");
+    let c = object(&doc, "CloudflareContainer");
+    assert_eq!(c["state"], "AwaitingApproval", "{c}");
+    let fields: Vec<&str> = c["status"]["pendingAdoption"]["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        fields,
+        vec!["configuration.labels.flaredock.dev/owner"],
+        "{c}"
+    );
+    let yaml = approve(
+        &yaml,
+        "shop-shop",
+        c["status"]["pendingAdoption"]["hash"].as_str().unwrap(),
+    );
+    std::fs::write(project.join("shop.yaml"), &yaml).unwrap();
+    let writes_before = common::cloudflare_writes(&em).len();
+    let doc = apply_json(&em, project, "shop.yaml");
+    assert_eq!(doc["converged"], true, "{doc}");
+    let writes: Vec<String> = common::cloudflare_writes(&em)[writes_before..].to_vec();
+    assert_eq!(
+        writes,
+        vec![format!(
+            "POST /client/v4/accounts/{}/containers/applications/{}/rollouts",
+            em.account_id(),
+            app.id
+        )],
+        "one rollout, the one that pins the tag to its digest"
+    );
+
+    // The application is the same, now on the digest of the tag wrangler deployed.
+    let apps = client.list_applications().await.unwrap();
+    assert_eq!(apps.len(), 1);
+    assert_eq!(apps[0].id, app.id);
+    let repo = tag.rsplit_once(':').unwrap().0;
+    assert!(
+        apps[0]
+            .configuration
+            .image
+            .starts_with(&format!("{repo}@sha256:")),
+        "{} pins {tag}",
+        apps[0].configuration.image
+    );
+    assert_eq!(apps[0].namespace_id(), app.namespace_id());
+    // Every binding kept, by name and value; workers.dev still on.
+    let settings = client.script_settings("shop").await.unwrap();
+    let shown = |s: &flaredock::cloudflare::types::ScriptSettings| {
+        let mut b: Vec<String> = s
+            .bindings
+            .iter()
+            .map(|b| format!("{} {}", b.name, flaredock::spec::bindings::shown(b)))
+            .collect();
+        b.sort();
+        b
+    };
+    assert_eq!(shown(&settings), shown(&settings_before));
+    assert!(
+        shown(&settings).iter().any(|b| b.contains(&kv)),
+        "{:?}",
+        shown(&settings)
+    );
+    assert!(
+        shown(&settings)
+            .iter()
+            .any(|b| b.contains("hello from wrangler"))
+    );
+    assert!(client.script_subdomain("shop").await.unwrap().enabled);
+
+    // Re-apply: nothing written.
+    let before = common::cloudflare_writes(&em).len();
+    let doc = apply_json(&em, project, "shop.yaml");
+    assert_eq!(doc["converged"], true, "{doc}");
+    assert!(common::cloudflare_writes(&em)[before..].is_empty());
+    em.stop().await;
+}
