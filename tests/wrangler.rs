@@ -514,3 +514,90 @@ async fn a_project_deployed_with_wrangler_is_imported_planned_and_adopted_keepin
     assert!(common::cloudflare_writes(&em)[before..].is_empty());
     em.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrangler_deploys_routes_a_cron_and_kv_and_d1_bindings() {
+    let em = common::start_emulator(|_| {}).await;
+    let wrangler = Wrangler::new(&em);
+    let kv = create_storage(
+        &em,
+        "storage/kv/namespaces",
+        serde_json::json!({"title": "edge-cache"}),
+    )
+    .await;
+    let d1 = create_storage(&em, "d1/database", serde_json::json!({"name": "edge-db"})).await;
+    let (kv, d1) = (kv["id"].as_str().unwrap(), d1["uuid"].as_str().unwrap());
+    let project = wrangler.home.path();
+    std::fs::write(
+        project.join("wrangler.toml"),
+        format!(
+            "name = \"edge\"\nmain = \"index.js\"\ncompatibility_date = \"2026-04-01\"\nroutes = [{{ pattern = \"shop.example.com/*\", zone_name = \"example.com\" }}]\n\n[triggers]\ncrons = [\"*/5 * * * *\"]\n\n[[kv_namespaces]]\nbinding = \"CACHE\"\nid = \"{kv}\"\n\n[[d1_databases]]\nbinding = \"DB\"\ndatabase_name = \"edge-db\"\ndatabase_id = \"{d1}\"\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        project.join("index.js"),
+        "export default { fetch() { return new Response(\"edge\"); }, scheduled() {} };\n",
+    )
+    .unwrap();
+    let out = wrangler.ok(&["deploy"]);
+    assert!(
+        out.contains("shop.example.com/* (zone name: example.com)"),
+        "{out}"
+    );
+    assert!(out.contains("schedule: */5 * * * *"), "{out}");
+
+    // Read back through the official endpoints.
+    let client = common::client_for(&em);
+    let zone = client
+        .zone_by_name("example.com")
+        .await
+        .unwrap()
+        .expect("zone");
+    let routes = client.list_routes(&zone.id).await.unwrap();
+    assert_eq!(routes.len(), 1, "{routes:?}");
+    assert_eq!(routes[0].pattern, "shop.example.com/*");
+    assert_eq!(routes[0].script.as_deref(), Some("edge"));
+    let crons: Vec<String> = client
+        .schedules("edge")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.cron)
+        .collect();
+    assert_eq!(crons, vec!["*/5 * * * *"]);
+    let settings = client.script_settings("edge").await.unwrap();
+    let kv_binding = settings
+        .bindings
+        .iter()
+        .find(|b| b.name == "CACHE")
+        .expect("CACHE");
+    assert_eq!(kv_binding.kind, "kv_namespace");
+    assert_eq!(kv_binding.str_field("namespace_id"), Some(kv));
+    // wrangler sends D1's renamed `id`; Cloudflare keeps it as `database_id`.
+    let db = settings
+        .bindings
+        .iter()
+        .find(|b| b.name == "DB")
+        .expect("DB");
+    assert_eq!(db.kind, "d1");
+    assert_eq!(db.str_field("database_id"), Some(d1));
+    // Routes only: wrangler leaves workers.dev off.
+    assert!(!client.script_subdomain("edge").await.unwrap().enabled);
+
+    // A D1 database that does not exist is refused with Cloudflare's error.
+    let missing = "00000000-0000-4000-8000-000000000000";
+    let text = std::fs::read_to_string(project.join("wrangler.toml"))
+        .unwrap()
+        .replace(d1, missing)
+        .replace("name = \"edge\"", "name = \"edge-two\"")
+        .replace("shop.example.com", "two.example.com");
+    std::fs::write(project.join("wrangler.toml"), text).unwrap();
+    let (code, out, err) = wrangler.run(&["deploy"]);
+    assert_ne!(code, Some(0), "{out}{err}");
+    assert!(
+        format!("{out}{err}").contains(&format!("D1 database '{missing}' not found")),
+        "{out}{err}"
+    );
+    em.stop().await;
+}

@@ -543,6 +543,59 @@ fn describe(validator: &jsonschema::Validator, instance: &Value, what: &str) -> 
         .collect()
 }
 
+/// Binding fields the official schema marks renamed (`deprecated`, with the message
+/// "This property has been renamed to `new`."): `(type, old, new)`, read from the
+/// routing extract's binding kinds. wrangler 4.86 still sends D1's old `id`.
+pub fn renamed_binding_fields() -> &'static [(String, String, String)] {
+    static RENAMED: OnceLock<Vec<(String, String, String)>> = OnceLock::new();
+    RENAMED.get_or_init(|| {
+        let doc: Value = serde_json::from_str(ROUTING_JSON).unwrap_or_default();
+        let mut out = Vec::new();
+        for (name, schema) in doc
+            .pointer("/components/schemas")
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+        {
+            let Some(kind) = name.strip_prefix("workers_binding_kind_") else {
+                continue;
+            };
+            for (field, prop) in schema["properties"].as_object().into_iter().flatten() {
+                let message = prop["x-stainless-deprecation-message"]
+                    .as_str()
+                    .unwrap_or("");
+                if prop["deprecated"] == Value::Bool(true)
+                    && let Some(rest) = message.strip_prefix("This property has been renamed to `")
+                    && let Some(new) = rest.strip_suffix("`.")
+                {
+                    out.push((kind.to_string(), field.clone(), new.to_string()));
+                }
+            }
+        }
+        out
+    })
+}
+
+/// An upload's bindings with every [`renamed_binding_fields`] field under its current
+/// name (when the current one is absent), as Cloudflare takes them.
+pub fn rename_binding_fields(metadata: &mut Value) {
+    let Some(bindings) = metadata.get_mut("bindings").and_then(Value::as_array_mut) else {
+        return;
+    };
+    for b in bindings {
+        let kind = b["type"].as_str().unwrap_or("").to_string();
+        for (k, old, new) in renamed_binding_fields() {
+            if *k == kind
+                && let Some(o) = b.as_object_mut()
+                && !o.contains_key(new)
+                && let Some(v) = o.remove(old)
+            {
+                o.insert(new.clone(), v);
+            }
+        }
+    }
+}
+
 /// The official schema of an upload's `metadata` part, with `containers` checked as
 /// `workers_containers` (the official metadata schema does not list it; wrangler sends
 /// it and `workers_durable_object_export` refers to it).
@@ -573,6 +626,51 @@ pub fn upload_metadata_violations(metadata: &Value) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn renamed_binding_fields_come_from_the_schema() {
+        assert!(
+            renamed_binding_fields()
+                .iter()
+                .any(|(k, old, new)| k == "d1" && old == "id" && new == "database_id"),
+            "{:?}",
+            renamed_binding_fields()
+        );
+        let mut m = json!({"bindings": [
+            {"type": "d1", "name": "DB", "id": "a"},
+            {"type": "d1", "name": "NEW", "database_id": "b", "id": "c"},
+        ]});
+        rename_binding_fields(&mut m);
+        assert_eq!(
+            m["bindings"][0],
+            json!({"type": "d1", "name": "DB", "database_id": "a"})
+        );
+        assert_eq!(
+            m["bindings"][1]["database_id"], "b",
+            "the current name wins"
+        );
+        assert!(
+            upload_metadata_violations(
+                &json!({"main_module": "i.js", "bindings": [m["bindings"][0]]})
+            )
+            .is_empty()
+        );
+    }
+
+    #[test]
+    fn wrangler_sent_tiers_are_accepted_in_constraints() {
+        let spec = Spec::containers();
+        let schema = json!({"$ref": "#/components/schemas/cc_ApplicationConstraints"});
+        assert!(
+            spec.violations(&schema, &json!({"tiers": [1, 2]}), "c")
+                .is_empty()
+        );
+        assert!(
+            !spec
+                .violations(&schema, &json!({"tier": 1}), "c")
+                .is_empty()
+        );
+    }
 
     #[test]
     fn a_misspelt_or_mistyped_metadata_field_is_named() {

@@ -193,6 +193,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
             "/workers/scripts/{script}/subdomain",
             get(get_script_subdomain).post(post_script_subdomain),
         )
+        .route("/workers/scripts/{script}/routes", put(put_script_routes))
         .route(
             "/workers/scripts/{script}/schedules",
             get(get_schedules).put(put_schedules),

@@ -22,6 +22,7 @@ pub const NOT_IN_EXTRACT: &[(&str, &str)] = &[
     ("GET", "/accounts/{a}/workers/services/{s}"),
     ("GET", "/accounts/{a}/workers/scripts/{s}/deployments"),
     ("GET", "/accounts/{a}/workers/scripts/{s}/versions/{v}"),
+    ("PUT", "/accounts/{a}/workers/scripts/{s}/routes"),
 ];
 
 /// Whether `method path` is one of [`NOT_IN_EXTRACT`].
@@ -109,6 +110,18 @@ pub(super) async fn put_schedules(
 ) -> Response {
     let outcome =
         json_body(&body).and_then(|b| write(&shared, &account, |a| a.put_schedules(&script, &b)));
+    respond(StatusCode::OK, outcome)
+}
+
+/// `PUT /workers/scripts/{name}/routes` (not in the official extract; wrangler's
+/// route deploy): the script's zone routes become the list given.
+pub(super) async fn put_script_routes(
+    State(shared): Shr,
+    Path((account, script)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    let outcome = json_body(&body)
+        .and_then(|b| write(&shared, &account, |a| a.put_script_routes(&script, &b)));
     respond(StatusCode::OK, outcome)
 }
 

@@ -97,8 +97,10 @@ pub(super) async fn upload_script(
                 modules.push((file_name.unwrap_or(name), content_type, bytes.to_vec()));
             }
         }
-        let metadata =
+        let mut metadata =
             metadata.ok_or_else(|| Failure::invalid("the upload has no metadata part"))?;
+        // A field the official schema marks renamed is taken under its new name.
+        crate::emulator::schema::rename_binding_fields(&mut metadata);
         // Cloudflare's Worker size: the modules after compression (`limits`).
         let limit = shared.config.limits.worker_compressed;
         let compressed = crate::emulator::limits::compressed_size(
