@@ -345,3 +345,28 @@ fn no_configuration_is_an_error() {
         "{err}"
     );
 }
+
+#[test]
+fn the_example_wrangler_project_imports() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/wrangler");
+    let out = Command::new(env!("CARGO_BIN_EXE_flaredock"))
+        .args(["import"])
+        .current_dir(&dir)
+        .env("CLOUDFLARE_CONTAINER_REGISTRY", "127.0.0.1:8787")
+        .output()
+        .expect("flaredock runs");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stderr}");
+    let (w, c) = load(&stdout, "");
+    assert_eq!(w[0].script_name(), "shop");
+    assert!(w[0].spec.workers_dev, "wrangler's default without routes");
+    assert_eq!(c[0].spec.worker.binding_name.as_deref(), Some("SHOP"));
+    assert_eq!(
+        c[0].spec.image.as_ref().unwrap().reference.as_deref(),
+        Some("hello:v1"),
+        "an image of the registry CLOUDFLARE_CONTAINER_REGISTRY names, by its short name"
+    );
+}

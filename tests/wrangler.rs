@@ -226,33 +226,21 @@ async fn create_storage(em: &common::Emulator, path: &str, body: Value) -> Value
     answer["result"].clone()
 }
 
-/// A project with a container on the image the emulator's registry holds, a KV
-/// binding, a var and workers.dev (wrangler's default), written into wrangler's home.
+/// The example project (examples/wrangler: a container on the image the emulator's
+/// registry holds, a KV binding, a var, workers.dev by default) copied into wrangler's
+/// home, with this emulator's registry and the KV namespace `kv`; the image reference.
 fn container_project(wrangler: &Wrangler, em: &common::Emulator, kv: &str) -> String {
-    let image = format!("{}/{}/hello:v1", em.registry_host(), em.account_id());
-    let config = format!(
-        r#"{{
-  // a Worker whose Durable Object class runs a container
-  "name": "shop",
-  "main": "src/index.js",
-  "compatibility_date": "2026-04-01",
-  "vars": {{ "GREETING": "hello from wrangler" }},
-  "kv_namespaces": [{{ "binding": "CACHE", "id": "{kv}" }}],
-  "durable_objects": {{ "bindings": [{{ "name": "SHOP", "class_name": "Shop" }}] }},
-  "migrations": [{{ "tag": "v1", "new_sqlite_classes": ["Shop"] }}],
-  "containers": [{{ "class_name": "Shop", "image": "{image}", "max_instances": 3 }}],
-}}
-"#
-    );
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/wrangler");
+    let config = std::fs::read_to_string(example.join("wrangler.jsonc"))
+        .unwrap()
+        .replace("127.0.0.1:8787", em.registry_host())
+        .replace(flaredock::emulator::DEFAULT_ACCOUNT_ID, em.account_id())
+        .replace("REPLACE_WITH_KV_NAMESPACE_ID", kv);
     let project = wrangler.home.path();
     std::fs::write(project.join("wrangler.jsonc"), config).unwrap();
     std::fs::create_dir_all(project.join("src")).unwrap();
-    std::fs::write(
-        project.join("src/index.js"),
-        "import { DurableObject } from \"cloudflare:workers\";\nexport class Shop extends DurableObject {\n  async fetch() { return new Response(\"shop\"); }\n}\nexport default {\n  fetch(request, env) { return env.SHOP.get(env.SHOP.idFromName(\"a\")).fetch(request); },\n};\n",
-    )
-    .unwrap();
-    image
+    std::fs::copy(example.join("src/index.js"), project.join("src/index.js")).unwrap();
+    format!("{}/{}/hello:v1", em.registry_host(), em.account_id())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
