@@ -573,6 +573,29 @@ async fn wrangler_deploys_routes_a_cron_and_kv_and_d1_bindings() {
     // Routes only: wrangler leaves workers.dev off.
     assert!(!client.script_subdomain("edge").await.unwrap().enabled);
 
+    // A second deploy of new code goes through the Versions API and takes effect.
+    std::fs::write(
+        project.join("index.js"),
+        "export default { fetch() { return new Response(\"edge two\"); }, scheduled() {} };\n",
+    )
+    .unwrap();
+    let out = wrangler.ok(&["deploy"]);
+    assert!(out.contains("schedule: */5 * * * *"), "{out}");
+    let posted: Vec<String> = em
+        .shared
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "POST" && r.path.contains("/workers/scripts/edge/"))
+        .map(|r| r.path.rsplit('/').next().unwrap_or("").to_string())
+        .filter(|last| last != "subdomain")
+        .collect();
+    assert_eq!(posted, vec!["versions", "deployments"], "{posted:?}");
+    let main = em.shared.account().scripts["edge"].modules["index.js"]
+        .content
+        .clone();
+    assert!(main.contains("edge two"), "{main}");
+    assert_eq!(client.list_routes(&zone.id).await.unwrap().len(), 1);
+
     // A D1 database that does not exist is refused with Cloudflare's error.
     let missing = "00000000-0000-4000-8000-000000000000";
     let text = std::fs::read_to_string(project.join("wrangler.toml"))

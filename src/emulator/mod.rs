@@ -114,13 +114,14 @@
 //!   ([`contract::WRANGLER_READ`]). `constraints.tiers`, which wrangler always sends,
 //!   is accepted and kept ([`schema::WRANGLER_SENT`], from wrangler's own client
 //!   definitions). D1's `id`, which the official schema marks renamed to `database_id`
-//!   and wrangler 4.86 still sends, is taken as `database_id`. Not served: the
-//!   Versions API upload (`POST …/versions`, `POST …/deployments`, `PATCH
-//!   …/script-settings`) that wrangler uses to re-deploy an existing Worker without
-//!   containers or migrations, so such a second `wrangler deploy` fails (404); one with
-//!   containers re-uploads the script and works. A container application's `PATCH`
-//!   with `configuration.image` (wrangler's way of changing one) is refused as the
-//!   official schema says.
+//!   and wrangler 4.86 still sends, is taken as `database_id`. wrangler re-deploys an
+//!   existing Worker without containers or migrations through the Versions API:
+//!   `POST …/versions` (not vendored) is the same upload answered as its version, and
+//!   takes effect at once (the emulator keeps one version); `POST …/deployments` (not
+//!   vendored) accepts only that version at 100 %; `PATCH …/script-settings`
+//!   (official) replaces the tags and echoes the rest. A container application's
+//!   `PATCH` with `configuration.image` (wrangler's way of changing one) is refused as
+//!   the official schema says.
 //! - `DELETE /workers/scripts/{name}`: the official operation declares a JSON request
 //!   body with no schema; the emulator accepts the delete without one (as flaredock
 //!   sends it). Without `force=true` a script with Durable Object namespaces is refused;

@@ -210,7 +210,12 @@ pub fn router(shared: Arc<Shared>) -> Router {
         )
         .route(
             "/workers/scripts/{script}/deployments",
-            get(list_deployments),
+            get(list_deployments).post(create_deployment),
+        )
+        .route("/workers/scripts/{script}/versions", post(upload_version))
+        .route(
+            "/workers/scripts/{script}/script-settings",
+            axum::routing::patch(patch_script_level_settings),
         );
     let api = Router::new()
         .nest("/accounts/{account}", accounts)

@@ -85,9 +85,42 @@ pub(super) async fn upload_script(
     headers: HeaderMap,
     req: Request,
 ) -> Response {
+    let outcome = upload(&shared, &account, &script, &headers, req).await;
+    respond(StatusCode::OK, outcome)
+}
+
+/// `POST /workers/scripts/{name}/versions` (wrangler's re-deploy of a Worker without
+/// containers; not in the vendored extract): the same upload, answered as the version
+/// it made. The emulator keeps one version, so the upload takes effect at once (the
+/// deployment wrangler then makes of it at 100 % changes nothing).
+pub(super) async fn upload_version(
+    State(shared): Shr,
+    Path((account, script)): Path<(String, String)>,
+    headers: HeaderMap,
+    req: Request,
+) -> Response {
     let outcome = async {
-        check_account(&shared, &account)?;
-        let parts = multipart_parts(&headers, req, "a metadata part and module parts").await?;
+        let uploaded = upload(&shared, &account, &script, &headers, req).await?;
+        let mut version = super::routing::version_json(&shared.account(), &script)?;
+        version["startup_time_ms"] = uploaded["startup_time_ms"].clone();
+        Ok(version)
+    }
+    .await;
+    respond(StatusCode::OK, outcome)
+}
+
+/// A module upload (`PUT /workers/scripts/{name}` and the version upload).
+async fn upload(
+    shared: &Arc<Shared>,
+    account: &str,
+    script: &str,
+    headers: &HeaderMap,
+    req: Request,
+) -> Outcome<Value> {
+    let (account, script) = (account.to_string(), script.to_string());
+    async {
+        check_account(shared, &account)?;
+        let parts = multipart_parts(headers, req, "a metadata part and module parts").await?;
         let mut metadata: Option<Value> = None;
         let mut modules = Vec::new();
         for (name, file_name, content_type, bytes) in parts {
@@ -193,8 +226,7 @@ pub(super) async fn upload_script(
         }
         Ok(uploaded)
     }
-    .await;
-    respond(StatusCode::OK, outcome)
+    .await
 }
 
 pub(super) async fn delete_script(
