@@ -370,3 +370,56 @@ fn the_example_wrangler_project_imports() {
         "an image of the registry CLOUDFLARE_CONTAINER_REGISTRY names, by its short name"
     );
 }
+
+#[test]
+fn container_applications_are_named_as_wrangler_names_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let env_part = |name: &str| {
+        format!(
+            r#"{{{name}"durable_objects": {{"bindings": [{{"name": "SHOP", "class_name": "Shop"}}]}},
+                "containers": [{{"class_name": "Shop", "image": "docker.io/acme/shop:1"}}]}}"#
+        )
+    };
+    std::fs::write(
+        dir.path().join("wrangler.json"),
+        format!(
+            r#"{{"name": "shop", "main": "index.js", "compatibility_date": "2026-04-01",
+                "durable_objects": {{"bindings": [{{"name": "SHOP", "class_name": "Shop"}}]}},
+                "containers": [{{"class_name": "Shop", "image": "docker.io/acme/shop:1"}}],
+                "env": {{"staging": {}, "bare": {}}}}}"#,
+            env_part(r#""name": "shop-stg", "#),
+            env_part("")
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("index.js"),
+        "export class Shop {}\nexport default {};\n",
+    )
+    .unwrap();
+    let application = |args: &[&str]| {
+        let (code, out, err) = import(dir.path(), args);
+        assert_eq!(code, 0, "{err}");
+        let (_, c) = load(&out, "");
+        (
+            c[0].spec.application_name.clone().unwrap(),
+            c[0].spec.image.as_ref().unwrap().reference.clone().unwrap(),
+        )
+    };
+    assert_eq!(
+        application(&[]),
+        ("shop-shop".into(), "docker.io/acme/shop:1".into()),
+        "another registry's image is kept as it is"
+    );
+    assert_eq!(
+        application(&["--env", "staging"]).0,
+        "shop-stg-shop-staging"
+    );
+    // An environment without its own name: wrangler needs the container's name.
+    let (code, _, err) = import(dir.path(), &["--env", "bare"]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("unsupported: env.bare.containers[0].name"),
+        "{err}"
+    );
+}

@@ -278,10 +278,19 @@ pub fn resolve(
     })
 }
 
-/// The top-level name, before any environment (wrangler names a container application
-/// after it).
-pub fn top_level_name(raw: &Map<String, Value>) -> Option<String> {
-    raw.get("name").and_then(Value::as_str).map(str::to_string)
+/// The name wrangler names a container application after (`<name>-<class>`, and
+/// `-<env>` in an environment): the top-level `name`, or in an environment the
+/// environment's own `name` (wrangler 4.86 `validateContainerApp` takes `rawEnv.name`;
+/// without it, a container needs its own `name`).
+pub fn container_base_name(raw: &Map<String, Value>, env: Option<&str>) -> Option<String> {
+    let at = match env {
+        None => raw.get("name"),
+        Some(e) => raw
+            .get("env")
+            .and_then(|v| v.get(e))
+            .and_then(|v| v.get("name")),
+    };
+    at.and_then(Value::as_str).map(str::to_string)
 }
 
 #[cfg(test)]

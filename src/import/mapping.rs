@@ -404,7 +404,8 @@ fn image_reference(image: &str) -> String {
 /// Everything the Worker's spec and the containers take from the configuration.
 pub struct Inputs<'a> {
     pub resolved: Resolved,
-    /// The top-level name before the environment (container application names).
+    /// The name container applications are named after
+    /// ([`super::config::container_base_name`]).
     pub top_name: Option<String>,
     pub namespace: &'a str,
     /// The Worker's `spec.source`.
@@ -619,7 +620,7 @@ pub fn map(inputs: Inputs<'_>, f: &mut Findings) -> Result<Mapped, super::Import
             let ctx = ContainerContext {
                 path: format!("{path}[{i}]"),
                 script: &script,
-                top_name: top_name.as_deref().unwrap_or(&script),
+                top_name: top_name.as_deref(),
                 env: resolved.env.as_deref(),
                 worker: &worker_name,
                 namespace,
@@ -822,7 +823,7 @@ fn migrations(path: &str, value: Value, f: &mut Findings) {
 struct ContainerContext<'a> {
     path: String,
     script: &'a str,
-    top_name: &'a str,
+    top_name: Option<&'a str>,
     env: Option<&'a str>,
     worker: &'a str,
     namespace: &'a str,
@@ -858,15 +859,26 @@ fn container(
         t.finish(f);
         return None;
     };
-    // wrangler's application name: `name`, else `<top-level name>-<class>[-<env>]`.
-    let application = string(t.take("name")).unwrap_or_else(|| {
-        let mut n = format!("{}-{class}", ctx.top_name);
-        if let Some(e) = ctx.env {
-            n.push('-');
-            n.push_str(e);
+    // wrangler's application name: `name`, else `<name>-<class>[-<env>]`.
+    let application = match (string(t.take("name")), ctx.top_name) {
+        (Some(n), _) => n,
+        (None, Some(base)) => {
+            let mut n = format!("{base}-{class}");
+            if let Some(e) = ctx.env {
+                n.push('-');
+                n.push_str(e);
+            }
+            n.to_lowercase().replace(' ', "-")
         }
-        n.to_lowercase().replace(' ', "-")
-    });
+        (None, None) => {
+            f.unsupported(
+                &t.at("name"),
+                "wrangler needs a name here: containers[].name, or the environment's own name",
+            );
+            t.finish(f);
+            return None;
+        }
+    };
     let mut spec = Map::new();
     spec.insert("className".into(), json!(class));
     spec.insert("applicationName".into(), json!(application));

@@ -215,7 +215,7 @@ fn bundle_modules(dir: &Path, main: Option<&str>) -> Result<Modules, ImportError
 pub fn import(options: &Options) -> Result<Imported, ImportError> {
     let path = config::locate(options.file.as_deref(), &options.dir)?;
     let raw = config::read(&path)?;
-    let top_name = config::top_level_name(&raw);
+    let top_name = config::container_base_name(&raw, options.env.as_deref());
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
