@@ -9,6 +9,7 @@
 //! - [`build`]: Dockerfile builds (buildah/buildx locally, BuildKit Jobs in a cluster).
 //! - [`spec`]: the `CloudflareContainer` resource and its validation.
 //! - [`manifest`]: reading manifests from files, with errors naming file, object, field.
+//! - [`import`]: a wrangler project (jsonc, json, toml) as flaredock manifests.
 //! - [`reconcile`]: observe → plan → act → status, free of Kubernetes plumbing.
 //! - [`controller`]: the Kubernetes controller wiring (`flaredock run`).
 //! - [`cli`]: the `flaredock` command line.
@@ -20,6 +21,7 @@ pub mod cli;
 pub mod cloudflare;
 pub mod controller;
 pub mod emulator;
+pub mod import;
 pub mod manifest;
 pub mod oci;
 pub mod reconcile;

@@ -141,7 +141,7 @@ async fn error_mapping_of_every_kind() {
     let mut bad = app_request(&em, "bad");
     bad.constraints = Some(ApplicationConstraints {
         regions: Some(vec!["MARS".into()]),
-        jurisdiction: None,
+        ..Default::default()
     });
     let e = client.create_application(&bad).await.unwrap_err();
     assert!(

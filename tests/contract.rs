@@ -116,6 +116,7 @@ async fn every_exchange_matches_the_official_schema() {
         constraints: Some(ApplicationConstraints {
             regions: Some(vec!["WEUR".into()]),
             jurisdiction: Some("eu".into()),
+            ..Default::default()
         }),
         durable_objects: Some(DurableObjectsConfiguration::ScriptAndClass {
             script_name: DEMO_SCRIPT.into(),

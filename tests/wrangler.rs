@@ -36,6 +36,7 @@ struct Wrangler {
     base_url: String,
     account: String,
     token: String,
+    registry: String,
 }
 
 impl Wrangler {
@@ -46,6 +47,7 @@ impl Wrangler {
             base_url: em.base_url(),
             account: em.account_id().to_string(),
             token: em.api_token().to_string(),
+            registry: em.registry_host().to_string(),
         }
     }
 
@@ -61,6 +63,7 @@ impl Wrangler {
             .env("CLOUDFLARE_API_BASE_URL", &self.base_url)
             .env("CLOUDFLARE_ACCOUNT_ID", &self.account)
             .env("CLOUDFLARE_API_TOKEN", &self.token)
+            .env("CLOUDFLARE_CONTAINER_REGISTRY", &self.registry)
             .output()
             .expect("wrangler runs");
         (
@@ -198,6 +201,414 @@ async fn a_worker_deployed_with_wrangler_answers_at_its_workers_dev_host() {
     assert_eq!(
         answer.text().await.unwrap(),
         "hello from wrangler at greeter.flaredock.workers.dev"
+    );
+    em.stop().await;
+}
+
+/// Creates a storage resource through the official endpoint (`path` relative to the
+/// account, e.g. `storage/kv/namespaces`); its `result`.
+async fn create_storage(em: &common::Emulator, path: &str, body: Value) -> Value {
+    let answer: Value = reqwest::Client::new()
+        .post(format!(
+            "{}/accounts/{}/{path}",
+            em.base_url(),
+            em.account_id()
+        ))
+        .bearer_auth(em.api_token())
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer["success"], true, "{answer}");
+    answer["result"].clone()
+}
+
+/// The example project (examples/wrangler: a container on the image the emulator's
+/// registry holds, a KV binding, a var, workers.dev by default) copied into wrangler's
+/// home, with this emulator's registry and the KV namespace `kv`; the image reference.
+fn container_project(wrangler: &Wrangler, em: &common::Emulator, kv: &str) -> String {
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/wrangler");
+    let config = std::fs::read_to_string(example.join("wrangler.jsonc"))
+        .unwrap()
+        .replace("127.0.0.1:8787", em.registry_host())
+        .replace(flaredock::emulator::DEFAULT_ACCOUNT_ID, em.account_id())
+        .replace("REPLACE_WITH_KV_NAMESPACE_ID", kv);
+    let project = wrangler.home.path();
+    std::fs::write(project.join("wrangler.jsonc"), config).unwrap();
+    std::fs::create_dir_all(project.join("src")).unwrap();
+    std::fs::copy(example.join("src/index.js"), project.join("src/index.js")).unwrap();
+    format!("{}/{}/hello:v1", em.registry_host(), em.account_id())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrangler_deploys_a_worker_with_a_container_and_a_second_deploy_changes_nothing() {
+    let em = common::start_emulator(|c| c.capture_bodies = true).await;
+    let wrangler = Wrangler::new(&em);
+    let kv = create_storage(
+        &em,
+        "storage/kv/namespaces",
+        serde_json::json!({"title": "shop-cache"}),
+    )
+    .await;
+    let image = container_project(&wrangler, &em, kv["id"].as_str().unwrap());
+
+    let out = wrangler.ok(&["deploy"]);
+    assert!(out.contains("Created application shop-shop"), "{out}");
+    assert!(out.contains("https://shop.flaredock.workers.dev"), "{out}");
+    let client = common::client_for(&em);
+    let apps = client.list_applications().await.unwrap();
+    assert_eq!(apps.len(), 1, "{apps:?}");
+    let app = &apps[0];
+    assert_eq!(app.name, "shop-shop");
+    assert_eq!(
+        app.configuration.image, image,
+        "the registry image is deployed by the tag wrangler was given"
+    );
+    // The application backs the class's namespace, found in the version's bindings.
+    let namespaces = client.list_namespaces().await.unwrap();
+    let shop = namespaces
+        .iter()
+        .find(|n| n.class.as_deref() == Some("Shop"))
+        .expect("Shop has a namespace");
+    assert_eq!(app.namespace_id(), Some(shop.id.as_str()));
+    let versions: Vec<_> = em
+        .shared
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "GET" && r.path.contains("/workers/scripts/shop/versions/"))
+        .collect();
+    assert_eq!(versions.len(), 1, "wrangler read the uploaded version once");
+
+    // Again: the application is the same, and nothing is written to it.
+    let before = common::cloudflare_writes(&em).len();
+    let out = wrangler.ok(&["deploy"]);
+    assert!(out.contains("no changes shop-shop"), "{out}");
+    let writes: Vec<String> = common::cloudflare_writes(&em)[before..].to_vec();
+    assert!(
+        !writes.iter().any(|w| w.contains("/containers/")),
+        "a second deploy makes no container change: {writes:?}"
+    );
+    let again = client.list_applications().await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].id, app.id);
+    assert_eq!(again[0].version, app.version, "no new application version");
+    em.stop().await;
+}
+
+/// Runs the flaredock binary against the emulator in `dir`: exit code, stdout, stderr.
+fn flaredock(em: &common::Emulator, dir: &std::path::Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_flaredock"))
+        .args(args)
+        .current_dir(dir)
+        .env("CLOUDFLARE_API_BASE_URL", em.base_url())
+        .env("CLOUDFLARE_ACCOUNT_ID", em.account_id())
+        .env("CLOUDFLARE_API_TOKEN", em.api_token())
+        .env("CLOUDFLARE_CONTAINER_REGISTRY", em.registry_host())
+        .output()
+        .expect("flaredock runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+/// `apply -o json` of `file`: the document.
+fn apply_json(em: &common::Emulator, dir: &std::path::Path, file: &str) -> Value {
+    let (_, out, err) = flaredock(
+        em,
+        dir,
+        &["apply", "-f", file, "--timeout", "60s", "-o", "json"],
+    );
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("apply prints JSON ({e}):\n{out}\n{err}"))
+}
+
+fn object<'a>(doc: &'a Value, kind: &str) -> &'a Value {
+    doc["objects"]
+        .as_array()
+        .and_then(|o| o.iter().find(|x| x["kind"] == kind))
+        .unwrap_or_else(|| panic!("{kind} in {doc}"))
+}
+
+/// The manifests with the approval annotation on the object `name` (as printed by
+/// `flaredock import`: `metadata` holds `name` then `namespace`).
+fn approve(yaml: &str, name: &str, hash: &str) -> String {
+    let at = format!("metadata:\n  name: {name}\n  namespace: default\n");
+    assert!(yaml.contains(&at), "{yaml}");
+    yaml.replacen(
+        &at,
+        &format!("{at}  annotations:\n    flaredock.dev/approve-adoption: {hash}\n"),
+        1,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_project_deployed_with_wrangler_is_imported_planned_and_adopted_keeping_everything() {
+    let em = common::start_emulator(|_| {}).await;
+    let wrangler = Wrangler::new(&em);
+    let kv = create_storage(
+        &em,
+        "storage/kv/namespaces",
+        serde_json::json!({"title": "shop-cache"}),
+    )
+    .await;
+    let kv = kv["id"].as_str().unwrap().to_string();
+    let tag = container_project(&wrangler, &em, &kv);
+    wrangler.ok(&["deploy"]);
+    let client = common::client_for(&em);
+    let app = client.list_applications().await.unwrap().remove(0);
+    let settings_before = client.script_settings("shop").await.unwrap();
+
+    // import: the bundle wrangler uploads, written by a dry run.
+    let project = wrangler.home.path();
+    wrangler.ok(&["deploy", "--dry-run", "--outdir", "out"]);
+    let (code, yaml, err) = flaredock(&em, project, &["import", "--bundle", "out"]);
+    assert_eq!(code, 0, "{err}");
+    std::fs::write(project.join("shop.yaml"), &yaml).unwrap();
+
+    // plan: nothing but ownership.
+    let (code, out, err) = flaredock(&em, project, &["plan", "-f", "shop.yaml", "-o", "json"]);
+    assert_eq!(code, 0, "{err}");
+    let plan: Value = serde_json::from_str(&out).unwrap();
+    let worker = object(&plan, "CloudflareWorker");
+    let changes: Vec<&str> = worker["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(changes, vec!["worker.shop.owner"], "{worker}");
+    assert_eq!(worker["actions"].as_array().unwrap().len(), 1, "{worker}");
+    assert!(
+        worker["actions"][0]["description"]
+            .as_str()
+            .unwrap()
+            .ends_with("taking ownership"),
+        "{worker}"
+    );
+    let container = object(&plan, "CloudflareContainer");
+    assert_eq!(container["changes"], serde_json::json!([]), "{container}");
+    assert_eq!(
+        container["blocked"]["reason"], "WorkerNotReady",
+        "{container}"
+    );
+    let (_, text, _) = flaredock(&em, project, &["plan", "-f", "shop.yaml"]);
+    assert!(
+        text.contains("~ worker.shop.owner: not flaredock"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("bindings") && !text.contains("modules"),
+        "{text}"
+    );
+
+    // apply: the Worker's adoption waits for its approval, then the container's.
+    let doc = apply_json(&em, project, "shop.yaml");
+    let w = object(&doc, "CloudflareWorker");
+    assert_eq!(w["state"], "AwaitingApproval", "{w}");
+    let fields: Vec<&Value> = w["status"]["pendingAdoption"]["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| &c["field"])
+        .collect();
+    assert_eq!(fields, vec!["worker.shop.owner"], "{w}");
+    let yaml = approve(
+        &yaml,
+        "shop",
+        w["status"]["pendingAdoption"]["hash"].as_str().unwrap(),
+    );
+    std::fs::write(project.join("shop.yaml"), &yaml).unwrap();
+    let doc = apply_json(&em, project, "shop.yaml");
+    assert_eq!(object(&doc, "CloudflareWorker")["state"], "Ready", "{doc}");
+    let c = object(&doc, "CloudflareContainer");
+    assert_eq!(c["state"], "AwaitingApproval", "{c}");
+    let fields: Vec<&str> = c["status"]["pendingAdoption"]["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        fields,
+        vec!["configuration.labels.flaredock.dev/owner"],
+        "{c}"
+    );
+    let yaml = approve(
+        &yaml,
+        "shop-shop",
+        c["status"]["pendingAdoption"]["hash"].as_str().unwrap(),
+    );
+    std::fs::write(project.join("shop.yaml"), &yaml).unwrap();
+    let writes_before = common::cloudflare_writes(&em).len();
+    let doc = apply_json(&em, project, "shop.yaml");
+    assert_eq!(doc["converged"], true, "{doc}");
+    let writes: Vec<String> = common::cloudflare_writes(&em)[writes_before..].to_vec();
+    assert_eq!(
+        writes,
+        vec![format!(
+            "POST /client/v4/accounts/{}/containers/applications/{}/rollouts",
+            em.account_id(),
+            app.id
+        )],
+        "one rollout, the one that pins the tag to its digest"
+    );
+
+    // The application is the same, now on the digest of the tag wrangler deployed.
+    let apps = client.list_applications().await.unwrap();
+    assert_eq!(apps.len(), 1);
+    assert_eq!(apps[0].id, app.id);
+    let repo = tag.rsplit_once(':').unwrap().0;
+    assert!(
+        apps[0]
+            .configuration
+            .image
+            .starts_with(&format!("{repo}@sha256:")),
+        "{} pins {tag}",
+        apps[0].configuration.image
+    );
+    assert_eq!(apps[0].namespace_id(), app.namespace_id());
+    // Every binding kept, by name and value; workers.dev still on.
+    let settings = client.script_settings("shop").await.unwrap();
+    let shown = |s: &flaredock::cloudflare::types::ScriptSettings| {
+        let mut b: Vec<String> = s
+            .bindings
+            .iter()
+            .map(|b| format!("{} {}", b.name, flaredock::spec::bindings::shown(b)))
+            .collect();
+        b.sort();
+        b
+    };
+    assert_eq!(shown(&settings), shown(&settings_before));
+    assert!(
+        shown(&settings).iter().any(|b| b.contains(&kv)),
+        "{:?}",
+        shown(&settings)
+    );
+    assert!(
+        shown(&settings)
+            .iter()
+            .any(|b| b.contains("hello from wrangler"))
+    );
+    assert!(client.script_subdomain("shop").await.unwrap().enabled);
+
+    // Re-apply: nothing written.
+    let before = common::cloudflare_writes(&em).len();
+    let doc = apply_json(&em, project, "shop.yaml");
+    assert_eq!(doc["converged"], true, "{doc}");
+    assert!(common::cloudflare_writes(&em)[before..].is_empty());
+    em.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrangler_deploys_routes_a_cron_and_kv_and_d1_bindings() {
+    let em = common::start_emulator(|_| {}).await;
+    let wrangler = Wrangler::new(&em);
+    let kv = create_storage(
+        &em,
+        "storage/kv/namespaces",
+        serde_json::json!({"title": "edge-cache"}),
+    )
+    .await;
+    let d1 = create_storage(&em, "d1/database", serde_json::json!({"name": "edge-db"})).await;
+    let (kv, d1) = (kv["id"].as_str().unwrap(), d1["uuid"].as_str().unwrap());
+    let project = wrangler.home.path();
+    std::fs::write(
+        project.join("wrangler.toml"),
+        format!(
+            "name = \"edge\"\nmain = \"index.js\"\ncompatibility_date = \"2026-04-01\"\nroutes = [{{ pattern = \"shop.example.com/*\", zone_name = \"example.com\" }}]\n\n[triggers]\ncrons = [\"*/5 * * * *\"]\n\n[[kv_namespaces]]\nbinding = \"CACHE\"\nid = \"{kv}\"\n\n[[d1_databases]]\nbinding = \"DB\"\ndatabase_name = \"edge-db\"\ndatabase_id = \"{d1}\"\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        project.join("index.js"),
+        "export default { fetch() { return new Response(\"edge\"); }, scheduled() {} };\n",
+    )
+    .unwrap();
+    let out = wrangler.ok(&["deploy"]);
+    assert!(
+        out.contains("shop.example.com/* (zone name: example.com)"),
+        "{out}"
+    );
+    assert!(out.contains("schedule: */5 * * * *"), "{out}");
+
+    // Read back through the official endpoints.
+    let client = common::client_for(&em);
+    let zone = client
+        .zone_by_name("example.com")
+        .await
+        .unwrap()
+        .expect("zone");
+    let routes = client.list_routes(&zone.id).await.unwrap();
+    assert_eq!(routes.len(), 1, "{routes:?}");
+    assert_eq!(routes[0].pattern, "shop.example.com/*");
+    assert_eq!(routes[0].script.as_deref(), Some("edge"));
+    let crons: Vec<String> = client
+        .schedules("edge")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.cron)
+        .collect();
+    assert_eq!(crons, vec!["*/5 * * * *"]);
+    let settings = client.script_settings("edge").await.unwrap();
+    let kv_binding = settings
+        .bindings
+        .iter()
+        .find(|b| b.name == "CACHE")
+        .expect("CACHE");
+    assert_eq!(kv_binding.kind, "kv_namespace");
+    assert_eq!(kv_binding.str_field("namespace_id"), Some(kv));
+    // wrangler sends D1's renamed `id`; Cloudflare keeps it as `database_id`.
+    let db = settings
+        .bindings
+        .iter()
+        .find(|b| b.name == "DB")
+        .expect("DB");
+    assert_eq!(db.kind, "d1");
+    assert_eq!(db.str_field("database_id"), Some(d1));
+    // Routes only: wrangler leaves workers.dev off.
+    assert!(!client.script_subdomain("edge").await.unwrap().enabled);
+
+    // A second deploy of new code goes through the Versions API and takes effect.
+    std::fs::write(
+        project.join("index.js"),
+        "export default { fetch() { return new Response(\"edge two\"); }, scheduled() {} };\n",
+    )
+    .unwrap();
+    let out = wrangler.ok(&["deploy"]);
+    assert!(out.contains("schedule: */5 * * * *"), "{out}");
+    let posted: Vec<String> = em
+        .shared
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "POST" && r.path.contains("/workers/scripts/edge/"))
+        .map(|r| r.path.rsplit('/').next().unwrap_or("").to_string())
+        .filter(|last| last != "subdomain")
+        .collect();
+    assert_eq!(posted, vec!["versions", "deployments"], "{posted:?}");
+    let main = em.shared.account().scripts["edge"].modules["index.js"]
+        .content
+        .clone();
+    assert!(main.contains("edge two"), "{main}");
+    assert_eq!(client.list_routes(&zone.id).await.unwrap().len(), 1);
+
+    // A D1 database that does not exist is refused with Cloudflare's error.
+    let missing = "00000000-0000-4000-8000-000000000000";
+    let text = std::fs::read_to_string(project.join("wrangler.toml"))
+        .unwrap()
+        .replace(d1, missing)
+        .replace("name = \"edge\"", "name = \"edge-two\"")
+        .replace("shop.example.com", "two.example.com");
+    std::fs::write(project.join("wrangler.toml"), text).unwrap();
+    let (code, out, err) = wrangler.run(&["deploy"]);
+    assert_ne!(code, Some(0), "{out}{err}");
+    assert!(
+        format!("{out}{err}").contains(&format!("D1 database '{missing}' not found")),
+        "{out}{err}"
     );
     em.stop().await;
 }

@@ -1,5 +1,5 @@
-//! The `flaredock` command line: `crd`, `plan`, `apply`, `delete`, `emulator` and
-//! `image copy`. Exit codes: 0 done, 1 could not converge, 2 invalid input (3: `plan
+//! The `flaredock` command line: `crd`, `plan`, `apply`, `delete`, `emulator`,
+//! `import` and `image copy`. Exit codes: 0 done, 1 could not converge, 2 invalid input (3: `plan
 //! --exit-code` found something to change). This file holds the arguments, loading the
 //! manifests and connecting; each command lives in its room: `run`, `plan`,
 //! `apply` (and `delete`), `emulator_cmd`, `image`.
@@ -31,12 +31,14 @@ use crate::telemetry::{self, LogFormat};
 mod apply;
 mod emulator_cmd;
 mod image;
+mod import;
 mod plan;
 mod run;
 
 use apply::{apply, delete};
 use emulator_cmd::run_emulator;
 use image::image_copy;
+use import::{ImportArgs, import};
 use plan::plan;
 use run::run_controller;
 
@@ -144,6 +146,8 @@ pub enum Command {
     Delete(DeleteArgs),
     /// Run the Cloudflare API emulator (with an embedded registry) on loopback.
     Emulator(EmulatorArgs),
+    /// Print the manifests of a wrangler project (wrangler.jsonc, .json or .toml).
+    Import(ImportArgs),
     /// Image operations.
     Image {
         #[command(subcommand)]
@@ -456,6 +460,7 @@ pub async fn main_with(cli: Cli) -> i32 {
         Command::Apply(args) => apply(args).await,
         Command::Delete(args) => delete(args).await,
         Command::Emulator(args) => run_emulator(args).await,
+        Command::Import(args) => import(args),
         Command::Image {
             command: ImageCommand::Copy(args),
         } => image_copy(args).await,

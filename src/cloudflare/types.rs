@@ -232,6 +232,10 @@ pub struct ApplicationConstraints {
     pub regions: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jurisdiction: Option<String>,
+    /// Not in the official schema: what `wrangler deploy` sends (`[1, 2]` by default)
+    /// and Cloudflare returns. flaredock never sets it and leaves it out of comparisons.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tiers: Option<Vec<i64>>,
 }
 
 /// `cc_DurableObjectsConfiguration`: by namespace id, or by script and class.

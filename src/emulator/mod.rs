@@ -105,6 +105,23 @@
 //! - `GET /workers/services/{name}`, wrangler's first call of `deploy`, is not in the
 //!   official extract ([`api::NOT_IN_EXTRACT`]): a known script answers its
 //!   `default_environment`, an unknown one 404 with code 10090.
+//! - The rest of `wrangler deploy`'s path, also in [`api::NOT_IN_EXTRACT`]:
+//!   `GET …/deployments`; `GET /workers/scripts/{name}/versions/{id}` (in Cloudflare's
+//!   description, not vendored here: the current version only, with its bindings, where
+//!   wrangler finds a container class's namespace); `PUT /workers/scripts/{name}/routes`
+//!   (the script's zone routes become the list given). An upload's answer carries
+//!   `deployment_id` (its version), which wrangler reads and the extract does not list
+//!   ([`contract::WRANGLER_READ`]). `constraints.tiers`, which wrangler always sends,
+//!   is accepted and kept ([`schema::WRANGLER_SENT`], from wrangler's own client
+//!   definitions). D1's `id`, which the official schema marks renamed to `database_id`
+//!   and wrangler 4.86 still sends, is taken as `database_id`. wrangler re-deploys an
+//!   existing Worker without containers or migrations through the Versions API:
+//!   `POST …/versions` (not vendored) is the same upload answered as its version, and
+//!   takes effect at once (the emulator keeps one version); `POST …/deployments` (not
+//!   vendored) accepts only that version at 100 %; `PATCH …/script-settings`
+//!   (official) replaces the tags and echoes the rest. A container application's
+//!   `PATCH` with `configuration.image` (wrangler's way of changing one) is refused as
+//!   the official schema says.
 //! - `DELETE /workers/scripts/{name}`: the official operation declares a JSON request
 //!   body with no schema; the emulator accepts the delete without one (as flaredock
 //!   sends it). Without `force=true` a script with Durable Object namespaces is refused;

@@ -402,6 +402,107 @@ impl AccountState {
         Ok(v)
     }
 
+    /// `PUT /workers/scripts/{name}/routes` (wrangler's call, not in the official
+    /// extract): the script's zone routes become exactly `body`, a list of `{pattern,
+    /// zone_name | zone_id}` (a pattern alone: the zone its host is in). A pattern
+    /// another script holds is refused, as a duplicate route is.
+    pub fn put_script_routes(&mut self, name: &str, body: &Value) -> Outcome<Value> {
+        self.require_script(name)?;
+        let items = body
+            .as_array()
+            .ok_or_else(|| Failure::invalid("the body must be a list of routes"))?;
+        let mut wanted = Vec::new();
+        for (i, r) in items.iter().enumerate() {
+            let pattern = r["pattern"]
+                .as_str()
+                .filter(|p| !p.is_empty())
+                .ok_or_else(|| Failure::invalid(format!("[{i}].pattern: required")))?
+                .to_string();
+            let host = strip_scheme(&pattern).split('/').next().unwrap_or("");
+            let bare = host
+                .trim_start_matches('*')
+                .trim_start_matches('.')
+                .to_string();
+            let zone = match (r["zone_id"].as_str(), r["zone_name"].as_str()) {
+                (Some(id), _) => self.routing.zone(id)?.id.clone(),
+                (None, Some(zn)) => self
+                    .routing
+                    .zones
+                    .iter()
+                    .find(|z| z.name == zn)
+                    .map(|z| z.id.clone())
+                    .ok_or_else(|| {
+                        Failure::new(404, codes::ZONE_NOT_FOUND, format!("zone {zn} not found"))
+                    })?,
+                (None, None) => self
+                    .routing
+                    .zones
+                    .iter()
+                    .filter(|z| bare == z.name || bare.ends_with(&format!(".{}", z.name)))
+                    .max_by_key(|z| z.name.len())
+                    .map(|z| z.id.clone())
+                    .ok_or_else(|| {
+                        Failure::new(
+                            400,
+                            codes::ROUTE_INVALID,
+                            format!("pattern {pattern:?}: no zone of the account holds its host"),
+                        )
+                    })?,
+            };
+            if let Some(other) = self
+                .routing
+                .routes
+                .iter()
+                .find(|x| x.pattern == pattern && x.script.as_deref() != Some(name))
+            {
+                return Err(Failure::new(
+                    409,
+                    codes::ROUTE_DUPLICATE,
+                    format!(
+                        "A route with the same pattern already exists: {pattern} (script {})",
+                        other.script.as_deref().unwrap_or("none")
+                    ),
+                ));
+            }
+            wanted.push((zone, pattern));
+        }
+        self.routing.routes.retain(|x| {
+            x.script.as_deref() != Some(name)
+                || wanted
+                    .iter()
+                    .any(|(z, p)| *z == x.zone_id && *p == x.pattern)
+        });
+        for (zone, pattern) in wanted {
+            let zone_name = self.routing.zone(&zone)?.name.clone();
+            let host = strip_scheme(&pattern).split('/').next().unwrap_or("");
+            let bare = host.trim_start_matches('*').trim_start_matches('.');
+            if !(bare == zone_name || bare.ends_with(&format!(".{zone_name}"))) {
+                return Err(Failure::new(
+                    400,
+                    codes::ROUTE_INVALID,
+                    format!("pattern {pattern:?}: the host must be in zone {zone_name}"),
+                ));
+            }
+            if !self.routing.routes.iter().any(|x| x.pattern == pattern) {
+                let id = self.new_id();
+                self.routing.routes.push(Route {
+                    id,
+                    zone_id: zone,
+                    pattern,
+                    script: Some(name.to_string()),
+                });
+            }
+        }
+        Ok(Value::Array(
+            self.routing
+                .routes
+                .iter()
+                .filter(|x| x.script.as_deref() == Some(name))
+                .map(route_json)
+                .collect(),
+        ))
+    }
+
     /// `DELETE /zones/{zone}/workers/routes/{id}`.
     pub fn delete_route(&mut self, zone: &str, id: &str) -> Outcome<Value> {
         self.routing.zone(zone)?;

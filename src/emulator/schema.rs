@@ -14,6 +14,9 @@
 //! value whose schema declares properties gets `unevaluatedProperties: false` around it
 //! (not inside `allOf` branches, which would refuse each other's fields). A schema that
 //! is free-form somewhere (an `anyOf` branch of bare `type: object`) stays open.
+//!
+//! The one widening: [`WRANGLER_SENT`], fields `wrangler deploy` always sends that
+//! the official schema lacks, taken from wrangler's own client definitions.
 
 use std::sync::OnceLock;
 
@@ -27,6 +30,37 @@ pub const WORKERS_JSON: &str = include_str!("../../cloudflare-api/workers-openap
 /// Workers routing (subdomains, routes, custom domains), schedules, storage and zones.
 pub const ROUTING_JSON: &str =
     include_str!("../../cloudflare-api/workers-routing-storage-openapi-subset.json");
+
+/// Fields `wrangler deploy` sends that the official schema does not list, which
+/// Cloudflare accepts and returns: `(official schema, property, wrangler's own
+/// definition holding it)`. Each is copied from wrangler's client
+/// (`x-workers-sdk-internal-client` of the same extract), never retyped:
+/// `constraints.tiers` (wrangler sends `[1, 2]` unless told otherwise).
+pub const WRANGLER_SENT: &[(&str, &str, &str)] = &[(
+    "cc_ApplicationConstraints",
+    "tiers",
+    "ApplicationConstraints",
+)];
+
+/// Adds the [`WRANGLER_SENT`] properties to their official schemas.
+fn wrangler_sent(doc: &mut Value) {
+    for (schema, property, definition) in WRANGLER_SENT {
+        let Some(field) = doc
+            .pointer(&format!(
+                "/x-workers-sdk-internal-client/definitions/{definition}/properties/{property}"
+            ))
+            .cloned()
+        else {
+            continue;
+        };
+        if let Some(props) = doc
+            .pointer_mut(&format!("/components/schemas/{schema}/properties"))
+            .and_then(Value::as_object_mut)
+        {
+            props.insert((*property).to_string(), field);
+        }
+    }
+}
 
 /// OpenAPI 3.0 schema → JSON Schema 2020-12.
 pub fn convert(v: &Value) -> Value {
@@ -122,6 +156,7 @@ impl Spec {
                 }
             }
         }
+        wrangler_sent(&mut doc);
         let mut doc = convert(&doc);
         close_document(&mut doc);
         let components = doc["components"].clone();
@@ -508,6 +543,59 @@ fn describe(validator: &jsonschema::Validator, instance: &Value, what: &str) -> 
         .collect()
 }
 
+/// Binding fields the official schema marks renamed (`deprecated`, with the message
+/// "This property has been renamed to `new`."): `(type, old, new)`, read from the
+/// routing extract's binding kinds. wrangler 4.86 still sends D1's old `id`.
+pub fn renamed_binding_fields() -> &'static [(String, String, String)] {
+    static RENAMED: OnceLock<Vec<(String, String, String)>> = OnceLock::new();
+    RENAMED.get_or_init(|| {
+        let doc: Value = serde_json::from_str(ROUTING_JSON).unwrap_or_default();
+        let mut out = Vec::new();
+        for (name, schema) in doc
+            .pointer("/components/schemas")
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+        {
+            let Some(kind) = name.strip_prefix("workers_binding_kind_") else {
+                continue;
+            };
+            for (field, prop) in schema["properties"].as_object().into_iter().flatten() {
+                let message = prop["x-stainless-deprecation-message"]
+                    .as_str()
+                    .unwrap_or("");
+                if prop["deprecated"] == Value::Bool(true)
+                    && let Some(rest) = message.strip_prefix("This property has been renamed to `")
+                    && let Some(new) = rest.strip_suffix("`.")
+                {
+                    out.push((kind.to_string(), field.clone(), new.to_string()));
+                }
+            }
+        }
+        out
+    })
+}
+
+/// An upload's bindings with every [`renamed_binding_fields`] field under its current
+/// name (when the current one is absent), as Cloudflare takes them.
+pub fn rename_binding_fields(metadata: &mut Value) {
+    let Some(bindings) = metadata.get_mut("bindings").and_then(Value::as_array_mut) else {
+        return;
+    };
+    for b in bindings {
+        let kind = b["type"].as_str().unwrap_or("").to_string();
+        for (k, old, new) in renamed_binding_fields() {
+            if *k == kind
+                && let Some(o) = b.as_object_mut()
+                && !o.contains_key(new)
+                && let Some(v) = o.remove(old)
+            {
+                o.insert(new.clone(), v);
+            }
+        }
+    }
+}
+
 /// The official schema of an upload's `metadata` part, with `containers` checked as
 /// `workers_containers` (the official metadata schema does not list it; wrangler sends
 /// it and `workers_durable_object_export` refers to it).
@@ -538,6 +626,51 @@ pub fn upload_metadata_violations(metadata: &Value) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn renamed_binding_fields_come_from_the_schema() {
+        assert!(
+            renamed_binding_fields()
+                .iter()
+                .any(|(k, old, new)| k == "d1" && old == "id" && new == "database_id"),
+            "{:?}",
+            renamed_binding_fields()
+        );
+        let mut m = json!({"bindings": [
+            {"type": "d1", "name": "DB", "id": "a"},
+            {"type": "d1", "name": "NEW", "database_id": "b", "id": "c"},
+        ]});
+        rename_binding_fields(&mut m);
+        assert_eq!(
+            m["bindings"][0],
+            json!({"type": "d1", "name": "DB", "database_id": "a"})
+        );
+        assert_eq!(
+            m["bindings"][1]["database_id"], "b",
+            "the current name wins"
+        );
+        assert!(
+            upload_metadata_violations(
+                &json!({"main_module": "i.js", "bindings": [m["bindings"][0]]})
+            )
+            .is_empty()
+        );
+    }
+
+    #[test]
+    fn wrangler_sent_tiers_are_accepted_in_constraints() {
+        let spec = Spec::containers();
+        let schema = json!({"$ref": "#/components/schemas/cc_ApplicationConstraints"});
+        assert!(
+            spec.violations(&schema, &json!({"tiers": [1, 2]}), "c")
+                .is_empty()
+        );
+        assert!(
+            !spec
+                .violations(&schema, &json!({"tier": 1}), "c")
+                .is_empty()
+        );
+    }
 
     #[test]
     fn a_misspelt_or_mistyped_metadata_field_is_named() {

@@ -294,6 +294,7 @@ pub fn normalise_constraints(c: Option<&ApplicationConstraints>) -> Option<Appli
     let out = ApplicationConstraints {
         regions: (!regions.is_empty()).then_some(regions),
         jurisdiction: c.jurisdiction.clone().filter(|j| !j.is_empty()),
+        tiers: None,
     };
     (out != ApplicationConstraints::default()).then_some(out)
 }
@@ -345,6 +346,7 @@ impl Desired {
                 }
                 .to_string()
             }),
+            tiers: None,
         });
         let (env, env_sources, env_blocked) = resolve_env(obj, peers);
         Desired {

@@ -193,6 +193,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
             "/workers/scripts/{script}/subdomain",
             get(get_script_subdomain).post(post_script_subdomain),
         )
+        .route("/workers/scripts/{script}/routes", put(put_script_routes))
         .route(
             "/workers/scripts/{script}/schedules",
             get(get_schedules).put(put_schedules),
@@ -204,8 +205,17 @@ pub fn router(shared: Arc<Shared>) -> Router {
         )
         .route("/workers/services/{script}", get(get_service))
         .route(
+            "/workers/scripts/{script}/versions/{version}",
+            get(get_version),
+        )
+        .route(
             "/workers/scripts/{script}/deployments",
-            get(list_deployments),
+            get(list_deployments).post(create_deployment),
+        )
+        .route("/workers/scripts/{script}/versions", post(upload_version))
+        .route(
+            "/workers/scripts/{script}/script-settings",
+            axum::routing::patch(patch_script_level_settings),
         );
     let api = Router::new()
         .nest("/accounts/{account}", accounts)

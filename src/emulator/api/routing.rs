@@ -5,7 +5,15 @@
 //! answers it (wrangler reads that as "a new Worker"); a known one its
 //! `default_environment` with the script. Likewise `GET /workers/scripts/{name}/deployments`
 //! (wrangler's second call): an unknown script is 404 with 10007, a known one has one
-//! deployment of its current version at 100 %.
+//! deployment of its current version at 100 %. The rest of wrangler's deploy path,
+//! also not in the vendored extract: `GET /workers/scripts/{name}/versions/{id}` (in
+//! Cloudflare's description: the current version with its bindings, where wrangler
+//! finds a container class's namespace; the upload's answer carries that version's
+//! id as `deployment_id`, as Cloudflare's does); `PUT /workers/scripts/{name}/routes`
+//! (the script's zone routes become the list given, a pattern of another script
+//! refused as a duplicate); the Versions API's `POST …/versions` (in `workers`) and
+//! `POST …/deployments` (only the current version at 100 %), how wrangler re-deploys
+//! a Worker without containers.
 //!
 //! The edge: a request whose `Host` is a Workers host (workers.dev, a custom domain, a
 //! route, or a service binding's request through [`SERVICE_HEADER`]) is answered by its
@@ -21,6 +29,10 @@ use crate::emulator::workerd::{SERVICE_HEADER, WorkerSpec};
 pub const NOT_IN_EXTRACT: &[(&str, &str)] = &[
     ("GET", "/accounts/{a}/workers/services/{s}"),
     ("GET", "/accounts/{a}/workers/scripts/{s}/deployments"),
+    ("GET", "/accounts/{a}/workers/scripts/{s}/versions/{v}"),
+    ("PUT", "/accounts/{a}/workers/scripts/{s}/routes"),
+    ("POST", "/accounts/{a}/workers/scripts/{s}/versions"),
+    ("POST", "/accounts/{a}/workers/scripts/{s}/deployments"),
 ];
 
 /// Whether `method path` is one of [`NOT_IN_EXTRACT`].
@@ -108,6 +120,18 @@ pub(super) async fn put_schedules(
 ) -> Response {
     let outcome =
         json_body(&body).and_then(|b| write(&shared, &account, |a| a.put_schedules(&script, &b)));
+    respond(StatusCode::OK, outcome)
+}
+
+/// `PUT /workers/scripts/{name}/routes` (not in the official extract; wrangler's
+/// route deploy): the script's zone routes become the list given.
+pub(super) async fn put_script_routes(
+    State(shared): Shr,
+    Path((account, script)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    let outcome = json_body(&body)
+        .and_then(|b| write(&shared, &account, |a| a.put_script_routes(&script, &b)));
     respond(StatusCode::OK, outcome)
 }
 
@@ -245,8 +269,139 @@ pub(super) async fn list_deployments(
     respond(StatusCode::OK, outcome)
 }
 
+/// `GET /workers/scripts/{name}/versions/{version_id}` (in Cloudflare's published
+/// description, not in the vendored extract): the script's current version, as
+/// wrangler reads it after an upload to find a container class's namespace
+/// (`resources.bindings[].namespace_id`). The emulator keeps the current version only:
+/// an older id is a 404, as an unknown one.
+pub(super) async fn get_version(
+    State(shared): Shr,
+    Path((account, script, version)): Path<(String, String, String)>,
+) -> Response {
+    let outcome = check_account(&shared, &account).and_then(|_| {
+        let account = shared.account();
+        let current = version_json(&account, &script)?;
+        if current["id"] != version.as_str() {
+            return Err(Failure::new(
+                404,
+                codes::SCRIPT_NOT_FOUND,
+                format!("version {version} of Worker {script} not found"),
+            ));
+        }
+        Ok(current)
+    });
+    respond(StatusCode::OK, outcome)
+}
+
+/// The current version of a script, as the versions API answers it.
+pub(super) fn version_json(account: &state::AccountState, script: &str) -> Outcome<Value> {
+    {
+        let s = account.scripts.get(script).ok_or_else(|| {
+            Failure::new(
+                404,
+                codes::SCRIPT_NOT_FOUND,
+                format!("This Worker does not exist on your account: {script}"),
+            )
+        })?;
+        let version = version_id(&s.etag);
+        let settings = account.script_settings(script)?;
+        Ok(json!({
+            "id": version,
+            "number": s.uploads,
+            "metadata": {
+                "created_on": s.modified_on,
+                "modified_on": s.modified_on,
+                "source": "api",
+                "author_email": "emulator@flaredock.dev",
+            },
+            "resources": {
+                "bindings": settings["bindings"],
+                "script": {
+                    "etag": s.etag,
+                    "handlers": ["fetch"],
+                    "named_handlers": s.exported_classes.iter().map(|c| json!({"name": c, "handlers": ["class"]})).collect::<Vec<_>>(),
+                },
+                "script_runtime": {
+                    "compatibility_date": s.compatibility_date,
+                    "compatibility_flags": s.compatibility_flags,
+                },
+            },
+        }))
+    }
+}
+
+/// `POST /workers/scripts/{name}/deployments` (not in the vendored extract): the
+/// current version at 100 % (the only deployment the emulator's one version allows);
+/// another version or split is refused.
+pub(super) async fn create_deployment(
+    State(shared): Shr,
+    Path((account, script)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    let outcome = json_body(&body).and_then(|b| {
+        check_account(&shared, &account)?;
+        let account = shared.account();
+        let current = version_json(&account, &script)?;
+        let versions = b["versions"].as_array().cloned().unwrap_or_default();
+        let only_current = versions.len() == 1
+            && versions[0]["version_id"] == current["id"]
+            && versions[0]["percentage"].as_f64() == Some(100.0);
+        if !only_current {
+            return Err(Failure::invalid(
+                "versions: the emulator deploys only the script's current version, at 100",
+            ));
+        }
+        Ok(json!({
+            "id": version_id(&format!("deployment {}", current["resources"]["script"]["etag"])),
+            "source": "api",
+            "strategy": "percentage",
+            "author_email": "emulator@flaredock.dev",
+            "created_on": current["metadata"]["modified_on"],
+            "versions": [{"version_id": current["id"], "percentage": 100.0}],
+            "annotations": b.get("annotations").cloned().unwrap_or(json!({})),
+        }))
+    });
+    respond(StatusCode::OK, outcome)
+}
+
+/// `PATCH /workers/scripts/{name}/script-settings` (official): `tags` replace the
+/// script's tags when given; `logpush`, `observability` and `tail_consumers` are
+/// answered as sent (the emulator does not act on them).
+pub(super) async fn patch_script_level_settings(
+    State(shared): Shr,
+    Path((account, script)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    let outcome = json_body(&body).and_then(|b| {
+        write(&shared, &account, |a| {
+            let s = a.scripts.get_mut(&script).ok_or_else(|| {
+                Failure::new(
+                    404,
+                    codes::SCRIPT_NOT_FOUND,
+                    format!("This Worker does not exist on your account: {script}"),
+                )
+            })?;
+            if let Some(tags) = b["tags"].as_array() {
+                s.tags = tags
+                    .iter()
+                    .filter_map(|t| t.as_str().map(str::to_string))
+                    .collect();
+            }
+            let mut out = serde_json::Map::new();
+            out.insert("tags".into(), json!(s.tags));
+            for k in ["logpush", "observability", "tail_consumers"] {
+                if let Some(v) = b.get(k) {
+                    out.insert(k.into(), v.clone());
+                }
+            }
+            Ok(Value::Object(out))
+        })
+    });
+    respond(StatusCode::OK, outcome)
+}
+
 /// A version id (UUID form) derived from a script's etag.
-fn version_id(etag: &str) -> String {
+pub(super) fn version_id(etag: &str) -> String {
     use sha2::Digest;
     let h = hex::encode(sha2::Sha256::digest(etag.as_bytes()));
     format!(

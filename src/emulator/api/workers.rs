@@ -85,9 +85,42 @@ pub(super) async fn upload_script(
     headers: HeaderMap,
     req: Request,
 ) -> Response {
+    let outcome = upload(&shared, &account, &script, &headers, req).await;
+    respond(StatusCode::OK, outcome)
+}
+
+/// `POST /workers/scripts/{name}/versions` (wrangler's re-deploy of a Worker without
+/// containers; not in the vendored extract): the same upload, answered as the version
+/// it made. The emulator keeps one version, so the upload takes effect at once (the
+/// deployment wrangler then makes of it at 100 % changes nothing).
+pub(super) async fn upload_version(
+    State(shared): Shr,
+    Path((account, script)): Path<(String, String)>,
+    headers: HeaderMap,
+    req: Request,
+) -> Response {
     let outcome = async {
-        check_account(&shared, &account)?;
-        let parts = multipart_parts(&headers, req, "a metadata part and module parts").await?;
+        let uploaded = upload(&shared, &account, &script, &headers, req).await?;
+        let mut version = super::routing::version_json(&shared.account(), &script)?;
+        version["startup_time_ms"] = uploaded["startup_time_ms"].clone();
+        Ok(version)
+    }
+    .await;
+    respond(StatusCode::OK, outcome)
+}
+
+/// A module upload (`PUT /workers/scripts/{name}` and the version upload).
+async fn upload(
+    shared: &Arc<Shared>,
+    account: &str,
+    script: &str,
+    headers: &HeaderMap,
+    req: Request,
+) -> Outcome<Value> {
+    let (account, script) = (account.to_string(), script.to_string());
+    async {
+        check_account(shared, &account)?;
+        let parts = multipart_parts(headers, req, "a metadata part and module parts").await?;
         let mut metadata: Option<Value> = None;
         let mut modules = Vec::new();
         for (name, file_name, content_type, bytes) in parts {
@@ -97,8 +130,10 @@ pub(super) async fn upload_script(
                 modules.push((file_name.unwrap_or(name), content_type, bytes.to_vec()));
             }
         }
-        let metadata =
+        let mut metadata =
             metadata.ok_or_else(|| Failure::invalid("the upload has no metadata part"))?;
+        // A field the official schema marks renamed is taken under its new name.
+        crate::emulator::schema::rename_binding_fields(&mut metadata);
         // Cloudflare's Worker size: the modules after compression (`limits`).
         let limit = shared.config.limits.worker_compressed;
         let compressed = crate::emulator::limits::compressed_size(
@@ -178,6 +213,10 @@ pub(super) async fn upload_script(
         let mut uploaded = shared
             .account()
             .upload_script(&script, &metadata, main, modules, exports)?;
+        // The version this upload made, as Cloudflare names it (wrangler reads it).
+        if let Some(etag) = uploaded.get("etag").and_then(Value::as_str) {
+            uploaded["deployment_id"] = json!(super::routing::version_id(etag));
+        }
         // How long the runtime took to load it (0 without workerd).
         if shared.runtime().is_some() {
             uploaded["startup_time_ms"] = json!(loaded_ms);
@@ -187,8 +226,7 @@ pub(super) async fn upload_script(
         }
         Ok(uploaded)
     }
-    .await;
-    respond(StatusCode::OK, outcome)
+    .await
 }
 
 pub(super) async fn delete_script(

@@ -1,0 +1,1 @@
+export default { fetch(request, env) { return new Response(env.GREETING); } };
