@@ -8,9 +8,9 @@ use flaredock::cloudflare::routing::{ScriptSubdomain, WorkerRoute, WorkersDomain
 use flaredock::reconcile::plan::{Action, Blocked, Plan};
 use flaredock::reconcile::reason::Reason;
 use flaredock::reconcile::worker::inputs::{SourceData, resolve_local};
-use flaredock::reconcile::worker::model::DesiredWorker;
+use flaredock::reconcile::worker::model::{DesiredWorker, RecordedTags};
 use flaredock::reconcile::worker::plan::{ObservedWorker, plan_worker};
-use flaredock::reconcile::worker::reach::{ObservedReach, ReachAction, RecordedReach};
+use flaredock::reconcile::worker::reach::{ObservedReach, ReachAction, ReachRecord, RecordedReach};
 use flaredock::spec::CloudflareWorker;
 use flaredock::spec::reach::{DomainStatus, RouteStatus};
 
@@ -85,17 +85,28 @@ fn reached(routes: Vec<WorkerRoute>, domains: Vec<WorkersDomain>) -> ObservedRea
         routes: [(ZONE.to_string(), routes)].into(),
         domains,
         recorded: RecordedReach::default(),
+        ..Default::default()
     }
 }
 
+/// The reach writes of a plan, the record that follows them left out.
 fn reach_actions(p: &Plan) -> Vec<&ReachAction> {
     p.actions
         .iter()
         .filter_map(|a| match a {
+            Action::Reach(ReachAction::Record { .. }) => None,
             Action::Reach(r) => Some(r),
             _ => None,
         })
         .collect()
+}
+
+/// The tags the plan's record writes, if it has one.
+fn recorded_tags(p: &Plan) -> Option<Vec<String>> {
+    p.actions.iter().find_map(|a| match a {
+        Action::Reach(ReachAction::Record { tags, .. }) => Some(tags.clone()),
+        _ => None,
+    })
 }
 
 fn changes(p: &Plan) -> Vec<String> {
@@ -153,7 +164,25 @@ fn a_worker_reached_as_its_spec_says_plans_nothing() {
         vec![route("r1", "shop.example.com/*", "shop")],
         vec![domain("d1", "api.example.com", "shop")],
     );
-    let p = plan_worker(&d, &observed(&d, have));
+    // A script without a record (uploaded before records were kept): nothing to do.
+    let p = plan_worker(&d, &observed(&d, have.clone()));
+    assert!(p.is_noop(), "{p:?}");
+    // A record that says otherwise (the crons were read as the spec says) is
+    // corrected, with no change shown...
+    let mut stale = have.clone();
+    stale.record = ReachRecord::parse("flaredock.dev/reach=0000000000000000");
+    let p = plan_worker(&d, &observed(&d, stale.clone()));
+    assert!(p.changes.is_empty(), "{p:?}");
+    assert!(reach_actions(&p).is_empty(), "{p:?}");
+    let tags = recorded_tags(&p).expect("a record");
+    // ... and once the script carries it, nothing at all.
+    let mut recorded = observed(&d, have);
+    recorded.script.as_mut().unwrap().tags = Some(tags);
+    recorded.reach.record = RecordedTags::read(recorded.script.as_ref().unwrap())
+        .reach
+        .and_then(|t| ReachRecord::parse(&t));
+    assert_ne!(recorded.reach.record, stale.record);
+    let p = plan_worker(&d, &recorded);
     assert!(p.is_noop(), "{p:?}");
 }
 
@@ -256,7 +285,7 @@ fn a_removed_route_and_domain_flaredock_made_are_deleted_and_no_other() {
     );
     assert!(
         changes(&p).contains(
-            &"worker.shop.route shop.example.com/*: shop → absent (made by flaredock, no longer in spec)"
+            &"worker.shop.route shop.example.com/*: shop → absent (made by flaredock, no longer in spec) (DESTRUCTIVE: requests to this pattern no longer reach the Worker)"
                 .to_string()
         ),
         "{p:?}"
@@ -669,5 +698,190 @@ async fn what_flaredock_made_stays_recorded_while_an_input_is_missing() {
     assert_eq!(blocked.status.routes, ready.status.routes);
     assert_eq!(blocked.status.domains, ready.status.domains);
     assert_eq!(blocked.status.url, ready.status.url);
+    em.stop().await;
+}
+
+// ---- the record on the script: the re-apply budget, and drift at the resync --------
+
+use flaredock::reconcile::worker::reach::ReachReads;
+
+/// Reads of one script's workers.dev state or cron triggers, since request `from`.
+fn reach_reads(em: &flaredock::emulator::RunningEmulator, from: usize, script: &str) -> usize {
+    em.shared.requests()[from..]
+        .iter()
+        .filter(|r| {
+            r.method == "GET"
+                && (r.path.ends_with(&format!("/scripts/{script}/subdomain"))
+                    || r.path.ends_with(&format!("/scripts/{script}/schedules")))
+        })
+        .count()
+}
+
+fn tags_of(script: &flaredock::cloudflare::types::ScriptInfo) -> Vec<String> {
+    script.tags().to_vec()
+}
+
+#[tokio::test]
+async fn a_re_apply_from_a_new_process_trusts_the_record_and_reads_no_reach_state() {
+    let em = common::start_emulator(|_| {}).await;
+    let client = common::client_for(&em);
+    let obj = worker("  crons: ['*/5 * * * *']\n");
+    let first = common::reconciler_for(&client).with_reach_reads(ReachReads::WhenRecorded);
+    let out = first
+        .reconcile_worker(&obj, vec![], &SourceData::default(), None)
+        .await;
+    assert!(out.ready(), "{:#?}", out.status);
+    // The record went on the script once the writes were done, without an upload.
+    let info = client
+        .list_scripts()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|s| s.id == "shop")
+        .expect("the script");
+    assert!(
+        tags_of(&info)
+            .iter()
+            .any(|t| t.starts_with("flaredock.dev/reach=")),
+        "{info:?}"
+    );
+    let uploads = common::cloudflare_writes(&em)
+        .iter()
+        .filter(|w| w.starts_with("PUT ") && w.ends_with("/workers/scripts/shop"))
+        .count();
+    assert_eq!(uploads, 1);
+
+    // A new process (as `flaredock apply` run again): no per-Worker read, no write,
+    // and the URL still in status (the record keeps the account's subdomain).
+    let from = em.shared.requests().len();
+    let again = common::reconciler_for(&client).with_reach_reads(ReachReads::WhenRecorded);
+    let out = again
+        .reconcile_worker(&obj, vec![], &SourceData::default(), None)
+        .await;
+    assert!(out.ready(), "{:#?}", out.status);
+    assert_eq!(reach_reads(&em, from, "shop"), 0);
+    let after: Vec<String> = em.shared.requests()[from..]
+        .iter()
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
+    assert!(
+        after
+            .iter()
+            .all(|r| r.starts_with("GET ") && !r.ends_with("/workers/subdomain")),
+        "{after:?}"
+    );
+    assert_eq!(
+        out.status.url.as_deref(),
+        Some("https://shop.flaredock.workers.dev")
+    );
+
+    // A spec change of the crons is read, written and recorded again.
+    let more = worker("  crons: ['*/5 * * * *', '0 1 * * *']\n");
+    let out = common::reconciler_for(&client)
+        .with_reach_reads(ReachReads::WhenRecorded)
+        .reconcile_worker(&more, vec![], &SourceData::default(), None)
+        .await;
+    assert!(out.ready(), "{:#?}", out.status);
+    let mut crons: Vec<String> = client
+        .schedules("shop")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.cron)
+        .collect();
+    crons.sort();
+    assert_eq!(crons, ["*/5 * * * *", "0 1 * * *"]);
+    em.stop().await;
+}
+
+#[tokio::test]
+async fn drift_made_outside_flaredock_is_found_at_the_next_resync() {
+    let em = common::start_emulator(|_| {}).await;
+    let client = common::client_for(&em);
+    // The controller's reconciler: one account view for every reconcile.
+    let r = common::reconciler_for(&client);
+    let obj = worker("  crons: ['*/5 * * * *']\n");
+    let data = SourceData::default();
+    let ready = r.reconcile_worker(&obj, vec![], &data, None).await;
+    assert!(ready.ready(), "{:#?}", ready.status);
+
+    // Between resyncs a reconcile (a container changed, the Secret poll) reads neither.
+    let from = em.shared.requests().len();
+    let quiet = r
+        .reconcile_worker(&obj, vec![], &data, Some(&ready.status))
+        .await;
+    assert!(quiet.ready(), "{:#?}", quiet.status);
+    assert_eq!(reach_reads(&em, from, "shop"), 0);
+
+    // Someone turns workers.dev off and removes the cron (as wrangler would).
+    client.set_script_subdomain("shop", false).await.unwrap();
+    client.set_schedules("shop", &[]).await.unwrap();
+
+    // The periodic resync marks the account view stale (`Context::invalidate_all`):
+    // the next reconcile reads both, finds the drift and corrects it.
+    r.view.invalidate().await;
+    let from = em.shared.requests().len();
+    let resynced = r
+        .reconcile_worker(&obj, vec![], &data, Some(&quiet.status))
+        .await;
+    assert_eq!(reach_reads(&em, from, "shop"), 2);
+    let drift: Vec<String> = resynced.drift.iter().map(ToString::to_string).collect();
+    assert!(
+        drift.contains(&"worker.shop.workersDev: false → true".to_string()),
+        "{drift:?}"
+    );
+    assert!(
+        drift
+            .iter()
+            .any(|d| d.starts_with("worker.shop.crons: [] →")),
+        "{drift:?}"
+    );
+    assert!(resynced.ready(), "{:#?}", resynced.status);
+    assert!(client.script_subdomain("shop").await.unwrap().enabled);
+    assert_eq!(client.schedules("shop").await.unwrap().len(), 1);
+    em.stop().await;
+}
+
+#[tokio::test]
+async fn a_script_uploaded_over_since_is_read_not_trusted() {
+    let em = common::start_emulator(|_| {}).await;
+    let client = common::client_for(&em);
+    let obj = worker("  crons: ['*/5 * * * *']\n");
+    let data = SourceData::default();
+    let cli = || common::reconciler_for(&client).with_reach_reads(ReachReads::WhenRecorded);
+    let ready = cli().reconcile_worker(&obj, vec![], &data, None).await;
+    assert!(ready.ready(), "{:#?}", ready.status);
+    // Someone uploads the script again keeping its tags (its etag moves) and drops
+    // the cron.
+    let info = client
+        .list_scripts()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|s| s.id == "shop")
+        .unwrap();
+    let upload = ScriptUpload {
+        metadata: UploadMetadata {
+            main_module: "index.js".into(),
+            compatibility_date: "2026-06-01".into(),
+            tags: tags_of(&info),
+            ..Default::default()
+        },
+        modules: vec![ScriptModule {
+            name: "index.js".into(),
+            content_type: "application/javascript+module".into(),
+            content: b"export default { fetch() { return new Response('over') }, scheduled() {} }"
+                .to_vec(),
+        }],
+    };
+    client.upload_script("shop", &upload).await.unwrap();
+    client.set_schedules("shop", &[]).await.unwrap();
+    let from = em.shared.requests().len();
+    let out = cli()
+        .reconcile_worker(&obj, vec![], &data, Some(&ready.status))
+        .await;
+    assert_eq!(reach_reads(&em, from, "shop"), 2);
+    assert!(out.ready(), "{:#?}", out.status);
+    assert_eq!(client.schedules("shop").await.unwrap().len(), 1);
     em.stop().await;
 }

@@ -613,7 +613,8 @@ pub async fn connect(conn: &Connection) -> Result<Session, String> {
     let view = Arc::new(AccountView::new(client.clone()));
     Ok(Session {
         reconciler: Reconciler::new(view, images, cluster)
-            .with_reconcile_timeout(conn.access.reconcile_timeout),
+            .with_reconcile_timeout(conn.access.reconcile_timeout)
+            .with_reach_reads(crate::reconcile::worker::reach::ReachReads::WhenRecorded),
         client,
         emulator,
     })

@@ -112,6 +112,9 @@ pub const ROLLOUT_TARGETS: usize = 4096;
 /// Applications being deleted kept at most (only those still listed are kept at all).
 pub const DELETING_ENTRIES: usize = 16_384;
 
+/// Scripts whose reachability reads are remembered at most.
+pub const REACH_CHECKED: usize = 16_384;
+
 /// How old a script list may be before a script missing from it is looked up again.
 const MISSING_RECHECK: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -207,6 +210,10 @@ pub struct AccountView {
     state: Mutex<State>,
     /// One lock per Worker script, so that two objects never patch one script at once.
     script_locks: std::sync::Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    /// Scripts whose workers.dev state and crons were read since the view was last
+    /// marked stale (`worker::reach::ReachReads::OncePerResync`). A cache only: a
+    /// lost entry means two more reads.
+    reach_checked: std::sync::Mutex<BoundedMap<String, ()>>,
     /// The last application list read for deletes, with the instant its request was
     /// sent: shared by every delete pass that needs a list sent after its `DELETE`
     /// (so deleting N objects costs one list per poll, not one per object).
@@ -225,6 +232,7 @@ impl AccountView {
             state: Mutex::new(State::default()),
             script_locks: Default::default(),
             delete_list: Mutex::new(None),
+            reach_checked: std::sync::Mutex::new(BoundedMap::with_entries(REACH_CHECKED)),
             delete_pending: std::sync::Mutex::new(BoundedMap::with_entries(DELETING_ENTRIES)),
         }
     }
@@ -270,12 +278,24 @@ impl AccountView {
         &self.client
     }
 
-    /// Marks everything stale: the next read lists again (a resync).
+    /// Marks everything stale: the next read lists again (a resync), and each Worker's
+    /// workers.dev state and crons are read again once.
     pub async fn invalidate(&self) {
         let mut st = self.state.lock().await;
         st.apps = None;
         st.namespaces = None;
         st.scripts = None;
+        crate::lock(&self.reach_checked).clear();
+    }
+
+    /// Whether `script`'s workers.dev state and crons were read (or written) since the
+    /// view was last marked stale.
+    pub fn reach_checked(&self, script: &str) -> bool {
+        crate::lock(&self.reach_checked).contains_key(script)
+    }
+
+    pub fn note_reach_checked(&self, script: &str) {
+        crate::lock(&self.reach_checked).insert(script.to_string(), ());
     }
 
     pub async fn invalidate_applications(&self) {
@@ -288,6 +308,7 @@ impl AccountView {
 
     pub async fn invalidate_scripts(&self) {
         self.state.lock().await.scripts = None;
+        crate::lock(&self.reach_checked).clear();
     }
 
     async fn with_apps<R>(&self, f: impl FnOnce(&Apps) -> R) -> Result<R, ApiError> {
@@ -518,6 +539,20 @@ impl AccountView {
         }
     }
 
+    /// Records the tags a write left on a script.
+    pub async fn set_script_tags(&self, name: &str, tags: Vec<String>) {
+        if let Some(info) = self
+            .state
+            .lock()
+            .await
+            .scripts
+            .as_mut()
+            .and_then(|m| m.get_mut(name))
+        {
+            info.tags = Some(tags);
+        }
+    }
+
     pub async fn remove_script(&self, name: &str) {
         if let Some(m) = self.state.lock().await.scripts.as_mut() {
             m.remove(name);
@@ -564,6 +599,7 @@ impl AccountView {
             ("rollout_targets", st.rollout_targets.stats()),
             ("deleting", st.deleting.stats()),
             ("delete_pending", crate::lock(&self.delete_pending).stats()),
+            ("reach_checked", crate::lock(&self.reach_checked).stats()),
             ("script_locks", listed(locks)),
         ]
     }

@@ -186,6 +186,10 @@ pub fn router(shared: Arc<Shared>) -> Router {
             get(get_settings).patch(patch_settings),
         )
         .route(
+            "/workers/scripts/{script}/script-settings",
+            get(get_script_only_settings).patch(patch_script_only_settings),
+        )
+        .route(
             "/workers/subdomain",
             get(get_account_subdomain).put(put_account_subdomain),
         )

@@ -92,6 +92,28 @@ pub(super) async fn post_script_subdomain(
     respond(StatusCode::OK, outcome)
 }
 
+pub(super) async fn get_script_only_settings(
+    State(shared): Shr,
+    Path((account, script)): Path<(String, String)>,
+) -> Response {
+    let outcome = check_account(&shared, &account)
+        .and_then(|_| shared.account().script_only_settings(&script));
+    respond(StatusCode::OK, outcome)
+}
+
+pub(super) async fn patch_script_only_settings(
+    State(shared): Shr,
+    Path((account, script)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    let outcome = json_body(&body).and_then(|b| {
+        write(&shared, &account, |a| {
+            a.patch_script_only_settings(&script, &b)
+        })
+    });
+    respond(StatusCode::OK, outcome)
+}
+
 pub(super) async fn get_schedules(
     State(shared): Shr,
     Path((account, script)): Path<(String, String)>,
