@@ -885,3 +885,255 @@ async fn a_script_uploaded_over_since_is_read_not_trusted() {
     assert_eq!(client.schedules("shop").await.unwrap().len(), 1);
     em.stop().await;
 }
+
+// ---- adoption and Observe: what the spec leaves out is a destructive removal ------
+
+/// A script uploaded elsewhere (no flaredock tags), reached as `reach` says.
+fn foreign(d: &DesiredWorker, mut reach: ObservedReach) -> ObservedWorker {
+    reach.adopting = true;
+    ObservedWorker {
+        script: Some(flaredock::cloudflare::types::ScriptInfo {
+            id: d.script_name.clone(),
+            etag: Some("e7a9".into()),
+            ..Default::default()
+        }),
+        reach,
+        ..Default::default()
+    }
+}
+
+fn change_of<'p>(p: &'p Plan, field: &str) -> &'p flaredock::reconcile::plan::Change {
+    p.changes
+        .iter()
+        .find(|c| c.field == field)
+        .unwrap_or_else(|| panic!("no change {field} in {p:?}"))
+}
+
+#[test]
+fn adopting_shows_each_live_route_domain_and_cron_the_spec_leaves_out_as_a_destructive_removal() {
+    let obj = worker(
+        "  adopt: true\n  routes:\n    - {pattern: 'shop.example.com/*', zoneName: example.com}\n  crons: ['*/5 * * * *']\n",
+    );
+    let d = desired(&obj);
+    let mut have = reached(
+        vec![
+            route("r1", "shop.example.com/*", "shop"),
+            route("r2", "shop.example.com/old/*", "shop"),
+            route("r3", "billing.example.com/*", "billing"),
+        ],
+        vec![
+            domain("d1", "api.example.com", "shop"),
+            domain("d2", "pay.example.com", "billing"),
+        ],
+    );
+    have.crons = Some(vec!["*/5 * * * *".into(), "0 3 * * *".into()]);
+    let p = plan_worker(&d, &foreign(&d, have));
+    let crons = change_of(&p, "worker.shop.crons");
+    assert_eq!(crons.from, "[*/5 * * * *, 0 3 * * *]");
+    assert!(
+        crons.to.starts_with("[*/5 * * * *] (DESTRUCTIVE:") && crons.to.contains("0 3 * * *"),
+        "{crons}"
+    );
+    let old = change_of(&p, "worker.shop.route shop.example.com/old/*");
+    assert!(old.to.contains("DESTRUCTIVE"), "{old}");
+    let api = change_of(&p, "worker.shop.domain api.example.com");
+    assert!(api.to.contains("DESTRUCTIVE"), "{api}");
+    // The route the spec keeps, and everything of another script, is not a change.
+    assert!(
+        p.changes.iter().all(|c| !c.field.contains("billing")
+            && !c.field.contains("pay.example.com")
+            && c.field != "worker.shop.route shop.example.com/*"),
+        "{p:?}"
+    );
+    assert_eq!(
+        reach_actions(&p),
+        [
+            &ReachAction::SetSchedules {
+                script: "shop".into(),
+                crons: vec!["*/5 * * * *".into()]
+            },
+            &ReachAction::DeleteRoute {
+                zone_id: ZONE.into(),
+                id: "r2".into(),
+                pattern: "shop.example.com/old/*".into()
+            },
+            &ReachAction::DetachDomain {
+                id: "d1".into(),
+                hostname: "api.example.com".into()
+            },
+        ]
+    );
+    // It is an adoption: the policy holds all of it for approval.
+    assert!(
+        p.actions
+            .iter()
+            .any(|a| matches!(a, Action::UploadScript { adopts: true, .. }))
+    );
+}
+
+#[test]
+fn a_cron_removed_from_the_spec_is_marked_destructive_and_an_added_one_is_not() {
+    let d = desired(&worker("  crons: ['*/5 * * * *']\n"));
+    let mut have = reached(vec![], vec![]);
+    have.crons = Some(vec!["*/5 * * * *".into(), "0 3 * * *".into()]);
+    let p = plan_worker(&d, &observed(&d, have));
+    assert!(
+        change_of(&p, "worker.shop.crons")
+            .to
+            .contains("(DESTRUCTIVE: the cron triggers [0 3 * * *] are removed"),
+        "{p:?}"
+    );
+    let mut have = reached(vec![], vec![]);
+    have.crons = Some(vec![]);
+    let p = plan_worker(&d, &observed(&d, have));
+    assert_eq!(
+        change_of(&p, "worker.shop.crons").to,
+        "[*/5 * * * *]",
+        "an addition removes nothing"
+    );
+}
+
+/// The requests `METHOD …suffix` since request `from`.
+fn sent(em: &flaredock::emulator::RunningEmulator, from: usize, method: &str, part: &str) -> usize {
+    em.shared.requests()[from..]
+        .iter()
+        .filter(|r| r.method == method && r.path.contains(part))
+        .count()
+}
+
+#[tokio::test]
+async fn an_adoption_writes_nothing_until_its_exact_plan_is_approved_and_an_approved_removal_happens_once()
+ {
+    let em = common::start_emulator(|_| {}).await;
+    let client = common::client_for(&em);
+    let r = common::reconciler_for(&client);
+    // Deployed by hand: a route, a custom domain and two crons; another script's route
+    // in the same zone.
+    upload_by_hand(&client, "legacy").await;
+    upload_by_hand(&client, "billing").await;
+    let zone = zone_id(&client).await;
+    let keep = client
+        .create_route(&zone, "legacy.example.com/*", "legacy")
+        .await
+        .unwrap();
+    let old = client
+        .create_route(&zone, "legacy.example.com/old/*", "legacy")
+        .await
+        .unwrap();
+    let theirs = client
+        .create_route(&zone, "billing.example.com/*", "billing")
+        .await
+        .unwrap();
+    let domain = client
+        .attach_domain("legacy-api.example.com", "legacy", None)
+        .await
+        .unwrap();
+    client
+        .set_schedules("legacy", &["*/5 * * * *".into(), "0 3 * * *".into()])
+        .await
+        .unwrap();
+    let mut obj = worker(
+        "  scriptName: legacy\n  adopt: true\n  routes:\n    - {pattern: 'legacy.example.com/*', zoneName: example.com}\n  crons: ['*/5 * * * *']\n",
+    );
+
+    // Observe first: the removals are shown as drift, nothing is written.
+    let mut observing = obj.clone();
+    observing.spec.management_policy = flaredock::spec::ManagementPolicy::Observe;
+    let before = common::cloudflare_writes(&em);
+    let seen = reconcile(&r, &observing, None).await;
+    assert_eq!(common::cloudflare_writes(&em), before);
+    let drift: Vec<String> = seen
+        .status
+        .drift
+        .iter()
+        .map(|d| format!("{}: {}", d.field, d.wanted))
+        .collect();
+    for field in [
+        "worker.legacy.route legacy.example.com/old/*",
+        "worker.legacy.domain legacy-api.example.com",
+        "worker.legacy.crons",
+    ] {
+        assert!(
+            drift
+                .iter()
+                .any(|d| d.starts_with(field) && d.contains("DESTRUCTIVE")),
+            "{field}: {drift:?}"
+        );
+    }
+
+    // Managed, Manual approval (the default): held, nothing written.
+    let pending = reconcile(&r, &obj, None).await;
+    assert_eq!(common::cloudflare_writes(&em), before);
+    let (_, reason, _) = condition(&pending.status, "Ready");
+    assert_eq!(reason, "AdoptionPending");
+    let offer = pending.status.pending_adoption.clone().expect("pending");
+    assert!(
+        offer.changes.iter().any(
+            |c| c.field == "worker.legacy.route legacy.example.com/old/*"
+                && c.wanted.contains("DESTRUCTIVE")
+        ),
+        "{offer:?}"
+    );
+
+    // A stale approval (another hash) approves nothing.
+    obj.metadata.annotations = Some(
+        [(
+            flaredock::spec::APPROVE_ADOPTION_ANNOTATION.to_string(),
+            "0000000000000000".to_string(),
+        )]
+        .into(),
+    );
+    let stale = reconcile(&r, &obj, Some(&pending.status)).await;
+    assert_eq!(common::cloudflare_writes(&em), before);
+    assert!(!stale.ready());
+
+    // The exact plan approved: adopted, the removals done, once.
+    obj.metadata.annotations = Some(
+        [(
+            flaredock::spec::APPROVE_ADOPTION_ANNOTATION.to_string(),
+            offer.hash.clone(),
+        )]
+        .into(),
+    );
+    let from = em.shared.requests().len();
+    let adopted = reconcile(&r, &obj, Some(&stale.status)).await;
+    assert!(adopted.ready(), "{:#?}", adopted.status);
+    assert_eq!(sent(&em, from, "DELETE", "/workers/routes/"), 1);
+    assert_eq!(sent(&em, from, "DELETE", "/workers/domains/"), 1);
+    let routes: Vec<String> = client
+        .list_routes(&zone)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|x| x.id)
+        .collect();
+    assert!(!routes.contains(&old.id), "{routes:?}");
+    assert!(
+        routes.contains(&keep.id) && routes.contains(&theirs.id),
+        "{routes:?}"
+    );
+    assert!(
+        client
+            .list_domains()
+            .await
+            .unwrap()
+            .iter()
+            .all(|d| d.id != domain.id)
+    );
+    let crons: Vec<String> = client
+        .schedules("legacy")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.cron)
+        .collect();
+    assert_eq!(crons, ["*/5 * * * *"]);
+
+    // The approval stays on the object; nothing is removed again.
+    let from = em.shared.requests().len();
+    let again = reconcile(&r, &obj, Some(&adopted.status)).await;
+    assert!(again.ready(), "{:#?}", again.status);
+    assert_eq!(sent(&em, from, "DELETE", ""), 0);
+    assert!(again.plan.actions.is_empty(), "{:?}", again.plan);
+    em.stop().await;
+}
