@@ -1137,3 +1137,90 @@ async fn an_adoption_writes_nothing_until_its_exact_plan_is_approved_and_an_appr
     assert!(again.plan.actions.is_empty(), "{:?}", again.plan);
     em.stop().await;
 }
+
+// ---- the command line: what an earlier run made is found by the record ------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_deletes_a_route_or_domain_removed_between_two_runs_and_no_other() {
+    let em = common::start_emulator(|_| {}).await;
+    let client = common::client_for(&em);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("shop.yaml");
+    let path = file.to_str().unwrap().to_string();
+    let write = |reach: &str| {
+        std::fs::write(
+            &file,
+            format!(
+                "apiVersion: flaredock.dev/v1alpha1\nkind: CloudflareWorker\nmetadata: {{name: shop, namespace: apps}}\nspec:\n  compatibilityDate: '2026-06-01'\n  source:\n    inline:\n      mainModule: index.js\n      modules: {{index.js: 'export default {{ fetch() {{ return new Response(\"hi\") }} }}'}}\n{reach}"
+            ),
+        )
+        .unwrap();
+    };
+    let apply = |what: &str| {
+        let (code, out, stderr) = flaredock_cli(&em, &["apply", "--timeout", "10s", "-f", &path]);
+        assert_eq!(code, Some(0), "{what}: {out}{stderr}");
+        out
+    };
+    let two = "  routes:\n    - {pattern: 'shop.example.com/*', zoneName: example.com}\n    - {pattern: 'shop.example.com/api/*', zoneName: example.com}\n  domains:\n    - {hostname: api.example.com}\n";
+    write(two);
+    apply("two routes");
+    let zone = zone_id(&client).await;
+    // Another script's route in the same zone, and one made by hand for this script.
+    upload_by_hand(&client, "billing").await;
+    let theirs = client
+        .create_route(&zone, "billing.example.com/*", "billing")
+        .await
+        .unwrap();
+    let by_hand = client
+        .create_route(&zone, "shop.example.com/by-hand/*", "shop")
+        .await
+        .unwrap();
+    let patterns = |routes: Vec<WorkerRoute>| {
+        let mut p: Vec<String> = routes.into_iter().map(|r| r.pattern).collect();
+        p.sort();
+        p
+    };
+
+    // Run again with one route and no domain: the plan says so, the apply does it.
+    write("  routes:\n    - {pattern: 'shop.example.com/*', zoneName: example.com}\n");
+    let (_, plan, _) = flaredock_cli(&em, &["plan", "-f", &path]);
+    assert!(
+        plan.contains("worker.shop.route shop.example.com/api/*: shop → absent"),
+        "{plan}"
+    );
+    assert!(
+        plan.contains("worker.shop.domain api.example.com: shop → absent"),
+        "{plan}"
+    );
+    apply("one route");
+    assert_eq!(
+        patterns(client.list_routes(&zone).await.unwrap()),
+        [
+            "billing.example.com/*",
+            "shop.example.com/*",
+            "shop.example.com/by-hand/*"
+        ]
+    );
+    assert!(
+        client
+            .list_domains()
+            .await
+            .unwrap()
+            .iter()
+            .all(|d| d.hostname != "api.example.com")
+    );
+
+    // No route left in the spec (the zone is no longer named): still found.
+    write("");
+    apply("no route");
+    let left = client.list_routes(&zone).await.unwrap();
+    assert_eq!(
+        patterns(left.clone()),
+        ["billing.example.com/*", "shop.example.com/by-hand/*"]
+    );
+    let ids: Vec<&str> = left.iter().map(|r| r.id.as_str()).collect();
+    assert!(ids.contains(&theirs.id.as_str()) && ids.contains(&by_hand.id.as_str()));
+    let billing = left.iter().find(|r| r.id == theirs.id).unwrap();
+    assert_eq!(billing.script.as_deref(), Some("billing"));
+    em.stop().await;
+}
