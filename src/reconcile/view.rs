@@ -214,6 +214,11 @@ pub struct AccountView {
     /// marked stale (`worker::reach::ReachReads::OncePerResync`). A cache only: a
     /// lost entry means two more reads.
     reach_checked: std::sync::Mutex<BoundedMap<String, ()>>,
+    /// Applications whose `DELETE` Cloudflare accepted and that the last fresh list
+    /// still showed: their `DELETE` is not sent again, they are only read again. A
+    /// cache only: a lost entry (a restart) means one more `DELETE`, never a wrong
+    /// answer.
+    delete_sent: std::sync::Mutex<BoundedMap<String, ()>>,
     /// The last application list read for deletes, with the instant its request was
     /// sent: shared by every delete pass that needs a list sent after its `DELETE`
     /// (so deleting N objects costs one list per poll, not one per object).
@@ -233,6 +238,7 @@ impl AccountView {
             script_locks: Default::default(),
             delete_list: Mutex::new(None),
             reach_checked: std::sync::Mutex::new(BoundedMap::with_entries(REACH_CHECKED)),
+            delete_sent: std::sync::Mutex::new(BoundedMap::with_entries(DELETING_ENTRIES)),
             delete_pending: std::sync::Mutex::new(BoundedMap::with_entries(DELETING_ENTRIES)),
         }
     }
@@ -252,10 +258,26 @@ impl AccountView {
         }
         let sent = tokio::time::Instant::now();
         let list = self.client.list_applications().await?;
+        {
+            let listed: std::collections::HashSet<&str> =
+                list.iter().map(|a| a.id.as_str()).collect();
+            crate::lock(&self.delete_sent).retain(|id, _| listed.contains(id.as_str()));
+        }
         self.state.lock().await.set_list(list.clone());
         let list = Arc::new(list);
         *shared = Some((sent, list.clone()));
         Ok(list)
+    }
+
+    /// Whether the `DELETE` of application `id` was accepted (and a fresh list has not
+    /// yet shown it gone).
+    pub fn delete_sent(&self, id: &str) -> bool {
+        crate::lock(&self.delete_sent).contains_key(id)
+    }
+
+    /// Records that Cloudflare accepted the `DELETE` of application `id`.
+    pub fn note_delete_sent(&self, id: &str) {
+        crate::lock(&self.delete_sent).insert(id.to_string(), ());
     }
 
     /// What [`AccountView::note_delete`] recorded for `owner`.
@@ -600,6 +622,7 @@ impl AccountView {
             ("deleting", st.deleting.stats()),
             ("delete_pending", crate::lock(&self.delete_pending).stats()),
             ("reach_checked", crate::lock(&self.reach_checked).stats()),
+            ("delete_sent", crate::lock(&self.delete_sent).stats()),
             ("script_locks", listed(locks)),
         ]
     }
