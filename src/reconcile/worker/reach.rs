@@ -1184,6 +1184,63 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_record_round_trips_and_stays_within_one_tag() {
+        let mut r = ReachRecord {
+            state: "0123456789abcdef".into(),
+            subdomain: Some("acme".into()),
+            ..Default::default()
+        };
+        r.routes.insert(("z1".into(), id_hash("route-1")));
+        r.routes.insert(("z2".into(), id_hash("route-2")));
+        r.domains.insert(id_hash("domain-1"));
+        let tag = r.tag();
+        assert!(!tag.contains(',') && !tag.contains('&'), "{tag}");
+        assert_eq!(ReachRecord::parse(&tag), Some(r.clone()));
+        assert!(
+            ReachRecord::parse(&tag)
+                .unwrap()
+                .names_route("z2", "route-2")
+        );
+        assert!(
+            !ReachRecord::parse(&tag)
+                .unwrap()
+                .names_route("z1", "route-2")
+        );
+        // Too many routes for one tag: what fits is kept, the tag stays valid.
+        for i in 0..500 {
+            r.routes.insert(("z1".into(), id_hash(&format!("r{i}"))));
+        }
+        let tag = r.tag();
+        assert!(tag.len() <= 1024, "{}", tag.len());
+        let back = ReachRecord::parse(&tag).unwrap();
+        assert!(back.routes.len() > 50 && back.routes.len() < r.routes.len());
+        assert_eq!(back.state, r.state);
+    }
+
+    #[test]
+    fn the_record_goes_after_flaredocks_tags_and_replaces_an_older_one() {
+        let tags = vec![
+            "flaredock.dev/owner=o".to_string(),
+            "flaredock.dev/hash=h".to_string(),
+            "team-a".to_string(),
+        ];
+        let with = with_record(&tags, "flaredock.dev/reach=1");
+        assert_eq!(
+            with,
+            [
+                "flaredock.dev/owner=o",
+                "flaredock.dev/hash=h",
+                "flaredock.dev/reach=1",
+                "team-a"
+            ]
+        );
+        assert_eq!(
+            with_record(&with, "flaredock.dev/reach=2")[2],
+            "flaredock.dev/reach=2"
+        );
+    }
+
+    #[test]
     fn the_zone_cache_is_bounded_and_forgets_the_oldest() {
         let cache = ZoneCache::default();
         for i in 0..5 {
