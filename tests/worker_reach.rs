@@ -1224,3 +1224,37 @@ async fn the_binary_deletes_a_route_or_domain_removed_between_two_runs_and_no_ot
     assert_eq!(billing.script.as_deref(), Some("billing"));
     em.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_with_refresh_reads_the_reach_state_and_corrects_a_change_made_elsewhere() {
+    let em = common::start_emulator(|_| {}).await;
+    let client = common::client_for(&em);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("shop.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: flaredock.dev/v1alpha1\nkind: CloudflareWorker\nmetadata: {name: shop, namespace: apps}\nspec:\n  compatibilityDate: '2026-06-01'\n  source:\n    inline:\n      mainModule: index.js\n      modules: {index.js: 'export default { fetch() { return new Response(\"hi\") }, scheduled() {} }'}\n  crons: ['*/5 * * * *']\n",
+    )
+    .unwrap();
+    let path = file.to_str().unwrap();
+    let (code, out, stderr) = flaredock_cli(&em, &["apply", "--timeout", "10s", "-f", path]);
+    assert_eq!(code, Some(0), "{out}{stderr}");
+    // Turned off and the cron removed by hand.
+    client.set_script_subdomain("shop", false).await.unwrap();
+    client.set_schedules("shop", &[]).await.unwrap();
+    let (_, plan, stderr) = flaredock_cli(&em, &["plan", "--refresh", "-f", path]);
+    assert!(
+        plan.contains("worker.shop.workersDev: false → true"),
+        "{plan}{stderr}"
+    );
+    assert!(
+        plan.contains("worker.shop.crons: [] → [*/5 * * * *]"),
+        "{plan}"
+    );
+    let (code, out, stderr) =
+        flaredock_cli(&em, &["apply", "--refresh", "--timeout", "10s", "-f", path]);
+    assert_eq!(code, Some(0), "{out}{stderr}");
+    assert!(client.script_subdomain("shop").await.unwrap().enabled);
+    assert_eq!(client.schedules("shop").await.unwrap().len(), 1);
+    em.stop().await;
+}

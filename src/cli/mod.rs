@@ -233,6 +233,11 @@ pub struct Connection {
     /// Docker config file with credentials for source registries.
     #[arg(long, env = "FLAREDOCK_DOCKER_CONFIG")]
     pub docker_config: Option<PathBuf>,
+    /// Read each Worker's workers.dev state and cron triggers from Cloudflare rather
+    /// than trusting the record flaredock left on its script (finds a change made
+    /// outside flaredock; two more calls per Worker).
+    #[arg(long)]
+    pub refresh: bool,
 }
 
 #[derive(Args, Debug)]
@@ -614,7 +619,11 @@ pub async fn connect(conn: &Connection) -> Result<Session, String> {
     Ok(Session {
         reconciler: Reconciler::new(view, images, cluster)
             .with_reconcile_timeout(conn.access.reconcile_timeout)
-            .with_reach_reads(crate::reconcile::worker::reach::ReachReads::WhenRecorded),
+            .with_reach_reads(if conn.refresh {
+                crate::reconcile::worker::reach::ReachReads::OncePerResync
+            } else {
+                crate::reconcile::worker::reach::ReachReads::WhenRecorded
+            }),
         client,
         emulator,
     })
