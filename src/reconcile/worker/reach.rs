@@ -336,8 +336,8 @@ pub struct ObservedReach {
     pub zones: BTreeMap<String, Option<String>>,
     /// Zone id → its routes (the zones of the spec and of the recorded routes).
     pub routes: BTreeMap<String, Vec<WorkerRoute>>,
-    /// Every Workers custom domain of the account (read only when the spec or the
-    /// status has one).
+    /// Every Workers custom domain of the account (read only when the spec, the status
+    /// or the record has one, or when adopting).
     pub domains: Vec<WorkersDomain>,
     /// What this object recorded it made (its status, and the routes and domains the
     /// record on the script names, found among those listed).
