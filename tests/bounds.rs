@@ -715,6 +715,56 @@ async fn fifty_deletes_share_one_fresh_list_per_pass() {
         lists <= 2 * passes,
         "{lists} list calls for {N} deletes in {passes} passes"
     );
-    assert!(deletes >= N, "every application got its DELETE: {deletes}");
+    // One DELETE per application: while a list still shows it, it is only read again.
+    assert_eq!(deletes, N, "every application got its DELETE, once");
     eprintln!("{N} deletes: {passes} passes, {lists} lists, {deletes} DELETEs");
+}
+
+#[tokio::test]
+async fn a_delete_is_sent_once_while_listed_and_again_only_after_it_failed() {
+    let em = common::start_emulator(|c| c.delete_delay = Duration::from_millis(800)).await;
+    em.shared
+        .account()
+        .seed_script("w", vec!["C0".into()], None, true, true);
+    // One attempt per call: a failed DELETE fails the pass.
+    let client = common::client_with(&em, |c| c.max_attempts = 1);
+    let r = common::reconciler_for(&client);
+    let none = PeerIndex::default();
+    let mut x = named("a", "x", "shop", "");
+    reconcile_until_ready(&r, &mut x, &none).await;
+    x.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        jiff::Timestamp::now(),
+    ));
+    em.shared.clear_requests();
+    let deletes = || {
+        em.shared
+            .requests()
+            .iter()
+            .filter(|q| q.method == "DELETE")
+            .count()
+    };
+
+    // The first DELETE fails: the pass says so, and the next pass sends it again.
+    em.shared
+        .push_fault(Some("DELETE"), ScriptedFault::ServerError(500));
+    assert!(r.delete(&x).await.is_err());
+    assert_eq!(deletes(), 1);
+    let mut passes = 0;
+    loop {
+        passes += 1;
+        assert!(passes < 100, "still listed after {passes} passes");
+        match r.delete(&x).await.unwrap() {
+            DeleteOutcome::Deleted(_) => break,
+            DeleteOutcome::Waiting { .. } => {}
+            other => panic!("{other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        passes >= 3,
+        "Cloudflare kept it listed a while: {passes} passes"
+    );
+    // The failed one and the one accepted; none while it was still listed.
+    assert_eq!(deletes(), 2);
+    assert!(client.list_applications().await.unwrap().is_empty());
 }

@@ -8,9 +8,9 @@ use flaredock::cloudflare::routing::{ScriptSubdomain, WorkerRoute, WorkersDomain
 use flaredock::reconcile::plan::{Action, Blocked, Plan};
 use flaredock::reconcile::reason::Reason;
 use flaredock::reconcile::worker::inputs::{SourceData, resolve_local};
-use flaredock::reconcile::worker::model::DesiredWorker;
+use flaredock::reconcile::worker::model::{DesiredWorker, RecordedTags};
 use flaredock::reconcile::worker::plan::{ObservedWorker, plan_worker};
-use flaredock::reconcile::worker::reach::{ObservedReach, ReachAction, RecordedReach};
+use flaredock::reconcile::worker::reach::{ObservedReach, ReachAction, ReachRecord, RecordedReach};
 use flaredock::spec::CloudflareWorker;
 use flaredock::spec::reach::{DomainStatus, RouteStatus};
 
@@ -85,17 +85,28 @@ fn reached(routes: Vec<WorkerRoute>, domains: Vec<WorkersDomain>) -> ObservedRea
         routes: [(ZONE.to_string(), routes)].into(),
         domains,
         recorded: RecordedReach::default(),
+        ..Default::default()
     }
 }
 
+/// The reach writes of a plan, the record that follows them left out.
 fn reach_actions(p: &Plan) -> Vec<&ReachAction> {
     p.actions
         .iter()
         .filter_map(|a| match a {
+            Action::Reach(ReachAction::Record { .. }) => None,
             Action::Reach(r) => Some(r),
             _ => None,
         })
         .collect()
+}
+
+/// The tags the plan's record writes, if it has one.
+fn recorded_tags(p: &Plan) -> Option<Vec<String>> {
+    p.actions.iter().find_map(|a| match a {
+        Action::Reach(ReachAction::Record { tags, .. }) => Some(tags.clone()),
+        _ => None,
+    })
 }
 
 fn changes(p: &Plan) -> Vec<String> {
@@ -153,7 +164,25 @@ fn a_worker_reached_as_its_spec_says_plans_nothing() {
         vec![route("r1", "shop.example.com/*", "shop")],
         vec![domain("d1", "api.example.com", "shop")],
     );
-    let p = plan_worker(&d, &observed(&d, have));
+    // A script without a record (uploaded before records were kept): nothing to do.
+    let p = plan_worker(&d, &observed(&d, have.clone()));
+    assert!(p.is_noop(), "{p:?}");
+    // A record that says otherwise (the crons were read as the spec says) is
+    // corrected, with no change shown...
+    let mut stale = have.clone();
+    stale.record = ReachRecord::parse("flaredock.dev/reach=0000000000000000");
+    let p = plan_worker(&d, &observed(&d, stale.clone()));
+    assert!(p.changes.is_empty(), "{p:?}");
+    assert!(reach_actions(&p).is_empty(), "{p:?}");
+    let tags = recorded_tags(&p).expect("a record");
+    // ... and once the script carries it, nothing at all.
+    let mut recorded = observed(&d, have);
+    recorded.script.as_mut().unwrap().tags = Some(tags);
+    recorded.reach.record = RecordedTags::read(recorded.script.as_ref().unwrap())
+        .reach
+        .and_then(|t| ReachRecord::parse(&t));
+    assert_ne!(recorded.reach.record, stale.record);
+    let p = plan_worker(&d, &recorded);
     assert!(p.is_noop(), "{p:?}");
 }
 
@@ -256,7 +285,7 @@ fn a_removed_route_and_domain_flaredock_made_are_deleted_and_no_other() {
     );
     assert!(
         changes(&p).contains(
-            &"worker.shop.route shop.example.com/*: shop → absent (made by flaredock, no longer in spec)"
+            &"worker.shop.route shop.example.com/*: shop → absent (made by flaredock, no longer in spec) (DESTRUCTIVE: requests to this pattern no longer reach the Worker)"
                 .to_string()
         ),
         "{p:?}"
@@ -669,5 +698,566 @@ async fn what_flaredock_made_stays_recorded_while_an_input_is_missing() {
     assert_eq!(blocked.status.routes, ready.status.routes);
     assert_eq!(blocked.status.domains, ready.status.domains);
     assert_eq!(blocked.status.url, ready.status.url);
+    em.stop().await;
+}
+
+// ---- the record on the script: the re-apply budget, and drift at the resync --------
+
+use flaredock::reconcile::worker::reach::ReachReads;
+
+/// Reads of one script's workers.dev state or cron triggers, since request `from`.
+fn reach_reads(em: &flaredock::emulator::RunningEmulator, from: usize, script: &str) -> usize {
+    em.shared.requests()[from..]
+        .iter()
+        .filter(|r| {
+            r.method == "GET"
+                && (r.path.ends_with(&format!("/scripts/{script}/subdomain"))
+                    || r.path.ends_with(&format!("/scripts/{script}/schedules")))
+        })
+        .count()
+}
+
+fn tags_of(script: &flaredock::cloudflare::types::ScriptInfo) -> Vec<String> {
+    script.tags().to_vec()
+}
+
+#[tokio::test]
+async fn a_re_apply_from_a_new_process_trusts_the_record_and_reads_no_reach_state() {
+    let em = common::start_emulator(|_| {}).await;
+    let client = common::client_for(&em);
+    let obj = worker("  crons: ['*/5 * * * *']\n");
+    let first = common::reconciler_for(&client).with_reach_reads(ReachReads::WhenRecorded);
+    let out = first
+        .reconcile_worker(&obj, vec![], &SourceData::default(), None)
+        .await;
+    assert!(out.ready(), "{:#?}", out.status);
+    // The record went on the script once the writes were done, without an upload.
+    let info = client
+        .list_scripts()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|s| s.id == "shop")
+        .expect("the script");
+    assert!(
+        tags_of(&info)
+            .iter()
+            .any(|t| t.starts_with("flaredock.dev/reach=")),
+        "{info:?}"
+    );
+    let uploads = common::cloudflare_writes(&em)
+        .iter()
+        .filter(|w| w.starts_with("PUT ") && w.ends_with("/workers/scripts/shop"))
+        .count();
+    assert_eq!(uploads, 1);
+
+    // A new process (as `flaredock apply` run again): no per-Worker read, no write,
+    // and the URL still in status (the record keeps the account's subdomain).
+    let from = em.shared.requests().len();
+    let again = common::reconciler_for(&client).with_reach_reads(ReachReads::WhenRecorded);
+    let out = again
+        .reconcile_worker(&obj, vec![], &SourceData::default(), None)
+        .await;
+    assert!(out.ready(), "{:#?}", out.status);
+    assert_eq!(reach_reads(&em, from, "shop"), 0);
+    let after: Vec<String> = em.shared.requests()[from..]
+        .iter()
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
+    assert!(
+        after
+            .iter()
+            .all(|r| r.starts_with("GET ") && !r.ends_with("/workers/subdomain")),
+        "{after:?}"
+    );
+    assert_eq!(
+        out.status.url.as_deref(),
+        Some("https://shop.flaredock.workers.dev")
+    );
+
+    // A spec change of the crons is read, written and recorded again.
+    let more = worker("  crons: ['*/5 * * * *', '0 1 * * *']\n");
+    let out = common::reconciler_for(&client)
+        .with_reach_reads(ReachReads::WhenRecorded)
+        .reconcile_worker(&more, vec![], &SourceData::default(), None)
+        .await;
+    assert!(out.ready(), "{:#?}", out.status);
+    let mut crons: Vec<String> = client
+        .schedules("shop")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.cron)
+        .collect();
+    crons.sort();
+    assert_eq!(crons, ["*/5 * * * *", "0 1 * * *"]);
+    em.stop().await;
+}
+
+#[tokio::test]
+async fn drift_made_outside_flaredock_is_found_at_the_next_resync() {
+    let em = common::start_emulator(|_| {}).await;
+    let client = common::client_for(&em);
+    // The controller's reconciler: one account view for every reconcile.
+    let r = common::reconciler_for(&client);
+    let obj = worker("  crons: ['*/5 * * * *']\n");
+    let data = SourceData::default();
+    let ready = r.reconcile_worker(&obj, vec![], &data, None).await;
+    assert!(ready.ready(), "{:#?}", ready.status);
+
+    // Between resyncs a reconcile (a container changed, the Secret poll) reads neither.
+    let from = em.shared.requests().len();
+    let quiet = r
+        .reconcile_worker(&obj, vec![], &data, Some(&ready.status))
+        .await;
+    assert!(quiet.ready(), "{:#?}", quiet.status);
+    assert_eq!(reach_reads(&em, from, "shop"), 0);
+
+    // Someone turns workers.dev off and removes the cron (as wrangler would).
+    client.set_script_subdomain("shop", false).await.unwrap();
+    client.set_schedules("shop", &[]).await.unwrap();
+
+    // The periodic resync marks the account view stale (`Context::invalidate_all`):
+    // the next reconcile reads both, finds the drift and corrects it.
+    r.view.invalidate().await;
+    let from = em.shared.requests().len();
+    let resynced = r
+        .reconcile_worker(&obj, vec![], &data, Some(&quiet.status))
+        .await;
+    assert_eq!(reach_reads(&em, from, "shop"), 2);
+    let drift: Vec<String> = resynced.drift.iter().map(ToString::to_string).collect();
+    assert!(
+        drift.contains(&"worker.shop.workersDev: false → true".to_string()),
+        "{drift:?}"
+    );
+    assert!(
+        drift
+            .iter()
+            .any(|d| d.starts_with("worker.shop.crons: [] →")),
+        "{drift:?}"
+    );
+    assert!(resynced.ready(), "{:#?}", resynced.status);
+    assert!(client.script_subdomain("shop").await.unwrap().enabled);
+    assert_eq!(client.schedules("shop").await.unwrap().len(), 1);
+    em.stop().await;
+}
+
+#[tokio::test]
+async fn a_script_uploaded_over_since_is_read_not_trusted() {
+    let em = common::start_emulator(|_| {}).await;
+    let client = common::client_for(&em);
+    let obj = worker("  crons: ['*/5 * * * *']\n");
+    let data = SourceData::default();
+    let cli = || common::reconciler_for(&client).with_reach_reads(ReachReads::WhenRecorded);
+    let ready = cli().reconcile_worker(&obj, vec![], &data, None).await;
+    assert!(ready.ready(), "{:#?}", ready.status);
+    // Someone uploads the script again keeping its tags (its etag moves) and drops
+    // the cron.
+    let info = client
+        .list_scripts()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|s| s.id == "shop")
+        .unwrap();
+    let upload = ScriptUpload {
+        metadata: UploadMetadata {
+            main_module: "index.js".into(),
+            compatibility_date: "2026-06-01".into(),
+            tags: tags_of(&info),
+            ..Default::default()
+        },
+        modules: vec![ScriptModule {
+            name: "index.js".into(),
+            content_type: "application/javascript+module".into(),
+            content: b"export default { fetch() { return new Response('over') }, scheduled() {} }"
+                .to_vec(),
+        }],
+    };
+    client.upload_script("shop", &upload).await.unwrap();
+    client.set_schedules("shop", &[]).await.unwrap();
+    let from = em.shared.requests().len();
+    let out = cli()
+        .reconcile_worker(&obj, vec![], &data, Some(&ready.status))
+        .await;
+    assert_eq!(reach_reads(&em, from, "shop"), 2);
+    assert!(out.ready(), "{:#?}", out.status);
+    assert_eq!(client.schedules("shop").await.unwrap().len(), 1);
+    em.stop().await;
+}
+
+// ---- adoption and Observe: what the spec leaves out is a destructive removal ------
+
+/// A script uploaded elsewhere (no flaredock tags), reached as `reach` says.
+fn foreign(d: &DesiredWorker, mut reach: ObservedReach) -> ObservedWorker {
+    reach.adopting = true;
+    ObservedWorker {
+        script: Some(flaredock::cloudflare::types::ScriptInfo {
+            id: d.script_name.clone(),
+            etag: Some("e7a9".into()),
+            ..Default::default()
+        }),
+        reach,
+        ..Default::default()
+    }
+}
+
+fn change_of<'p>(p: &'p Plan, field: &str) -> &'p flaredock::reconcile::plan::Change {
+    p.changes
+        .iter()
+        .find(|c| c.field == field)
+        .unwrap_or_else(|| panic!("no change {field} in {p:?}"))
+}
+
+#[test]
+fn adopting_shows_each_live_route_domain_and_cron_the_spec_leaves_out_as_a_destructive_removal() {
+    let obj = worker(
+        "  adopt: true\n  routes:\n    - {pattern: 'shop.example.com/*', zoneName: example.com}\n  crons: ['*/5 * * * *']\n",
+    );
+    let d = desired(&obj);
+    let mut have = reached(
+        vec![
+            route("r1", "shop.example.com/*", "shop"),
+            route("r2", "shop.example.com/old/*", "shop"),
+            route("r3", "billing.example.com/*", "billing"),
+        ],
+        vec![
+            domain("d1", "api.example.com", "shop"),
+            domain("d2", "pay.example.com", "billing"),
+        ],
+    );
+    have.crons = Some(vec!["*/5 * * * *".into(), "0 3 * * *".into()]);
+    let p = plan_worker(&d, &foreign(&d, have));
+    let crons = change_of(&p, "worker.shop.crons");
+    assert_eq!(crons.from, "[*/5 * * * *, 0 3 * * *]");
+    assert!(
+        crons.is_destructive()
+            && crons.to == "[*/5 * * * *]"
+            && crons.consequence().is_some_and(|c| c.contains("0 3 * * *")),
+        "{crons}"
+    );
+    let old = change_of(&p, "worker.shop.route shop.example.com/old/*");
+    assert!(old.is_destructive(), "{old}");
+    let api = change_of(&p, "worker.shop.domain api.example.com");
+    assert!(api.is_destructive(), "{api}");
+    // The route the spec keeps, and everything of another script, is not a change.
+    assert!(
+        p.changes.iter().all(|c| !c.field.contains("billing")
+            && !c.field.contains("pay.example.com")
+            && c.field != "worker.shop.route shop.example.com/*"),
+        "{p:?}"
+    );
+    assert_eq!(
+        reach_actions(&p),
+        [
+            &ReachAction::SetSchedules {
+                script: "shop".into(),
+                crons: vec!["*/5 * * * *".into()]
+            },
+            &ReachAction::DeleteRoute {
+                zone_id: ZONE.into(),
+                id: "r2".into(),
+                pattern: "shop.example.com/old/*".into()
+            },
+            &ReachAction::DetachDomain {
+                id: "d1".into(),
+                hostname: "api.example.com".into()
+            },
+        ]
+    );
+    // It is an adoption: the policy holds all of it for approval.
+    assert!(
+        p.actions
+            .iter()
+            .any(|a| matches!(a, Action::UploadScript { adopts: true, .. }))
+    );
+}
+
+#[test]
+fn a_cron_removed_from_the_spec_is_marked_destructive_and_an_added_one_is_not() {
+    let d = desired(&worker("  crons: ['*/5 * * * *']\n"));
+    let mut have = reached(vec![], vec![]);
+    have.crons = Some(vec!["*/5 * * * *".into(), "0 3 * * *".into()]);
+    let p = plan_worker(&d, &observed(&d, have));
+    assert!(
+        change_of(&p, "worker.shop.crons")
+            .shown_to()
+            .contains("(DESTRUCTIVE: the cron triggers [0 3 * * *] are removed"),
+        "{p:?}"
+    );
+    let mut have = reached(vec![], vec![]);
+    have.crons = Some(vec![]);
+    let p = plan_worker(&d, &observed(&d, have));
+    let added = change_of(&p, "worker.shop.crons");
+    assert_eq!(added.to, "[*/5 * * * *]");
+    assert!(
+        !added.is_destructive(),
+        "an addition removes nothing: {added}"
+    );
+}
+
+/// The requests `METHOD …suffix` since request `from`.
+fn sent(em: &flaredock::emulator::RunningEmulator, from: usize, method: &str, part: &str) -> usize {
+    em.shared.requests()[from..]
+        .iter()
+        .filter(|r| r.method == method && r.path.contains(part))
+        .count()
+}
+
+#[tokio::test]
+async fn an_adoption_writes_nothing_until_its_exact_plan_is_approved_and_an_approved_removal_happens_once()
+ {
+    let em = common::start_emulator(|_| {}).await;
+    let client = common::client_for(&em);
+    let r = common::reconciler_for(&client);
+    // Deployed by hand: a route, a custom domain and two crons; another script's route
+    // in the same zone.
+    upload_by_hand(&client, "legacy").await;
+    upload_by_hand(&client, "billing").await;
+    let zone = zone_id(&client).await;
+    let keep = client
+        .create_route(&zone, "legacy.example.com/*", "legacy")
+        .await
+        .unwrap();
+    let old = client
+        .create_route(&zone, "legacy.example.com/old/*", "legacy")
+        .await
+        .unwrap();
+    let theirs = client
+        .create_route(&zone, "billing.example.com/*", "billing")
+        .await
+        .unwrap();
+    let domain = client
+        .attach_domain("legacy-api.example.com", "legacy", None)
+        .await
+        .unwrap();
+    client
+        .set_schedules("legacy", &["*/5 * * * *".into(), "0 3 * * *".into()])
+        .await
+        .unwrap();
+    let mut obj = worker(
+        "  scriptName: legacy\n  adopt: true\n  routes:\n    - {pattern: 'legacy.example.com/*', zoneName: example.com}\n  crons: ['*/5 * * * *']\n",
+    );
+
+    // Observe first: the removals are shown as drift, nothing is written.
+    let mut observing = obj.clone();
+    observing.spec.management_policy = flaredock::spec::ManagementPolicy::Observe;
+    let before = common::cloudflare_writes(&em);
+    let seen = reconcile(&r, &observing, None).await;
+    assert_eq!(common::cloudflare_writes(&em), before);
+    let drift: Vec<String> = seen
+        .status
+        .drift
+        .iter()
+        .map(|d| format!("{}: {}", d.field, d.wanted))
+        .collect();
+    for field in [
+        "worker.legacy.route legacy.example.com/old/*",
+        "worker.legacy.domain legacy-api.example.com",
+        "worker.legacy.crons",
+    ] {
+        assert!(
+            drift
+                .iter()
+                .any(|d| d.starts_with(field) && d.contains("DESTRUCTIVE")),
+            "{field}: {drift:?}"
+        );
+    }
+
+    // Managed, Manual approval (the default): held, nothing written.
+    let pending = reconcile(&r, &obj, None).await;
+    assert_eq!(common::cloudflare_writes(&em), before);
+    let (_, reason, _) = condition(&pending.status, "Ready");
+    assert_eq!(reason, "AdoptionPending");
+    let offer = pending.status.pending_adoption.clone().expect("pending");
+    assert!(
+        offer.changes.iter().any(
+            |c| c.field == "worker.legacy.route legacy.example.com/old/*"
+                && c.wanted.contains("DESTRUCTIVE")
+        ),
+        "{offer:?}"
+    );
+
+    // A stale approval (another hash) approves nothing.
+    obj.metadata.annotations = Some(
+        [(
+            flaredock::spec::APPROVE_ADOPTION_ANNOTATION.to_string(),
+            "0000000000000000".to_string(),
+        )]
+        .into(),
+    );
+    let stale = reconcile(&r, &obj, Some(&pending.status)).await;
+    assert_eq!(common::cloudflare_writes(&em), before);
+    assert!(!stale.ready());
+
+    // The exact plan approved: adopted, the removals done, once.
+    obj.metadata.annotations = Some(
+        [(
+            flaredock::spec::APPROVE_ADOPTION_ANNOTATION.to_string(),
+            offer.hash.clone(),
+        )]
+        .into(),
+    );
+    let from = em.shared.requests().len();
+    let adopted = reconcile(&r, &obj, Some(&stale.status)).await;
+    assert!(adopted.ready(), "{:#?}", adopted.status);
+    assert_eq!(sent(&em, from, "DELETE", "/workers/routes/"), 1);
+    assert_eq!(sent(&em, from, "DELETE", "/workers/domains/"), 1);
+    let routes: Vec<String> = client
+        .list_routes(&zone)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|x| x.id)
+        .collect();
+    assert!(!routes.contains(&old.id), "{routes:?}");
+    assert!(
+        routes.contains(&keep.id) && routes.contains(&theirs.id),
+        "{routes:?}"
+    );
+    assert!(
+        client
+            .list_domains()
+            .await
+            .unwrap()
+            .iter()
+            .all(|d| d.id != domain.id)
+    );
+    let crons: Vec<String> = client
+        .schedules("legacy")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.cron)
+        .collect();
+    assert_eq!(crons, ["*/5 * * * *"]);
+
+    // The approval stays on the object; nothing is removed again.
+    let from = em.shared.requests().len();
+    let again = reconcile(&r, &obj, Some(&adopted.status)).await;
+    assert!(again.ready(), "{:#?}", again.status);
+    assert_eq!(sent(&em, from, "DELETE", ""), 0);
+    assert!(again.plan.actions.is_empty(), "{:?}", again.plan);
+    em.stop().await;
+}
+
+// ---- the command line: what an earlier run made is found by the record ------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_deletes_a_route_or_domain_removed_between_two_runs_and_no_other() {
+    let em = common::start_emulator(|_| {}).await;
+    let client = common::client_for(&em);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("shop.yaml");
+    let path = file.to_str().unwrap().to_string();
+    let write = |reach: &str| {
+        std::fs::write(
+            &file,
+            format!(
+                "apiVersion: flaredock.dev/v1alpha1\nkind: CloudflareWorker\nmetadata: {{name: shop, namespace: apps}}\nspec:\n  compatibilityDate: '2026-06-01'\n  source:\n    inline:\n      mainModule: index.js\n      modules: {{index.js: 'export default {{ fetch() {{ return new Response(\"hi\") }} }}'}}\n{reach}"
+            ),
+        )
+        .unwrap();
+    };
+    let apply = |what: &str| {
+        let (code, out, stderr) = flaredock_cli(&em, &["apply", "--timeout", "10s", "-f", &path]);
+        assert_eq!(code, Some(0), "{what}: {out}{stderr}");
+        out
+    };
+    let two = "  routes:\n    - {pattern: 'shop.example.com/*', zoneName: example.com}\n    - {pattern: 'shop.example.com/api/*', zoneName: example.com}\n  domains:\n    - {hostname: api.example.com}\n";
+    write(two);
+    apply("two routes");
+    let zone = zone_id(&client).await;
+    // Another script's route in the same zone, and one made by hand for this script.
+    upload_by_hand(&client, "billing").await;
+    let theirs = client
+        .create_route(&zone, "billing.example.com/*", "billing")
+        .await
+        .unwrap();
+    let by_hand = client
+        .create_route(&zone, "shop.example.com/by-hand/*", "shop")
+        .await
+        .unwrap();
+    let patterns = |routes: Vec<WorkerRoute>| {
+        let mut p: Vec<String> = routes.into_iter().map(|r| r.pattern).collect();
+        p.sort();
+        p
+    };
+
+    // Run again with one route and no domain: the plan says so, the apply does it.
+    write("  routes:\n    - {pattern: 'shop.example.com/*', zoneName: example.com}\n");
+    let (_, plan, _) = flaredock_cli(&em, &["plan", "-f", &path]);
+    assert!(
+        plan.contains("worker.shop.route shop.example.com/api/*: shop → absent"),
+        "{plan}"
+    );
+    assert!(
+        plan.contains("worker.shop.domain api.example.com: shop → absent"),
+        "{plan}"
+    );
+    apply("one route");
+    assert_eq!(
+        patterns(client.list_routes(&zone).await.unwrap()),
+        [
+            "billing.example.com/*",
+            "shop.example.com/*",
+            "shop.example.com/by-hand/*"
+        ]
+    );
+    assert!(
+        client
+            .list_domains()
+            .await
+            .unwrap()
+            .iter()
+            .all(|d| d.hostname != "api.example.com")
+    );
+
+    // No route left in the spec (the zone is no longer named): still found.
+    write("");
+    apply("no route");
+    let left = client.list_routes(&zone).await.unwrap();
+    assert_eq!(
+        patterns(left.clone()),
+        ["billing.example.com/*", "shop.example.com/by-hand/*"]
+    );
+    let ids: Vec<&str> = left.iter().map(|r| r.id.as_str()).collect();
+    assert!(ids.contains(&theirs.id.as_str()) && ids.contains(&by_hand.id.as_str()));
+    let billing = left.iter().find(|r| r.id == theirs.id).unwrap();
+    assert_eq!(billing.script.as_deref(), Some("billing"));
+    em.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_with_refresh_reads_the_reach_state_and_corrects_a_change_made_elsewhere() {
+    let em = common::start_emulator(|_| {}).await;
+    let client = common::client_for(&em);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("shop.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: flaredock.dev/v1alpha1\nkind: CloudflareWorker\nmetadata: {name: shop, namespace: apps}\nspec:\n  compatibilityDate: '2026-06-01'\n  source:\n    inline:\n      mainModule: index.js\n      modules: {index.js: 'export default { fetch() { return new Response(\"hi\") }, scheduled() {} }'}\n  crons: ['*/5 * * * *']\n",
+    )
+    .unwrap();
+    let path = file.to_str().unwrap();
+    let (code, out, stderr) = flaredock_cli(&em, &["apply", "--timeout", "10s", "-f", path]);
+    assert_eq!(code, Some(0), "{out}{stderr}");
+    // Turned off and the cron removed by hand.
+    client.set_script_subdomain("shop", false).await.unwrap();
+    client.set_schedules("shop", &[]).await.unwrap();
+    let (_, plan, stderr) = flaredock_cli(&em, &["plan", "--refresh", "-f", path]);
+    assert!(
+        plan.contains("worker.shop.workersDev: false → true"),
+        "{plan}{stderr}"
+    );
+    assert!(
+        plan.contains("worker.shop.crons: [] → [*/5 * * * *]"),
+        "{plan}"
+    );
+    let (code, out, stderr) =
+        flaredock_cli(&em, &["apply", "--refresh", "--timeout", "10s", "-f", path]);
+    assert_eq!(code, Some(0), "{out}{stderr}");
+    assert!(client.script_subdomain("shop").await.unwrap().enabled);
+    assert_eq!(client.schedules("shop").await.unwrap().len(), 1);
     em.stop().await;
 }

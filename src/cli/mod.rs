@@ -237,6 +237,11 @@ pub struct Connection {
     /// Docker config file with credentials for source registries.
     #[arg(long, env = "FLAREDOCK_DOCKER_CONFIG")]
     pub docker_config: Option<PathBuf>,
+    /// Read each Worker's workers.dev state and cron triggers from Cloudflare rather
+    /// than trusting the record flaredock left on its script (finds a change made
+    /// outside flaredock; two more calls per Worker).
+    #[arg(long)]
+    pub refresh: bool,
 }
 
 #[derive(Args, Debug)]
@@ -618,7 +623,12 @@ pub async fn connect(conn: &Connection) -> Result<Session, String> {
     let view = Arc::new(AccountView::new(client.clone()));
     Ok(Session {
         reconciler: Reconciler::new(view, images, cluster)
-            .with_reconcile_timeout(conn.access.reconcile_timeout),
+            .with_reconcile_timeout(conn.access.reconcile_timeout)
+            .with_reach_reads(if conn.refresh {
+                crate::reconcile::worker::reach::ReachReads::OncePerResync
+            } else {
+                crate::reconcile::worker::reach::ReachReads::WhenRecorded
+            }),
         client,
         emulator,
     })

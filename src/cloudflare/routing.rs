@@ -21,6 +21,7 @@ pub(super) fn is_write(operation: &str) -> bool {
             | "worker-routes-delete-route"
             | "workers.domains.update"
             | "workers.domains.delete"
+            | "worker-script-settings-patch-settings"
     )
 }
 
@@ -167,6 +168,21 @@ impl CloudflareClient {
                 Method::PUT,
                 format!("/workers/scripts/{script}/schedules"),
                 Body::Json(Value::Array(body)),
+                Repeat::Safe,
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// `PATCH /workers/scripts/{name}/script-settings` with `tags` only: the script's
+    /// tags replaced, no new version (the record of its reachability).
+    pub async fn set_script_tags(&self, script: &str, tags: &[String]) -> Result<(), ApiError> {
+        let _: Value = self
+            .call(
+                "worker-script-settings-patch-settings",
+                Method::PATCH,
+                format!("/workers/scripts/{script}/script-settings"),
+                Body::Json(json!({ "tags": tags })),
                 Repeat::Safe,
             )
             .await?;

@@ -323,6 +323,83 @@ impl AccountState {
         Ok(json!({"schedules": list}))
     }
 
+    /// `GET /workers/scripts/{name}/script-settings` (`workers_script-settings-item`).
+    pub fn script_only_settings(&self, name: &str) -> Outcome<Value> {
+        let script = self.scripts.get(name).ok_or_else(|| {
+            Failure::new(
+                404,
+                codes::SCRIPT_NOT_FOUND,
+                format!("This Worker does not exist on your account: {name}"),
+            )
+        })?;
+        let mut out = json!({"logpush": false, "tags": script.tags, "tail_consumers": null});
+        for k in ["observability", "tail_consumers"] {
+            if let Some(v) = script.settings.get(k) {
+                out[k] = v.clone();
+            }
+        }
+        Ok(out)
+    }
+
+    /// `PATCH /workers/scripts/{name}/script-settings`: `tags` (when present) replaces
+    /// the script's tags, and `observability` / `tail_consumers` (when present, each
+    /// checked against its official schema) replace those settings, with no new version
+    /// (the etag stays); other fields are left as they are (`wrangler deploy` sends
+    /// `logpush`, `observability` and `tail_consumers` here after a version upload).
+    pub fn patch_script_only_settings(&mut self, name: &str, body: &Value) -> Outcome<Value> {
+        self.require_script(name)?;
+        for (k, schema) in [
+            ("observability", "workers_observability"),
+            ("tail_consumers", "workers_tail_consumers"),
+        ] {
+            let Some(v) = body.get(k) else { continue };
+            if !v.is_null() {
+                let schema = json!({"$ref": format!("#/components/schemas/{schema}")});
+                let found = super::schema::Spec::workers().violations(&schema, v, k);
+                if let Some(first) = found.first() {
+                    return Err(Failure::invalid(first.clone()));
+                }
+            }
+            if let Some(s) = self.scripts.get_mut(name) {
+                if v.is_null() {
+                    s.settings.remove(k);
+                } else {
+                    s.settings.insert(k.to_string(), v.clone());
+                }
+            }
+        }
+        match body.get("tags") {
+            None => {}
+            Some(Value::Null) => {
+                if let Some(s) = self.scripts.get_mut(name) {
+                    s.tags.clear();
+                }
+            }
+            Some(Value::Array(items)) => {
+                let mut tags = Vec::new();
+                for t in items {
+                    let Some(t) = t.as_str() else {
+                        return Err(Failure::invalid("tags: each tag is a string"));
+                    };
+                    if t.contains(',') || t.contains('&') || t.len() > 1024 {
+                        return Err(Failure::invalid(format!(
+                            "tags: {t:?} must not contain ',' or '&' and is at most 1024 characters"
+                        )));
+                    }
+                    tags.push(t.to_string());
+                }
+                if tags.len() > 10 {
+                    return Err(Failure::invalid("tags: at most 10 tags"));
+                }
+                if let Some(s) = self.scripts.get_mut(name) {
+                    s.tags = tags;
+                }
+            }
+            Some(_) => return Err(Failure::invalid("tags: must be a list")),
+        }
+        self.script_only_settings(name)
+    }
+
     /// `GET /zones` (`name` filters by exact name), with its `result_info`.
     pub fn list_zones(&self, name: Option<&str>) -> (Vec<Value>, Value) {
         let now = super::state::timestamp();

@@ -55,11 +55,12 @@ impl Reconciler {
     ) -> Result<(), ApiError> {
         let view = &self.view;
         let client = view.client();
+        let mut made = super::worker::reach::Made::default();
         for action in &plan.actions {
             match action {
                 // Taken out of the plan and run first by `get_image`.
                 Action::GetImage(_) => {}
-                Action::Reach(a) => self.act_reach(a, events).await?,
+                Action::Reach(a) => self.act_reach(a, &mut made, events).await?,
                 Action::UploadScript {
                     script,
                     upload,

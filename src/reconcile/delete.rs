@@ -10,9 +10,10 @@
 //! for it, but one list sent after the `DELETE`s of many objects is fresh for all of
 //! them: the view shares it ([`AccountView::list_after`]), so a mass delete costs one
 //! list per poll, not one per object and pass (which made deleting N objects list
-//! O(N²) applications). While a list still shows an application, the pass sends its
-//! `DELETE` again (Cloudflare answers it like the first, and 404 once it is gone) and
-//! waits for a list sent after that. What the view remembers of a delete (when its
+//! O(N²) applications). While a list still shows an application whose `DELETE` was
+//! accepted, the pass only reads it again by id (a 404: gone) and waits for the next
+//! list; its `DELETE` is sent once (again only after a failure, or by a pass that
+//! does not know it was sent: a restarted controller, another replica). What the view remembers of a delete (when its
 //! `DELETE` was answered) is a bounded cache: a controller that restarts in
 //! the middle, or another replica, starts with a first pass and comes to the same
 //! answer.
@@ -51,6 +52,7 @@ impl Reconciler {
                 let mut still = Vec::new();
                 for app in self.candidates(obj, owner).await? {
                     if self.view.client().delete_application(&app.id).await? {
+                        self.view.note_delete_sent(&app.id);
                         self.view.mark_deleting(&app).await;
                         names.push(app.name.clone());
                         match self.view.client().get_application(&app.id).await {
@@ -86,9 +88,12 @@ impl Reconciler {
         // id after its `DELETE` (a 404) is gone for good.
         let mut still = Vec::new();
         for app in &left {
-            // `Ok(false)`: a 404, already gone.
-            if !self.view.client().delete_application(&app.id).await? {
-                continue;
+            // Its `DELETE` sent once; `Ok(false)`: a 404, already gone.
+            if !self.view.delete_sent(&app.id) {
+                if !self.view.client().delete_application(&app.id).await? {
+                    continue;
+                }
+                self.view.note_delete_sent(&app.id);
             }
             self.view.mark_deleting(app).await;
             match self.view.client().get_application(&app.id).await {

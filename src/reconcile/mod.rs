@@ -58,6 +58,8 @@ pub struct Reconciler {
     deadline: std::time::Duration,
     /// Zone ids and the workers.dev subdomain (bounded; [`worker::reach`]).
     reach: worker::reach::ReachCache,
+    /// When the record on a script stands for reading its workers.dev state and crons.
+    reach_reads: worker::reach::ReachReads,
 }
 
 /// The deadline of one reconcile unless told otherwise (`--reconcile-timeout`).
@@ -76,7 +78,16 @@ impl Reconciler {
             bundles: Default::default(),
             deadline: DEFAULT_RECONCILE_TIMEOUT,
             reach: Default::default(),
+            reach_reads: Default::default(),
         }
+    }
+
+    /// With this policy for reading Workers' workers.dev state and crons (the command
+    /// line trusts the record flaredock left on the script; the controller reads once
+    /// per resync).
+    pub fn with_reach_reads(mut self, reads: worker::reach::ReachReads) -> Self {
+        self.reach_reads = reads;
+        self
     }
 
     /// With this deadline for each reconcile.

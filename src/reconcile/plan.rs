@@ -276,13 +276,17 @@ impl Plan {
 
     /// Whether the plan would change anything: an action other than re-reading the
     /// tag of the repository the application already runs from (which changes
-    /// something only if the tag moved: then the plan made after it says so).
+    /// something only if the tag moved: then the plan made after it says so), or
+    /// keeping the record of a Worker's reachability on its script.
     pub fn changes_anything(&self) -> bool {
         !self.changes.is_empty()
-            || self
-                .actions
-                .iter()
-                .any(|a| !matches!(a, Action::GetImage(ImageAction::Resolve { .. })))
+            || self.actions.iter().any(|a| {
+                !matches!(
+                    a,
+                    Action::GetImage(ImageAction::Resolve { .. })
+                        | Action::Reach(super::worker::reach::ReachAction::Record { .. })
+                )
+            })
     }
 
     pub(crate) fn refuse(reason: Reason, message: String) -> Plan {

@@ -112,6 +112,9 @@ pub const ROLLOUT_TARGETS: usize = 4096;
 /// Applications being deleted kept at most (only those still listed are kept at all).
 pub const DELETING_ENTRIES: usize = 16_384;
 
+/// Scripts whose reachability reads are remembered at most.
+pub const REACH_CHECKED: usize = 16_384;
+
 /// How old a script list may be before a script missing from it is looked up again.
 const MISSING_RECHECK: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -207,6 +210,15 @@ pub struct AccountView {
     state: Mutex<State>,
     /// One lock per Worker script, so that two objects never patch one script at once.
     script_locks: std::sync::Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    /// Scripts whose workers.dev state and crons were read since the view was last
+    /// marked stale (`worker::reach::ReachReads::OncePerResync`). A cache only: a
+    /// lost entry means two more reads.
+    reach_checked: std::sync::Mutex<BoundedMap<String, ()>>,
+    /// Applications whose `DELETE` Cloudflare accepted and that the last fresh list
+    /// still showed: their `DELETE` is not sent again, they are only read again. A
+    /// cache only: a lost entry (a restart) means one more `DELETE`, never a wrong
+    /// answer.
+    delete_sent: std::sync::Mutex<BoundedMap<String, ()>>,
     /// The last application list read for deletes, with the instant its request was
     /// sent: shared by every delete pass that needs a list sent after its `DELETE`
     /// (so deleting N objects costs one list per poll, not one per object).
@@ -225,6 +237,8 @@ impl AccountView {
             state: Mutex::new(State::default()),
             script_locks: Default::default(),
             delete_list: Mutex::new(None),
+            reach_checked: std::sync::Mutex::new(BoundedMap::with_entries(REACH_CHECKED)),
+            delete_sent: std::sync::Mutex::new(BoundedMap::with_entries(DELETING_ENTRIES)),
             delete_pending: std::sync::Mutex::new(BoundedMap::with_entries(DELETING_ENTRIES)),
         }
     }
@@ -244,10 +258,26 @@ impl AccountView {
         }
         let sent = tokio::time::Instant::now();
         let list = self.client.list_applications().await?;
+        {
+            let listed: std::collections::HashSet<&str> =
+                list.iter().map(|a| a.id.as_str()).collect();
+            crate::lock(&self.delete_sent).retain(|id, _| listed.contains(id.as_str()));
+        }
         self.state.lock().await.set_list(list.clone());
         let list = Arc::new(list);
         *shared = Some((sent, list.clone()));
         Ok(list)
+    }
+
+    /// Whether the `DELETE` of application `id` was accepted (and a fresh list has not
+    /// yet shown it gone).
+    pub fn delete_sent(&self, id: &str) -> bool {
+        crate::lock(&self.delete_sent).contains_key(id)
+    }
+
+    /// Records that Cloudflare accepted the `DELETE` of application `id`.
+    pub fn note_delete_sent(&self, id: &str) {
+        crate::lock(&self.delete_sent).insert(id.to_string(), ());
     }
 
     /// What [`AccountView::note_delete`] recorded for `owner`.
@@ -270,12 +300,24 @@ impl AccountView {
         &self.client
     }
 
-    /// Marks everything stale: the next read lists again (a resync).
+    /// Marks everything stale: the next read lists again (a resync), and each Worker's
+    /// workers.dev state and crons are read again once.
     pub async fn invalidate(&self) {
         let mut st = self.state.lock().await;
         st.apps = None;
         st.namespaces = None;
         st.scripts = None;
+        crate::lock(&self.reach_checked).clear();
+    }
+
+    /// Whether `script`'s workers.dev state and crons were read (or written) since the
+    /// view was last marked stale.
+    pub fn reach_checked(&self, script: &str) -> bool {
+        crate::lock(&self.reach_checked).contains_key(script)
+    }
+
+    pub fn note_reach_checked(&self, script: &str) {
+        crate::lock(&self.reach_checked).insert(script.to_string(), ());
     }
 
     pub async fn invalidate_applications(&self) {
@@ -288,6 +330,7 @@ impl AccountView {
 
     pub async fn invalidate_scripts(&self) {
         self.state.lock().await.scripts = None;
+        crate::lock(&self.reach_checked).clear();
     }
 
     async fn with_apps<R>(&self, f: impl FnOnce(&Apps) -> R) -> Result<R, ApiError> {
@@ -518,6 +561,20 @@ impl AccountView {
         }
     }
 
+    /// Records the tags a write left on a script.
+    pub async fn set_script_tags(&self, name: &str, tags: Vec<String>) {
+        if let Some(info) = self
+            .state
+            .lock()
+            .await
+            .scripts
+            .as_mut()
+            .and_then(|m| m.get_mut(name))
+        {
+            info.tags = Some(tags);
+        }
+    }
+
     pub async fn remove_script(&self, name: &str) {
         if let Some(m) = self.state.lock().await.scripts.as_mut() {
             m.remove(name);
@@ -564,6 +621,8 @@ impl AccountView {
             ("rollout_targets", st.rollout_targets.stats()),
             ("deleting", st.deleting.stats()),
             ("delete_pending", crate::lock(&self.delete_pending).stats()),
+            ("reach_checked", crate::lock(&self.reach_checked).stats()),
+            ("delete_sent", crate::lock(&self.delete_sent).stats()),
             ("script_locks", listed(locks)),
         ]
     }

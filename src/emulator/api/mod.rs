@@ -186,6 +186,10 @@ pub fn router(shared: Arc<Shared>) -> Router {
             get(get_settings).patch(patch_settings),
         )
         .route(
+            "/workers/scripts/{script}/script-settings",
+            get(get_script_only_settings).patch(patch_script_only_settings),
+        )
+        .route(
             "/workers/subdomain",
             get(get_account_subdomain).put(put_account_subdomain),
         )
@@ -212,11 +216,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
             "/workers/scripts/{script}/deployments",
             get(list_deployments).post(create_deployment),
         )
-        .route("/workers/scripts/{script}/versions", post(upload_version))
-        .route(
-            "/workers/scripts/{script}/script-settings",
-            axum::routing::patch(patch_script_level_settings),
-        );
+        .route("/workers/scripts/{script}/versions", post(upload_version));
     let api = Router::new()
         .nest("/accounts/{account}", accounts)
         .route("/zones", get(list_zones))

@@ -104,6 +104,28 @@ pub(super) async fn post_script_subdomain(
     respond(StatusCode::OK, outcome)
 }
 
+pub(super) async fn get_script_only_settings(
+    State(shared): Shr,
+    Path((account, script)): Path<(String, String)>,
+) -> Response {
+    let outcome = check_account(&shared, &account)
+        .and_then(|_| shared.account().script_only_settings(&script));
+    respond(StatusCode::OK, outcome)
+}
+
+pub(super) async fn patch_script_only_settings(
+    State(shared): Shr,
+    Path((account, script)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    let outcome = json_body(&body).and_then(|b| {
+        write(&shared, &account, |a| {
+            a.patch_script_only_settings(&script, &b)
+        })
+    });
+    respond(StatusCode::OK, outcome)
+}
+
 pub(super) async fn get_schedules(
     State(shared): Shr,
     Path((account, script)): Path<(String, String)>,
@@ -360,42 +382,6 @@ pub(super) async fn create_deployment(
             "versions": [{"version_id": current["id"], "percentage": 100.0}],
             "annotations": b.get("annotations").cloned().unwrap_or(json!({})),
         }))
-    });
-    respond(StatusCode::OK, outcome)
-}
-
-/// `PATCH /workers/scripts/{name}/script-settings` (official): `tags` replace the
-/// script's tags when given; `logpush`, `observability` and `tail_consumers` are
-/// answered as sent (the emulator does not act on them).
-pub(super) async fn patch_script_level_settings(
-    State(shared): Shr,
-    Path((account, script)): Path<(String, String)>,
-    body: Bytes,
-) -> Response {
-    let outcome = json_body(&body).and_then(|b| {
-        write(&shared, &account, |a| {
-            let s = a.scripts.get_mut(&script).ok_or_else(|| {
-                Failure::new(
-                    404,
-                    codes::SCRIPT_NOT_FOUND,
-                    format!("This Worker does not exist on your account: {script}"),
-                )
-            })?;
-            if let Some(tags) = b["tags"].as_array() {
-                s.tags = tags
-                    .iter()
-                    .filter_map(|t| t.as_str().map(str::to_string))
-                    .collect();
-            }
-            let mut out = serde_json::Map::new();
-            out.insert("tags".into(), json!(s.tags));
-            for k in ["logpush", "observability", "tail_consumers"] {
-                if let Some(v) = b.get(k) {
-                    out.insert(k.into(), v.clone());
-                }
-            }
-            Ok(Value::Object(out))
-        })
     });
     respond(StatusCode::OK, outcome)
 }

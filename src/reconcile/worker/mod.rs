@@ -178,8 +178,15 @@ impl Reconciler {
             Err(b) => Ok(blocked_plan(b)),
             Ok(desired) => {
                 let recorded = reach::RecordedReach::of(obj.status.as_ref());
+                let observe_only =
+                    obj.spec.management_policy == crate::spec::ManagementPolicy::Observe;
                 let observed = self
-                    .observe_worker(&desired.script_name, Some((&desired.reach, recorded)), None)
+                    .observe_worker(
+                        &desired.script_name,
+                        Some((&desired.reach, recorded)),
+                        None,
+                        observe_only,
+                    )
                     .await?;
                 Ok(plan_worker(&desired, &observed))
             }
@@ -227,6 +234,10 @@ impl WorkerRun<'_> {
         crate::lock(&self.uploaded_etag)
             .clone()
             .or_else(|| self.previous.and_then(|p| p.upload_etag.clone()))
+    }
+
+    fn observe_only(&self) -> bool {
+        self.obj.spec.management_policy == crate::spec::ManagementPolicy::Observe
     }
 }
 
@@ -276,6 +287,7 @@ impl Pipeline for WorkerRun<'_> {
                 &self.script,
                 Some((&desired.reach, recorded)),
                 self.last_etag().as_deref(),
+                self.observe_only(),
             )
             .await
     }
@@ -289,6 +301,7 @@ impl Pipeline for WorkerRun<'_> {
                 &self.script,
                 Some((&want, recorded)),
                 self.last_etag().as_deref(),
+                self.observe_only(),
             )
             .await
             .ok()

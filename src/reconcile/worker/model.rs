@@ -13,6 +13,10 @@
 //!   so that a Worker without them keeps the tag it had before they existed)
 //! - `flaredock.dev/containers=A;B` (more tags `flaredock.dev/containers.2=…` when long):
 //!   the container-enabled classes of the upload.
+//! - `flaredock.dev/reach=…`: what flaredock last set or read of the Worker's
+//!   reachability (a hash of its workers.dev state and crons, the routes and custom
+//!   domains it made), written after those writes succeeded
+//!   ([`super::reach::ReachRecord`]); carried unchanged by uploads.
 
 use std::collections::BTreeMap;
 
@@ -27,6 +31,8 @@ pub const TAG_PREFIX: &str = "flaredock.dev/";
 const OWNER_TAG: &str = "flaredock.dev/owner=";
 const HASH_TAG: &str = "flaredock.dev/hash=";
 const CONTAINERS_TAG: &str = "flaredock.dev/containers";
+/// The tag of [`super::reach::ReachRecord`].
+pub const REACH_TAG: &str = "flaredock.dev/reach=";
 /// Tags a script may carry (official `workers_tags.maxItems`).
 pub const MAX_TAGS: usize = 10;
 const MAX_TAG_LEN: usize = 1024;
@@ -139,6 +145,8 @@ pub struct RecordedTags {
     pub hashes: Option<PartHashes>,
     /// Container-enabled classes of the last upload flaredock made (sorted).
     pub containers: Vec<String>,
+    /// The reachability record (the whole tag), if any.
+    pub reach: Option<String>,
     /// Tags someone else set, kept on upload.
     pub foreign: Vec<String>,
 }
@@ -152,6 +160,8 @@ impl RecordedTags {
                 r.owner = Some(o.to_string());
             } else if let Some(h) = t.strip_prefix(HASH_TAG) {
                 r.hashes = Some(PartHashes::parse(h));
+            } else if t.starts_with(REACH_TAG) {
+                r.reach = Some(t.clone());
             } else if let Some(rest) = t.strip_prefix(CONTAINERS_TAG) {
                 let (index, list) = match rest.split_once('=') {
                     Some(("", list)) => (1, list),
@@ -355,6 +365,16 @@ impl DesiredWorker {
     /// The tags of the upload: ours first, then others' as long as they fit. `Err` when
     /// the container classes do not fit in the tags a script may carry.
     pub fn tags(&self, foreign: &[String]) -> Result<Vec<String>, String> {
+        self.tags_with_reach(foreign, None)
+    }
+
+    /// [`DesiredWorker::tags`] with the reachability record `reach` after ours (left
+    /// out when it does not fit: then the reachability is read each time).
+    pub fn tags_with_reach(
+        &self,
+        foreign: &[String],
+        reach: Option<&str>,
+    ) -> Result<Vec<String>, String> {
         let mut tags = vec![format!("{OWNER_TAG}{}", self.owner), self.hashes.tag()];
         let mut chunk = String::new();
         let mut chunks = Vec::new();
@@ -384,6 +404,11 @@ impl DesiredWorker {
                 self.classes().len(),
                 self.script_name
             ));
+        }
+        if let Some(r) = reach
+            && tags.len() < MAX_TAGS
+        {
+            tags.push(r.to_string());
         }
         for t in foreign {
             if tags.len() < MAX_TAGS {

@@ -8,25 +8,45 @@
 
 use super::model::RecordedTags;
 use super::plan::ObservedWorker;
-use super::reach::{DesiredReach, RecordedReach};
+use super::reach::{DesiredReach, ReachRecord, RecordedReach, ScriptSide};
 use crate::cloudflare::ApiError;
 use crate::reconcile::Reconciler;
 
 impl Reconciler {
     /// What the account has for the script `script`; its reachability as far as
     /// `reach` (what the spec asks, what the status records) names it; `last_etag` is
-    /// the version flaredock saw in sync last (status `uploadEtag`).
+    /// the version flaredock saw in sync last (status `uploadEtag`); `observe_only`:
+    /// `managementPolicy: Observe` (the reachability is read, never taken from the
+    /// record on the script).
     pub(super) async fn observe_worker(
         &self,
         script: &str,
         reach: Option<(&DesiredReach, RecordedReach)>,
         last_etag: Option<&str>,
+        observe_only: bool,
     ) -> Result<ObservedWorker, ApiError> {
         let info = self.view.script(script).await?;
+        let tags = info.as_ref().map(RecordedTags::read);
+        let foreign = tags.as_ref().is_some_and(|t| t.hashes.is_none());
+        let uploaded_elsewhere = !foreign
+            && info
+                .as_ref()
+                .and_then(|s| s.etag.as_deref())
+                .zip(last_etag)
+                .is_some_and(|(now, last)| now != last);
         let reach = match reach {
             Some((want, recorded)) => {
-                self.observe_reach(script, info.is_some(), want, recorded)
-                    .await?
+                let side = ScriptSide {
+                    exists: info.is_some(),
+                    record: tags
+                        .as_ref()
+                        .filter(|_| !foreign)
+                        .and_then(|t| t.reach.as_deref())
+                        .and_then(ReachRecord::parse),
+                    may_trust: !foreign && !uploaded_elsewhere && !observe_only,
+                    adopting: foreign,
+                };
+                self.observe_reach(script, side, want, recorded).await?
             }
             None => Default::default(),
         };
@@ -35,19 +55,9 @@ impl Reconciler {
             script: info,
             namespaced_classes,
             reach,
+            uploaded_elsewhere,
             ..Default::default()
         };
-        let foreign = observed
-            .script
-            .as_ref()
-            .is_some_and(|s| RecordedTags::read(s).hashes.is_none());
-        observed.uploaded_elsewhere = !foreign
-            && observed
-                .script
-                .as_ref()
-                .and_then(|s| s.etag.as_deref())
-                .zip(last_etag)
-                .is_some_and(|(now, last)| now != last);
         if foreign || observed.uploaded_elsewhere {
             let client = self.view.client();
             observed.settings = Some(client.script_settings(script).await?);

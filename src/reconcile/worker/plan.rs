@@ -143,6 +143,15 @@ pub fn upload_for(
 pub fn plan_worker(desired: &DesiredWorker, observed: &ObservedWorker) -> Plan {
     let mut plan = plan_script(desired, observed);
     if plan.blocked.is_none() {
+        // The tags the script carries once the upload (if any) is done.
+        let tags_after = plan
+            .actions
+            .iter()
+            .find_map(|a| match a {
+                Action::UploadScript { upload, .. } => Some(upload.metadata.tags.clone()),
+                _ => None,
+            })
+            .or_else(|| observed.script.as_ref().map(|s| s.tags().to_vec()));
         let uploads = plan
             .actions
             .iter()
@@ -152,6 +161,13 @@ pub fn plan_worker(desired: &DesiredWorker, observed: &ObservedWorker) -> Plan {
             &desired.reach,
             &observed.reach,
             uploads,
+            &mut plan,
+        );
+        super::reach::plan_record(
+            &desired.script_name,
+            &desired.reach,
+            &observed.reach,
+            tags_after,
             &mut plan,
         );
     }
@@ -172,7 +188,10 @@ fn plan_script(desired: &DesiredWorker, observed: &ObservedWorker) -> Plan {
         .as_ref()
         .map(|r| r.foreign.clone())
         .unwrap_or_default();
-    let tags = match desired.tags(&foreign) {
+    // The reachability record is carried as it is: it changes only once what it
+    // records is done (`reach::ReachAction::Record`).
+    let live_reach = recorded.as_ref().and_then(|r| r.reach.clone());
+    let tags = match desired.tags_with_reach(&foreign, live_reach.as_deref()) {
         Ok(t) => t,
         Err(message) => return Plan::refuse(Reason::TooManyContainers, message),
     };

@@ -27,8 +27,9 @@ pub fn derive(
     now: jiff::Timestamp,
 ) -> CloudflareWorkerStatus {
     let blocked = input.remaining.and_then(|p| p.blocked.as_ref());
+    // Keeping the record on the script is bookkeeping, not a difference.
     let converged = input.error.is_none()
-        && input.remaining.is_some_and(Plan::is_noop)
+        && input.remaining.is_some_and(super::reach::only_records)
         && input.observed.is_some_and(|o| o.script.is_some());
     let stalled = match (input.error, blocked) {
         (Some(e), _) if e.is_terminal() => Some((e.reason(), e.to_string())),
