@@ -106,7 +106,7 @@ fn response_problems(
         None => return vec![format!("{what}: status {status} is not declared")],
     };
     match serde_json::from_slice::<Value>(&x.response_body) {
-        Ok(body) => spec.violations(&schema, &body, &format!("{what} response {status}")),
+        Ok(body) => spec.response_violations(&schema, &body, &format!("{what} response {status}")),
         Err(e) => vec![format!("{what}: response is not JSON: {e}")],
     }
 }
