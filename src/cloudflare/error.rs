@@ -458,15 +458,27 @@ impl ApiError {
         }
     }
 
-    /// Will not succeed until a person changes the input or the credentials.
+    /// Will not succeed until a person changes the input or the credentials. An upload
+    /// refused only because a binding names a KV namespace, R2 bucket, D1 database,
+    /// queue or service that does not exist yet is not: another object of the same
+    /// apply (the service's Worker) or a person may create it, and the same upload then
+    /// succeeds ([`MISSING_BINDING_TARGET`]).
     pub fn is_terminal(&self) -> bool {
-        matches!(
-            self,
-            ApiError::Unauthorized { .. }
-                | ApiError::Forbidden { .. }
-                | ApiError::Validation { .. }
-                | ApiError::NotContainerEnabled { .. }
-        )
+        match self {
+            ApiError::Validation { errors, .. } => {
+                errors.0.is_empty()
+                    || !errors
+                        .0
+                        .iter()
+                        .all(|m| MISSING_BINDING_TARGET.contains(&m.code))
+            }
+            other => matches!(
+                other,
+                ApiError::Unauthorized { .. }
+                    | ApiError::Forbidden { .. }
+                    | ApiError::NotContainerEnabled { .. }
+            ),
+        }
     }
 
     /// A short machine-readable reason, for status conditions and metrics.
@@ -489,6 +501,13 @@ impl ApiError {
         }
     }
 }
+
+/// Cloudflare's codes for an upload whose binding names something that does not exist:
+/// a KV namespace (10041, `KV namespace '<id>' is not valid.`), an R2 bucket (10085), a
+/// D1 database (10181), a queue (11003), a service binding's script (10143). Only the KV
+/// one is known from Cloudflare's answers; the others are the emulator's
+/// (`emulator::storage::codes`, UNVERIFIED).
+pub const MISSING_BINDING_TARGET: [i64; 5] = [10041, 10085, 10181, 11003, 10143];
 
 #[cfg(test)]
 mod tests {
@@ -607,6 +626,12 @@ mod tests {
         assert!(matches!(e, ApiError::NotFound { .. }));
         let e = ApiError::from_failure("x", 400, vec![msg(1001, "bad")], None);
         assert!(e.is_terminal() && matches!(e, ApiError::Validation { .. }));
+        // A binding whose target does not exist yet waits (it may be created).
+        let missing = msg(10143, "Could not resolve service binding 'AUTH'.");
+        let e = ApiError::from_failure("x", 400, vec![missing.clone()], None);
+        assert!(!e.is_terminal() && matches!(e, ApiError::Validation { .. }));
+        let e = ApiError::from_failure("x", 400, vec![missing, msg(1001, "bad")], None);
+        assert!(e.is_terminal(), "another error with it is still terminal");
         let e = ApiError::from_failure("x", 503, vec![], None);
         assert!(e.is_retryable() && matches!(e, ApiError::Server { .. }));
         assert_eq!(e.status(), Some(503));

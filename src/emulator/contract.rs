@@ -124,7 +124,7 @@ fn response_problems(
                     o.remove(field);
                 }
             }
-            spec.violations(&schema, &body, &format!("{what} response {status}"))
+            spec.response_violations(&schema, &body, &format!("{what} response {status}"))
         }
         Err(e) => vec![format!("{what}: response is not JSON: {e}")],
     }

@@ -110,6 +110,9 @@ pub struct Spec {
     /// (`readOnly`, or `computed_optional` for Cloudflare's Terraform generator) is
     /// not required in a request, as OpenAPI 3.0 says of `readOnly`.
     request_components: Value,
+    /// The components as an answer sees them: a `writeOnly` property (a secret's
+    /// `text`) is not required in a response, as OpenAPI 3.0 says of `writeOnly`.
+    response_components: Value,
     /// wrangler's internal client definitions (`x-workers-sdk-internal-client`).
     internal: Value,
     /// Compiled validators, by operation (request bodies) or by schema text.
@@ -162,6 +165,8 @@ impl Spec {
         let components = doc["components"].clone();
         let mut request_components = components.clone();
         relax_server_fields(&mut request_components);
+        let mut response_components = components.clone();
+        relax_write_only(&mut response_components);
         let internal = json!({"definitions": doc
             .pointer("/x-workers-sdk-internal-client/definitions")
             .cloned()
@@ -170,6 +175,7 @@ impl Spec {
             doc,
             components,
             request_components,
+            response_components,
             internal,
             compiled: Default::default(),
         }
@@ -230,16 +236,22 @@ impl Spec {
         None
     }
 
-    fn compile(&self, schema: &Value, request: bool) -> Result<jsonschema::Validator, String> {
+    fn compile(&self, schema: &Value, side: Side) -> Result<jsonschema::Validator, String> {
         let mut schema = closed(schema.clone(), &self.doc);
-        if request {
-            relax_server_fields(&mut schema);
+        match side {
+            Side::Request => relax_server_fields(&mut schema),
+            Side::Response => relax_write_only(&mut schema),
+            Side::Any => {}
         }
         let root = json!({
             "$schema": "https://json-schema.org/draft/2020-12/schema",
             "$ref": "#/$defs/target",
             "$defs": {"target": schema},
-            "components": if request { &self.request_components } else { &self.components },
+            "components": match side {
+                Side::Request => &self.request_components,
+                Side::Response => &self.response_components,
+                Side::Any => &self.components,
+            },
             "x-workers-sdk-internal-client": self.internal,
         });
         jsonschema::options()
@@ -260,7 +272,7 @@ impl Spec {
             return vec![];
         };
         let key = format!("request {}", op["operationId"].as_str().unwrap_or(path));
-        match self.validator(key, schema, true) {
+        match self.validator(key, schema, Side::Request) {
             Ok(v) => describe(&v, body, "body"),
             Err(e) => vec![e],
         }
@@ -272,12 +284,12 @@ impl Spec {
         &self,
         key: String,
         schema: &Value,
-        request: bool,
+        side: Side,
     ) -> Result<std::sync::Arc<jsonschema::Validator>, String> {
         if let Some(v) = crate::lock(&self.compiled).get(&key) {
             return Ok(v.clone());
         }
-        let v = std::sync::Arc::new(self.compile(schema, request)?);
+        let v = std::sync::Arc::new(self.compile(schema, side)?);
         crate::lock(&self.compiled).insert(key, v.clone());
         Ok(v)
     }
@@ -291,7 +303,7 @@ impl Spec {
         instance: &Value,
         what: &str,
     ) -> Vec<String> {
-        match self.validator(format!("request {schema}"), schema, true) {
+        match self.validator(format!("request {schema}"), schema, Side::Request) {
             Ok(v) => describe(&v, instance, what),
             Err(e) => vec![format!("{what}: {e}")],
         }
@@ -299,10 +311,62 @@ impl Spec {
 
     /// Every violation of `schema` by `instance` (a response: every `required` holds).
     pub fn violations(&self, schema: &Value, instance: &Value, what: &str) -> Vec<String> {
-        match self.validator(schema.to_string(), schema, false) {
+        match self.validator(schema.to_string(), schema, Side::Any) {
             Ok(v) => describe(&v, instance, what),
             Err(e) => vec![format!("{what}: {e}")],
         }
+    }
+
+    /// Every violation of `schema` by `instance` as an answer of the server: every
+    /// `required` holds except a `writeOnly` property's (Cloudflare never sends a
+    /// secret's `text` back).
+    pub fn response_violations(&self, schema: &Value, instance: &Value, what: &str) -> Vec<String> {
+        match self.validator(format!("response {schema}"), schema, Side::Response) {
+            Ok(v) => describe(&v, instance, what),
+            Err(e) => vec![format!("{what}: {e}")],
+        }
+    }
+}
+
+/// Which side of an exchange a schema is checked for.
+#[derive(Clone, Copy)]
+enum Side {
+    /// A request body: server-filled properties are not required.
+    Request,
+    /// An answer: `writeOnly` properties are not required.
+    Response,
+    /// Every `required` holds.
+    Any,
+}
+
+/// Drops from every `required` list the `writeOnly` properties: a server does not
+/// send them back (OpenAPI 3.0).
+fn relax_write_only(v: &mut Value) {
+    match v {
+        Value::Array(a) => a.iter_mut().for_each(relax_write_only),
+        Value::Object(o) => {
+            let write_only: Vec<String> = o
+                .get("properties")
+                .and_then(Value::as_object)
+                .map(|props| {
+                    props
+                        .iter()
+                        .filter(|(_, p)| p.get("writeOnly") == Some(&Value::Bool(true)))
+                        .map(|(k, _)| k.clone())
+                        .collect()
+                })
+                .unwrap_or_default();
+            if !write_only.is_empty()
+                && let Some(Value::Array(req)) = o.get_mut("required")
+            {
+                req.retain(|r| {
+                    r.as_str()
+                        .is_none_or(|r| !write_only.iter().any(|s| s == r))
+                });
+            }
+            o.values_mut().for_each(relax_write_only);
+        }
+        _ => {}
     }
 }
 

@@ -652,6 +652,10 @@ impl AccountState {
             "bindings": bindings,
             "compatibility_date": script.compatibility_date.clone().unwrap_or_else(|| "2025-01-01".into()),
         });
+        // `workers_script-and-version-settings-item.compatibility_flags`: the upload's.
+        if !script.compatibility_flags.is_empty() {
+            out["compatibility_flags"] = json!(script.compatibility_flags);
+        }
         for (k, v) in &script.settings {
             out[k.as_str()] = v.clone();
         }
