@@ -595,18 +595,13 @@ async fn the_quickstart_applied_by_flaredock_answers_at_its_workers_dev_host() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    // workers.dev on for the script (what `wrangler deploy` does by default).
-    let r = http
-        .post(format!(
-            "{base}/accounts/{account}/workers/scripts/hello/subdomain"
-        ))
-        .bearer_auth(token)
-        .json(&json!({"enabled": true}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 200);
-
+    // workersDev defaults to true: apply turned workers.dev on and printed the URL (the
+    // README's quickstart sends no request of its own before its curl).
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        printed.contains("url: https://hello.flaredock.workers.dev"),
+        "{printed}"
+    );
     let r = http
         .get(format!("http://{listen}/"))
         .header("host", "hello.flaredock.workers.dev")
