@@ -198,15 +198,16 @@ impl Pipeline for ContainerRun<'_> {
 }
 
 impl Reconciler {
-    /// The plan for this object, without acting (what `flaredock plan` prints).
+    /// The plan for this object, without acting (what `flaredock plan` prints), through
+    /// the pipeline's observe and plan ([`pipeline::preview`]).
     pub async fn preview(
         &self,
         obj: &CloudflareContainer,
         peers: &dyn Peers,
-    ) -> Result<(Plan, Observed), ApiError> {
-        let desired = self.desired_of(obj, peers);
-        let (observed, _) = self.observe(obj, &desired, peers, false).await?;
-        Ok((plan::plan(&desired, &observed), observed))
+    ) -> Result<(Plan, Option<Observed>), ApiError> {
+        let run = ContainerRun::new(self, obj, None, peers);
+        let (plan, observed) = pipeline::preview(&run).await?;
+        Ok((plan, observed.map(|o| o.0)))
     }
     /// One full reconcile: observe, plan, act, observe again, derive the status.
     pub async fn reconcile(

@@ -213,6 +213,24 @@ pub trait Pipeline: Sync {
     fn status(&self, input: StatusInput<'_, Self>) -> Self::Status;
 }
 
+/// What `kind` would do, without acting (what `flaredock plan` prints), through the same
+/// steps as [`run`]: its inputs (what blocks them is the plan's `blocked`, and nothing
+/// is observed), what Cloudflare has (reads only), the plan. Never the policy, never act.
+pub async fn preview<P: Pipeline>(kind: &P) -> Result<(Plan, Option<P::Observed>), ApiError> {
+    let desired = match kind.inputs().await {
+        Ok(d) => d,
+        Err(blocked) => {
+            let plan = Plan {
+                blocked: Some(blocked),
+                ..Default::default()
+            };
+            return Ok((plan, None));
+        }
+    };
+    let observed = kind.observe(&desired).await?;
+    Ok((kind.plan(&desired, &observed), Some(observed)))
+}
+
 /// The policy over a fresh plan: suspend and Observe take every action; an adoption
 /// waits for its approval; the kind's holds hold what they hold. Returns the pending
 /// adoption and the kind's hold.

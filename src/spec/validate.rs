@@ -2,6 +2,7 @@
 //! carries the same rules for the API server (enums, ranges, patterns, CEL).
 
 use super::*;
+use crate::oci::Reference;
 
 /// A value for an error message: quoted, and cut short when long.
 fn shown(value: &str) -> String {

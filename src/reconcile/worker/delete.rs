@@ -1,6 +1,10 @@
 //! Deleting a CloudflareWorker's script, as `deletionPolicy` says, on fresh reads.
 //! The routes and custom domains the object made (its status, its spec; only while they
-//! serve its script) are deleted first, whatever the policy.
+//! serve its script) are deleted first, whatever the policy. When the script is gone
+//! (deleted by hand) or no longer this object's, the routes and domains its status
+//! records are still deleted, on a fresh read, each only while it exists and serves
+//! this script name or no script (Cloudflare leaves a deleted script's routes without
+//! one); one that now serves another script is never touched.
 //!
 //! Durable Object data is never destroyed by default: `Orphan` (the default) leaves the
 //! script in place; `Delete` sends `DELETE …/scripts/{name}` without `force`, and only
@@ -17,6 +21,7 @@
 use std::collections::BTreeSet;
 
 use super::model::RecordedTags;
+use super::reach::{DesiredReach, RecordedReach, ScriptSide};
 use crate::cloudflare::ApiError;
 use crate::reconcile::{DeleteOutcome, Reconciler, WaitingOn};
 use crate::spec::{CloudflareWorker, WorkerDeletionPolicy};
@@ -32,11 +37,18 @@ impl Reconciler {
         let lock = self.view.script_lock(script);
         let _guard = lock.lock().await;
         self.view.invalidate_scripts().await;
-        let Some(info) = self.view.script(script).await? else {
-            return Ok(DeleteOutcome::Deleted(vec![]));
+        let owned = match self.view.script(script).await? {
+            Some(info) => {
+                RecordedTags::read(&info).owner.as_deref()
+                    == Some(obj.owner_id(&self.cluster).as_str())
+            }
+            None => false,
         };
-        if RecordedTags::read(&info).owner.as_deref() != Some(obj.owner_id(&self.cluster).as_str())
-        {
+        if !owned {
+            // The script is not touched; what the status records this object made goes.
+            for what in self.delete_recorded_reach(obj).await? {
+                tracing::info!(script, "deleted {what} made by flaredock");
+            }
             return Ok(DeleteOutcome::Deleted(vec![]));
         }
         // The routes and custom domains this object made go first, whatever the
@@ -95,5 +107,46 @@ impl Reconciler {
         } else {
             DeleteOutcome::Deleted(vec![script.to_string()])
         })
+    }
+
+    /// Deletes the routes and custom domains `obj`'s status records, after a fresh read:
+    /// a route only while it exists and serves the script or no script (what Cloudflare
+    /// leaves of a route whose script was deleted), a domain only while it serves the
+    /// script. Never one that serves another script, never one the status does not name.
+    async fn delete_recorded_reach(&self, obj: &CloudflareWorker) -> Result<Vec<String>, ApiError> {
+        let script = obj.script_name();
+        let recorded = RecordedReach::of(obj.status.as_ref());
+        if recorded.routes.is_empty() && recorded.domains.is_empty() {
+            return Ok(vec![]);
+        }
+        let have = self
+            .observe_reach(
+                script,
+                ScriptSide::default(),
+                &DesiredReach::default(),
+                recorded.clone(),
+            )
+            .await?;
+        let client = self.view.client();
+        let mut gone = Vec::new();
+        for made in &recorded.routes {
+            let ours = have.routes.get(&made.zone_id).is_some_and(|rs| {
+                rs.iter()
+                    .any(|x| x.id == made.id && x.script.as_deref().is_none_or(|s| s == script))
+            });
+            if ours && client.delete_route(&made.zone_id, &made.id).await? {
+                gone.push(format!("route {}", made.pattern));
+            }
+        }
+        for made in &recorded.domains {
+            let ours = have
+                .domains
+                .iter()
+                .any(|x| x.id == made.id && x.service == script);
+            if ours && client.detach_domain(&made.id).await? {
+                gone.push(format!("custom domain {}", made.hostname));
+            }
+        }
+        Ok(gone)
     }
 }

@@ -27,7 +27,7 @@ use super::reason::Reason;
 use super::{Happening, Reconciled, Reconciler};
 use inputs::{SourceData, modules_from, resolve_local, resolve_secrets};
 use model::{ContainerClass, DesiredWorker, WorkerInputs};
-use plan::{ObservedWorker, blocked_plan, plan_worker};
+use plan::{ObservedWorker, plan_worker};
 use status::WorkerStatusInput;
 
 /// The result of one reconcile of one CloudflareWorker.
@@ -167,30 +167,26 @@ impl Reconciler {
         ))
     }
 
-    /// The Worker plan, without acting (what `flaredock plan` prints).
+    /// The Worker plan, without acting (what `flaredock plan` prints), through the
+    /// pipeline's inputs, observe and plan ([`pipeline::preview`]); the object's status,
+    /// when it has one, says what it made and uploaded last, as in a reconcile.
     pub async fn preview_worker(
         &self,
         obj: &CloudflareWorker,
         containers: Vec<ContainerClass>,
         data: &SourceData,
     ) -> Result<Plan, ApiError> {
-        match self.desired_worker(obj, containers, data).await {
-            Err(b) => Ok(blocked_plan(b)),
-            Ok(desired) => {
-                let recorded = reach::RecordedReach::of(obj.status.as_ref());
-                let observe_only =
-                    obj.spec.management_policy == crate::spec::ManagementPolicy::Observe;
-                let observed = self
-                    .observe_worker(
-                        &desired.script_name,
-                        Some((&desired.reach, recorded)),
-                        None,
-                        observe_only,
-                    )
-                    .await?;
-                Ok(plan_worker(&desired, &observed))
-            }
-        }
+        let run = WorkerRun {
+            r: self,
+            obj,
+            containers,
+            data,
+            previous: obj.status.as_ref(),
+            script: obj.script_name().to_string(),
+            now: jiff::Timestamp::now(),
+            uploaded_etag: Default::default(),
+        };
+        Ok(pipeline::preview(&run).await?.0)
     }
 
     /// One full reconcile of a Worker: resolve, observe, plan, upload, observe again.

@@ -1,0 +1,174 @@
+//! Deleting a CloudflareWorker whose script is gone or no longer its (issue 21): the
+//! routes and custom domains its status records are deleted on a fresh read, each only
+//! while it serves the script (or, for a route, no script: what Cloudflare leaves of a
+//! route whose script was deleted), never one that serves another script. Against the
+//! emulator, read back through the official endpoints.
+
+mod common;
+
+use flaredock::cloudflare::CloudflareClient;
+use flaredock::cloudflare::types::{ScriptModule, ScriptUpload, UploadMetadata};
+use flaredock::reconcile::worker::inputs::SourceData;
+use flaredock::reconcile::{DeleteOutcome, Reconciler};
+use flaredock::spec::reach::RouteStatus;
+use flaredock::spec::{CloudflareWorker, CloudflareWorkerStatus};
+
+const REACH: &str = "  routes:\n    - {pattern: 'shop.example.com/*', zoneName: example.com}\n  domains:\n    - {hostname: api.example.com}\n";
+
+fn worker(extra: &str) -> CloudflareWorker {
+    let doc = format!(
+        "apiVersion: flaredock.dev/v1alpha1\nkind: CloudflareWorker\nmetadata: {{name: shop, namespace: apps}}\nspec:\n  compatibilityDate: '2026-06-01'\n  source:\n    inline:\n      mainModule: index.js\n      modules: {{index.js: 'export default {{ fetch() {{ return new Response(\"hi\") }} }}'}}\n{REACH}{extra}"
+    );
+    match flaredock::manifest::parse_any(&doc, "w.yaml", 1).expect("valid") {
+        flaredock::manifest::Document::Worker(w) => *w,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Reconciles `obj` until Ready and returns its status (with what it made).
+async fn made(r: &Reconciler, obj: &CloudflareWorker) -> CloudflareWorkerStatus {
+    r.view.invalidate().await;
+    let out = r
+        .reconcile_worker(obj, vec![], &SourceData::default(), None)
+        .await;
+    assert!(out.ready(), "{:#?}", out.status);
+    assert_eq!(out.status.routes.len(), 1, "{:?}", out.status.routes);
+    assert_eq!(out.status.domains.len(), 1, "{:?}", out.status.domains);
+    out.status
+}
+
+/// A script uploaded by hand (no flaredock tags), as wrangler would.
+async fn upload_by_hand(client: &CloudflareClient, name: &str) {
+    let upload = ScriptUpload {
+        metadata: UploadMetadata {
+            main_module: "index.js".into(),
+            compatibility_date: "2026-06-01".into(),
+            ..Default::default()
+        },
+        modules: vec![ScriptModule {
+            name: "index.js".into(),
+            content_type: "application/javascript+module".into(),
+            content: b"export default { fetch() { return new Response('by hand') } }".to_vec(),
+        }],
+    };
+    client.upload_script(name, &upload).await.expect("upload");
+}
+
+async fn zone_id(client: &CloudflareClient) -> String {
+    client
+        .zone_by_name("example.com")
+        .await
+        .expect("zones")
+        .expect("the emulator's zone")
+        .id
+}
+
+async fn route_ids(client: &CloudflareClient, zone: &str) -> Vec<String> {
+    client
+        .list_routes(zone)
+        .await
+        .expect("routes")
+        .into_iter()
+        .map(|x| x.id)
+        .collect()
+}
+
+async fn domain_ids(client: &CloudflareClient) -> Vec<String> {
+    client
+        .list_domains()
+        .await
+        .expect("domains")
+        .into_iter()
+        .map(|d| d.id)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_script_deleted_by_hand_leaves_no_recorded_route_and_no_other_is_touched() {
+    let em = common::start_emulator(|_| {}).await;
+    let client = common::client_for(&em);
+    let r = common::reconciler_for(&client);
+    let mut obj = worker("");
+    let status = made(&r, &obj).await;
+    let zone = zone_id(&client).await;
+    // Another script's route on the same zone, and a stale record naming it.
+    upload_by_hand(&client, "billing").await;
+    let other = client
+        .create_route(&zone, "billing.example.com/*", "billing")
+        .await
+        .expect("route");
+    let other_domain = client
+        .attach_domain("pay.example.com", "billing", None)
+        .await
+        .expect("domain");
+
+    // The script goes by hand, through the official endpoint.
+    assert!(client.delete_script("shop", false).await.expect("deleted"));
+    let ours = status.routes[0].clone();
+    let left = client.list_routes(&zone).await.expect("routes");
+    assert!(
+        left.iter().any(|x| x.id == ours.id),
+        "the route outlives its script: {left:?}"
+    );
+
+    let mut recorded = status.clone();
+    recorded.routes.push(RouteStatus {
+        pattern: other.pattern.clone(),
+        zone_id: zone.clone(),
+        id: other.id.clone(),
+    });
+    obj.status = Some(recorded);
+    let out = r.delete_worker(&obj).await.expect("delete");
+    assert!(
+        matches!(out, DeleteOutcome::Deleted(ref v) if v.is_empty()),
+        "{out:?}"
+    );
+
+    let ids = route_ids(&client, &zone).await;
+    assert!(!ids.contains(&ours.id), "{ids:?}");
+    assert_eq!(ids, vec![other.id.clone()]);
+    let still = client.list_routes(&zone).await.expect("routes");
+    assert_eq!(still[0].script.as_deref(), Some("billing"));
+    let domains = domain_ids(&client).await;
+    assert!(!domains.contains(&status.domains[0].id), "{domains:?}");
+    assert_eq!(domains, [other_domain.id]);
+    em.stop().await;
+}
+
+#[tokio::test]
+async fn a_script_taken_over_by_hand_is_kept_and_its_recorded_route_and_domain_go() {
+    let em = common::start_emulator(|_| {}).await;
+    let client = common::client_for(&em);
+    let r = common::reconciler_for(&client);
+    let mut obj = worker("  deletionPolicy: Delete\n");
+    let status = made(&r, &obj).await;
+    let zone = zone_id(&client).await;
+    upload_by_hand(&client, "billing").await;
+    let other = client
+        .create_route(&zone, "billing.example.com/*", "billing")
+        .await
+        .expect("route");
+    // Someone deploys over the script by hand: it is no longer flaredock's.
+    upload_by_hand(&client, "shop").await;
+    let before = domain_ids(&client).await;
+    assert!(before.contains(&status.domains[0].id), "{before:?}");
+
+    obj.status = Some(status.clone());
+    let out = r.delete_worker(&obj).await.expect("delete");
+    assert!(
+        matches!(out, DeleteOutcome::Deleted(ref v) if v.is_empty()),
+        "{out:?}"
+    );
+
+    let scripts: Vec<String> = client
+        .list_scripts()
+        .await
+        .expect("scripts")
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    assert!(scripts.iter().any(|s| s == "shop"), "{scripts:?}");
+    assert_eq!(route_ids(&client, &zone).await, [other.id]);
+    assert!(domain_ids(&client).await.is_empty());
+    em.stop().await;
+}
