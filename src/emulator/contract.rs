@@ -208,6 +208,61 @@ mod tests {
     }
 
     #[test]
+    fn worker_deployments_are_checked_against_the_official_operations() {
+        let v = "11111111-2222-4333-8444-555555555555";
+        let deployment = json!({"id": v, "source": "api", "strategy": "percentage",
+            "created_on": "2026-01-01T00:00:00Z",
+            "versions": [{"version_id": v, "percentage": 100.0}]});
+        let ok = json!({"success": true, "errors": [], "messages": [], "result": deployment});
+        let body =
+            json!({"strategy": "percentage", "versions": [{"version_id": v, "percentage": 100}]});
+        let (op, problems) = check(&exchange(
+            "POST",
+            "/workers/scripts/shop/deployments",
+            body,
+            200,
+            ok,
+        ));
+        assert_eq!(op.as_deref(), Some("worker-deployments-create-deployment"));
+        assert!(problems.is_empty(), "{problems:?}");
+        // A split below the minimum, and an answer without `created_on`.
+        let body =
+            json!({"strategy": "percentage", "versions": [{"version_id": v, "percentage": 0}]});
+        let mut broken = deployment.clone();
+        broken.as_object_mut().unwrap().remove("created_on");
+        let answer = json!({"success": true, "errors": [], "messages": [], "result": broken});
+        let (_, problems) = check(&exchange(
+            "POST",
+            "/workers/scripts/shop/deployments",
+            body,
+            200,
+            answer,
+        ));
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("request") && p.contains("percentage")),
+            "{problems:?}"
+        );
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("response") && p.contains("created_on")),
+            "{problems:?}"
+        );
+        let list = json!({"success": true, "errors": [], "messages": [], "result": {"deployments": [deployment]}});
+        let (op, problems) = check(&exchange(
+            "GET",
+            "/workers/scripts/shop/deployments",
+            Value::Null,
+            200,
+            list,
+        ));
+        assert_eq!(op.as_deref(), Some("worker-deployments-list-deployments"));
+        assert!(problems.is_empty(), "{problems:?}");
+    }
+
+    #[test]
     fn unknown_fields_undeclared_statuses_and_invented_fields_are_problems() {
         let ok = json!({"success": true, "errors": [], "messages": [], "result": {"id": "x"}});
         let body = json!({"max_instances": 2});
