@@ -7,8 +7,7 @@
 //! (wrangler's second call; official, vendored): an unknown script is 404 with 10007, a
 //! known one has one deployment of its current version at 100 %. The rest of wrangler's
 //! deploy path,
-//! also not in the vendored extract: `GET /workers/scripts/{name}/versions/{id}` (in
-//! Cloudflare's description: the current version with its bindings, where wrangler
+//! partly vendored: `GET /workers/scripts/{name}/versions/{id}` (official, vendored: the current version with its bindings, where wrangler
 //! finds a container class's namespace; the upload's answer carries that version's
 //! id as `deployment_id`, as Cloudflare's does); `PUT /workers/scripts/{name}/routes`
 //! (the script's zone routes become the list given, a pattern of another script
@@ -30,7 +29,6 @@ use crate::emulator::workerd::{SERVICE_HEADER, WorkerSpec};
 /// template relative to the API root)`; the contract check leaves their answers alone.
 pub const NOT_IN_EXTRACT: &[(&str, &str)] = &[
     ("GET", "/accounts/{a}/workers/services/{s}"),
-    ("GET", "/accounts/{a}/workers/scripts/{s}/versions/{v}"),
     ("PUT", "/accounts/{a}/workers/scripts/{s}/routes"),
     ("POST", "/accounts/{a}/workers/scripts/{s}/versions"),
 ];
@@ -269,8 +267,8 @@ pub(super) async fn list_deployments(
     respond(StatusCode::OK, outcome)
 }
 
-/// `GET /workers/scripts/{name}/versions/{version_id}` (in Cloudflare's published
-/// description, not in the vendored extract): the script's current version, as
+/// `GET /workers/scripts/{name}/versions/{version_id}`
+/// (`worker-versions-get-version-detail`): the script's current version, as
 /// wrangler reads it after an upload to find a container class's namespace
 /// (`resources.bindings[].namespace_id`). The emulator keeps the current version only:
 /// an older id is a 404, as an unknown one.
