@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use flaredock::manifest;
+use flaredock::spec::worker_settings::PlacementMode;
 use flaredock::spec::{CloudflareContainer, CloudflareWorker, InstanceTypeName, Region};
 
 fn fixture(name: &str) -> PathBuf {
@@ -203,17 +204,26 @@ fn unsupported_keys_are_listed_by_path_and_refused_unless_allowed() {
     assert!(out.is_empty(), "nothing printed: {out}");
     for path in [
         "unsupported: assets:",
-        "unsupported: observability:",
-        "unsupported: env.staging.placement:",
+        "unsupported: observability.traces:",
+        "unsupported: env.staging.placement.hint:",
     ] {
         assert!(err.contains(path), "{path} in {err}");
     }
     let (code, out, err) = import(&dir, &["--env", "staging", "--allow-unsupported"]);
     assert_eq!(code, 0, "{err}");
-    assert!(err.contains("unsupported: env.staging.placement:"), "{err}");
+    assert!(
+        err.contains("unsupported: env.staging.placement.hint:"),
+        "{err}"
+    );
     let (w, _) = load(&out, "");
     assert_eq!(w[0].script_name(), "assets-site-staging");
     assert_eq!(w[0].spec.vars["A"], "b");
+    // What the fields hold is mapped all the same.
+    assert!(w[0].spec.observability.as_ref().is_some_and(|o| o.enabled));
+    assert_eq!(
+        w[0].spec.placement.as_ref().and_then(|p| p.mode),
+        Some(PlacementMode::Smart)
+    );
 }
 
 #[test]
@@ -422,4 +432,130 @@ fn container_applications_are_named_as_wrangler_names_them() {
         err.contains("unsupported: env.bare.containers[0].name"),
         "{err}"
     );
+}
+
+/// Writes `wrangler.json` (with `extra` top-level members) and `index.js` and imports it.
+fn import_json(extra: &str, args: &[&str]) -> (i32, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("wrangler.json"),
+        format!(
+            r#"{{"name": "shop", "main": "index.js", "compatibility_date": "2026-04-01", {extra}}}"#
+        ),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("index.js"), "export default {};\n").unwrap();
+    import(dir.path(), args)
+}
+
+#[test]
+fn observability_placement_limits_and_tail_consumers_are_mapped() {
+    let (code, out, err) = import_json(
+        r#""observability": {"enabled": true, "head_sampling_rate": 0.5,
+              "logs": {"enabled": true, "invocation_logs": false, "head_sampling_rate": 0.25, "persist": true}},
+            "placement": {"region": "aws:us-east-1"},
+            "limits": {"cpu_ms": 50, "subrequests": 200},
+            "tail_consumers": [{"service": "tail-a"}, {"service": "tail-b", "environment": "production"}]"#,
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("unsupported"), "{err}");
+    let (w, _) = load(&out, "");
+    let s = &w[0].spec;
+    let o = s.observability.as_ref().expect("observability");
+    assert!(o.enabled);
+    assert_eq!(o.head_sampling_rate, Some(0.5));
+    let logs = o.logs.as_ref().expect("logs");
+    assert!(logs.enabled);
+    assert!(!logs.invocation_logs);
+    assert_eq!(logs.head_sampling_rate, Some(0.25));
+    let p = s.placement.as_ref().expect("placement");
+    assert_eq!(p.mode, Some(PlacementMode::Targeted));
+    assert_eq!(p.region.as_deref(), Some("aws:us-east-1"));
+    assert_eq!(p.host, None);
+    let l = s.limits.as_ref().expect("limits");
+    assert_eq!((l.cpu_ms, l.subrequests), (Some(50), Some(200)));
+    let tails: Vec<(&str, Option<&str>)> = s
+        .tail_consumers
+        .iter()
+        .map(|t| (t.service.as_str(), t.environment.as_deref()))
+        .collect();
+    assert_eq!(
+        tails,
+        vec![("tail-a", None), ("tail-b", Some("production"))]
+    );
+
+    // Smart Placement; logs without invocation_logs are invocation logs (wrangler's
+    // default).
+    let (code, out, err) = import_json(
+        r#""observability": {"enabled": false, "logs": {"enabled": true}},
+            "placement": {"mode": "smart"}, "limits": {"cpu_ms": 30000}"#,
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    let (w, _) = load(&out, "");
+    let s = &w[0].spec;
+    assert_eq!(
+        s.placement.as_ref().and_then(|p| p.mode),
+        Some(PlacementMode::Smart)
+    );
+    let o = s.observability.as_ref().expect("observability");
+    assert!(!o.enabled);
+    assert!(
+        o.logs
+            .as_ref()
+            .is_some_and(|l| l.enabled && l.invocation_logs)
+    );
+    assert_eq!(s.limits.as_ref().and_then(|l| l.subrequests), None);
+
+    // Placement mode off is no placement at all (wrangler uploads none).
+    let (code, out, err) = import_json(r#""placement": {"mode": "off"}"#, &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("placement: mode off"), "{err}");
+    assert_eq!(load(&out, "").0[0].spec.placement, None);
+}
+
+#[test]
+fn settings_wrangler_allows_but_the_spec_cannot_hold_are_listed_by_path() {
+    let (code, out, err) = import_json(
+        r#""observability": {"logs": {"enabled": true, "destinations": ["sink"], "persist": false},
+              "traces": {"enabled": true}, "head_sampling_rate": 2},
+            "placement": {"mode": "smart", "hint": "aws:us-east-1"},
+            "limits": {"cpu_ms": 1.5, "subrequests": 10, "memory": 3},
+            "tail_consumers": [{"service": "t", "namespace": "n"}]"#,
+        &["--allow-unsupported"],
+    );
+    assert_eq!(code, 0, "{err}");
+    for path in [
+        "unsupported: observability.enabled:",
+        "unsupported: observability.head_sampling_rate:",
+        "unsupported: observability.logs.destinations:",
+        "unsupported: observability.logs.persist:",
+        "unsupported: observability.traces:",
+        "unsupported: placement.hint:",
+        "unsupported: limits.cpu_ms:",
+        "unsupported: limits.memory:",
+        "unsupported: tail_consumers[0].namespace:",
+    ] {
+        assert!(err.contains(path), "{path} in {err}");
+    }
+    let (w, _) = load(&out, "");
+    let s = &w[0].spec;
+    assert_eq!(s.observability, None, "no enabled: no observability");
+    assert_eq!(
+        s.placement.as_ref().and_then(|p| p.mode),
+        Some(PlacementMode::Smart)
+    );
+    let l = s.limits.as_ref().expect("limits");
+    assert_eq!((l.cpu_ms, l.subrequests), (None, Some(10)));
+    assert_eq!(s.tail_consumers.len(), 1);
+    assert_eq!(s.tail_consumers[0].namespace, None);
+
+    // Two targets: wrangler refuses them, and so does the import.
+    let (code, _, err) = import_json(
+        r#""placement": {"region": "aws:us-east-1", "host": "db:5432"}"#,
+        &[],
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("unsupported: placement:"), "{err}");
 }

@@ -357,19 +357,34 @@ async fn a_project_deployed_with_wrangler_is_imported_planned_and_adopted_keepin
     .await;
     let kv = kv["id"].as_str().unwrap().to_string();
     let tag = container_project(&wrangler, &em, &kv);
+    // A script setting the import maps (`limits` → spec.limits).
+    let config_file = wrangler.home.path().join("wrangler.jsonc");
+    let config = std::fs::read_to_string(&config_file).unwrap().replacen(
+        r#""compatibility_date": "2026-04-01","#,
+        r#""compatibility_date": "2026-04-01", "limits": {"cpu_ms": 50},"#,
+        1,
+    );
+    assert!(config.contains("cpu_ms"));
+    std::fs::write(&config_file, config).unwrap();
     wrangler.ok(&["deploy"]);
     let client = common::client_for(&em);
     let app = client.list_applications().await.unwrap().remove(0);
     let settings_before = client.script_settings("shop").await.unwrap();
+    assert_eq!(
+        settings_before.limits,
+        Some(serde_json::json!({"cpu_ms": 50})),
+        "wrangler uploaded the limits"
+    );
 
     // import: the bundle wrangler uploads, written by a dry run.
     let project = wrangler.home.path();
     wrangler.ok(&["deploy", "--dry-run", "--outdir", "out"]);
     let (code, yaml, err) = flaredock(&em, project, &["import", "--bundle", "out"]);
     assert_eq!(code, 0, "{err}");
+    assert!(yaml.contains("cpuMs: 50"), "{yaml}");
     std::fs::write(project.join("shop.yaml"), &yaml).unwrap();
 
-    // plan: nothing but ownership.
+    // plan: nothing but ownership (the limits are the same).
     let (code, out, err) = flaredock(&em, project, &["plan", "-f", "shop.yaml", "-o", "json"]);
     assert_eq!(code, 0, "{err}");
     let plan: Value = serde_json::from_str(&out).unwrap();
@@ -494,6 +509,7 @@ async fn a_project_deployed_with_wrangler_is_imported_planned_and_adopted_keepin
             .any(|b| b.contains("hello from wrangler"))
     );
     assert!(client.script_subdomain("shop").await.unwrap().enabled);
+    assert_eq!(settings.limits, settings_before.limits);
 
     // Re-apply: nothing written.
     let before = common::cloudflare_writes(&em).len();

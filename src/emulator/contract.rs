@@ -23,6 +23,12 @@ pub const WRANGLER_READ: &[(&str, &str)] = &[(
     "/result/deployment_id",
 )];
 
+/// Operations whose declared 4XX is `allOf` their success answer and the common
+/// failure envelope (`success` both `true` and `false`, `result` both a version and
+/// `null`), which no answer can meet: their failures are checked against the common
+/// failure envelope alone.
+pub const UNSATISFIABLE_FAILURE: &[&str] = &["worker-versions-get-version-detail"];
+
 /// The environment variable naming the file that collects contract problems.
 pub const LOG_ENV: &str = "FLAREDOCK_CONTRACT_LOG";
 
@@ -101,7 +107,8 @@ fn response_problems(
         .get(&status)
         .or_else(|| responses.get(&class))
         .or_else(|| responses.get("default"))
-        .filter(|_| x.status != 429);
+        .filter(|_| x.status != 429)
+        .filter(|_| !(x.status >= 400 && UNSATISFIABLE_FAILURE.contains(&op_id)));
     let schema = match declared.and_then(|r| r.pointer("/content/application~1json/schema")) {
         Some(s) => s.clone(),
         // Not declared for this operation (e.g. 429): the common failure envelope.
@@ -205,6 +212,94 @@ mod tests {
             status,
             response_body: response.to_string().into(),
         }
+    }
+
+    #[test]
+    fn a_version_detail_is_checked_against_the_official_operation() {
+        let path = "/workers/scripts/shop/versions/11111111-2222-4333-8444-555555555555";
+        let version = json!({"id": "11111111-2222-4333-8444-555555555555", "number": 2,
+            "metadata": {"source": "api", "created_on": "2026-01-01T00:00:00Z"},
+            "resources": {"bindings": [{"type": "plain_text", "name": "A", "text": "b"}],
+                "script": {"etag": "e", "handlers": ["fetch"],
+                    "named_handlers": [{"name": "Shop", "handlers": ["class"]}]},
+                "script_runtime": {"compatibility_date": "2026-04-01", "compatibility_flags": []}}});
+        let ok = json!({"success": true, "errors": [], "messages": [], "result": version});
+        let (op, problems) = check(&exchange("GET", path, Value::Null, 200, ok));
+        assert_eq!(op.as_deref(), Some("worker-versions-get-version-detail"));
+        assert!(problems.is_empty(), "{problems:?}");
+        let mut bad = version.clone();
+        bad["resources"]["script_runtime"]["usage_model"] = json!("free");
+        bad["metadata"]["source"] = json!("emulator");
+        let answer = json!({"success": true, "errors": [], "messages": [], "result": bad});
+        let (_, problems) = check(&exchange("GET", path, Value::Null, 200, answer));
+        assert!(
+            problems.iter().any(|p| p.contains("usage_model")),
+            "{problems:?}"
+        );
+        assert!(
+            problems.iter().any(|p| p.contains("source")),
+            "{problems:?}"
+        );
+        // Not found: the common failure envelope (the declared 4XX cannot be met).
+        let missing = json!({"success": false, "errors": [{"code": 10007, "message": "not found"}],
+            "messages": [], "result": null});
+        let (_, problems) = check(&exchange("GET", path, Value::Null, 404, missing));
+        assert!(problems.is_empty(), "{problems:?}");
+    }
+
+    #[test]
+    fn worker_deployments_are_checked_against_the_official_operations() {
+        let v = "11111111-2222-4333-8444-555555555555";
+        let deployment = json!({"id": v, "source": "api", "strategy": "percentage",
+            "created_on": "2026-01-01T00:00:00Z",
+            "versions": [{"version_id": v, "percentage": 100.0}]});
+        let ok = json!({"success": true, "errors": [], "messages": [], "result": deployment});
+        let body =
+            json!({"strategy": "percentage", "versions": [{"version_id": v, "percentage": 100}]});
+        let (op, problems) = check(&exchange(
+            "POST",
+            "/workers/scripts/shop/deployments",
+            body,
+            200,
+            ok,
+        ));
+        assert_eq!(op.as_deref(), Some("worker-deployments-create-deployment"));
+        assert!(problems.is_empty(), "{problems:?}");
+        // A split below the minimum, and an answer without `created_on`.
+        let body =
+            json!({"strategy": "percentage", "versions": [{"version_id": v, "percentage": 0}]});
+        let mut broken = deployment.clone();
+        broken.as_object_mut().unwrap().remove("created_on");
+        let answer = json!({"success": true, "errors": [], "messages": [], "result": broken});
+        let (_, problems) = check(&exchange(
+            "POST",
+            "/workers/scripts/shop/deployments",
+            body,
+            200,
+            answer,
+        ));
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("request") && p.contains("percentage")),
+            "{problems:?}"
+        );
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("response") && p.contains("created_on")),
+            "{problems:?}"
+        );
+        let list = json!({"success": true, "errors": [], "messages": [], "result": {"deployments": [deployment]}});
+        let (op, problems) = check(&exchange(
+            "GET",
+            "/workers/scripts/shop/deployments",
+            Value::Null,
+            200,
+            list,
+        ));
+        assert_eq!(op.as_deref(), Some("worker-deployments-list-deployments"));
+        assert!(problems.is_empty(), "{problems:?}");
     }
 
     #[test]

@@ -105,10 +105,12 @@
 //! - `GET /workers/services/{name}`, wrangler's first call of `deploy`, is not in the
 //!   official extract ([`api::NOT_IN_EXTRACT`]): a known script answers its
 //!   `default_environment`, an unknown one 404 with code 10090.
-//! - The rest of `wrangler deploy`'s path, also in [`api::NOT_IN_EXTRACT`]:
-//!   `GET …/deployments`; `GET /workers/scripts/{name}/versions/{id}` (in Cloudflare's
-//!   description, not vendored here: the current version only, with its bindings, where
-//!   wrangler finds a container class's namespace); `PUT /workers/scripts/{name}/routes`
+//! - The rest of `wrangler deploy`'s path: `GET /workers/scripts/{name}/versions/{id}`
+//!   (official, vendored: the current version only, with its bindings, where wrangler
+//!   finds a container class's namespace; its declared 4XX is `allOf` the success answer
+//!   and the failure envelope, which no body meets, so a failure is checked against the
+//!   failure envelope alone, [`contract::UNSATISFIABLE_FAILURE`]); in
+//!   [`api::NOT_IN_EXTRACT`]: `PUT /workers/scripts/{name}/routes`
 //!   (the script's zone routes become the list given). An upload's answer carries
 //!   `deployment_id` (its version), which wrangler reads and the extract does not list
 //!   ([`contract::WRANGLER_READ`]). `constraints.tiers`, which wrangler always sends,
@@ -117,8 +119,10 @@
 //!   and wrangler 4.86 still sends, is taken as `database_id`. wrangler re-deploys an
 //!   existing Worker without containers or migrations through the Versions API:
 //!   `POST …/versions` (not vendored) is the same upload answered as its version, and
-//!   takes effect at once (the emulator keeps one version); `POST …/deployments` (not
-//!   vendored) accepts only that version at 100 %; `PATCH …/script-settings`
+//!   takes effect at once (the emulator keeps one version); `GET`/`POST …/deployments`
+//!   (official, vendored: `workers_deployment`; requests and answers are checked as
+//!   for every vendored operation; wrangler 4.86's body passes it) answer and accept
+//!   only that version at 100 %; `PATCH …/script-settings`
 //!   (official) replaces the tags and echoes the rest. A container application's
 //!   `PATCH` with `configuration.image` (wrangler's way of changing one) is refused as
 //!   the official schema says.

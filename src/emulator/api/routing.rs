@@ -3,16 +3,17 @@
 //! the first call of `wrangler deploy`, which the official extract does not describe
 //! ([`NOT_IN_EXTRACT`]): an unknown script is a 404 with code 10090, as Cloudflare
 //! answers it (wrangler reads that as "a new Worker"); a known one its
-//! `default_environment` with the script. Likewise `GET /workers/scripts/{name}/deployments`
-//! (wrangler's second call): an unknown script is 404 with 10007, a known one has one
-//! deployment of its current version at 100 %. The rest of wrangler's deploy path,
-//! also not in the vendored extract: `GET /workers/scripts/{name}/versions/{id}` (in
-//! Cloudflare's description: the current version with its bindings, where wrangler
+//! `default_environment` with the script. `GET /workers/scripts/{name}/deployments`
+//! (wrangler's second call; official, vendored): an unknown script is 404 with 10007, a
+//! known one has one deployment of its current version at 100 %. The rest of wrangler's
+//! deploy path,
+//! partly vendored: `GET /workers/scripts/{name}/versions/{id}` (official, vendored: the current version with its bindings, where wrangler
 //! finds a container class's namespace; the upload's answer carries that version's
 //! id as `deployment_id`, as Cloudflare's does); `PUT /workers/scripts/{name}/routes`
 //! (the script's zone routes become the list given, a pattern of another script
 //! refused as a duplicate); the Versions API's `POST …/versions` (in `workers`) and
-//! `POST …/deployments` (only the current version at 100 %), how wrangler re-deploys
+//! `POST …/deployments` (official, vendored; only the current version at 100 %), how
+//! wrangler re-deploys
 //! a Worker without containers.
 //!
 //! The edge: a request whose `Host` is a Workers host (workers.dev, a custom domain, a
@@ -28,11 +29,8 @@ use crate::emulator::workerd::{SERVICE_HEADER, WorkerSpec};
 /// template relative to the API root)`; the contract check leaves their answers alone.
 pub const NOT_IN_EXTRACT: &[(&str, &str)] = &[
     ("GET", "/accounts/{a}/workers/services/{s}"),
-    ("GET", "/accounts/{a}/workers/scripts/{s}/deployments"),
-    ("GET", "/accounts/{a}/workers/scripts/{s}/versions/{v}"),
     ("PUT", "/accounts/{a}/workers/scripts/{s}/routes"),
     ("POST", "/accounts/{a}/workers/scripts/{s}/versions"),
-    ("POST", "/accounts/{a}/workers/scripts/{s}/deployments"),
 ];
 
 /// Whether `method path` is one of [`NOT_IN_EXTRACT`].
@@ -264,7 +262,7 @@ pub(super) async fn get_service(
     respond(StatusCode::OK, outcome)
 }
 
-/// `GET /workers/scripts/{name}/deployments` (not in the official extract).
+/// `GET /workers/scripts/{name}/deployments` (`worker-deployments-list-deployments`).
 pub(super) async fn list_deployments(
     State(shared): Shr,
     Path((account, script)): Path<(String, String)>,
@@ -291,8 +289,8 @@ pub(super) async fn list_deployments(
     respond(StatusCode::OK, outcome)
 }
 
-/// `GET /workers/scripts/{name}/versions/{version_id}` (in Cloudflare's published
-/// description, not in the vendored extract): the script's current version, as
+/// `GET /workers/scripts/{name}/versions/{version_id}`
+/// (`worker-versions-get-version-detail`): the script's current version, as
 /// wrangler reads it after an upload to find a container class's namespace
 /// (`resources.bindings[].namespace_id`). The emulator keeps the current version only:
 /// an older id is a 404, as an unknown one.
@@ -352,7 +350,7 @@ pub(super) fn version_json(account: &state::AccountState, script: &str) -> Outco
     }
 }
 
-/// `POST /workers/scripts/{name}/deployments` (not in the vendored extract): the
+/// `POST /workers/scripts/{name}/deployments` (`worker-deployments-create-deployment`): the
 /// current version at 100 % (the only deployment the emulator's one version allows);
 /// another version or split is refused.
 pub(super) async fn create_deployment(
