@@ -7,7 +7,6 @@
 mod common;
 
 use flaredock::cloudflare::CloudflareClient;
-use flaredock::cloudflare::types::{ScriptModule, ScriptUpload, UploadMetadata};
 use flaredock::reconcile::worker::inputs::SourceData;
 use flaredock::reconcile::{DeleteOutcome, Reconciler};
 use flaredock::spec::reach::RouteStatus;
@@ -37,32 +36,6 @@ async fn made(r: &Reconciler, obj: &CloudflareWorker) -> CloudflareWorkerStatus 
     out.status
 }
 
-/// A script uploaded by hand (no flaredock tags), as wrangler would.
-async fn upload_by_hand(client: &CloudflareClient, name: &str) {
-    let upload = ScriptUpload {
-        metadata: UploadMetadata {
-            main_module: "index.js".into(),
-            compatibility_date: "2026-06-01".into(),
-            ..Default::default()
-        },
-        modules: vec![ScriptModule {
-            name: "index.js".into(),
-            content_type: "application/javascript+module".into(),
-            content: b"export default { fetch() { return new Response('by hand') } }".to_vec(),
-        }],
-    };
-    client.upload_script(name, &upload).await.expect("upload");
-}
-
-async fn zone_id(client: &CloudflareClient) -> String {
-    client
-        .zone_by_name("example.com")
-        .await
-        .expect("zones")
-        .expect("the emulator's zone")
-        .id
-}
-
 async fn route_ids(client: &CloudflareClient, zone: &str) -> Vec<String> {
     client
         .list_routes(zone)
@@ -90,9 +63,9 @@ async fn a_script_deleted_by_hand_leaves_no_recorded_route_and_no_other_is_touch
     let r = common::reconciler_for(&client);
     let mut obj = worker("");
     let status = made(&r, &obj).await;
-    let zone = zone_id(&client).await;
+    let zone = common::scripts::zone_id(&client).await;
     // Another script's route on the same zone, and a stale record naming it.
-    upload_by_hand(&client, "billing").await;
+    common::scripts::upload_by_hand(&client, "billing", "by hand").await;
     let other = client
         .create_route(&zone, "billing.example.com/*", "billing")
         .await
@@ -142,14 +115,14 @@ async fn a_script_taken_over_by_hand_is_kept_and_its_recorded_route_and_domain_g
     let r = common::reconciler_for(&client);
     let mut obj = worker("  deletionPolicy: Delete\n");
     let status = made(&r, &obj).await;
-    let zone = zone_id(&client).await;
-    upload_by_hand(&client, "billing").await;
+    let zone = common::scripts::zone_id(&client).await;
+    common::scripts::upload_by_hand(&client, "billing", "by hand").await;
     let other = client
         .create_route(&zone, "billing.example.com/*", "billing")
         .await
         .expect("route");
     // Someone deploys over the script by hand: it is no longer flaredock's.
-    upload_by_hand(&client, "shop").await;
+    common::scripts::upload_by_hand(&client, "shop", "by hand").await;
     let before = domain_ids(&client).await;
     assert!(before.contains(&status.domains[0].id), "{before:?}");
 

@@ -345,7 +345,6 @@ fn workers_dev_false_turns_it_off_and_invalid_entries_are_refused_before_any_cal
 
 // ---- end to end, against the emulator --------------------------------------------
 
-use flaredock::cloudflare::CloudflareClient;
 use flaredock::cloudflare::types::{ScriptModule, ScriptUpload, UploadMetadata};
 use flaredock::reconcile::Reconciler;
 use flaredock::reconcile::worker::WorkerOutcome;
@@ -370,32 +369,6 @@ fn condition<'a>(s: &'a CloudflareWorkerStatus, kind: &str) -> (&'a str, &'a str
     (c.status.as_str(), c.reason.as_str(), c.message.as_str())
 }
 
-/// A script uploaded by hand (no flaredock tags), as wrangler would.
-async fn upload_by_hand(client: &CloudflareClient, name: &str) {
-    let upload = ScriptUpload {
-        metadata: UploadMetadata {
-            main_module: "index.js".into(),
-            compatibility_date: "2026-06-01".into(),
-            ..Default::default()
-        },
-        modules: vec![ScriptModule {
-            name: "index.js".into(),
-            content_type: "application/javascript+module".into(),
-            content: b"export default { fetch() { return new Response('legacy') } }".to_vec(),
-        }],
-    };
-    client.upload_script(name, &upload).await.expect("upload");
-}
-
-async fn zone_id(client: &CloudflareClient) -> String {
-    client
-        .zone_by_name("example.com")
-        .await
-        .expect("zones")
-        .expect("the emulator's zone")
-        .id
-}
-
 #[tokio::test]
 async fn a_reachable_worker_becomes_ready_each_part_reads_back_and_re_apply_writes_nothing() {
     let em = common::start_emulator(|_| {}).await;
@@ -405,7 +378,7 @@ async fn a_reachable_worker_becomes_ready_each_part_reads_back_and_re_apply_writ
 
     let first = reconcile(&r, &obj, None).await;
     assert!(first.ready(), "{:#?}", first.status);
-    let zone = zone_id(&client).await;
+    let zone = common::scripts::zone_id(&client).await;
 
     // Each part, read back through the official endpoints.
     assert!(client.script_subdomain("shop").await.unwrap().enabled);
@@ -481,8 +454,8 @@ async fn a_route_another_script_holds_stalls_naming_it_and_stays_its() {
     let em = common::start_emulator(|_| {}).await;
     let client = common::client_for(&em);
     let r = common::reconciler_for(&client);
-    upload_by_hand(&client, "legacy-shop").await;
-    let zone = zone_id(&client).await;
+    common::scripts::upload_by_hand(&client, "legacy-shop", "legacy").await;
+    let zone = common::scripts::zone_id(&client).await;
     let theirs = client
         .create_route(&zone, "shop.example.com/*", "legacy-shop")
         .await
@@ -521,7 +494,7 @@ async fn suspend_observe_and_a_pending_adoption_write_no_route_domain_or_cron() 
         );
     }
     // Adopting a script uploaded by hand waits for approval: nothing is written.
-    upload_by_hand(&client, "legacy").await;
+    common::scripts::upload_by_hand(&client, "legacy", "legacy").await;
     let adopt = worker(&format!(
         "  scriptName: legacy\n  adopt: true\n{}",
         REACH.replace("shop.example.com", "legacy.example.com")
@@ -557,13 +530,13 @@ async fn deleting_removes_only_the_routes_and_domains_flaredock_made() {
     let mut obj = worker(REACH);
     let out = reconcile(&r, &obj, None).await;
     assert!(out.ready(), "{:#?}", out.status);
-    let zone = zone_id(&client).await;
+    let zone = common::scripts::zone_id(&client).await;
     // Made by hand: one for this script, one for another; a domain of another.
     let by_hand = client
         .create_route(&zone, "shop.example.com/by-hand/*", "shop")
         .await
         .unwrap();
-    upload_by_hand(&client, "billing").await;
+    common::scripts::upload_by_hand(&client, "billing", "legacy").await;
     let other = client
         .create_route(&zone, "billing.example.com/*", "billing")
         .await
@@ -645,7 +618,7 @@ async fn the_binary_plans_by_field_applies_printing_the_url_and_deletes_what_it_
         out.contains("url: https://shop.flaredock.workers.dev"),
         "{out}"
     );
-    let zone = zone_id(&client).await;
+    let zone = common::scripts::zone_id(&client).await;
     assert!(
         client
             .list_routes(&zone)
@@ -656,7 +629,7 @@ async fn the_binary_plans_by_field_applies_printing_the_url_and_deletes_what_it_
     );
 
     // Another script's route in the zone stays through the delete.
-    upload_by_hand(&client, "billing").await;
+    common::scripts::upload_by_hand(&client, "billing", "legacy").await;
     let theirs = client
         .create_route(&zone, "billing.example.com/*", "billing")
         .await
@@ -1012,9 +985,9 @@ async fn an_adoption_writes_nothing_until_its_exact_plan_is_approved_and_an_appr
     let r = common::reconciler_for(&client);
     // Deployed by hand: a route, a custom domain and two crons; another script's route
     // in the same zone.
-    upload_by_hand(&client, "legacy").await;
-    upload_by_hand(&client, "billing").await;
-    let zone = zone_id(&client).await;
+    common::scripts::upload_by_hand(&client, "legacy", "legacy").await;
+    common::scripts::upload_by_hand(&client, "billing", "legacy").await;
+    let zone = common::scripts::zone_id(&client).await;
     let keep = client
         .create_route(&zone, "legacy.example.com/*", "legacy")
         .await
@@ -1167,9 +1140,9 @@ async fn the_binary_deletes_a_route_or_domain_removed_between_two_runs_and_no_ot
     let two = "  routes:\n    - {pattern: 'shop.example.com/*', zoneName: example.com}\n    - {pattern: 'shop.example.com/api/*', zoneName: example.com}\n  domains:\n    - {hostname: api.example.com}\n";
     write(two);
     apply("two routes");
-    let zone = zone_id(&client).await;
+    let zone = common::scripts::zone_id(&client).await;
     // Another script's route in the same zone, and one made by hand for this script.
-    upload_by_hand(&client, "billing").await;
+    common::scripts::upload_by_hand(&client, "billing", "legacy").await;
     let theirs = client
         .create_route(&zone, "billing.example.com/*", "billing")
         .await

@@ -4,6 +4,7 @@
 
 pub mod cluster;
 pub mod fake_kube;
+pub mod scripts;
 pub mod testenv;
 
 use std::net::TcpListener;
