@@ -1333,3 +1333,57 @@ async fn one_pass_resolves_the_zone_and_lists_its_routes_and_the_domains_once_fo
     assert_eq!(reach_lists(&em, from).1, 1);
     em.stop().await;
 }
+
+#[tokio::test]
+async fn a_removal_planned_on_a_stale_shared_list_is_decided_again_on_a_fresh_read() {
+    let em = common::start_emulator(|_| {}).await;
+    let client = common::client_for(&em);
+    let r = common::reconciler_for(&client);
+    let data = SourceData::default();
+    let obj = reached_worker("w0");
+    let made = r.reconcile_worker(&obj, vec![], &data, None).await;
+    assert!(made.ready(), "{:#?}", made.status);
+    let hostname = "w0-api.example.com";
+    let id = made.status.domains[0].id.clone();
+
+    // Elsewhere, between passes: the hostname now serves another script (same id). The
+    // pass's shared list still says w0.
+    common::scripts::upload_by_hand(&client, "billing", "billing").await;
+    let moved = client
+        .attach_domain(hostname, "billing", None)
+        .await
+        .unwrap();
+    assert_eq!(
+        moved.id, id,
+        "the emulator keeps a re-attached hostname's id"
+    );
+
+    // The spec drops the domain: planned as a removal on the shared list, but the
+    // fresh read before the DELETE shows another script's domain, so it stays.
+    let mut without = obj.clone();
+    without.spec.domains.clear();
+    let from = em.shared.requests().len();
+    let out = r
+        .reconcile_worker(&without, vec![], &data, Some(&made.status))
+        .await;
+    assert!(
+        out.plan
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::Reach(ReachAction::DetachDomain { .. }))),
+        "the stale list plans the removal: {:?}",
+        out.plan
+    );
+    assert_eq!(
+        sent(&em, from, "DELETE", "/workers/domains/"),
+        0,
+        "no DELETE of a domain that serves another script"
+    );
+    let live = client.list_domains().await.unwrap();
+    let d = live
+        .iter()
+        .find(|d| d.id == id)
+        .expect("the domain is still there");
+    assert_eq!(d.service, "billing");
+    em.stop().await;
+}

@@ -1099,6 +1099,17 @@ impl Reconciler {
                 self.view.route_created(zone_id, r).await;
             }
             ReachAction::DeleteRoute { zone_id, id, .. } => {
+                // Planned on the pass's shared list: decided again on a fresh read. Gone
+                // is done; serving another script than the list said, it is not ours
+                // to delete (the fresh list is now the shared one: the next plan sees it).
+                let planned = self.view.zone_routes(zone_id, false).await?;
+                let fresh = self.view.zone_routes(zone_id, true).await?;
+                let was = planned.iter().find(|r| r.id == *id).map(|r| &r.script);
+                match fresh.iter().find(|r| r.id == *id) {
+                    None => return Ok(()),
+                    Some(now) if was != Some(&now.script) => return Ok(()),
+                    Some(_) => {}
+                }
                 let deleted = client.delete_route(zone_id, id).await;
                 self.note_route_delete(deleted.is_ok(), zone_id, id).await;
                 deleted?;
@@ -1128,6 +1139,15 @@ impl Reconciler {
                 self.view.domain_attached(d).await;
             }
             ReachAction::DetachDomain { id, .. } => {
+                // As for a route: decided again on a fresh read.
+                let planned = self.view.workers_domains(false).await?;
+                let fresh = self.view.workers_domains(true).await?;
+                let was = planned.iter().find(|d| d.id == *id).map(|d| &d.service);
+                match fresh.iter().find(|d| d.id == *id) {
+                    None => return Ok(()),
+                    Some(now) if was != Some(&now.service) => return Ok(()),
+                    Some(_) => {}
+                }
                 let detached = client.detach_domain(id).await;
                 self.note_domain_detach(detached.is_ok(), id).await;
                 detached?;
