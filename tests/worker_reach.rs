@@ -1234,3 +1234,156 @@ async fn the_binary_with_refresh_reads_the_reach_state_and_corrects_a_change_mad
     assert_eq!(client.schedules("shop").await.unwrap().len(), 1);
     em.stop().await;
 }
+
+/// Lists of the pass's shared reach reads since request `from`: (zone lookups, route
+/// lists, domain lists).
+fn reach_lists(em: &flaredock::emulator::RunningEmulator, from: usize) -> (usize, usize, usize) {
+    let gets: Vec<String> = em.shared.requests()[from..]
+        .iter()
+        .filter(|r| r.method == "GET")
+        .map(|r| r.path.clone())
+        .collect();
+    let count = |f: &dyn Fn(&str) -> bool| gets.iter().filter(|p| f(p)).count();
+    (
+        count(&|p| p.ends_with("/zones")),
+        count(&|p| p.ends_with("/workers/routes")),
+        count(&|p| p.ends_with("/workers/domains")),
+    )
+}
+
+/// A Worker `name` with a route on example.com and a custom domain of its own.
+fn reached_worker(name: &str) -> CloudflareWorker {
+    let mut obj = worker(&format!(
+        "  routes:\n    - {{pattern: '{name}.example.com/*', zoneName: example.com}}\n  domains:\n    - {{hostname: {name}-api.example.com}}\n"
+    ));
+    obj.metadata.name = Some(name.to_string());
+    obj
+}
+
+#[tokio::test]
+async fn one_pass_resolves_the_zone_and_lists_its_routes_and_the_domains_once_for_every_worker() {
+    let em = common::start_emulator(|_| {}).await;
+    let client = common::client_for(&em);
+    let r = common::reconciler_for(&client);
+    let data = SourceData::default();
+    let names = ["w0", "w1", "w2", "w3"];
+    let objs: Vec<CloudflareWorker> = names.iter().map(|n| reached_worker(n)).collect();
+
+    // The first pass creates every route and domain: each write updates the shared
+    // lists, so no Worker lists again.
+    let from = em.shared.requests().len();
+    let mut statuses = Vec::new();
+    for obj in &objs {
+        let out = r.reconcile_worker(obj, vec![], &data, None).await;
+        assert!(out.ready(), "{:#?}", out.status);
+        assert_eq!(out.status.routes.len(), 1, "{:?}", out.status);
+        assert_eq!(out.status.domains.len(), 1, "{:?}", out.status);
+        statuses.push(out.status);
+    }
+    assert_eq!(reach_lists(&em, from), (1, 1, 1));
+
+    // A resync drops the lists; the re-apply of every Worker at once (as the command
+    // line and the controller do) reads each once and writes nothing.
+    r.view.invalidate().await;
+    let from = em.shared.requests().len();
+    let writes = common::cloudflare_writes(&em);
+    let again = futures::future::join_all(
+        objs.iter()
+            .zip(&statuses)
+            .map(|(obj, s)| r.reconcile_worker(obj, vec![], &data, Some(s))),
+    )
+    .await;
+    for out in &again {
+        assert!(out.ready(), "{:#?}", out.status);
+        assert!(out.plan.actions.is_empty(), "{:?}", out.plan);
+    }
+    assert_eq!(reach_lists(&em, from), (0, 1, 1));
+    assert_eq!(common::cloudflare_writes(&em), writes);
+
+    // A route written in this pass is seen by the next observe without a list: a
+    // Worker asking for w0's pattern is refused naming w0.
+    let from = em.shared.requests().len();
+    let w4 = reached_worker("w4");
+    let made = r.reconcile_worker(&w4, vec![], &data, None).await;
+    assert!(made.ready(), "{:#?}", made.status);
+    let mut taker4 =
+        worker("  routes:\n    - {pattern: 'w4.example.com/*', zoneName: example.com}\n");
+    taker4.metadata.name = Some("taker4".into());
+    let refused = r.reconcile_worker(&taker4, vec![], &data, None).await;
+    let (stalled, reason, message) = condition(&refused.status, "Stalled");
+    assert_eq!((stalled, reason), ("True", "RouteHeldElsewhere"));
+    assert!(message.contains("w4"), "{message}");
+    assert_eq!(reach_lists(&em, from), (0, 0, 0));
+
+    // A route made elsewhere is found after the resync, which lists again.
+    let zone = common::scripts::zone_id(&client).await;
+    client
+        .create_route(&zone, "legacy.example.com/*", "w1")
+        .await
+        .unwrap();
+    r.view.invalidate().await;
+    let from = em.shared.requests().len();
+    let mut taker =
+        worker("  routes:\n    - {pattern: 'legacy.example.com/*', zoneName: example.com}\n");
+    taker.metadata.name = Some("taker5".into());
+    let refused = r.reconcile_worker(&taker, vec![], &data, None).await;
+    let (stalled, reason, message) = condition(&refused.status, "Stalled");
+    assert_eq!((stalled, reason), ("True", "RouteHeldElsewhere"));
+    assert!(message.contains("w1"), "{message}");
+    assert_eq!(reach_lists(&em, from).1, 1);
+    em.stop().await;
+}
+
+#[tokio::test]
+async fn a_removal_planned_on_a_stale_shared_list_is_decided_again_on_a_fresh_read() {
+    let em = common::start_emulator(|_| {}).await;
+    let client = common::client_for(&em);
+    let r = common::reconciler_for(&client);
+    let data = SourceData::default();
+    let obj = reached_worker("w0");
+    let made = r.reconcile_worker(&obj, vec![], &data, None).await;
+    assert!(made.ready(), "{:#?}", made.status);
+    let hostname = "w0-api.example.com";
+    let id = made.status.domains[0].id.clone();
+
+    // Elsewhere, between passes: the hostname now serves another script (same id). The
+    // pass's shared list still says w0.
+    common::scripts::upload_by_hand(&client, "billing", "billing").await;
+    let moved = client
+        .attach_domain(hostname, "billing", None)
+        .await
+        .unwrap();
+    assert_eq!(
+        moved.id, id,
+        "the emulator keeps a re-attached hostname's id"
+    );
+
+    // The spec drops the domain: planned as a removal on the shared list, but the
+    // fresh read before the DELETE shows another script's domain, so it stays.
+    let mut without = obj.clone();
+    without.spec.domains.clear();
+    let from = em.shared.requests().len();
+    let out = r
+        .reconcile_worker(&without, vec![], &data, Some(&made.status))
+        .await;
+    assert!(
+        out.plan
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::Reach(ReachAction::DetachDomain { .. }))),
+        "the stale list plans the removal: {:?}",
+        out.plan
+    );
+    assert_eq!(
+        sent(&em, from, "DELETE", "/workers/domains/"),
+        0,
+        "no DELETE of a domain that serves another script"
+    );
+    let live = client.list_domains().await.unwrap();
+    let d = live
+        .iter()
+        .find(|d| d.id == id)
+        .expect("the domain is still there");
+    assert_eq!(d.service, "billing");
+    em.stop().await;
+}

@@ -6,7 +6,9 @@
 //! **Bounds.** The application, namespace and script maps mirror the account's last
 //! lists and are replaced whole by each list (so they follow the account, and an
 //! application, namespace or script that is gone leaves with the next list). The
-//! rest has a budget: the rollout targets keep only rollouts a list still shows
+//! rest has a budget: the zones' route lists keep at most `ZONE_ROUTES` zones (least
+//! recently used first out; the custom domain list is one list), both dropped with
+//! every resync; the rollout targets keep only rollouts a list still shows
 //! active (and at most `ROLLOUT_TARGETS` of them), the applications being deleted
 //! only those a list still shows (at most `DELETING_ENTRIES`), and a script's lock
 //! is dropped as soon as no reconcile holds or waits for it. [`AccountView::stats`]
@@ -46,6 +48,7 @@ use std::sync::Arc;
 use tokio::sync::Mutex;
 
 use crate::bounded::{BoundedMap, CacheStats};
+use crate::cloudflare::routing::{WorkerRoute, WorkersDomain};
 use crate::cloudflare::types::*;
 use crate::cloudflare::{ApiError, CloudflareClient};
 use crate::spec::OWNER_LABEL;
@@ -114,6 +117,17 @@ pub const DELETING_ENTRIES: usize = 16_384;
 
 /// Scripts whose reachability reads are remembered at most.
 pub const REACH_CHECKED: usize = 16_384;
+
+/// Zones whose route lists are kept at most (least recently used forgotten first).
+pub const ZONE_ROUTES: usize = 1024;
+
+/// The reach lists shared by every Worker of a pass: each zone's routes and the
+/// account's custom domains, listed once, updated in place by our own writes, dropped
+/// by [`AccountView::invalidate`].
+struct ReachLists {
+    routes: BoundedMap<String, Vec<WorkerRoute>>,
+    domains: Option<Vec<WorkersDomain>>,
+}
 
 /// How old a script list may be before a script missing from it is looked up again.
 const MISSING_RECHECK: std::time::Duration = std::time::Duration::from_secs(5);
@@ -228,6 +242,9 @@ pub struct AccountView {
     /// A cache only: a lost entry means one more `GET` and `DELETE` by id, never a
     /// wrong answer.
     delete_pending: std::sync::Mutex<BoundedMap<String, tokio::time::Instant>>,
+    /// Zone routes and custom domains (held across a list: Workers observed at once
+    /// list once).
+    reach_lists: Mutex<ReachLists>,
 }
 
 impl AccountView {
@@ -240,6 +257,10 @@ impl AccountView {
             reach_checked: std::sync::Mutex::new(BoundedMap::with_entries(REACH_CHECKED)),
             delete_sent: std::sync::Mutex::new(BoundedMap::with_entries(DELETING_ENTRIES)),
             delete_pending: std::sync::Mutex::new(BoundedMap::with_entries(DELETING_ENTRIES)),
+            reach_lists: Mutex::new(ReachLists {
+                routes: BoundedMap::with_entries(ZONE_ROUTES),
+                domains: None,
+            }),
         }
     }
 
@@ -308,6 +329,81 @@ impl AccountView {
         st.namespaces = None;
         st.scripts = None;
         crate::lock(&self.reach_checked).clear();
+        drop(st);
+        let mut lists = self.reach_lists.lock().await;
+        lists.routes.clear();
+        lists.domains = None;
+    }
+
+    /// The routes of zone `zone_id`: the shared list, or (`fresh`, or none kept) one
+    /// read now, which becomes the shared one. A zone not found is not kept.
+    pub async fn zone_routes(
+        &self,
+        zone_id: &str,
+        fresh: bool,
+    ) -> Result<Vec<WorkerRoute>, ApiError> {
+        let mut lists = self.reach_lists.lock().await;
+        if !fresh && let Some(rs) = lists.routes.get(zone_id) {
+            return Ok(rs.clone());
+        }
+        lists.routes.remove(zone_id);
+        let rs = self.client.list_routes(zone_id).await?;
+        lists.routes.insert(zone_id.to_string(), rs.clone());
+        Ok(rs)
+    }
+
+    /// The account's custom domains: the shared list, or (`fresh`, or none kept) one
+    /// read now, which becomes the shared one.
+    pub async fn workers_domains(&self, fresh: bool) -> Result<Vec<WorkersDomain>, ApiError> {
+        let mut lists = self.reach_lists.lock().await;
+        if !fresh && let Some(ds) = &lists.domains {
+            return Ok(ds.clone());
+        }
+        lists.domains = None;
+        let ds = self.client.list_domains().await?;
+        lists.domains = Some(ds.clone());
+        Ok(ds)
+    }
+
+    /// Records a route our create made (in the shared list of its zone, if kept).
+    pub async fn route_created(&self, zone_id: &str, route: WorkerRoute) {
+        let mut lists = self.reach_lists.lock().await;
+        if let Some(mut rs) = lists.routes.remove(zone_id) {
+            rs.retain(|r| r.id != route.id);
+            rs.push(route);
+            lists.routes.insert(zone_id.to_string(), rs);
+        }
+    }
+
+    /// Records a route our delete removed (or found gone).
+    pub async fn route_deleted(&self, zone_id: &str, id: &str) {
+        let mut lists = self.reach_lists.lock().await;
+        if let Some(mut rs) = lists.routes.remove(zone_id) {
+            rs.retain(|r| r.id != id);
+            lists.routes.insert(zone_id.to_string(), rs);
+        }
+    }
+
+    /// Records a custom domain our attach left (it replaces any of its hostname).
+    pub async fn domain_attached(&self, domain: WorkersDomain) {
+        if let Some(ds) = self.reach_lists.lock().await.domains.as_mut() {
+            ds.retain(|d| d.id != domain.id && !d.hostname.eq_ignore_ascii_case(&domain.hostname));
+            ds.push(domain);
+        }
+    }
+
+    /// Records a custom domain our detach removed (or found gone).
+    pub async fn domain_detached(&self, id: &str) {
+        if let Some(ds) = self.reach_lists.lock().await.domains.as_mut() {
+            ds.retain(|d| d.id != id);
+        }
+    }
+
+    /// Drops the shared reach lists (a write whose outcome is not known).
+    pub async fn invalidate_reach_lists(&self) {
+        let mut lists = self.reach_lists.lock().await;
+        lists.routes.clear();
+        lists.domains = None;
     }
 
     /// Whether `script`'s workers.dev state and crons were read (or written) since the
@@ -605,6 +701,13 @@ impl AccountView {
             ..CacheStats::default()
         };
         let locks = crate::lock(&self.script_locks).len();
+        let (zone_routes, domains) = {
+            let lists = self.reach_lists.lock().await;
+            (
+                lists.routes.stats(),
+                listed(lists.domains.as_ref().map_or(0, Vec::len)),
+            )
+        };
         vec![
             (
                 "applications",
@@ -624,6 +727,8 @@ impl AccountView {
             ("reach_checked", crate::lock(&self.reach_checked).stats()),
             ("delete_sent", crate::lock(&self.delete_sent).stats()),
             ("script_locks", listed(locks)),
+            ("zone_routes", zone_routes),
+            ("workers_domains", domains),
         ]
     }
 }

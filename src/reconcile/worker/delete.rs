@@ -122,7 +122,10 @@ impl Reconciler {
         let have = self
             .observe_reach(
                 script,
-                ScriptSide::default(),
+                ScriptSide {
+                    fresh_lists: true,
+                    ..Default::default()
+                },
                 &DesiredReach::default(),
                 recorded.clone(),
             )
@@ -134,7 +137,13 @@ impl Reconciler {
                 rs.iter()
                     .any(|x| x.id == made.id && x.script.as_deref().is_none_or(|s| s == script))
             });
-            if ours && client.delete_route(&made.zone_id, &made.id).await? {
+            if !ours {
+                continue;
+            }
+            let deleted = client.delete_route(&made.zone_id, &made.id).await;
+            self.note_route_delete(deleted.is_ok(), &made.zone_id, &made.id)
+                .await;
+            if deleted? {
                 gone.push(format!("route {}", made.pattern));
             }
         }
@@ -143,7 +152,12 @@ impl Reconciler {
                 .domains
                 .iter()
                 .any(|x| x.id == made.id && x.service == script);
-            if ours && client.detach_domain(&made.id).await? {
+            if !ours {
+                continue;
+            }
+            let detached = client.detach_domain(&made.id).await;
+            self.note_domain_detach(detached.is_ok(), &made.id).await;
+            if detached? {
                 gone.push(format!("custom domain {}", made.hostname));
             }
         }

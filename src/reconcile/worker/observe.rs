@@ -45,6 +45,7 @@ impl Reconciler {
                         .and_then(ReachRecord::parse),
                     may_trust: !foreign && !uploaded_elsewhere && !observe_only,
                     adopting: foreign,
+                    fresh_lists: false,
                 };
                 self.observe_reach(script, side, want, recorded).await?
             }

@@ -1,6 +1,9 @@
 //! A Worker's reachability through the pipeline (issue 21): its `workers.dev` state,
 //! zone routes, Workers custom domains and cron triggers. Desired from the spec,
-//! observed by reads only (zone names resolved to ids once, in a bounded cache), planned
+//! observed by reads only (zone names resolved to ids once, in a bounded cache; each
+//! zone's routes and the account's custom domains listed once per pass of the account
+//! view, kept current by our own writes, dropped by its resync, read afresh by a
+//! delete: [`crate::reconcile::view::AccountView::zone_routes`]), planned
 //! by field, acted on by [`Action::Reach`], and part of `Ready`.
 //!
 //! Ownership: routes and domains live at the zone or the account. Those this object
@@ -44,6 +47,8 @@ const MAX_ZONES: usize = 1024;
 #[derive(Default)]
 pub struct ZoneCache {
     ids: Mutex<(HashMap<String, String>, std::collections::VecDeque<String>)>,
+    /// Held across a lookup: Workers observed at once resolve a name once.
+    resolving: tokio::sync::Mutex<()>,
 }
 
 impl ZoneCache {
@@ -54,6 +59,10 @@ impl ZoneCache {
         name: &str,
     ) -> Result<Option<String>, ApiError> {
         let key = name.to_ascii_lowercase();
+        if let Some(id) = crate::lock(&self.ids).0.get(&key) {
+            return Ok(Some(id.clone()));
+        }
+        let _one = self.resolving.lock().await;
         if let Some(id) = crate::lock(&self.ids).0.get(&key) {
             return Ok(Some(id.clone()));
         }
@@ -899,6 +908,9 @@ pub(super) struct ScriptSide {
     pub may_trust: bool,
     /// Not flaredock's script.
     pub adopting: bool,
+    /// Read the routes and domains afresh rather than take the pass's shared lists
+    /// (a delete decides on fresh reads).
+    pub fresh_lists: bool,
 }
 
 /// The ids the reach writes of one act made (added to the record that follows them).
@@ -982,7 +994,7 @@ impl Reconciler {
             .chain(from_record)
             .collect();
         for z in zone_ids {
-            match client.list_routes(&z).await {
+            match self.view.zone_routes(&z, side.fresh_lists).await {
                 Ok(rs) => {
                     o.routes.insert(z, rs);
                 }
@@ -997,7 +1009,7 @@ impl Reconciler {
             || recorded_domains
             || o.adopting
         {
-            o.domains = client.list_domains().await?;
+            o.domains = self.view.workers_domains(side.fresh_lists).await?;
         }
         // What the record names and still serves the script is this object's too.
         if let Some(record) = &o.record {
@@ -1070,28 +1082,98 @@ impl Reconciler {
                 zone_id,
                 pattern,
             } => {
-                let r = client.create_route(zone_id, pattern, script).await?;
-                made.routes.push((zone_id.clone(), r.id));
+                // A lost answer may mean it was made: the next observe lists again.
+                let mut r = match client.create_route(zone_id, pattern, script).await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        self.view.invalidate_reach_lists().await;
+                        return Err(e);
+                    }
+                };
+                made.routes.push((zone_id.clone(), r.id.clone()));
+                // The shared list holds what was asked where the answer leaves it out.
+                r.script.get_or_insert_with(|| script.clone());
+                if r.pattern.is_empty() {
+                    r.pattern = pattern.clone();
+                }
+                self.view.route_created(zone_id, r).await;
             }
             ReachAction::DeleteRoute { zone_id, id, .. } => {
-                client.delete_route(zone_id, id).await?;
+                // Planned on the pass's shared list: decided again on a fresh read. Gone
+                // is done; serving another script than the list said, it is not ours
+                // to delete (the fresh list is now the shared one: the next plan sees it).
+                let planned = self.view.zone_routes(zone_id, false).await?;
+                let fresh = self.view.zone_routes(zone_id, true).await?;
+                let was = planned.iter().find(|r| r.id == *id).map(|r| &r.script);
+                match fresh.iter().find(|r| r.id == *id) {
+                    None => return Ok(()),
+                    Some(now) if was != Some(&now.script) => return Ok(()),
+                    Some(_) => {}
+                }
+                let deleted = client.delete_route(zone_id, id).await;
+                self.note_route_delete(deleted.is_ok(), zone_id, id).await;
+                deleted?;
             }
             ReachAction::AttachDomain {
                 script,
                 hostname,
                 zone_id,
             } => {
-                let d = client
+                let mut d = match client
                     .attach_domain(hostname, script, zone_id.as_deref())
-                    .await?;
-                made.domains.push(d.id);
+                    .await
+                {
+                    Ok(d) => d,
+                    Err(e) => {
+                        self.view.invalidate_reach_lists().await;
+                        return Err(e);
+                    }
+                };
+                made.domains.push(d.id.clone());
+                if d.service.is_empty() {
+                    d.service = script.clone();
+                }
+                if d.hostname.is_empty() {
+                    d.hostname = hostname.clone();
+                }
+                self.view.domain_attached(d).await;
             }
             ReachAction::DetachDomain { id, .. } => {
-                client.detach_domain(id).await?;
+                // As for a route: decided again on a fresh read.
+                let planned = self.view.workers_domains(false).await?;
+                let fresh = self.view.workers_domains(true).await?;
+                let was = planned.iter().find(|d| d.id == *id).map(|d| &d.service);
+                match fresh.iter().find(|d| d.id == *id) {
+                    None => return Ok(()),
+                    Some(now) if was != Some(&now.service) => return Ok(()),
+                    Some(_) => {}
+                }
+                let detached = client.detach_domain(id).await;
+                self.note_domain_detach(detached.is_ok(), id).await;
+                detached?;
             }
         }
         events.push(Happening::new("Reach", action.to_string()));
         Ok(())
+    }
+
+    /// Keeps the pass's shared route list after a route's `DELETE`: gone from it when
+    /// answered, the lists dropped when not (its outcome is not known).
+    pub(super) async fn note_route_delete(&self, answered: bool, zone_id: &str, id: &str) {
+        if answered {
+            self.view.route_deleted(zone_id, id).await;
+        } else {
+            self.view.invalidate_reach_lists().await;
+        }
+    }
+
+    /// As [`Reconciler::note_route_delete`], for a custom domain's `DELETE`.
+    pub(super) async fn note_domain_detach(&self, answered: bool, id: &str) {
+        if answered {
+            self.view.domain_detached(id).await;
+        } else {
+            self.view.invalidate_reach_lists().await;
+        }
     }
 
     /// Deletes the routes and custom domains `obj` made: those its status records and
@@ -1112,6 +1194,7 @@ impl Reconciler {
             .and_then(|t| ReachRecord::parse(&t));
         let side = ScriptSide {
             record,
+            fresh_lists: true,
             ..Default::default()
         };
         let have = self
@@ -1129,12 +1212,17 @@ impl Reconciler {
         let client = self.view.client();
         let mut gone = Vec::new();
         for r in routes {
-            if client.delete_route(&r.zone_id, &r.id).await? {
+            let deleted = client.delete_route(&r.zone_id, &r.id).await;
+            self.note_route_delete(deleted.is_ok(), &r.zone_id, &r.id)
+                .await;
+            if deleted? {
                 gone.push(format!("route {}", r.pattern));
             }
         }
         for d in domains {
-            if client.detach_domain(&d.id).await? {
+            let detached = client.detach_domain(&d.id).await;
+            self.note_domain_detach(detached.is_ok(), &d.id).await;
+            if detached? {
                 gone.push(format!("custom domain {}", d.hostname));
             }
         }
