@@ -348,17 +348,10 @@ impl AccountState {
     /// `logpush`, `observability` and `tail_consumers` here after a version upload).
     pub fn patch_script_only_settings(&mut self, name: &str, body: &Value) -> Outcome<Value> {
         self.require_script(name)?;
-        for (k, schema) in [
-            ("observability", "workers_observability"),
-            ("tail_consumers", "workers_tail_consumers"),
-        ] {
+        for k in ["observability", "tail_consumers"] {
             let Some(v) = body.get(k) else { continue };
             if !v.is_null() {
-                let schema = json!({"$ref": format!("#/components/schemas/{schema}")});
-                let found = super::schema::Spec::workers().violations(&schema, v, k);
-                if let Some(first) = found.first() {
-                    return Err(Failure::invalid(first.clone()));
-                }
+                super::scripts::check_setting(k, v, k)?;
             }
             if let Some(s) = self.scripts.get_mut(name) {
                 if v.is_null() {

@@ -89,6 +89,26 @@ pub struct ScriptRecord {
 /// (the upload replaces them: a field the upload leaves out is gone).
 pub const SCRIPT_SETTINGS: [&str; 4] = ["observability", "placement", "limits", "tail_consumers"];
 
+/// Checks the value of script setting `key` (one of [`SCRIPT_SETTINGS`]) against its
+/// official schema; `at` names it in the error.
+pub(super) fn check_setting(key: &str, value: &Value, at: &str) -> Outcome<()> {
+    let schema = match key {
+        "observability" => "workers_observability",
+        "placement" => "workers_placement_info",
+        "limits" => "workers_limits",
+        "tail_consumers" => "workers_tail_consumers",
+        _ => return Err(Failure::invalid(format!("{at}: not a script setting"))),
+    };
+    let schema = json!({"$ref": format!("#/components/schemas/{schema}")});
+    match super::schema::Spec::workers()
+        .violations(&schema, value, at)
+        .first()
+    {
+        Some(first) => Err(Failure::invalid(first.clone())),
+        None => Ok(()),
+    }
+}
+
 fn settings_of(metadata: &Value) -> BTreeMap<String, Value> {
     SCRIPT_SETTINGS
         .iter()
@@ -673,19 +693,9 @@ impl AccountState {
             .ok_or_else(|| script_not_found(name))?;
         // The settings it names, each against its official schema (the part is not
         // JSON-checked on the way in: it is multipart).
-        for (k, schema) in SCRIPT_SETTINGS.iter().zip([
-            "workers_observability",
-            "workers_placement_info",
-            "workers_limits",
-            "workers_tail_consumers",
-        ]) {
-            if let Some(v) = raw.get(*k).filter(|v| !v.is_null()) {
-                let schema = json!({"$ref": format!("#/components/schemas/{schema}")});
-                let found =
-                    super::schema::Spec::workers().violations(&schema, v, &format!("settings.{k}"));
-                if let Some(first) = found.first() {
-                    return Err(Failure::invalid(first.clone()));
-                }
+        for k in SCRIPT_SETTINGS {
+            if let Some(v) = raw.get(k).filter(|v| !v.is_null()) {
+                check_setting(k, v, &format!("settings.{k}"))?;
             }
         }
         let migration = match raw.get("migrations") {

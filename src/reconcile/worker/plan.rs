@@ -4,7 +4,7 @@
 
 use super::model::*;
 use crate::cloudflare::types::*;
-use crate::reconcile::plan::{Action, Blocked, Change, Plan};
+use crate::reconcile::plan::{Action, Change, Plan};
 use crate::reconcile::reason::Reason;
 
 /// What the account shows of one script.
@@ -406,12 +406,4 @@ pub fn shown_setting(desired: &DesiredWorker, field: &str) -> String {
         .and_then(|(_, _, v)| v.as_ref())
         .map(|v| v.to_string())
         .unwrap_or_else(|| "(none)".into())
-}
-
-/// Why a Worker cannot be planned yet (its code or a Secret is missing).
-pub fn blocked_plan(blocked: Blocked) -> Plan {
-    Plan {
-        blocked: Some(blocked),
-        ..Default::default()
-    }
 }
