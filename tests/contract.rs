@@ -260,3 +260,145 @@ fn the_validator_catches_a_broken_response() {
             .is_empty()
     );
 }
+
+/// `POST …/versions` as wrangler sends it: a multipart body with a `metadata` part.
+async fn upload_version(
+    em: &common::Emulator,
+    metadata: serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let form = reqwest::multipart::Form::new()
+        .part(
+            "metadata",
+            reqwest::multipart::Part::text(metadata.to_string())
+                .mime_str("application/json")
+                .unwrap(),
+        )
+        .part(
+            "index.js",
+            reqwest::multipart::Part::text(
+                "export default { fetch() { return new Response('v2') } }",
+            )
+            .file_name("index.js")
+            .mime_str("application/javascript+module")
+            .unwrap(),
+        );
+    let url = format!(
+        "{}/accounts/{}/workers/scripts/shop/versions?bindings_inherit=strict",
+        em.base_url(),
+        em.account_id()
+    );
+    let res = reqwest::Client::new()
+        .post(url)
+        .bearer_auth(em.api_token())
+        .multipart(form)
+        .send()
+        .await
+        .expect("the emulator answers");
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap_or(serde_json::Value::Null))
+}
+
+#[tokio::test]
+async fn a_version_upload_is_checked_against_the_official_version_schema() {
+    let em = common::start_emulator(|c| c.capture_bodies = true).await;
+    let client = common::client_for(&em);
+    common::scripts::upload_by_hand(&client, "shop", "v1").await;
+
+    // What wrangler 4.86's deploy sends: the version schema's fields, plus script
+    // settings it takes from the script upload's schema.
+    let good = json!({
+        "main_module": "index.js",
+        "compatibility_date": "2026-06-01",
+        "bindings": [{"type": "plain_text", "name": "MODE", "text": "live"}],
+        "keep_bindings": ["secret_text", "secret_key"],
+        "annotations": {"workers/message": "second"},
+        "placement": {"mode": "smart"},
+        "limits": {"cpu_ms": 50},
+        "observability": {"enabled": true},
+    });
+    let (status, body) = upload_version(&em, good.clone()).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["result"]["id"].is_string(), "{body}");
+    assert!(
+        em.shared.account().scripts["shop"].modules["index.js"]
+            .content
+            .contains("v2"),
+        "the version took effect"
+    );
+
+    // A misspelt field, a field only the script upload has (`tags`), a script setting of
+    // the wrong shape, a missing main module: each refused, named.
+    for (field, value) in [
+        ("compatibility_dat", json!("2026-06-01")),
+        ("tags", json!(["a"])),
+        ("placement", json!({"mode": "sometimes"})),
+    ] {
+        let mut bad = good.clone();
+        bad[field] = value;
+        let (status, body) = upload_version(&em, bad).await;
+        assert_eq!(status, 400, "{field}: {body}");
+        let message = body["errors"][0]["message"].as_str().unwrap_or("");
+        assert!(message.contains(field), "{field}: {message}");
+    }
+    let mut no_main = good.clone();
+    no_main.as_object_mut().unwrap().remove("main_module");
+    let (status, body) = upload_version(&em, no_main).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("main_module"),
+        "{body}"
+    );
+
+    // Every exchange, the version upload's answer included, meets the contract.
+    let mut problems = Vec::new();
+    let mut covered = BTreeSet::new();
+    for x in &em.shared.exchanges() {
+        let (op, found) = contract::check(x);
+        problems.extend(found);
+        covered.extend(op);
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    assert!(
+        covered.contains("worker-versions-upload-version"),
+        "{covered:?}"
+    );
+    em.stop().await;
+}
+
+#[test]
+fn a_version_upload_request_from_flaredock_is_held_to_its_schema() {
+    // The contract check of a flaredock request picks the version upload's schema.
+    let boundary = "b0undary";
+    let body = |metadata: serde_json::Value| {
+        format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"metadata\"\r\nContent-Type: application/json\r\n\r\n{metadata}\r\n--{boundary}--\r\n"
+        )
+    };
+    let exchange = |metadata: serde_json::Value| flaredock::emulator::Exchange {
+        method: "POST".into(),
+        path: "/client/v4/accounts/a/workers/scripts/shop/versions".into(),
+        request_content_type: format!("multipart/form-data; boundary={boundary}"),
+        user_agent: "flaredock/0".into(),
+        request_body: body(metadata).into(),
+        status: 400,
+        response_body: json!({"success": false, "errors": [{"code": 10021, "message": "x"}],
+            "messages": [], "result": null})
+        .to_string()
+        .into(),
+    };
+    let (op, problems) = contract::check(&exchange(json!({"main_module": "index.js"})));
+    assert_eq!(op.as_deref(), Some("worker-versions-upload-version"));
+    assert!(problems.is_empty(), "{problems:?}");
+    let (_, problems) = contract::check(&exchange(
+        json!({"main_module": "index.js", "tags": ["only-on-script-upload"]}),
+    ));
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("request") && p.contains("tags")),
+        "{problems:?}"
+    );
+}

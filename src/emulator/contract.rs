@@ -12,7 +12,7 @@
 use serde_json::{Value, json};
 
 use super::Exchange;
-use super::schema::{Spec, upload_metadata_violations};
+use super::schema::{Spec, multipart_metadata_violations};
 
 /// Fields of the emulator's answers that Cloudflare's answers carry and wrangler reads,
 /// but the extract does not list: `(operation id, JSON pointer)`, left out of the
@@ -26,8 +26,13 @@ pub const WRANGLER_READ: &[(&str, &str)] = &[(
 /// Operations whose declared 4XX is `allOf` their success answer and the common
 /// failure envelope (`success` both `true` and `false`, `result` both a version and
 /// `null`), which no answer can meet: their failures are checked against the common
-/// failure envelope alone.
-pub const UNSATISFIABLE_FAILURE: &[&str] = &["worker-versions-get-version-detail"];
+/// failure envelope alone. The version upload's 4XX is `anyOf` that impossible `allOf`
+/// and the exports-reconciliation envelope (code 100402 only, which the emulator never
+/// answers), so it is one of them.
+pub const UNSATISFIABLE_FAILURE: &[&str] = &[
+    "worker-versions-get-version-detail",
+    "worker-versions-upload-version",
+];
 
 /// The environment variable naming the file that collects contract problems.
 pub const LOG_ENV: &str = "FLAREDOCK_CONTRACT_LOG";
@@ -68,7 +73,12 @@ pub fn check(x: &Exchange) -> (Option<String>, Vec<String>) {
 }
 
 fn request_problems(spec: &Spec, op: &Value, x: &Exchange, what: &str) -> Vec<String> {
-    let Some(content) = op.pointer("/requestBody/content") else {
+    // A request body may be a `$ref` to `components.requestBodies` (both uploads).
+    let body = match op.pointer("/requestBody/$ref").and_then(Value::as_str) {
+        Some(target) => target.strip_prefix('#').and_then(|p| spec.at(p)),
+        None => op.get("requestBody"),
+    };
+    let Some(content) = body.and_then(|b| b.get("content")) else {
         return vec![];
     };
     if let Some(schema) = content.pointer("/application~1json/schema") {
@@ -79,10 +89,12 @@ fn request_problems(spec: &Spec, op: &Value, x: &Exchange, what: &str) -> Vec<St
     }
     if content.pointer("/multipart~1form-data").is_some() {
         return match multipart_json(&x.request_content_type, &x.request_body, "metadata") {
-            Ok(metadata) => upload_metadata_violations(&metadata)
-                .into_iter()
-                .map(|p| format!("{what} request: {p}"))
-                .collect(),
+            Ok(metadata) => {
+                multipart_metadata_violations(op["operationId"].as_str().unwrap_or(""), &metadata)
+                    .into_iter()
+                    .map(|p| format!("{what} request: {p}"))
+                    .collect()
+            }
             Err(e) => vec![format!("{what} request: {e}")],
         };
     }

@@ -118,8 +118,14 @@
 //!   definitions). D1's `id`, which the official schema marks renamed to `database_id`
 //!   and wrangler 4.86 still sends, is taken as `database_id`. wrangler re-deploys an
 //!   existing Worker without containers or migrations through the Versions API:
-//!   `POST …/versions` (not vendored) is the same upload answered as its version, and
-//!   takes effect at once (the emulator keeps one version); `GET`/`POST …/deployments`
+//!   `POST …/versions` (official, vendored: `worker-versions-upload-version`) is the
+//!   same upload answered as its version (`workers_version-item-uploaded`), and takes
+//!   effect at once (the emulator keeps one version). Its `metadata` part is checked
+//!   against the official `workers_version-post` schema, which lists fewer fields than
+//!   the script upload's: the script settings wrangler 4.86 sends there anyway
+//!   ([`schema::VERSION_UPLOAD_FROM_SCRIPT_UPLOAD`]) are checked against the script
+//!   upload's definitions of them; its declared 4XX cannot be met either
+//!   ([`contract::UNSATISFIABLE_FAILURE`]); `GET`/`POST …/deployments`
 //!   (official, vendored: `workers_deployment`; requests and answers are checked as
 //!   for every vendored operation; wrangler 4.86's body passes it) answer and accept
 //!   only that version at 100 %; `PATCH …/script-settings`

@@ -687,6 +687,82 @@ pub fn upload_metadata_violations(metadata: &Value) -> Vec<String> {
     out
 }
 
+/// Fields wrangler 4.86 sends in the metadata of `POST …/versions`
+/// (`worker-versions-upload-version`) that the official `workers_version-post` schema
+/// does not list: its `createWorkerUploadForm` builds the same metadata for a version as
+/// for a script upload (`wrangler deploy` of an existing Worker goes through the
+/// Versions API with `logpush`, `placement`, `tail_consumers`, `limits`,
+/// `observability`, `assets` and `keep_assets` when configured; `wrangler versions
+/// upload` also sends `migrations`). They are checked against the official script
+/// upload's definitions of the same fields (`requestBodies.workers_script_upload`),
+/// never left unchecked; `containers` is checked as `workers_containers`, as for an
+/// upload.
+pub const VERSION_UPLOAD_FROM_SCRIPT_UPLOAD: &[&str] = &[
+    "assets",
+    "keep_assets",
+    "limits",
+    "logpush",
+    "migrations",
+    "observability",
+    "placement",
+    "tail_consumers",
+];
+
+/// Every violation of a version upload's `metadata` part: against the official
+/// `workers_version-post` schema, with the [`VERSION_UPLOAD_FROM_SCRIPT_UPLOAD`] fields
+/// checked against the script upload's schema and `containers` as `workers_containers`.
+pub fn version_metadata_violations(metadata: &Value) -> Vec<String> {
+    let spec = Spec::workers();
+    let mut own = metadata.clone();
+    let mut borrowed = Map::new();
+    if let Some(m) = own.as_object_mut() {
+        for field in VERSION_UPLOAD_FROM_SCRIPT_UPLOAD {
+            if let Some(v) = m.remove(*field) {
+                borrowed.insert((*field).to_string(), v);
+            }
+        }
+        m.remove("containers");
+    }
+    let mut out = Vec::new();
+    match spec
+        .at("/components/requestBodies/workers_version-post/content/multipart~1form-data/schema")
+    {
+        Some(body) => {
+            out.extend(spec.violations(body, &json!({"metadata": own}), "version upload"))
+        }
+        None => out.push("the official version upload schema is missing from the extract".into()),
+    }
+    if !borrowed.is_empty() {
+        match spec.at(
+            "/components/requestBodies/workers_script_upload/content/multipart~1form-data/schema",
+        ) {
+            Some(body) => {
+                let form = json!({"metadata": Value::Object(borrowed)});
+                out.extend(spec.violations(body, &form, "version upload"));
+            }
+            None => out.push("the official upload schema is missing from the extract".into()),
+        }
+    }
+    if let Some(containers) = metadata.get("containers") {
+        let schema = json!({"$ref": "#/components/schemas/workers_containers"});
+        out.extend(spec.violations(&schema, containers, "metadata.containers"));
+    }
+    out
+}
+
+/// The metadata check of a multipart upload operation (by operation id): the version
+/// upload's own, or the script upload's.
+pub fn multipart_metadata_violations(operation_id: &str, metadata: &Value) -> Vec<String> {
+    if operation_id == VERSION_UPLOAD {
+        version_metadata_violations(metadata)
+    } else {
+        upload_metadata_violations(metadata)
+    }
+}
+
+/// The operation id of `POST /workers/scripts/{name}/versions`.
+pub const VERSION_UPLOAD: &str = "worker-versions-upload-version";
+
 #[cfg(test)]
 mod tests {
     use super::*;

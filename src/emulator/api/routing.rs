@@ -11,7 +11,8 @@
 //! finds a container class's namespace; the upload's answer carries that version's
 //! id as `deployment_id`, as Cloudflare's does); `PUT /workers/scripts/{name}/routes`
 //! (the script's zone routes become the list given, a pattern of another script
-//! refused as a duplicate); the Versions API's `POST …/versions` (in `workers`) and
+//! refused as a duplicate); the Versions API's `POST …/versions` (official, vendored;
+//! in `workers`) and
 //! `POST …/deployments` (official, vendored; only the current version at 100 %), how
 //! wrangler re-deploys
 //! a Worker without containers.
@@ -30,7 +31,6 @@ use crate::emulator::workerd::{SERVICE_HEADER, WorkerSpec};
 pub const NOT_IN_EXTRACT: &[(&str, &str)] = &[
     ("GET", "/accounts/{a}/workers/services/{s}"),
     ("PUT", "/accounts/{a}/workers/scripts/{s}/routes"),
-    ("POST", "/accounts/{a}/workers/scripts/{s}/versions"),
 ];
 
 /// Whether `method path` is one of [`NOT_IN_EXTRACT`].

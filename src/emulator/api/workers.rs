@@ -85,12 +85,15 @@ pub(super) async fn upload_script(
     headers: HeaderMap,
     req: Request,
 ) -> Response {
-    let outcome = upload(&shared, &account, &script, &headers, req).await;
+    let op = "worker-script-upload-worker-module";
+    let outcome = upload(&shared, &account, &script, &headers, req, op).await;
     respond(StatusCode::OK, outcome)
 }
 
-/// `POST /workers/scripts/{name}/versions` (wrangler's re-deploy of a Worker without
-/// containers; not in the vendored extract): the same upload, answered as the version
+/// `POST /workers/scripts/{name}/versions` (`worker-versions-upload-version`, vendored;
+/// wrangler's re-deploy of a Worker without containers): the same upload, its metadata
+/// checked against the official version upload schema
+/// ([`crate::emulator::schema::version_metadata_violations`]), answered as the version
 /// it made. The emulator keeps one version, so the upload takes effect at once (the
 /// deployment wrangler then makes of it at 100 % changes nothing).
 pub(super) async fn upload_version(
@@ -100,22 +103,27 @@ pub(super) async fn upload_version(
     req: Request,
 ) -> Response {
     let outcome = async {
-        let uploaded = upload(&shared, &account, &script, &headers, req).await?;
+        let op = crate::emulator::schema::VERSION_UPLOAD;
+        let uploaded = upload(&shared, &account, &script, &headers, req, op).await?;
         let mut version = super::routing::version_json(&shared.account(), &script)?;
-        version["startup_time_ms"] = uploaded["startup_time_ms"].clone();
+        if let Some(ms) = uploaded.get("startup_time_ms") {
+            version["startup_time_ms"] = ms.clone();
+        }
         Ok(version)
     }
     .await;
     respond(StatusCode::OK, outcome)
 }
 
-/// A module upload (`PUT /workers/scripts/{name}` and the version upload).
+/// A module upload (`PUT /workers/scripts/{name}` or the version upload, named by its
+/// `operation` id: its metadata is checked against that operation's schema).
 async fn upload(
     shared: &Arc<Shared>,
     account: &str,
     script: &str,
     headers: &HeaderMap,
     req: Request,
+    operation: &str,
 ) -> Outcome<Value> {
     let (account, script) = (account.to_string(), script.to_string());
     async {
@@ -149,7 +157,8 @@ async fn upload(
                 ),
             ));
         }
-        let violations = crate::emulator::schema::upload_metadata_violations(&metadata);
+        let violations =
+            crate::emulator::schema::multipart_metadata_violations(operation, &metadata);
         if let Some(first) = violations.first() {
             return Err(Failure::invalid(format!(
                 "{first}{}",
