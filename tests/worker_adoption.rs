@@ -253,7 +253,7 @@ async fn a_binding_to_missing_storage_is_refused_with_cloudflares_error() {
     for (binding, code) in [
         (
             json!({"type": "kv_namespace", "name": "CACHE", "namespace_id": "0f2ac74b498b48028cb68387c421e279"}),
-            10041,
+            10042,
         ),
         (
             json!({"type": "r2_bucket", "name": "B", "bucket_name": "nope"}),
@@ -265,7 +265,7 @@ async fn a_binding_to_missing_storage_is_refused_with_cloudflares_error() {
         ),
         (
             json!({"type": "queue", "name": "Q", "queue_name": "nope"}),
-            11003,
+            10104,
         ),
         (
             json!({"type": "service", "name": "AUTH", "service": "auth"}),

@@ -623,7 +623,9 @@ async fn wrangler_deploys_routes_a_cron_and_kv_and_d1_bindings() {
     let (code, out, err) = wrangler.run(&["deploy"]);
     assert_ne!(code, Some(0), "{out}{err}");
     assert!(
-        format!("{out}{err}").contains(&format!("D1 database '{missing}' not found")),
+        format!("{out}{err}").contains(&format!(
+            "D1 binding 'DB' references database '{missing}' which was not found."
+        )),
         "{out}{err}"
     );
     em.stop().await;

@@ -503,11 +503,11 @@ impl ApiError {
 }
 
 /// Cloudflare's codes for an upload whose binding names something that does not exist:
-/// a KV namespace (10041, `KV namespace '<id>' is not valid.`), an R2 bucket (10085), a
-/// D1 database (10181), a queue (11003), a service binding's script (10143). Only the KV
-/// one is known from Cloudflare's answers; the others are the emulator's
-/// (`emulator::storage::codes`, UNVERIFIED).
-pub const MISSING_BINDING_TARGET: [i64; 5] = [10041, 10085, 10181, 11003, 10143];
+/// a KV namespace (10042), an R2 bucket (10085), a D1 database (10181), a service
+/// binding's script (10143), each seen in Cloudflare's answers (sources in
+/// `emulator::storage`'s docs); a queue (10104, the Queues API's `QueueNotFound`; that a
+/// Workers upload answers it is UNVERIFIED).
+pub const MISSING_BINDING_TARGET: [i64; 5] = [10042, 10085, 10181, 10104, 10143];
 
 #[cfg(test)]
 mod tests {
@@ -627,7 +627,10 @@ mod tests {
         let e = ApiError::from_failure("x", 400, vec![msg(1001, "bad")], None);
         assert!(e.is_terminal() && matches!(e, ApiError::Validation { .. }));
         // A binding whose target does not exist yet waits (it may be created).
-        let missing = msg(10143, "Could not resolve service binding 'AUTH'.");
+        let missing = msg(
+            10143,
+            "Service binding 'AUTH' references Worker 'auth' which was not found.",
+        );
         let e = ApiError::from_failure("x", 400, vec![missing.clone()], None);
         assert!(!e.is_terminal() && matches!(e, ApiError::Validation { .. }));
         let e = ApiError::from_failure("x", 400, vec![missing, msg(1001, "bad")], None);
