@@ -446,19 +446,22 @@ async fn drive<P: Pipeline>(kind: &P) -> Reconciled<P::Status> {
     if !drift.is_empty() {
         *status_drift = status::drift_of(&drift, &[], now);
     }
-    if let Some(AdoptionState::ApprovedHeld(p)) = adoption {
-        *status_pending = Some(p);
-    } else if let Some(AdoptionState::Pending(p)) = adoption {
-        *conditions = holds::adoption_pending(
-            std::mem::take(conditions),
-            &p,
-            &kind.adopted(&desired),
-            policy.resource,
-            policy.name,
-            generation,
-            now,
-        );
-        *status_pending = Some(p);
+    match adoption {
+        Some(AdoptionState::Pending(p)) => {
+            *conditions = holds::adoption_pending(
+                std::mem::take(conditions),
+                &p,
+                &kind.adopted(&desired),
+                policy.resource,
+                policy.name,
+                generation,
+                now,
+            );
+            *status_pending = Some(p);
+        }
+        // The conditions say what it waits for; the approval is kept.
+        Some(AdoptionState::ApprovedHeld(p)) => *status_pending = Some(p),
+        None => {}
     }
     if policy.observe_only() && !policy.suspend {
         let left = remaining.unwrap_or_default();
