@@ -652,3 +652,104 @@ async fn a_failed_config_map_read_is_transient_and_a_named_config_map_is_read_ag
     s.reconcile_worker().await.unwrap();
     assert_eq!(s.uploads(), 2);
 }
+
+#[tokio::test]
+async fn a_container_adoption_is_reviewed_while_its_worker_awaits_and_an_early_approval_waits() {
+    let mut s = setup().await;
+    // What `wrangler deploy` leaves: the script (no flaredock tags) hosting Shop as a
+    // container, and an application no flaredock object owns on the class's namespace.
+    s.em.shared
+        .account()
+        .seed_script("shop", vec!["Shop".into()], None, true, true);
+    let image = format!("{}/{}/hello:v1", s.em.registry_host(), s.em.account_id());
+    let app = common::client_for(&s.em)
+        .create_application(&common::foreign_application(
+            "shop",
+            &image,
+            Some(
+                flaredock::cloudflare::types::DurableObjectsConfiguration::ScriptAndClass {
+                    script_name: "shop".into(),
+                    class_name: "Shop".into(),
+                },
+            ),
+        ))
+        .await
+        .expect("a foreign application");
+    {
+        let mut objects = s.fake.objects.lock().unwrap();
+        objects.get_mut(WORKER_PATH).unwrap()["spec"]["adopt"] = json!(true);
+        let c = objects.get_mut(CONTAINER_PATH).unwrap();
+        c["spec"]["adopt"] = json!(true);
+        c["spec"]["maxInstances"] = json!(2);
+    }
+    s.em.shared.clear_requests();
+
+    // The container's adoption is put up for review before the Worker's is approved.
+    s.reconcile_container().await;
+    let status = s.status(CONTAINER_PATH);
+    assert_eq!(
+        ready_condition(&status)["reason"],
+        "AdoptionPending",
+        "{status}"
+    );
+    let fields: Vec<&str> = status["pendingAdoption"]["changes"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{status}"))
+        .iter()
+        .map(|c| c["field"].as_str().unwrap())
+        .collect();
+    assert!(
+        fields.contains(&"configuration.labels.flaredock.dev/owner"),
+        "{status}"
+    );
+    let hash = status["pendingAdoption"]["hash"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(common::cloudflare_writes(&s.em).is_empty());
+
+    // Approved first: it waits for its Worker, keeping the approval; nothing written.
+    s.fake
+        .objects
+        .lock()
+        .unwrap()
+        .get_mut(CONTAINER_PATH)
+        .unwrap()["metadata"]["annotations"] = json!({"flaredock.dev/approve-adoption": hash});
+    s.reconcile_container().await;
+    let status = s.status(CONTAINER_PATH);
+    assert_eq!(
+        ready_condition(&status)["reason"],
+        "WorkerNotReady",
+        "{status}"
+    );
+    assert_eq!(status["pendingAdoption"]["hash"], hash.as_str(), "{status}");
+    assert!(common::cloudflare_writes(&s.em).is_empty());
+
+    // The Worker's adoption approved and applied: the container's approval, kept, lets
+    // its one rollout through, on the same application.
+    s.reconcile_worker().await.unwrap();
+    let worker_hash = s.status(WORKER_PATH)["pendingAdoption"]["hash"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    s.fake.objects.lock().unwrap().get_mut(WORKER_PATH).unwrap()["metadata"]["annotations"] =
+        json!({"flaredock.dev/approve-adoption": worker_hash});
+    s.reconcile_worker().await.unwrap();
+    assert!(ready(&s.status(WORKER_PATH)), "{}", s.status(WORKER_PATH));
+    s.reconcile_container().await;
+    let rollouts: Vec<String> = common::cloudflare_writes(&s.em)
+        .into_iter()
+        .filter(|w| w.contains("/containers/"))
+        .collect();
+    assert_eq!(
+        rollouts,
+        [format!(
+            "POST /client/v4/accounts/{}/containers/applications/{}/rollouts",
+            s.em.account_id(),
+            app.id
+        )],
+    );
+    let status = s.status(CONTAINER_PATH);
+    assert!(status.get("pendingAdoption").is_none(), "{status}");
+    assert_eq!(status["applicationId"], app.id.as_str(), "{status}");
+}

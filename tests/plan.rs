@@ -636,6 +636,227 @@ fn a_container_waits_until_its_cloudflare_worker_uploaded_the_class() {
     );
 }
 
+/// What `wrangler deploy` leaves for a container naming a CloudflareWorker that awaits
+/// adoption: the script (none of flaredock's tags), the class's namespace, and an
+/// application no flaredock object owns, linked to it, running `image`.
+fn deployed_by_wrangler(d: &Desired, image: &str) -> Observed {
+    let mut app = app_for(d, image);
+    app.configuration.labels = None;
+    let mut o = observed(Some(app));
+    o.script = Some(script(&[]));
+    o
+}
+
+fn held_kinds(p: &Plan) -> Vec<&'static str> {
+    kinds(&Plan {
+        actions: p.held.clone(),
+        ..Default::default()
+    })
+}
+
+#[test]
+fn a_container_whose_worker_awaits_adoption_shows_only_the_ownership_it_takes() {
+    let d = managed("  adopt: true\n");
+    let p = plan(&d, &deployed_by_wrangler(&d, IMAGE));
+    assert_eq!(
+        fields(&p),
+        [format!("configuration.labels.{OWNER_LABEL}")],
+        "{p:?}"
+    );
+    assert_eq!(p.changes[0].from, "unset");
+    assert_eq!(p.changes[0].to, d.owner);
+    // Nothing is done while the script is not flaredock's: the rollout that takes the
+    // application over is held, shown for review.
+    assert!(p.actions.is_empty(), "{p:?}");
+    assert_eq!(held_kinds(&p), ["rollout"]);
+    assert!(
+        matches!(&p.held[0], Action::CreateRollout { adopts: true, id, .. } if id == "app-1"),
+        "{p:?}"
+    );
+    let Some(Blocked::Waiting { reason, message }) = &p.blocked else {
+        panic!("waits for the Worker: {p:?}")
+    };
+    assert_eq!(*reason, Reason::WorkerNotReady);
+    assert!(message.contains("CloudflareWorker apps/shop"), "{message}");
+    let json = p.to_json();
+    assert_eq!(json["actions"], serde_json::json!([]));
+    assert_eq!(json["held"][0]["kind"], "create-rollout", "{json}");
+    assert_eq!(json["blocked"]["reason"], "WorkerNotReady");
+
+    // Once the Worker has uploaded the class, the same changes are acted on.
+    let mut o = deployed_by_wrangler(&d, IMAGE);
+    o.script = Some(script(&[
+        "flaredock.dev/owner=apps.shop",
+        "flaredock.dev/containers=Shop",
+    ]));
+    let after = plan(&d, &o);
+    assert_eq!(after.changes, p.changes);
+    assert_eq!(kinds(&after), ["rollout"]);
+    assert!(
+        after.held.is_empty() && after.blocked.is_none(),
+        "{after:?}"
+    );
+    assert_eq!(
+        status::adoption_hash(&after.changes),
+        status::adoption_hash(&p.changes),
+        "an approval given while the Worker awaited holds once it is adopted"
+    );
+
+    // A tag of the repository the application runs from: even its read is held (it
+    // mints registry credentials), and the changes stay those reviewed.
+    let mut o = deployed_by_wrangler(&d, IMAGE);
+    o.image = ImageState::Needs(ImageAction::Resolve {
+        reference: "registry.cloudflare.com/acc/shop:v1".into(),
+    });
+    let tagged = plan(&d, &o);
+    assert_eq!(tagged.changes, p.changes);
+    assert!(tagged.actions.is_empty(), "{tagged:?}");
+    assert_eq!(held_kinds(&tagged), ["resolve", "rollout"]);
+
+    // Nothing hosts the class live (no application linked to its namespace): nothing
+    // to compare, the container only waits, as before.
+    let mut o = deployed_by_wrangler(&d, IMAGE);
+    o.application.as_mut().unwrap().durable_objects = Some(ApplicationDurableObjects {
+        namespace_id: "another-ns".into(),
+    });
+    let p = plan(&d, &o);
+    assert!(
+        p.changes.is_empty() && p.actions.is_empty() && p.held.is_empty(),
+        "{p:?}"
+    );
+    assert_eq!(p.blocked.as_ref().unwrap().reason(), Reason::WorkerNotReady);
+    o.application = None;
+    o.namespace = None;
+    let p = plan(&d, &o);
+    assert!(p.changes.is_empty() && p.held.is_empty(), "{p:?}");
+    assert_eq!(p.blocked.as_ref().unwrap().reason(), Reason::WorkerNotReady);
+
+    // Not adopted: the refusal shows now, whatever the Worker does.
+    let d = managed("");
+    assert_eq!(
+        refused(&plan(&d, &deployed_by_wrangler(&d, IMAGE))),
+        "ApplicationNotOwned"
+    );
+}
+
+#[test]
+fn a_container_whose_worker_awaits_adoption_shows_a_real_difference_too() {
+    let d = managed("  adopt: true\n  maxInstances: 3\n");
+    let mut o = deployed_by_wrangler(&d, IMAGE2);
+    o.application.as_mut().unwrap().max_instances = Some(1);
+    let p = plan(&d, &o);
+    assert_eq!(
+        fields(&p),
+        [
+            "max_instances".to_string(),
+            "configuration.image".to_string(),
+            format!("configuration.labels.{OWNER_LABEL}"),
+        ],
+        "{p:?}"
+    );
+    let image = p
+        .changes
+        .iter()
+        .find(|c| c.field == "configuration.image")
+        .unwrap();
+    assert_eq!((image.from.as_str(), image.to.as_str()), (IMAGE2, IMAGE));
+    assert!(p.actions.is_empty(), "{p:?}");
+    assert_eq!(held_kinds(&p), ["modify", "rollout"]);
+    assert_eq!(p.blocked.as_ref().unwrap().reason(), Reason::WorkerNotReady);
+
+    // An image whose tag is still to read: the read is held with the rest.
+    let mut o = deployed_by_wrangler(&d, IMAGE2);
+    o.application.as_mut().unwrap().max_instances = Some(3);
+    o.image = ImageState::Needs(ImageAction::Resolve {
+        reference: "registry.cloudflare.com/acc/other:v2".into(),
+    });
+    let p = plan(&d, &o);
+    assert!(p.actions.is_empty(), "{p:?}");
+    assert_eq!(held_kinds(&p), ["resolve", "rollout"], "{p:?}");
+    assert!(
+        p.changes
+            .iter()
+            .any(|c| c.field == "configuration.image" && c.to.contains("digest read at apply")),
+        "{p:?}"
+    );
+}
+
+#[test]
+fn an_approved_container_adoption_waits_for_its_worker_keeping_the_approved_hash() {
+    use flaredock::reconcile::holds;
+    use flaredock::spec::{APPROVE_ADOPTION_ANNOTATION, AdoptionApproval};
+    let d = managed("  adopt: true\n");
+    let now = jiff::Timestamp::from_second(1_700_000_000).unwrap();
+    let o = deployed_by_wrangler(&d, IMAGE);
+
+    // Not approved: put up for review, the changes and their hash.
+    let mut p = plan(&d, &o);
+    let pending = holds::gate_adoption(&mut p, AdoptionApproval::Manual, None, now)
+        .expect("the adoption is put up for review");
+    let fields: Vec<&str> = pending.changes.iter().map(|c| c.field.as_str()).collect();
+    assert_eq!(fields, [format!("configuration.labels.{OWNER_LABEL}")]);
+    assert!(holds::approved_held(&p, AdoptionApproval::Manual, None, now).is_none());
+
+    // Approved while the Worker still awaits: nothing to act on, the approval kept.
+    let annotations = [(
+        APPROVE_ADOPTION_ANNOTATION.to_string(),
+        pending.hash.clone(),
+    )]
+    .into();
+    let mut p = plan(&d, &o);
+    assert!(
+        holds::gate_adoption(&mut p, AdoptionApproval::Manual, Some(&annotations), now).is_none()
+    );
+    assert!(p.actions.is_empty(), "nothing is written: {p:?}");
+    let kept = holds::approved_held(&p, AdoptionApproval::Manual, Some(&annotations), now)
+        .expect("the approved adoption is kept");
+    assert_eq!(kept.hash, pending.hash);
+    let s = status::derive(
+        None,
+        &StatusInput {
+            generation: Some(1),
+            desired: &d,
+            observed: Some(&o),
+            remaining: Some(&p),
+            error: None,
+            rollout_progress: None,
+            reverted: None,
+            retry: None,
+        },
+        now,
+    );
+    assert!(!status::is_ready(&s) && !status::is_stalled(&s));
+    assert_eq!(
+        status::condition(&s, "Ready").unwrap().reason,
+        "WorkerNotReady"
+    );
+    assert_eq!(
+        status::condition(&s, "WorkerBound").unwrap().reason,
+        "WorkerNotReady"
+    );
+
+    // A stale approval (another hash) is not kept.
+    let stale = [(
+        APPROVE_ADOPTION_ANNOTATION.to_string(),
+        "sha256:0".to_string(),
+    )]
+    .into();
+    assert!(holds::approved_held(&p, AdoptionApproval::Manual, Some(&stale), now).is_none());
+
+    // The Worker adopted: the same approval lets the rollout through.
+    let mut o = o;
+    o.script = Some(script(&[
+        "flaredock.dev/owner=apps.shop",
+        "flaredock.dev/containers=Shop",
+    ]));
+    let mut p = plan(&d, &o);
+    assert!(
+        holds::gate_adoption(&mut p, AdoptionApproval::Manual, Some(&annotations), now).is_none()
+    );
+    assert_eq!(kinds(&p), ["rollout"]);
+    assert!(holds::approved_held(&p, AdoptionApproval::Manual, Some(&annotations), now).is_none());
+}
+
 #[test]
 fn an_external_worker_is_never_changed_and_its_absence_is_explained() {
     let d = desired("");

@@ -379,6 +379,7 @@ async fn a_project_deployed_with_wrangler_is_imported_planned_and_adopted_keepin
     // import: the bundle wrangler uploads, written by a dry run.
     let project = wrangler.home.path();
     wrangler.ok(&["deploy", "--dry-run", "--outdir", "out"]);
+    let writes_after_deploy = common::cloudflare_writes(&em).len();
     let (code, yaml, err) = flaredock(&em, project, &["import", "--bundle", "out"]);
     assert_eq!(code, 0, "{err}");
     assert!(yaml.contains("cpuMs: 50"), "{yaml}");
@@ -404,15 +405,39 @@ async fn a_project_deployed_with_wrangler_is_imported_planned_and_adopted_keepin
             .ends_with("taking ownership"),
         "{worker}"
     );
+    // The container too shows what adopting it changes (its owner label only), while
+    // its Worker's adoption is awaited: nothing is done before, the rollout is held.
     let container = object(&plan, "CloudflareContainer");
-    assert_eq!(container["changes"], serde_json::json!([]), "{container}");
+    let changes: Vec<&str> = container["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        changes,
+        vec!["configuration.labels.flaredock.dev/owner"],
+        "{container}"
+    );
     assert_eq!(
         container["blocked"]["reason"], "WorkerNotReady",
         "{container}"
     );
+    assert_eq!(container["actions"], serde_json::json!([]), "{container}");
+    let held: Vec<&str> = container["held"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(held, vec!["resolve-image", "create-rollout"], "{container}");
     let (_, text, _) = flaredock(&em, project, &["plan", "-f", "shop.yaml"]);
     assert!(
         text.contains("~ worker.shop.owner: not flaredock"),
+        "{text}"
+    );
+    assert!(
+        text.contains("~ configuration.labels.flaredock.dev/owner: unset"),
         "{text}"
     );
     assert!(
@@ -420,7 +445,7 @@ async fn a_project_deployed_with_wrangler_is_imported_planned_and_adopted_keepin
         "{text}"
     );
 
-    // apply: the Worker's adoption waits for its approval, then the container's.
+    // apply: both adoptions wait for their approval, put up for review together.
     let doc = apply_json(&em, project, "shop.yaml");
     let w = object(&doc, "CloudflareWorker");
     assert_eq!(w["state"], "AwaitingApproval", "{w}");
@@ -431,14 +456,6 @@ async fn a_project_deployed_with_wrangler_is_imported_planned_and_adopted_keepin
         .map(|c| &c["field"])
         .collect();
     assert_eq!(fields, vec!["worker.shop.owner"], "{w}");
-    let yaml = approve(
-        &yaml,
-        "shop",
-        w["status"]["pendingAdoption"]["hash"].as_str().unwrap(),
-    );
-    std::fs::write(project.join("shop.yaml"), &yaml).unwrap();
-    let doc = apply_json(&em, project, "shop.yaml");
-    assert_eq!(object(&doc, "CloudflareWorker")["state"], "Ready", "{doc}");
     let c = object(&doc, "CloudflareContainer");
     assert_eq!(c["state"], "AwaitingApproval", "{c}");
     let fields: Vec<&str> = c["status"]["pendingAdoption"]["changes"]
@@ -452,6 +469,17 @@ async fn a_project_deployed_with_wrangler_is_imported_planned_and_adopted_keepin
         vec!["configuration.labels.flaredock.dev/owner"],
         "{c}"
     );
+    assert_eq!(
+        common::cloudflare_writes(&em)[writes_after_deploy..],
+        [] as [String; 0],
+        "nothing written before the approvals"
+    );
+    // One round of approval for both.
+    let yaml = approve(
+        &yaml,
+        "shop",
+        w["status"]["pendingAdoption"]["hash"].as_str().unwrap(),
+    );
     let yaml = approve(
         &yaml,
         "shop-shop",
@@ -461,16 +489,37 @@ async fn a_project_deployed_with_wrangler_is_imported_planned_and_adopted_keepin
     let writes_before = common::cloudflare_writes(&em).len();
     let doc = apply_json(&em, project, "shop.yaml");
     assert_eq!(doc["converged"], true, "{doc}");
-    let writes: Vec<String> = common::cloudflare_writes(&em)[writes_before..].to_vec();
+    assert_eq!(object(&doc, "CloudflareWorker")["state"], "Ready", "{doc}");
     assert_eq!(
-        writes,
-        vec![format!(
+        object(&doc, "CloudflareContainer")["state"],
+        "Ready",
+        "{doc}"
+    );
+    let writes: Vec<String> = common::cloudflare_writes(&em)[writes_before..].to_vec();
+    assert!(
+        writes.iter().any(|w| w.contains("/workers/scripts/shop")),
+        "the Worker is adopted: {writes:?}"
+    );
+    let containers: Vec<&String> = writes
+        .iter()
+        .filter(|w| w.contains("/containers/"))
+        .collect();
+    assert_eq!(
+        containers,
+        vec![&format!(
             "POST /client/v4/accounts/{}/containers/applications/{}/rollouts",
             em.account_id(),
             app.id
         )],
         "one rollout, the one that pins the tag to its digest"
     );
+    // The Worker's upload came first: the container waited for it.
+    let upload = writes
+        .iter()
+        .position(|w| w.contains("/workers/scripts/shop"))
+        .unwrap();
+    let rollout = writes.iter().position(|w| w.contains("/rollouts")).unwrap();
+    assert!(upload < rollout, "{writes:?}");
 
     // The application is the same, now on the digest of the tag wrangler deployed.
     let apps = client.list_applications().await.unwrap();
@@ -516,6 +565,103 @@ async fn a_project_deployed_with_wrangler_is_imported_planned_and_adopted_keepin
     let doc = apply_json(&em, project, "shop.yaml");
     assert_eq!(doc["converged"], true, "{doc}");
     assert!(common::cloudflare_writes(&em)[before..].is_empty());
+    em.stop().await;
+}
+
+/// The `Ready` condition's reason in an apply document's entry.
+fn ready_reason(entry: &Value) -> &str {
+    entry["status"]["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == "Ready"))
+        .and_then(|c| c["reason"].as_str())
+        .unwrap_or_else(|| panic!("a Ready condition: {entry}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_approved_before_its_worker_waits_for_it_keeping_the_approval() {
+    let em = common::start_emulator(|_| {}).await;
+    let wrangler = Wrangler::new(&em);
+    let kv = create_storage(
+        &em,
+        "storage/kv/namespaces",
+        serde_json::json!({"title": "shop-cache"}),
+    )
+    .await;
+    container_project(&wrangler, &em, kv["id"].as_str().unwrap());
+    wrangler.ok(&["deploy"]);
+    let app = common::client_for(&em)
+        .list_applications()
+        .await
+        .unwrap()
+        .remove(0);
+    let project = wrangler.home.path();
+    wrangler.ok(&["deploy", "--dry-run", "--outdir", "out"]);
+    let (code, yaml, err) = flaredock(&em, project, &["import", "--bundle", "out"]);
+    assert_eq!(code, 0, "{err}");
+    std::fs::write(project.join("shop.yaml"), &yaml).unwrap();
+    let doc = apply_json(&em, project, "shop.yaml");
+    let w = object(&doc, "CloudflareWorker");
+    let c = object(&doc, "CloudflareContainer");
+    assert_eq!(w["state"], "AwaitingApproval", "{w}");
+    assert_eq!(c["state"], "AwaitingApproval", "{c}");
+    let worker_hash = w["status"]["pendingAdoption"]["hash"].as_str().unwrap();
+    let hash = c["status"]["pendingAdoption"]["hash"].as_str().unwrap();
+
+    // The container's approval alone: it waits for its Worker, nothing is written, and
+    // its status keeps the approved adoption (hash and changes).
+    let approved = approve(&yaml, "shop-shop", hash);
+    std::fs::write(project.join("shop.yaml"), &approved).unwrap();
+    em.shared.clear_requests();
+    let doc = apply_json(&em, project, "shop.yaml");
+    assert_eq!(
+        common::cloudflare_writes(&em),
+        [] as [String; 0],
+        "nothing is written before the Worker is adopted"
+    );
+    assert_eq!(
+        object(&doc, "CloudflareWorker")["state"],
+        "AwaitingApproval",
+        "{doc}"
+    );
+    let c = object(&doc, "CloudflareContainer");
+    assert_eq!(c["state"], "InProgress", "{c}");
+    assert_eq!(ready_reason(c), "WorkerNotReady", "{c}");
+    assert_eq!(c["status"]["pendingAdoption"]["hash"], hash, "{c}");
+    assert_eq!(
+        c["status"]["pendingAdoption"]["changes"][0]["field"],
+        "configuration.labels.flaredock.dev/owner",
+        "{c}"
+    );
+    // apply does not wait out its timeout for a Worker that waits for a person: one
+    // round read the applications (a wait would read them every round).
+    let lists = em
+        .shared
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "GET" && r.path.ends_with("/containers/applications"))
+        .count();
+    assert!(lists <= 2, "{lists} reads of the application list");
+
+    // The Worker's approval added: the container's approval, kept, lets it through.
+    let both = approve(&approved, "shop", worker_hash);
+    std::fs::write(project.join("shop.yaml"), &both).unwrap();
+    let doc = apply_json(&em, project, "shop.yaml");
+    assert_eq!(doc["converged"], true, "{doc}");
+    let rollouts: Vec<String> = common::cloudflare_writes(&em)
+        .into_iter()
+        .filter(|w| w.contains("/containers/"))
+        .collect();
+    assert_eq!(
+        rollouts,
+        vec![format!(
+            "POST /client/v4/accounts/{}/containers/applications/{}/rollouts",
+            em.account_id(),
+            app.id
+        )],
+        "{doc}"
+    );
+    let c = object(&doc, "CloudflareContainer");
+    assert!(c["status"]["pendingAdoption"].is_null(), "{c}");
     em.stop().await;
 }
 

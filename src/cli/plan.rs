@@ -15,6 +15,9 @@ fn print_plan(out: &mut impl Write, key: &str, plan: &Plan) {
     for (i, a) in plan.actions.iter().enumerate() {
         let _ = writeln!(out, "  {}. {a}", i + 1);
     }
+    for a in &plan.held {
+        let _ = writeln!(out, "  (held) {a}");
+    }
     if let Some(b) = &plan.blocked {
         let _ = writeln!(out, "  ! {}: {}", b.reason(), b.message());
     }

@@ -86,6 +86,26 @@ fn keep_history<T>(
     }
 }
 
+/// A container that waits for its CloudflareWorker (`WorkerNotReady`, an approved
+/// adoption held among them), when this run leaves that Worker as it is: awaiting its
+/// own approval, stalled or suspended. Nothing more happens to it in this run.
+fn waits_on_a_settled_worker(
+    obj: &CloudflareContainer,
+    outcome: &ReconcileOutcome,
+    workers: &HashMap<String, WorkerOutcome>,
+) -> bool {
+    let waits = outcome
+        .status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == "Ready" && super::reason::Reason::WorkerNotReady.is(&c.reason));
+    let settled = obj
+        .worker_object()
+        .and_then(|name| workers.get(&format!("{}/{name}", obj.namespace_or_default())))
+        .is_some_and(|w| !w.ready() && (w.awaiting_approval() || w.stalled() || w.suspended()));
+    waits && settled
+}
+
 /// Reconciles CloudflareContainers only (their Workers deployed elsewhere).
 pub async fn converge(
     reconciler: &Reconciler,
@@ -186,7 +206,11 @@ pub async fn converge_all(
         });
         pending.retain(|o| {
             done.containers.get(&o.key()).is_none_or(|x| {
-                !x.ready() && !x.stalled() && !x.suspended() && !x.awaiting_approval()
+                !x.ready()
+                    && !x.stalled()
+                    && !x.suspended()
+                    && !x.awaiting_approval()
+                    && !waits_on_a_settled_worker(o, x, &done.workers)
             })
         });
         let idle = pending.is_empty() && pending_workers.is_empty();

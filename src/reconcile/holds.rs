@@ -12,9 +12,10 @@ use super::reason::Reason;
 use super::status;
 use crate::spec::{APPROVE_ADOPTION_ANNOTATION, AdoptionApproval, DriftEntry, PendingAdoption};
 
-/// Whether the plan takes over something flaredock does not own.
+/// Whether the plan takes over something flaredock does not own (now, or once what
+/// blocks it clears: its held actions).
 fn adopts(plan: &Plan) -> bool {
-    plan.actions.iter().any(|a| {
+    plan.actions.iter().chain(&plan.held).any(|a| {
         matches!(
             a,
             Action::CreateRollout { adopts: true, .. } | Action::UploadScript { adopts: true, .. }
@@ -43,6 +44,28 @@ pub fn gate_adoption(
     Some(PendingAdoption {
         hash,
         changes: status::drift_of(&plan.changes, &[], now),
+    })
+}
+
+/// An approved adoption that cannot be acted on yet: the plan holds its actions (a
+/// container's, while its Worker's adoption is awaited). The status keeps it, hash and
+/// changes, so that it is read afresh (like any approval offered) when it can be acted
+/// on; the conditions say what is awaited, not `AdoptionPending`.
+pub fn approved_held(
+    plan: &Plan,
+    approval: AdoptionApproval,
+    annotations: Option<&BTreeMap<String, String>>,
+    now: jiff::Timestamp,
+) -> Option<PendingAdoption> {
+    if approval != AdoptionApproval::Manual || plan.held.is_empty() || !adopts(plan) {
+        return None;
+    }
+    let hash = status::adoption_hash(&plan.changes);
+    (annotations.and_then(|a| a.get(APPROVE_ADOPTION_ANNOTATION)) == Some(&hash)).then(|| {
+        PendingAdoption {
+            hash,
+            changes: status::drift_of(&plan.changes, &[], now),
+        }
     })
 }
 

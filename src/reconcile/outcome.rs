@@ -74,9 +74,15 @@ impl<S: ManagedStatus> Reconciled<S> {
         status::is_suspended(self.status.conditions())
     }
 
-    /// An adoption waits for a person's approval (`status.pendingAdoption`).
+    /// An adoption waits for a person's approval (`status.pendingAdoption`, and `Ready`
+    /// says `AdoptionPending`; an approved one held for its Worker waits on that).
     pub fn awaiting_approval(&self) -> bool {
         self.status.pending_adoption().is_some()
+            && self
+                .status
+                .conditions()
+                .iter()
+                .any(|c| c.type_ == "Ready" && super::reason::Reason::AdoptionPending.is(&c.reason))
     }
 }
 

@@ -231,26 +231,39 @@ pub async fn preview<P: Pipeline>(kind: &P) -> Result<(Plan, Option<P::Observed>
     Ok((kind.plan(&desired, &observed), Some(observed)))
 }
 
+/// What the policy found of an adoption in a plan.
+enum AdoptionState {
+    /// Waits for a person's approval of these changes.
+    Pending(PendingAdoption),
+    /// Approved, but held until what blocks the plan clears (the hash is kept).
+    ApprovedHeld(PendingAdoption),
+}
+
 /// The policy over a fresh plan: suspend and Observe take every action; an adoption
-/// waits for its approval; the kind's holds hold what they hold. Returns the pending
-/// adoption and the kind's hold.
+/// waits for its approval; the kind's holds hold what they hold. Returns the
+/// adoption's state and the kind's hold.
 fn gate<P: Pipeline>(
     kind: &P,
     policy: &Policy<'_>,
     plan: &mut Plan,
     observed: &P::Observed,
     now: jiff::Timestamp,
-) -> (Option<PendingAdoption>, Option<P::Hold>) {
+) -> (Option<AdoptionState>, Option<P::Hold>) {
     if policy.holds_everything() {
         plan.actions.clear();
+        plan.held.clear();
     }
-    let pending_adoption =
-        holds::gate_adoption(plan, policy.adoption_approval, policy.annotations, now);
+    let adoption = holds::gate_adoption(plan, policy.adoption_approval, policy.annotations, now)
+        .map(AdoptionState::Pending)
+        .or_else(|| {
+            holds::approved_held(plan, policy.adoption_approval, policy.annotations, now)
+                .map(AdoptionState::ApprovedHeld)
+        });
     let hold = kind.hold(observed, plan);
     if let Some(h) = &hold {
         kind.apply_hold(h, plan, observed);
     }
-    (pending_adoption, hold)
+    (adoption, hold)
 }
 
 /// One full reconcile of one object of any kind, within `deadline`.
@@ -363,7 +376,7 @@ async fn drive<P: Pipeline>(kind: &P) -> Reconciled<P::Status> {
     // Suspended or observed only: the plan says what is pending (in status), nothing
     // is done.
     let held_all = policy.holds_everything();
-    let (pending_adoption, hold) = gate(kind, &policy, &mut the_plan, &first, now);
+    let (adoption, hold) = gate(kind, &policy, &mut the_plan, &first, now);
     // Drift: a Ready object of this generation that needs changes was changed at
     // Cloudflare behind flaredock's back; these changes correct it.
     let drifted = !the_plan.actions.is_empty()
@@ -433,17 +446,22 @@ async fn drive<P: Pipeline>(kind: &P) -> Reconciled<P::Status> {
     if !drift.is_empty() {
         *status_drift = status::drift_of(&drift, &[], now);
     }
-    if let Some(p) = pending_adoption {
-        *conditions = holds::adoption_pending(
-            std::mem::take(conditions),
-            &p,
-            &kind.adopted(&desired),
-            policy.resource,
-            policy.name,
-            generation,
-            now,
-        );
-        *status_pending = Some(p);
+    match adoption {
+        Some(AdoptionState::Pending(p)) => {
+            *conditions = holds::adoption_pending(
+                std::mem::take(conditions),
+                &p,
+                &kind.adopted(&desired),
+                policy.resource,
+                policy.name,
+                generation,
+                now,
+            );
+            *status_pending = Some(p);
+        }
+        // The conditions say what it waits for; the approval is kept.
+        Some(AdoptionState::ApprovedHeld(p)) => *status_pending = Some(p),
+        None => {}
     }
     if policy.observe_only() && !policy.suspend {
         let left = remaining.unwrap_or_default();

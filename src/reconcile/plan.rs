@@ -225,7 +225,9 @@ impl Plan {
     /// `schemas/plan.schema.json`). Secret values never appear: changes name secrets
     /// by their hash or source only.
     pub fn to_json(&self) -> serde_json::Value {
-        serde_json::json!({
+        let action =
+            |a: &Action| serde_json::json!({"kind": a.kind(), "description": a.to_string()});
+        let mut j = serde_json::json!({
             "changes": self.changes.iter().map(|c| {
                 let mut j = serde_json::json!({
                     "field": c.field, "from": c.from, "to": c.to,
@@ -236,15 +238,17 @@ impl Plan {
                 }
                 j
             }).collect::<Vec<_>>(),
-            "actions": self.actions.iter().map(|a| serde_json::json!({
-                "kind": a.kind(), "description": a.to_string(),
-            })).collect::<Vec<_>>(),
+            "actions": self.actions.iter().map(action).collect::<Vec<_>>(),
             "blocked": self.blocked.as_ref().map(|b| serde_json::json!({
                 "waiting": matches!(b, Blocked::Waiting { .. }),
                 "reason": b.reason().as_str(),
                 "message": b.message(),
             })),
-        })
+        });
+        if !self.held.is_empty() {
+            j["held"] = self.held.iter().map(action).collect();
+        }
+        j
     }
 }
 
@@ -267,6 +271,10 @@ pub struct Plan {
     pub actions: Vec<Action>,
     pub changes: Vec<Change>,
     pub blocked: Option<Blocked>,
+    /// Actions that make `changes` once `blocked` clears, shown for review (and
+    /// covered by an adoption's approval) but never acted on: a container's adoption
+    /// while its Worker's awaits.
+    pub held: Vec<Action>,
 }
 
 impl Plan {
@@ -354,6 +362,25 @@ fn sorted_env(config: &DeploymentConfiguration) -> Vec<EnvironmentVariable> {
     let mut env = config.environment_variables.clone().unwrap_or_default();
     env.sort();
     env
+}
+
+/// Does the Worker's live script host the class as a container (whoever uploaded
+/// it): the class's Durable Object namespace exists and an application is linked to
+/// it. Enough to plan against what Cloudflare has, never to act.
+fn hosted_live(desired: &Desired, observed: &Observed) -> bool {
+    let Some(ns) = &observed.namespace else {
+        return false;
+    };
+    let linked = |a: &Application| a.namespace_id() == Some(ns.id.as_str());
+    matches!(
+        desired.worker,
+        WorkerTarget::Managed {
+            script: Some(_),
+            ..
+        }
+    ) && observed.script.is_some()
+        && (observed.application.as_ref().is_some_and(linked)
+            || observed.namespace_application.as_ref().is_some_and(linked))
 }
 
 /// Is the Worker ready to host this container's class? `Err` says what is awaited.
@@ -466,8 +493,13 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
     };
     let mut plan = plan_actions(desired, observed);
     defer_blocked_creates(&mut plan, observed);
+    let planned = if plan.held.is_empty() {
+        &mut plan.actions
+    } else {
+        &mut plan.held
+    };
     if let Some(get) = get
-        && !plan.actions.is_empty()
+        && !planned.is_empty()
     {
         // The tagged reference standing in for a digest act has yet to find says so.
         let shown = match &get {
@@ -481,10 +513,16 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
                 c.to = format!("{p} ({shown})");
             }
         }
-        plan.actions.insert(0, Action::GetImage(get));
+        planned.insert(0, Action::GetImage(get));
     }
     if let Some(reread) = reread {
-        plan.actions.insert(0, Action::GetImage(reread));
+        // A held plan holds it too: nothing is read with minted credentials (a write)
+        // for an object that waits, and its changes stay those put up for review.
+        if plan.held.is_empty() {
+            plan.actions.insert(0, Action::GetImage(reread));
+        } else {
+            plan.held.insert(0, Action::GetImage(reread));
+        }
     }
     plan
 }
@@ -547,13 +585,42 @@ fn defer_blocked_creates(plan: &mut Plan, observed: &Observed) {
 }
 
 fn plan_actions(desired: &Desired, observed: &Observed) -> Plan {
-    let mut plan = Plan::default();
-
-    // The Worker must have uploaded the class container-enabled first.
-    if let Err(blocked) = worker_gate(desired, observed) {
-        plan.blocked = Some(blocked);
-        return plan;
+    // The Worker must have uploaded the class container-enabled before anything is
+    // done. While its script is not yet flaredock's but hosts the class live (a
+    // wrangler deploy awaiting adoption), what this object would change is planned
+    // against what Cloudflare has, and held: reviewed, and approved, with the Worker's.
+    let Err(awaited) = worker_gate(desired, observed) else {
+        return plan_actions_ungated(desired, observed);
+    };
+    if !hosted_live(desired, observed) {
+        return Plan {
+            blocked: Some(awaited),
+            ..Default::default()
+        };
     }
+    let mut plan = plan_actions_ungated(desired, observed);
+    plan.held = std::mem::take(&mut plan.actions);
+    // A refusal stands whatever the Worker does; anything else waits for it.
+    if !matches!(plan.blocked, Some(Blocked::Refused { .. })) {
+        let message = if plan.changes.is_empty() {
+            awaited.message().to_string()
+        } else {
+            format!(
+                "{}; the changes shown are made once it has (approve an adoption with the Worker's)",
+                awaited.message()
+            )
+        };
+        plan.blocked = Some(Blocked::Waiting {
+            reason: awaited.reason(),
+            message,
+        });
+    }
+    plan
+}
+
+/// The plan once the Worker hosts the class.
+fn plan_actions_ungated(desired: &Desired, observed: &Observed) -> Plan {
+    let mut plan = Plan::default();
     // Every Secret the environment reads must be there: nothing runs without a value.
     if let Some(blocked) = &desired.env_blocked {
         plan.blocked = Some(blocked.clone());
