@@ -151,6 +151,7 @@
 //!   or a code for an oversize API body (1000 here, 10027 on the Worker routes).
 
 pub mod api;
+pub mod containers;
 pub mod contract;
 pub mod limits;
 pub mod redact;
@@ -232,6 +233,9 @@ pub struct EmulatorConfig {
     /// The workerd binary that loads and serves uploads ([`workerd::locate`] by
     /// default); `None`: uploads are checked statically and Workers are not served.
     pub workerd: Option<PathBuf>,
+    /// The buildah binary that runs container instances ([`containers::locate`] by
+    /// default); `None`: a container's `start()` fails, the rest works as before.
+    pub buildah: Option<PathBuf>,
     /// Zones of the account (`--zone`), by name.
     pub zones: Vec<String>,
     /// The account's workers.dev subdomain at start (`None`: not registered yet).
@@ -258,6 +262,7 @@ impl Default for EmulatorConfig {
             check_contract: std::env::var_os(contract::LOG_ENV).is_some(),
             limits: limits::BodyLimits::default(),
             workerd: workerd::locate(),
+            buildah: containers::locate(),
             zones: vec![DEFAULT_ZONE.to_string()],
             subdomain: Some(DEFAULT_SUBDOMAIN.to_string()),
         }
@@ -349,6 +354,8 @@ pub struct Shared {
     persisting: Mutex<u64>,
     /// The local Workers runtime, when workerd is installed.
     runtime: Option<Arc<workerd::Runtime>>,
+    /// Container instances ([`containers`]).
+    pub containers: containers::Containers,
 }
 
 impl Shared {
@@ -583,7 +590,7 @@ impl RunningEmulator {
         );
     }
 
-    /// Stops the server and waits for it.
+    /// Stops the server and waits for it, and for its container instances to be gone.
     pub async fn stop(mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
@@ -591,6 +598,7 @@ impl RunningEmulator {
         if let Some(task) = self.task.take() {
             let _ = task.await;
         }
+        self.shared.containers.stop_all().await;
     }
 }
 
@@ -599,6 +607,7 @@ impl Drop for RunningEmulator {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
+        self.shared.containers.kill_all();
     }
 }
 
@@ -680,6 +689,12 @@ pub async fn start(config: EmulatorConfig) -> Result<RunningEmulator, StartError
         }
     };
     account.seed_routing(&config.zones, config.subdomain.as_deref());
+    let containers = containers::Containers::new(config.buildah.clone());
+    if !containers.available() {
+        tracing::warn!(
+            "emulator: buildah not found: container instances do not run (ctx.container.start() fails), the rest works as before"
+        );
+    }
     let shared = Arc::new(Shared {
         config,
         registry_host,
@@ -693,6 +708,7 @@ pub async fn start(config: EmulatorConfig) -> Result<RunningEmulator, StartError
         contract_problems: Mutex::new(Vec::new()),
         persisting: Mutex::new(0),
         runtime,
+        containers,
     });
     let app = api::router(shared.clone());
     let (tx, rx) = oneshot::channel::<()>();
