@@ -23,6 +23,12 @@
 //! so once at start, checks uploads statically ([`workerd::static_exports`]) and
 //! answers a Worker's host with 503 saying Workers are not served.
 //!
+//! **Containers run.** A container-enabled class's `ctx.container` starts the image of
+//! its application's current version with buildah (chroot isolation, host network),
+//! one instance per Durable Object, and `getTcpPort(p).fetch()` reaches it
+//! ([`containers`] says how, and what is not reproduced). Without buildah, `start()`
+//! fails with [`containers::NO_CONTAINER_RUNTIME`] and the rest works as before.
+//!
 //! Every request body is checked against the official extract (`cloudflare-api/`,
 //! [`schema`]) with unknown fields refused, and in tests every answer is checked against
 //! the status and schema the extract declares ([`contract`]).
@@ -72,8 +78,8 @@
 //!   the client reads the enum, not the number. Not-found answers stay plain text.
 //! - Sizes are answered expanded (`vcpu`, `memory_mib`, `disk.size_mb`) even when the
 //!   request named an `instance_type`; wrangler's client rebuilds the name from them.
-//! - `instances` is whatever the creator sent (flaredock: 0) and no instance ever runs:
-//!   `health.instances` stays at zero and the versions carry the percentages of the
+//! - `instances` is whatever the creator sent (flaredock: 0), and the instances the
+//!   local container runtime runs are not counted: `health.instances` stays at zero and the versions carry the percentages of the
 //!   rollout's current step.
 //! - Wrangler-only endpoints ([`api::WRANGLER_ONLY`]): `GET /containers/dash/applications`
 //!   and `…/dash/applications/{id}/instances` are served (checked against wrangler's own

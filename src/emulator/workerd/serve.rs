@@ -15,11 +15,18 @@
 //! back (one start at a time, each within [`LOAD_TIMEOUT`]).
 //!
 //! **Container-enabled classes**: workerd 2026-04-26 has a `ctx.container` API that
-//! drives a local Docker daemon (and an egress sidecar image from Docker Hub). The
-//! emulator has no container runtime to give it, so the served main module is a
-//! generated wrapper that re-exports the upload's main module and, for each class in
-//! `containers`, gives `ctx.container` a stand-in whose `start()`, `monitor()`,
-//! `getTcpPort()` and `signal()` fail with [`NO_CONTAINER_RUNTIME`].
+//! drives a local Docker daemon (and an egress sidecar image from Docker Hub); the
+//! emulator does not use it. The served main module is a generated wrapper that
+//! re-exports the upload's main module and, for each class in `containers`, gives
+//! `ctx.container` the same API backed by the emulator's container runtime
+//! ([`crate::emulator::containers`], which says what runs and how): its calls go to
+//! the emulator's own listener through a service binding `__FLAREDOCK_CONTAINERS__`
+//! whose requests carry [`crate::emulator::containers::CONTAINER_HEADER`] (the
+//! script). The container classes and the default export (its handlers, or its
+//! `WorkerEntrypoint` class) get `env` without that binding; the upload's other
+//! classes see it. Before each `fetch` of a container class the wrapper asks whether
+//! its instance still runs (an instance stopped by a rollout or a delete turns
+//! `running` false).
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -57,9 +64,6 @@ fn wrapper_source(spec: &WorkerSpec) -> String {
     };
     let main = specifier(&spec.main);
     let mut out = format!("import * as user from {main};\nexport * from {main};\n");
-    if spec.has_default {
-        out.push_str(&format!("export {{ default }} from {main};\n"));
-    }
     out.push_str(&format!(
         r#"const BINDING = {binding};
 const H = {{ op: {op}, cls: {cls}, id: {id}, port: {port}, err: {err} }};
@@ -141,6 +145,16 @@ const syncFetch = (Cls, Base) => {{
         port = js(PORT_HEADER),
         err = js(ERROR_HEADER),
     ));
+    if spec.has_default {
+        // The default export's handlers (fetch, scheduled, queue, …: `(event, env, ctx)`)
+        // or its WorkerEntrypoint class get `env` without the wrapper's binding.
+        out.push_str(
+            "let main = user.default;\n\
+             if (typeof main === \"function\") { const Main = main; main = class extends Main { constructor(ctx, env) { super(ctx, withoutBinding(env)); } }; }\n\
+             else if (main && typeof main === \"object\") { const o = main; main = {}; for (const k of Object.keys(o)) { const h = o[k]; main[k] = typeof h === \"function\" ? function (event, env, ctx) { return h.call(o, event, withoutBinding(env), ctx); } : h; } }\n\
+             export default main;\n",
+        );
+    }
     for class in &spec.containers {
         let c = js(class);
         // An export name is a JavaScript identifier (the runtime listed it).
