@@ -65,7 +65,7 @@ fn reconciler(em: &RunningEmulator, storage: &Path) -> Reconciler {
 
 /// The Worker: its `fetch` sends the request to the `Shop` Durable Object, which starts
 /// its container when it does not run and forwards the request to the container's port.
-fn worker(port: u16) -> String {
+fn worker(port: u16, spare: u16) -> String {
     format!(
         r#"apiVersion: flaredock.dev/v1alpha1
 kind: CloudflareWorker
@@ -82,15 +82,27 @@ spec:
             async fetch(request) {{
               try {{
                 const c = this.ctx.container;
-                if (!c.running) c.start({{ envVars: {{ FROM_START: "given by start()" }} }});
-                return await c.getTcpPort({port}).fetch(request);
+                // /crash: a command that prints its environment and fails.
+                // (on a port of its own, which nothing claims).
+                const crash = new URL(request.url).pathname === "/crash";
+                const entrypoint = crash
+                  ? ["/bin/busybox", "sh", "-c", "echo \"greeting is $GREETING\" >&2; exit 3"]
+                  : undefined;
+                if (!c.running) c.start({{ envVars: {{ FROM_START: "given by start()" }}, entrypoint }});
+                return await c.getTcpPort(crash ? {spare} : {port}).fetch(request);
               }} catch (e) {{
                 return new Response(`container error: ${{e.message}}`, {{ status: 503 }});
               }}
             }}
           }}
           export default {{
-            fetch(request, env) {{ return env.SHOP.get(env.SHOP.idFromName("one")).fetch(request); }},
+            fetch(request, env) {{
+              // One Durable Object per first path segment of /do/NAME/…, else "one".
+              const m = new URL(request.url).pathname.match(/^\/do\/([a-z]+)(\/.*)$/);
+              if (!m) return env.SHOP.get(env.SHOP.idFromName("one")).fetch(request);
+              const url = new URL(request.url); url.pathname = m[2];
+              return env.SHOP.get(env.SHOP.idFromName(m[1])).fetch(new Request(url, request));
+            }},
           }};
 ---
 apiVersion: flaredock.dev/v1alpha1
@@ -99,7 +111,7 @@ metadata: {{name: shop, namespace: apps}}
 spec:
   className: Shop
   build: {{context: CONTEXT}}
-  maxInstances: 2
+  maxInstances: 3
   env:
     - {{name: GREETING, value: "hello from the CloudflareContainer spec"}}
   worker: {{name: shop, bindingName: SHOP}}
@@ -204,7 +216,7 @@ async fn a_request_is_served_by_the_container_then_by_the_new_image_then_by_none
     write_context(&ctx, port, "baked into image one");
     std::fs::write(
         manifests.join("shop.yaml"),
-        worker(port).replace("CONTEXT", &ctx.display().to_string()),
+        worker(port, common::free_port()).replace("CONTEXT", &ctx.display().to_string()),
     )
     .unwrap();
     let r = reconciler(&em, &work.path().join("buildah"));
@@ -250,12 +262,40 @@ async fn a_request_is_served_by_the_container_then_by_the_new_image_then_by_none
     let second = em.shared.containers.pids();
     assert_ne!(second, first);
 
+    // Another Durable Object: its own instance, but the port is the first one's (host
+    // network), so its request is refused, naming the port.
+    let (status, body) = visit(&em, "/do/two/baked.txt").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.starts_with(&format!(
+            "container error: port {port} is used by another container instance"
+        )),
+        "{body}"
+    );
+    // A command that fails: the Worker sees its exit and output, every environment
+    // value redacted.
+    let (status, body) = visit(&em, "/do/crash/crash").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.starts_with("container error: the container exited with status "),
+        "{body}"
+    );
+    assert!(
+        body.contains("greeting is [redacted by the emulator]"),
+        "{body}"
+    );
+    assert!(
+        !body.contains("hello from the CloudflareContainer spec"),
+        "{body}"
+    );
+
     // The application is deleted: its instance goes, nothing listens any more.
     let client = common::client_for(&em);
     let apps = client.list_applications().await.unwrap();
     assert_eq!(apps.len(), 1);
     client.delete_application(&apps[0].id).await.unwrap();
     assert_eq!(em.shared.containers.running(), 0);
+    assert!(em.shared.containers.pids().is_empty());
     assert!(!alive(second[0]), "the container's process is gone");
     assert!(!port_open(port), "nothing listens on the container's port");
     // The Worker now sees the missing application as an error.
@@ -263,4 +303,35 @@ async fn a_request_is_served_by_the_container_then_by_the_new_image_then_by_none
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("has no container application"), "{body}");
     em.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_emulator_stopping_ends_its_containers() {
+    workerd();
+    let em = common::start_emulator(|_| {}).await;
+    let work = tempfile::tempdir().unwrap();
+    let ctx = work.path().join("ctx");
+    let manifests = work.path().join("manifests");
+    std::fs::create_dir_all(&manifests).unwrap();
+    let port = common::free_port();
+    write_context(&ctx, port, "served until the emulator stops");
+    std::fs::write(
+        manifests.join("shop.yaml"),
+        worker(port, common::free_port()).replace("CONTEXT", &ctx.display().to_string()),
+    )
+    .unwrap();
+    let r = reconciler(&em, &work.path().join("buildah"));
+    let done = converge_dir(&r, &manifests).await;
+    assert!(all_ready(&done), "{done:#?}");
+    let (status, body) = visit(&em, "/baked.txt").await;
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "served until the emulator stops\n")
+    );
+    let pids = em.shared.containers.pids();
+    assert_eq!(pids.len(), 1);
+    assert!(port_open(port));
+    em.stop().await;
+    assert!(!alive(pids[0]), "the container's buildah is gone");
+    assert!(!port_open(port), "the container's process is gone");
 }
