@@ -230,13 +230,22 @@ async fn a_request_is_served_by_the_container_then_by_the_new_image_then_by_none
     );
 
     // Worker → Durable Object → container: the answer only the container can give.
+    let cold = std::time::Instant::now();
     let (status, body) = visit(&em, "/cgi-bin/hello?x=1").await;
+    let cold = cold.elapsed();
     assert_eq!(status, 200, "{body}");
     assert_eq!(
         body,
         "baked=baked into image one\ngreeting=hello from the CloudflareContainer spec\nstart=given by start()\n"
     );
+    let warm = std::time::Instant::now();
     let (status, body) = visit(&em, "/baked.txt").await;
+    // A figure for BENCHMARKS.md, not an assertion.
+    eprintln!(
+        "first request (pull, start, cold start) {} ms, next request {} ms",
+        cold.as_millis(),
+        warm.elapsed().as_millis()
+    );
     assert_eq!((status, body.as_str()), (200, "baked into image one\n"));
     assert_eq!(
         em.shared.containers.running(),
