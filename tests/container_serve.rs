@@ -260,13 +260,19 @@ async fn a_request_is_served_by_the_container_then_by_the_new_image_then_by_none
     write_context(&ctx, port, "baked into image two");
     let done = converge_dir(&r, &manifests).await;
     assert!(all_ready(&done), "{done:#?}");
-    let (status, body) = visit(&em, "/cgi-bin/hello").await;
-    assert_eq!(status, 200, "{body}");
-    assert!(body.starts_with("baked=baked into image two\n"), "{body}");
+    // The instance on the old image stops once the rollout is done, before any request.
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    while alive(first[0]) && std::time::Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert!(
         !alive(first[0]),
         "the instance on the old image was stopped"
     );
+    assert_eq!(em.shared.containers.running(), 0);
+    let (status, body) = visit(&em, "/cgi-bin/hello").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.starts_with("baked=baked into image two\n"), "{body}");
     assert_eq!(em.shared.containers.running(), 1);
     let second = em.shared.containers.pids();
     assert_ne!(second, first);

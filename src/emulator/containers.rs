@@ -31,9 +31,11 @@
 //! **Lifetime.** Every instance is a `buildah run` child of the emulator (buildah takes
 //! the container's process along when it dies), killed on `destroy()`, `signal(9)`,
 //! when the emulator stops, when the application or the script is deleted, and when the
-//! application's image changes (a rollout): the instance on the old image is stopped at
-//! the next call of its Durable Object (the wrapper asks before each `fetch` of the
-//! class, so `running` turns false there and the next `start()` runs the new image).
+//! application's image changes (a rollout): the instance on the old image is stopped
+//! within [`SWEEP_EVERY`] of the rollout's end ([`Containers::sweep`]) or at the next
+//! call of its Durable Object, whichever comes first (the wrapper asks before each
+//! `fetch` of the class, so `running` turns false there and the next `start()` runs the
+//! new image).
 //! Other signals are passed to buildah, which forwards them to the container.
 //!
 //! **`getTcpPort(p).fetch`**: the emulator proxies the request to `127.0.0.1:p`, first
@@ -97,6 +99,8 @@ pub const MAX_CONTAINERS: usize = 8;
 pub const START_TIMEOUT: Duration = Duration::from_secs(180);
 /// How long a `fetch` waits for the container's port to accept.
 pub const PORT_TIMEOUT: Duration = Duration::from_secs(20);
+/// How often the instances are checked against their applications.
+pub const SWEEP_EVERY: Duration = Duration::from_secs(1);
 /// An instance's output kept: lines, and bytes per line.
 pub const LOG_LINES: usize = 200;
 pub const LOG_LINE_BYTES: usize = 1024;
@@ -224,6 +228,8 @@ struct Instance {
     ports: BTreeSet<u16>,
     /// Environment values: never shown.
     secrets: Vec<String>,
+    /// A sweep saw it exited (the next one forgets it).
+    exit_seen: bool,
 }
 
 impl Instance {
@@ -358,10 +364,7 @@ impl Containers {
             keys.iter().filter_map(|k| map.remove(k)).collect()
         };
         for i in stopped {
-            let mut exit = i.exit.clone();
-            drop(i);
-            let _ =
-                tokio::time::timeout(Duration::from_secs(10), exit.wait_for(Option::is_some)).await;
+            end(i).await;
         }
     }
 
@@ -426,12 +429,30 @@ impl Containers {
             if i.alive() {
                 tracing::info!(script = %key.script, class = %key.class, "emulator: container instance stopped (its image changed, or its application is gone)");
             }
-            let mut exit = i.exit.clone();
-            drop(i);
-            let _ =
-                tokio::time::timeout(Duration::from_secs(10), exit.wait_for(Option::is_some)).await;
+            end(i).await;
         }
         false
+    }
+
+    /// Stops the instances whose application is gone or runs another image now (a
+    /// rollout finished), and forgets those that exited before the previous sweep (an
+    /// exit stays readable for a while: a `fetch` may be on its way to report it).
+    pub async fn sweep(&self, shared: &Shared) {
+        let keys: Vec<Key> = {
+            let mut map = crate::lock(&self.instances);
+            map.retain(|_, i| i.alive() || !i.exit_seen);
+            for i in map.values_mut() {
+                i.exit_seen = !i.alive();
+            }
+            map.iter()
+                .filter(|(_, i)| i.alive())
+                .map(|(k, _)| k.clone())
+                .collect()
+        };
+        for key in keys {
+            let image = Self::target(shared, &key).ok().map(|t| t.image);
+            self.settle(&key, image.as_deref()).await;
+        }
     }
 
     async fn status(&self, shared: &Shared, key: &Key) -> Value {
@@ -564,6 +585,7 @@ impl Containers {
                 log,
                 ports: BTreeSet::new(),
                 secrets,
+                exit_seen: false,
             },
         );
         Ok(())
@@ -744,22 +766,19 @@ impl Containers {
         }
     }
 
-    /// The output tail of `key`'s instance, scrubbed, as ": …" (empty when none).
-    fn log_tail(&self, key: &Key) -> String {
-        let map = crate::lock(&self.instances);
-        let Some(i) = map.get(key) else {
-            return String::new();
-        };
-        let tail = crate::lock(&i.log).tail(10);
+    /// The output tail of an instance, scrubbed, as ": …" (empty when none).
+    fn log_tail(log: &Mutex<Log>, secrets: &[String]) -> String {
+        let tail = crate::lock(log).tail(10);
         if tail.is_empty() {
             String::new()
         } else {
-            format!(": {}", scrub(&tail, &i.secrets))
+            format!(": {}", scrub(&tail, secrets))
         }
     }
 
     async fn fetch(&self, key: &Key, port: u16, req: Request) -> Result<Response, ContainerError> {
-        let mut exit = {
+        // What the instance left behind stays readable if it is forgotten meanwhile.
+        let (mut exit, log, secrets) = {
             let mut map = crate::lock(&self.instances);
             if let Some((other, _)) = map
                 .iter()
@@ -772,7 +791,7 @@ impl Containers {
             }
             let i = map.get_mut(key).ok_or(ContainerError::NotRunning)?;
             i.ports.insert(port);
-            i.exit.clone()
+            (i.exit.clone(), i.log.clone(), i.secrets.clone())
         };
         let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
         let deadline = tokio::time::Instant::now() + PORT_TIMEOUT;
@@ -780,7 +799,7 @@ impl Containers {
             if let Some(code) = *exit.borrow() {
                 return Err(ContainerError::Exited {
                     code,
-                    log: self.log_tail(key),
+                    log: Self::log_tail(&log, &secrets),
                 });
             }
             if let Ok(Ok(_)) =
@@ -793,7 +812,7 @@ impl Containers {
                 return Err(ContainerError::PortTimeout {
                     port,
                     secs: PORT_TIMEOUT.as_secs(),
-                    log: self.log_tail(key),
+                    log: Self::log_tail(&log, &secrets),
                 });
             }
             let _ = tokio::time::timeout(Duration::from_millis(50), exit.changed()).await;
@@ -844,6 +863,66 @@ impl Containers {
         *out.headers_mut() = headers;
         Ok(out)
     }
+}
+
+/// Ends an instance and waits (up to 10 s) until its processes are gone: buildah, then
+/// the container's own process, which buildah's death takes along a moment later (it
+/// may hold a port the next instance needs).
+async fn end(i: Instance) {
+    let tree = if i.alive() {
+        i.pid.map(descendants).unwrap_or_default()
+    } else {
+        vec![]
+    };
+    let mut exit = i.exit.clone();
+    drop(i);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let _ = tokio::time::timeout_at(deadline, exit.wait_for(Option::is_some)).await;
+    while tree.iter().any(|p| running(*p)) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The processes under `pid` (Linux `/proc`; none elsewhere).
+fn descendants(pid: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return vec![];
+    };
+    let parents: Vec<(u32, u32)> = dir
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|p| {
+            let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).ok()?;
+            // pid (comm) state ppid …: comm may hold spaces and parentheses.
+            let ppid = stat
+                .rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()?;
+            Some((p, ppid))
+        })
+        .collect();
+    let mut out = vec![];
+    let mut frontier = vec![pid];
+    while let Some(parent) = frontier.pop() {
+        for (p, _) in parents.iter().filter(|(_, pp)| *pp == parent) {
+            if !out.contains(p) && out.len() < 4096 {
+                out.push(*p);
+                frontier.push(*p);
+            }
+        }
+    }
+    out
+}
+
+/// Whether a process runs (a zombie does not).
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
+    })
 }
 
 const HOP_BY_HOP: [&str; 8] = [

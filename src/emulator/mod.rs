@@ -716,6 +716,18 @@ pub async fn start(config: EmulatorConfig) -> Result<RunningEmulator, StartError
         runtime,
         containers,
     });
+    if shared.containers.available() {
+        // Instances whose image a rollout changed, or whose application is gone, stop
+        // (the task ends with the emulator).
+        let weak = Arc::downgrade(&shared);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(containers::SWEEP_EVERY).await;
+                let Some(shared) = weak.upgrade() else { break };
+                shared.containers.sweep(&shared).await;
+            }
+        });
+    }
     let app = api::router(shared.clone());
     let (tx, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
