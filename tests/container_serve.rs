@@ -6,7 +6,8 @@
 //! container's: a file baked into the image and an environment variable of the
 //! CloudflareContainer's spec. A rollout to a changed image: the next request is served
 //! by the new image and the old instance is gone. Deleting the application ends its
-//! processes.
+//! processes. From an external registry (`docker-registry` with basic auth) too; and the
+//! emulator stopping ends its containers.
 //!
 //! Needs workerd (`npm install -g workerd@1.20260426.1`, or `FLAREDOCK_WORKERD`),
 //! buildah and a static busybox at /bin/busybox (Debian `busybox-static`); scripts/test.sh
@@ -321,9 +322,12 @@ async fn a_request_is_served_by_the_container_then_by_the_new_image_then_by_none
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_emulator_stopping_ends_its_containers() {
+async fn from_an_external_registry_and_the_emulator_stopping_ends_its_containers() {
     workerd();
-    let em = common::start_emulator(|_| {}).await;
+    // A real registry with basic auth stands in for Cloudflare's: the pull uses its
+    // credentials (through the private auth file).
+    let registry = common::DockerRegistry::start_with_auth("cf", "cf-pass");
+    let em = common::start_emulator(|c| c.registry = Some(registry.as_external())).await;
     let work = tempfile::tempdir().unwrap();
     let ctx = work.path().join("ctx");
     let manifests = work.path().join("manifests");
@@ -342,6 +346,15 @@ async fn the_emulator_stopping_ends_its_containers() {
     assert_eq!(
         (status, body.as_str()),
         (200, "served until the emulator stops\n")
+    );
+    let apps = common::client_for(&em).list_applications().await.unwrap();
+    assert!(
+        apps[0]
+            .configuration
+            .image
+            .starts_with(&format!("{}/", registry.host)),
+        "{}",
+        apps[0].configuration.image
     );
     let pids = em.shared.containers.pids();
     assert_eq!(pids.len(), 1);
