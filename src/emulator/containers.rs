@@ -10,8 +10,8 @@
 //! [`CONTAINER_HEADER`] (the script), the wrapper adds the class ([`CLASS_HEADER`]), the
 //! Durable Object id ([`ID_HEADER`]) and the operation ([`OP_HEADER`]). Only a loopback
 //! peer is taken for one of these calls. The wrapper binds the service as
-//! `env.__FLAREDOCK_CONTAINERS__` (visible to the Worker's code; the Durable Object's
-//! `env` does not have it).
+//! `env.__FLAREDOCK_CONTAINERS__`; the container classes and the default export get
+//! `env` without it (the upload's other classes see it). Starts run one at a time.
 //!
 //! **What runs.** The class's Durable Object namespace, the application linked to it
 //! (one being deleted does not count) and the image of its current version
