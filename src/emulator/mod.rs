@@ -57,6 +57,10 @@
 //!   (mode 0700, removed when the emulator stops): the configs it gives workerd hold the
 //!   Workers' secret values, as workerd needs them; a refused upload's message has them
 //!   scrubbed.
+//! - **The containers' directory** ([`containers`]) is a private temporary directory
+//!   too (`flaredock-containers-*`, removed when the emulator stops): the buildah store
+//!   of the pulled images, and each pull's registry auth file (mode 0600, removed after
+//!   the pull); container environment values never reach a log or an answer.
 //! - **The state file** is written with mode 0600, into a new temporary file next to it
 //!   that is renamed over it (atomic), one write at a time.
 //!
