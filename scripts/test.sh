@@ -4,7 +4,10 @@
 #   apache2-utils    (htpasswd, for the registry's basic auth)
 #   kubernetes-client (kubectl: `kubectl kustomize`, offline, renders deploy/)
 #   lua5.1           (runs the Argo CD health checks: gopher-lua is Lua 5.1)
-#   buildah          (builds FROM scratch Dockerfiles, chroot isolation, vfs storage)
+#   buildah          (builds FROM scratch Dockerfiles, chroot isolation, vfs storage;
+#                    the emulator runs container instances with it)
+#   busybox-static   (a static /bin/busybox: tests/container_serve.rs bakes it into a
+#                    FROM scratch image whose httpd the emulator runs as the container)
 #   wrangler 4.86    (npm; Cloudflare's CLI, run against the emulator by tests/wrangler.rs)
 #   workerd 1.20260426.1 (npm; Cloudflare's Workers runtime, the release wrangler 4.86
 #                    pins: the emulator loads and serves uploads with it)
@@ -21,6 +24,8 @@ command -v htpasswd >/dev/null 2>&1 || missing+=(apache2-utils)
 command -v kubectl >/dev/null 2>&1 || missing+=(kubernetes-client)
 command -v lua5.1 >/dev/null 2>&1 || missing+=(lua5.1)
 command -v buildah >/dev/null 2>&1 || missing+=(buildah)
+# The static busybox (the dynamic one of package `busybox` would not run FROM scratch).
+{ [ -x /bin/busybox ] && ! ldd /bin/busybox >/dev/null 2>&1; } || missing+=(busybox-static)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 if ! command -v wrangler >/dev/null 2>&1 && ! command -v npm >/dev/null 2>&1; then
   missing+=(npm)

@@ -458,24 +458,70 @@ async fn a_service_binding_reaches_the_other_script() {
     em.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn starting_a_container_says_there_is_no_container_runtime() {
-    let em = emulator().await;
-    let code = r#"
+/// A container class that starts its container and forwards to its port 8080; `/env`
+/// answers the names in the default export's and the Durable Object's `env`.
+const CONTAINER_CODE: &str = r#"
 export class Shop {
-  constructor(ctx, env) { this.ctx = ctx; }
-  async fetch() {
-    try { this.ctx.container.start(); return new Response("started"); }
-    catch (e) { return new Response(e.message, { status: 503 }); }
+  constructor(ctx, env) { this.ctx = ctx; this.env = env; }
+  async fetch(request) {
+    if (new URL(request.url).pathname === "/env") return new Response(Object.keys(this.env).join(","));
+    try {
+      const c = this.ctx.container;
+      if (!c.running) c.start();
+      return await c.getTcpPort(8080).fetch(request);
+    } catch (e) { return new Response(e.message, { status: 503 }); }
   }
 }
-export default { fetch(request, env) { return env.SHOP.get(env.SHOP.idFromName("x")).fetch(request); } };
+export default {
+  fetch(request, env) {
+    if (new URL(request.url).pathname === "/default-env") return new Response(Object.keys(env).join(","));
+    return env.SHOP.get(env.SHOP.idFromName("x")).fetch(request);
+  }
+};
 "#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_buildah_starting_a_container_says_there_is_no_container_runtime() {
+    let bin = workerd();
+    let em = common::start_emulator(move |c| {
+        c.workerd = Some(bin);
+        c.buildah = None;
+    })
+    .await;
+    assert!(!em.shared.containers.available());
+    let mut metadata = container_metadata("Shop");
+    metadata["bindings"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"type": "plain_text", "name": "MODE", "text": "test"}));
+    let (status, body) = upload(&em, "shop", metadata, &[("index.js", CONTAINER_CODE)]).await;
+    assert_eq!(status, 200, "{body}");
+    api(
+        &em,
+        "POST",
+        "/workers/scripts/shop/subdomain",
+        Some(json!({"enabled": true})),
+    )
+    .await;
+    let (status, text) = visit(&em, "shop.flaredock.workers.dev", "/").await;
+    assert_eq!(status, 503, "{text}");
+    assert_eq!(text, flaredock::emulator::containers::NO_CONTAINER_RUNTIME);
+    // The wrapper's way to the emulator is not in the Worker's `env`.
+    let (_, names) = visit(&em, "shop.flaredock.workers.dev", "/default-env").await;
+    assert_eq!(names, "MODE,SHOP");
+    let (_, names) = visit(&em, "shop.flaredock.workers.dev", "/env").await;
+    assert_eq!(names, "MODE,SHOP");
+    em.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_class_without_an_application_says_so() {
+    let em = emulator().await;
     let (status, body) = upload(
         &em,
         "shop",
         container_metadata("Shop"),
-        &[("index.js", code)],
+        &[("index.js", CONTAINER_CODE)],
     )
     .await;
     assert_eq!(status, 200, "{body}");
@@ -488,7 +534,11 @@ export default { fetch(request, env) { return env.SHOP.get(env.SHOP.idFromName("
     .await;
     let (status, text) = visit(&em, "shop.flaredock.workers.dev", "/").await;
     assert_eq!(status, 503, "{text}");
-    assert_eq!(text, flaredock::emulator::workerd::NO_CONTAINER_RUNTIME);
+    assert_eq!(
+        text,
+        "the Durable Object class Shop of the Worker shop has no container application (create one on its namespace, e.g. a CloudflareContainer naming the Worker)"
+    );
+    assert_eq!(em.shared.containers.running(), 0);
     em.stop().await;
 }
 
@@ -546,8 +596,8 @@ fn children(pid: u32) -> Vec<u32> {
 
 /// The README's quickstart, as a user runs it: `flaredock emulator` in one terminal,
 /// `flaredock apply -f examples/quickstart.yaml` against it, then a request to the
-/// Worker's workers.dev host, answered by the Worker → its Durable Object → (no
-/// container runtime).
+/// Worker's workers.dev host, answered by the Worker → its Durable Object → the
+/// emulator's container runtime (which finds nothing to run in the demo image).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_quickstart_applied_by_flaredock_answers_at_its_workers_dev_host() {
     let bin = workerd();
@@ -608,14 +658,21 @@ async fn the_quickstart_applied_by_flaredock_answers_at_its_workers_dev_host() {
         .send()
         .await
         .unwrap();
+    // The emulator pulled the demo image to run it, and found nothing to run in it (the
+    // demo image holds no program; tests/container_serve.rs serves from a real one).
     assert_eq!(r.status().as_u16(), 503);
-    assert_eq!(
-        r.text().await.unwrap(),
-        format!("{}\n", flaredock::emulator::workerd::NO_CONTAINER_RUNTIME)
-    );
-    // The README shows this exact answer.
+    let text = r.text().await.unwrap();
+    const NOTHING: &str =
+        " has no Entrypoint or Cmd and start() gave no entrypoint: nothing to run\n";
     assert!(
-        include_str!("../README.md").contains(flaredock::emulator::workerd::NO_CONTAINER_RUNTIME),
+        text.starts_with(&format!(
+            "the container image {listen}/{account}/hello@sha256:"
+        )) && text.ends_with(NOTHING),
+        "{text}"
+    );
+    // The README shows this answer.
+    assert!(
+        include_str!("../README.md").contains(NOTHING.trim_end()),
         "README.md shows the quickstart's answer"
     );
 

@@ -23,6 +23,12 @@
 //! so once at start, checks uploads statically ([`workerd::static_exports`]) and
 //! answers a Worker's host with 503 saying Workers are not served.
 //!
+//! **Containers run.** A container-enabled class's `ctx.container` starts the image of
+//! its application's current version with buildah (chroot isolation, host network),
+//! one instance per Durable Object, and `getTcpPort(p).fetch()` reaches it
+//! ([`containers`] says how, and what is not reproduced). Without buildah, `start()`
+//! fails with [`containers::NO_CONTAINER_RUNTIME`] and the rest works as before.
+//!
 //! Every request body is checked against the official extract (`cloudflare-api/`,
 //! [`schema`]) with unknown fields refused, and in tests every answer is checked against
 //! the status and schema the extract declares ([`contract`]).
@@ -51,6 +57,10 @@
 //!   (mode 0700, removed when the emulator stops): the configs it gives workerd hold the
 //!   Workers' secret values, as workerd needs them; a refused upload's message has them
 //!   scrubbed.
+//! - **The containers' directory** ([`containers`]) is a private temporary directory
+//!   too (`flaredock-containers-*`, removed when the emulator stops): the buildah store
+//!   of the pulled images, and each pull's registry auth file (mode 0600, removed after
+//!   the pull); container environment values never reach a log or an answer.
 //! - **The state file** is written with mode 0600, into a new temporary file next to it
 //!   that is renamed over it (atomic), one write at a time.
 //!
@@ -72,8 +82,8 @@
 //!   the client reads the enum, not the number. Not-found answers stay plain text.
 //! - Sizes are answered expanded (`vcpu`, `memory_mib`, `disk.size_mb`) even when the
 //!   request named an `instance_type`; wrangler's client rebuilds the name from them.
-//! - `instances` is whatever the creator sent (flaredock: 0) and no instance ever runs:
-//!   `health.instances` stays at zero and the versions carry the percentages of the
+//! - `instances` is whatever the creator sent (flaredock: 0), and the instances the
+//!   local container runtime runs are not counted: `health.instances` stays at zero and the versions carry the percentages of the
 //!   rollout's current step.
 //! - Wrangler-only endpoints ([`api::WRANGLER_ONLY`]): `GET /containers/dash/applications`
 //!   and `…/dash/applications/{id}/instances` are served (checked against wrangler's own
@@ -157,6 +167,7 @@
 //!   or a code for an oversize API body (1000 here, 10027 on the Worker routes).
 
 pub mod api;
+pub mod containers;
 pub mod contract;
 pub mod limits;
 pub mod redact;
@@ -238,6 +249,9 @@ pub struct EmulatorConfig {
     /// The workerd binary that loads and serves uploads ([`workerd::locate`] by
     /// default); `None`: uploads are checked statically and Workers are not served.
     pub workerd: Option<PathBuf>,
+    /// The buildah binary that runs container instances ([`containers::locate`] by
+    /// default); `None`: a container's `start()` fails, the rest works as before.
+    pub buildah: Option<PathBuf>,
     /// Zones of the account (`--zone`), by name.
     pub zones: Vec<String>,
     /// The account's workers.dev subdomain at start (`None`: not registered yet).
@@ -264,6 +278,7 @@ impl Default for EmulatorConfig {
             check_contract: std::env::var_os(contract::LOG_ENV).is_some(),
             limits: limits::BodyLimits::default(),
             workerd: workerd::locate(),
+            buildah: containers::locate(),
             zones: vec![DEFAULT_ZONE.to_string()],
             subdomain: Some(DEFAULT_SUBDOMAIN.to_string()),
         }
@@ -355,6 +370,8 @@ pub struct Shared {
     persisting: Mutex<u64>,
     /// The local Workers runtime, when workerd is installed.
     runtime: Option<Arc<workerd::Runtime>>,
+    /// Container instances ([`containers`]).
+    pub containers: containers::Containers,
 }
 
 impl Shared {
@@ -589,7 +606,7 @@ impl RunningEmulator {
         );
     }
 
-    /// Stops the server and waits for it.
+    /// Stops the server and waits for it, and for its container instances to be gone.
     pub async fn stop(mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
@@ -597,6 +614,7 @@ impl RunningEmulator {
         if let Some(task) = self.task.take() {
             let _ = task.await;
         }
+        self.shared.containers.stop_all().await;
     }
 }
 
@@ -605,6 +623,7 @@ impl Drop for RunningEmulator {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
+        self.shared.containers.kill_all();
     }
 }
 
@@ -686,6 +705,12 @@ pub async fn start(config: EmulatorConfig) -> Result<RunningEmulator, StartError
         }
     };
     account.seed_routing(&config.zones, config.subdomain.as_deref());
+    let containers = containers::Containers::new(config.buildah.clone());
+    if !containers.available() {
+        tracing::warn!(
+            "emulator: buildah not found: container instances do not run (ctx.container.start() fails), the rest works as before"
+        );
+    }
     let shared = Arc::new(Shared {
         config,
         registry_host,
@@ -699,7 +724,20 @@ pub async fn start(config: EmulatorConfig) -> Result<RunningEmulator, StartError
         contract_problems: Mutex::new(Vec::new()),
         persisting: Mutex::new(0),
         runtime,
+        containers,
     });
+    if shared.containers.available() {
+        // Instances whose image a rollout changed, or whose application is gone, stop
+        // (the task ends with the emulator).
+        let weak = Arc::downgrade(&shared);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(containers::SWEEP_EVERY).await;
+                let Some(shared) = weak.upgrade() else { break };
+                shared.containers.sweep(&shared).await;
+            }
+        });
+    }
     let app = api::router(shared.clone());
     let (tx, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {

@@ -548,6 +548,22 @@ impl AccountState {
         Ok(rollout)
     }
 
+    /// The application of the container-enabled class `class` of `script` (on the
+    /// class's namespace, not being deleted), its rollouts brought up to date.
+    pub fn container_application(&mut self, script: &str, class: &str) -> Option<&Application> {
+        self.advance_rollouts();
+        let ns = self
+            .namespaces
+            .iter()
+            .find(|n| n.script.as_deref() == Some(script) && n.class.as_deref() == Some(class))?;
+        self.applications.values().find(|a| {
+            !self.deleting.contains_key(&a.id)
+                && a.durable_objects
+                    .as_ref()
+                    .is_some_and(|d| d.namespace_id == ns.id)
+        })
+    }
+
     pub fn list_versions(&mut self, id: &str) -> Outcome<Vec<ApplicationVersion>> {
         self.advance_rollouts();
         let app = self

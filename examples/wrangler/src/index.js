@@ -1,5 +1,5 @@
 // A request goes Worker -> Durable Object -> its container (here the Durable Object
-// answers itself: the emulator has no container runtime).
+// answers itself, so the answer does not depend on the image).
 import { DurableObject } from "cloudflare:workers";
 
 export class Shop extends DurableObject {

@@ -119,6 +119,10 @@ pub(super) async fn delete_application(
 ) -> Response {
     let outcome =
         check_account(&shared, &account).and_then(|_| shared.account().delete_application(&id));
+    if outcome.is_ok() {
+        // Its container instances go with it.
+        shared.containers.stop_application(&id).await;
+    }
     respond_containers(StatusCode::OK, outcome)
 }
 

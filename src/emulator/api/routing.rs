@@ -19,7 +19,9 @@
 //!
 //! The edge: a request whose `Host` is a Workers host (workers.dev, a custom domain, a
 //! route, or a service binding's request through [`SERVICE_HEADER`]) is answered by its
-//! script through the local runtime; see [`edge`].
+//! script through the local runtime; see [`edge`]. A container call of a served
+//! Worker (header [`crate::emulator::containers::CONTAINER_HEADER`], loopback peers
+//! only) goes to [`crate::emulator::containers`].
 
 use super::*;
 use crate::emulator::routing::Reach;
@@ -447,6 +449,16 @@ pub(super) async fn edge(State(shared): Shr, req: Request, next: Next) -> Respon
         .extensions()
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
         .is_some_and(|c| c.0.ip().to_canonical().is_loopback());
+    // A container call of a served Worker (`containers`), from workerd only.
+    if let Some(script) = req
+        .headers()
+        .get(crate::emulator::containers::CONTAINER_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|_| peer_loopback)
+        .map(str::to_string)
+    {
+        return crate::emulator::containers::handle(&shared, &script, req).await;
+    }
     let service = req
         .headers()
         .get(SERVICE_HEADER)

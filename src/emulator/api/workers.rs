@@ -248,6 +248,9 @@ pub(super) async fn delete_script(
         .any(|(k, v)| k == "force" && v == "true");
     let outcome = check_account(&shared, &account)
         .and_then(|_| shared.account().delete_script(&script, force));
+    if outcome.is_ok() {
+        shared.containers.stop_script(&script).await;
+    }
     if outcome.is_ok()
         && let Some(runtime) = shared.runtime()
     {

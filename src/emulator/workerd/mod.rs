@@ -22,7 +22,8 @@
 //! than the workerd binary's own is run at the binary's date; CPU and memory limits,
 //! `request.cf`, the `https` scheme of `request.url` (workerd sees `http`), Cron
 //! Triggers (schedules are stored, never run), Smart Placement, observability and tail
-//! Workers; containers (`serve.rs` says how a container-enabled class fails).
+//! Workers. Containers run (`serve.rs` gives container-enabled classes their
+//! `ctx.container`; `super::containers` runs the instances).
 
 mod probe;
 mod serve;
@@ -42,8 +43,8 @@ pub use probe::static_exports;
 pub const WORKERD_ENV: &str = "FLAREDOCK_WORKERD";
 /// The header a service binding's request carries into the emulator: the script it is for.
 pub const SERVICE_HEADER: &str = "x-flaredock-service";
-/// What `ctx.container.start()` answers in a container-enabled class.
-pub const NO_CONTAINER_RUNTIME: &str = "no container runtime: the flaredock emulator runs this Worker and its Durable Object in workerd, but it runs no containers, so ctx.container.start() cannot start one";
+/// What `ctx.container.start()` fails with when the emulator has no buildah.
+pub use super::containers::NO_CONTAINER_RUNTIME;
 /// How many workerd processes serve at once.
 pub const MAX_RUNNING: usize = 16;
 /// How long workerd may take to load an upload or to start listening.

@@ -15,11 +15,18 @@
 //! back (one start at a time, each within [`LOAD_TIMEOUT`]).
 //!
 //! **Container-enabled classes**: workerd 2026-04-26 has a `ctx.container` API that
-//! drives a local Docker daemon (and an egress sidecar image from Docker Hub). The
-//! emulator has no container runtime to give it, so the served main module is a
-//! generated wrapper that re-exports the upload's main module and, for each class in
-//! `containers`, gives `ctx.container` a stand-in whose `start()`, `monitor()`,
-//! `getTcpPort()` and `signal()` fail with [`NO_CONTAINER_RUNTIME`].
+//! drives a local Docker daemon (and an egress sidecar image from Docker Hub); the
+//! emulator does not use it. The served main module is a generated wrapper that
+//! re-exports the upload's main module and, for each class in `containers`, gives
+//! `ctx.container` the same API backed by the emulator's container runtime
+//! ([`crate::emulator::containers`], which says what runs and how): its calls go to
+//! the emulator's own listener through a service binding `__FLAREDOCK_CONTAINERS__`
+//! whose requests carry [`crate::emulator::containers::CONTAINER_HEADER`] (the
+//! script). The container classes and the default export (its handlers, or its
+//! `WorkerEntrypoint` class) get `env` without that binding; the upload's other
+//! classes see it. Before each `fetch` of a container class the wrapper asks whether
+//! its instance still runs (an instance stopped by a rollout or a delete turns
+//! `running` false).
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -30,8 +37,8 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 use super::{
-    LOAD_TIMEOUT, LoadError, MAX_RUNNING, NO_CONTAINER_RUNTIME, Runtime, SERVICE_HEADER,
-    WorkerSpec, is_identifier, js, runtime_message, specifier, text,
+    LOAD_TIMEOUT, LoadError, MAX_RUNNING, Runtime, SERVICE_HEADER, WorkerSpec, is_identifier, js,
+    runtime_message, specifier, text,
 };
 
 /// The name of the generated wrapper module (not an upload's module name).
@@ -45,26 +52,116 @@ pub(super) struct Instance {
     used: Instant,
 }
 
-/// The served main module when the upload has container-enabled classes.
+/// The binding through which the wrapper calls the emulator's container runtime.
+const CONTAINERS_BINDING: &str = "__FLAREDOCK_CONTAINERS__";
+
+/// The served main module when the upload has container-enabled classes: the upload's
+/// exports, and each container-enabled class with a `ctx.container` that calls the
+/// emulator ([`crate::emulator::containers`]).
 fn wrapper_source(spec: &WorkerSpec) -> String {
+    use crate::emulator::containers::{
+        CLASS_HEADER, ERROR_HEADER, ID_HEADER, OP_HEADER, PORT_HEADER,
+    };
     let main = specifier(&spec.main);
     let mut out = format!("import * as user from {main};\nexport * from {main};\n");
-    if spec.has_default {
-        out.push_str(&format!("export {{ default }} from {main};\n"));
-    }
     out.push_str(&format!(
-        "const message = {};\n\
-         const fail = () => {{ throw new Error(message); }};\n\
-         const none = {{ get running() {{ return false; }}, start: fail, getTcpPort: fail, signal: fail,\n\
-           async monitor() {{ throw new Error(message); }}, async destroy() {{}} }};\n\
-         const withoutRuntime = (ctx) => {{ if (ctx && ctx.container === undefined) Object.defineProperty(ctx, 'container', {{ value: none, configurable: true }}); return ctx; }};\n",
-        js(NO_CONTAINER_RUNTIME)
+        r#"const BINDING = {binding};
+const H = {{ op: {op}, cls: {cls}, id: {id}, port: {port}, err: {err} }};
+const STATE = Symbol("flaredock.container");
+function container(ctx, env, cls) {{
+  const svc = env[BINDING];
+  const id = ctx.id.toString();
+  const s = {{ running: false, starting: null }};
+  const call = (op, init = {{}}) => {{
+    const headers = new Headers(init.headers || {{}});
+    headers.set(H.op, op); headers.set(H.cls, cls); headers.set(H.id, id);
+    return svc.fetch("http://container" + (init.path || "/"), {{ method: init.method || "POST", headers, body: init.body, redirect: "manual" }});
+  }};
+  const json = async (op, body) => {{
+    const r = await call(op, {{ body: body === undefined ? undefined : JSON.stringify(body) }});
+    const text = await r.text();
+    if (!r.ok) throw new Error(text);
+    return text ? JSON.parse(text) : {{}};
+  }};
+  return {{
+    get running() {{ return s.running; }},
+    start(options = {{}}) {{
+      s.running = true;
+      s.starting = json("start", {{ envVars: options.envVars, entrypoint: options.entrypoint, enableInternet: options.enableInternet }})
+        .catch((e) => {{ s.running = false; throw e; }});
+      s.starting.catch(() => {{}});
+    }},
+    async monitor() {{
+      if (s.starting) await s.starting;
+      try {{
+        const r = await json("monitor");
+        if (r.exitCode !== 0) throw new Error(`the container exited with status ${{r.exitCode}}`);
+      }} finally {{ s.running = false; }}
+    }},
+    async destroy() {{ s.running = false; s.starting = null; await json("destroy"); }},
+    signal(signo) {{ json("signal", {{ signo }}).catch(() => {{}}); }},
+    getTcpPort(port) {{
+      return {{
+        async fetch(input, init) {{
+          if (s.starting) await s.starting;
+          const req = new Request(input, init);
+          const u = new URL(req.url);
+          const headers = new Headers(req.headers);
+          headers.set(H.port, String(port));
+          const r = await call("fetch", {{ method: req.method, headers, body: req.body, path: u.pathname + u.search }});
+          if (r.headers.get(H.err)) throw new Error(await r.text());
+          return r;
+        }},
+        connect() {{ throw new Error("getTcpPort().connect() is not emulated by flaredock"); }},
+      }};
+    }},
+    async [STATE]() {{ try {{ s.running = !!(await json("status")).running; }} catch (e) {{}} }},
+  }};
+}}
+const withContainer = (ctx, env, cls) => {{
+  if (ctx && ctx.container === undefined && env && env[BINDING]) {{
+    const c = container(ctx, env, cls);
+    Object.defineProperty(ctx, "container", {{ value: c, configurable: true }});
+    return c;
+  }}
+  return undefined;
+}};
+const withoutBinding = (env) => {{ if (!env || !(BINDING in env)) return env; const {{ [BINDING]: _, ...rest }} = env; return rest; }};
+const synced = new WeakMap();
+const syncFetch = (Cls, Base) => {{
+  const f = Base.prototype && Base.prototype.fetch;
+  if (typeof f !== "function") return;
+  Cls.prototype.fetch = async function (...args) {{
+    const c = synced.get(this);
+    if (c) await c[STATE]();
+    return f.apply(this, args);
+  }};
+}};
+"#,
+        binding = js(CONTAINERS_BINDING),
+        op = js(OP_HEADER),
+        cls = js(CLASS_HEADER),
+        id = js(ID_HEADER),
+        port = js(PORT_HEADER),
+        err = js(ERROR_HEADER),
     ));
+    if spec.has_default {
+        // The default export's handlers (fetch, scheduled, queue, …: `(event, env, ctx)`)
+        // or its WorkerEntrypoint class get `env` without the wrapper's binding.
+        out.push_str(
+            "let main = user.default;\n\
+             if (typeof main === \"function\") { const Main = main; main = class extends Main { constructor(ctx, env) { super(ctx, withoutBinding(env)); } }; }\n\
+             else if (main && typeof main === \"object\") { const o = main; main = {}; for (const k of Object.keys(o)) { const h = o[k]; main[k] = typeof h === \"function\" ? function (event, env, ctx) { return h.call(o, event, withoutBinding(env), ctx); } : h; } }\n\
+             export default main;\n",
+        );
+    }
     for class in &spec.containers {
         let c = js(class);
         // An export name is a JavaScript identifier (the runtime listed it).
         out.push_str(&format!(
-            "const Base_{class} = user[{c}];\nexport class {class} extends Base_{class} {{ constructor(ctx, env) {{ super(withoutRuntime(ctx), env); }} }}\n"
+            "const Base_{class} = user[{c}];\n\
+             export class {class} extends Base_{class} {{ constructor(ctx, env) {{ const c = withContainer(ctx, env, {c}); super(ctx, withoutBinding(env)); if (c) synced.set(this, c); }} }}\n\
+             syncFetch({class}, Base_{class});\n"
         ));
     }
     out
@@ -146,6 +243,19 @@ impl Runtime {
                 text(&dir.join("do").to_string_lossy())
             ),
         ];
+        if wrapped {
+            // The wrapper's way to the emulator's container runtime, naming the script.
+            services.push(format!(
+                "(name = \"containers\", external = (address = {}, http = (injectRequestHeaders = [ (name = {}, value = {}) ])))",
+                text(&self.emulator.to_string()),
+                text(crate::emulator::containers::CONTAINER_HEADER),
+                text(name)
+            ));
+            bindings.push(format!(
+                "(name = {}, service = \"containers\")",
+                text(CONTAINERS_BINDING)
+            ));
+        }
         for b in &spec.bindings {
             let bname = b.get("name").and_then(Value::as_str).unwrap_or("");
             match b.get("type").and_then(Value::as_str).unwrap_or("") {
