@@ -11,8 +11,10 @@ use crate::spec::CloudflareWorker;
 /// The ids the reach writes of one act made (added to the record that follows them).
 #[derive(Default)]
 pub(crate) struct Made {
-    routes: Vec<(String, String)>,
-    domains: Vec<String>,
+    /// (zone id, route id, pattern).
+    routes: Vec<(String, String, String)>,
+    /// (domain id, hostname).
+    domains: Vec<(String, String)>,
 }
 
 impl Reconciler {
@@ -31,14 +33,18 @@ impl Reconciler {
                 record,
             } => {
                 let mut record = record.clone();
-                record.routes.extend(
-                    made.routes
-                        .iter()
-                        .map(|(zone, id)| (zone.clone(), id_hash(id))),
-                );
-                record
-                    .domains
-                    .extend(made.domains.iter().map(|id| id_hash(id)));
+                for (zone, id, pattern) in &made.routes {
+                    record.routes.insert((zone.clone(), id_hash(id)));
+                    if let Some(r) = &mut record.reached {
+                        r.add_route(pattern, zone, id);
+                    }
+                }
+                for (id, hostname) in &made.domains {
+                    record.domains.insert(id_hash(id));
+                    if let Some(r) = &mut record.reached {
+                        r.add_domain(hostname, id);
+                    }
+                }
                 let tags = with_record(tags, &record.tag());
                 client.set_script_tags(script, &tags).await?;
                 self.view.set_script_tags(script, tags).await;
@@ -65,7 +71,8 @@ impl Reconciler {
                         return Err(e);
                     }
                 };
-                made.routes.push((zone_id.clone(), r.id.clone()));
+                made.routes
+                    .push((zone_id.clone(), r.id.clone(), pattern.clone()));
                 // The shared list holds what was asked where the answer leaves it out.
                 r.script.get_or_insert_with(|| script.clone());
                 if r.pattern.is_empty() {
@@ -73,16 +80,22 @@ impl Reconciler {
                 }
                 self.view.route_created(zone_id, r).await;
             }
-            ReachAction::DeleteRoute { zone_id, id, .. } => {
-                // Planned on the pass's shared list: decided again on a fresh read. Gone
-                // is done; serving another script than the list said, it is not ours
-                // to delete (the fresh list is now the shared one: the next plan sees it).
-                let planned = self.view.zone_routes(zone_id, false).await?;
+            ReachAction::DeleteRoute {
+                script,
+                zone_id,
+                id,
+                ..
+            } => {
+                // Planned on the pass's shared list while it served `script`: decided
+                // again on one fresh read. Gone is done; serving another script now, it
+                // is not ours to delete (the fresh list is now the shared one: the next
+                // plan sees it).
                 let fresh = self.view.zone_routes(zone_id, true).await?;
-                let was = planned.iter().find(|r| r.id == *id).map(|r| &r.script);
                 match fresh.iter().find(|r| r.id == *id) {
                     None => return Ok(()),
-                    Some(now) if was != Some(&now.script) => return Ok(()),
+                    Some(now) if now.script.as_deref() != Some(script.as_str()) => {
+                        return Ok(());
+                    }
                     Some(_) => {}
                 }
                 let deleted = client.delete_route(zone_id, id).await;
@@ -104,7 +117,7 @@ impl Reconciler {
                         return Err(e);
                     }
                 };
-                made.domains.push(d.id.clone());
+                made.domains.push((d.id.clone(), hostname.clone()));
                 if d.service.is_empty() {
                     d.service = script.clone();
                 }
@@ -113,14 +126,12 @@ impl Reconciler {
                 }
                 self.view.domain_attached(d).await;
             }
-            ReachAction::DetachDomain { id, .. } => {
-                // As for a route: decided again on a fresh read.
-                let planned = self.view.workers_domains(false).await?;
+            ReachAction::DetachDomain { script, id, .. } => {
+                // As for a route: decided again on one fresh read.
                 let fresh = self.view.workers_domains(true).await?;
-                let was = planned.iter().find(|d| d.id == *id).map(|d| &d.service);
                 match fresh.iter().find(|d| d.id == *id) {
                     None => return Ok(()),
-                    Some(now) if was != Some(&now.service) => return Ok(()),
+                    Some(now) if now.service != *script => return Ok(()),
                     Some(_) => {}
                 }
                 let detached = client.detach_domain(id).await;

@@ -4,7 +4,7 @@
 //! zone's routes and the account's custom domains listed once per pass of the account
 //! view, kept current by our own writes, dropped by its resync, read afresh by a
 //! delete: [`crate::reconcile::view::AccountView::zone_routes`]), planned
-//! by field, acted on by [`Action::Reach`], and part of `Ready`.
+//! by field, acted on by [`crate::reconcile::plan::Action::Reach`], and part of `Ready`.
 //!
 //! Ownership: routes and domains live at the zone or the account. Those this object
 //! made are recorded in its status (`status.routes`, `status.domains`); only those are
@@ -18,18 +18,22 @@
 //! (`flaredock.dev/reach=`, [`ReachRecord`], written by `PATCH …/script-settings`),
 //! a hash of the workers.dev state and crons it set, the account's workers.dev
 //! subdomain, and short hashes of the ids of the routes (with their zones) and custom
-//! domains it made. The record stands for those reads only where it may
+//! domains it made, and (when it fits) the spec's zone ids, routes and domains in full
+//! ([`Reached`]). The record stands for those reads only where it may
 //! ([`ReachReads`]): never for a script flaredock does not own, one uploaded over since
 //! (its etag moved), or under `managementPolicy: Observe`; in the controller only after
 //! one real read since the account view was last marked stale (the periodic resync, a
 //! requested reconcile), so a change made outside flaredock is found within the resync
-//! period. The routes and domains it names are flaredock's even without a status (the
-//! command line): a route serving this script that the record names and the spec no
-//! longer lists is deleted, and only such a route.
+//! period. The command line also takes the zone ids, routes and domains from it when
+//! it names in full just those the spec asks ([`ReachRecord::stands_for`]): no zone
+//! lookup, route list or domain list (`--refresh` and the controller read them). The
+//! routes and domains it names are flaredock's even without a status (the command
+//! line): a route serving this script that the record names and the spec no longer
+//! lists is deleted (decided on real lists), and only such a route.
 //!
 //! The parts: what is desired, recorded and observed (here), the account-wide caches
-//! ([`cache`]), the record on the script ([`record`]), the plan ([`plan`]), the reads
-//! ([`observe`]) and the writes ([`act`]).
+//! (`cache.rs`), the record on the script (`record.rs`), the plan (`plan.rs`), the
+//! reads (`observe.rs`) and the writes (`act.rs`).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -47,7 +51,7 @@ pub(crate) use act::Made;
 pub use cache::{ReachCache, ZoneCache};
 pub(in crate::reconcile::worker) use observe::ScriptSide;
 pub use plan::{ReachAction, only_records, plan_reach, plan_record, status_of};
-pub use record::{ReachRecord, with_record};
+pub use record::{Listed, ReachRecord, Reached, with_record};
 
 /// A route the spec asks for.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -134,7 +138,8 @@ pub enum ReachReads {
     OncePerResync,
     /// Whenever the record says what the spec asks (the command line: one run, no
     /// resync; `flaredock apply` trusts what flaredock recorded, as it trusts the hash
-    /// tags for the script's parts).
+    /// tags for the script's parts), for the zone ids, routes and domains too when it
+    /// names them in full.
     WhenRecorded,
 }
 
@@ -179,6 +184,10 @@ pub struct ObservedReach {
     pub record: Option<ReachRecord>,
     /// The workers.dev state and crons are the record's, not read ([`ReachReads`]).
     pub trusted: bool,
+    /// The zone ids, routes and domains are the record's too, not read (the command
+    /// line, the record naming in full just what the spec asks:
+    /// [`ReachRecord::stands_for`]).
+    pub listed: bool,
     /// The script is not flaredock's (adoption, `managementPolicy: Observe` of a
     /// foreign script): every live route, domain and cron the spec leaves out is a
     /// removal.

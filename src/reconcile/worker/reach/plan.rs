@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::fmt;
 
-use super::record::{ReachRecord, id_hash, with_record};
+use super::record::{ReachRecord, Reached, id_hash, with_record};
 use super::{DesiredReach, DesiredRoute, ObservedReach};
 use crate::reconcile::plan::{Action, Blocked, Change, Plan};
 use crate::reconcile::reason::Reason;
@@ -26,8 +26,10 @@ pub enum ReachAction {
         zone_id: String,
         pattern: String,
     },
-    /// A route this object made that the spec no longer lists.
+    /// A route this object made that the spec no longer lists (planned while it
+    /// served `script`).
     DeleteRoute {
+        script: String,
         zone_id: String,
         id: String,
         pattern: String,
@@ -37,8 +39,10 @@ pub enum ReachAction {
         hostname: String,
         zone_id: Option<String>,
     },
-    /// A domain this object made that the spec no longer lists.
+    /// A domain this object made that the spec no longer lists (planned while it
+    /// served `script`).
     DetachDomain {
+        script: String,
         id: String,
         hostname: String,
     },
@@ -92,7 +96,7 @@ impl fmt::Display for ReachAction {
             ReachAction::AttachDomain {
                 script, hostname, ..
             } => write!(f, "attach custom domain {hostname} → {script}"),
-            ReachAction::DetachDomain { hostname, id } => {
+            ReachAction::DetachDomain { hostname, id, .. } => {
                 write!(
                     f,
                     "detach custom domain {hostname} ({id}), made by flaredock"
@@ -264,6 +268,7 @@ pub fn plan_reach(
                 "requests to this pattern no longer reach the Worker",
             );
             actions.push(ReachAction::DeleteRoute {
+                script: script.to_string(),
                 zone_id: made.zone_id.clone(),
                 id: x.id.clone(),
                 pattern: x.pattern.clone(),
@@ -290,6 +295,7 @@ pub fn plan_reach(
                     "requests to this pattern no longer reach the Worker; list it in spec.routes to keep it",
                 );
                 actions.push(ReachAction::DeleteRoute {
+                    script: script.to_string(),
                     zone_id: zone.clone(),
                     id: x.id.clone(),
                     pattern: x.pattern.clone(),
@@ -362,6 +368,7 @@ pub fn plan_reach(
                 "the hostname no longer reaches the Worker",
             );
             actions.push(ReachAction::DetachDomain {
+                script: script.to_string(),
                 id: x.id.clone(),
                 hostname: x.hostname.clone(),
             });
@@ -383,6 +390,7 @@ pub fn plan_reach(
                 "the hostname no longer reaches the Worker; list it in spec.domains to keep it",
             );
             actions.push(ReachAction::DetachDomain {
+                script: script.to_string(),
                 id: x.id.clone(),
                 hostname: x.hostname.clone(),
             });
@@ -440,12 +448,13 @@ pub fn plan_record(
             .filter(|d| !detached(&d.id))
             .map(|d| id_hash(&d.id))
             .collect(),
+        reached: Some(reached(want, have, &routes, &domains)),
     };
     let writes = plan.actions.iter().any(|a| matches!(a, Action::Reach(_)));
     // With nothing to write, a record is only corrected, or carried by an upload: a
     // script without one (uploaded before records were kept) is read each time until
     // its next write.
-    let corrects = have.record.as_ref().is_some_and(|r| *r != record);
+    let corrects = have.record.as_ref().is_some_and(|r| *r != record.as_kept());
     if !writes && !uploads && !corrects {
         return;
     }
@@ -465,6 +474,34 @@ pub fn plan_record(
         tags,
         record,
     }));
+}
+
+/// What the record keeps in full ([`Reached`]): the zone ids of the spec's zone names,
+/// and, of what this object made ([`status_of`]), the spec's routes and domains that
+/// serve the script (those the act makes are added as they are made).
+fn reached(
+    want: &DesiredReach,
+    have: &ObservedReach,
+    routes: &[RouteStatus],
+    domains: &[DomainStatus],
+) -> Reached {
+    let mut r = Reached::default();
+    for name in want.zone_names() {
+        if let Some(Some(id)) = have.zones.get(&name) {
+            r.add_zone(&name, id);
+        }
+    }
+    for x in routes {
+        if want.routes.iter().any(|w| w.pattern == x.pattern) {
+            r.add_route(&x.pattern, &x.zone_id, &x.id);
+        }
+    }
+    for x in domains {
+        if want.domains.iter().any(|w| w.hostname == x.hostname) {
+            r.add_domain(&x.hostname, &x.id);
+        }
+    }
+    r
 }
 
 /// Whether `plan` does nothing but keep the record ([`ReachAction::Record`]): the
