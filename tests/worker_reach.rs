@@ -273,11 +273,13 @@ fn a_removed_route_and_domain_flaredock_made_are_deleted_and_no_other() {
         reach_actions(&p),
         [
             &ReachAction::DeleteRoute {
+                script: "shop".into(),
                 zone_id: ZONE.into(),
                 id: "r1".into(),
                 pattern: "shop.example.com/*".into()
             },
             &ReachAction::DetachDomain {
+                script: "shop".into(),
                 id: "d1".into(),
                 hostname: "api.example.com".into()
             },
@@ -928,11 +930,13 @@ fn adopting_shows_each_live_route_domain_and_cron_the_spec_leaves_out_as_a_destr
                 crons: vec!["*/5 * * * *".into()]
             },
             &ReachAction::DeleteRoute {
+                script: "shop".into(),
                 zone_id: ZONE.into(),
                 id: "r2".into(),
                 pattern: "shop.example.com/old/*".into()
             },
             &ReachAction::DetachDomain {
+                script: "shop".into(),
                 id: "d1".into(),
                 hostname: "api.example.com".into()
             },
@@ -1379,11 +1383,272 @@ async fn a_removal_planned_on_a_stale_shared_list_is_decided_again_on_a_fresh_re
         0,
         "no DELETE of a domain that serves another script"
     );
+    // One fresh read decides it (the plan's list is not read again).
+    assert_eq!(sent(&em, from, "GET", "/workers/domains"), 1);
     let live = client.list_domains().await.unwrap();
     let d = live
         .iter()
         .find(|d| d.id == id)
         .expect("the domain is still there");
     assert_eq!(d.service, "billing");
+    em.stop().await;
+}
+
+// ---- the record in full: the command line needs no zone lookup, routes or domains list
+
+/// The record a plan writes for a Worker reached as [`REACH`] says (route `r1`, domain
+/// `d1`), as a later read of the script parses it.
+fn full_record() -> ReachRecord {
+    let d = desired(&worker(REACH));
+    let mut have = reached(
+        vec![route("r1", "shop.example.com/*", "shop")],
+        vec![domain("d1", "api.example.com", "shop")],
+    );
+    have.record = ReachRecord::parse("flaredock.dev/reach=0000000000000000");
+    let p = plan_worker(&d, &observed(&d, have));
+    let tags = recorded_tags(&p).expect("a record");
+    let tag = tags
+        .iter()
+        .find(|t| t.starts_with("flaredock.dev/reach="))
+        .expect("the record tag");
+    assert!(tag.len() <= 1024 && !tag.contains([',', '&']), "{tag}");
+    ReachRecord::parse(tag).expect("parses")
+}
+
+#[test]
+fn the_record_stands_for_the_lists_only_while_it_names_just_what_the_spec_asks() {
+    use flaredock::reconcile::worker::reach::DesiredReach;
+    let record = full_record();
+    let want = |extra: &str| DesiredReach::from_spec(&worker(extra));
+
+    // As recorded: the zone id, the route and the domain, with their ids.
+    let listed = record.stands_for("shop", &want(REACH)).expect("stands");
+    assert_eq!(
+        listed.zones,
+        [("example.com".to_string(), Some(ZONE.to_string()))].into()
+    );
+    assert_eq!(
+        listed.routes,
+        [(
+            ZONE.to_string(),
+            vec![route("r1", "shop.example.com/*", "shop")]
+        )]
+        .into()
+    );
+    assert_eq!(listed.domains.len(), 1);
+    assert_eq!(
+        (
+            listed.domains[0].id.as_str(),
+            listed.domains[0].hostname.as_str()
+        ),
+        ("d1", "api.example.com")
+    );
+    // A plan on what the record stands for writes nothing.
+    let d = desired(&worker(REACH));
+    let mut have = reached(listed.routes.get(ZONE).cloned().unwrap(), listed.domains);
+    have.zones = listed.zones;
+    have.record = Some(record.clone());
+    let mut o = observed(&d, have);
+    o.script.as_mut().unwrap().tags = Some(with_reach(&d, &record));
+    let p = plan_worker(&d, &o);
+    assert!(p.is_noop(), "{p:?}");
+
+    // Anything else the spec asks is read: each row a spec the record does not name.
+    let crons = "  crons: ['*/5 * * * *']\n";
+    let rows = [
+        (
+            "another pattern",
+            format!(
+                "  routes:\n    - {{pattern: 'shop.example.com/v2/*', zoneName: example.com}}\n  domains:\n    - {{hostname: api.example.com}}\n{crons}"
+            ),
+        ),
+        (
+            "another zone",
+            format!(
+                "  routes:\n    - {{pattern: 'shop.example.com/*', zoneName: shop.example.com}}\n  domains:\n    - {{hostname: api.example.com}}\n{crons}"
+            ),
+        ),
+        (
+            "another zone id",
+            format!(
+                "  routes:\n    - {{pattern: 'shop.example.com/*', zoneId: fedcba9876543210fedcba9876543210}}\n  domains:\n    - {{hostname: api.example.com}}\n{crons}"
+            ),
+        ),
+        (
+            "the route removed (to be deleted)",
+            format!("  domains:\n    - {{hostname: api.example.com}}\n{crons}"),
+        ),
+        (
+            "the domain removed (to be detached)",
+            format!(
+                "  routes:\n    - {{pattern: 'shop.example.com/*', zoneName: example.com}}\n{crons}"
+            ),
+        ),
+        (
+            "another hostname",
+            format!(
+                "  routes:\n    - {{pattern: 'shop.example.com/*', zoneName: example.com}}\n  domains:\n    - {{hostname: www.example.com}}\n{crons}"
+            ),
+        ),
+        (
+            "one more route",
+            format!(
+                "  routes:\n    - {{pattern: 'shop.example.com/*', zoneName: example.com}}\n    - {{pattern: 'shop.example.com/v2/*', zoneName: example.com}}\n  domains:\n    - {{hostname: api.example.com}}\n{crons}"
+            ),
+        ),
+    ];
+    for (what, spec) in rows {
+        assert_eq!(record.stands_for("shop", &want(&spec)), None, "{what}");
+    }
+    // A record without the full section (older, or too long for the tag) stands for
+    // no list.
+    let mut short = record.clone();
+    short.reached = None;
+    assert_eq!(short.stands_for("shop", &want(REACH)), None);
+}
+
+/// `d`'s tags with `record` as the script carries it.
+fn with_reach(d: &DesiredWorker, record: &ReachRecord) -> Vec<String> {
+    flaredock::reconcile::worker::reach::with_record(&d.tags(&[]).unwrap(), &record.tag())
+}
+
+/// Requests other than `GET` since `from`.
+fn writes_since(em: &flaredock::emulator::RunningEmulator, from: usize) -> Vec<String> {
+    em.shared.requests()[from..]
+        .iter()
+        .filter(|r| r.method != "GET")
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_re_apply_from_a_new_process_reads_no_zone_route_or_domain_list_and_refresh_and_the_controller_find_what_changed()
+ {
+    let em = common::start_emulator(|_| {}).await;
+    let client = common::client_for(&em);
+    let obj = worker(REACH);
+    let data = SourceData::default();
+    let cli = || common::reconciler_for(&client).with_reach_reads(ReachReads::WhenRecorded);
+    let made = cli().reconcile_worker(&obj, vec![], &data, None).await;
+    assert!(made.ready(), "{:#?}", made.status);
+    let zone = common::scripts::zone_id(&client).await;
+
+    // Run again (as `flaredock apply`, no status): the record stands for the zone
+    // lookup, the route list and the domain list; nothing is read of the Worker's
+    // reachability, nothing written, and the status names the real ids.
+    let from = em.shared.requests().len();
+    let again = cli().reconcile_worker(&obj, vec![], &data, None).await;
+    assert!(again.ready(), "{:#?}", again.status);
+    assert_eq!(reach_lists(&em, from), (0, 0, 0));
+    assert_eq!(reach_reads(&em, from, "shop"), 0);
+    assert_eq!(writes_since(&em, from), Vec::<String>::new());
+    let live = client.list_routes(&zone).await.unwrap();
+    assert_eq!(again.status.routes, made.status.routes);
+    assert_eq!(again.status.routes[0].id, live[0].id);
+    assert_eq!(again.status.domains, made.status.domains);
+
+    // Behind flaredock's back: the route is deleted. `--refresh` reads the lists,
+    // finds it gone and makes it again.
+    client
+        .delete_route(&zone, &made.status.routes[0].id)
+        .await
+        .unwrap();
+    let refresh = || common::reconciler_for(&client).with_reach_reads(ReachReads::OncePerResync);
+    let from = em.shared.requests().len();
+    let refreshed = refresh().reconcile_worker(&obj, vec![], &data, None).await;
+    assert!(refreshed.ready(), "{:#?}", refreshed.status);
+    let (_, routes_listed, domains_listed) = reach_lists(&em, from);
+    assert!(routes_listed >= 1 && domains_listed >= 1);
+    assert_eq!(sent(&em, from, "POST", "/workers/routes"), 1);
+    let now = client.list_routes(&zone).await.unwrap();
+    assert_eq!(now.len(), 1);
+    assert_ne!(now[0].id, made.status.routes[0].id);
+    assert_eq!(refreshed.status.routes[0].id, now[0].id);
+    // ... and the record names the new route: the next run reads nothing again.
+    let from = em.shared.requests().len();
+    let quiet = cli().reconcile_worker(&obj, vec![], &data, None).await;
+    assert!(quiet.ready(), "{:#?}", quiet.status);
+    assert_eq!(reach_lists(&em, from), (0, 0, 0));
+    assert_eq!(quiet.status.routes, refreshed.status.routes);
+
+    // Taken over behind flaredock's back: the hostname now serves another script.
+    // The controller reads at its resync and stalls naming that script.
+    common::scripts::upload_by_hand(&client, "billing", "billing").await;
+    client
+        .detach_domain(&made.status.domains[0].id)
+        .await
+        .unwrap();
+    client
+        .attach_domain("api.example.com", "billing", None)
+        .await
+        .unwrap();
+    let controller = common::reconciler_for(&client);
+    let first = controller
+        .reconcile_worker(&obj, vec![], &data, Some(&quiet.status))
+        .await;
+    let (stalled, reason, message) = condition(&first.status, "Stalled");
+    assert_eq!(
+        (stalled, reason),
+        ("True", "DomainHeldElsewhere"),
+        "{message}"
+    );
+    assert!(message.contains("billing"), "{message}");
+    // So does `--refresh`; the other script's domain is untouched.
+    let from = em.shared.requests().len();
+    let refused = refresh().reconcile_worker(&obj, vec![], &data, None).await;
+    let (stalled, reason, _) = condition(&refused.status, "Stalled");
+    assert_eq!((stalled, reason), ("True", "DomainHeldElsewhere"));
+    assert!(
+        writes_since(&em, from)
+            .iter()
+            .all(|w| !w.contains("/workers/domains")),
+        "{:?}",
+        writes_since(&em, from)
+    );
+    let live = client.list_domains().await.unwrap();
+    let api = live
+        .iter()
+        .find(|d| d.hostname == "api.example.com")
+        .unwrap();
+    assert_eq!(api.service, "billing");
+    em.stop().await;
+}
+
+#[tokio::test]
+async fn the_controller_finds_a_route_taken_over_at_its_resync() {
+    let em = common::start_emulator(|_| {}).await;
+    let client = common::client_for(&em);
+    let obj = worker(REACH);
+    let data = SourceData::default();
+    let r = common::reconciler_for(&client);
+    let made = r.reconcile_worker(&obj, vec![], &data, None).await;
+    assert!(made.ready(), "{:#?}", made.status);
+    let zone = common::scripts::zone_id(&client).await;
+    // Elsewhere: the route is deleted and its pattern given to another script.
+    common::scripts::upload_by_hand(&client, "billing", "billing").await;
+    client
+        .delete_route(&zone, &made.status.routes[0].id)
+        .await
+        .unwrap();
+    let theirs = client
+        .create_route(&zone, "shop.example.com/*", "billing")
+        .await
+        .unwrap();
+    // The resync marks the view stale: the next reconcile lists, and stalls naming it.
+    r.view.invalidate().await;
+    let out = r
+        .reconcile_worker(&obj, vec![], &data, Some(&made.status))
+        .await;
+    let (stalled, reason, message) = condition(&out.status, "Stalled");
+    assert_eq!(
+        (stalled, reason),
+        ("True", "RouteHeldElsewhere"),
+        "{message}"
+    );
+    assert!(message.contains("billing"), "{message}");
+    let live = client.list_routes(&zone).await.unwrap();
+    assert_eq!(live.len(), 1);
+    assert_eq!(live[0].id, theirs.id);
+    assert_eq!(live[0].script.as_deref(), Some("billing"));
     em.stop().await;
 }

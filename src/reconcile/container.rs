@@ -25,8 +25,9 @@ struct ContainerRun<'a> {
     previous: Option<&'a CloudflareContainerStatus>,
     peers: &'a dyn Peers,
     desired: Desired,
-    /// Read the application's versions even without an active rollout.
-    confirm: bool,
+    /// Read the application's versions even without an active rollout (cleared once
+    /// this run created the application: its only version is what it was created with).
+    confirm: std::sync::atomic::AtomicBool,
     /// The retry annotation's value now.
     retry: Option<String>,
     /// The image act got, observed instead of the spec's from then on.
@@ -56,7 +57,7 @@ impl<'a> ContainerRun<'a> {
             previous,
             peers,
             desired: r.desired_of(obj, peers),
-            confirm,
+            confirm: confirm.into(),
             retry: obj
                 .metadata
                 .annotations
@@ -66,6 +67,12 @@ impl<'a> ContainerRun<'a> {
             acquired: Default::default(),
             now: jiff::Timestamp::now(),
         }
+    }
+}
+
+impl ContainerRun<'_> {
+    fn confirms(&self) -> bool {
+        self.confirm.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
@@ -110,10 +117,10 @@ impl Pipeline for ContainerRun<'_> {
     async fn observe(&self, desired: &Desired) -> Result<Observation, ApiError> {
         let acquired = crate::lock(&self.acquired).clone();
         match acquired {
-            Some(image) => self.r.observe_with(image, desired, self.confirm).await,
+            Some(image) => self.r.observe_with(image, desired, self.confirms()).await,
             None => {
                 self.r
-                    .observe(self.obj, desired, self.peers, self.confirm)
+                    .observe(self.obj, desired, self.peers, self.confirms())
                     .await
             }
         }
@@ -167,7 +174,19 @@ impl Pipeline for ContainerRun<'_> {
     ) -> Result<(), ApiError> {
         self.r
             .act(&desired.owner, &desired.application_name, plan, events)
-            .await
+            .await?;
+        // Just created, its only version is the configuration it was created with (as
+        // for an object seen for the first time): the observe that follows reads no
+        // versions for it.
+        if plan
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::CreateApplication { .. }))
+        {
+            self.confirm
+                .store(false, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(())
     }
 
     async fn after_failed_write(&self) {
