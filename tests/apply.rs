@@ -718,3 +718,63 @@ async fn a_delete_decided_from_a_stale_view_still_deletes_the_application() {
         "nothing orphaned"
     );
 }
+
+/// A long-running reconciler holds registry credentials another object minted between
+/// the review and the approval: the approved adoption is still the one acted on.
+#[tokio::test]
+async fn an_approved_adoption_holds_when_registry_credentials_were_minted_since_the_review() {
+    let s = setup().await;
+    let client = common::client_for(&s.em);
+    // Deployed as wrangler does: by tag, bound to the class's namespace.
+    let tag = format!("{}/{}/shop:v1", s.em.registry_host(), s.em.account_id());
+    client
+        .create_application(&common::foreign_application(
+            "shop",
+            &tag,
+            Some(DurableObjectsConfiguration::ScriptAndClass {
+                script_name: DEMO_SCRIPT.into(),
+                class_name: DEMO_CLASS.into(),
+            }),
+        ))
+        .await
+        .unwrap();
+    let reconciler = common::reconciler_for(&client);
+    let spec = "  image: {reference: 'shop:v1'}\n  adopt: true\n";
+    let pending = apply(&reconciler, &manifest(spec)).await;
+    assert!(pending.awaiting_approval(), "{:#?}", pending.status);
+    let hash = pending.status.pending_adoption.clone().unwrap().hash;
+
+    // Another object's act mints credentials (it reads its own tag).
+    let mut other = manifest("  image: {reference: 'shop:v2'}\n");
+    other.metadata.name = Some("other".into());
+    let read = reconciler
+        .images
+        .acquire(
+            &other,
+            &flaredock::reconcile::model::ImageAction::Resolve {
+                reference: format!("{}/{}/shop:v2", s.em.registry_host(), s.em.account_id()),
+            },
+        )
+        .await;
+    assert!(
+        matches!(&read, flaredock::reconcile::model::ImageState::Ready(i) if *i == s.v2),
+        "{read:?}"
+    );
+
+    let mut approved = manifest(spec);
+    approved.metadata.annotations =
+        Some([("flaredock.dev/approve-adoption".to_string(), hash)].into());
+    let out = apply(&reconciler, &approved).await;
+    assert!(out.ready(), "the approval is not stale: {:#?}", out.status);
+    assert!(out.status.pending_adoption.is_none());
+    let live = apps(&s.em).await;
+    assert_eq!(live.len(), 1);
+    assert_eq!(
+        live[0].configuration.image, s.v1,
+        "the tag pinned to its digest"
+    );
+    assert_eq!(
+        live[0].configuration.label(flaredock::spec::OWNER_LABEL),
+        Some("cli/apps.shop")
+    );
+}

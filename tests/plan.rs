@@ -639,6 +639,9 @@ fn a_container_waits_until_its_cloudflare_worker_uploaded_the_class() {
 /// What `wrangler deploy` leaves for a container naming a CloudflareWorker that awaits
 /// adoption: the script (none of flaredock's tags), the class's namespace, and an
 /// application no flaredock object owns, linked to it, running `image`.
+/// The tag the spec names (`shop:v1`), as wrangler deploys it (by tag).
+const TAG: &str = "registry.cloudflare.com/acc/shop:v1";
+
 fn deployed_by_wrangler(d: &Desired, image: &str) -> Observed {
     let mut app = app_for(d, image);
     app.configuration.labels = None;
@@ -657,7 +660,7 @@ fn held_kinds(p: &Plan) -> Vec<&'static str> {
 #[test]
 fn a_container_whose_worker_awaits_adoption_shows_only_the_ownership_it_takes() {
     let d = managed("  adopt: true\n");
-    let p = plan(&d, &deployed_by_wrangler(&d, IMAGE));
+    let p = plan(&d, &deployed_by_wrangler(&d, TAG));
     assert_eq!(
         fields(&p),
         [format!("configuration.labels.{OWNER_LABEL}")],
@@ -684,7 +687,7 @@ fn a_container_whose_worker_awaits_adoption_shows_only_the_ownership_it_takes() 
     assert_eq!(json["blocked"]["reason"], "WorkerNotReady");
 
     // Once the Worker has uploaded the class, the same changes are acted on.
-    let mut o = deployed_by_wrangler(&d, IMAGE);
+    let mut o = deployed_by_wrangler(&d, TAG);
     o.script = Some(script(&[
         "flaredock.dev/owner=apps.shop",
         "flaredock.dev/containers=Shop",
@@ -702,9 +705,9 @@ fn a_container_whose_worker_awaits_adoption_shows_only_the_ownership_it_takes() 
         "an approval given while the Worker awaited holds once it is adopted"
     );
 
-    // A tag of the repository the application runs from: even its read is held (it
-    // mints registry credentials), and the changes stay those reviewed.
-    let mut o = deployed_by_wrangler(&d, IMAGE);
+    // The tag it runs, still to read: even its read is held (it mints registry
+    // credentials), and the changes stay those reviewed.
+    let mut o = deployed_by_wrangler(&d, TAG);
     o.image = ImageState::Needs(ImageAction::Resolve {
         reference: "registry.cloudflare.com/acc/shop:v1".into(),
     });
@@ -759,7 +762,15 @@ fn a_container_whose_worker_awaits_adoption_shows_a_real_difference_too() {
         .iter()
         .find(|c| c.field == "configuration.image")
         .unwrap();
-    assert_eq!((image.from.as_str(), image.to.as_str()), (IMAGE2, IMAGE));
+    // Shown as the spec names it, the tag, whose digest (read with credentials held)
+    // the rollout deploys.
+    assert_eq!(
+        (image.from.as_str(), image.to.as_str()),
+        (
+            IMAGE2,
+            "registry.cloudflare.com/acc/shop:v1 (digest read at apply)"
+        )
+    );
     assert!(p.actions.is_empty(), "{p:?}");
     assert_eq!(held_kinds(&p), ["modify", "rollout"]);
     assert_eq!(p.blocked.as_ref().unwrap().reason(), Reason::WorkerNotReady);
@@ -787,7 +798,7 @@ fn an_approved_container_adoption_waits_for_its_worker_keeping_the_approved_hash
     use flaredock::spec::{APPROVE_ADOPTION_ANNOTATION, AdoptionApproval};
     let d = managed("  adopt: true\n");
     let now = jiff::Timestamp::from_second(1_700_000_000).unwrap();
-    let o = deployed_by_wrangler(&d, IMAGE);
+    let o = deployed_by_wrangler(&d, TAG);
 
     // Not approved: put up for review, the changes and their hash.
     let mut p = plan(&d, &o);
@@ -1379,4 +1390,173 @@ fn a_new_build_in_the_objects_own_repository_is_shown_as_an_image_change() {
         "registry.cloudflare.com/acc/cli/apps/shop:build-new (digest once built)"
     );
     assert!(p.changes_anything());
+}
+
+/// A container adopted with `adopt: true` (script `shop-worker`, named directly) whose
+/// application, made elsewhere, runs `live`; `held`: registry credentials are held at
+/// plan time (minted for another object), so observe read the tag `shop:v1` (to
+/// IMAGE); otherwise the read is left to act.
+fn adoption_plan(d: &Desired, live: &str, held: bool) -> Plan {
+    let mut o = deployed_by_wrangler(d, live);
+    o.image = if held {
+        ImageState::Ready(IMAGE.into())
+    } else {
+        ImageState::Needs(ImageAction::Resolve {
+            reference: TAG.into(),
+        })
+    };
+    plan(d, &o)
+}
+
+fn rollout_image(p: &Plan) -> Option<&str> {
+    p.actions.iter().find_map(|a| match a {
+        Action::CreateRollout { request, .. } => Some(request.target_configuration.image.as_str()),
+        _ => None,
+    })
+}
+
+#[test]
+fn an_adoption_hash_does_not_depend_on_registry_credentials_held_at_plan_time() {
+    use flaredock::reconcile::holds;
+    use flaredock::spec::{APPROVE_ADOPTION_ANNOTATION, AdoptionApproval};
+    let now = jiff::Timestamp::from_second(1_700_000_000).unwrap();
+    let d = desired("  adopt: true\n");
+    let label = format!("configuration.labels.{OWNER_LABEL}");
+    for live in [
+        // The tag itself (wrangler deploys by tag): pinning it is not a change.
+        TAG,
+        // The digest the tag names now, another digest, another repository, another
+        // tag: the image is shown as the spec names it.
+        IMAGE,
+        IMAGE2,
+        "registry.cloudflare.com/acc/legacy:v0",
+        "registry.cloudflare.com/acc/shop:v0",
+    ] {
+        let with = adoption_plan(&d, live, true);
+        let without = adoption_plan(&d, live, false);
+        assert_eq!(with.changes, without.changes, "{live}");
+        assert_eq!(
+            status::adoption_hash(&with.changes),
+            status::adoption_hash(&without.changes),
+            "{live}"
+        );
+        if live == TAG {
+            assert_eq!(fields(&with), [label.as_str()], "{with:?}");
+        } else {
+            assert_eq!(fields(&with), ["configuration.image", label.as_str()]);
+            assert_eq!(with.changes[0].from, live);
+            assert_eq!(with.changes[0].to, format!("{TAG} (digest read at apply)"));
+        }
+        // Both deploy the digest: read already (the rollout pins it), or read first
+        // by act (which then plans again from what it read).
+        assert_eq!(kinds(&with), ["rollout"], "{live}");
+        assert_eq!(rollout_image(&with), Some(IMAGE), "{live}");
+        assert_eq!(kinds(&without), ["resolve", "rollout"], "{live}");
+
+        // An approval given on either plan lets the other through.
+        for (reviewed, acted) in [(&with, &without), (&without, &with)] {
+            let mut first = reviewed.clone();
+            let pending = holds::gate_adoption(&mut first, AdoptionApproval::Manual, None, now)
+                .expect("put up for review");
+            let approved = [(APPROVE_ADOPTION_ANNOTATION.to_string(), pending.hash)].into();
+            let mut later = acted.clone();
+            assert!(
+                holds::gate_adoption(&mut later, AdoptionApproval::Manual, Some(&approved), now)
+                    .is_none(),
+                "{live}"
+            );
+            assert_eq!(later.actions, acted.actions, "{live}");
+        }
+    }
+
+    // The plan act makes once the tag is read (credentials minted): the approved
+    // changes still, the digest it read rolled out.
+    let mut o = deployed_by_wrangler(&d, TAG);
+    o.image = ImageState::Ready(IMAGE2.into());
+    let moved = plan(&d, &o);
+    assert_eq!(
+        status::adoption_hash(&moved.changes),
+        status::adoption_hash(&adoption_plan(&d, TAG, false).changes),
+        "the approved form is the tag: a tag moved since the review is what the spec asks"
+    );
+    assert_eq!(rollout_image(&moved), Some(IMAGE2));
+}
+
+#[test]
+fn a_really_different_image_or_a_destructive_change_still_changes_the_adoption_hash() {
+    let d = desired("  adopt: true\n");
+    let hash = |p: &Plan| status::adoption_hash(&p.changes);
+    let base = hash(&adoption_plan(&d, TAG, true));
+
+    // Another image running than the tag: another hash, with credentials or without.
+    for held in [true, false] {
+        for live in [IMAGE2, "registry.cloudflare.com/acc/legacy:v0"] {
+            assert_ne!(hash(&adoption_plan(&d, live, held)), base, "{live}");
+        }
+    }
+
+    // The spec naming another tag: another hash, whichever shape.
+    let mut obj = object("  adopt: true\n");
+    obj.spec.image.as_mut().unwrap().reference = Some("shop:v2".into());
+    let v2 = Desired::from_spec(&obj, &no_peers(), &ClusterIdentity::cli());
+    let mut o = deployed_by_wrangler(&v2, TAG);
+    o.image = ImageState::Ready(IMAGE2.into());
+    let with = plan(&v2, &o);
+    o.image = ImageState::Needs(ImageAction::Resolve {
+        reference: "registry.cloudflare.com/acc/shop:v2".into(),
+    });
+    let without = plan(&v2, &o);
+    assert_eq!(hash(&with), hash(&without));
+    assert_ne!(hash(&with), base);
+    assert_eq!(
+        with.changes[0].to,
+        "registry.cloudflare.com/acc/shop:v2 (digest read at apply)"
+    );
+
+    // A spec naming a digest is compared as it is (no tag to stand for it).
+    let mut obj = object("  adopt: true\n");
+    obj.spec.image.as_mut().unwrap().reference = Some(IMAGE2.into());
+    let pinned = Desired::from_spec(&obj, &no_peers(), &ClusterIdentity::cli());
+    let mut o = deployed_by_wrangler(&pinned, TAG);
+    o.image = ImageState::Ready(IMAGE2.into());
+    let p = plan(&pinned, &o);
+    assert_eq!(
+        (p.changes[0].from.as_str(), p.changes[0].to.as_str()),
+        (TAG, IMAGE2)
+    );
+
+    // A live variable the spec leaves out: removed, another hash in both shapes.
+    for held in [true, false] {
+        let mut o = deployed_by_wrangler(&d, TAG);
+        o.application
+            .as_mut()
+            .unwrap()
+            .configuration
+            .environment_variables = Some(vec![EnvironmentVariable {
+            name: "LEGACY".into(),
+            value: "1".into(),
+        }]);
+        if !held {
+            o.image = ImageState::Needs(ImageAction::Resolve {
+                reference: TAG.into(),
+            });
+        }
+        let p = plan(&d, &o);
+        assert!(fields(&p).contains(&"configuration.environment_variables.LEGACY"));
+        assert_ne!(hash(&p), base);
+    }
+
+    // A destructive step is never canonicalised away: the same change marked
+    // destructive hashes differently.
+    let mut changes = adoption_plan(&d, TAG, true).changes;
+    let plain = status::adoption_hash(&changes);
+    let last = changes.last().unwrap().clone();
+    changes.pop();
+    changes.push(flaredock::reconcile::plan::Change::destructive(
+        last.field,
+        last.from,
+        last.to,
+        "drops a binding",
+    ));
+    assert_ne!(status::adoption_hash(&changes), plain);
 }

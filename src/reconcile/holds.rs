@@ -27,6 +27,12 @@ fn adopts(plan: &Plan) -> bool {
 /// no annotation `flaredock.dev/approve-adoption` carrying the hash of these changes,
 /// the plan's actions are taken away and the pending adoption returned. A stale hash
 /// (changes since approved) approves nothing.
+///
+/// A container's image is approved as the spec names it: a tag of Cloudflare's
+/// registry stands for the digest act pins it to, in one form whether this pass read
+/// the digest (registry credentials held, minted for another object) or left the read
+/// to act, so holding credentials never makes an approval stale; a tag moved between
+/// review and act is still the approved tag (see `plan::adopted_tag`).
 pub fn gate_adoption(
     plan: &mut Plan,
     approval: AdoptionApproval,

@@ -272,6 +272,9 @@ pub struct Desired {
     pub rollout: RolloutPolicy,
     pub adopt: bool,
     pub deletion_policy: DeletionPolicy,
+    /// `spec.image.reference` as written, when the image is deployed from a reference
+    /// (no build, no promotion): an adoption shows it as the spec names it.
+    pub image_reference: Option<String>,
 }
 
 fn instance_type(t: InstanceTypeName) -> InstanceType {
@@ -373,6 +376,10 @@ impl Desired {
             // what adopting it would change, instead of only refusing it.
             adopt: s.adopt || s.management_policy == crate::spec::ManagementPolicy::Observe,
             deletion_policy: s.deletion_policy,
+            image_reference: match (&s.build, &s.image) {
+                (None, Some(i)) if i.from_container.is_none() => i.reference.clone(),
+                _ => None,
+            },
         }
     }
 

@@ -455,6 +455,7 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
     // tagged reference, and act plans again from what it found.
     let mut get = None;
     let mut reread = None;
+    let adopted = adopted_tag(desired, observed);
     let pinned;
     let observed = match &observed.image {
         ImageState::Needs(action) => {
@@ -471,9 +472,14 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
                 // not a change, and is always done).
                 // (A build is never taken for one: it always goes to the object's own
                 // repository, the one the application runs from.)
+                // In an adoption, only when it runs that very tag: any other image
+                // it runs is shown replaced by the tag (see `adopted_tag`).
                 None if matches!(action, ImageAction::Resolve { .. })
                     && running_image(observed)
-                        .is_some_and(|r| same_repository(r, &action.placeholder())) =>
+                        .is_some_and(|r| same_repository(r, &action.placeholder()))
+                    && adopted.as_deref().is_none_or(|tag| {
+                        running_image(observed).is_some_and(|r| names_tag(r, tag))
+                    }) =>
                 {
                     reread = Some(action.clone());
                     running_image(observed).unwrap_or_default().to_string()
@@ -491,7 +497,7 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
         }
         _ => observed,
     };
-    let mut plan = plan_actions(desired, observed);
+    let mut plan = plan_actions(desired, observed, adopted.as_deref());
     defer_blocked_creates(&mut plan, observed);
     let planned = if plan.held.is_empty() {
         &mut plan.actions
@@ -525,6 +531,58 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
         }
     }
     plan
+}
+
+/// The tag of Cloudflare's registry an adoption deploys (`host/account/repo:tag`), as
+/// the spec names it: the application is not flaredock's (no owner label) and the spec
+/// names a tag there, whether this pass read its digest (registry credentials held,
+/// minted for another object minutes before: the image is that digest) or left the
+/// read to act (none held). An adoption shows and approves the image in this one form
+/// in both cases, so that its hash does not depend on credentials held at plan time;
+/// act deploys the digest the tag names then.
+fn adopted_tag(desired: &Desired, observed: &Observed) -> Option<String> {
+    let app = observed.application.as_ref()?;
+    let target = observed
+        .target_configuration
+        .as_ref()
+        .unwrap_or(&app.configuration);
+    if target.label(OWNER_LABEL).or(owner_of(app)).is_some() {
+        return None;
+    }
+    match &observed.image {
+        ImageState::Needs(ImageAction::Resolve { reference }) => Some(reference.clone()),
+        ImageState::Ready(image) => {
+            use crate::oci::Reference;
+            let spec = Reference::parse(desired.image_reference.as_deref()?).ok()?;
+            let tag = spec.tag.clone().filter(|_| spec.digest.is_none())?;
+            let read = Reference::parse(image).ok()?;
+            // The digest read for that tag (a short name is below the account).
+            let named = read.repository == spec.repository
+                || read
+                    .repository
+                    .strip_suffix(spec.repository.as_str())
+                    .is_some_and(|account| account.ends_with('/'));
+            (read.digest.is_some() && named).then(|| {
+                Reference {
+                    tag: Some(tag),
+                    digest: None,
+                    ..read
+                }
+                .to_string()
+            })
+        }
+        _ => None,
+    }
+}
+
+/// Is `image` the tag `tag` (same repository and tag, no digest; hosts may be written
+/// differently)?
+fn names_tag(image: &str, tag: &str) -> bool {
+    use crate::oci::Reference;
+    matches!(
+        (Reference::parse(image), Reference::parse(tag)),
+        (Ok(a), Ok(b)) if a.digest.is_none() && a.repository == b.repository && a.tag.is_some() && a.tag == b.tag
+    )
 }
 
 /// The image the application runs, or is rolling out to.
@@ -584,13 +642,13 @@ fn defer_blocked_creates(plan: &mut Plan, observed: &Observed) {
     plan.actions = kept;
 }
 
-fn plan_actions(desired: &Desired, observed: &Observed) -> Plan {
+fn plan_actions(desired: &Desired, observed: &Observed, adopted: Option<&str>) -> Plan {
     // The Worker must have uploaded the class container-enabled before anything is
     // done. While its script is not yet flaredock's but hosts the class live (a
     // wrangler deploy awaiting adoption), what this object would change is planned
     // against what Cloudflare has, and held: reviewed, and approved, with the Worker's.
     let Err(awaited) = worker_gate(desired, observed) else {
-        return plan_actions_ungated(desired, observed);
+        return plan_actions_ungated(desired, observed, adopted);
     };
     if !hosted_live(desired, observed) {
         return Plan {
@@ -598,7 +656,7 @@ fn plan_actions(desired: &Desired, observed: &Observed) -> Plan {
             ..Default::default()
         };
     }
-    let mut plan = plan_actions_ungated(desired, observed);
+    let mut plan = plan_actions_ungated(desired, observed, adopted);
     plan.held = std::mem::take(&mut plan.actions);
     // A refusal stands whatever the Worker does; anything else waits for it.
     if !matches!(plan.blocked, Some(Blocked::Refused { .. })) {
@@ -618,8 +676,9 @@ fn plan_actions(desired: &Desired, observed: &Observed) -> Plan {
     plan
 }
 
-/// The plan once the Worker hosts the class.
-fn plan_actions_ungated(desired: &Desired, observed: &Observed) -> Plan {
+/// The plan once the Worker hosts the class; `adopted`: the tag an adoption deploys,
+/// shown as the image (see [`adopted_tag`]).
+fn plan_actions_ungated(desired: &Desired, observed: &Observed, adopted: Option<&str>) -> Plan {
     let mut plan = Plan::default();
     // Every Secret the environment reads must be there: nothing runs without a value.
     if let Some(blocked) = &desired.env_blocked {
@@ -821,9 +880,25 @@ fn plan_actions_ungated(desired: &Desired, observed: &Observed) -> Plan {
 
     // Fields that need a rollout, compared with where the application is heading.
     let mut rollout_needed = false;
-    if target.image != image {
-        plan.change("configuration.image", &target.image, &image);
-        rollout_needed = true;
+    match adopted {
+        // The tag as the spec names it, whatever digest was read for it, or none yet;
+        // when the application runs that very tag, pinning it to its digest is no
+        // change of what it runs (the rollout that takes ownership does it).
+        Some(tag) => {
+            if !names_tag(&target.image, tag) {
+                plan.change(
+                    "configuration.image",
+                    &target.image,
+                    format!("{tag} (digest read at apply)"),
+                );
+            }
+            rollout_needed |= target.image != image;
+        }
+        None if target.image != image => {
+            plan.change("configuration.image", &target.image, &image);
+            rollout_needed = true;
+        }
+        None => {}
     }
     let live_size = Size::of(&target);
     if !live_size.same_as(&desired.size) {
