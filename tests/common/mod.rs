@@ -452,3 +452,46 @@ pub fn app_request(
     request.configuration.instance_type = Some(flaredock::cloudflare::types::InstanceType::Lite);
     request
 }
+
+/// A call straight to the emulator's account API with its token, as another tool would
+/// make it: the status and the JSON answer (`null` when it is not JSON).
+pub async fn account_api(
+    em: &RunningEmulator,
+    method: reqwest::Method,
+    path: &str,
+    form: Option<reqwest::multipart::Form>,
+    json_body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let url = format!("{}/accounts/{}{path}", em.base_url(), em.account_id());
+    let mut req = reqwest::Client::new()
+        .request(method, url)
+        .bearer_auth(em.api_token());
+    if let Some(form) = form {
+        req = req.multipart(form);
+    }
+    if let Some(j) = json_body {
+        req = req.json(&j);
+    }
+    let res = req.send().await.expect("the emulator answers");
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap_or(serde_json::Value::Null))
+}
+
+/// A module upload as wrangler sends it: the `metadata` part, then `index.js` holding
+/// `code`.
+pub fn module_upload(metadata: &serde_json::Value, code: &str) -> reqwest::multipart::Form {
+    reqwest::multipart::Form::new()
+        .part(
+            "metadata",
+            reqwest::multipart::Part::text(metadata.to_string())
+                .mime_str("application/json")
+                .unwrap(),
+        )
+        .part(
+            "index.js",
+            reqwest::multipart::Part::text(code.to_string())
+                .file_name("index.js")
+                .mime_str("application/javascript+module")
+                .unwrap(),
+        )
+}
