@@ -495,3 +495,16 @@ pub fn module_upload(metadata: &serde_json::Value, code: &str) -> reqwest::multi
                 .unwrap(),
         )
 }
+
+/// When a reconcile asked to come back (`Action` keeps its delay private; its Debug form
+/// is `Action { requeue_after: Some(…) }`).
+pub fn requeue_after(action: &kube::runtime::controller::Action) -> Duration {
+    let text = format!("{action:?}");
+    let secs = text
+        .split("Some(")
+        .nth(1)
+        .and_then(|r| r.split('s').next())
+        .and_then(|n| n.parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("no requeue in {text}"));
+    Duration::from_secs_f64(secs)
+}
