@@ -98,20 +98,8 @@ async fn adoption_names_the_binding_it_would_remove_and_writes_nothing_before_ap
     let (em, r, kv) = setup().await;
     em.shared.clear_requests();
     let obj = worker("");
-    let out = r
-        .reconcile_worker(&obj, vec![], &SourceData::default(), None)
-        .await;
-    assert!(out.error.is_none(), "{:?}", out.error);
-    let pending = out
-        .status
-        .pending_adoption
-        .clone()
-        .expect("the adoption waits for approval");
-    let cache = pending
-        .changes
-        .iter()
-        .find(|c| c.field == "worker.shop.bindings.CACHE")
-        .unwrap_or_else(|| panic!("CACHE is named: {:?}", pending.changes));
+    let (out, pending, cache) =
+        common::pending_adoption_of(&r, &obj, "worker.shop.bindings.CACHE").await;
     assert!(cache.found.contains(&kv), "{cache:?}");
     assert!(cache.wanted.contains("DESTRUCTIVE"), "{cache:?}");
     assert!(cache.destructive, "typed in status: {cache:?}");

@@ -569,20 +569,7 @@ async fn adopting_names_a_live_setting_the_spec_leaves_out_and_removes_it_once_a
     let r = common::reconciler_for(&client);
     em.shared.clear_requests();
     let obj = worker("  adopt: true\n  placement: {mode: smart}\n");
-    let out = r
-        .reconcile_worker(&obj, vec![], &SourceData::default(), None)
-        .await;
-    assert!(out.error.is_none(), "{:?}", out.error);
-    let pending = out
-        .status
-        .pending_adoption
-        .clone()
-        .expect("waits for approval");
-    let limits = pending
-        .changes
-        .iter()
-        .find(|c| c.field == "worker.shop.limits")
-        .unwrap_or_else(|| panic!("limits named: {:?}", pending.changes));
+    let (out, pending, limits) = common::pending_adoption_of(&r, &obj, "worker.shop.limits").await;
     assert!(limits.destructive, "{limits:?}");
     assert_eq!(limits.found, r#"{"cpu_ms":50}"#);
     assert!(

@@ -508,3 +508,38 @@ pub fn requeue_after(action: &kube::runtime::controller::Action) -> Duration {
         .unwrap_or_else(|| panic!("no requeue in {text}"));
     Duration::from_secs_f64(secs)
 }
+
+/// A reconcile of `obj` that leaves its adoption waiting for approval: its outcome, the
+/// pending adoption, and the change in it to `field` (the test fails when either is
+/// missing).
+pub async fn pending_adoption_of(
+    r: &Reconciler,
+    obj: &flaredock::spec::CloudflareWorker,
+    field: &str,
+) -> (
+    flaredock::reconcile::worker::WorkerOutcome,
+    flaredock::spec::PendingAdoption,
+    flaredock::spec::DriftEntry,
+) {
+    let out = r
+        .reconcile_worker(
+            obj,
+            vec![],
+            &flaredock::reconcile::worker::inputs::SourceData::default(),
+            None,
+        )
+        .await;
+    assert!(out.error.is_none(), "{:?}", out.error);
+    let pending = out
+        .status
+        .pending_adoption
+        .clone()
+        .expect("the adoption waits for approval");
+    let change = pending
+        .changes
+        .iter()
+        .find(|c| c.field == field)
+        .cloned()
+        .unwrap_or_else(|| panic!("{field} is named: {:?}", pending.changes));
+    (out, pending, change)
+}
