@@ -359,6 +359,28 @@ fn container(name: &str) -> CloudflareContainer {
     .unwrap()
 }
 
+/// A test's namespace: created from `prefix`, onboarded, with the credentials Secret
+/// for `em`; the controller's kubeconfig for it, and where its manifest goes
+/// (`{ns}.yaml`, not written yet).
+struct Tenant {
+    ns: String,
+    kubeconfig: PathBuf,
+    manifest: PathBuf,
+}
+
+async fn tenant(env: &TestEnv, admin: &Client, em: &common::Emulator, prefix: &str) -> Tenant {
+    let ns = create_namespace(admin, prefix).await;
+    onboard(env, &ns);
+    credentials_secret(admin, &ns, em).await;
+    let kubeconfig = controller_kubeconfig(env, &ns).await;
+    let manifest = env.dir().join(format!("{ns}.yaml"));
+    Tenant {
+        ns,
+        kubeconfig,
+        manifest,
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_onboarded_namespace_reaches_ready_and_one_not_onboarded_is_forbidden() {
     let _shared = shared().await;
@@ -648,10 +670,7 @@ async fn kubectl_delete_returns_only_after_cloudflare_let_the_application_go() {
     let admin = env.admin_client().await;
     // Cloudflare deletes asynchronously: a deleted application stays listed a while.
     let em = common::start_emulator(|c| c.delete_delay = Duration::from_secs(5)).await;
-    let ns = create_namespace(&admin, "deletes").await;
-    onboard(env, &ns);
-    credentials_secret(&admin, &ns, &em).await;
-    let kubeconfig = controller_kubeconfig(env, &ns).await;
+    let Tenant { ns, kubeconfig, .. } = tenant(env, &admin, &em, "deletes").await;
     let mut controller = Controller::start(&kubeconfig, &ns, &em, &[]);
     let api: Api<CloudflareContainer> = Api::namespaced(admin.clone(), &ns);
     api.create(&PostParams::default(), &container("hello"))
@@ -781,11 +800,11 @@ async fn a_restarted_controller_strips_no_worker_and_writes_nothing_to_cloudflar
     let (env, _) = installed();
     let admin = env.admin_client().await;
     let em = common::start_emulator(|_| {}).await;
-    let ns = create_namespace(&admin, "restart").await;
-    onboard(env, &ns);
-    credentials_secret(&admin, &ns, &em).await;
-    let kubeconfig = controller_kubeconfig(env, &ns).await;
-    let manifest = env.dir().join(format!("{ns}.yaml"));
+    let Tenant {
+        ns,
+        kubeconfig,
+        manifest,
+    } = tenant(env, &admin, &em, "restart").await;
     std::fs::write(&manifest, bound_pairs(PAIRS)).unwrap();
 
     let mut first = Controller::start(&kubeconfig, &ns, &em, &[]);
@@ -986,11 +1005,11 @@ async fn with_the_container_watch_forbidden_no_worker_loses_a_class_and_readyz_s
     let (env, _) = installed();
     let admin = env.admin_client().await;
     let em = common::start_emulator(|c| c.capture_bodies = true).await;
-    let ns = create_namespace(&admin, "nowatch").await;
-    onboard(env, &ns);
-    credentials_secret(&admin, &ns, &em).await;
-    let kubeconfig = controller_kubeconfig(env, &ns).await;
-    let manifest = env.dir().join(format!("{ns}.yaml"));
+    let Tenant {
+        ns,
+        kubeconfig,
+        manifest,
+    } = tenant(env, &admin, &em, "nowatch").await;
     std::fs::write(&manifest, bound_pairs(PAIRS)).unwrap();
     // A resync every 5 s: every Worker is reconciled again while the watch fails.
     let mut controller = Controller::start(
@@ -1136,11 +1155,11 @@ async fn an_api_server_restart_resumes_the_watches_by_a_relist_and_writes_nothin
     let (env, _) = installed();
     let admin = env.admin_client().await;
     let em = common::start_emulator(|_| {}).await;
-    let ns = create_namespace(&admin, "apirestart").await;
-    onboard(env, &ns);
-    credentials_secret(&admin, &ns, &em).await;
-    let kubeconfig = controller_kubeconfig(env, &ns).await;
-    let manifest = env.dir().join(format!("{ns}.yaml"));
+    let Tenant {
+        ns,
+        kubeconfig,
+        manifest,
+    } = tenant(env, &admin, &em, "apirestart").await;
     std::fs::write(&manifest, bound_pairs(PAIRS)).unwrap();
     // With leader election, as deployed: the Lease is renewed across the restart.
     let mut controller = Controller::start(&kubeconfig, &ns, &em, &[]);
@@ -1268,6 +1287,34 @@ async fn wait_holder(
     }
 }
 
+/// Two replicas in `ns`, each reaching Cloudflare through its own front (who wrote
+/// what is known): `replica-a` (with `kubeconfig_a`) started first and holding the
+/// Lease, then `replica-b` up and serving.
+async fn two_replicas(
+    admin: &Client,
+    em: &common::Emulator,
+    ns: &str,
+    kubeconfig_a: &Path,
+    kubeconfig_b: &Path,
+) -> (Front, Front, Controller, Controller) {
+    let (to_a, to_b) = (Front::of_emulator(em).await, Front::of_emulator(em).await);
+    let a = Controller::start_at(
+        kubeconfig_a,
+        ns,
+        &to_a.api_base(),
+        &[("POD_NAME", "replica-a")],
+    );
+    wait_holder(admin, ns, "replica-a", Duration::from_secs(30), &a).await;
+    let mut b = Controller::start_at(
+        kubeconfig_b,
+        ns,
+        &to_b.api_base(),
+        &[("POD_NAME", "replica-b")],
+    );
+    b.wait_log("serving /metrics").await;
+    (to_a, to_b, a, b)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_only_the_leader_writes_and_a_sigkilled_leader_hands_over_within_the_lease() {
     const PAIRS: usize = 3;
@@ -1275,28 +1322,14 @@ async fn two_replicas_only_the_leader_writes_and_a_sigkilled_leader_hands_over_w
     let (env, _) = installed();
     let admin = env.admin_client().await;
     let em = common::start_emulator(|_| {}).await;
-    let ns = create_namespace(&admin, "replicas").await;
-    onboard(env, &ns);
-    credentials_secret(&admin, &ns, &em).await;
-    let kubeconfig = controller_kubeconfig(env, &ns).await;
-    let manifest = env.dir().join(format!("{ns}.yaml"));
+    let Tenant {
+        ns,
+        kubeconfig,
+        manifest,
+    } = tenant(env, &admin, &em, "replicas").await;
     std::fs::write(&manifest, bound_pairs(PAIRS)).unwrap();
     // Each replica reaches Cloudflare through its own front: who wrote what is known.
-    let (to_a, to_b) = (Front::of_emulator(&em).await, Front::of_emulator(&em).await);
-    let mut a = Controller::start_at(
-        &kubeconfig,
-        &ns,
-        &to_a.api_base(),
-        &[("POD_NAME", "replica-a")],
-    );
-    wait_holder(&admin, &ns, "replica-a", Duration::from_secs(30), &a).await;
-    let mut b = Controller::start_at(
-        &kubeconfig,
-        &ns,
-        &to_b.api_base(),
-        &[("POD_NAME", "replica-b")],
-    );
-    b.wait_log("serving /metrics").await;
+    let (to_a, to_b, mut a, mut b) = two_replicas(&admin, &em, &ns, &kubeconfig, &kubeconfig).await;
     kubectl_ok(env, &["-n", &ns, "apply", "-f", manifest.to_str().unwrap()]);
     wait_all_ready(&admin, &ns, PAIRS, &mut a).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -1360,11 +1393,11 @@ async fn a_leader_cut_off_from_its_lease_writes_nothing_after_its_local_deadline
     let (env, _) = installed();
     let admin = env.admin_client().await;
     let em = common::start_emulator(|_| {}).await;
-    let ns = create_namespace(&admin, "gate").await;
-    onboard(env, &ns);
-    credentials_secret(&admin, &ns, &em).await;
-    let kubeconfig = controller_kubeconfig(env, &ns).await;
-    let manifest = env.dir().join(format!("{ns}.yaml"));
+    let Tenant {
+        ns,
+        kubeconfig,
+        manifest,
+    } = tenant(env, &admin, &em, "gate").await;
     // Replica a reaches the API server through a front that, once `cut`, holds every
     // request for Leases unanswered: its renewals hang, its lease manager keeps
     // saying it leads, and only its local deadline can stop it writing.
@@ -1384,21 +1417,8 @@ async fn a_leader_cut_off_from_its_lease_writes_nothing_after_its_local_deadline
             Some(&kube_a.url),
         )
         .await;
-    let (to_a, to_b) = (Front::of_emulator(&em).await, Front::of_emulator(&em).await);
-    let mut a = Controller::start_at(
-        &kubeconfig_a,
-        &ns,
-        &to_a.api_base(),
-        &[("POD_NAME", "replica-a")],
-    );
-    wait_holder(&admin, &ns, "replica-a", Duration::from_secs(30), &a).await;
-    let mut b = Controller::start_at(
-        &kubeconfig,
-        &ns,
-        &to_b.api_base(),
-        &[("POD_NAME", "replica-b")],
-    );
-    b.wait_log("serving /metrics").await;
+    let (to_a, to_b, mut a, mut b) =
+        two_replicas(&admin, &em, &ns, &kubeconfig_a, &kubeconfig).await;
     std::fs::write(&manifest, bound_pairs(1)).unwrap();
     kubectl_ok(env, &["-n", &ns, "apply", "-f", manifest.to_str().unwrap()]);
     wait_all_ready(&admin, &ns, 1, &mut a).await;

@@ -26,6 +26,7 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use common::fake_kube::{FakeState, fake_kube};
+use common::requeue_after;
 
 /// The second tenant's token (the first one's is the emulator's default).
 const TOKEN_B: &str = "tenant-b-token-0000000000000000";
@@ -306,18 +307,6 @@ fn condition<'a>(status: &'a Value, kind: &str) -> &'a Value {
         .as_array()
         .and_then(|c| c.iter().find(|c| c["type"] == kind))
         .unwrap_or_else(|| panic!("no {kind} in {status}"))
-}
-
-/// When a reconcile asked to come back (`Action` keeps it private; Debug shows it).
-fn requeue_after(action: &kube::runtime::controller::Action) -> Duration {
-    let text = format!("{action:?}");
-    let secs = text
-        .split("Some(")
-        .nth(1)
-        .and_then(|r| r.split('s').next())
-        .and_then(|n| n.parse::<f64>().ok())
-        .unwrap_or_else(|| panic!("no requeue in {text}"));
-    Duration::from_secs_f64(secs)
 }
 
 #[tokio::test]

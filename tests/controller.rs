@@ -17,6 +17,7 @@ use flaredock::telemetry::metrics::Metrics;
 use serde_json::{Value, json};
 
 use common::fake_kube::{FakeState, fake_kube};
+use common::requeue_after;
 
 const OBJECT_PATH: &str = "/apis/flaredock.dev/v1alpha1/namespaces/apps/cloudflarecontainers/shop";
 const SECRET_PATH: &str = "/api/v1/namespaces/apps/secrets/cloudflare";
@@ -158,6 +159,20 @@ async fn create_path_to_ready_then_a_quiet_resync() {
     assert!(common::cloudflare_writes(&s.em).is_empty());
 }
 
+/// Someone sets the application's `max_instances` behind flaredock.
+async fn change_max_instances(client: &flaredock::cloudflare::CloudflareClient, id: &str, n: i64) {
+    client
+        .modify_application(
+            id,
+            &ModifyApplicationRequest {
+                max_instances: Some(n),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn drift_is_corrected_and_reported() {
     let s = setup(object("", &[FINALIZER]), true).await;
@@ -166,16 +181,7 @@ async fn drift_is_corrected_and_reported() {
         .unwrap();
     let client = common::client_for(&s.em);
     let app = client.list_applications().await.unwrap().remove(0);
-    client
-        .modify_application(
-            &app.id,
-            &ModifyApplicationRequest {
-                max_instances: Some(99),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    change_max_instances(&client, &app.id, 99).await;
     s.ctx.invalidate_all().await;
     s.fake.requests.lock().unwrap().clear();
     controller::reconcile(current(&s), s.ctx.clone())
@@ -224,16 +230,7 @@ async fn an_observe_object_writes_nothing_and_lists_its_differences() {
         json!("Observe");
     let client = common::client_for(&s.em);
     let app = client.list_applications().await.unwrap().remove(0);
-    client
-        .modify_application(
-            &app.id,
-            &ModifyApplicationRequest {
-                max_instances: Some(77),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    change_max_instances(&client, &app.id, 77).await;
     s.ctx.invalidate_all().await;
     s.em.shared.clear_requests();
     controller::reconcile(current(&s), s.ctx.clone())
@@ -492,19 +489,6 @@ async fn a_foreign_application_stalls_with_no_writes() {
     assert!(container_writes.is_empty(), "{container_writes:?}");
     let reasons: Vec<String> = s.fake.event_reasons();
     assert!(reasons.contains(&"Refused".to_string()));
-}
-
-/// When a reconcile asked to come back.
-fn requeue_after(action: &kube::runtime::controller::Action) -> Duration {
-    // `Action` keeps its delay private; its Debug form is `Action { requeue_after: Some(…) }`.
-    let text = format!("{action:?}");
-    let secs = text
-        .split("Some(")
-        .nth(1)
-        .and_then(|r| r.split('s').next())
-        .and_then(|n| n.parse::<f64>().ok())
-        .unwrap_or_else(|| panic!("no requeue in {text}"));
-    Duration::from_secs_f64(secs)
 }
 
 #[tokio::test]
@@ -1695,16 +1679,7 @@ async fn an_adoption_waits_for_the_approval_of_what_is_there_now() {
     assert!(container_writes(&s).is_empty());
     // Someone changes the application after the review: the approved hash no longer
     // describes it, and it is read afresh (not from the cache) before anything is done.
-    client
-        .modify_application(
-            &foreign.id,
-            &ModifyApplicationRequest {
-                max_instances: Some(9),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    change_max_instances(&client, &foreign.id, 9).await;
     s.em.shared.clear_requests();
     annotate(&pending.hash);
     controller::reconcile(current(&s), s.ctx.clone())

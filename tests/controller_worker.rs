@@ -17,6 +17,7 @@ use kube::runtime::watcher;
 use serde_json::{Value, json};
 
 use common::fake_kube::{FakeState, fake_kube};
+use common::requeue_after;
 
 const WORKER_PATH: &str = "/apis/flaredock.dev/v1alpha1/namespaces/apps/cloudflareworkers/shop";
 const CONTAINER_PATH: &str =
@@ -562,18 +563,6 @@ async fn a_suspended_worker_uploads_nothing_and_a_requested_reconcile_is_echoed(
 }
 
 const CODE_PATH: &str = "/api/v1/namespaces/apps/configmaps/shop-code";
-
-/// When a reconcile asked to come back (`Action` keeps it private; Debug shows it).
-fn requeue_after(action: &kube::runtime::controller::Action) -> Duration {
-    let text = format!("{action:?}");
-    let secs = text
-        .split("Some(")
-        .nth(1)
-        .and_then(|r| r.split('s').next())
-        .and_then(|n| n.parse::<f64>().ok())
-        .unwrap_or_else(|| panic!("no requeue in {text}"));
-    Duration::from_secs_f64(secs)
-}
 
 fn code_config_map(source: &str) -> Value {
     json!({"apiVersion": "v1", "kind": "ConfigMap",

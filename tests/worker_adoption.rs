@@ -14,28 +14,6 @@ use serde_json::{Value, json};
 
 const CODE: &str = "export class Room {}\nexport default { fetch: () => new Response('hi') };\n";
 
-async fn api(
-    em: &common::Emulator,
-    method: reqwest::Method,
-    path: &str,
-    body: Option<reqwest::multipart::Form>,
-    json_body: Option<Value>,
-) -> (u16, Value) {
-    let url = format!("{}/accounts/{}{path}", em.base_url(), em.account_id());
-    let mut req = reqwest::Client::new()
-        .request(method, url)
-        .bearer_auth(em.api_token());
-    if let Some(form) = body {
-        req = req.multipart(form);
-    }
-    if let Some(j) = json_body {
-        req = req.json(&j);
-    }
-    let res = req.send().await.expect("the emulator answers");
-    let status = res.status().as_u16();
-    (status, res.json().await.unwrap_or(Value::Null))
-}
-
 /// Uploads `shop` as wrangler would, with `bindings`.
 async fn deploy_elsewhere(em: &common::Emulator, bindings: Value) -> (u16, Value) {
     let metadata = json!({
@@ -44,21 +22,8 @@ async fn deploy_elsewhere(em: &common::Emulator, bindings: Value) -> (u16, Value
         "bindings": bindings,
         "migrations": {"new_tag": "v1", "new_sqlite_classes": ["Room"]},
     });
-    let form = reqwest::multipart::Form::new()
-        .part(
-            "metadata",
-            reqwest::multipart::Part::text(metadata.to_string())
-                .mime_str("application/json")
-                .unwrap(),
-        )
-        .part(
-            "index.js",
-            reqwest::multipart::Part::text(CODE)
-                .file_name("index.js")
-                .mime_str("application/javascript+module")
-                .unwrap(),
-        );
-    api(
+    let form = common::module_upload(&metadata, CODE);
+    common::account_api(
         em,
         reqwest::Method::PUT,
         "/workers/scripts/shop",
@@ -89,7 +54,7 @@ fn writes(em: &common::Emulator) -> Vec<String> {
 }
 
 async fn settings(em: &common::Emulator) -> Value {
-    let (status, body) = api(
+    let (status, body) = common::account_api(
         em,
         reqwest::Method::GET,
         "/workers/scripts/shop/settings",
@@ -103,7 +68,7 @@ async fn settings(em: &common::Emulator) -> Value {
 
 async fn setup() -> (common::Emulator, Reconciler, String) {
     let em = common::start_emulator(|_| {}).await;
-    let (status, created) = api(
+    let (status, created) = common::account_api(
         &em,
         reqwest::Method::POST,
         "/storage/kv/namespaces",
@@ -133,20 +98,8 @@ async fn adoption_names_the_binding_it_would_remove_and_writes_nothing_before_ap
     let (em, r, kv) = setup().await;
     em.shared.clear_requests();
     let obj = worker("");
-    let out = r
-        .reconcile_worker(&obj, vec![], &SourceData::default(), None)
-        .await;
-    assert!(out.error.is_none(), "{:?}", out.error);
-    let pending = out
-        .status
-        .pending_adoption
-        .clone()
-        .expect("the adoption waits for approval");
-    let cache = pending
-        .changes
-        .iter()
-        .find(|c| c.field == "worker.shop.bindings.CACHE")
-        .unwrap_or_else(|| panic!("CACHE is named: {:?}", pending.changes));
+    let (out, pending, cache) =
+        common::pending_adoption_of(&r, &obj, "worker.shop.bindings.CACHE").await;
     assert!(cache.found.contains(&kv), "{cache:?}");
     assert!(cache.wanted.contains("DESTRUCTIVE"), "{cache:?}");
     assert!(cache.destructive, "typed in status: {cache:?}");
@@ -288,12 +241,14 @@ async fn a_binding_to_missing_storage_is_refused_with_cloudflares_error() {
         ("/d1/database", json!({"name": "shop"}), "uuid"),
         ("/queues", json!({"queue_name": "jobs"}), "queue_name"),
     ] {
-        let (status, answer) = api(&em, reqwest::Method::POST, path, None, Some(body)).await;
+        let (status, answer) =
+            common::account_api(&em, reqwest::Method::POST, path, None, Some(body)).await;
         assert_eq!(status, 200, "{path}: {answer}");
         created.push(answer["result"][key].as_str().expect(key).to_string());
     }
     for (path, name) in [("/r2/buckets", &created[0]), ("/queues", &created[2])] {
-        let (status, listed) = api(&em, reqwest::Method::GET, path, None, None).await;
+        let (status, listed) =
+            common::account_api(&em, reqwest::Method::GET, path, None, None).await;
         assert_eq!(status, 200);
         assert!(listed.to_string().contains(name.as_str()), "{listed}");
     }
@@ -310,7 +265,7 @@ async fn a_binding_to_missing_storage_is_refused_with_cloudflares_error() {
     .await;
     assert_eq!(status, 200, "{body}");
     // A create body the official schema refuses names the field.
-    let (status, body) = api(
+    let (status, body) = common::account_api(
         &em,
         reqwest::Method::POST,
         "/storage/kv/namespaces",
@@ -332,7 +287,8 @@ async fn a_worker_with_every_binding_family_is_uploaded_and_a_reapply_writes_not
         ("/d1/database", json!({"name": "shop"}), "uuid"),
         ("/queues", json!({"queue_name": "shop-jobs"}), "queue_name"),
     ] {
-        let (status, answer) = api(&em, reqwest::Method::POST, path, None, Some(body)).await;
+        let (status, answer) =
+            common::account_api(&em, reqwest::Method::POST, path, None, Some(body)).await;
         assert_eq!(status, 200, "{path}: {answer}");
         ids.push(answer["result"][key].as_str().expect(key).to_string());
     }

@@ -411,24 +411,6 @@ fn invalid_settings_are_refused_before_any_call_naming_the_field() {
 
 // ---- against the emulator ----
 
-async fn api(
-    em: &common::Emulator,
-    method: reqwest::Method,
-    path: &str,
-    form: Option<reqwest::multipart::Form>,
-) -> (u16, Value) {
-    let url = format!("{}/accounts/{}{path}", em.base_url(), em.account_id());
-    let mut req = reqwest::Client::new()
-        .request(method, url)
-        .bearer_auth(em.api_token());
-    if let Some(form) = form {
-        req = req.multipart(form);
-    }
-    let res = req.send().await.expect("the emulator answers");
-    let status = res.status().as_u16();
-    (status, res.json().await.unwrap_or(Value::Null))
-}
-
 /// Uploads `shop` as wrangler would, with `extra` merged into the metadata.
 async fn deploy_elsewhere(em: &common::Emulator, extra: Value) -> (u16, Value) {
     let mut metadata = json!({
@@ -445,34 +427,23 @@ async fn deploy_elsewhere(em: &common::Emulator, extra: Value) -> (u16, Value) {
         // `null` takes a field out (a later upload without the migration).
         m.retain(|_, v| !v.is_null());
     }
-    let form = reqwest::multipart::Form::new()
-        .part(
-            "metadata",
-            reqwest::multipart::Part::text(metadata.to_string())
-                .mime_str("application/json")
-                .unwrap(),
-        )
-        .part(
-            "index.js",
-            reqwest::multipart::Part::text(CODE)
-                .file_name("index.js")
-                .mime_str("application/javascript+module")
-                .unwrap(),
-        );
-    api(
+    let form = common::module_upload(&metadata, CODE);
+    common::account_api(
         em,
         reqwest::Method::PUT,
         "/workers/scripts/shop",
         Some(form),
+        None,
     )
     .await
 }
 
 async fn settings(em: &common::Emulator) -> Value {
-    let (status, body) = api(
+    let (status, body) = common::account_api(
         em,
         reqwest::Method::GET,
         "/workers/scripts/shop/settings",
+        None,
         None,
     )
     .await;
@@ -598,20 +569,7 @@ async fn adopting_names_a_live_setting_the_spec_leaves_out_and_removes_it_once_a
     let r = common::reconciler_for(&client);
     em.shared.clear_requests();
     let obj = worker("  adopt: true\n  placement: {mode: smart}\n");
-    let out = r
-        .reconcile_worker(&obj, vec![], &SourceData::default(), None)
-        .await;
-    assert!(out.error.is_none(), "{:?}", out.error);
-    let pending = out
-        .status
-        .pending_adoption
-        .clone()
-        .expect("waits for approval");
-    let limits = pending
-        .changes
-        .iter()
-        .find(|c| c.field == "worker.shop.limits")
-        .unwrap_or_else(|| panic!("limits named: {:?}", pending.changes));
+    let (out, pending, limits) = common::pending_adoption_of(&r, &obj, "worker.shop.limits").await;
     assert!(limits.destructive, "{limits:?}");
     assert_eq!(limits.found, r#"{"cpu_ms":50}"#);
     assert!(

@@ -3,6 +3,10 @@
 -- resource.customizations.health.flaredock.dev_<Kind> in argocd-cm for both kinds
 -- (argocd-cm-patch.yaml next to this file), or from resource_customizations/ (Argo CD's
 -- upstream layout, with health_test.yaml and testdata/).
+-- This file is the one source. Argo CD's layout needs a health.lua in each kind's
+-- directory, so resource_customizations/flaredock.dev/<Kind>/health.lua are copies, as is
+-- the script in argocd-cm-patch.yaml; tests/deploy.rs
+-- (the_argocd_health_checks_pass_their_upstream_tests) fails unless each is identical.
 local hs = {}
 if obj.spec ~= nil and obj.spec.suspend == true then
   hs.status = "Suspended"

@@ -164,6 +164,47 @@ pub enum ApiError {
     },
 }
 
+/// The variants that carry what Cloudflare said, as one pattern binding their
+/// [`Messages`] to `$errors` (for [`ApiError::redact`] and [`ApiError::error_enum`]).
+macro_rules! with_messages {
+    ($errors:ident) => {
+        ApiError::NotFound {
+            errors: $errors,
+            ..
+        } | ApiError::NameTaken {
+            errors: $errors,
+            ..
+        } | ApiError::NamespaceHasApplication {
+            errors: $errors,
+            ..
+        } | ApiError::NotContainerEnabled {
+            errors: $errors,
+            ..
+        } | ApiError::VersionNotVisible {
+            errors: $errors,
+            ..
+        } | ApiError::RateLimited {
+            errors: $errors,
+            ..
+        } | ApiError::Unauthorized {
+            errors: $errors,
+            ..
+        } | ApiError::Forbidden {
+            errors: $errors,
+            ..
+        } | ApiError::Validation {
+            errors: $errors,
+            ..
+        } | ApiError::Server {
+            errors: $errors,
+            ..
+        } | ApiError::Other {
+            errors: $errors,
+            ..
+        }
+    };
+}
+
 impl ApiError {
     /// Replaces, in everything Cloudflare said (messages, an excerpt of the body),
     /// each of `values` by `[redacted]`: an API may quote the request in an error,
@@ -182,17 +223,7 @@ impl ApiError {
             }
         };
         match self {
-            ApiError::NotFound { errors, .. }
-            | ApiError::NameTaken { errors, .. }
-            | ApiError::NamespaceHasApplication { errors, .. }
-            | ApiError::NotContainerEnabled { errors, .. }
-            | ApiError::VersionNotVisible { errors, .. }
-            | ApiError::RateLimited { errors, .. }
-            | ApiError::Unauthorized { errors, .. }
-            | ApiError::Forbidden { errors, .. }
-            | ApiError::Validation { errors, .. }
-            | ApiError::Server { errors, .. }
-            | ApiError::Other { errors, .. } => {
+            with_messages!(errors) => {
                 for m in &mut errors.0 {
                     scrub(&mut m.message);
                 }
@@ -410,17 +441,7 @@ impl ApiError {
     /// The containers error enum Cloudflare answered with, when it did.
     pub fn error_enum(&self) -> Option<String> {
         match self {
-            ApiError::NotFound { errors, .. }
-            | ApiError::NameTaken { errors, .. }
-            | ApiError::NamespaceHasApplication { errors, .. }
-            | ApiError::NotContainerEnabled { errors, .. }
-            | ApiError::VersionNotVisible { errors, .. }
-            | ApiError::RateLimited { errors, .. }
-            | ApiError::Unauthorized { errors, .. }
-            | ApiError::Forbidden { errors, .. }
-            | ApiError::Validation { errors, .. }
-            | ApiError::Server { errors, .. }
-            | ApiError::Other { errors, .. } => errors.error_enum(),
+            with_messages!(errors) => errors.error_enum(),
             ApiError::InvalidResponse { .. }
             | ApiError::Transport { .. }
             | ApiError::NotLeader { .. } => None,

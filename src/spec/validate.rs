@@ -117,8 +117,11 @@ fn check_metadata(name: Option<&str>, namespace: Option<&str>, err: &mut impl Fn
     }
 }
 
-/// Every rule of the CloudflareContainer schema and its CEL rules. Empty when valid.
-pub fn validate(obj: &CloudflareContainer) -> Vec<FieldError> {
+/// The errors of an object: those of its metadata, then those `rules` reports.
+fn field_errors(
+    metadata: &kube::core::ObjectMeta,
+    rules: impl FnOnce(&mut dyn FnMut(&str, String)),
+) -> Vec<FieldError> {
     let mut errors = Vec::new();
     let mut err = |field: &str, message: String| {
         errors.push(FieldError {
@@ -127,195 +130,202 @@ pub fn validate(obj: &CloudflareContainer) -> Vec<FieldError> {
         })
     };
     check_metadata(
-        obj.metadata.name.as_deref(),
-        obj.metadata.namespace.as_deref(),
+        metadata.name.as_deref(),
+        metadata.namespace.as_deref(),
         &mut err,
     );
-    let s = &obj.spec;
-    if !is_js_identifier(&s.class_name) || s.class_name.len() > 128 {
-        err(
-            "spec.className",
-            format!(
-                "{} must be a JavaScript identifier ({JS_IDENTIFIER}, at most 128 characters)",
-                shown(&s.class_name)
-            ),
-        );
-    }
-    let app_name = obj.application_name();
-    if !is_dns_like(app_name, false) {
-        let field = if s.application_name.is_some() {
-            "spec.applicationName"
-        } else {
-            "metadata.name"
-        };
-        err(
-            field,
-            format!(
-                "{} is not a valid application name ({APPLICATION_NAME})",
-                shown(app_name)
-            ),
-        );
-    }
-    match (&s.image, &s.build) {
-        (Some(_), Some(_)) => err(
-            "spec",
-            "exactly one of image or build must be set, not both".into(),
-        ),
-        (None, None) => err("spec", "exactly one of image or build must be set".into()),
-        _ => {}
-    }
-    if let Some(image) = &s.image {
-        match (&image.reference, &image.from_container) {
-            (Some(_), Some(_)) | (None, None) => err(
-                "spec.image",
-                "exactly one of reference or fromContainer must be set".into(),
-            ),
-            _ => {}
-        }
-        if let Some(r) = &image.reference
-            && let Err(e) = Reference::parse(r)
-        {
-            err("spec.image.reference", e.reason.clone());
-        }
-        if let Some(c) = &image.from_container {
-            if !is_dns1123(c) {
-                err(
-                    "spec.image.fromContainer",
-                    format!("{} must be the name of a CloudflareContainer", shown(c)),
-                );
-            } else if c == obj.name() {
-                err(
-                    "spec.image.fromContainer",
-                    "cannot promote from itself".into(),
-                );
-            }
-        }
-    }
-    if let Some(b) = &s.build {
-        if b.context.trim().is_empty() {
-            err("spec.build.context", "is required".into());
-        }
-        if let Some(p) = &b.platform
-            && p != "linux/amd64"
-        {
+    rules(&mut err);
+    errors
+}
+
+/// Every rule of the CloudflareContainer schema and its CEL rules. Empty when valid.
+pub fn validate(obj: &CloudflareContainer) -> Vec<FieldError> {
+    field_errors(&obj.metadata, |err| {
+        let s = &obj.spec;
+        if !is_js_identifier(&s.class_name) || s.class_name.len() > 128 {
             err(
-                "spec.build.platform",
-                format!("{}: only linux/amd64 runs on Cloudflare", shown(p)),
-            );
-        }
-    }
-    if let Some(t) = &s.tag
-        && !is_tag(t)
-    {
-        err("spec.tag", format!("{} must match {TAG}", shown(t)));
-    }
-    if s.instance_type.is_some() && s.resources.is_some() {
-        err(
-            "spec.resources",
-            "instanceType and resources are mutually exclusive".into(),
-        );
-    }
-    if let Some(r) = &s.resources {
-        if !(r.vcpu.is_finite() && (0.0625..=64.0).contains(&r.vcpu)) {
-            err(
-                "spec.resources.vcpu",
-                format!("{} must be between 0.0625 and 64", r.vcpu),
-            );
-        }
-        if !(128..=262_144).contains(&r.memory_mib) {
-            err(
-                "spec.resources.memoryMib",
-                format!("{} must be between 128 and 262144", r.memory_mib),
-            );
-        }
-        if let Some(d) = r.disk_mb
-            && !(512..=1_048_576).contains(&d)
-        {
-            err(
-                "spec.resources.diskMb",
-                format!("{d} must be between 512 and 1048576"),
-            );
-        }
-    }
-    if !(0..=100_000).contains(&s.max_instances) {
-        err(
-            "spec.maxInstances",
-            format!("{} must be between 0 and 100000", s.max_instances),
-        );
-    }
-    let mut env_names = std::collections::HashSet::new();
-    for (i, e) in s.env.iter().enumerate() {
-        if !is_env_name(&e.name) {
-            err(
-                &format!("spec.env[{i}].name"),
+                "spec.className",
                 format!(
-                    "{} must match {ENV_NAME} (an environment variable name)",
-                    shown(&e.name)
+                    "{} must be a JavaScript identifier ({JS_IDENTIFIER}, at most 128 characters)",
+                    shown(&s.class_name)
                 ),
             );
         }
-        if !env_names.insert(e.name.as_str()) {
+        let app_name = obj.application_name();
+        if !is_dns_like(app_name, false) {
+            let field = if s.application_name.is_some() {
+                "spec.applicationName"
+            } else {
+                "metadata.name"
+            };
             err(
-                &format!("spec.env[{i}].name"),
-                format!("{} is set twice", shown(&e.name)),
+                field,
+                format!(
+                    "{} is not a valid application name ({APPLICATION_NAME})",
+                    shown(app_name)
+                ),
             );
         }
-        if e.value.is_some() == e.value_from.is_some() {
+        match (&s.image, &s.build) {
+            (Some(_), Some(_)) => err(
+                "spec",
+                "exactly one of image or build must be set, not both".into(),
+            ),
+            (None, None) => err("spec", "exactly one of image or build must be set".into()),
+            _ => {}
+        }
+        if let Some(image) = &s.image {
+            match (&image.reference, &image.from_container) {
+                (Some(_), Some(_)) | (None, None) => err(
+                    "spec.image",
+                    "exactly one of reference or fromContainer must be set".into(),
+                ),
+                _ => {}
+            }
+            if let Some(r) = &image.reference
+                && let Err(e) = Reference::parse(r)
+            {
+                err("spec.image.reference", e.reason.clone());
+            }
+            if let Some(c) = &image.from_container {
+                if !is_dns1123(c) {
+                    err(
+                        "spec.image.fromContainer",
+                        format!("{} must be the name of a CloudflareContainer", shown(c)),
+                    );
+                } else if c == obj.name() {
+                    err(
+                        "spec.image.fromContainer",
+                        "cannot promote from itself".into(),
+                    );
+                }
+            }
+        }
+        if let Some(b) = &s.build {
+            if b.context.trim().is_empty() {
+                err("spec.build.context", "is required".into());
+            }
+            if let Some(p) = &b.platform
+                && p != "linux/amd64"
+            {
+                err(
+                    "spec.build.platform",
+                    format!("{}: only linux/amd64 runs on Cloudflare", shown(p)),
+                );
+            }
+        }
+        if let Some(t) = &s.tag
+            && !is_tag(t)
+        {
+            err("spec.tag", format!("{} must match {TAG}", shown(t)));
+        }
+        if s.instance_type.is_some() && s.resources.is_some() {
             err(
-                &format!("spec.env[{i}]"),
-                "exactly one of value or valueFrom must be set".into(),
+                "spec.resources",
+                "instanceType and resources are mutually exclusive".into(),
             );
         }
-        if let Some(r) = e.value_from.as_ref().map(|f| &f.secret_key_ref)
-            && !is_dns1123(&r.name)
+        if let Some(r) = &s.resources {
+            if !(r.vcpu.is_finite() && (0.0625..=64.0).contains(&r.vcpu)) {
+                err(
+                    "spec.resources.vcpu",
+                    format!("{} must be between 0.0625 and 64", r.vcpu),
+                );
+            }
+            if !(128..=262_144).contains(&r.memory_mib) {
+                err(
+                    "spec.resources.memoryMib",
+                    format!("{} must be between 128 and 262144", r.memory_mib),
+                );
+            }
+            if let Some(d) = r.disk_mb
+                && !(512..=1_048_576).contains(&d)
+            {
+                err(
+                    "spec.resources.diskMb",
+                    format!("{d} must be between 512 and 1048576"),
+                );
+            }
+        }
+        if !(0..=100_000).contains(&s.max_instances) {
+            err(
+                "spec.maxInstances",
+                format!("{} must be between 0 and 100000", s.max_instances),
+            );
+        }
+        let mut env_names = std::collections::HashSet::new();
+        for (i, e) in s.env.iter().enumerate() {
+            if !is_env_name(&e.name) {
+                err(
+                    &format!("spec.env[{i}].name"),
+                    format!(
+                        "{} must match {ENV_NAME} (an environment variable name)",
+                        shown(&e.name)
+                    ),
+                );
+            }
+            if !env_names.insert(e.name.as_str()) {
+                err(
+                    &format!("spec.env[{i}].name"),
+                    format!("{} is set twice", shown(&e.name)),
+                );
+            }
+            if e.value.is_some() == e.value_from.is_some() {
+                err(
+                    &format!("spec.env[{i}]"),
+                    "exactly one of value or valueFrom must be set".into(),
+                );
+            }
+            if let Some(r) = e.value_from.as_ref().map(|f| &f.secret_key_ref)
+                && !is_dns1123(&r.name)
+            {
+                err(
+                    &format!("spec.env[{i}].valueFrom.secretKeyRef.name"),
+                    format!("{} must be the name of a Secret", shown(&r.name)),
+                );
+            }
+        }
+        if let Some(p) = s.rollout.step_percentage
+            && !crate::cloudflare::types::STEP_PERCENTAGES.contains(&p)
         {
             err(
-                &format!("spec.env[{i}].valueFrom.secretKeyRef.name"),
-                format!("{} must be the name of a Secret", shown(&r.name)),
+                "spec.rollout.stepPercentage",
+                format!("{p} must be one of 5, 10, 20, 25, 50, 100"),
             );
         }
-    }
-    if let Some(p) = s.rollout.step_percentage
-        && !crate::cloudflare::types::STEP_PERCENTAGES.contains(&p)
-    {
-        err(
-            "spec.rollout.stepPercentage",
-            format!("{p} must be one of 5, 10, 20, 25, 50, 100"),
-        );
-    }
-    if !(0..=604_800).contains(&s.rollout.active_grace_period_seconds) {
-        err(
-            "spec.rollout.activeGracePeriodSeconds",
-            format!(
-                "{} must be between 0 and 604800",
-                s.rollout.active_grace_period_seconds
-            ),
-        );
-    }
-    match (&s.worker.name, &s.worker.script_name) {
+        if !(0..=604_800).contains(&s.rollout.active_grace_period_seconds) {
+            err(
+                "spec.rollout.activeGracePeriodSeconds",
+                format!(
+                    "{} must be between 0 and 604800",
+                    s.rollout.active_grace_period_seconds
+                ),
+            );
+        }
+        match (&s.worker.name, &s.worker.script_name) {
         (Some(_), Some(_)) | (None, None) => err(
             "spec.worker",
             "exactly one of name (a CloudflareWorker) or scriptName (a Worker deployed elsewhere) must be set".into(),
         ),
         _ => {}
     }
-    if let Some(n) = &s.worker.name
-        && !is_dns1123(n)
-    {
-        err(
-            "spec.worker.name",
-            format!("{} must be the name of a CloudflareWorker", shown(n)),
-        );
-    }
-    if let Some(script) = &s.worker.script_name
-        && !is_dns_like(script, true)
-    {
-        err(
-            "spec.worker.scriptName",
-            format!("{} must match {SCRIPT_NAME}", shown(script)),
-        );
-    }
-    match (&s.worker.name, &s.worker.binding_name) {
+        if let Some(n) = &s.worker.name
+            && !is_dns1123(n)
+        {
+            err(
+                "spec.worker.name",
+                format!("{} must be the name of a CloudflareWorker", shown(n)),
+            );
+        }
+        if let Some(script) = &s.worker.script_name
+            && !is_dns_like(script, true)
+        {
+            err(
+                "spec.worker.scriptName",
+                format!("{} must match {SCRIPT_NAME}", shown(script)),
+            );
+        }
+        match (&s.worker.name, &s.worker.binding_name) {
         (Some(_), None) => err(
             "spec.worker.bindingName",
             "is required with spec.worker.name (the Durable Object binding the Worker gets)".into(),
@@ -330,7 +340,7 @@ pub fn validate(obj: &CloudflareContainer) -> Vec<FieldError> {
         ),
         _ => {}
     }
-    errors
+    })
 }
 
 /// `YYYY-MM-DD` with a plausible month and day.
@@ -354,150 +364,139 @@ fn is_module_name(s: &str) -> bool {
 
 /// Every rule of the CloudflareWorker schema and its CEL rules. Empty when valid.
 pub fn validate_worker(obj: &CloudflareWorker) -> Vec<FieldError> {
-    let mut errors = Vec::new();
-    let mut err = |field: &str, message: String| {
-        errors.push(FieldError {
-            field: field.to_string(),
-            message,
-        })
-    };
-    check_metadata(
-        obj.metadata.name.as_deref(),
-        obj.metadata.namespace.as_deref(),
-        &mut err,
-    );
-    let s = &obj.spec;
-    if !is_dns_like(obj.script_name(), true) {
-        let field = if s.script_name.is_some() {
-            "spec.scriptName"
-        } else {
-            "metadata.name"
-        };
-        err(
-            field,
-            format!("{} must match {SCRIPT_NAME}", shown(obj.script_name())),
-        );
-    }
-    if !is_date(&s.compatibility_date) {
-        err(
-            "spec.compatibilityDate",
-            format!(
-                "{} must be a date, YYYY-MM-DD",
-                shown(&s.compatibility_date)
-            ),
-        );
-    }
-    if s.compatibility_flags.len() > 64 {
-        err("spec.compatibilityFlags", "at most 64 flags".into());
-    }
-    for (field, message) in super::bindings::validate_bindings(s) {
-        err(&field, message);
-    }
-    for (field, message) in super::worker_settings::violations(s) {
-        err(&field, message);
-    }
-    let src = &s.source;
-    let count = [
-        src.inline.is_some(),
-        src.config_map_ref.is_some(),
-        src.image.is_some(),
-    ]
-    .iter()
-    .filter(|x| **x)
-    .count();
-    if count != 1 {
-        err(
-            "spec.source",
-            "exactly one of inline, configMapRef or image must be set".into(),
-        );
-    }
-    if let Some(i) = &src.inline {
-        if i.modules.is_empty() {
-            err("spec.source.inline.modules", "at least one module".into());
+    field_errors(&obj.metadata, |mut err| {
+        let s = &obj.spec;
+        if !is_dns_like(obj.script_name(), true) {
+            let field = if s.script_name.is_some() {
+                "spec.scriptName"
+            } else {
+                "metadata.name"
+            };
+            err(
+                field,
+                format!("{} must match {SCRIPT_NAME}", shown(obj.script_name())),
+            );
         }
-        for name in i.modules.keys() {
-            if !is_module_name(name) {
+        if !is_date(&s.compatibility_date) {
+            err(
+                "spec.compatibilityDate",
+                format!(
+                    "{} must be a date, YYYY-MM-DD",
+                    shown(&s.compatibility_date)
+                ),
+            );
+        }
+        if s.compatibility_flags.len() > 64 {
+            err("spec.compatibilityFlags", "at most 64 flags".into());
+        }
+        for (field, message) in super::bindings::validate_bindings(s) {
+            err(&field, message);
+        }
+        for (field, message) in super::worker_settings::violations(s) {
+            err(&field, message);
+        }
+        let src = &s.source;
+        let count = [
+            src.inline.is_some(),
+            src.config_map_ref.is_some(),
+            src.image.is_some(),
+        ]
+        .iter()
+        .filter(|x| **x)
+        .count();
+        if count != 1 {
+            err(
+                "spec.source",
+                "exactly one of inline, configMapRef or image must be set".into(),
+            );
+        }
+        if let Some(i) = &src.inline {
+            if i.modules.is_empty() {
+                err("spec.source.inline.modules", "at least one module".into());
+            }
+            for name in i.modules.keys() {
+                if !is_module_name(name) {
+                    err(
+                        "spec.source.inline.modules",
+                        format!("{} is not a valid module name", shown(name)),
+                    );
+                }
+            }
+            if !i.modules.contains_key(&i.main_module) {
                 err(
-                    "spec.source.inline.modules",
-                    format!("{} is not a valid module name", shown(name)),
+                    "spec.source.inline.mainModule",
+                    format!("{} must be one of the modules", shown(&i.main_module)),
                 );
             }
         }
-        if !i.modules.contains_key(&i.main_module) {
-            err(
-                "spec.source.inline.mainModule",
-                format!("{} must be one of the modules", shown(&i.main_module)),
-            );
+        if let Some(c) = &src.config_map_ref {
+            if !is_dns1123(&c.name) {
+                err(
+                    "spec.source.configMapRef.name",
+                    format!("{} must be the name of a ConfigMap", shown(&c.name)),
+                );
+            }
+            if !is_module_name(&c.main_module) {
+                err(
+                    "spec.source.configMapRef.mainModule",
+                    format!("{} is not a valid module name", shown(&c.main_module)),
+                );
+            }
         }
-    }
-    if let Some(c) = &src.config_map_ref {
-        if !is_dns1123(&c.name) {
-            err(
-                "spec.source.configMapRef.name",
-                format!("{} must be the name of a ConfigMap", shown(&c.name)),
-            );
+        if let Some(i) = &src.image {
+            if let Err(e) = Reference::parse(&i.reference) {
+                err("spec.source.image.reference", e.reason.clone());
+            }
+            if !is_module_name(&i.main_module) {
+                err(
+                    "spec.source.image.mainModule",
+                    format!("{} is not a valid module name", shown(&i.main_module)),
+                );
+            }
         }
-        if !is_module_name(&c.main_module) {
-            err(
-                "spec.source.configMapRef.mainModule",
-                format!("{} is not a valid module name", shown(&c.main_module)),
-            );
+        let mut names = std::collections::BTreeSet::new();
+        for k in s.vars.keys() {
+            names.insert(k.clone());
+            if !is_js_identifier(k) {
+                let key: String = k.chars().take(64).collect();
+                err(
+                    &format!("spec.vars.{key}"),
+                    "variable names must be JavaScript identifiers".into(),
+                );
+            }
         }
-    }
-    if let Some(i) = &src.image {
-        if let Err(e) = Reference::parse(&i.reference) {
-            err("spec.source.image.reference", e.reason.clone());
+        for (i, secret) in s.secrets.iter().enumerate() {
+            if !is_js_identifier(&secret.name) || secret.name.len() > 128 {
+                err(
+                    &format!("spec.secrets[{i}].name"),
+                    format!("{} must be a JavaScript identifier", shown(&secret.name)),
+                );
+            }
+            if !names.insert(secret.name.clone()) {
+                err(
+                    &format!("spec.secrets[{i}].name"),
+                    format!(
+                        "{} is already a binding of this Worker",
+                        shown(&secret.name)
+                    ),
+                );
+            }
+            if !is_dns1123(&secret.secret_key_ref.name) {
+                err(
+                    &format!("spec.secrets[{i}].secretKeyRef.name"),
+                    format!(
+                        "{} must be the name of a Secret",
+                        shown(&secret.secret_key_ref.name)
+                    ),
+                );
+            }
+            if secret.secret_key_ref.key.is_empty() {
+                err(
+                    &format!("spec.secrets[{i}].secretKeyRef.key"),
+                    "is required".into(),
+                );
+            }
         }
-        if !is_module_name(&i.main_module) {
-            err(
-                "spec.source.image.mainModule",
-                format!("{} is not a valid module name", shown(&i.main_module)),
-            );
-        }
-    }
-    let mut names = std::collections::BTreeSet::new();
-    for k in s.vars.keys() {
-        names.insert(k.clone());
-        if !is_js_identifier(k) {
-            let key: String = k.chars().take(64).collect();
-            err(
-                &format!("spec.vars.{key}"),
-                "variable names must be JavaScript identifiers".into(),
-            );
-        }
-    }
-    for (i, secret) in s.secrets.iter().enumerate() {
-        if !is_js_identifier(&secret.name) || secret.name.len() > 128 {
-            err(
-                &format!("spec.secrets[{i}].name"),
-                format!("{} must be a JavaScript identifier", shown(&secret.name)),
-            );
-        }
-        if !names.insert(secret.name.clone()) {
-            err(
-                &format!("spec.secrets[{i}].name"),
-                format!(
-                    "{} is already a binding of this Worker",
-                    shown(&secret.name)
-                ),
-            );
-        }
-        if !is_dns1123(&secret.secret_key_ref.name) {
-            err(
-                &format!("spec.secrets[{i}].secretKeyRef.name"),
-                format!(
-                    "{} must be the name of a Secret",
-                    shown(&secret.secret_key_ref.name)
-                ),
-            );
-        }
-        if secret.secret_key_ref.key.is_empty() {
-            err(
-                &format!("spec.secrets[{i}].secretKeyRef.key"),
-                "is required".into(),
-            );
-        }
-    }
-    super::reach::validate_reach(&s.routes, &s.domains, &s.crons, &mut err);
-    errors
+        super::reach::validate_reach(&s.routes, &s.domains, &s.crons, &mut err);
+    })
 }

@@ -452,3 +452,94 @@ pub fn app_request(
     request.configuration.instance_type = Some(flaredock::cloudflare::types::InstanceType::Lite);
     request
 }
+
+/// A call straight to the emulator's account API with its token, as another tool would
+/// make it: the status and the JSON answer (`null` when it is not JSON).
+pub async fn account_api(
+    em: &RunningEmulator,
+    method: reqwest::Method,
+    path: &str,
+    form: Option<reqwest::multipart::Form>,
+    json_body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let url = format!("{}/accounts/{}{path}", em.base_url(), em.account_id());
+    let mut req = reqwest::Client::new()
+        .request(method, url)
+        .bearer_auth(em.api_token());
+    if let Some(form) = form {
+        req = req.multipart(form);
+    }
+    if let Some(j) = json_body {
+        req = req.json(&j);
+    }
+    let res = req.send().await.expect("the emulator answers");
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap_or(serde_json::Value::Null))
+}
+
+/// A module upload as wrangler sends it: the `metadata` part, then `index.js` holding
+/// `code`.
+pub fn module_upload(metadata: &serde_json::Value, code: &str) -> reqwest::multipart::Form {
+    reqwest::multipart::Form::new()
+        .part(
+            "metadata",
+            reqwest::multipart::Part::text(metadata.to_string())
+                .mime_str("application/json")
+                .unwrap(),
+        )
+        .part(
+            "index.js",
+            reqwest::multipart::Part::text(code.to_string())
+                .file_name("index.js")
+                .mime_str("application/javascript+module")
+                .unwrap(),
+        )
+}
+
+/// When a reconcile asked to come back (`Action` keeps its delay private; its Debug form
+/// is `Action { requeue_after: Some(…) }`).
+pub fn requeue_after(action: &kube::runtime::controller::Action) -> Duration {
+    let text = format!("{action:?}");
+    let secs = text
+        .split("Some(")
+        .nth(1)
+        .and_then(|r| r.split('s').next())
+        .and_then(|n| n.parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("no requeue in {text}"));
+    Duration::from_secs_f64(secs)
+}
+
+/// A reconcile of `obj` that leaves its adoption waiting for approval: its outcome, the
+/// pending adoption, and the change in it to `field` (the test fails when either is
+/// missing).
+pub async fn pending_adoption_of(
+    r: &Reconciler,
+    obj: &flaredock::spec::CloudflareWorker,
+    field: &str,
+) -> (
+    flaredock::reconcile::worker::WorkerOutcome,
+    flaredock::spec::PendingAdoption,
+    flaredock::spec::DriftEntry,
+) {
+    let out = r
+        .reconcile_worker(
+            obj,
+            vec![],
+            &flaredock::reconcile::worker::inputs::SourceData::default(),
+            None,
+        )
+        .await;
+    assert!(out.error.is_none(), "{:?}", out.error);
+    let pending = out
+        .status
+        .pending_adoption
+        .clone()
+        .expect("the adoption waits for approval");
+    let change = pending
+        .changes
+        .iter()
+        .find(|c| c.field == field)
+        .cloned()
+        .unwrap_or_else(|| panic!("{field} is named: {:?}", pending.changes));
+    (out, pending, change)
+}
