@@ -171,18 +171,14 @@ async fn server_verdict_on_file(client: &Client, ns: &str, path: &Path) -> Resul
 
 /// flaredock's own verdict (`flaredock plan -f`): exit code 2 is a refused manifest.
 fn cli_verdict(em: &common::Emulator, path: &Path) -> Result<(), String> {
-    let out = Command::new(env!("CARGO_BIN_EXE_flaredock"))
-        .args(["plan", "-f"])
-        .arg(path)
-        .env("CLOUDFLARE_API_BASE_URL", em.base_url())
-        .env("CLOUDFLARE_ACCOUNT_ID", em.account_id())
-        .env("CLOUDFLARE_API_TOKEN", em.api_token())
-        .output()
-        .expect("flaredock runs");
-    if out.status.code() == Some(2) {
-        Err(String::from_utf8_lossy(&out.stderr).to_string())
-    } else {
-        Ok(())
+    let args = [
+        std::ffi::OsStr::new("plan"),
+        "-f".as_ref(),
+        path.as_os_str(),
+    ];
+    match common::flaredock_cli(em, args) {
+        (Some(2), _, stderr) => Err(stderr),
+        _ => Ok(()),
     }
 }
 
