@@ -21,6 +21,28 @@ start_emulator() { # extra emulator flags...
   for _ in $(seq 100); do curl -sf -o /dev/null "http://127.0.0.1:$port/__emulator/requests" && break; sleep 0.05; done
   base="http://127.0.0.1:$port/client/v4"
 }
+# The Python prelude of bench_python: write_worker(out, w, classes, worker_doc) writes
+# out/worker-WWW.yaml holding the Worker's document and one CloudflareContainer per
+# class, each naming worker-W.
+read -r -d '' bench_prelude <<'PY' || true
+def write_worker(out, w, classes, worker_doc):
+    docs = [worker_doc]
+    for i, c in enumerate(classes):
+        docs.append(f"""apiVersion: flaredock.dev/v1alpha1
+kind: CloudflareContainer
+metadata: {{name: app-{w}-{i}, namespace: bench}}
+spec:
+  className: {c}
+  image: {{reference: 'hello:v1'}}
+  maxInstances: 3
+  worker: {{name: worker-{w}, bindingName: B_{c}}}
+""")
+    open(f"{out}/worker-{w:03d}.yaml", "w").write("---\n".join(docs))
+PY
+# Runs the Python script on stdin, with its arguments (sys.argv[1:]), after the prelude.
+bench_python() { # args...
+  python3 -c "$bench_prelude"$'\n'"$(cat)" "$@"
+}
 report() { # label
   python3 - "$1" "http://127.0.0.1:$port" "$work/time" "$2" "$(cat "$work/ready")" <<'PY'
 import json, sys, urllib.request

@@ -26,7 +26,7 @@ post queues '{"queue_name": "bench-jobs"}' >/dev/null
 curl -sf -o /dev/null -X DELETE "http://127.0.0.1:$port/__emulator/requests"
 
 mkdir -p "$work/m"
-python3 - "$n" "$w" "$work/m" "$kv" "$d1" <<'PY'
+bench_python "$n" "$w" "$work/m" "$kv" "$d1" <<'PY'
 import sys
 count, workers, out, kv, d1 = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
 per = count // workers
@@ -41,7 +41,7 @@ spec:
 for w in range(workers):
     classes = [f"C{w}x{i}" for i in range(per)]
     code = "\\n".join(f"export class {c} {{}}" for c in classes + ["Counter"]) + "\\nexport default { fetch: () => new Response('v1'), scheduled() {} }\\n"
-    docs = [f"""apiVersion: flaredock.dev/v1alpha1
+    doc = f"""apiVersion: flaredock.dev/v1alpha1
 kind: CloudflareWorker
 metadata: {{name: worker-{w}, namespace: bench}}
 spec:
@@ -68,18 +68,8 @@ spec:
   domains:
     - {{hostname: api-{w}.example.com}}
   crons: ["*/5 * * * *"]
-"""]
-    for i, c in enumerate(classes):
-        docs.append(f"""apiVersion: flaredock.dev/v1alpha1
-kind: CloudflareContainer
-metadata: {{name: app-{w}-{i}, namespace: bench}}
-spec:
-  className: {c}
-  image: {{reference: 'hello:v1'}}
-  maxInstances: 3
-  worker: {{name: worker-{w}, bindingName: B_{c}}}
-""")
-    open(f"{out}/worker-{w:03d}.yaml", "w").write("---\n".join(docs))
+"""
+    write_worker(out, w, classes, doc)
 PY
 # The emulator's request log by endpoint (ids folded; the status when not 2xx).
 breakdown() {

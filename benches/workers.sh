@@ -13,14 +13,14 @@ source benches/lib.sh
 
 manifests() { # containers workers dir code-version
   rm -rf "$3"; mkdir -p "$3"
-  python3 - "$1" "$2" "$3" "$4" <<'PY'
+  bench_python "$1" "$2" "$3" "$4" <<'PY'
 import sys
 count, workers, out, version = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
 per = count // workers
 for w in range(workers):
     classes = [f"C{w}x{i}" for i in range(per)]
     code = "\\n".join(f"export class {c} {{}}" for c in classes) + f"\\nexport default {{ fetch: () => new Response('{version}') }}\\n"
-    docs = [f"""apiVersion: flaredock.dev/v1alpha1
+    doc = f"""apiVersion: flaredock.dev/v1alpha1
 kind: CloudflareWorker
 metadata: {{name: worker-{w}, namespace: bench}}
 spec:
@@ -30,18 +30,8 @@ spec:
       mainModule: index.js
       modules: {{index.js: "{code}"}}
   vars: {{WORKER: "{w}"}}
-"""]
-    for i, c in enumerate(classes):
-        docs.append(f"""apiVersion: flaredock.dev/v1alpha1
-kind: CloudflareContainer
-metadata: {{name: app-{w}-{i}, namespace: bench}}
-spec:
-  className: {c}
-  image: {{reference: 'hello:v1'}}
-  maxInstances: 3
-  worker: {{name: worker-{w}, bindingName: B_{c}}}
-""")
-    open(f"{out}/worker-{w:03d}.yaml", "w").write("---\n".join(docs))
+"""
+    write_worker(out, w, classes, doc)
 PY
 }
 

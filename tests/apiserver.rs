@@ -171,18 +171,14 @@ async fn server_verdict_on_file(client: &Client, ns: &str, path: &Path) -> Resul
 
 /// flaredock's own verdict (`flaredock plan -f`): exit code 2 is a refused manifest.
 fn cli_verdict(em: &common::Emulator, path: &Path) -> Result<(), String> {
-    let out = Command::new(env!("CARGO_BIN_EXE_flaredock"))
-        .args(["plan", "-f"])
-        .arg(path)
-        .env("CLOUDFLARE_API_BASE_URL", em.base_url())
-        .env("CLOUDFLARE_ACCOUNT_ID", em.account_id())
-        .env("CLOUDFLARE_API_TOKEN", em.api_token())
-        .output()
-        .expect("flaredock runs");
-    if out.status.code() == Some(2) {
-        Err(String::from_utf8_lossy(&out.stderr).to_string())
-    } else {
-        Ok(())
+    let args = [
+        std::ffi::OsStr::new("plan"),
+        "-f".as_ref(),
+        path.as_os_str(),
+    ];
+    match common::flaredock_cli(em, args) {
+        (Some(2), _, stderr) => Err(stderr),
+        _ => Ok(()),
     }
 }
 
@@ -249,6 +245,209 @@ const SERVER_OR_KUBECTL_REFUSES: &[(&str, &str)] = &[
     ),
 ];
 
+/// What a file under `examples/` is, by its content: a manifest (YAML or JSON whose
+/// documents include a Kubernetes object, one with `apiVersion` or `kind`), or
+/// something else (a Dockerfile, JavaScript, a README, a wrangler configuration). A
+/// file named `.yaml`/`.yml` must be a manifest.
+enum ExampleFile {
+    Manifest,
+    Other,
+    NotAManifest(String),
+}
+
+fn example_file(path: &Path) -> ExampleFile {
+    let yaml_named = matches!(
+        path.extension().and_then(|x| x.to_str()),
+        Some("yaml" | "yml")
+    );
+    let refused = |why: String| {
+        if yaml_named {
+            ExampleFile::NotAManifest(why)
+        } else {
+            ExampleFile::Other
+        }
+    };
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return refused("not UTF-8 text".into());
+    };
+    let mut objects = 0;
+    for doc in serde_yaml_ng::Deserializer::from_str(&text) {
+        match <serde_json::Value as serde::Deserialize>::deserialize(doc) {
+            Ok(v) if v.get("apiVersion").is_some() || v.get("kind").is_some() => objects += 1,
+            Ok(_) => {}
+            Err(e) => return refused(format!("not YAML: {e}")),
+        }
+    }
+    if objects > 0 {
+        ExampleFile::Manifest
+    } else {
+        refused("no Kubernetes object in it".into())
+    }
+}
+
+/// Every file under `dir` (at any depth), sorted.
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let path = e.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+/// The local build contexts (directories, canonical) the CloudflareContainers of a
+/// manifest name in `spec.build.context`, relative to the manifest's directory.
+fn build_contexts(path: &Path) -> Vec<PathBuf> {
+    let text = std::fs::read_to_string(path).unwrap();
+    serde_yaml_ng::Deserializer::from_str(&text)
+        .filter_map(|doc| <serde_json::Value as serde::Deserialize>::deserialize(doc).ok())
+        .filter_map(|doc| doc["spec"]["build"]["context"].as_str().map(String::from))
+        .filter_map(|context| path.parent().unwrap().join(context).canonicalize().ok())
+        .filter(|dir| dir.is_dir())
+        .collect()
+}
+
+/// The wrangler configuration of a wrangler project directory, if it is one.
+fn wrangler_config(dir: &Path) -> Option<PathBuf> {
+    ["wrangler.jsonc", "wrangler.json", "wrangler.toml"]
+        .iter()
+        .map(|name| dir.join(name))
+        .find(|p| p.is_file())
+}
+
+/// What [`check_examples`] found.
+struct Examples {
+    /// The manifests both the API server and the command line were given.
+    checked: Vec<String>,
+    disagreements: Vec<String>,
+}
+
+/// The API server's and the command line's verdicts on `files` (manifests): the server
+/// is given each file, the command line `target` (the file, or the directory they are
+/// applied from together: rules across files hold only there).
+async fn check_manifests(
+    client: &Client,
+    ns: &str,
+    em: &common::Emulator,
+    files: &[PathBuf],
+    target: &Path,
+    out: &mut Examples,
+) {
+    let shown = |p: &Path| p.strip_prefix(repo()).unwrap_or(p).display().to_string();
+    for path in files {
+        if let Err(e) = server_verdict_on_file(client, ns, path).await {
+            out.disagreements.push(format!(
+                "{}: a valid example the API server refuses: {e}",
+                shown(path)
+            ));
+        }
+        out.checked.push(shown(path));
+    }
+    if let Err(e) = cli_verdict(em, target) {
+        out.disagreements.push(format!(
+            "{}: a valid example the command line refuses: {e}",
+            shown(target)
+        ));
+    }
+}
+
+/// Every manifest of `examples/`: the files at its top (each on its own, as their
+/// comments apply them) and every file of every example directory that is a manifest
+/// (the directory as a whole to the command line, as its README applies it). A
+/// directory holding no manifest must be what a checked manifest builds from (its
+/// `build.context`) or a wrangler project, whose `flaredock import` output is checked
+/// in its place; any other is a disagreement.
+async fn check_examples(client: &Client, ns: &str, em: &common::Emulator) -> Examples {
+    let root = repo().join("examples");
+    let mut out = Examples {
+        checked: Vec::new(),
+        disagreements: Vec::new(),
+    };
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    entries.sort();
+    let (dirs, top): (Vec<PathBuf>, Vec<PathBuf>) = entries.into_iter().partition(|p| p.is_dir());
+    let mut contexts = Vec::new();
+    let mut sort = |files: &[PathBuf], out: &mut Examples| {
+        let mut manifests = Vec::new();
+        for path in files {
+            match example_file(path) {
+                ExampleFile::Manifest => {
+                    contexts.extend(build_contexts(path));
+                    manifests.push(path.clone());
+                }
+                ExampleFile::Other => {}
+                ExampleFile::NotAManifest(why) => out.disagreements.push(format!(
+                    "{}: a YAML file in examples/ that is not a manifest: {why}",
+                    path.strip_prefix(repo()).unwrap().display()
+                )),
+            }
+        }
+        manifests
+    };
+    let top = sort(&top, &mut out);
+    let dirs: Vec<(PathBuf, Vec<PathBuf>)> = dirs
+        .into_iter()
+        .map(|dir| {
+            let manifests = sort(&files_under(&dir), &mut out);
+            (dir, manifests)
+        })
+        .collect();
+    for path in &top {
+        check_manifests(client, ns, em, std::slice::from_ref(path), path, &mut out).await;
+    }
+    let imported = tempfile::tempdir().unwrap();
+    for (dir, manifests) in &dirs {
+        let name = dir.strip_prefix(repo()).unwrap().display().to_string();
+        if !manifests.is_empty() {
+            check_manifests(client, ns, em, manifests, dir, &mut out).await;
+        } else if contexts.contains(&dir.canonicalize().unwrap()) {
+            // A build context (a Dockerfile and what it copies): its manifest is checked.
+        } else if let Some(config) = wrangler_config(dir) {
+            let import = Command::new(env!("CARGO_BIN_EXE_flaredock"))
+                .arg("import")
+                .arg(&config)
+                .current_dir(dir)
+                .output()
+                .expect("flaredock runs");
+            if !import.status.success() {
+                out.disagreements.push(format!(
+                    "{name}: `flaredock import` of the wrangler project fails: {}",
+                    String::from_utf8_lossy(&import.stderr)
+                ));
+                continue;
+            }
+            let file = imported.path().join(format!(
+                "{}.yaml",
+                dir.file_name().unwrap().to_string_lossy()
+            ));
+            std::fs::write(&file, &import.stdout).unwrap();
+            if !matches!(example_file(&file), ExampleFile::Manifest) {
+                out.disagreements
+                    .push(format!("{name}: `flaredock import` printed no manifest"));
+                continue;
+            }
+            check_manifests(client, ns, em, std::slice::from_ref(&file), &file, &mut out).await;
+        } else {
+            out.disagreements.push(format!(
+                "{name}: an example directory that holds no manifest this test checked (nor \
+                 is it the build context of one, nor a wrangler project)"
+            ));
+        }
+    }
+    out
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_api_server_and_the_command_line_give_one_verdict_on_every_manifest() {
     let _shared = shared().await;
@@ -303,22 +502,13 @@ async fn the_api_server_and_the_command_line_give_one_verdict_on_every_manifest(
         );
     }
 
-    let mut examples = yaml_files(&repo().join("examples"));
-    examples.extend(yaml_files(&repo().join("examples/build")));
-    assert!(examples.len() >= 8, "{examples:?}");
-    for path in &examples {
-        let name = path.strip_prefix(repo()).unwrap().display().to_string();
-        if let Err(e) = server_verdict_on_file(&client, &ns, path).await {
-            disagreements.push(format!(
-                "{name}: a valid example the API server refuses: {e}"
-            ));
-        }
-        if let Err(e) = cli_verdict(&em, path) {
-            disagreements.push(format!(
-                "{name}: a valid example the command line refuses: {e}"
-            ));
-        }
-    }
+    let examples = check_examples(&client, &ns, &em).await;
+    assert!(
+        examples.checked.len() >= 14,
+        "manifests checked: {:?}",
+        examples.checked
+    );
+    disagreements.extend(examples.disagreements);
     // A whole number where the schema says `number`: the CRD's rule on vcpu compares
     // it as a double on the server and in flaredock (0 refused, 1 taken).
     let edge = tempfile::tempdir().unwrap();

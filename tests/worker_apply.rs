@@ -248,24 +248,14 @@ async fn a_removed_container_leaves_the_class_and_its_data() {
     assert_eq!(count(&em, "PUT", "/workers/scripts/"), 1);
 }
 
+/// `flaredock ARGS FILE` (an `apply` times out after 3 s).
 fn flaredock(em: &RunningEmulator, args: &[&str], file: &Path) -> (Option<i32>, String, String) {
     let mut args: Vec<&str> = args.to_vec();
     if args[0] == "apply" {
         args.splice(1..1, ["--timeout", "3s"]);
     }
-    let out = Command::new(env!("CARGO_BIN_EXE_flaredock"))
-        .args(&args)
-        .arg(file)
-        .env("CLOUDFLARE_API_BASE_URL", em.base_url())
-        .env("CLOUDFLARE_ACCOUNT_ID", em.account_id())
-        .env("CLOUDFLARE_API_TOKEN", em.api_token())
-        .output()
-        .expect("flaredock runs");
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).to_string(),
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    )
+    let args = args.into_iter().map(std::ffi::OsStr::new);
+    common::flaredock_cli(em, args.chain([file.as_os_str()]))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

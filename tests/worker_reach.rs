@@ -573,24 +573,6 @@ async fn deleting_removes_only_the_routes_and_domains_flaredock_made() {
     em.stop().await;
 }
 
-fn flaredock_cli(
-    em: &flaredock::emulator::RunningEmulator,
-    args: &[&str],
-) -> (Option<i32>, String, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_flaredock"))
-        .args(args)
-        .env("CLOUDFLARE_API_BASE_URL", em.base_url())
-        .env("CLOUDFLARE_ACCOUNT_ID", em.account_id())
-        .env("CLOUDFLARE_API_TOKEN", em.api_token())
-        .output()
-        .expect("flaredock runs");
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).to_string(),
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_plans_by_field_applies_printing_the_url_and_deletes_what_it_made() {
     let em = common::start_emulator(|_| {}).await;
@@ -603,7 +585,7 @@ async fn the_binary_plans_by_field_applies_printing_the_url_and_deletes_what_it_
     std::fs::write(&file, doc).unwrap();
     let path = file.to_str().unwrap();
 
-    let (_, plan, stderr) = flaredock_cli(&em, &["plan", "-f", path]);
+    let (_, plan, stderr) = common::flaredock_cli(&em, ["plan", "-f", path]);
     assert!(
         plan.contains("worker.shop.route shop.example.com/*: absent → shop"),
         "{plan}{stderr}"
@@ -614,7 +596,7 @@ async fn the_binary_plans_by_field_applies_printing_the_url_and_deletes_what_it_
     );
     assert!(common::cloudflare_writes(&em).is_empty());
 
-    let (code, out, stderr) = flaredock_cli(&em, &["apply", "--timeout", "10s", "-f", path]);
+    let (code, out, stderr) = common::flaredock_cli(&em, ["apply", "--timeout", "10s", "-f", path]);
     assert_eq!(code, Some(0), "{out}{stderr}");
     assert!(
         out.contains("url: https://shop.flaredock.workers.dev"),
@@ -636,7 +618,8 @@ async fn the_binary_plans_by_field_applies_printing_the_url_and_deletes_what_it_
         .create_route(&zone, "billing.example.com/*", "billing")
         .await
         .unwrap();
-    let (code, out, stderr) = flaredock_cli(&em, &["delete", "--timeout", "10s", "-f", path]);
+    let (code, out, stderr) =
+        common::flaredock_cli(&em, ["delete", "--timeout", "10s", "-f", path]);
     assert_eq!(code, Some(0), "{out}{stderr}");
     let routes = client.list_routes(&zone).await.unwrap();
     assert_eq!(
@@ -1137,7 +1120,8 @@ async fn the_binary_deletes_a_route_or_domain_removed_between_two_runs_and_no_ot
         .unwrap();
     };
     let apply = |what: &str| {
-        let (code, out, stderr) = flaredock_cli(&em, &["apply", "--timeout", "10s", "-f", &path]);
+        let (code, out, stderr) =
+            common::flaredock_cli(&em, ["apply", "--timeout", "10s", "-f", &path]);
         assert_eq!(code, Some(0), "{what}: {out}{stderr}");
         out
     };
@@ -1163,7 +1147,7 @@ async fn the_binary_deletes_a_route_or_domain_removed_between_two_runs_and_no_ot
 
     // Run again with one route and no domain: the plan says so, the apply does it.
     write("  routes:\n    - {pattern: 'shop.example.com/*', zoneName: example.com}\n");
-    let (_, plan, _) = flaredock_cli(&em, &["plan", "-f", &path]);
+    let (_, plan, _) = common::flaredock_cli(&em, ["plan", "-f", &path]);
     assert!(
         plan.contains("worker.shop.route shop.example.com/api/*: shop → absent"),
         "{plan}"
@@ -1217,12 +1201,12 @@ async fn the_binary_with_refresh_reads_the_reach_state_and_corrects_a_change_mad
     )
     .unwrap();
     let path = file.to_str().unwrap();
-    let (code, out, stderr) = flaredock_cli(&em, &["apply", "--timeout", "10s", "-f", path]);
+    let (code, out, stderr) = common::flaredock_cli(&em, ["apply", "--timeout", "10s", "-f", path]);
     assert_eq!(code, Some(0), "{out}{stderr}");
     // Turned off and the cron removed by hand.
     client.set_script_subdomain("shop", false).await.unwrap();
     client.set_schedules("shop", &[]).await.unwrap();
-    let (_, plan, stderr) = flaredock_cli(&em, &["plan", "--refresh", "-f", path]);
+    let (_, plan, stderr) = common::flaredock_cli(&em, ["plan", "--refresh", "-f", path]);
     assert!(
         plan.contains("worker.shop.workersDev: false → true"),
         "{plan}{stderr}"
@@ -1232,7 +1216,7 @@ async fn the_binary_with_refresh_reads_the_reach_state_and_corrects_a_change_mad
         "{plan}"
     );
     let (code, out, stderr) =
-        flaredock_cli(&em, &["apply", "--refresh", "--timeout", "10s", "-f", path]);
+        common::flaredock_cli(&em, ["apply", "--refresh", "--timeout", "10s", "-f", path]);
     assert_eq!(code, Some(0), "{out}{stderr}");
     assert!(client.script_subdomain("shop").await.unwrap().enabled);
     assert_eq!(client.schedules("shop").await.unwrap().len(), 1);

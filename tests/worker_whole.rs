@@ -24,21 +24,6 @@ fn workerd() -> std::path::PathBuf {
     })
 }
 
-fn flaredock(em: &common::Emulator, args: &[&str]) -> (Option<i32>, String, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_flaredock"))
-        .args(args)
-        .env("CLOUDFLARE_API_BASE_URL", em.base_url())
-        .env("CLOUDFLARE_ACCOUNT_ID", em.account_id())
-        .env("CLOUDFLARE_API_TOKEN", em.api_token())
-        .output()
-        .expect("flaredock runs");
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).to_string(),
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    )
-}
-
 fn http() -> reqwest::Client {
     reqwest::Client::builder().no_proxy().build().unwrap()
 }
@@ -152,7 +137,7 @@ async fn the_whole_worker_example_is_ready_reads_back_answers_and_re_applies_wit
     assert_eq!(d1_id, example_binding_field("DB", "d1", "databaseId"));
 
     // Apply the directory as it is. The service binding's Worker `auth` is in it too.
-    let (code, out, err) = flaredock(&em, &["apply", "--timeout", "60s", "-f", EXAMPLE]);
+    let (code, out, err) = common::flaredock_cli(&em, ["apply", "--timeout", "60s", "-f", EXAMPLE]);
     assert_eq!(code, Some(0), "{out}{err}");
     for ready in [
         "CloudflareWorker storefront/auth: Ready=True",
@@ -335,7 +320,7 @@ async fn the_whole_worker_example_is_ready_reads_back_answers_and_re_applies_wit
 
     // ---- a second apply: zero writes ----
     em.shared.clear_requests();
-    let (code, out, err) = flaredock(&em, &["apply", "--timeout", "60s", "-f", EXAMPLE]);
+    let (code, out, err) = common::flaredock_cli(&em, ["apply", "--timeout", "60s", "-f", EXAMPLE]);
     assert_eq!(code, Some(0), "{out}{err}");
     assert!(
         out.contains("CloudflareWorker storefront/storefront: Ready=True"),
@@ -350,7 +335,8 @@ async fn the_whole_worker_example_is_ready_reads_back_answers_and_re_applies_wit
     eprintln!("re-apply of the example: {reads} API requests, 0 writes");
 
     // ---- delete: the route and the domain flaredock made go; the scripts stay ----
-    let (code, out, err) = flaredock(&em, &["delete", "--timeout", "60s", "-f", EXAMPLE]);
+    let (code, out, err) =
+        common::flaredock_cli(&em, ["delete", "--timeout", "60s", "-f", EXAMPLE]);
     assert_eq!(code, Some(0), "{out}{err}");
     let routes = call(&em, "GET", &format!("zones/{zone}/workers/routes"), None).await;
     assert_eq!(routes, json!([]), "{out}");

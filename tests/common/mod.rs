@@ -397,6 +397,26 @@ pub async fn push_to_cloudflare(
     format!("{}/{full}@{}", c.registry_host, image.digest)
 }
 
+/// Runs the `flaredock` binary with `args` against `em` (its URL, account and token in
+/// the environment): the exit code, stdout and stderr.
+pub fn flaredock_cli<S: AsRef<std::ffi::OsStr>>(
+    em: &RunningEmulator,
+    args: impl IntoIterator<Item = S>,
+) -> (Option<i32>, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_flaredock"))
+        .args(args)
+        .env("CLOUDFLARE_API_BASE_URL", em.base_url())
+        .env("CLOUDFLARE_ACCOUNT_ID", em.account_id())
+        .env("CLOUDFLARE_API_TOKEN", em.api_token())
+        .output()
+        .expect("flaredock runs");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
 /// The emulator's requests that change something (`METHOD path`), credential minting
 /// left out.
 pub fn cloudflare_writes(em: &RunningEmulator) -> Vec<String> {
