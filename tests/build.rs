@@ -13,10 +13,6 @@ use std::time::Duration;
 use flaredock::build::local::LocalBuilder;
 use flaredock::build::{BuildOutcome, BuildRequest, Builder};
 use flaredock::emulator::{DEMO_CLASS, DEMO_SCRIPT, RunningEmulator};
-use flaredock::oci::RegistryClient;
-use flaredock::oci::copy::CopyOptions;
-use flaredock::reconcile::images::{ImageResolver, SourceCredentials};
-use flaredock::reconcile::view::AccountView;
 use flaredock::reconcile::{ConvergeOptions, ReconcileOutcome, Reconciler, converge};
 use futures::future::BoxFuture;
 
@@ -43,23 +39,11 @@ fn buildah() -> std::path::PathBuf {
 }
 
 fn reconciler(em: &RunningEmulator, storage: &Path, builds: &Arc<AtomicUsize>) -> Reconciler {
-    let client = common::client_for(em);
     let builder = Counting {
         inner: LocalBuilder::buildah_with_storage(buildah(), storage),
         builds: builds.clone(),
     };
-    let images = ImageResolver::new(
-        client.clone(),
-        RegistryClient::new(vec![]).unwrap(),
-        SourceCredentials::new(),
-        CopyOptions::default(),
-    )
-    .with_builder(Arc::new(builder), true);
-    Reconciler::new(
-        Arc::new(AccountView::new(client)),
-        Arc::new(images),
-        flaredock::spec::ClusterIdentity::cli(),
-    )
+    common::reconciler_with_builder(em, Arc::new(builder))
 }
 
 fn object(context: &Path) -> flaredock::spec::CloudflareContainer {

@@ -21,12 +21,8 @@ use std::time::Duration;
 
 use flaredock::build::local::LocalBuilder;
 use flaredock::emulator::RunningEmulator;
-use flaredock::oci::RegistryClient;
-use flaredock::oci::copy::CopyOptions;
-use flaredock::reconcile::converge::{Converged, Manifests};
-use flaredock::reconcile::images::{ImageResolver, SourceCredentials};
-use flaredock::reconcile::view::AccountView;
-use flaredock::reconcile::{ConvergeOptions, Reconciler, converge_all};
+use flaredock::reconcile::Reconciler;
+use flaredock::reconcile::converge::Converged;
 
 fn need(path: &str, how: &str) -> std::path::PathBuf {
     let p = std::path::PathBuf::from(path);
@@ -42,7 +38,6 @@ fn workerd() {
 }
 
 fn reconciler(em: &RunningEmulator, storage: &Path) -> Reconciler {
-    let client = common::client_for(em);
     let builder = LocalBuilder::buildah_with_storage(
         need(
             "/usr/bin/buildah",
@@ -50,18 +45,7 @@ fn reconciler(em: &RunningEmulator, storage: &Path) -> Reconciler {
         ),
         storage,
     );
-    let images = ImageResolver::new(
-        client.clone(),
-        RegistryClient::new(vec![]).unwrap(),
-        SourceCredentials::new(),
-        CopyOptions::default(),
-    )
-    .with_builder(Arc::new(builder), true);
-    Reconciler::new(
-        Arc::new(AccountView::new(client)),
-        Arc::new(images),
-        flaredock::spec::ClusterIdentity::cli(),
-    )
+    common::reconciler_with_builder(em, Arc::new(builder))
 }
 
 /// The Worker: its `fetch` sends the request to the `Shop` Durable Object, which starts
@@ -151,23 +135,40 @@ fn write_context(dir: &Path, port: u16, baked: &str) {
     .unwrap();
 }
 
+/// A temporary directory with the image's context (`ctx`, serving `baked` on `port`)
+/// and the Worker's manifests, and a Reconciler that builds with buildah in it.
+struct Shop {
+    work: tempfile::TempDir,
+    ctx: std::path::PathBuf,
+    manifests: std::path::PathBuf,
+    port: u16,
+    r: Reconciler,
+}
+
+fn shop(em: &RunningEmulator, baked: &str) -> Shop {
+    let work = tempfile::tempdir().unwrap();
+    let ctx = work.path().join("ctx");
+    let manifests = work.path().join("manifests");
+    std::fs::create_dir_all(&manifests).unwrap();
+    let port = common::free_port();
+    write_context(&ctx, port, baked);
+    std::fs::write(
+        manifests.join("shop.yaml"),
+        worker(port, common::free_port()).replace("CONTEXT", &ctx.display().to_string()),
+    )
+    .unwrap();
+    let r = reconciler(em, &work.path().join("buildah"));
+    Shop {
+        work,
+        ctx,
+        manifests,
+        port,
+        r,
+    }
+}
+
 async fn converge_dir(r: &Reconciler, dir: &Path) -> Converged {
-    let loaded = flaredock::manifest::load(&[dir.to_path_buf()]);
-    assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
-    let containers: Vec<_> = loaded.objects.iter().map(|l| l.object.clone()).collect();
-    let workers: Vec<_> = loaded.workers.iter().map(|l| l.object.clone()).collect();
-    r.view.invalidate().await;
-    let options = ConvergeOptions {
-        timeout: Duration::from_secs(180),
-        poll: Duration::from_millis(20),
-        ..Default::default()
-    };
-    let manifests = Manifests {
-        containers: &containers,
-        workers: &workers,
-        data: &loaded.data,
-    };
-    converge_all(r, manifests, &options, |_, _| {}).await
+    common::converge_dir(r, dir, Duration::from_secs(180)).await
 }
 
 fn all_ready(done: &Converged) -> bool {
@@ -175,16 +176,7 @@ fn all_ready(done: &Converged) -> bool {
 }
 
 async fn visit(em: &RunningEmulator, path: &str) -> (u16, String) {
-    let r = reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .unwrap()
-        .get(format!("http://{}{path}", em.addr))
-        .header("host", "shop.flaredock.workers.dev")
-        .send()
-        .await
-        .unwrap();
-    (r.status().as_u16(), r.text().await.unwrap())
+    common::visit(em, "shop.flaredock.workers.dev", path).await
 }
 
 /// Whether a process runs (a zombie or a gone pid does not).
@@ -209,18 +201,13 @@ async fn a_request_is_served_by_the_container_then_by_the_new_image_then_by_none
         em.shared.containers.available(),
         "the emulator found buildah on PATH"
     );
-    let work = tempfile::tempdir().unwrap();
-    let ctx = work.path().join("ctx");
-    let manifests = work.path().join("manifests");
-    std::fs::create_dir_all(&manifests).unwrap();
-    let port = common::free_port();
-    write_context(&ctx, port, "baked into image one");
-    std::fs::write(
-        manifests.join("shop.yaml"),
-        worker(port, common::free_port()).replace("CONTEXT", &ctx.display().to_string()),
-    )
-    .unwrap();
-    let r = reconciler(&em, &work.path().join("buildah"));
+    let Shop {
+        work: _work,
+        ctx,
+        manifests,
+        port,
+        r,
+    } = shop(&em, "baked into image one");
 
     let done = converge_dir(&r, &manifests).await;
     assert!(all_ready(&done), "{done:#?}");
@@ -328,18 +315,13 @@ async fn from_an_external_registry_and_the_emulator_stopping_ends_its_containers
     // credentials (through the private auth file).
     let registry = common::DockerRegistry::start_with_auth("cf", "cf-pass");
     let em = common::start_emulator(|c| c.registry = Some(registry.as_external())).await;
-    let work = tempfile::tempdir().unwrap();
-    let ctx = work.path().join("ctx");
-    let manifests = work.path().join("manifests");
-    std::fs::create_dir_all(&manifests).unwrap();
-    let port = common::free_port();
-    write_context(&ctx, port, "served until the emulator stops");
-    std::fs::write(
-        manifests.join("shop.yaml"),
-        worker(port, common::free_port()).replace("CONTEXT", &ctx.display().to_string()),
-    )
-    .unwrap();
-    let r = reconciler(&em, &work.path().join("buildah"));
+    let Shop {
+        work: _work,
+        ctx: _,
+        manifests,
+        port,
+        r,
+    } = shop(&em, "served until the emulator stops");
     let done = converge_dir(&r, &manifests).await;
     assert!(all_ready(&done), "{done:#?}");
     let (status, body) = visit(&em, "/baked.txt").await;

@@ -53,32 +53,12 @@ fn port_open(port: u16) -> bool {
 }
 
 fn flaredock(em: &common::Emulator, args: &[&str]) -> (Option<i32>, String, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_flaredock"))
-        .args(args)
-        .env("CLOUDFLARE_API_BASE_URL", em.base_url())
-        .env("CLOUDFLARE_ACCOUNT_ID", em.account_id())
-        .env("CLOUDFLARE_API_TOKEN", em.api_token())
-        .output()
-        .expect("flaredock runs");
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).to_string(),
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    )
+    common::flaredock_cli(em, args)
 }
 
 /// A request to the Worker at `host`, through the emulator's listener: status, body.
 async fn visit(em: &common::Emulator, host: &str, path: &str) -> (u16, String) {
-    let r = reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .unwrap()
-        .get(format!("http://{}{path}", em.addr))
-        .header("host", host)
-        .send()
-        .await
-        .unwrap();
-    (r.status().as_u16(), r.text().await.unwrap())
+    common::visit(em, host, path).await
 }
 
 /// The README's commands, as a newcomer copies them.

@@ -9,8 +9,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use flaredock::emulator::RunningEmulator;
-use flaredock::reconcile::converge::{Converged, Manifests};
-use flaredock::reconcile::{ConvergeOptions, Reconciler, converge_all};
+use flaredock::reconcile::Reconciler;
+use flaredock::reconcile::converge::Converged;
 
 const WORKER: &str = r#"apiVersion: flaredock.dev/v1alpha1
 kind: CloudflareWorker
@@ -69,22 +69,7 @@ fn write_dir(dir: &Path, code_version: &str, secret: &str, containers: &[(&str, 
 }
 
 async fn converge_dir(reconciler: &Reconciler, dir: &Path) -> Converged {
-    let loaded = flaredock::manifest::load(&[dir.to_path_buf()]);
-    assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
-    let containers: Vec<_> = loaded.objects.iter().map(|l| l.object.clone()).collect();
-    let workers: Vec<_> = loaded.workers.iter().map(|l| l.object.clone()).collect();
-    reconciler.view.invalidate().await;
-    let options = ConvergeOptions {
-        timeout: Duration::from_secs(30),
-        poll: Duration::from_millis(20),
-        ..Default::default()
-    };
-    let manifests = Manifests {
-        containers: &containers,
-        workers: &workers,
-        data: &loaded.data,
-    };
-    converge_all(reconciler, manifests, &options, |_, _| {}).await
+    common::converge_dir(reconciler, dir, Duration::from_secs(30)).await
 }
 
 fn count(em: &RunningEmulator, method: &str, fragment: &str) -> usize {

@@ -52,13 +52,7 @@ async fn call(em: &common::Emulator, method: &str, path: &str, body: Option<Valu
 
 /// A request to the Worker at `host`, through the emulator's listener: status, body.
 async fn visit(em: &common::Emulator, host: &str, path: &str) -> (u16, String) {
-    let r = http()
-        .get(format!("http://{}{path}", em.addr))
-        .header("host", host)
-        .send()
-        .await
-        .unwrap();
-    (r.status().as_u16(), r.text().await.unwrap())
+    common::visit(em, host, path).await
 }
 
 /// The example's binding `name` field `field` (what its README says the ids are).

@@ -87,16 +87,7 @@ async fn api(em: &common::Emulator, method: &str, path: &str, body: Option<Value
 
 /// A request to the emulator's address with this `Host`; status and body.
 async fn visit(em: &common::Emulator, host: &str, path: &str) -> (u16, String) {
-    let r = reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .unwrap()
-        .get(format!("http://{}{path}", em.addr))
-        .header("host", host)
-        .send()
-        .await
-        .unwrap();
-    (r.status().as_u16(), r.text().await.unwrap())
+    common::visit(em, host, path).await
 }
 
 fn namespaces(em: &common::Emulator, script: &str) -> Vec<String> {

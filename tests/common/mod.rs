@@ -563,3 +563,64 @@ pub async fn pending_adoption_of(
         .unwrap_or_else(|| panic!("{field} is named: {:?}", pending.changes));
     (out, pending, change)
 }
+
+/// A Reconciler that builds local contexts with `builder` (the emulator's registry as
+/// target, as `flaredock apply` does with buildah).
+pub fn reconciler_with_builder(
+    em: &RunningEmulator,
+    builder: std::sync::Arc<dyn flaredock::build::Builder>,
+) -> Reconciler {
+    let client = client_for(em);
+    let images = ImageResolver::new(
+        client.clone(),
+        RegistryClient::new(vec![]).expect("registry client"),
+        SourceCredentials::new(),
+        CopyOptions::default(),
+    )
+    .with_builder(builder, true);
+    Reconciler::new(
+        std::sync::Arc::new(AccountView::new(client)),
+        std::sync::Arc::new(images),
+        flaredock::spec::ClusterIdentity::cli(),
+    )
+}
+
+/// Loads the manifests of `dir` (none may fail to parse) and converges them all, within
+/// `timeout`, polling every 20 ms.
+pub async fn converge_dir(
+    reconciler: &Reconciler,
+    dir: &std::path::Path,
+    timeout: Duration,
+) -> flaredock::reconcile::converge::Converged {
+    let loaded = flaredock::manifest::load(&[dir.to_path_buf()]);
+    assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
+    let containers: Vec<_> = loaded.objects.iter().map(|l| l.object.clone()).collect();
+    let workers: Vec<_> = loaded.workers.iter().map(|l| l.object.clone()).collect();
+    reconciler.view.invalidate().await;
+    let options = flaredock::reconcile::ConvergeOptions {
+        timeout,
+        poll: Duration::from_millis(20),
+        ..Default::default()
+    };
+    let manifests = flaredock::reconcile::converge::Manifests {
+        containers: &containers,
+        workers: &workers,
+        data: &loaded.data,
+    };
+    flaredock::reconcile::converge_all(reconciler, manifests, &options, |_, _| {}).await
+}
+
+/// A GET of `path` at the emulator's listener with this `Host` (a Worker's hostname):
+/// status and body.
+pub async fn visit(em: &RunningEmulator, host: &str, path: &str) -> (u16, String) {
+    let r = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("http client")
+        .get(format!("http://{}{path}", em.addr))
+        .header("host", host)
+        .send()
+        .await
+        .expect("the emulator answers");
+    (r.status().as_u16(), r.text().await.expect("a text body"))
+}

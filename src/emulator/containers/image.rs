@@ -5,7 +5,7 @@
 //! buildah store as a working container, whose `Entrypoint` + `Cmd` are read back.
 
 use std::path::Path;
-use std::process::Stdio;
+use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -163,19 +163,23 @@ impl Containers {
         argv.extend(strings("Cmd"));
         Ok(argv)
     }
+}
 
-    pub(super) async fn remove(&self, bin: &Path, storage: &[String], name: &str) {
-        let _ = tokio::time::timeout(
-            Duration::from_secs(10),
-            Command::new(bin)
-                .args(storage)
-                .args(["rm", name])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .kill_on_drop(true)
-                .status(),
-        )
-        .await;
-    }
+/// Removes the buildah container `name` (up to 10 s; a failure leaves nothing to report).
+pub(super) async fn remove(bin: &Path, storage: &[String], name: &str) {
+    let mut rm = Command::new(bin);
+    rm.args(storage).args(["rm", name]);
+    let _ = quiet(rm, Duration::from_secs(10)).await;
+}
+
+/// Runs `cmd` with no input and its output discarded, killed after `limit`: its exit
+/// status, or `None` when it could not start or did not end in time.
+pub(super) async fn quiet(mut cmd: Command, limit: Duration) -> Option<ExitStatus> {
+    let status = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .status();
+    tokio::time::timeout(limit, status).await.ok()?.ok()
 }

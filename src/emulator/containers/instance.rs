@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use tokio::process::Command;
 use tokio::sync::{oneshot, watch};
 
+use super::image::{quiet, remove};
 use super::log::{Log, drain, scrub};
 use super::{ContainerError, Containers, Key, StartOptions};
 use crate::emulator::Shared;
@@ -192,13 +193,13 @@ impl Containers {
             None => match self.command(bin, storage, &name).await {
                 Ok(c) if !c.is_empty() => c,
                 Ok(_) => {
-                    self.remove(bin, storage, &name).await;
+                    remove(bin, storage, &name).await;
                     return Err(ContainerError::NoCommand {
                         image: target.image.clone(),
                     });
                 }
                 Err(e) => {
-                    self.remove(bin, storage, &name).await;
+                    remove(bin, storage, &name).await;
                     return Err(e);
                 }
             },
@@ -217,7 +218,7 @@ impl Containers {
         let mut child = match run.spawn() {
             Ok(c) => c,
             Err(e) => {
-                self.remove(bin, storage, &name).await;
+                remove(bin, storage, &name).await;
                 return Err(ContainerError::Start(format!("{}: {e}", bin.display())));
             }
         };
@@ -248,18 +249,7 @@ impl Containers {
             let tail = crate::lock(&log2).tail(20);
             tracing::debug!(script = %script, code, "container exited: {}", scrub(&tail, &secrets2));
             let _ = exit_tx.send(Some(code));
-            let _ = tokio::time::timeout(
-                Duration::from_secs(10),
-                Command::new(&bin2)
-                    .args(&storage2)
-                    .args(["rm", &name2])
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .kill_on_drop(true)
-                    .status(),
-            )
-            .await;
+            remove(&bin2, &storage2, &name2).await;
         });
         tracing::info!(script = %key.script, class = %key.class, image = %target.image, "emulator: container instance started");
         crate::lock(&self.instances).insert(
@@ -306,20 +296,10 @@ impl Containers {
             .and_then(|i| i.pid)
             .ok_or(ContainerError::NotRunning)?;
         // buildah forwards the signal to the container's process.
-        let sent = tokio::time::timeout(
-            Duration::from_secs(5),
-            Command::new("kill")
-                .arg(format!("-{signo}"))
-                .arg(pid.to_string())
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .kill_on_drop(true)
-                .status(),
-        )
-        .await;
-        match sent {
-            Ok(Ok(s)) if s.success() => Ok(()),
+        let mut kill = Command::new("kill");
+        kill.arg(format!("-{signo}")).arg(pid.to_string());
+        match quiet(kill, Duration::from_secs(5)).await {
+            Some(s) if s.success() => Ok(()),
             _ => Err(ContainerError::BadRequest(format!(
                 "signal {signo} could not be sent"
             ))),
