@@ -37,17 +37,17 @@ async fn made(r: &Reconciler, obj: &CloudflareWorker) -> CloudflareWorkerStatus 
     out.status
 }
 
-/// What [`made_beside_billing`] sets up.
-struct Made {
-    em: common::Emulator,
-    client: CloudflareClient,
-    r: Reconciler,
-    obj: CloudflareWorker,
-    status: CloudflareWorkerStatus,
-    zone: String,
-    /// The route of another script, `billing` (uploaded by hand), on the same zone.
-    other: WorkerRoute,
-}
+/// What [`made_beside_billing`] sets up: the emulator, its client, the reconciler, the
+/// Worker, its Ready status, the zone id, and `billing`'s route on that zone.
+type Made = (
+    common::Emulator,
+    CloudflareClient,
+    Reconciler,
+    CloudflareWorker,
+    CloudflareWorkerStatus,
+    String,
+    WorkerRoute,
+);
 
 /// The `shop` Worker (with `extra`) made Ready, then another script `billing` uploaded
 /// by hand with a route `billing.example.com/*` on the same zone.
@@ -63,15 +63,7 @@ async fn made_beside_billing(extra: &str) -> Made {
         .create_route(&zone, "billing.example.com/*", "billing")
         .await
         .expect("route");
-    Made {
-        em,
-        client,
-        r,
-        obj,
-        status,
-        zone,
-        other,
-    }
+    (em, client, r, obj, status, zone, other)
 }
 
 async fn route_ids(client: &CloudflareClient, zone: &str) -> Vec<String> {
@@ -96,15 +88,7 @@ async fn domain_ids(client: &CloudflareClient) -> Vec<String> {
 
 #[tokio::test]
 async fn a_script_deleted_by_hand_leaves_no_recorded_route_and_no_other_is_touched() {
-    let Made {
-        em,
-        client,
-        r,
-        mut obj,
-        status,
-        zone,
-        other,
-    } = made_beside_billing("").await;
+    let (em, client, r, mut obj, status, zone, other) = made_beside_billing("").await;
     // Another script's route on the same zone (`other`), and a stale record naming it.
     let other_domain = client
         .attach_domain("pay.example.com", "billing", None)
@@ -146,15 +130,8 @@ async fn a_script_deleted_by_hand_leaves_no_recorded_route_and_no_other_is_touch
 
 #[tokio::test]
 async fn a_script_taken_over_by_hand_is_kept_and_its_recorded_route_and_domain_go() {
-    let Made {
-        em,
-        client,
-        r,
-        mut obj,
-        status,
-        zone,
-        other,
-    } = made_beside_billing("  deletionPolicy: Delete\n").await;
+    let (em, client, r, mut obj, status, zone, other) =
+        made_beside_billing("  deletionPolicy: Delete\n").await;
     // Someone deploys over the script by hand: it is no longer flaredock's.
     common::scripts::upload_by_hand(&client, "shop", "by hand").await;
     let before = domain_ids(&client).await;
