@@ -21,10 +21,24 @@ start_emulator() { # extra emulator flags...
   for _ in $(seq 100); do curl -sf -o /dev/null "http://127.0.0.1:$port/__emulator/requests" && break; sleep 0.05; done
   base="http://127.0.0.1:$port/client/v4"
 }
-# The Python prelude of bench_python: write_worker(out, w, classes, worker_doc) writes
+# The Python prelude of bench_python: worker_head(w, code) is the top of worker-W's
+# CloudflareWorker document (its inline module `code`, a var WORKER), to which a
+# benchmark adds spec lines; write_worker(out, w, classes, worker_doc) writes
 # out/worker-WWW.yaml holding the Worker's document and one CloudflareContainer per
 # class, each naming worker-W.
 read -r -d '' bench_prelude <<'PY' || true
+def worker_head(w, code):
+    return f"""apiVersion: flaredock.dev/v1alpha1
+kind: CloudflareWorker
+metadata: {{name: worker-{w}, namespace: bench}}
+spec:
+  compatibilityDate: "2026-06-01"
+  source:
+    inline:
+      mainModule: index.js
+      modules: {{index.js: "{code}"}}
+  vars: {{WORKER: "{w}"}}
+"""
 def write_worker(out, w, classes, worker_doc):
     docs = [worker_doc]
     for i, c in enumerate(classes):

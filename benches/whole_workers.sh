@@ -41,17 +41,7 @@ spec:
 for w in range(workers):
     classes = [f"C{w}x{i}" for i in range(per)]
     code = "\\n".join(f"export class {c} {{}}" for c in classes + ["Counter"]) + "\\nexport default { fetch: () => new Response('v1'), scheduled() {} }\\n"
-    doc = f"""apiVersion: flaredock.dev/v1alpha1
-kind: CloudflareWorker
-metadata: {{name: worker-{w}, namespace: bench}}
-spec:
-  compatibilityDate: "2026-06-01"
-  source:
-    inline:
-      mainModule: index.js
-      modules: {{index.js: "{code}"}}
-  vars: {{WORKER: "{w}"}}
-  bindings:
+    doc = worker_head(w, code) + f"""  bindings:
     - {{name: CACHE, kvNamespace: {{namespaceId: {kv}}}}}
     - {{name: ASSETS, r2Bucket: {{bucketName: bench-assets}}}}
     - {{name: DB, d1: {{databaseId: {d1}}}}}

@@ -20,17 +20,7 @@ per = count // workers
 for w in range(workers):
     classes = [f"C{w}x{i}" for i in range(per)]
     code = "\\n".join(f"export class {c} {{}}" for c in classes) + f"\\nexport default {{ fetch: () => new Response('{version}') }}\\n"
-    doc = f"""apiVersion: flaredock.dev/v1alpha1
-kind: CloudflareWorker
-metadata: {{name: worker-{w}, namespace: bench}}
-spec:
-  compatibilityDate: "2026-06-01"
-  source:
-    inline:
-      mainModule: index.js
-      modules: {{index.js: "{code}"}}
-  vars: {{WORKER: "{w}"}}
-"""
+    doc = worker_head(w, code)
     write_worker(out, w, classes, doc)
 PY
 }

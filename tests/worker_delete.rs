@@ -7,6 +7,7 @@
 mod common;
 
 use flaredock::cloudflare::CloudflareClient;
+use flaredock::cloudflare::routing::WorkerRoute;
 use flaredock::reconcile::worker::inputs::SourceData;
 use flaredock::reconcile::{DeleteOutcome, Reconciler};
 use flaredock::spec::reach::RouteStatus;
@@ -36,6 +37,35 @@ async fn made(r: &Reconciler, obj: &CloudflareWorker) -> CloudflareWorkerStatus 
     out.status
 }
 
+/// What [`made_beside_billing`] sets up: the emulator, its client, the reconciler, the
+/// Worker, its Ready status, the zone id, and `billing`'s route on that zone.
+type Made = (
+    common::Emulator,
+    CloudflareClient,
+    Reconciler,
+    CloudflareWorker,
+    CloudflareWorkerStatus,
+    String,
+    WorkerRoute,
+);
+
+/// The `shop` Worker (with `extra`) made Ready, then another script `billing` uploaded
+/// by hand with a route `billing.example.com/*` on the same zone.
+async fn made_beside_billing(extra: &str) -> Made {
+    let em = common::start_emulator(|_| {}).await;
+    let client = common::client_for(&em);
+    let r = common::reconciler_for(&client);
+    let obj = worker(extra);
+    let status = made(&r, &obj).await;
+    let zone = common::scripts::zone_id(&client).await;
+    common::scripts::upload_by_hand(&client, "billing", "by hand").await;
+    let other = client
+        .create_route(&zone, "billing.example.com/*", "billing")
+        .await
+        .expect("route");
+    (em, client, r, obj, status, zone, other)
+}
+
 async fn route_ids(client: &CloudflareClient, zone: &str) -> Vec<String> {
     client
         .list_routes(zone)
@@ -58,18 +88,8 @@ async fn domain_ids(client: &CloudflareClient) -> Vec<String> {
 
 #[tokio::test]
 async fn a_script_deleted_by_hand_leaves_no_recorded_route_and_no_other_is_touched() {
-    let em = common::start_emulator(|_| {}).await;
-    let client = common::client_for(&em);
-    let r = common::reconciler_for(&client);
-    let mut obj = worker("");
-    let status = made(&r, &obj).await;
-    let zone = common::scripts::zone_id(&client).await;
-    // Another script's route on the same zone, and a stale record naming it.
-    common::scripts::upload_by_hand(&client, "billing", "by hand").await;
-    let other = client
-        .create_route(&zone, "billing.example.com/*", "billing")
-        .await
-        .expect("route");
+    let (em, client, r, mut obj, status, zone, other) = made_beside_billing("").await;
+    // Another script's route on the same zone (`other`), and a stale record naming it.
     let other_domain = client
         .attach_domain("pay.example.com", "billing", None)
         .await
@@ -110,17 +130,8 @@ async fn a_script_deleted_by_hand_leaves_no_recorded_route_and_no_other_is_touch
 
 #[tokio::test]
 async fn a_script_taken_over_by_hand_is_kept_and_its_recorded_route_and_domain_go() {
-    let em = common::start_emulator(|_| {}).await;
-    let client = common::client_for(&em);
-    let r = common::reconciler_for(&client);
-    let mut obj = worker("  deletionPolicy: Delete\n");
-    let status = made(&r, &obj).await;
-    let zone = common::scripts::zone_id(&client).await;
-    common::scripts::upload_by_hand(&client, "billing", "by hand").await;
-    let other = client
-        .create_route(&zone, "billing.example.com/*", "billing")
-        .await
-        .expect("route");
+    let (em, client, r, mut obj, status, zone, other) =
+        made_beside_billing("  deletionPolicy: Delete\n").await;
     // Someone deploys over the script by hand: it is no longer flaredock's.
     common::scripts::upload_by_hand(&client, "shop", "by hand").await;
     let before = domain_ids(&client).await;

@@ -16,10 +16,15 @@ use flaredock::spec::reach::{DomainStatus, RouteStatus};
 
 const ZONE: &str = "0123456789abcdef0123456789abcdef";
 
-fn worker(extra: &str) -> CloudflareWorker {
-    let doc = format!(
+/// The `shop` Worker's document (a fetch and a scheduled handler) with `extra` spec lines.
+fn shop_doc(extra: &str) -> String {
+    format!(
         "apiVersion: flaredock.dev/v1alpha1\nkind: CloudflareWorker\nmetadata: {{name: shop, namespace: apps}}\nspec:\n  compatibilityDate: '2026-06-01'\n  source:\n    inline:\n      mainModule: index.js\n      modules: {{index.js: 'export default {{ fetch() {{ return new Response(\"hi\") }}, scheduled() {{}} }}'}}\n{extra}"
-    );
+    )
+}
+
+fn worker(extra: &str) -> CloudflareWorker {
+    let doc = shop_doc(extra);
     match flaredock::manifest::parse_any(&doc, "w.yaml", 1).expect("valid") {
         flaredock::manifest::Document::Worker(w) => *w,
         other => panic!("{other:?}"),
@@ -573,17 +578,29 @@ async fn deleting_removes_only_the_routes_and_domains_flaredock_made() {
     em.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_binary_plans_by_field_applies_printing_the_url_and_deletes_what_it_made() {
+/// The command-line tests' set-up: an emulator, its client, and `shop.yaml` (the
+/// [`shop_doc`] with `extra`) in a temporary directory kept alive by the caller.
+async fn shop_file(
+    extra: &str,
+) -> (
+    common::Emulator,
+    flaredock::cloudflare::CloudflareClient,
+    tempfile::TempDir,
+    String,
+) {
     let em = common::start_emulator(|_| {}).await;
     let client = common::client_for(&em);
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("shop.yaml");
-    let doc = format!(
-        "apiVersion: flaredock.dev/v1alpha1\nkind: CloudflareWorker\nmetadata: {{name: shop, namespace: apps}}\nspec:\n  compatibilityDate: '2026-06-01'\n  source:\n    inline:\n      mainModule: index.js\n      modules: {{index.js: 'export default {{ fetch() {{ return new Response(\"hi\") }}, scheduled() {{}} }}'}}\n{REACH}"
-    );
-    std::fs::write(&file, doc).unwrap();
-    let path = file.to_str().unwrap();
+    std::fs::write(&file, shop_doc(extra)).unwrap();
+    let path = file.to_str().unwrap().to_string();
+    (em, client, dir, path)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_plans_by_field_applies_printing_the_url_and_deletes_what_it_made() {
+    let (em, client, _dir, path) = shop_file(REACH).await;
+    let path = path.as_str();
 
     let (_, plan, stderr) = common::flaredock_cli(&em, ["plan", "-f", path]);
     assert!(
@@ -1105,20 +1122,8 @@ async fn an_adoption_writes_nothing_until_its_exact_plan_is_approved_and_an_appr
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_deletes_a_route_or_domain_removed_between_two_runs_and_no_other() {
-    let em = common::start_emulator(|_| {}).await;
-    let client = common::client_for(&em);
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("shop.yaml");
-    let path = file.to_str().unwrap().to_string();
-    let write = |reach: &str| {
-        std::fs::write(
-            &file,
-            format!(
-                "apiVersion: flaredock.dev/v1alpha1\nkind: CloudflareWorker\nmetadata: {{name: shop, namespace: apps}}\nspec:\n  compatibilityDate: '2026-06-01'\n  source:\n    inline:\n      mainModule: index.js\n      modules: {{index.js: 'export default {{ fetch() {{ return new Response(\"hi\") }} }}'}}\n{reach}"
-            ),
-        )
-        .unwrap();
-    };
+    let (em, client, _dir, path) = shop_file("").await;
+    let write = |reach: &str| std::fs::write(&path, shop_doc(reach)).unwrap();
     let apply = |what: &str| {
         let (code, out, stderr) =
             common::flaredock_cli(&em, ["apply", "--timeout", "10s", "-f", &path]);
@@ -1191,16 +1196,8 @@ async fn the_binary_deletes_a_route_or_domain_removed_between_two_runs_and_no_ot
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_with_refresh_reads_the_reach_state_and_corrects_a_change_made_elsewhere() {
-    let em = common::start_emulator(|_| {}).await;
-    let client = common::client_for(&em);
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("shop.yaml");
-    std::fs::write(
-        &file,
-        "apiVersion: flaredock.dev/v1alpha1\nkind: CloudflareWorker\nmetadata: {name: shop, namespace: apps}\nspec:\n  compatibilityDate: '2026-06-01'\n  source:\n    inline:\n      mainModule: index.js\n      modules: {index.js: 'export default { fetch() { return new Response(\"hi\") }, scheduled() {} }'}\n  crons: ['*/5 * * * *']\n",
-    )
-    .unwrap();
-    let path = file.to_str().unwrap();
+    let (em, client, _dir, path) = shop_file("  crons: ['*/5 * * * *']\n").await;
+    let path = path.as_str();
     let (code, out, stderr) = common::flaredock_cli(&em, ["apply", "--timeout", "10s", "-f", path]);
     assert_eq!(code, Some(0), "{out}{stderr}");
     // Turned off and the cron removed by hand.

@@ -86,6 +86,13 @@ async fn api(em: &common::Emulator, method: &str, path: &str, body: Option<Value
 }
 
 /// A request to the emulator's address with this `Host`; status and body.
+/// Turns on the script's workers.dev host (`POST …/subdomain {enabled: true}`).
+async fn enable_workers_dev(em: &common::Emulator, script: &str) {
+    let path = format!("/workers/scripts/{script}/subdomain");
+    let (status, body) = api(em, "POST", &path, Some(json!({"enabled": true}))).await;
+    assert_eq!(status, 200, "{body}");
+}
+
 async fn visit(em: &common::Emulator, host: &str, path: &str) -> (u16, String) {
     common::visit(em, host, path).await
 }
@@ -437,13 +444,7 @@ async fn a_service_binding_reaches_the_other_script() {
     )
     .await;
     assert_eq!(status, 200, "{body}");
-    api(
-        &em,
-        "POST",
-        "/workers/scripts/front/subdomain",
-        Some(json!({"enabled": true})),
-    )
-    .await;
+    enable_workers_dev(&em, "front").await;
     let (status, text) = visit(&em, "front.flaredock.workers.dev", "/").await;
     assert_eq!((status, text.as_str()), (200, "front: auth says /check"));
     em.stop().await;
@@ -487,13 +488,7 @@ async fn without_buildah_starting_a_container_says_there_is_no_container_runtime
         .push(json!({"type": "plain_text", "name": "MODE", "text": "test"}));
     let (status, body) = upload(&em, "shop", metadata, &[("index.js", CONTAINER_CODE)]).await;
     assert_eq!(status, 200, "{body}");
-    api(
-        &em,
-        "POST",
-        "/workers/scripts/shop/subdomain",
-        Some(json!({"enabled": true})),
-    )
-    .await;
+    enable_workers_dev(&em, "shop").await;
     let (status, text) = visit(&em, "shop.flaredock.workers.dev", "/").await;
     assert_eq!(status, 503, "{text}");
     assert_eq!(text, flaredock::emulator::containers::NO_CONTAINER_RUNTIME);
@@ -516,13 +511,7 @@ async fn a_container_class_without_an_application_says_so() {
     )
     .await;
     assert_eq!(status, 200, "{body}");
-    api(
-        &em,
-        "POST",
-        "/workers/scripts/shop/subdomain",
-        Some(json!({"enabled": true})),
-    )
-    .await;
+    enable_workers_dev(&em, "shop").await;
     let (status, text) = visit(&em, "shop.flaredock.workers.dev", "/").await;
     assert_eq!(status, 503, "{text}");
     assert_eq!(
@@ -558,13 +547,7 @@ async fn without_workerd_uploads_are_checked_statically_and_workers_are_not_serv
     .await;
     assert_eq!(status, 400, "{body}");
     assert_eq!(error_of(&body).0, 10021);
-    api(
-        &em,
-        "POST",
-        "/workers/scripts/static/subdomain",
-        Some(json!({"enabled": true})),
-    )
-    .await;
+    enable_workers_dev(&em, "static").await;
     let (status, text) = visit(&em, "static.flaredock.workers.dev", "/").await;
     assert_eq!(status, 503, "{text}");
     assert!(text.contains("Workers are not served"), "{text}");
@@ -696,13 +679,7 @@ async fn scripts_seeded_by_the_hooks_start_no_workerd() {
     let em = emulator().await;
     em.put_script("seeded", &["Shop"]);
     let runtime = em.shared.runtime().expect("workerd runs");
-    api(
-        &em,
-        "POST",
-        "/workers/scripts/seeded/subdomain",
-        Some(json!({"enabled": true})),
-    )
-    .await;
+    enable_workers_dev(&em, "seeded").await;
     let (status, text) = visit(&em, "seeded.flaredock.workers.dev", "/").await;
     assert_eq!(status, 503, "{text}");
     assert!(text.contains("has no code"), "{text}");

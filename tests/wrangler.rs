@@ -226,6 +226,20 @@ async fn create_storage(em: &common::Emulator, path: &str, body: Value) -> Value
     answer["result"].clone()
 }
 
+/// The KV namespace `shop-cache` made through the official endpoint, then the
+/// [`container_project`] binding it: (its id, the image reference).
+async fn shop_project(wrangler: &Wrangler, em: &common::Emulator) -> (String, String) {
+    let kv = create_storage(
+        em,
+        "storage/kv/namespaces",
+        serde_json::json!({"title": "shop-cache"}),
+    )
+    .await;
+    let kv = kv["id"].as_str().unwrap().to_string();
+    let image = container_project(wrangler, em, &kv);
+    (kv, image)
+}
+
 /// The example project (examples/wrangler: a container on the image the emulator's
 /// registry holds, a KV binding, a var, workers.dev by default) copied into wrangler's
 /// home, with this emulator's registry and the KV namespace `kv`; the image reference.
@@ -247,13 +261,7 @@ fn container_project(wrangler: &Wrangler, em: &common::Emulator, kv: &str) -> St
 async fn wrangler_deploys_a_worker_with_a_container_and_a_second_deploy_changes_nothing() {
     let em = common::start_emulator(|c| c.capture_bodies = true).await;
     let wrangler = Wrangler::new(&em);
-    let kv = create_storage(
-        &em,
-        "storage/kv/namespaces",
-        serde_json::json!({"title": "shop-cache"}),
-    )
-    .await;
-    let image = container_project(&wrangler, &em, kv["id"].as_str().unwrap());
+    let (_, image) = shop_project(&wrangler, &em).await;
 
     let out = wrangler.ok(&["deploy"]);
     assert!(out.contains("Created application shop-shop"), "{out}");
@@ -349,14 +357,7 @@ fn approve(yaml: &str, name: &str, hash: &str) -> String {
 async fn a_project_deployed_with_wrangler_is_imported_planned_and_adopted_keeping_everything() {
     let em = common::start_emulator(|_| {}).await;
     let wrangler = Wrangler::new(&em);
-    let kv = create_storage(
-        &em,
-        "storage/kv/namespaces",
-        serde_json::json!({"title": "shop-cache"}),
-    )
-    .await;
-    let kv = kv["id"].as_str().unwrap().to_string();
-    let tag = container_project(&wrangler, &em, &kv);
+    let (kv, tag) = shop_project(&wrangler, &em).await;
     // A script setting the import maps (`limits` → spec.limits).
     let config_file = wrangler.home.path().join("wrangler.jsonc");
     let config = std::fs::read_to_string(&config_file).unwrap().replacen(
@@ -581,13 +582,7 @@ fn ready_reason(entry: &Value) -> &str {
 async fn a_container_approved_before_its_worker_waits_for_it_keeping_the_approval() {
     let em = common::start_emulator(|_| {}).await;
     let wrangler = Wrangler::new(&em);
-    let kv = create_storage(
-        &em,
-        "storage/kv/namespaces",
-        serde_json::json!({"title": "shop-cache"}),
-    )
-    .await;
-    container_project(&wrangler, &em, kv["id"].as_str().unwrap());
+    shop_project(&wrangler, &em).await;
     wrangler.ok(&["deploy"]);
     let app = common::client_for(&em)
         .list_applications()
